@@ -1,0 +1,234 @@
+"""``lookalike benchmark``: protocol -> embeddings -> search -> re-ranking -> metrics and report."""
+
+from __future__ import annotations
+
+import csv
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lookalike.data.folders import load_folders
+from lookalike.data.manifest import load_manifest
+from lookalike.data.protocol import make_protocol
+from lookalike.data.table import FaceTable
+from lookalike.data.tinyface import load_tinyface
+from lookalike.embed import read_chips
+from lookalike.experiment import ProtocolFeatures, SearchSplit, build_split, embed_protocol
+from lookalike.io import atomic_write, save_npz, write_json
+from lookalike.matchers.align import FaceAligner
+from lookalike.matchers.cache import EmbeddingCache
+from lookalike.metrics import RankedLists, cmc_curve, evaluate, first_hits, mcnemar
+from lookalike.report import plot_cmc, plot_examples, write_report
+from lookalike.versions import versions
+
+DEFAULT_CACHE = Path.home() / ".cache" / "lookalike" / "embeddings.sqlite"
+
+
+@dataclass
+class BenchmarkConfig:
+    """Every setting of a benchmark run (recorded in metrics.json)."""
+
+    data: str
+    out: str
+    seed: int = 0
+    lowres: int | None = None
+    lowres_apply: str = "both"
+    matcher: str = "dlib"
+    index: str = "numpy"
+    depth: int = 100
+    workers: int = 2
+    cache: str | None = str(DEFAULT_CACHE)
+    rerank: bool = True
+    test_fraction: float = 0.5
+    val_fraction: float = 0.3
+    central_fraction: float = 0.45
+    max_people: int | None = None
+    n_boot: int = 1000
+    progress: bool = True
+
+
+def load_dataset(path: str | Path) -> FaceTable:
+    """A TinyFace folder, a CSV manifest, or a folder-per-identity dataset, by what ``path`` is."""
+    path = Path(path)
+    if path.is_file() and path.suffix.lower() == ".csv":
+        return load_manifest(path)
+    if (path / "Testing_Set").is_dir():
+        return load_tinyface(path)
+    return load_folders(path)
+
+
+def sample_people(table: FaceTable, n: int, seed: int) -> FaceTable:
+    """A seeded subset of ``n`` identities (for quick runs)."""
+    people = sorted(set(table.identities.tolist()))
+    if n >= len(people):
+        return table
+    keep = np.random.default_rng(seed).choice(people, n, replace=False)
+    return table.select(np.isin(table.identities, keep))
+
+
+def score_method(name: str, split: SearchSplit, lists: RankedLists, base_hits: np.ndarray | None,
+                 n_boot: int, seed: int) -> dict:
+    positions = split.positions(lists)
+    m = evaluate(positions, n_boot=n_boot, seed=seed)
+    if base_hits is not None:
+        m.update(mcnemar(base_hits, first_hits(positions) < 1))
+    return m
+
+
+def run_benchmark(cfg: BenchmarkConfig) -> dict:
+    """Run the whole benchmark and write metrics.json, report.md, cmc.png and the ranked lists to cfg.out."""
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    timing: dict[str, float] = {}
+    t0 = time.perf_counter()
+    table = load_dataset(cfg.data)
+    if cfg.max_people:
+        table = sample_people(table, cfg.max_people, cfg.seed)
+    name = f"{Path(cfg.data).name}-closedset" + (f"-lowres{cfg.lowres}-{cfg.lowres_apply}" if cfg.lowres else "")
+    protocol = make_protocol(table, seed=cfg.seed, test_fraction=cfg.test_fraction, val_fraction=cfg.val_fraction,
+                             name=name, lowres=cfg.lowres, lowres_apply=cfg.lowres_apply)
+    protocol.save(out / "protocol")
+    timing["load_s"] = time.perf_counter() - t0
+
+    aligner = FaceAligner(central_fraction=cfg.central_fraction)
+    cache = EmbeddingCache(cfg.cache)
+    features = embed_protocol(protocol, cfg.matcher, cache, aligner, cfg.workers, cfg.progress)
+    timing["embed_s"] = features.embeddings.seconds
+    write_skipped(out / "skipped.csv", features)
+
+    t1 = time.perf_counter()
+    test = build_split(features, "test", cfg.depth, cfg.index)
+    timing["search_s"] = time.perf_counter() - t1
+
+    methods: dict[str, dict] = {}
+    rankings: dict[str, RankedLists] = {"baseline": test.lists}
+    methods["baseline"] = score_method("baseline", test, test.lists, None, cfg.n_boot, cfg.seed)
+    base_hits = first_hits(test.positions()) < 1
+    rerank_stats: dict = {}
+    if cfg.rerank:
+        rerank_stats = run_rerankers(cfg, features, test, methods, rankings, base_hits, timing, out)
+
+    counts = protocol.counts()
+    metrics = {
+        "protocol": {**protocol.settings(), **counts, "data": str(cfg.data), "matcher": cfg.matcher,
+                     "index": cfg.index, "depth": cfg.depth, "aligner": aligner.name,
+                     "n_probes_searched": len(test.probes), "n_gallery_searched": len(test.gallery),
+                     "probes_without_mate": test.notes["probes_without_mate"],
+                     "skipped_probes": test.notes["skipped_probes"], "skipped_gallery": test.notes["skipped_gallery"],
+                     "dataset_notes": table.notes},
+        "methods": methods,
+        "timing": {**timing, "total_s": time.perf_counter() - t0},
+        "embedding": features.embeddings.summary(),
+        "rerank_stats": rerank_stats,
+        "config": asdict(cfg),
+        "versions": versions(),
+    }
+    write_outputs(out, metrics, test, rankings, features, cache, aligner)
+    cache.close()
+    return metrics
+
+
+def run_rerankers(cfg: BenchmarkConfig, features: ProtocolFeatures, test: SearchSplit, methods: dict,
+                  rankings: dict, base_hits: np.ndarray, timing: dict, out: Path) -> dict:
+    """Fit every default re-ranking method on train + validation, apply it to the test lists."""
+    from lookalike.rerank import default_methods
+
+    val = build_split(features, "val", cfg.depth, cfg.index)
+    train = features.faces("train")
+    stats: dict = {"val_probes": len(val.probes), "train_images": len(train)}
+    try:
+        from lookalike.mining import mining_report
+
+        t = time.perf_counter()
+        stats["mining"] = mining_report(train, out / "mining")
+        timing["mining_report_s"] = time.perf_counter() - t
+    except ImportError:
+        pass
+    for method in default_methods(cfg.seed):
+        t = time.perf_counter()
+        method.fit(train, val)
+        lists = method.rerank(test)
+        timing[f"{method.name}_s"] = time.perf_counter() - t
+        rankings[method.name] = lists
+        methods[method.name] = score_method(method.name, test, lists, base_hits, cfg.n_boot, cfg.seed)
+        stats[method.name] = method.stats
+    return stats
+
+
+def write_skipped(path: Path, features: ProtocolFeatures) -> None:
+    e, t = features.embeddings, features.protocol.table
+    with atomic_write(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "identity", "role", "status", "message"])
+        for i in np.flatnonzero(~e.ok):
+            w.writerow([t.paths[i], t.identities[i], t.roles[i], e.status[i], e.messages.get(int(i), "")])
+
+
+def write_outputs(out: Path, metrics: dict, test: SearchSplit, rankings: dict[str, RankedLists],
+                  features: ProtocolFeatures, cache: EmbeddingCache, aligner: FaceAligner) -> None:
+    """metrics.json, rankings.npz, ranked_baseline.csv, cmc.png, examples and report.md."""
+    write_json(out / "metrics.json", metrics)
+    arrays = {"probe_paths": test.probes.paths.astype(str), "probe_ids": test.probes.identities.astype(str),
+              "gallery_paths": test.gallery.paths.astype(str), "gallery_ids": test.gallery.identities.astype(str)}
+    for name, lists in rankings.items():
+        arrays[f"{name}.indices"] = lists.indices
+        arrays[f"{name}.scores"] = lists.scores
+    save_npz(out / "rankings.npz", **arrays)
+    base = rankings["baseline"]
+    with atomic_write(out / "ranked_baseline.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["probe", "probe_identity", "rank", "gallery", "gallery_identity", "score", "mate"])
+        for q in range(len(test.probes)):
+            for r in range(min(20, base.depth)):
+                g = base.indices[q, r]
+                w.writerow([test.probes.paths[q], test.probes.identities[q], r + 1, test.gallery.paths[g],
+                            test.gallery.identities[g], f"{base.scores[q, r]:.5f}",
+                            int(test.gallery.identities[g] == test.probes.identities[q])])
+    curves = {name: cmc_curve(test.positions(lists)) for name, lists in rankings.items()}
+    title = f"CMC — {metrics['protocol']['name']}"
+    plot_cmc(curves, out / "cmc.png", title)
+    images = [("CMC", "cmc.png")]
+    mining = out / "mining"
+    for png, caption in (("score_distributions.png", "Score distributions (train)"),
+                         ("lookalike_montage.png", "Strongest lookalike pairs (train)")):
+        if (mining / png).exists():
+            images.append((caption, f"mining/{png}"))
+    best = best_method(metrics["methods"])
+    if best:
+        write_examples(out / "examples.png", test, base, rankings[best], features, cache, aligner)
+        if (out / "examples.png").exists():
+            images.append((f"Probes fixed and broken by {best}", "examples.png"))
+    write_report(out / "report.md", metrics, images)
+
+
+def best_method(methods: dict[str, dict]) -> str | None:
+    candidates = {k: v for k, v in methods.items() if k != "baseline"}
+    return max(candidates, key=lambda k: candidates[k]["rank1"]) if candidates else None
+
+
+def write_examples(path: Path, test: SearchSplit, before: RankedLists, after: RankedLists,
+                   features: ProtocolFeatures, cache: EmbeddingCache, aligner: FaceAligner, n: int = 4) -> None:
+    """Up to ``n`` fixed and ``n`` broken probes with their top-5 before and after."""
+    hit_b = before.indices[:, 0]
+    hit_a = after.indices[:, 0]
+    ok_b = test.gallery.identities[hit_b] == test.probes.identities
+    ok_a = test.gallery.identities[hit_a] == test.probes.identities
+    rows = [("fixed", int(q)) for q in np.flatnonzero(~ok_b & ok_a)[:n]]
+    rows += [("broken", int(q)) for q in np.flatnonzero(ok_b & ~ok_a)[:n]]
+    if not rows:
+        return
+    protocol = features.protocol
+    probe_lowres = protocol.lowres if protocol.degraded("probe") else None
+    gallery_lowres = protocol.lowres if protocol.degraded("gallery") else None
+    qs = [q for _, q in rows]
+    probe_chips = np.zeros((len(test.probes), aligner.chip_size, aligner.chip_size, 3), np.uint8)
+    probe_chips[qs] = read_chips(list(test.probes.paths[qs]), cache, aligner, probe_lowres)[0]
+    gs = sorted({int(g) for q in qs for g in (*before.indices[q, :5], *after.indices[q, :5])})
+    chips = read_chips(list(test.gallery.paths[gs]), cache, aligner, gallery_lowres)[0]
+    gallery_chips = dict(zip(gs, chips, strict=True))
+    enrolled = ~test.is_distractor
+    mates = [set(np.flatnonzero(enrolled & (test.gallery.identities == test.probes.identities[q])).tolist())
+             if q in qs else set() for q in range(len(test.probes))]
+    plot_examples(rows, probe_chips, gallery_chips, before.indices, after.indices, mates, path)

@@ -1,0 +1,1 @@
+"""Datasets, protocols and safe image loading."""

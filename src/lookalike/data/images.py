@@ -1,0 +1,82 @@
+"""Reading images safely, whatever users feed us, and degrading face chips to low resolution."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+MAX_PIXELS = 64_000_000  # decompression-bomb limit
+MIN_SIDE = 8
+
+
+class ImageError(Exception):
+    """An image that cannot be used; ``reason`` is a short code that reports count by."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def to_rgb8(img: Image.Image) -> np.ndarray:
+    """Any PIL mode (L, LA, P, RGBA, CMYK, I;16, I, F, ...) to an (H, W, 3) uint8 RGB array."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        a = np.asarray(img, dtype=np.float64)
+        hi = 65535.0 if img.mode.startswith("I;16") else max(float(a.max()), 1.0)
+        a = np.clip(a / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return np.repeat(a[..., None], 3, axis=2)
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, rgba)
+    return np.asarray(img.convert("RGB"), dtype=np.uint8)
+
+
+def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """An (H, W, 3) uint8 RGB array, EXIF orientation applied; raises :class:`ImageError` otherwise."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as e:
+        raise ImageError("missing", f"{path}: cannot read ({e.strerror})") from e
+    if size == 0:
+        raise ImageError("empty", f"{path}: empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                w, h = img.size
+                if w * h > max_pixels:
+                    raise ImageError("too_large", f"{path}: {w}x{h} exceeds the {max_pixels:,}-pixel limit")
+                if min(w, h) < MIN_SIDE:
+                    raise ImageError("too_small", f"{path}: {w}x{h} is too small for a face (min side {MIN_SIDE})")
+                img.load()
+                img = ImageOps.exif_transpose(img)
+                return to_rgb8(img)
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageError("too_large", f"{path}: {e}") from e
+    except OSError as e:
+        msg = str(e)
+        reason = "truncated" if "truncated" in msg or "broken data stream" in msg else "unreadable"
+        raise ImageError(reason, f"{path}: not a readable image ({msg})") from e
+    except (ValueError, SyntaxError, Exception) as e:  # PIL raises assorted errors on corrupt headers
+        raise ImageError("unreadable", f"{path}: not a readable image ({type(e).__name__}: {e})") from e
+
+
+def degrade(chip: np.ndarray, face_px: int, padding: float = 0.25) -> np.ndarray:
+    """Make an aligned chip look like a ``face_px``-wide face: downsample, then upsample back.
+
+    In dlib's chips the face spans ``size / (1 + 2 * padding)`` pixels, so the chip is reduced to
+    ``face_px * (1 + 2 * padding)`` pixels (bicubic, antialiased) and enlarged back (bicubic).
+    """
+    size = chip.shape[0]
+    small = max(2, int(round(face_px * (1 + 2 * padding))))
+    if small >= size:
+        return chip
+    img = Image.fromarray(chip)
+    low = img.resize((small, small), Image.BICUBIC, reducing_gap=None)
+    return np.asarray(low.resize((size, size), Image.BICUBIC), dtype=np.uint8)

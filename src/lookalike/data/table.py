@@ -1,0 +1,78 @@
+"""The one dataset representation: a table of (image path, identity, role)."""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+ROLES = ("", "train", "val_gallery", "val_probe", "val_distractor", "gallery", "probe", "distractor")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".pgm", ".ppm", ".bmp", ".tif", ".tiff", ".webp", ".gif")
+
+
+@dataclass
+class FaceTable:
+    """Parallel arrays of image paths, identity labels and protocol roles ("" = not assigned yet).
+
+    ``notes`` counts what a loader skipped (missing files, files without an image extension, ...).
+    """
+
+    paths: np.ndarray
+    identities: np.ndarray
+    roles: np.ndarray = None  # type: ignore[assignment]
+    notes: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.paths = np.asarray(self.paths, dtype=object)
+        self.identities = np.asarray([str(i) for i in self.identities], dtype=object)
+        if self.roles is None:
+            self.roles = np.full(len(self.paths), "", dtype=object)
+        self.roles = np.asarray(self.roles, dtype=object)
+        if not (len(self.paths) == len(self.identities) == len(self.roles)):
+            raise ValueError("paths, identities and roles must have the same length")
+        unknown = set(self.roles.tolist()) - set(ROLES)
+        if unknown:
+            raise ValueError(f"unknown roles {sorted(unknown)}; expected some of {ROLES}")
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def select(self, mask: np.ndarray) -> FaceTable:
+        """Rows where ``mask`` (boolean or index array) holds."""
+        return FaceTable(self.paths[mask], self.identities[mask], self.roles[mask], dict(self.notes))
+
+    def role(self, *roles: str) -> FaceTable:
+        """Rows whose role is one of ``roles``."""
+        return self.select(np.isin(self.roles, roles))
+
+    def identity_counts(self) -> Counter:
+        return Counter(self.identities.tolist())
+
+    def summary(self) -> dict[str, int]:
+        counts = Counter(self.roles.tolist())
+        return {"images": len(self), "identities": len(set(self.identities.tolist())),
+                **{f"role:{r or 'unassigned'}": n for r, n in sorted(counts.items())}, **self.notes}
+
+    def to_csv(self, path: str | Path) -> None:
+        """Write ``path,identity,role`` rows (atomically)."""
+        from lookalike.io import atomic_write
+
+        with atomic_write(path, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["path", "identity", "role"])
+            w.writerows(zip(self.paths, self.identities, self.roles, strict=True))
+
+    @classmethod
+    def concat(cls, tables: list[FaceTable]) -> FaceTable:
+        notes: Counter = Counter()
+        for t in tables:
+            notes.update(t.notes)
+        return cls(np.concatenate([t.paths for t in tables]), np.concatenate([t.identities for t in tables]),
+                   np.concatenate([t.roles for t in tables]), dict(notes))
+
+
+def is_image_file(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS

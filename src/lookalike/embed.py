@@ -1,0 +1,184 @@
+"""Images to embeddings: load, align, optionally degrade, embed — in parallel processes, through the cache.
+
+Every image ends with a status: ``ok`` or the reason it was skipped (``empty``, ``truncated``,
+``unreadable``, ``too_large``, ``too_small``, ``missing``, ``no_face``). Skips are counted, never fatal.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from lookalike.data.images import ImageError, degrade, load_image
+from lookalike.matchers import get_matcher
+from lookalike.matchers.align import Alignment, FaceAligner
+from lookalike.matchers.cache import EmbeddingCache, content_key
+
+
+def preprocess_key(lowres: int | None) -> str:
+    return "full" if lowres is None else f"lowres{lowres}"
+
+
+@dataclass
+class Embeddings:
+    """Embeddings of a list of images, with what happened to each one."""
+
+    vectors: np.ndarray  # (N, D) float32, zero rows where status != "ok"
+    status: np.ndarray  # (N,) "ok" or a skip reason
+    method: np.ndarray  # (N,) "detected", "central" or ""
+    n_faces: np.ndarray  # (N,) faces the detector saw
+    messages: dict[int, str] = field(default_factory=dict)
+    seconds: float = 0.0
+    computed: int = 0  # images embedded in this call (the rest came from the cache)
+
+    @property
+    def ok(self) -> np.ndarray:
+        return self.status == "ok"
+
+    def summary(self) -> dict:
+        return {
+            "images": len(self.status), "ok": int(self.ok.sum()), "computed": self.computed,
+            "cached": len(self.status) - self.computed, "seconds": round(self.seconds, 2),
+            "skipped": dict(Counter(s for s in self.status.tolist() if s != "ok")),
+            "face": dict(Counter(m for m in self.method.tolist() if m)),
+            "several_faces": int((self.n_faces > 1).sum()),
+        }
+
+
+# Per-process state of the worker processes (set once by _init_worker).
+_WORKER: dict = {}
+
+
+def _init_worker(matcher: str, aligner: FaceAligner, lowres: int | None, threads: int | None) -> None:
+    _WORKER.update(matcher=get_matcher(matcher, threads=threads), aligner=aligner, lowres=lowres)
+
+
+def _process(items: list[tuple[int, str, str, Alignment | None]]) -> list[tuple]:
+    """Embed one batch: (index, path, key, cached alignment) -> (index, key, status, message, alignment, emb)."""
+    aligner: FaceAligner = _WORKER["aligner"]
+    out, chips, chip_rows = [], [], []
+    for index, path, key, al in items:
+        try:
+            image = load_image(path)
+            al = al or aligner.align(image)
+            if al is None:
+                out.append((index, key, "no_face", f"{path}: no face found", None, None))
+                continue
+            chip = aligner.chip(image, al)
+            if _WORKER["lowres"] is not None:
+                chip = degrade(chip, _WORKER["lowres"], aligner.padding)
+        except ImageError as e:
+            out.append((index, key, e.reason, str(e), None, None))
+            continue
+        except Exception as e:  # a failure in a third-party library must not end a long run
+            out.append((index, key, "error", f"{path}: {type(e).__name__}: {e}", None, None))
+            continue
+        chip_rows.append(len(out))
+        out.append((index, key, "ok", "", al, None))
+        chips.append(chip)
+    if chips:
+        vectors = _WORKER["matcher"].embed(np.stack(chips))
+        for row, v in zip(chip_rows, vectors, strict=True):
+            out[row] = (*out[row][:5], v)
+    return out
+
+
+def embed_paths(paths: list[str] | np.ndarray, matcher: str = "dlib", aligner: FaceAligner | None = None,
+                lowres: int | None = None, cache: EmbeddingCache | None = None, workers: int = 2,
+                batch_size: int = 16, progress: bool = True, desc: str = "embed") -> Embeddings:
+    """Embed every image of ``paths``; finished batches are written to ``cache`` as they complete."""
+    t0 = time.perf_counter()
+    aligner = aligner or FaceAligner()
+    cache = cache or EmbeddingCache(None)
+    paths = [str(p) for p in paths]
+    keys = [content_key(p) for p in tqdm(paths, desc=f"{desc}: hash", disable=not progress, leave=False)]
+    prep = preprocess_key(lowres)
+    name = get_matcher_name(matcher)
+    aligned = cache.get_alignments(keys, aligner.name)
+    embedded = cache.get_embeddings(keys, name, prep)
+    n = len(paths)
+    status = np.full(n, "", dtype=object)
+    method = np.full(n, "", dtype=object)
+    n_faces = np.zeros(n, np.int32)
+    vectors: list[np.ndarray | None] = [None] * n
+    messages: dict[int, str] = {}
+    todo = []
+    for i, (p, k) in enumerate(zip(paths, keys, strict=True)):
+        st, msg, al = aligned.get(k, ("", "", None))
+        if st and st != "ok":
+            status[i], messages[i] = st, f"{p}: {st} (cached result for this file content)"
+        elif al is not None and k in embedded:
+            status[i], method[i], n_faces[i], vectors[i] = "ok", al.method, al.n_faces, embedded[k]
+        else:
+            todo.append((i, p, k, al))
+
+    def record(results: list[tuple]) -> None:
+        for index, _key, st, msg, al, emb in results:
+            status[index] = st
+            if msg:
+                messages[index] = msg
+            if al is not None:
+                method[index], n_faces[index] = al.method, al.n_faces
+            vectors[index] = emb
+        cache.put(aligner.name, name, prep, [r[1:] for r in results])
+
+    batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
+    bar = tqdm(total=len(todo), desc=desc, disable=not progress or not todo, unit="img")
+    if workers <= 1 or len(batches) <= 1:
+        _init_worker(matcher, aligner, lowres, threads=None)
+        for b in batches:
+            record(_process(b))
+            bar.update(len(b))
+    else:
+        ctx = mp.get_context("spawn")
+        with ctx.Pool(workers, initializer=_init_worker, initargs=(matcher, aligner, lowres, 1)) as pool:
+            for results in pool.imap_unordered(_process, batches):
+                record(results)
+                bar.update(len(results))
+    bar.close()
+    dim = next((len(v) for v in vectors if v is not None), 0)
+    out = np.zeros((n, dim), np.float32)
+    for i, v in enumerate(vectors):
+        if v is not None:
+            out[i] = v
+    return Embeddings(out, status, method, n_faces, messages, time.perf_counter() - t0, len(todo))
+
+
+def get_matcher_name(matcher: str) -> str:
+    """The cache name of a matcher without building it in this process."""
+    from lookalike.matchers.dlib_resnet import DlibResNetMatcher
+
+    if matcher == "dlib":
+        return DlibResNetMatcher.name
+    if matcher == "torch":
+        from lookalike.matchers.torch_resnet import TorchResNetMatcher
+
+        return TorchResNetMatcher.name
+    raise ValueError(f"unknown matcher {matcher!r}")
+
+
+def read_chips(paths: list[str], cache: EmbeddingCache, aligner: FaceAligner | None = None,
+               lowres: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Aligned chips for images whose alignment is cached: (chips (N, S, S, 3) uint8, ok mask)."""
+    aligner = aligner or FaceAligner()
+    keys = [content_key(p) for p in paths]
+    aligned = cache.get_alignments(keys, aligner.name)
+    chips = np.zeros((len(paths), aligner.chip_size, aligner.chip_size, 3), np.uint8)
+    ok = np.zeros(len(paths), bool)
+    for i, (p, k) in enumerate(zip(paths, keys, strict=True)):
+        al = aligned.get(k, ("", "", None))[2]
+        if al is None:
+            continue
+        try:
+            chip = aligner.chip(load_image(Path(p)), al)
+        except ImageError:
+            continue
+        chips[i] = degrade(chip, lowres, aligner.padding) if lowres is not None else chip
+        ok[i] = True
+    return chips, ok

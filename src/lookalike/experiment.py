@@ -1,0 +1,125 @@
+"""From a protocol to search problems: embed every image in its protocol view, then search each split.
+
+A :class:`SearchSplit` (probes, gallery, baseline ranked lists and full-ranking mate positions) is what
+re-rankers and evaluation work on; the test split and the validation split share that shape.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from lookalike.data.protocol import Protocol
+from lookalike.embed import Embeddings, embed_paths
+from lookalike.index import full_ranks, make_index
+from lookalike.matchers.align import FaceAligner
+from lookalike.matchers.cache import EmbeddingCache
+from lookalike.metrics import RankedLists, mate_positions
+
+
+@dataclass
+class FaceSet:
+    """Embedded images: paths, identity labels and L2-normalised vectors (row-aligned)."""
+
+    paths: np.ndarray
+    identities: np.ndarray
+    vectors: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+@dataclass
+class SearchSplit:
+    """One closed-set search problem: probes against a gallery (enrolled images plus distractors)."""
+
+    name: str
+    probes: FaceSet
+    gallery: FaceSet
+    is_distractor: np.ndarray  # (G,) bool
+    lists: RankedLists  # baseline candidate lists
+    base_ranks: list[np.ndarray]  # sorted full-ranking positions of each probe's mates (baseline)
+    notes: dict = field(default_factory=dict)
+
+    def positions(self, lists: RankedLists | None = None) -> list[np.ndarray]:
+        """Mate positions for ``lists`` (default: the baseline lists)."""
+        lists = self.lists if lists is None else lists
+        return mate_positions(lists, self.probes.identities, self.gallery.identities, self.base_ranks)
+
+
+@dataclass
+class ProtocolFeatures:
+    """One embedding per protocol row (degraded where the protocol says), with each row's status."""
+
+    protocol: Protocol
+    embeddings: Embeddings
+
+    def faces(self, *roles: str) -> FaceSet:
+        t = self.protocol.table
+        rows = np.isin(t.roles, roles) & self.embeddings.ok
+        return FaceSet(t.paths[rows], t.identities[rows], self.embeddings.vectors[rows])
+
+    def skipped(self, *roles: str) -> dict[str, int]:
+        rows = np.isin(self.protocol.table.roles, roles) & ~self.embeddings.ok
+        return dict(Counter(self.embeddings.status[rows].tolist()))
+
+
+def embed_protocol(protocol: Protocol, matcher: str = "dlib", cache: EmbeddingCache | None = None,
+                   aligner: FaceAligner | None = None, workers: int = 2, progress: bool = True) -> ProtocolFeatures:
+    """Embed every row of the protocol in its view: full resolution, or degraded to ``protocol.lowres``."""
+    t = protocol.table
+    degraded = np.asarray([protocol.degraded(r) for r in t.roles], bool)
+    n = len(t)
+    parts = {}
+    for flag in (False, True):
+        rows = np.flatnonzero(degraded == flag)
+        if len(rows):
+            lowres = protocol.lowres if flag else None
+            parts[flag] = (rows, embed_paths(t.paths[rows], matcher, aligner, lowres, cache, workers,
+                                             progress=progress, desc=f"embed ({'lowres' if flag else 'full'})"))
+    dim = max(p[1].vectors.shape[1] for p in parts.values())
+    emb = Embeddings(np.zeros((n, dim), np.float32), np.full(n, "", object), np.full(n, "", object),
+                     np.zeros(n, np.int32))
+    for rows, e in parts.values():
+        if e.vectors.shape[1]:
+            emb.vectors[rows] = e.vectors
+        emb.status[rows], emb.method[rows], emb.n_faces[rows] = e.status, e.method, e.n_faces
+        emb.messages.update({int(rows[i]): m for i, m in e.messages.items()})
+        emb.seconds += e.seconds
+        emb.computed += e.computed
+    return ProtocolFeatures(protocol, emb)
+
+
+def build_split(features: ProtocolFeatures, name: str = "test", depth: int = 100,
+                index: str = "numpy") -> SearchSplit:
+    """Search the split's probes against its gallery and distractors (``name`` is "test" or "val")."""
+    prefix = "" if name == "test" else "val_"
+    probes = features.faces(f"{prefix}probe")
+    gallery_roles = (f"{prefix}gallery", f"{prefix}distractor")
+    t = features.protocol.table
+    g_rows = np.isin(t.roles, gallery_roles) & features.embeddings.ok
+    gallery = FaceSet(t.paths[g_rows], t.identities[g_rows], features.embeddings.vectors[g_rows])
+    is_distractor = t.roles[g_rows] == f"{prefix}distractor"
+    if len(probes) == 0 or len(gallery) == 0:
+        raise ValueError(f"{name} split: {len(probes)} usable probes, {len(gallery)} usable gallery images")
+    # Closed-set: probes whose identity has no usable gallery image are counted and set aside.
+    enrolled = set(gallery.identities[~is_distractor].tolist())
+    has_mate = np.asarray([i in enrolled for i in probes.identities], bool)
+    notes = {"probes_without_mate": int((~has_mate).sum()),
+             "skipped_probes": features.skipped(f"{prefix}probe"),
+             "skipped_gallery": features.skipped(*gallery_roles)}
+    probes = FaceSet(probes.paths[has_mate], probes.identities[has_mate], probes.vectors[has_mate])
+    t0 = time.perf_counter()
+    idx = make_index(index, gallery.vectors.shape[1])
+    idx.add(gallery.vectors)
+    scores, ids = idx.search(probes.vectors, depth)
+    notes["search_s"] = time.perf_counter() - t0
+    by_identity: dict[str, list[int]] = {}
+    for g in np.flatnonzero(~is_distractor):
+        by_identity.setdefault(gallery.identities[g], []).append(int(g))
+    mates = [np.asarray(by_identity[pid], np.int64) for pid in probes.identities]
+    base_ranks = full_ranks(probes.vectors, gallery.vectors, mates)
+    return SearchSplit(name, probes, gallery, is_distractor, RankedLists(ids, scores), base_ranks, notes)

@@ -1,0 +1,105 @@
+"""Face detection (dlib HOG) and 5-point alignment to the matcher's chip."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from lookalike.matchers.base import CHIP_SIZE
+from lookalike.matchers.dlib_resnet import model_path
+
+SHAPE_MODEL = "shape_predictor_5_face_landmarks.dat"
+
+
+@dataclass
+class Alignment:
+    """Where the face is: how it was found, how many faces the detector saw, and the 5 landmarks."""
+
+    method: str  # "detected" or "central"
+    n_faces: int
+    box: tuple[int, int, int, int]  # left, top, right, bottom
+    landmarks: np.ndarray  # (5, 2) float32, x/y
+
+    def to_row(self) -> tuple[str, int, bytes]:
+        return self.method, self.n_faces, np.asarray([*self.box, *self.landmarks.ravel()], np.float32).tobytes()
+
+    @classmethod
+    def from_row(cls, method: str, n_faces: int, blob: bytes) -> Alignment:
+        v = np.frombuffer(blob, np.float32)
+        return cls(method, int(n_faces), tuple(int(x) for x in v[:4]), v[4:].reshape(5, 2).copy())
+
+
+class FaceAligner:
+    """Detects the face (HOG, upsampling small images) and aligns it with dlib's 5-point model.
+
+    When no face is found, ``central_fraction`` > 0 falls back to a centred square of that fraction of the
+    shorter side (for pre-cropped datasets), placing the landmarks inside it; 0 disables the fallback
+    and such images are reported as ``no_face``. With several faces, the one nearest the centre is used.
+    """
+
+    def __init__(self, central_fraction: float = 0.45, max_upsample: int = 3, chip_size: int = CHIP_SIZE,
+                 padding: float = 0.25) -> None:
+        self.central_fraction = central_fraction
+        self.max_upsample = max_upsample
+        self.chip_size = chip_size
+        self.padding = padding
+        self._detector = None
+        self._shape = None
+
+    @property
+    def name(self) -> str:
+        """Identifies every setting that changes the chips (part of the cache key)."""
+        return f"hog5pt-c{self.central_fraction:g}-u{self.max_upsample}-s{self.chip_size}-p{self.padding:g}"
+
+    def _models(self):
+        if self._detector is None:
+            import dlib
+
+            self._detector = dlib.get_frontal_face_detector()
+            self._shape = dlib.shape_predictor(str(model_path(SHAPE_MODEL)))
+        return self._detector, self._shape
+
+    def align(self, image: np.ndarray) -> Alignment | None:
+        """Find the face in an (H, W, 3) uint8 image; None when there is none and no fallback."""
+        import dlib
+
+        detector, shape = self._models()
+        h, w = image.shape[:2]
+        # HOG's window is 80x80: start at the upsampling that makes the image's short side at least 80 px.
+        first = 0
+        while min(h, w) * 2**first < 80 and first < self.max_upsample:
+            first += 1
+        rects = []
+        for up in range(first, self.max_upsample + 1):
+            if max(h, w) * 2**up > 4000:
+                break
+            rects = list(detector(image, up))
+            if rects:
+                break
+        if rects:
+            cx, cy = w / 2, h / 2
+            rect = min(rects, key=lambda r: (r.center().x - cx) ** 2 + (r.center().y - cy) ** 2)
+            method, n = "detected", len(rects)
+        elif self.central_fraction > 0:
+            side = self.central_fraction * min(h, w)
+            rect = dlib.rectangle(int(round((w - side) / 2)), int(round((h - side) / 2)),
+                                  int(round((w + side) / 2)), int(round((h + side) / 2)))
+            method, n = "central", 0
+        else:
+            return None
+        parts = shape(image, rect).parts()
+        landmarks = np.asarray([[p.x, p.y] for p in parts], np.float32)
+        return Alignment(method, n, (rect.left(), rect.top(), rect.right(), rect.bottom()), landmarks)
+
+    def chip(self, image: np.ndarray, alignment: Alignment) -> np.ndarray:
+        """The aligned (chip_size, chip_size, 3) uint8 chip."""
+        import dlib
+
+        rect = dlib.rectangle(*alignment.box)
+        points = dlib.points()
+        for x, y in alignment.landmarks:
+            points.append(dlib.point(int(round(float(x))), int(round(float(y)))))
+        shape = dlib.full_object_detection(rect, points)
+        return np.asarray(dlib.get_face_chip(np.ascontiguousarray(image), shape, size=self.chip_size,
+                                             padding=self.padding), dtype=np.uint8)

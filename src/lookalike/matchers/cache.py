@@ -1,0 +1,98 @@
+"""On-disk cache of alignments and embeddings (SQLite), keyed by image content.
+
+An alignment is keyed by (image content hash, aligner settings); an embedding by (image content hash,
+matcher name, preprocessing key). Each finished batch is committed, so an interrupted run resumes
+without losing finished work, and a second run reuses everything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+
+from lookalike.matchers.align import Alignment
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS alignments (
+    image TEXT NOT NULL, aligner TEXT NOT NULL, status TEXT NOT NULL, message TEXT,
+    method TEXT, n_faces INTEGER, geometry BLOB, PRIMARY KEY (image, aligner));
+CREATE TABLE IF NOT EXISTS embeddings (
+    image TEXT NOT NULL, matcher TEXT NOT NULL, preprocess TEXT NOT NULL, vector BLOB NOT NULL,
+    PRIMARY KEY (image, matcher, preprocess));
+"""
+
+
+def content_key(path: str | Path) -> str:
+    """SHA-1 of the file's bytes (the empty-file hash for a 0-byte file; 'missing:<path>' if unreadable)."""
+    h = hashlib.sha1()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except OSError:
+        return f"missing:{path}"
+    return h.hexdigest()
+
+
+class EmbeddingCache:
+    """Alignments and embeddings on disk; ``path=None`` keeps them in memory only."""
+
+    def __init__(self, path: str | Path | None) -> None:
+        self.path = Path(path) if path else None
+        if self.path:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(self.path) if self.path else ":memory:", timeout=60)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def get_alignments(self, keys: list[str], aligner: str) -> dict[str, tuple[str, str, Alignment | None]]:
+        """key -> (status, message, alignment) for the keys already seen."""
+        out = {}
+        for chunk in _chunks(sorted(set(keys)), 500):
+            q = ",".join("?" * len(chunk))
+            rows = self._db.execute(
+                f"SELECT image, status, message, method, n_faces, geometry FROM alignments "
+                f"WHERE aligner = ? AND image IN ({q})", [aligner, *chunk])
+            for image, status, message, method, n_faces, geometry in rows:
+                al = Alignment.from_row(method, n_faces, geometry) if status == "ok" else None
+                out[image] = (status, message, al)
+        return out
+
+    def get_embeddings(self, keys: list[str], matcher: str, preprocess: str) -> dict[str, np.ndarray]:
+        out = {}
+        for chunk in _chunks(sorted(set(keys)), 500):
+            q = ",".join("?" * len(chunk))
+            rows = self._db.execute(
+                f"SELECT image, vector FROM embeddings WHERE matcher = ? AND preprocess = ? AND image IN ({q})",
+                [matcher, preprocess, *chunk])
+            for image, blob in rows:
+                out[image] = np.frombuffer(blob, np.float32).copy()
+        return out
+
+    def put(self, aligner: str, matcher: str, preprocess: str,
+            results: list[tuple[str, str, str, Alignment | None, np.ndarray | None]]) -> None:
+        """Store (key, status, message, alignment, embedding) rows in one transaction."""
+        with self._db:
+            for key, status, message, al, emb in results:
+                if key.startswith("missing:"):
+                    continue
+                if al is not None:
+                    method, n_faces, geometry = al.to_row()
+                else:
+                    method, n_faces, geometry = None, None, None
+                self._db.execute("INSERT OR REPLACE INTO alignments VALUES (?,?,?,?,?,?,?)",
+                                 (key, aligner, status, message, method, n_faces, geometry))
+                if emb is not None:
+                    self._db.execute("INSERT OR REPLACE INTO embeddings VALUES (?,?,?,?)",
+                                     (key, matcher, preprocess, np.asarray(emb, np.float32).tobytes()))
+
+
+def _chunks(items: list, n: int):
+    for i in range(0, len(items), n):
+        yield items[i:i + n]

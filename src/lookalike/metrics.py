@@ -1,0 +1,99 @@
+"""Closed-set identification metrics as TinyFace's official script defines them, with statistics.
+
+A probe hits at rank k if any mated gallery image is among its top k; distractors never match. Average
+precision follows the official ``compute_AP`` (trapezoidal precision between consecutive hits).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+RANKS = (1, 5, 10, 20, 50)
+
+
+@dataclass
+class RankedLists:
+    """Per-probe candidate lists, best first: the hand-off from search to re-ranking to evaluation.
+
+    ``indices`` are gallery rows (Q, K); ``scores`` their similarities (Q, K). Re-rankers permute each row's
+    top of the list; candidates beyond K keep their positions in the full ranking.
+    """
+
+    indices: np.ndarray
+    scores: np.ndarray
+
+    def __post_init__(self) -> None:
+        if self.indices.shape != self.scores.shape or self.indices.ndim != 2:
+            raise ValueError(f"indices {self.indices.shape} and scores {self.scores.shape} must be equal (Q, K)")
+
+    @property
+    def depth(self) -> int:
+        return self.indices.shape[1]
+
+
+def mate_positions(lists: RankedLists, probe_ids: np.ndarray, gallery_ids: np.ndarray,
+                   base_ranks: list[np.ndarray]) -> list[np.ndarray]:
+    """Sorted 0-based positions of each probe's mates: in-list positions plus base positions beyond K."""
+    k = lists.depth
+    hits = gallery_ids[lists.indices] == probe_ids[:, None]
+    return [np.concatenate([np.flatnonzero(h), r[r >= k]]) for h, r in zip(hits, base_ranks, strict=True)]
+
+
+def average_precision(positions: np.ndarray) -> float:
+    """TinyFace/Market-1501 AP from the sorted 0-based positions of all mates (0 when there are none)."""
+    p = np.asarray(positions, np.float64)
+    m = len(p)
+    if m == 0:
+        return 0.0
+    i = np.arange(1, m + 1)
+    precision = i / (p + 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        before = np.where(p > 0, (i - 1) / np.maximum(p, 1), 1.0)
+    return float(np.sum((before + precision) / 2) / m)
+
+
+def first_hits(positions: list[np.ndarray]) -> np.ndarray:
+    """Position of the first mate per probe (inf when it has none)."""
+    return np.asarray([p[0] if len(p) else np.inf for p in positions], np.float64)
+
+
+def bootstrap_ci(values: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> list[float]:
+    """Percentile bootstrap interval of the mean of per-probe values (resampling probes)."""
+    values = np.asarray(values, np.float64)
+    if len(values) == 0:
+        return [float("nan"), float("nan")]
+    rng = np.random.default_rng(seed)
+    means = np.empty(n_boot)
+    for b in range(n_boot):
+        means[b] = values[rng.integers(0, len(values), len(values))].mean()
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return [float(lo), float(hi)]
+
+
+def evaluate(positions: list[np.ndarray], ranks: tuple[int, ...] = RANKS, n_boot: int = 1000,
+             seed: int = 0) -> dict:
+    """rank-k hit rates (fractions), mAP, and a bootstrap 95% CI on rank-1 over probes with mates."""
+    first = first_hits(positions)
+    out = {f"rank{k}": float(np.mean(first < k)) if len(first) else float("nan") for k in ranks}
+    out["mAP"] = float(np.mean([average_precision(p) for p in positions])) if positions else float("nan")
+    out["rank1_ci95"] = bootstrap_ci(first < 1, n_boot, seed)
+    return out
+
+
+def cmc_curve(positions: list[np.ndarray], max_rank: int = 50) -> np.ndarray:
+    """Hit rate at ranks 1..max_rank."""
+    first = first_hits(positions)
+    return np.asarray([np.mean(first < k) for k in range(1, max_rank + 1)])
+
+
+def mcnemar(base_hits: np.ndarray, new_hits: np.ndarray) -> dict:
+    """Exact McNemar test of paired rank-1 outcomes: p-value, probes fixed (0->1) and broken (1->0)."""
+    from scipy.stats import binomtest
+
+    base_hits, new_hits = np.asarray(base_hits, bool), np.asarray(new_hits, bool)
+    fixed = int((~base_hits & new_hits).sum())
+    broken = int((base_hits & ~new_hits).sum())
+    p = 1.0 if fixed + broken == 0 else float(binomtest(fixed, fixed + broken, 0.5).pvalue)
+    return {"mcnemar_p": p, "fixed": fixed, "broken": broken}

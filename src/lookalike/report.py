@@ -1,0 +1,125 @@
+"""What a benchmark writes for people: report.md, the CMC plot and example montages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from lookalike.io import atomic_write
+
+RANK_KEYS = ("rank1", "rank5", "rank10", "rank20", "rank50", "mAP")
+
+
+def _pct(x: float) -> str:
+    return "–" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{100 * x:.2f}"
+
+
+def method_table(methods: dict[str, dict]) -> str:
+    """Markdown table of every method's metrics (percentages), with CI and paired statistics."""
+    head = "| method | rank-1 | 95% CI | rank-5 | rank-10 | rank-20 | rank-50 | mAP | McNemar p | fixed | broken |"
+    lines = [head, "|" + "---|" * 11]
+    for name, m in methods.items():
+        lo, hi = m.get("rank1_ci95", [float("nan")] * 2)
+        p = m.get("mcnemar_p")
+        lines.append(
+            f"| {name} | {_pct(m['rank1'])} | {_pct(lo)}–{_pct(hi)} | {_pct(m['rank5'])} | {_pct(m['rank10'])} | "
+            f"{_pct(m['rank20'])} | {_pct(m.get('rank50'))} | {_pct(m['mAP'])} | "
+            f"{'–' if p is None else f'{p:.2g}'} | {m.get('fixed', '–')} | {m.get('broken', '–')} |")
+    return "\n".join(lines)
+
+
+def plot_cmc(curves: dict[str, np.ndarray], path: str | Path, title: str = "CMC") -> None:
+    """All methods' CMC curves on one plot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, c in curves.items():
+        ax.plot(np.arange(1, len(c) + 1), 100 * c, label=name, lw=2 if name == "baseline" else 1.2,
+                color="black" if name == "baseline" else None)
+    ax.set_xscale("log")
+    ax.set_xlabel("rank")
+    ax.set_ylabel("identification rate (%)")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=120)
+    plt.close(fig)
+
+
+def plot_examples(rows: list[tuple[str, int]], probe_chips: np.ndarray, gallery_chips: dict[int, np.ndarray],
+                  before: np.ndarray, after: np.ndarray, mates: list[set[int]], path: str | Path,
+                  n_show: int = 5) -> None:
+    """Probes fixed/broken by a method: the probe, then its top-5 before and after (mates framed green).
+
+    ``rows`` are (label, probe index); ``before``/``after`` candidate indices (Q, K); chips are uint8 images.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not rows:
+        return
+    fig, axes = plt.subplots(len(rows), 1 + 2 * n_show, figsize=(1.1 * (1 + 2 * n_show), 1.25 * len(rows)),
+                             squeeze=False)
+    for r, (label, q) in enumerate(rows):
+        cells = [("probe", probe_chips[q], None)]
+        cells += [(f"b{i + 1}", gallery_chips[g], g in mates[q]) for i, g in enumerate(before[q, :n_show])]
+        cells += [(f"a{i + 1}", gallery_chips[g], g in mates[q]) for i, g in enumerate(after[q, :n_show])]
+        for c, (title, chip, is_mate) in enumerate(cells):
+            ax = axes[r, c]
+            ax.imshow(chip)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            color = "none" if is_mate is None else ("limegreen" if is_mate else "red")
+            for s in ax.spines.values():
+                s.set_edgecolor(color)
+                s.set_linewidth(3)
+            ax.set_title(label if c == 0 else title, fontsize=6)
+    fig.suptitle("probe | top-5 before (b) | top-5 after (a); green = true mate", fontsize=8)
+    fig.tight_layout()
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=100)
+    plt.close(fig)
+
+
+def write_report(path: str | Path, metrics: dict, images: list[tuple[str, str]]) -> None:
+    """report.md: settings, counts, the table of methods, skips, timing, versions, and the figures."""
+    p = metrics["protocol"]
+    lines = [f"# lookalike benchmark — {p['name']}", ""]
+    res = "full" if p["lowres"] is None else f"~{p['lowres']} px faces ({p['lowres_apply']})"
+    lines += [f"Data: `{p['data']}`; seed {p['seed']}; matcher `{p['matcher']}`; resolution: {res}.",
+              "", f"Probes searched: **{p['n_probes_searched']}** (of {p['n_probes']}); gallery: "
+              f"**{p['n_gallery_searched']}** images ({p['n_enrolled']} enrolled, {p['n_distractors']} distractors); "
+              f"probes without a mate in the gallery (set aside): {p['probes_without_mate']}.", ""]
+    lines += ["## Closed-set identification (%)", "", method_table(metrics["methods"]), ""]
+    lines += ["rank-k: a probe hits if a mated gallery image is in its top k (TinyFace's definition); mAP as "
+              "TinyFace's official `compute_AP`; 95% CI: bootstrap over probes (rank-1); McNemar: exact test of "
+              "rank-1 against the baseline on the same probes; fixed/broken: probes whose rank-1 changed.", ""]
+    for title, img in images:
+        lines += [f"## {title}", "", f"![{title}]({img})", ""]
+    e = metrics.get("embedding", {})
+    lines += ["## Images", "", "| what | count |", "|---|---|"]
+    lines += [f"| images embedded | {e.get('images', 0)} ({e.get('computed', 0)} computed, "
+              f"{e.get('cached', 0)} from cache) |"]
+    for k, v in sorted(e.get("face", {}).items()):
+        lines.append(f"| face {k} | {v} |")
+    lines.append(f"| several faces seen (nearest the centre used) | {e.get('several_faces', 0)} |")
+    for k, v in sorted(e.get("skipped", {}).items()):
+        lines.append(f"| skipped: {k} | {v} |")
+    lines += ["", "Skipped images are listed in `skipped.csv`.", ""]
+    if metrics.get("rerank_stats"):
+        lines += ["## Re-ranking details", "", "```", *[f"{k}: {v}" for k, v in metrics["rerank_stats"].items()],
+                  "```", ""]
+    lines += ["## Timing (s)", "", "| step | seconds |", "|---|---|"]
+    lines += [f"| {k} | {v:.2f} |" for k, v in metrics["timing"].items()]
+    lines += ["", "## Settings", "", "```", *[f"{k}: {v}" for k, v in p.items()], "```", ""]
+    lines += ["## Versions", "", "```", *[f"{k}: {v}" for k, v in metrics["versions"].items()], "```", ""]
+    with atomic_write(path, "w") as f:
+        f.write("\n".join(lines))
