@@ -19,7 +19,7 @@ from lookalike.experiment import ProtocolFeatures, SearchSplit, build_split, emb
 from lookalike.io import atomic_write, save_npz, write_json
 from lookalike.matchers.align import FaceAligner
 from lookalike.matchers.cache import EmbeddingCache
-from lookalike.metrics import RankedLists, cmc_curve, evaluate, first_hits, mcnemar
+from lookalike.metrics import RankedLists, cmc_curve, evaluate, first_hits, fnir_at_fpir, mcnemar
 from lookalike.report import plot_cmc, plot_examples, write_report
 from lookalike.versions import versions
 
@@ -35,7 +35,7 @@ class BenchmarkConfig:
     seed: int = 0
     lowres: int | None = None
     lowres_apply: str = "both"
-    matcher: str = "dlib"
+    matcher: str = "torch"
     index: str = "numpy"
     depth: int = 100
     workers: int = 2
@@ -96,7 +96,7 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
     cache = EmbeddingCache(cfg.cache)
     features = embed_protocol(protocol, cfg.matcher, cache, aligner, cfg.workers, cfg.progress)
     timing["embed_s"] = features.embeddings.seconds
-    write_skipped(out / "skipped.csv", features)
+    write_image_logs(out, features)
 
     t1 = time.perf_counter()
     test = build_split(features, "test", cfg.depth, cfg.index)
@@ -106,6 +106,7 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
     rankings: dict[str, RankedLists] = {"baseline": test.lists}
     methods["baseline"] = score_method("baseline", test, test.lists, None, cfg.n_boot, cfg.seed)
     base_hits = first_hits(test.positions()) < 1
+    open_set = fnir_at_fpir(test.lists.scores[:, 0], base_hits, test.nonmated_top)
     rerank_stats: dict = {}
     if cfg.rerank:
         rerank_stats = run_rerankers(cfg, features, test, methods, rankings, base_hits, timing, out)
@@ -119,6 +120,7 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
                      "skipped_probes": test.notes["skipped_probes"], "skipped_gallery": test.notes["skipped_gallery"],
                      "dataset_notes": table.notes},
         "methods": methods,
+        "open_set": {"baseline": {**open_set, "n_mated": len(test.probes), "n_nonmated": len(test.nonmated_top)}},
         "timing": {**timing, "total_s": time.perf_counter() - t0},
         "embedding": features.embeddings.summary(),
         "rerank_stats": rerank_stats,
@@ -157,13 +159,21 @@ def run_rerankers(cfg: BenchmarkConfig, features: ProtocolFeatures, test: Search
     return stats
 
 
-def write_skipped(path: Path, features: ProtocolFeatures) -> None:
+def write_image_logs(out: Path, features: ProtocolFeatures) -> None:
+    """images.csv: how every image was handled (face found, crop); skipped.csv: those that were skipped."""
     e, t = features.embeddings, features.protocol.table
-    with atomic_write(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["path", "identity", "role", "status", "message"])
-        for i in np.flatnonzero(~e.ok):
-            w.writerow([t.paths[i], t.identities[i], t.roles[i], e.status[i], e.messages.get(int(i), "")])
+    header = ["path", "identity", "role", "status", "face", "n_faces", "message"]
+    with atomic_write(out / "images.csv", "w", newline="") as f_all, \
+            atomic_write(out / "skipped.csv", "w", newline="") as f_skip:
+        w_all, w_skip = csv.writer(f_all), csv.writer(f_skip)
+        w_all.writerow(header)
+        w_skip.writerow(header)
+        for i in range(len(t)):
+            row = [t.paths[i], t.identities[i], t.roles[i], e.status[i], e.method[i], int(e.n_faces[i]),
+                   e.messages.get(i, "")]
+            w_all.writerow(row)
+            if not e.ok[i]:
+                w_skip.writerow(row)
 
 
 def write_outputs(out: Path, metrics: dict, test: SearchSplit, rankings: dict[str, RankedLists],

@@ -17,7 +17,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="folder-per-identity dataset, TinyFace root, or CSV manifest")
     p.add_argument("--lowres", type=int, default=None, metavar="PX",
                    help="degrade faces to about PX pixels across (TinyFace-like: 20), then upsample")
-    p.add_argument("--matcher", choices=MATCHERS, default="dlib", help="embedding model (default: dlib)")
+    p.add_argument("--matcher", choices=MATCHERS, default="torch",
+                   help="embedding model: torch (the PyTorch port of dlib's network, default) or dlib (dlib-bin)")
     p.add_argument("--workers", type=int, default=2, help="processes for detection and embedding (default: 2)")
     p.add_argument("--cache", default=str(DEFAULT_CACHE),
                    help=f"embedding cache (SQLite; 'none' for none; default: {DEFAULT_CACHE})")

@@ -89,7 +89,7 @@ def _process(items: list[tuple[int, str, str, Alignment | None]]) -> list[tuple]
     return out
 
 
-def embed_paths(paths: list[str] | np.ndarray, matcher: str = "dlib", aligner: FaceAligner | None = None,
+def embed_paths(paths: list[str] | np.ndarray, matcher: str = "torch", aligner: FaceAligner | None = None,
                 lowres: int | None = None, cache: EmbeddingCache | None = None, workers: int = 2,
                 batch_size: int = 16, progress: bool = True, desc: str = "embed") -> Embeddings:
     """Embed every image of ``paths``; finished batches are written to ``cache`` as they complete."""
@@ -151,16 +151,8 @@ def embed_paths(paths: list[str] | np.ndarray, matcher: str = "dlib", aligner: F
 
 
 def get_matcher_name(matcher: str) -> str:
-    """The cache name of a matcher without building it in this process."""
-    from lookalike.matchers.dlib_resnet import DlibResNetMatcher
-
-    if matcher == "dlib":
-        return DlibResNetMatcher.name
-    if matcher == "torch":
-        from lookalike.matchers.torch_resnet import TorchResNetMatcher
-
-        return TorchResNetMatcher.name
-    raise ValueError(f"unknown matcher {matcher!r}")
+    """The cache name of a matcher (its weights decide it)."""
+    return get_matcher(matcher).name
 
 
 def read_chips(paths: list[str], cache: EmbeddingCache, aligner: FaceAligner | None = None,

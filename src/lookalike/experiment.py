@@ -27,9 +27,18 @@ class FaceSet:
     paths: np.ndarray
     identities: np.ndarray
     vectors: np.ndarray
+    lowres: np.ndarray | None = None  # (N,) face width in px each image was degraded to; 0 = full resolution
+
+    def __post_init__(self) -> None:
+        if self.lowres is None:
+            self.lowres = np.zeros(len(self.paths), np.int32)
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    def take(self, rows: np.ndarray) -> FaceSet:
+        """The rows ``rows`` (boolean mask or indices)."""
+        return FaceSet(self.paths[rows], self.identities[rows], self.vectors[rows], self.lowres[rows])
 
 
 @dataclass
@@ -43,6 +52,7 @@ class SearchSplit:
     lists: RankedLists  # baseline candidate lists
     base_ranks: list[np.ndarray]  # sorted full-ranking positions of each probe's mates (baseline)
     notes: dict = field(default_factory=dict)
+    nonmated_top: np.ndarray | None = None  # top score of each distractor searched against the rest (open set)
 
     def positions(self, lists: RankedLists | None = None) -> list[np.ndarray]:
         """Mate positions for ``lists`` (default: the baseline lists)."""
@@ -58,16 +68,19 @@ class ProtocolFeatures:
     embeddings: Embeddings
 
     def faces(self, *roles: str) -> FaceSet:
+        """Usable images of these roles, each with the resolution the protocol gives it."""
         t = self.protocol.table
         rows = np.isin(t.roles, roles) & self.embeddings.ok
-        return FaceSet(t.paths[rows], t.identities[rows], self.embeddings.vectors[rows])
+        lowres = np.asarray([self.protocol.lowres if self.protocol.degraded(r) else 0 for r in t.roles[rows]],
+                            np.int32)
+        return FaceSet(t.paths[rows], t.identities[rows], self.embeddings.vectors[rows], lowres)
 
     def skipped(self, *roles: str) -> dict[str, int]:
         rows = np.isin(self.protocol.table.roles, roles) & ~self.embeddings.ok
         return dict(Counter(self.embeddings.status[rows].tolist()))
 
 
-def embed_protocol(protocol: Protocol, matcher: str = "dlib", cache: EmbeddingCache | None = None,
+def embed_protocol(protocol: Protocol, matcher: str = "torch", cache: EmbeddingCache | None = None,
                    aligner: FaceAligner | None = None, workers: int = 2, progress: bool = True) -> ProtocolFeatures:
     """Embed every row of the protocol in its view: full resolution, or degraded to ``protocol.lowres``."""
     t = protocol.table
@@ -100,9 +113,8 @@ def build_split(features: ProtocolFeatures, name: str = "test", depth: int = 100
     probes = features.faces(f"{prefix}probe")
     gallery_roles = (f"{prefix}gallery", f"{prefix}distractor")
     t = features.protocol.table
-    g_rows = np.isin(t.roles, gallery_roles) & features.embeddings.ok
-    gallery = FaceSet(t.paths[g_rows], t.identities[g_rows], features.embeddings.vectors[g_rows])
-    is_distractor = t.roles[g_rows] == f"{prefix}distractor"
+    gallery = features.faces(*gallery_roles)
+    is_distractor = t.roles[np.isin(t.roles, gallery_roles) & features.embeddings.ok] == f"{prefix}distractor"
     if len(probes) == 0 or len(gallery) == 0:
         raise ValueError(f"{name} split: {len(probes)} usable probes, {len(gallery)} usable gallery images")
     # Closed-set: probes whose identity has no usable gallery image are counted and set aside.
@@ -111,7 +123,18 @@ def build_split(features: ProtocolFeatures, name: str = "test", depth: int = 100
     notes = {"probes_without_mate": int((~has_mate).sum()),
              "skipped_probes": features.skipped(f"{prefix}probe"),
              "skipped_gallery": features.skipped(*gallery_roles)}
-    probes = FaceSet(probes.paths[has_mate], probes.identities[has_mate], probes.vectors[has_mate])
+    probes = probes.take(has_mate)
+    return search(name, probes, gallery, is_distractor, depth, index, notes)
+
+
+def search(name: str, probes: FaceSet, gallery: FaceSet, is_distractor: np.ndarray, depth: int = 100,
+           index: str = "numpy", notes: dict | None = None) -> SearchSplit:
+    """Search ``probes`` (all of which have a mate) against ``gallery`` with their vectors.
+
+    Also serves to re-search a split with other embeddings (e.g. an adapted matcher as the base matcher):
+    ``search(split.name, split.probes with new vectors, split.gallery with new vectors, split.is_distractor)``.
+    """
+    notes = dict(notes or {})
     t0 = time.perf_counter()
     idx = make_index(index, gallery.vectors.shape[1])
     idx.add(gallery.vectors)
@@ -120,6 +143,20 @@ def build_split(features: ProtocolFeatures, name: str = "test", depth: int = 100
     by_identity: dict[str, list[int]] = {}
     for g in np.flatnonzero(~is_distractor):
         by_identity.setdefault(gallery.identities[g], []).append(int(g))
-    mates = [np.asarray(by_identity[pid], np.int64) for pid in probes.identities]
+    mates = [np.asarray(by_identity.get(pid, []), np.int64) for pid in probes.identities]
     base_ranks = full_ranks(probes.vectors, gallery.vectors, mates)
-    return SearchSplit(name, probes, gallery, is_distractor, RankedLists(ids, scores), base_ranks, notes)
+    return SearchSplit(name, probes, gallery, is_distractor, RankedLists(ids, scores), base_ranks, notes,
+                       nonmated_top(gallery.vectors, is_distractor))
+
+
+def nonmated_top(gallery: np.ndarray, is_distractor: np.ndarray, block: int = 1024) -> np.ndarray:
+    """Non-mated searches for open-set metrics: each distractor (a person with no other image) searched
+    against the rest of the gallery; returns the top score of each."""
+    rows = np.flatnonzero(is_distractor)
+    out = np.zeros(len(rows), np.float32)
+    for s in range(0, len(rows), block):
+        r = rows[s:s + block]
+        sim = gallery[r] @ gallery.T
+        sim[np.arange(len(r)), r] = -np.inf
+        out[s:s + len(r)] = sim.max(axis=1)
+    return out

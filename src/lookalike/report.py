@@ -102,6 +102,11 @@ def write_report(path: str | Path, metrics: dict, images: list[tuple[str, str]])
     lines += ["rank-k: a probe hits if a mated gallery image is in its top k (TinyFace's definition); mAP as "
               "TinyFace's official `compute_AP`; 95% CI: bootstrap over probes (rank-1); McNemar: exact test of "
               "rank-1 against the baseline on the same probes; fixed/broken: probes whose rank-1 changed.", ""]
+    for name, o in metrics.get("open_set", {}).items():
+        rates = ", ".join(f"FNIR {100 * v:.2f}% at {k.split('@')[1].upper()}" for k, v in o.items()
+                          if k.startswith("fnir")) or "not measured (no distractors to search with)"
+        lines += [f"Open set ({name}, rank 1): {rates} — {o['n_mated']} mated searches; {o['n_nonmated']} "
+                  "non-mated searches (each distractor against the rest of the gallery).", ""]
     for title, img in images:
         lines += [f"## {title}", "", f"![{title}]({img})", ""]
     e = metrics.get("embedding", {})
@@ -113,7 +118,7 @@ def write_report(path: str | Path, metrics: dict, images: list[tuple[str, str]])
     lines.append(f"| several faces seen (nearest the centre used) | {e.get('several_faces', 0)} |")
     for k, v in sorted(e.get("skipped", {}).items()):
         lines.append(f"| skipped: {k} | {v} |")
-    lines += ["", "Skipped images are listed in `skipped.csv`.", ""]
+    lines += ["", "Every image's face/crop record is in `images.csv`; skipped images, with reasons, in `skipped.csv`.", ""]
     if metrics.get("rerank_stats"):
         lines += ["## Re-ranking details", "", "```", *[f"{k}: {v}" for k, v in metrics["rerank_stats"].items()],
                   "```", ""]

@@ -1,0 +1,61 @@
+"""The command line end to end on a small real dataset (ORL), and its error handling."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lookalike.cli import main
+
+ORL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "orl"
+
+
+@pytest.mark.parametrize("command", ["embed", "benchmark"])
+def test_help(command: str, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as e:
+        main([command, "--help"])
+    assert e.value.code == 0
+    assert "--data" in capsys.readouterr().out
+
+
+def test_missing_dataset_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    code = main(["benchmark", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "o"), "--cache", "none"])
+    assert code == 2
+    assert "dataset folder not found" in capsys.readouterr().err
+
+
+@pytest.mark.realdata
+def test_benchmark_on_orl(tmp_path: Path) -> None:
+    if not ORL.is_dir():
+        pytest.skip("../shared/data/orl not available")
+    out = tmp_path / "run"
+    args = ["benchmark", "--data", str(ORL), "--out", str(out), "--cache", str(tmp_path / "c.sqlite"),
+            "--max-people", "16", "--no-progress", "--lowres", "16"]
+    assert main(args) == 0
+    for name in ("metrics.json", "report.md", "cmc.png", "rankings.npz", "ranked_baseline.csv", "images.csv",
+                 "skipped.csv", "protocol/protocol.csv", "protocol/protocol.json"):
+        assert (out / name).exists(), name
+    m = json.loads((out / "metrics.json").read_text())
+    p = m["protocol"]
+    assert p["lowres"] == 16 and p["seed"] == 0
+    assert p["n_probes"] == 72 and p["n_gallery"] == 8  # 8 test people x (1 enrolled + 9 probes)
+    base = m["methods"]["baseline"]
+    assert set(base) >= {"rank1", "rank5", "rank10", "rank20", "rank50", "mAP", "rank1_ci95"}
+    assert 0.5 < base["rank1"] <= base["rank5"] <= base["rank10"] <= 1.0
+    lo, hi = base["rank1_ci95"]
+    assert lo <= base["rank1"] <= hi
+    for name, method in m["methods"].items():
+        if name != "baseline":
+            assert {"mcnemar_p", "fixed", "broken"} <= set(method)
+    assert {"embed_s", "search_s"} <= set(m["timing"])
+    assert "numpy" in m["versions"] and "dlib-bin" in m["versions"]
+    rankings = np.load(out / "rankings.npz")
+    assert rankings["baseline.indices"].shape[0] == p["n_probes_searched"]
+    # a rerun reuses the cache: nothing is embedded again and the numbers are the same
+    assert main(args) == 0
+    m2 = json.loads((out / "metrics.json").read_text())
+    assert m2["embedding"]["computed"] == 0
+    assert m2["methods"]["baseline"] == base
