@@ -55,8 +55,15 @@ class NumpyIndex(Index):
         ids = np.zeros((len(queries), k), np.int64)
         for s in range(0, len(queries), self.block):
             sim = queries[s:s + self.block] @ self._data.T
-            part = np.argpartition(-sim, k - 1, axis=1)[:, :k] if k < sim.shape[1] else \
-                np.tile(np.arange(sim.shape[1]), (len(sim), 1))
+            if k < sim.shape[1]:
+                part = np.argpartition(-sim, k - 1, axis=1)[:, :k]
+                kth = np.take_along_axis(sim, part, axis=1).min(axis=1, keepdims=True)
+                # where ties straddle the k-th place, keep the tied items earliest in the gallery
+                for r in np.flatnonzero((sim >= kth).sum(axis=1) > k):
+                    cand = np.flatnonzero(sim[r] >= kth[r])
+                    part[r] = cand[np.lexsort((cand, -sim[r, cand]))[:k]]
+            else:
+                part = np.tile(np.arange(sim.shape[1]), (len(sim), 1))
             top = np.take_along_axis(sim, part, axis=1)
             # best first; ties by gallery order: sort by (-score, id)
             order = np.lexsort((part, -top), axis=1)
@@ -81,9 +88,19 @@ class FaissIndex(Index):
         return int(self._index.ntotal)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        k = min(k, len(self))
-        scores, ids = self._index.search(self._check(queries), k)
-        return scores, ids.astype(np.int64)
+        queries = self._check(queries)
+        n = len(self)
+        k = min(k, n)
+        # FAISS orders ties arbitrarily: fetch past the k-th place until no tie crosses it, then order
+        # by (score desc, gallery id asc) like NumpyIndex.
+        fetch = min(n, k + 16)
+        while True:
+            scores, ids = self._index.search(queries, fetch)
+            if fetch >= n or not np.any(scores[:, k - 1] == scores[:, fetch - 1]):
+                break
+            fetch = min(n, 2 * fetch)
+        order = np.lexsort((ids, -scores), axis=1)[:, :k]
+        return np.take_along_axis(scores, order, axis=1), np.take_along_axis(ids, order, axis=1).astype(np.int64)
 
 
 INDEXES = {"numpy": NumpyIndex, "faiss": FaissIndex}

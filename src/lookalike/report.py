@@ -118,10 +118,11 @@ def write_report(path: str | Path, metrics: dict, images: list[tuple[str, str]])
     lines.append(f"| several faces seen (nearest the centre used) | {e.get('several_faces', 0)} |")
     for k, v in sorted(e.get("skipped", {}).items()):
         lines.append(f"| skipped: {k} | {v} |")
-    lines += ["", "Every image's face/crop record is in `images.csv`; skipped images, with reasons, in `skipped.csv`.", ""]
+    lines += ["", "Every image's face/crop record is in `images.csv`; skipped images, with reasons, in "
+              "`skipped.csv`.", ""]
     if metrics.get("rerank_stats"):
-        lines += ["## Re-ranking details", "", "```", *[f"{k}: {v}" for k, v in metrics["rerank_stats"].items()],
-                  "```", ""]
+        details = [f"{k}: {v}" for k, v in metrics["rerank_stats"].items()]
+        lines += ["## Re-ranking details", "", "```", *details, "```", ""]
     lines += ["## Timing (s)", "", "| step | seconds |", "|---|---|"]
     lines += [f"| {k} | {v:.2f} |" for k, v in metrics["timing"].items()]
     lines += ["", "## Settings", "", "```", *[f"{k}: {v}" for k, v in p.items()], "```", ""]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 from lookalike.data.table import FaceTable
@@ -10,7 +11,7 @@ from lookalike.data.table import FaceTable
 
 def load_manifest(csv_path: str | Path) -> FaceTable:
     csv_path = Path(csv_path)
-    with open(csv_path, newline="") as f:
+    with open(csv_path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         fields = set(reader.fieldnames or [])
         if not {"path", "identity"} <= fields:
@@ -21,7 +22,7 @@ def load_manifest(csv_path: str | Path) -> FaceTable:
         if not row["path"] or not row["identity"]:
             raise ValueError(f"{csv_path}:{i}: empty path or identity")
         p = Path(row["path"])
-        p = p if p.is_absolute() else csv_path.parent / p
+        p = p if p.is_absolute() else Path(os.path.normpath(csv_path.parent / p))
         if not p.exists():
             missing += 1
             continue

@@ -8,6 +8,7 @@ gallery distractor. Inside the train half a validation split, built the same way
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -63,7 +64,9 @@ class Protocol:
 
     def save(self, folder: str | Path) -> None:
         folder = Path(folder)
-        self.table.to_csv(folder / "protocol.csv")
+        # paths relative to the protocol folder, as load_manifest resolves them
+        rel = [os.path.relpath(os.path.abspath(p), os.path.abspath(folder)) for p in self.table.paths]
+        FaceTable(rel, self.table.identities, self.table.roles).to_csv(folder / "protocol.csv")
         write_json(folder / "protocol.json", {**self.settings(), **self.counts(), "notes": self.table.notes})
 
     @classmethod
@@ -74,7 +77,9 @@ class Protocol:
         meta = read_json(folder / "protocol.json")
         fields = {k: meta[k] for k in ("name", "seed", "test_fraction", "val_fraction", "lowres", "lowres_apply",
                                        "extra") if k in meta}
-        return cls(load_manifest(folder / "protocol.csv"), **fields)
+        table = load_manifest(folder / "protocol.csv")
+        table.notes = {**meta.get("notes", {}), **table.notes}
+        return cls(table, **fields)
 
 
 def _enrol(ids: np.ndarray, people: set, rng: np.random.Generator, prefix: str) -> np.ndarray:

@@ -72,7 +72,7 @@ class FaceAligner:
             first += 1
         rects = []
         for up in range(first, self.max_upsample + 1):
-            if max(h, w) * 2**up > 4000:
+            if up > first and max(h, w) * 2**up > 4000:
                 break
             rects = list(detector(image, up))
             if rects:

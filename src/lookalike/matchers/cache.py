@@ -80,7 +80,7 @@ class EmbeddingCache:
         """Store (key, status, message, alignment, embedding) rows in one transaction."""
         with self._db:
             for key, status, message, al, emb in results:
-                if key.startswith("missing:"):
+                if key.startswith("missing:") or status == "error":  # transient: retried next run
                     continue
                 if al is not None:
                     method, n_faces, geometry = al.to_row()

@@ -1,0 +1,192 @@
+"""The embedding cache (content keys, SQLite rows) and embed_paths' resumable, cached runs on real faces."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+
+import numpy as np
+import pytest
+from conftest import FAST_MATCHER, need_data
+
+import lookalike.embed as embed_module
+from lookalike.embed import embed_paths, get_matcher_name, preprocess_key
+from lookalike.matchers.align import Alignment, FaceAligner
+from lookalike.matchers.cache import EmbeddingCache, content_key
+
+# ----------------------------------------------------------------------------------------------- cache unit
+
+
+def test_content_key(tmp_path):
+    (tmp_path / "a.bin").write_bytes(b"hello")
+    (tmp_path / "b.bin").write_bytes(b"hello")
+    (tmp_path / "c.bin").write_bytes(b"hellO")
+    (tmp_path / "e.bin").write_bytes(b"")
+    hello = hashlib.sha1(b"hello").hexdigest()
+    assert content_key(tmp_path / "a.bin") == content_key(str(tmp_path / "b.bin")) == hello
+    assert content_key(tmp_path / "c.bin") != content_key(tmp_path / "a.bin")
+    assert content_key(tmp_path / "e.bin") == hashlib.sha1(b"").hexdigest()
+    assert content_key(tmp_path / "gone.bin") == f"missing:{tmp_path / 'gone.bin'}"
+
+
+def _alignment(seed: int) -> Alignment:
+    rng = np.random.default_rng(seed)
+    return Alignment("detected", 2, (1, 2, 30, 40), rng.random((5, 2)).astype(np.float32) * 30)
+
+
+def test_cache_rows_roundtrip_and_persist(tmp_path):
+    path = tmp_path / "sub" / "c.sqlite"
+    cache = EmbeddingCache(path)
+    v = np.arange(128, dtype=np.float32) / 100
+    cache.put("al", "m", "full", [
+        ("k1", "ok", "", _alignment(1), v),
+        ("k2", "no_face", "k2: no face found", None, None),
+        ("missing:/x.jpg", "missing", "gone", None, None),  # never stored: the file may appear later
+    ])
+    cache.close()
+    cache = EmbeddingCache(path)  # reopened from disk
+    got = cache.get_alignments(["k1", "k2", "k3", "missing:/x.jpg", "k1"], "al")
+    assert set(got) == {"k1", "k2"}
+    st, msg, al = got["k1"]
+    assert st == "ok" and al.method == "detected" and al.n_faces == 2 and al.box == (1, 2, 30, 40)
+    np.testing.assert_array_equal(al.landmarks, _alignment(1).landmarks)
+    assert got["k2"] == ("no_face", "k2: no face found", None)
+    assert cache.get_alignments(["k1"], "other-aligner") == {}
+    emb = cache.get_embeddings(["k1", "k2"], "m", "full")
+    assert set(emb) == {"k1"} and emb["k1"].dtype == np.float32
+    np.testing.assert_array_equal(emb["k1"], v)
+    assert cache.get_embeddings(["k1"], "m", "lowres16") == {}
+    assert cache.get_embeddings(["k1"], "m2", "full") == {}
+    many = [f"x{i}" for i in range(1200)]  # more keys than one SQL chunk
+    cache.put("al", "m", "full", [(k, "ok", "", _alignment(2), v) for k in many])
+    assert len(cache.get_embeddings(many + ["k1"], "m", "full")) == 1201
+    cache.close()
+    mem = EmbeddingCache(None)
+    assert mem.path is None and mem.get_embeddings(["k1"], "m", "full") == {}
+
+
+def test_names_and_keys():
+    assert preprocess_key(None) == "full" and preprocess_key(12) == "lowres12"
+    assert get_matcher_name("dlib") == "dlib-resnet-v1"
+    with pytest.raises(ValueError):
+        get_matcher_name("nope")
+    assert FaceAligner().name != FaceAligner(central_fraction=0).name != FaceAligner(padding=0.3).name
+
+
+# ----------------------------------------------------------------------------------------------- embed_paths
+
+
+class CountingAligner(FaceAligner):
+    """A FaceAligner that counts detector runs (cached alignments must not be recomputed)."""
+
+    calls = 0
+
+    def align(self, image):
+        CountingAligner.calls += 1
+        return super().align(image)
+
+
+class Interrupted(Exception):
+    pass
+
+
+@pytest.fixture(scope="module")
+def orl_runs(tmp_path_factory):
+    """One sequence of cached runs on 6 ORL images (2 people x 3), shared by the tests below."""
+    orl = need_data("orl")
+    paths = [str(orl / p / f"{i}.pgm") for p in ("s1", "s2") for i in (1, 2, 3)]
+    for p in paths:
+        if not (orl / p).exists():
+            pytest.skip(f"{p} not available")
+    tmp = tmp_path_factory.mktemp("embed_cache")
+    db = tmp / "cache.sqlite"
+    aligner = CountingAligner()
+    out: dict = {"paths": paths}
+    run = {"matcher": FAST_MATCHER, "aligner": aligner, "workers": 1, "progress": False}
+
+    # 1. a run that dies after its first batch of 2 (e.g. Ctrl-C): that batch is already on disk
+    real = embed_module._process
+    n_batches = []
+
+    def dying(items):
+        n_batches.append(len(items))
+        if len(n_batches) > 1:
+            raise Interrupted
+        return real(items)
+
+    cache = EmbeddingCache(db)
+    with pytest.MonkeyPatch.context() as mp, pytest.raises(Interrupted):
+        mp.setattr(embed_module, "_process", dying)
+        embed_paths(paths, cache=cache, batch_size=2, **run)
+    cache.close()
+    cache = EmbeddingCache(db)
+    keys = [content_key(p) for p in paths]
+    out["after_interrupt"] = sorted(cache.get_embeddings(keys, get_matcher_name(FAST_MATCHER), "full"))
+    out["interrupt_keys"] = keys[:2]
+    # 2. resume on a subset, 3. then on everything
+    out["first3"] = embed_paths(paths[:3], cache=cache, **run)
+    out["all"] = embed_paths(paths, cache=cache, **run)
+    cache.close()
+    # 4. a fresh process' view of the same file, plus a byte-identical copy under another name
+    copy = shutil.copy(paths[0], tmp / "renamed.pgm")
+    CountingAligner.calls = 0
+    cache = EmbeddingCache(db)
+    out["again"] = embed_paths(paths + [str(copy)], cache=cache, **run)
+    out["again_align_calls"] = CountingAligner.calls
+    # 5. the low-resolution view reuses the alignments but has its own embeddings
+    out["lowres"] = embed_paths(paths, cache=cache, lowres=12, **run)
+    out["lowres_align_calls"] = CountingAligner.calls
+    out["lowres_again"] = embed_paths(paths, cache=cache, lowres=12, **run)
+    cache.close()
+    return out
+
+
+def test_interrupted_run_resumes(orl_runs):
+    assert orl_runs["after_interrupt"] == sorted(orl_runs["interrupt_keys"])
+    assert orl_runs["first3"].computed == 1  # images 0 and 1 were finished before the interruption
+    assert orl_runs["first3"].summary()["cached"] == 2
+    assert orl_runs["all"].computed == 3
+    assert orl_runs["all"].ok.all()
+
+
+def test_second_run_computes_nothing_and_is_identical(orl_runs):
+    again, first = orl_runs["again"], orl_runs["all"]
+    s = again.summary()
+    assert s["computed"] == 0 and s["cached"] == 7 and s["ok"] == 7
+    assert orl_runs["again_align_calls"] == 0
+    np.testing.assert_array_equal(again.vectors[:6], first.vectors)
+    np.testing.assert_array_equal(again.vectors[6], first.vectors[0])  # same bytes, same key
+    assert again.method[:6].tolist() == first.method.tolist()
+    assert again.n_faces[:6].tolist() == first.n_faces.tolist()
+    np.testing.assert_array_equal(orl_runs["first3"].vectors, first.vectors[:3])
+
+
+def test_embeddings_are_normalised(orl_runs):
+    e = orl_runs["all"]
+    assert e.vectors.shape == (6, 128) and e.vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(e.vectors, axis=1), 1, atol=1e-5)
+    assert set(e.method.tolist()) <= {"detected", "central"}
+
+
+def test_lowres_differs_and_reuses_alignment(orl_runs):
+    full, low = orl_runs["all"], orl_runs["lowres"]
+    assert low.computed == 6 and low.ok.all()
+    assert orl_runs["lowres_align_calls"] == 0
+    np.testing.assert_allclose(np.linalg.norm(low.vectors, axis=1), 1, atol=1e-5)
+    cos = (full.vectors * low.vectors).sum(1)
+    assert (cos < 0.9999).all()  # a different view ...
+    assert (cos > 0.5).all()  # ... of the same face
+    assert orl_runs["lowres_again"].computed == 0
+    np.testing.assert_array_equal(orl_runs["lowres_again"].vectors, low.vectors)
+
+
+def test_same_person_more_similar(orl_runs):
+    v = orl_runs["all"].vectors
+    sim = v @ v.T
+    person = np.array([0, 0, 0, 1, 1, 1])
+    same = (person[:, None] == person[None, :]) & ~np.eye(6, dtype=bool)
+    diff = person[:, None] != person[None, :]
+    assert sim[same].mean() > sim[diff].mean()
+    # (dlib's cosines are all high; in Euclidean distance these two people are cleanly separated)
+    dist = np.sqrt(np.maximum(2 - 2 * sim, 0))
+    assert dist[same].max() < dist[diff].min()
