@@ -10,7 +10,8 @@ import pytest
 from conftest import FAST_MATCHER, need_data
 
 import lookalike.embed as embed_module
-from lookalike.embed import embed_paths, get_matcher_name, preprocess_key
+from lookalike.embed import embed_paths, preprocess_key
+from lookalike.matchers import matcher_name
 from lookalike.matchers.align import Alignment, FaceAligner
 from lookalike.matchers.cache import EmbeddingCache, content_key
 
@@ -67,9 +68,9 @@ def test_cache_rows_roundtrip_and_persist(tmp_path):
 
 def test_names_and_keys():
     assert preprocess_key(None) == "full" and preprocess_key(12) == "lowres12"
-    assert get_matcher_name("dlib") == "dlib-resnet-v1"
+    assert matcher_name("dlib") == "dlib-resnet-v1"
     with pytest.raises(ValueError):
-        get_matcher_name("nope")
+        matcher_name("nope")
     assert FaceAligner().name != FaceAligner(central_fraction=0).name != FaceAligner(padding=0.3).name
 
 
@@ -121,7 +122,7 @@ def orl_runs(tmp_path_factory):
     cache.close()
     cache = EmbeddingCache(db)
     keys = [content_key(p) for p in paths]
-    out["after_interrupt"] = sorted(cache.get_embeddings(keys, get_matcher_name(FAST_MATCHER), "full"))
+    out["after_interrupt"] = sorted(cache.get_embeddings(keys, matcher_name(FAST_MATCHER), "full"))
     out["interrupt_keys"] = keys[:2]
     # 2. resume on a subset, 3. then on everything
     out["first3"] = embed_paths(paths[:3], cache=cache, **run)

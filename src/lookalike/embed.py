@@ -16,7 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from lookalike.data.images import ImageError, degrade, load_image
-from lookalike.matchers import get_matcher
+from lookalike.matchers import get_matcher, matcher_name
 from lookalike.matchers.align import Alignment, FaceAligner
 from lookalike.matchers.cache import EmbeddingCache, content_key
 
@@ -99,7 +99,7 @@ def embed_paths(paths: list[str] | np.ndarray, matcher: str = "torch", aligner: 
     paths = [str(p) for p in paths]
     keys = [content_key(p) for p in tqdm(paths, desc=f"{desc}: hash", disable=not progress, leave=False)]
     prep = preprocess_key(lowres)
-    name = get_matcher_name(matcher)
+    name = matcher_name(matcher)
     aligned = cache.get_alignments(keys, aligner.name)
     embedded = cache.get_embeddings(keys, name, prep)
     n = len(paths)
@@ -148,11 +148,6 @@ def embed_paths(paths: list[str] | np.ndarray, matcher: str = "torch", aligner: 
         if v is not None:
             out[i] = v
     return Embeddings(out, status, method, n_faces, messages, time.perf_counter() - t0, len(todo))
-
-
-def get_matcher_name(matcher: str) -> str:
-    """The cache name of a matcher (its weights decide it)."""
-    return get_matcher(matcher).name
 
 
 def read_chips(paths: list[str], cache: EmbeddingCache, aligner: FaceAligner | None = None,

@@ -18,3 +18,16 @@ def get_matcher(name: str, threads: int | None = None) -> Matcher:
 
         return TorchResNetMatcher(threads=threads)
     raise ValueError(f"unknown matcher {name!r}; choose one of {MATCHERS}")
+
+
+def matcher_name(name: str) -> str:
+    """The cache name of a matcher (its model and weights), without loading it."""
+    if name == "dlib":
+        from lookalike.matchers.dlib_resnet import DlibResNetMatcher
+
+        return DlibResNetMatcher.name
+    if name == "torch":
+        from lookalike.matchers.torch_resnet import default_weights, weights_name
+
+        return weights_name(default_weights())
+    raise ValueError(f"unknown matcher {name!r}; choose one of {MATCHERS}")

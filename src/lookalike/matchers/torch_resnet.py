@@ -271,7 +271,7 @@ def count_macs(model: nn.Module, size: int = CHIP_SIZE) -> int:
 # matcher
 
 
-def _weights_name(path: Path) -> str:
+def weights_name(path: Path) -> str:
     if path.resolve() == default_weights().resolve():
         return "dlib-resnet-v1"  # numerically equal to dlib's own (max abs diff <= 1e-4, see tests)
     return "torch-resnet-" + hashlib.sha1(path.read_bytes()).hexdigest()[:12]
@@ -297,7 +297,7 @@ class TorchResNetMatcher(Matcher):
             torch.set_num_threads(threads)
         path = Path(weights) if weights is not None else default_weights()
         net = read_dlib_net(path)
-        self.name = _weights_name(path)
+        self.name = weights_name(path)
         self.batch_size = batch_size
         self.device = torch.device(device)
         self.avg_rgb = tuple(net.input.params["avg_rgb"])
