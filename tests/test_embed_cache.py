@@ -67,7 +67,7 @@ def test_cache_rows_roundtrip_and_persist(tmp_path):
 
 
 def test_names_and_keys():
-    assert preprocess_key(None) == "full" and preprocess_key(12) == "lowres12"
+    assert preprocess_key(None) == "full" and preprocess_key(12) == "lowres12-chip13"
     assert matcher_name("dlib") == "dlib-resnet-v1"
     with pytest.raises(ValueError):
         matcher_name("nope")

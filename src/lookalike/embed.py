@@ -15,14 +15,15 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from lookalike.data.images import ImageError, degrade, load_image
+from lookalike.data.images import ImageError, degrade, load_image, lowres_chip_size
 from lookalike.matchers import get_matcher, matcher_name
 from lookalike.matchers.align import Alignment, FaceAligner
 from lookalike.matchers.cache import EmbeddingCache, content_key
 
 
 def preprocess_key(lowres: int | None) -> str:
-    return "full" if lowres is None else f"lowres{lowres}"
+    """Cache key of the chip preprocessing: full resolution, or the low-resolution chip size used."""
+    return "full" if lowres is None else f"lowres{lowres}-chip{lowres_chip_size(lowres)}"
 
 
 @dataclass
@@ -72,7 +73,7 @@ def _process(items: list[tuple[int, str, str, Alignment | None]]) -> list[tuple]
                 continue
             chip = aligner.chip(image, al)
             if _WORKER["lowres"] is not None:
-                chip = degrade(chip, _WORKER["lowres"], aligner.padding)
+                chip = degrade(chip, _WORKER["lowres"])
         except ImageError as e:
             out.append((index, key, e.reason, str(e), None, None))
             continue
@@ -166,6 +167,6 @@ def read_chips(paths: list[str], cache: EmbeddingCache, aligner: FaceAligner | N
             chip = aligner.chip(load_image(Path(p)), al)
         except ImageError:
             continue
-        chips[i] = degrade(chip, lowres, aligner.padding) if lowres is not None else chip
+        chips[i] = degrade(chip, lowres) if lowres is not None else chip
         ok[i] = True
     return chips, ok

@@ -67,14 +67,24 @@ def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         raise ImageError("unreadable", f"{path}: not a readable image ({type(e).__name__}: {e})") from e
 
 
-def degrade(chip: np.ndarray, face_px: int, padding: float = 0.25) -> np.ndarray:
-    """Make an aligned chip look like a ``face_px``-wide face: downsample, then upsample back.
+# Width of the face detector's box as a fraction of an aligned chip (dlib HOG box vs. get_face_chip with
+# padding 0.25: 0.92 +- 0.06, measured on LFW). A face "PX pixels across" has a detector box PX wide.
+FACE_FRACTION = 0.92
 
-    In dlib's chips the face spans ``size / (1 + 2 * padding)`` pixels, so the chip is reduced to
-    ``face_px * (1 + 2 * padding)`` pixels (bicubic, antialiased) and enlarged back (bicubic).
+
+def lowres_chip_size(face_px: int, face_fraction: float = FACE_FRACTION) -> int:
+    """Side of the small chip on which a face spans ``face_px`` pixels (e.g. 20 px -> 22 px chip)."""
+    return max(2, int(round(face_px / face_fraction)))
+
+
+def degrade(chip: np.ndarray, face_px: int, face_fraction: float = FACE_FRACTION) -> np.ndarray:
+    """Make an aligned chip look like a face ``face_px`` pixels across: downsample, then upsample back.
+
+    The chip is reduced (bicubic, antialiased) to :func:`lowres_chip_size` pixels, so the face's detector
+    box is about ``face_px`` wide (TinyFace's faces: about 20x16), then enlarged back (bicubic).
     """
     size = chip.shape[0]
-    small = max(2, int(round(face_px * (1 + 2 * padding))))
+    small = lowres_chip_size(face_px, face_fraction)
     if small >= size:
         return chip
     img = Image.fromarray(chip)
