@@ -14,6 +14,7 @@ from lookalike.data.manifest import load_manifest
 from lookalike.data.protocol import make_protocol
 from lookalike.data.table import FaceTable
 from lookalike.data.tinyface import load_tinyface
+from lookalike.disambiguators.base import Disambiguator
 from lookalike.embed import read_chips
 from lookalike.experiment import ProtocolFeatures, SearchSplit, build_split, embed_protocol
 from lookalike.io import atomic_write, save_npz, write_json
@@ -41,6 +42,7 @@ class BenchmarkConfig:
     workers: int = 2
     cache: str | None = str(DEFAULT_CACHE)
     rerank: bool = True
+    disambiguator: str = "lda"
     test_fraction: float = 0.5
     val_fraction: float = 0.3
     central_fraction: float = 0.45
@@ -148,7 +150,10 @@ def run_rerankers(cfg: BenchmarkConfig, features: ProtocolFeatures, test: Search
         timing["mining_report_s"] = time.perf_counter() - t
     except ImportError:
         pass
-    for method in default_methods(cfg.seed):
+    disambiguator = make_disambiguator(cfg)
+    # the image-level disambiguator costs minutes per fit: no second fit on train + validation for it
+    methods_ = default_methods(cfg.seed, disambiguator, refit_with_val=cfg.disambiguator == "lda")
+    for method in methods_:
         t = time.perf_counter()
         method.fit(train, val)
         lists = method.rerank(test)
@@ -156,7 +161,23 @@ def run_rerankers(cfg: BenchmarkConfig, features: ProtocolFeatures, test: Search
         rankings[method.name] = lists
         methods[method.name] = score_method(method.name, test, lists, base_hits, cfg.n_boot, cfg.seed)
         stats[method.name] = method.stats
+    if disambiguator.fitted_on is not None:
+        disambiguator.save(out / "disambiguator.npz")
     return stats
+
+
+def make_disambiguator(cfg: BenchmarkConfig) -> Disambiguator:
+    """The disambiguator the lookalike re-rankers share: ``lda`` (embedding level) or ``finetuned`` (image
+    level: the face network's top fine-tuned on mined lookalike pairs, at the protocol's resolution)."""
+    if cfg.disambiguator == "lda":
+        from lookalike.disambiguators import LookalikeLDA
+
+        return LookalikeLDA(seed=cfg.seed)
+    if cfg.disambiguator == "finetuned":
+        from lookalike.disambiguators.finetuned import FineTunedNet
+
+        return FineTunedNet(seed=cfg.seed, cache_path=cfg.cache)
+    raise ValueError(f"unknown disambiguator {cfg.disambiguator!r}; choose lda or finetuned")
 
 
 def write_image_logs(out: Path, features: ProtocolFeatures) -> None:

@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--index", choices=("numpy", "faiss"), default="numpy", help="gallery search implementation")
     b.add_argument("--depth", type=int, default=100, help="candidate list length kept per probe")
     b.add_argument("--no-rerank", action="store_true", help="baseline only: no re-ranking methods")
+    b.add_argument("--disambiguator", choices=("lda", "finetuned"), default="lda",
+                   help="lookalike disambiguator: lda (embedding level, seconds) or finetuned (the face network's "
+                        "last block fine-tuned on lookalike pairs; ~10 min on 2 CPU cores for LFW)")
     b.add_argument("--max-people", type=int, default=None, help="use a seeded subset of this many people")
     b.add_argument("--test-fraction", type=float, default=0.5)
     b.add_argument("--val-fraction", type=float, default=0.3)
@@ -87,6 +90,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         data=args.data, out=args.out, seed=args.seed, lowres=args.lowres, lowres_apply=args.lowres_apply,
         matcher=args.matcher, index=args.index, depth=args.depth, workers=args.workers,
         cache=None if args.cache == "none" else args.cache, rerank=not args.no_rerank,
+        disambiguator=args.disambiguator,
         test_fraction=args.test_fraction, val_fraction=args.val_fraction,
         central_fraction=args.central_fraction, max_people=args.max_people, progress=not args.no_progress)
     metrics = run_benchmark(cfg)

@@ -1,0 +1,152 @@
+"""Fine-tuned face network on LFW (seed 0): as a lookalike disambiguator and as the base matcher.
+
+For each resolution (full, ~20 px faces): mine lookalike pairs on the train faces, fine-tune the top of
+dlib's network on them (:class:`~lookalike.disambiguators.finetuned.FineTunedNet`), then compare on test
+
+* ``lookalike-best[lda]`` vs ``lookalike-best[finetuned]``: the best lookalike re-ranker (every selection
+  scheme, normaliser and fusion weight tuned by val rank-1) with the embedding-level disambiguator vs the
+  image-level one (both fitted on train only, no refit with val);
+* ``finetuned-base``: every probe and gallery image re-embedded with the fine-tuned network and re-searched
+  (adaptation rather than disambiguation).
+
+    PYTHONPATH=src .venv/bin/python benchmarks/finetune_lfw.py [--lowres full 20] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+
+from lookalike.data.folders import load_folders
+from lookalike.data.protocol import make_protocol
+from lookalike.disambiguators.finetuned import FineTunedNet
+from lookalike.experiment import FaceSet, SearchSplit, build_split, embed_protocol, search
+from lookalike.matchers.cache import EmbeddingCache
+from lookalike.metrics import evaluate, first_hits, mcnemar
+from lookalike.mining import default_miner
+from lookalike.rerank import NORMS, DisambiguatorPool, LookalikeReranker, default_disambiguator, selection_grid
+from lookalike.rerank.selection import Everything
+
+
+def load(lfw: str, cache: str, lowres: int | None, seed: int, depth: int) -> tuple[FaceSet, SearchSplit, SearchSplit]:
+    p = make_protocol(load_folders(lfw), seed=seed, lowres=lowres)
+    f = embed_protocol(p, matcher="torch", cache=EmbeddingCache(cache), workers=2, progress=False)
+    return f.faces("train"), build_split(f, "val", depth=depth), build_split(f, "test", depth=depth)
+
+
+def best_reranker(disambiguator: FineTunedNet | object, name: str, seed: int,
+                  refit_with_val: bool = False) -> LookalikeReranker:
+    """``lookalike-best`` of :func:`lookalike.rerank.default_methods`, around a given disambiguator."""
+    grid = selection_grid()
+    pool = DisambiguatorPool(disambiguator, seed=seed)
+    return LookalikeReranker(pool, [Everything(), *(s for sels in grid.values() for s in sels)], NORMS, name=name,
+                             refit_with_val=refit_with_val, seed=seed)
+
+
+def reembed(split: SearchSplit, net: FineTunedNet, depth: int) -> SearchSplit:
+    """The split searched again with the fine-tuned network's embeddings (failed images: zero vectors)."""
+    def faces(f: FaceSet) -> FaceSet:
+        return FaceSet(f.paths, f.identities, np.nan_to_num(net.embed(f)), f.lowres)
+
+    return search(split.name, faces(split.probes), faces(split.gallery), split.is_distractor, depth,
+                  notes=split.notes)
+
+
+def row(method: str, split: SearchSplit, positions: list[np.ndarray], base_hits: np.ndarray, secs: float) -> dict:
+    return {"method": method, **evaluate(positions), **mcnemar(base_hits, first_hits(positions) == 0), "secs": secs}
+
+
+def run(train: FaceSet, val: SearchSplit, test: SearchSplit, args: argparse.Namespace) -> tuple[list[dict], dict]:
+    base_pos = test.positions()
+    base_hits = first_hits(base_pos) == 0
+    rows = [row("baseline (dlib)", test, base_pos, base_hits, 0.0)]
+    info: dict = {}
+
+    t0 = time.perf_counter()
+    miner = default_miner(seed=args.seed)
+    pairs = miner.mine(train)
+    info["mining"] = {k: v for k, v in miner.stats.items() if k != "miners"}
+    net = FineTunedNet(trainable=args.trainable, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                       margin=args.margin, max_pairs=args.max_pairs, holdout=args.holdout, seed=args.seed,
+                       cache_path=args.cache, threads=args.threads)
+    net.fit(train, pairs)
+    info["fit"] = net.stats
+    info["fit"]["params"] = net.get_params()
+    print(f"  fine-tuned in {time.perf_counter() - t0:.0f}s: {net.stats}", flush=True)
+
+    t0 = time.perf_counter()
+    for s in (val, test):  # every image once (memoised per (path, lowres) inside the net)
+        net.embed(s.probes)
+        net.embed(s.gallery)
+    info["embed_s"] = round(time.perf_counter() - t0, 1)
+    print(f"  embedded val+test in {info['embed_s']}s", flush=True)
+
+    for name, d, refit in (("lookalike-best[lda]", default_disambiguator(args.seed), False),
+                           ("lookalike-best[lda,refit-val]", default_disambiguator(args.seed), True),
+                           ("lookalike-best[finetuned]", net, False)):
+        t0 = time.perf_counter()
+        m = best_reranker(d, name, args.seed, refit).fit(train, val)
+        pos = test.positions(m.rerank(test))
+        rows.append(row(name, test, pos, base_hits, time.perf_counter() - t0))
+        info[name] = {k: v for k, v in m.stats.items() if k != "disambiguator"}
+
+    t0 = time.perf_counter()
+    ft_test = reembed(test, net, args.depth)
+    rows.append(row("finetuned-base", test, ft_test.positions(), base_hits, time.perf_counter() - t0))
+    ft_val = reembed(val, net, args.depth)
+    info["finetuned-base"] = {"val_rank1": evaluate(ft_val.positions())["rank1"],
+                              "val_base_rank1": evaluate(val.positions())["rank1"]}
+    return rows, info
+
+
+def table(rows: list[dict]) -> str:
+    head = f"{'method':32s} {'rank1':>6s} {'rank5':>6s} {'rank20':>6s} {'mAP':>6s} {'rank1 CI95':>15s} " \
+           f"{'McNemar p':>10s} {'fixed':>5s} {'broken':>6s} {'secs':>6s}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        ci = r["rank1_ci95"]
+        lines.append(f"{r['method']:32s} {100 * r['rank1']:6.2f} {100 * r['rank5']:6.2f} {100 * r['rank20']:6.2f} "
+                     f"{100 * r['mAP']:6.2f} [{100 * ci[0]:5.2f}, {100 * ci[1]:5.2f}] {r['mcnemar_p']:10.2e} "
+                     f"{r['fixed']:5d} {r['broken']:6d} {r['secs']:6.1f}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--lfw", default="/work/shared/data/lfw")
+    ap.add_argument("--cache", default="/work/main/cache/lookalike.sqlite")
+    ap.add_argument("--lowres", nargs="+", default=["full", "20"], help="'full' and/or face widths in pixels")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--depth", type=int, default=100)
+    ap.add_argument("--trainable", default="last")
+    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--margin", type=float, default=0.1)
+    ap.add_argument("--max-pairs", type=int, default=20_000)
+    ap.add_argument("--holdout", type=float, default=0.2, help="train people held out to pick the epoch")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", default=None, help="also write every row and the training stats here")
+    args = ap.parse_args()
+    out = {}
+    for lr in args.lowres:
+        t0 = time.perf_counter()
+        lowres = None if lr == "full" else int(lr)
+        train, val, test = load(args.lfw, args.cache, lowres, args.seed, args.depth)
+        print(f"\n== LFW seed {args.seed}, {'full resolution' if lowres is None else f'{lowres} px'}: "
+              f"{len(train)} train images, val {len(val.probes)} probes / {len(val.gallery)} gallery, "
+              f"test {len(test.probes)} probes / {len(test.gallery)} gallery", flush=True)
+        rows, info = run(train, val, test, args)
+        print(table(rows), flush=True)
+        print(f"  total {time.perf_counter() - t0:.0f}s", flush=True)
+        out[lr] = {"rows": rows, "info": info}
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump(out, fh, indent=1, default=lambda o: o.tolist() if isinstance(o, np.ndarray) else str(o))
+
+
+if __name__ == "__main__":
+    main()
