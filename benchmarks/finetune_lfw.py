@@ -27,6 +27,7 @@ from lookalike.experiment import FaceSet, SearchSplit, build_split, embed_protoc
 from lookalike.matchers.cache import EmbeddingCache
 from lookalike.metrics import evaluate, first_hits, mcnemar
 from lookalike.mining import default_miner
+from lookalike.report import method_table
 from lookalike.rerank import NORMS, DisambiguatorPool, LookalikeReranker, default_disambiguator, selection_grid
 from lookalike.rerank.selection import Everything
 
@@ -103,21 +104,15 @@ def run(train: FaceSet, val: SearchSplit, test: SearchSplit, args: argparse.Name
 
 
 def table(rows: list[dict]) -> str:
-    head = f"{'method':32s} {'rank1':>6s} {'rank5':>6s} {'rank20':>6s} {'mAP':>6s} {'rank1 CI95':>15s} " \
-           f"{'McNemar p':>10s} {'fixed':>5s} {'broken':>6s} {'secs':>6s}"
-    lines = [head, "-" * len(head)]
-    for r in rows:
-        ci = r["rank1_ci95"]
-        lines.append(f"{r['method']:32s} {100 * r['rank1']:6.2f} {100 * r['rank5']:6.2f} {100 * r['rank20']:6.2f} "
-                     f"{100 * r['mAP']:6.2f} [{100 * ci[0]:5.2f}, {100 * ci[1]:5.2f}] {r['mcnemar_p']:10.2e} "
-                     f"{r['fixed']:5d} {r['broken']:6d} {r['secs']:6.1f}")
-    return "\n".join(lines)
+    """The report's Markdown table of the rows, then each method's seconds."""
+    times = ", ".join(f"{r['method']} {r['secs']:.1f}" for r in rows)
+    return method_table({r["method"]: r for r in rows}) + f"\nseconds: {times}"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--lfw", default="/work/shared/data/lfw")
-    ap.add_argument("--cache", default="/work/main/cache/lookalike.sqlite")
+    ap.add_argument("--lfw", default="../shared/data/lfw")
+    ap.add_argument("--cache", default="cache/lookalike.sqlite")
     ap.add_argument("--lowres", nargs="+", default=["full", "20"], help="'full' and/or face widths in pixels")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--depth", type=int, default=100)

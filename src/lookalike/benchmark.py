@@ -170,9 +170,9 @@ def make_disambiguator(cfg: BenchmarkConfig) -> Disambiguator:
     """The disambiguator the lookalike re-rankers share: ``lda`` (embedding level) or ``finetuned`` (image
     level: the face network's top fine-tuned on mined lookalike pairs, at the protocol's resolution)."""
     if cfg.disambiguator == "lda":
-        from lookalike.disambiguators import LookalikeLDA
+        from lookalike.rerank import default_disambiguator
 
-        return LookalikeLDA(seed=cfg.seed)
+        return default_disambiguator(cfg.seed)
     if cfg.disambiguator == "finetuned":
         from lookalike.disambiguators.finetuned import FineTunedNet
 

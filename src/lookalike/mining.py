@@ -118,6 +118,27 @@ def pair_stats(pairs: Pairs, faces: FaceSet) -> dict:
     return out
 
 
+def _top_impostors(faces: FaceSet, k: int, mate_margin: float | None = None) -> Pairs:
+    """Each image's ``k`` most similar images of other people; with ``mate_margin``, only those scored above
+    the image's weakest true mate minus the margin (images without a mate then give none)."""
+    ids, left, right, scores = faces.identities, [], [], []
+    for s, sim in _similarity_blocks(faces.vectors):
+        same = ids[s:s + len(sim)][:, None] == ids[None, :]
+        imp = np.where(same, -np.inf, sim)
+        k_ = min(k, imp.shape[1] - 1)
+        top = np.argpartition(-imp, k_ - 1, axis=1)[:, :k_]
+        val = np.take_along_axis(imp, top, 1)
+        ok = np.isfinite(val)
+        if mate_margin is not None:
+            mate = np.where(same & np.isfinite(sim), sim, np.inf).min(1)  # weakest mate (inf: none)
+            ok &= np.isfinite(mate)[:, None] & (val > mate[:, None] - mate_margin)
+        left.append(np.broadcast_to(np.arange(s, s + len(sim))[:, None], top.shape)[ok])
+        right.append(top[ok])
+        scores.append(val[ok])
+    left, right, scores = np.concatenate(left), np.concatenate(right), np.concatenate(scores)
+    return Pairs(left, right, np.full(len(left), LOOKALIKE), scores)
+
+
 class TopKImpostorMiner(Miner):
     """For every image, its ``k`` most similar images of other people."""
 
@@ -126,18 +147,7 @@ class TopKImpostorMiner(Miner):
         self.k = k
 
     def _mine(self, faces: FaceSet) -> Pairs:
-        ids, left, right, scores = faces.identities, [], [], []
-        for s, sim in _similarity_blocks(faces.vectors):
-            sim[ids[s:s + len(sim)][:, None] == ids[None, :]] = -np.inf
-            k = min(self.k, sim.shape[1] - 1)
-            top = np.argpartition(-sim, k - 1, axis=1)[:, :k]
-            val = np.take_along_axis(sim, top, 1)
-            ok = np.isfinite(val)
-            left.append(np.broadcast_to(np.arange(s, s + len(sim))[:, None], top.shape)[ok])
-            right.append(top[ok])
-            scores.append(val[ok])
-        left, right, scores = np.concatenate(left), np.concatenate(right), np.concatenate(scores)
-        return Pairs(left, right, np.full(len(left), LOOKALIKE), scores)
+        return _top_impostors(faces, self.k)
 
 
 class HardImpostorMiner(Miner):
@@ -152,20 +162,7 @@ class HardImpostorMiner(Miner):
         self.margin, self.max_per_query = margin, max_per_query
 
     def _mine(self, faces: FaceSet) -> Pairs:
-        ids, left, right, scores = faces.identities, [], [], []
-        for s, sim in _similarity_blocks(faces.vectors):
-            same = ids[s:s + len(sim)][:, None] == ids[None, :]
-            mate = np.where(same & np.isfinite(sim), sim, np.inf).min(1)  # weakest mate (inf: none)
-            imp = np.where(same, -np.inf, sim)
-            k = min(self.max_per_query, imp.shape[1] - 1)
-            top = np.argpartition(-imp, k - 1, axis=1)[:, :k]
-            val = np.take_along_axis(imp, top, 1)
-            ok = np.isfinite(val) & np.isfinite(mate)[:, None] & (val > mate[:, None] - self.margin)
-            left.append(np.broadcast_to(np.arange(s, s + len(sim))[:, None], top.shape)[ok])
-            right.append(top[ok])
-            scores.append(val[ok])
-        left, right, scores = np.concatenate(left), np.concatenate(right), np.concatenate(scores)
-        return Pairs(left, right, np.full(len(left), LOOKALIKE), scores)
+        return _top_impostors(faces, self.max_per_query, mate_margin=self.margin)
 
 
 class ThresholdMiner(Miner):
