@@ -27,7 +27,7 @@ from lookalike.experiment import FaceSet, SearchSplit, build_split, embed_protoc
 from lookalike.matchers.cache import EmbeddingCache
 from lookalike.metrics import evaluate, first_hits, mcnemar
 from lookalike.mining import default_miner
-from lookalike.report import method_table
+from lookalike.report import rows_table
 from lookalike.rerank import NORMS, DisambiguatorPool, LookalikeReranker, default_disambiguator, selection_grid
 from lookalike.rerank.selection import Everything
 
@@ -103,12 +103,6 @@ def run(train: FaceSet, val: SearchSplit, test: SearchSplit, args: argparse.Name
     return rows, info
 
 
-def table(rows: list[dict]) -> str:
-    """The report's Markdown table of the rows, then each method's seconds."""
-    times = ", ".join(f"{r['method']} {r['secs']:.1f}" for r in rows)
-    return method_table({r["method"]: r for r in rows}) + f"\nseconds: {times}"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lfw", default="../shared/data/lfw")
@@ -135,7 +129,7 @@ def main() -> None:
               f"{len(train)} train images, val {len(val.probes)} probes / {len(val.gallery)} gallery, "
               f"test {len(test.probes)} probes / {len(test.gallery)} gallery", flush=True)
         rows, info = run(train, val, test, args)
-        print(table(rows), flush=True)
+        print(rows_table(rows, "secs"), flush=True)
         print(f"  total {time.perf_counter() - t0:.0f}s", flush=True)
         out[lr] = {"rows": rows, "info": info}
         if args.json:

@@ -19,7 +19,7 @@ from lookalike.data.protocol import make_protocol
 from lookalike.experiment import build_split, embed_protocol
 from lookalike.matchers.cache import EmbeddingCache
 from lookalike.metrics import evaluate, first_hits, mcnemar
-from lookalike.report import method_table
+from lookalike.report import rows_table
 from lookalike.rerank import default_methods
 
 
@@ -43,12 +43,6 @@ def run(train, val, test, seed: int) -> list[dict]:
     return rows
 
 
-def table(rows: list[dict]) -> str:
-    """The report's Markdown table of the rows, then each method's seconds."""
-    times = ", ".join(f"{r['method']} {r['fit_s']:.1f}" for r in rows)
-    return method_table({r["method"]: r for r in rows}) + f"\nseconds: {times}"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lfw", default="../shared/data/lfw")
@@ -66,7 +60,7 @@ def main() -> None:
               f"{len(train)} train images, val {len(val.probes)} probes / {len(val.gallery)} gallery, "
               f"test {len(test.probes)} probes / {len(test.gallery)} gallery", flush=True)
         rows = run(train, val, test, args.seed)
-        print(table(rows), flush=True)
+        print(rows_table(rows, "fit_s"), flush=True)
         out[lr] = rows
     if args.json:
         with open(args.json, "w") as fh:

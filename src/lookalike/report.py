@@ -29,6 +29,12 @@ def method_table(methods: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def rows_table(rows: list[dict], seconds_key: str) -> str:
+    """:func:`method_table` of rows that each carry a ``method`` name, then each row's seconds."""
+    times = ", ".join(f"{r['method']} {r[seconds_key]:.1f}" for r in rows)
+    return method_table({r["method"]: r for r in rows}) + f"\nseconds: {times}"
+
+
 def plot_cmc(curves: dict[str, np.ndarray], path: str | Path, title: str = "CMC") -> None:
     """All methods' CMC curves on one plot."""
     import matplotlib
