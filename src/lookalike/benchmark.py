@@ -19,12 +19,10 @@ from lookalike.embed import read_chips
 from lookalike.experiment import ProtocolFeatures, SearchSplit, build_split, embed_protocol
 from lookalike.io import atomic_write, save_npz, write_json
 from lookalike.matchers.align import FaceAligner
-from lookalike.matchers.cache import EmbeddingCache
+from lookalike.matchers.cache import DEFAULT_CACHE, EmbeddingCache
 from lookalike.metrics import RankedLists, cmc_curve, evaluate, first_hits, fnir_at_fpir, mcnemar
 from lookalike.report import plot_cmc, plot_examples, write_report
 from lookalike.versions import versions
-
-DEFAULT_CACHE = Path.home() / ".cache" / "lookalike" / "embeddings.sqlite"
 
 
 @dataclass

@@ -11,8 +11,8 @@ from lookalike import __version__
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    from lookalike.benchmark import DEFAULT_CACHE
     from lookalike.matchers import MATCHERS
+    from lookalike.matchers.cache import DEFAULT_CACHE
 
     p.add_argument("--data", required=True, help="folder-per-identity dataset, TinyFace root, or CSV manifest")
     p.add_argument("--lowres", type=int, default=None, metavar="PX",

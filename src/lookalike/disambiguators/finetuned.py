@@ -23,10 +23,9 @@ from torch import nn
 from lookalike.disambiguators.base import Disambiguator
 from lookalike.disambiguators.projection import triplets
 from lookalike.experiment import FaceSet, SearchSplit
+from lookalike.matchers.cache import DEFAULT_CACHE, EmbeddingCache
 from lookalike.metrics import RankedLists
 from lookalike.mining import Pairs
-
-DEFAULT_CACHE = "cache/lookalike.sqlite"  # the benchmark's embedding cache (alignments are read from it)
 
 Key = tuple[str, int]  # (path, lowres); lowres 0 = full resolution
 
@@ -69,7 +68,7 @@ class FineTunedNet(Disambiguator):
     def __init__(self, trainable: str = "last", epochs: int = 10, batch_size: int = 128, lr: float = 1e-4,
                  margin: float = 0.1, hard_weight: float = 0.5, anchor_decay: float = 1e-3,
                  max_pairs: int | None = 50_000, holdout: float = 0.2, seed: int = 0,
-                 cache_path: str | None = DEFAULT_CACHE, weights: str | None = None, threads: int | None = None,
+                 cache_path: str | None = str(DEFAULT_CACHE), weights: str | None = None, threads: int | None = None,
                  device: str = "cpu", embed_batch: int = 64) -> None:
         super().__init__()
         self.trainable, self.epochs, self.batch_size, self.lr = trainable, epochs, batch_size, lr
@@ -139,7 +138,6 @@ class FineTunedNet(Disambiguator):
         from lookalike.data.images import degrade, load_image
         from lookalike.embed import read_chips
         from lookalike.matchers.align import FaceAligner
-        from lookalike.matchers.cache import EmbeddingCache
 
         if self._aligner is None:
             self._aligner = FaceAligner()

@@ -15,6 +15,8 @@ import numpy as np
 
 from lookalike.matchers.align import Alignment
 
+DEFAULT_CACHE = Path.home() / ".cache" / "lookalike" / "embeddings.sqlite"
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS alignments (
     image TEXT NOT NULL, aligner TEXT NOT NULL, status TEXT NOT NULL, message TEXT,
