@@ -1,4 +1,4 @@
-"""The ``lookalike`` command line: ``embed`` and ``benchmark``."""
+"""The ``lookalike`` command line: ``embed``, ``benchmark``, ``enroll`` and ``gallery``."""
 
 from __future__ import annotations
 
@@ -55,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--max-people", type=int, default=None, help="use a seeded subset of this many people")
     b.add_argument("--test-fraction", type=float, default=0.5)
     b.add_argument("--val-fraction", type=float, default=0.3)
+
+    from lookalike.gallery.cli import add_parsers as add_gallery_parsers
+
+    add_gallery_parsers(sub)
     return parser
 
 
@@ -103,9 +107,11 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from lookalike.gallery.cli import COMMANDS as GALLERY_COMMANDS
+
     args = build_parser().parse_args(argv)
     try:
-        return {"embed": cmd_embed, "benchmark": cmd_benchmark}[args.command](args)
+        return {"embed": cmd_embed, "benchmark": cmd_benchmark, **GALLERY_COMMANDS}[args.command](args)
     except (FileNotFoundError, ValueError) as e:
         print(f"lookalike: error: {e}", file=sys.stderr)
         return 2
