@@ -341,16 +341,16 @@ class Gallery:
             others = sorted(owners[k] - {s})
             if others:
                 report.duplicates.append({"path": p, "subject": s, "also_under": others})
-            if (s, k) in stored:
-                if stored[(s, k)] == "ok":
-                    report.already_enrolled += 1
-                else:
-                    report.skip(stored[(s, k)], f"{p}: {stored[(s, k)]} (recorded when first enrolled)")
-            elif (s, k) in first:
+            if (s, k) in first:
                 report.skip("repeated", f"{p}: same image as {paths[first[(s, k)]]} for subject {s!r}")
-            else:
-                first[(s, k)] = i
+                continue
+            first[(s, k)] = i
+            if (s, k) not in stored:
                 todo.append(i)
+            elif stored[(s, k)] == "ok":
+                report.already_enrolled += 1
+            else:
+                report.skip(stored[(s, k)], f"{p}: {stored[(s, k)]} (recorded when first enrolled)")
         return todo
 
     def _enroll_chunk(self, paths: list[str], subjects: list[str], keys: list[str], cache: EmbeddingCache,
