@@ -153,3 +153,16 @@ def test_bad_model_file_is_a_clear_error(system, orl_dir, tmp_path, capsys):
     (tmp_path / "bad.lkm").write_bytes(b"junk")
     code = main(["identify", str(orl_dir / "s1" / "1.pgm"), "--db", str(db), "--model", str(tmp_path / "bad.lkm")])
     assert code == 2 and "not a lookalike model" in capsys.readouterr().err
+
+
+def test_enroll_with_model_takes_its_settings(system, orl_dir, cache_path, tmp_path, capsys):
+    model_path, _, _ = system
+    db = tmp_path / "m.sqlite"
+    common = ["--cache", str(cache_path), "--workers", "1", "--no-progress"]
+    assert main(["enroll", "--gallery", str(orl_dir), "--db", str(db), "--model", str(model_path), *common]) == 0
+    with Gallery.open(db) as g:
+        Identifier(g, LookalikeModel.load(model_path))  # compatible by construction
+        assert g.matcher == FAST_MATCHER
+    code = main(["enroll", "--gallery", str(orl_dir), "--db", str(db), "--model", str(model_path), "--lowres", "8",
+                 *common])
+    assert code == 2 and "--model sets" in capsys.readouterr().err
