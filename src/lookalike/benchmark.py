@@ -14,7 +14,6 @@ from lookalike.data.manifest import load_manifest
 from lookalike.data.protocol import make_protocol
 from lookalike.data.table import FaceTable
 from lookalike.data.tinyface import load_tinyface
-from lookalike.disambiguators.base import Disambiguator
 from lookalike.embed import read_chips
 from lookalike.experiment import ProtocolFeatures, SearchSplit, build_split, embed_protocol
 from lookalike.faces import FaceSet
@@ -162,6 +161,7 @@ def run_rerankers(cfg: BenchmarkConfig, features: ProtocolFeatures, test: Search
     lists. ``lookalike-best`` is a :class:`LookalikeModel`: it is saved as ``model.lkm`` and evaluated as
     saved."""
     from lookalike.rerank import DisambiguatorPool, default_methods
+    from lookalike.train import make_disambiguators
 
     val = build_split(features, "val", cfg.depth, cfg.index)
     val_lists = LabelledLists.search(val.probes, val.gallery, cfg.depth)
@@ -174,7 +174,7 @@ def run_rerankers(cfg: BenchmarkConfig, features: ProtocolFeatures, test: Search
     stats["mining"] = mining_report(train, out / "mining")
     timing["mining_report_s"] = time.perf_counter() - t
     pool = DisambiguatorPool(seed=cfg.seed)
-    disambiguators = make_disambiguators(cfg)
+    disambiguators = make_disambiguators(cfg.disambiguator, cfg.seed, cfg.cache)
     protocol = features.protocol
     model = LookalikeModel(cfg.matcher, protocol.lowres, FaceAligner(cfg.central_fraction), disambiguators,
                            lowres_apply=protocol.lowres_apply, depth=cfg.depth, seed=cfg.seed, pool=pool)
@@ -196,21 +196,6 @@ def run_rerankers(cfg: BenchmarkConfig, features: ProtocolFeatures, test: Search
         open_set[name] = open_set_metrics(test, lists, nonmated)
         stats[name] = method.reranker_.stats if isinstance(method, LookalikeModel) else method.stats
     return stats
-
-
-def make_disambiguators(cfg: BenchmarkConfig) -> list[Disambiguator]:
-    """The disambiguators the lookalike re-rankers choose among: ``lda`` (embedding level; see
-    :func:`lookalike.rerank.default_disambiguators`) or ``finetuned`` (image level: the face network's top
-    fine-tuned on mined lookalike pairs, at the protocol's resolution)."""
-    if cfg.disambiguator == "lda":
-        from lookalike.rerank import default_disambiguators
-
-        return default_disambiguators(cfg.seed)
-    if cfg.disambiguator == "finetuned":
-        from lookalike.disambiguators.finetuned import FineTunedNet
-
-        return [FineTunedNet(seed=cfg.seed, cache_path=cfg.cache)]
-    raise ValueError(f"unknown disambiguator {cfg.disambiguator!r}; choose lda or finetuned")
 
 
 def write_image_logs(out: Path, features: ProtocolFeatures) -> None:

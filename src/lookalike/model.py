@@ -163,6 +163,13 @@ class LookalikeModel:
                                                        if k not in ("disambiguator_stats",)},
                 "versions": versions()}
 
+    def describe_short(self) -> dict:
+        """What a result records about the model that produced it."""
+        r = self.reranker_
+        return {"matcher": self.matcher_name_, "lowres": self.lowres, "lowres_apply": self.lowres_apply,
+                "disambiguator": type(self.disambiguator_).__name__, "selection": repr(r.selection_),
+                "normaliser": r.fusion_.normaliser, "weight": r.fusion_.weight}
+
     def save(self, path: str | Path) -> None:
         """Write the model as one ``.lkm`` file (atomically; no pickle)."""
         meta = self.describe()

@@ -46,11 +46,12 @@ def default_disambiguators(seed: int = 0) -> list[Disambiguator]:
     return [LookalikeLDA(power=p, cohort_n=n, cohort_beta=1.0, seed=seed) for p in (0.0, 0.5, 1.0) for n in (0, 50)]
 
 
-def default_methods(seed: int = 0, disambiguators: list[Disambiguator] | None = None) -> list[Reranker]:
+def default_methods(seed: int = 0, disambiguators: list[Disambiguator] | None = None,
+                    pool: DisambiguatorPool | None = None) -> list[Reranker]:
     """The methods the benchmark runs: baselines, then lookalike variants sharing one disambiguator pool
     (each training set is mined and each disambiguator fitted once); ``lookalike-best`` tunes over every
     selection scheme and is what a saved model holds."""
-    pool = DisambiguatorPool(seed=seed)
+    pool = pool or DisambiguatorPool(seed=seed)
     ds = disambiguators or default_disambiguators(seed)
     kw = {"pool": pool, "seed": seed}
     methods: list[Reranker] = [KReciprocal(name="kreciprocal"), KReciprocal(tune=True, name="kreciprocal-tuned"),
