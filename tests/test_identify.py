@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import FAST_MATCHER, write_synthetic
 from PIL import Image
 
-from conftest import FAST_MATCHER, write_synthetic
 from lookalike.cli import main
 from lookalike.embed import embed_paths
 from lookalike.gallery import Gallery
