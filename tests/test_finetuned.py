@@ -167,6 +167,7 @@ def test_lists_score_the_cosine_of_fine_tuned_embeddings(orl):
     idx = rng.integers(0, len(faces), (5, 7))
     s = d.score_lists(z[:5], z[idx])
     np.testing.assert_allclose(s, np.einsum("qd,qkd->qk", z[:5], z[idx]), atol=1e-6)
+    np.testing.assert_array_equal(d.score_lists(z[:5], z[idx], ids=idx), s)  # gallery ids: the same scores
     np.testing.assert_allclose(d.score(z[:5], z[idx[:, 0]]), s[:, 0], atol=1e-6)
     # fine-tuned and dlib's embeddings of a 20 px row and of the same image at full resolution differ
     lo = faces.take(faces.lowres == 20)

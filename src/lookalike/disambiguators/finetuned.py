@@ -315,8 +315,9 @@ class FineTunedNet(Disambiguator):
     # ---------------------------------------------------------------------------------------------
     # scoring
 
-    def _score_lists(self, probes: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-        """Cosine of the fine-tuned embeddings; a pair with a failed image (NaN) gets its list's mean."""
+    def _score_lists(self, probes: np.ndarray, candidates: np.ndarray, ids: np.ndarray | None) -> np.ndarray:
+        """Cosine of the fine-tuned embeddings (``ids`` unused: a dot product per pair is already the least
+        work); a pair with a failed image (NaN) gets its list's mean."""
         s = np.einsum("qd,qkd->qk", probes, candidates)
         bad = ~np.isfinite(s)
         if bad.any():
