@@ -37,12 +37,10 @@ def rows_table(rows: list[dict], seconds_key: str) -> str:
 
 def plot_cmc(curves: dict[str, np.ndarray], path: str | Path, title: str = "CMC") -> None:
     """All methods' CMC curves on one plot."""
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
     for name, c in curves.items():
         ax.plot(np.arange(1, len(c) + 1), 100 * c, label=name, lw=2 if name == "baseline" else 1.2,
                 color="black" if name == "baseline" else None)
@@ -55,7 +53,6 @@ def plot_cmc(curves: dict[str, np.ndarray], path: str | Path, title: str = "CMC"
     fig.tight_layout()
     with atomic_write(path, "wb") as f:
         fig.savefig(f, format="png", dpi=120)
-    plt.close(fig)
 
 
 def plot_examples(rows: list[tuple[str, int]], probe_chips: np.ndarray, gallery_chips: dict[int, np.ndarray],
@@ -65,15 +62,12 @@ def plot_examples(rows: list[tuple[str, int]], probe_chips: np.ndarray, gallery_
 
     ``rows`` are (label, probe index); ``before``/``after`` candidate indices (Q, K); chips are uint8 images.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     if not rows:
         return
-    fig, axes = plt.subplots(len(rows), 1 + 2 * n_show, figsize=(1.1 * (1 + 2 * n_show), 1.25 * len(rows)),
-                             squeeze=False)
+    fig = Figure(figsize=(1.1 * (1 + 2 * n_show), 1.25 * len(rows)))
+    axes = fig.subplots(len(rows), 1 + 2 * n_show, squeeze=False)
     for r, (label, q) in enumerate(rows):
         cells = [("probe", probe_chips[q], None)]
         cells += [(f"b{i + 1}", gallery_chips[g], g in mates[q]) for i, g in enumerate(before[q, :n_show])]
@@ -92,7 +86,6 @@ def plot_examples(rows: list[tuple[str, int]], probe_chips: np.ndarray, gallery_
     fig.tight_layout()
     with atomic_write(path, "wb") as f:
         fig.savefig(f, format="png", dpi=100)
-    plt.close(fig)
 
 
 def write_report(path: str | Path, metrics: dict, images: list[tuple[str, str]]) -> None:
