@@ -77,7 +77,16 @@ def score_method(name: str, split: SearchSplit, lists: RankedLists, base_hits: n
     m = evaluate(positions, n_boot=n_boot, seed=seed)
     if base_hits is not None:
         m.update(mcnemar(base_hits, first_hits(positions) < 1))
+        m.update(headroom(first_hits(split.positions()), first_hits(positions)))
     return m
+
+
+def headroom(base_first: np.ndarray, new_first: np.ndarray, depth: int = 10) -> dict:
+    """The top-of-list claim, measured: of the probes whose mate the baseline ranks 2..``depth``, how many a
+    method moves to rank 1 (``headroom_fixed``); of those the baseline gets right, how many it breaks."""
+    room = (base_first >= 1) & (base_first < depth)
+    return {"headroom": int(room.sum()), "headroom_fixed": int((room & (new_first < 1)).sum()),
+            "headroom_broken": int(((base_first < 1) & (new_first >= 1)).sum())}
 
 
 def run_benchmark(cfg: BenchmarkConfig) -> dict:
