@@ -23,7 +23,8 @@ from lookalike.model import LookalikeModel
 
 SCHEMA_VERSION = 1
 LOOKALIKE_FPIR = 0.01  # two subjects are lookalikes when they match each other above the gallery's 1%-FPIR score
-MAX_NONMATED = 2000  # gallery images searched (seeded sample) to set the gallery's own thresholds
+MAX_NONMATED = 2000
+MEMO_SIZE = 200_000  # gallery faces whose disambiguator features identify keeps between probes  # gallery images searched (seeded sample) to set the gallery's own thresholds
 
 
 @dataclass
@@ -50,6 +51,8 @@ class Identifier:
             model.check_compatible(gallery.matcher_name, gallery.aligner.name, gallery.preprocess,
                                    what=f"the gallery {gallery.store.url}")
         self.gallery, self.model = gallery, model
+        if model is not None and hasattr(model.disambiguator_, "memo_size"):
+            model.disambiguator_.memo_size = MEMO_SIZE  # gallery faces are prepared once, not once per probe
         self.depth = depth or (model.depth if model is not None else 100)
         self.lowres = model.lowres if model is not None else gallery.lowres
         self.aligner = model.aligner if model is not None else gallery.aligner

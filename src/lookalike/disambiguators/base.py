@@ -76,6 +76,7 @@ class Disambiguator(ABC):
             raise ValueError("pairs must index rows of the train FaceSet")
         if not ((pairs.labels == GENUINE).any() and (pairs.labels == LOOKALIKE).any()):
             raise ValueError("a disambiguator needs both genuine and lookalike pairs")
+        self.__dict__.pop("_memo", None)
         self._fit(train, pairs)
         self.fitted_on = fingerprint(train)
         return self
@@ -185,12 +186,43 @@ class EmbeddingDisambiguator(Disambiguator):
             out[s:s + block] = np.partition(sim, sim.shape[1] - n, axis=1)[:, -n:].mean(1)
         return self.cohort_beta / 2 * out
 
+    # Gallery faces whose projection and cohort term are kept between calls (0: none). Identify, serving one
+    # probe at a time, turns it on; evaluation leaves it off, so a result never depends on earlier calls (a
+    # face prepared in another batch can differ in the last bits).
+    memo_size: int = 0
+
+    def prepare(self, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(projected faces (N, D'), cohort terms (N,)): what scoring needs of each face."""
+        z = self.transform(vectors)
+        return z, self.cohort_term(z)
+
+    def _prepare_gallery(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`prepare` for candidate faces, remembered by their vectors' bytes: a gallery face that comes
+        back as a candidate (identify serving one probe at a time) is projected and cohort-scored once."""
+        if self.memo_size <= 0:
+            return self.prepare(rows)
+        memo = self.__dict__.setdefault("_memo", {})
+        keys = [r.tobytes() for r in np.ascontiguousarray(rows, np.float32)]
+        todo = [i for i, k in enumerate(keys) if k not in memo]
+        if todo:
+            if len(memo) + len(todo) > self.memo_size:
+                memo.clear()
+            z, c = self.prepare(rows[todo])
+            for i, zi, ci in zip(todo, z, c, strict=True):
+                memo[keys[i]] = (zi, ci)
+        got = [memo[k] for k in keys] if len(keys) <= self.memo_size else None
+        if got is None:  # more distinct faces than the memo holds
+            return self.prepare(rows)
+        return np.stack([g[0] for g in got]), np.asarray([g[1] for g in got])
+
     def _score_lists(self, probes: np.ndarray, candidates: np.ndarray, ids: np.ndarray | None) -> np.ndarray:
-        q, k, _ = candidates.shape
         rows, inverse = distinct_rows(candidates, ids)
-        p, c = self.transform(probes), self.transform(rows)
+        (p, cp), (c, cc) = self.prepare(probes), self._prepare_gallery(rows)
         s = np.einsum("qd,qkd->qk", p, c[inverse])
-        return s - self.cohort_term(p)[:, None] - self.cohort_term(c)[inverse]
+        return s - cp[:, None] - cc[inverse]
+
+    def __getstate__(self) -> dict:  # copies and pickles never carry the memo
+        return {k: v for k, v in self.__dict__.items() if k != "_memo"}
 
 
 def distinct_rows(candidates: np.ndarray, ids: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
