@@ -12,12 +12,13 @@ from __future__ import annotations
 import os
 import stat
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from lookalike.data.images import ImageError, load_image
-from lookalike.data.table import FaceTable
+from lookalike.data.table import UNSUPPORTED_EXTENSIONS, FaceTable, non_image_reason
 from lookalike.matchers.cache import content_key
 
 DUPLICATE_HEADER = ["path", "identity", "same_as", "same_as_identity", "action"]
@@ -64,6 +65,8 @@ def check_file(path: str, known_ok: bool = False, identity: str = "") -> tuple[s
         return "missing", f"{path}: cannot read ({e.strerror})"
     if not stat.S_ISREG(st.st_mode):
         return "not_a_regular_file", f"{path}: not a regular file"
+    if os.path.splitext(path)[1].lower() in UNSUPPORTED_EXTENSIONS:
+        return non_image_reason(Path(path))
     if not os.access(path, os.R_OK):
         return "unreadable", f"{path}: no permission to read"
     if known_ok:
