@@ -9,6 +9,7 @@ when the store's generation moved, so a second process sees another's enrolment 
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -294,7 +295,7 @@ class Gallery:
         enrolled and listed in ``duplicates`` (a likely labelling error worth checking).
         """
         t0 = time.perf_counter()
-        paths = [str(p) for p in paths]
+        paths = [os.path.abspath(p) for p in paths]  # stored paths stay valid from any working directory
         subjects = [s if isinstance(s, str) else str(s) for s in subjects]
         if len(paths) != len(subjects):
             raise ValueError(f"{len(paths)} paths but {len(subjects)} subjects")
