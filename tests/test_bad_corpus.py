@@ -127,3 +127,20 @@ def test_corpus_subprocess_has_no_traceback(corpus, cache, tmp_path):
                         str(tmp_path / "e.npz"), *_fast(cache)], capture_output=True, text=True, env=env,
                        timeout=300)
     assert r.returncode == 0 and "Traceback" not in r.stderr and "summary:" in r.stderr
+
+
+@pytest.mark.parametrize("source", ["folder", "manifest"])
+def test_corpus_enroll_and_identify(source, corpus, cache, tmp_path, capsys):
+    """enroll and identify (on main since this corpus was written) take the corpus without a traceback."""
+    db = tmp_path / "g.sqlite"
+    data = corpus.folder if source == "folder" else corpus.manifest
+    code, _, err = _run(["enroll", "--gallery", str(data), "--db", str(db), "--matcher", FAST_MATCHER,
+                         "--cache", cache, "--workers", "1", "--no-progress"], capsys)
+    assert code in (0, 2) and "Traceback" not in err, err
+    if code == 2:
+        assert err.startswith("lookalike: error:") and err.count("\n") == 1
+        return
+    probes = [p for p in corpus.bad if Path(p).exists() and Path(p).suffix != ".txt"]
+    code, out, err = _run(["identify", *probes[:4], str(corpus.folder / "person03" / "1.png"), "--db", str(db),
+                           "--format", "json"], capsys)
+    assert code in (0, 2) and "Traceback" not in err, err
