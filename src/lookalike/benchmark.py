@@ -10,8 +10,10 @@ from pathlib import Path
 import numpy as np
 
 from lookalike.data.folders import load_folders
+from lookalike.data.images import check_lowres
 from lookalike.data.manifest import load_manifest
-from lookalike.data.protocol import make_protocol
+from lookalike.data.protocol import make_protocol, rerank_problem, saved_settings
+from lookalike.data.screen import DUPLICATE_HEADER, printable, screen_table
 from lookalike.data.table import FaceTable
 from lookalike.data.tinyface import load_tinyface
 from lookalike.embed import read_chips
@@ -22,6 +24,7 @@ from lookalike.matchers.align import FaceAligner
 from lookalike.matchers.cache import DEFAULT_CACHE, EmbeddingCache
 from lookalike.metrics import RankedLists, cmc_curve, evaluate, first_hits, fnir_at_fpir, mcnemar
 from lookalike.model import LookalikeModel
+from lookalike.outputs import prepare_output_folder
 from lookalike.report import plot_cmc, plot_examples, write_report
 from lookalike.rerank.base import Reranker
 from lookalike.rerank.tuning import LabelledLists
@@ -52,14 +55,17 @@ class BenchmarkConfig:
     progress: bool = True
 
 
-def load_dataset(path: str | Path) -> FaceTable:
-    """A TinyFace folder, a CSV manifest, or a folder-per-identity dataset, by what ``path`` is."""
+def load_dataset(path: str | Path, exclude: list[str | Path] = ()) -> FaceTable:
+    """A TinyFace folder, a CSV manifest, or a folder-per-identity dataset, by what ``path`` is.
+
+    ``exclude``: folders a folder-per-identity dataset must not load (e.g. the run's own output folder).
+    """
     path = Path(path)
     if path.is_file() and path.suffix.lower() == ".csv":
         return load_manifest(path)
     if (path / "Testing_Set").is_dir():
         return load_tinyface(path)
-    return load_folders(path)
+    return load_folders(path, exclude=exclude)
 
 
 def sample_people(table: FaceTable, n: int, seed: int) -> FaceTable:
@@ -92,23 +98,36 @@ def headroom(base_first: np.ndarray, new_first: np.ndarray, depth: int = 10) -> 
 def run_benchmark(cfg: BenchmarkConfig) -> dict:
     """Run the whole benchmark and write metrics.json, report.md, cmc.png and the ranked lists to cfg.out."""
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    check_lowres(cfg.lowres)
     timing: dict[str, float] = {}
     t0 = time.perf_counter()
-    table = load_dataset(cfg.data)
+    cache = EmbeddingCache(cfg.cache)  # a corrupt or read-only cache fails here, before any work
+    table = load_dataset(cfg.data, exclude=[out])
+    prepare_output_folder(out, keep=[cfg.data])
     if cfg.max_people:
         table = sample_people(table, cfg.max_people, cfg.seed)
-    name = f"{Path(cfg.data).name}-closedset" + (f"-lowres{cfg.lowres}-{cfg.lowres_apply}" if cfg.lowres else "")
+    screened = screen_table(table, cache.ok_keys(), cfg.progress)
+    table = screened.table
+    saved = saved_settings(cfg.data) or {}
+    name = saved.get("name") or (f"{Path(cfg.data).name}-closedset"
+                                 + (f"-lowres{cfg.lowres}-{cfg.lowres_apply}" if cfg.lowres else ""))
     protocol = make_protocol(table, seed=cfg.seed, test_fraction=cfg.test_fraction, val_fraction=cfg.val_fraction,
                              name=name, lowres=cfg.lowres, lowres_apply=cfg.lowres_apply)
+    if cfg.rerank:
+        check_rerank(protocol.table.identities, protocol.table.roles)
     protocol.save(out / "protocol")
+    write_duplicates(out / "duplicates.csv", screened.duplicates)
     timing["load_s"] = time.perf_counter() - t0
 
     aligner = FaceAligner(central_fraction=cfg.central_fraction)
-    cache = EmbeddingCache(cfg.cache)
     features = embed_protocol(protocol, cfg.matcher, cache, aligner, cfg.workers, cfg.progress)
     timing["embed_s"] = features.embeddings.seconds
-    write_image_logs(out, features)
+    left_out = [*screened.table.dropped, *screened.skipped]
+    write_image_logs(out, features, left_out)
+    set_aside = write_set_aside(out / "set_aside.csv", features)
+    if cfg.rerank:
+        ok = features.embeddings.ok
+        check_rerank(protocol.table.identities[ok], protocol.table.roles[ok])
 
     t1 = time.perf_counter()
     test = build_split(features, "test", cfg.depth, cfg.index)
@@ -124,6 +143,13 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
         rerank_stats = run_rerankers(cfg, features, test, methods, rankings, open_set, base_hits, timing, out)
 
     counts = protocol.counts()
+    skipped = screened.counts()
+    for k, v in features.embeddings.summary()["skipped"].items():
+        skipped[k] = skipped.get(k, 0) + v
+    inputs = {"counts": {"images used": int(features.embeddings.ok.sum()), "skipped": skipped,
+                         "duplicates": len(screened.duplicates), "probes set aside": set_aside},
+              "files": {"skipped": str(out / "skipped.csv"), "duplicates": str(out / "duplicates.csv"),
+                        "probes set aside": str(out / "set_aside.csv")}}
     metrics = {
         "protocol": {**protocol.settings(), **counts, "data": str(cfg.data), "matcher": cfg.matcher,
                      "index": cfg.index, "depth": cfg.depth, "aligner": aligner.name,
@@ -136,12 +162,20 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
         "timing": {**timing, "total_s": time.perf_counter() - t0},
         "embedding": features.embeddings.summary(),
         "rerank_stats": rerank_stats,
+        "inputs": inputs,
         "config": asdict(cfg),
         "versions": versions(),
     }
     write_outputs(out, metrics, test, rankings, features, cache, aligner)
     cache.close()
     return metrics
+
+
+def check_rerank(identities: np.ndarray, roles: np.ndarray) -> None:
+    """A one-line error, before the work, when the split is too small for re-ranking (see rerank_problem)."""
+    problem = rerank_problem(identities, roles)
+    if problem:
+        raise ValueError(f"too few people for re-ranking: {problem}; use --no-rerank for the baseline only")
 
 
 def open_set_metrics(test: SearchSplit, lists: RankedLists, nonmated: RankedLists | None) -> dict:
@@ -207,8 +241,9 @@ def run_rerankers(cfg: BenchmarkConfig, features: ProtocolFeatures, test: Search
     return stats
 
 
-def write_image_logs(out: Path, features: ProtocolFeatures) -> None:
-    """images.csv: how every image was handled (face found, crop); skipped.csv: those that were skipped."""
+def write_image_logs(out: Path, features: ProtocolFeatures, left_out: list[tuple[str, str, str, str]] = ()) -> None:
+    """images.csv: how every image was handled (face found, crop); skipped.csv: those that were skipped, and
+    the ``left_out`` (path, identity, reason, message) items the loader and the image checks dropped."""
     e, t = features.embeddings, features.protocol.table
     header = ["path", "identity", "role", "status", "face", "n_faces", "message"]
     with atomic_write(out / "images.csv", "w", newline="") as f_all, \
@@ -216,12 +251,34 @@ def write_image_logs(out: Path, features: ProtocolFeatures) -> None:
         w_all, w_skip = csv.writer(f_all), csv.writer(f_skip)
         w_all.writerow(header)
         w_skip.writerow(header)
+        for path, identity, reason, message in left_out:
+            w_skip.writerow([printable(path), printable(identity), "", reason, "", 0, printable(message)])
         for i in range(len(t)):
             row = [t.paths[i], t.identities[i], t.roles[i], e.status[i], e.method[i], int(e.n_faces[i]),
                    e.messages.get(i, "")]
             w_all.writerow(row)
             if not e.ok[i]:
                 w_skip.writerow(row)
+
+
+def write_duplicates(path: Path, rows: list[tuple[str, str, str, str, str]]) -> None:
+    """duplicates.csv: files with the same bytes as another listed file, and what was done with them."""
+    with atomic_write(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(DUPLICATE_HEADER)
+        w.writerows(rows)
+
+
+def write_set_aside(path: Path, features: ProtocolFeatures) -> int:
+    """set_aside.csv: usable test probes whose person has no usable gallery image; returns their number."""
+    t, ok = features.protocol.table, features.embeddings.ok
+    enrolled = set(t.identities[(t.roles == "gallery") & ok].tolist())
+    rows = np.flatnonzero((t.roles == "probe") & ok & ~np.isin(t.identities, list(enrolled)))
+    with atomic_write(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "identity", "reason"])
+        w.writerows([t.paths[i], t.identities[i], "no usable gallery image of this person"] for i in rows)
+    return len(rows)
 
 
 def write_outputs(out: Path, metrics: dict, test: SearchSplit, rankings: dict[str, RankedLists],

@@ -1,13 +1,67 @@
-"""The ``lookalike`` command line: ``embed``, ``benchmark``, ``enroll`` and ``gallery``."""
+"""The lookalike command line: embed, benchmark, train, identify, enroll and gallery."""
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from lookalike import __version__
+
+DESCRIPTION = """\
+1:N face identification that gets the top of the ranked list right.
+
+commands:
+  embed       detect, align and embed every image of a dataset into an .npz file
+  benchmark   run the closed-set identification protocol, re-rank, and write a report
+  train       train a lookalike model on a labelled dataset and save it (.lkm)
+  identify    search every face of new photos against a gallery
+  enroll      add people's photos to a gallery
+  gallery     inspect and edit a gallery
+
+Bad input is skipped with a reason and listed (skipped.csv); every command ends with a summary."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``lookalike: error: ...`` (exit 2), the usage left to --help."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"lookalike: error: {message} (see {self.prog} --help)\n")
+
+
+def _number(kind: type, lo: float | None = None, hi: float | None = None, lo_open: bool = False,
+            hi_open: bool = False, what: str = "") -> Callable[[str], int | float]:
+    """An argparse type: ``kind`` within [lo, hi] (open where asked), with a one-line message otherwise."""
+
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what or kind.__name__}, got {text!r}") from None
+        if (lo is not None and (value <= lo if lo_open else value < lo)) or \
+                (hi is not None and (value >= hi if hi_open else value > hi)):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text}")
+        return value
+
+    return parse
+
+
+def _lowres(text: str) -> int:
+    from lookalike.data.images import check_lowres
+
+    try:
+        return check_lowres(int(text))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+POSITIVE = _number(int, 1, what="an integer >= 1")
+FRACTION_OPEN = _number(float, 0, 1, lo_open=True, hi_open=True, what="a fraction strictly between 0 and 1")
+FRACTION_HALF_OPEN = _number(float, 0, 1, hi_open=True, what="a fraction in [0, 1)")
+FRACTION = _number(float, 0, 1, what="a fraction in [0, 1]")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -15,48 +69,56 @@ def _common(p: argparse.ArgumentParser) -> None:
     from lookalike.matchers.cache import DEFAULT_CACHE
 
     p.add_argument("--data", required=True, help="folder-per-identity dataset, TinyFace root, or CSV manifest")
-    p.add_argument("--lowres", type=int, default=None, metavar="PX",
-                   help="degrade faces to about PX pixels across (TinyFace-like: 20), then upsample")
+    p.add_argument("--lowres", type=_lowres, default=None, metavar="PX",
+                   help="degrade faces to about PX pixels across (PX >= 4; TinyFace-like: 20), then upsample")
     p.add_argument("--matcher", choices=MATCHERS, default="torch",
                    help="embedding model: torch (the PyTorch port of dlib's network, default) or dlib (dlib-bin)")
-    p.add_argument("--workers", type=int, default=2, help="processes for detection and embedding (default: 2)")
+    p.add_argument("--workers", type=POSITIVE, default=2, help="processes for detection and embedding (default: 2)")
     p.add_argument("--cache", default=str(DEFAULT_CACHE),
                    help=f"embedding cache (SQLite; 'none' for none; default: {DEFAULT_CACHE})")
-    p.add_argument("--central-fraction", type=float, default=0.45,
+    p.add_argument("--central-fraction", type=FRACTION, default=0.45,
                    help="when no face is detected, align within a centred square of this fraction of the "
                         "shorter side (0 = skip such images; ~0.9 for tightly cropped faces)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lookalike", description=__doc__)
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = Parser(prog="lookalike", description=DESCRIPTION, formatter_class=fmt)
     parser.add_argument("--version", action="version", version=f"lookalike {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
-    e = sub.add_parser("embed", help="embed every image of a dataset into an .npz file",
+    e = sub.add_parser("embed", help="embed every image of a dataset into an .npz file", formatter_class=fmt,
                        description="Detect, align and embed every image; skipped images are listed with reasons.")
     _common(e)
     e.add_argument("--out", required=True, help="output .npz (paths, identities, vectors, status)")
 
     b = sub.add_parser("benchmark", help="run the closed-set identification protocol and write a report",
-                       description="Split people into train/test halves (seeded), enrol one image per test person, "
-                                   "search, re-rank, and write metrics.json, report.md, cmc.png and ranked lists.")
+                       formatter_class=fmt,
+                       description="Split people into train/test halves (seeded), enrol one image per test person,\n"
+                                   "search, re-rank, and write metrics.json, report.md, cmc.png and ranked lists.\n"
+                                   "--data OUT/protocol/protocol.csv reruns a saved protocol exactly: its seed,\n"
+                                   "fractions and resolution come from protocol.json beside it.")
     _common(b)
-    b.add_argument("--out", required=True, help="output folder")
-    b.add_argument("--lowres-apply", choices=("both", "probes"), default="both",
-                   help="degrade probes and gallery (as TinyFace) or probes only")
-    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--out", required=True, help="output folder (earlier results of lookalike there are replaced)")
+    b.add_argument("--lowres-apply", choices=("both", "probes"), default=None,
+                   help="degrade probes and gallery (as TinyFace; default) or probes only")
+    b.add_argument("--seed", type=int, default=None,
+                   help="seed of the people split, gallery choice and re-ranking (default: 0)")
     b.add_argument("--index", choices=("numpy", "faiss"), default="numpy", help="gallery search implementation")
-    b.add_argument("--depth", type=int, default=100, help="candidate list length kept per probe")
+    b.add_argument("--depth", type=POSITIVE, default=100, help="candidate list length kept per probe (default: 100)")
     b.add_argument("--no-rerank", action="store_true", help="baseline only: no re-ranking methods")
     b.add_argument("--disambiguator", choices=("lda", "finetuned"), default="lda",
                    help="lookalike disambiguator: lda (embedding level, seconds) or finetuned (the face network's "
-                        "last block fine-tuned on lookalike pairs; ~10 min on 2 CPU cores for LFW)")
-    b.add_argument("--max-people", type=int, default=None, help="use a seeded subset of this many people")
-    b.add_argument("--test-fraction", type=float, default=0.5)
-    b.add_argument("--val-fraction", type=float, default=0.3)
+                        "last block fine-tuned on lookalike pairs; ~1.5 min training on 2 CPU cores for LFW)")
+    b.add_argument("--max-people", type=POSITIVE, default=None, help="use a seeded subset of this many people")
+    b.add_argument("--test-fraction", type=FRACTION_OPEN, default=None,
+                   help="share of people in the test half (default: 0.5)")
+    b.add_argument("--val-fraction", type=FRACTION_HALF_OPEN, default=None,
+                   help="share of train people held out for validation (default: 0.3; 0 = none)")
 
-    t = sub.add_parser("train", help="train a lookalike model on a labelled dataset and save it (.lkm)",
+    t = sub.add_parser("train", formatter_class=fmt,
+                       help="train a lookalike model on a labelled dataset and save it (.lkm)",
                        description="Every person is a training person; a seeded validation split of them tunes the "
                                    "re-ranker and calibrates its open-set thresholds. Writes one model file.")
     _common(t)
@@ -66,11 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--disambiguator", choices=("lda", "finetuned"), default="lda",
                    help="lda (embedding level, seconds) or finetuned (the network's last block, minutes)")
     t.add_argument("--seed", type=int, default=0, help="seed of the validation split and the fits")
-    t.add_argument("--val-fraction", type=float, default=0.3, help="fraction of people used for validation")
-    t.add_argument("--depth", type=int, default=100, help="candidate list length the model re-ranks")
-    t.add_argument("--max-people", type=int, default=None, help="use a seeded subset of this many people")
+    t.add_argument("--val-fraction", type=FRACTION_OPEN, default=0.3, help="fraction of people used for validation")
+    t.add_argument("--depth", type=POSITIVE, default=100, help="candidate list length the model re-ranks")
+    t.add_argument("--max-people", type=POSITIVE, default=None, help="use a seeded subset of this many people")
 
-    i = sub.add_parser("identify", help="search every face of new photos against a gallery",
+    i = sub.add_parser("identify", formatter_class=fmt, help="search every face of new photos against a gallery",
                        description="For every face of every photo: the candidate list per subject (base and final "
                                    "scores, base -> final rank, lookalike groups) and a decision at --fpir.")
     i.add_argument("photos", nargs="+", help="photo files, folders of photos, or CSV files with a 'path' column")
@@ -78,8 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--model", default=None,
                    help="lookalike model (.lkm) to re-rank with; without it, the base matcher with thresholds "
                         "from the gallery itself")
-    i.add_argument("--top", type=_positive_int, default=20, help="candidates listed per face (default: 20)")
-    i.add_argument("--fpir", type=float, default=0.01,
+    i.add_argument("--top", type=POSITIVE, default=20, help="candidates listed per face (default: 20)")
+    i.add_argument("--fpir", type=FRACTION_OPEN, default=0.01,
                    help="false-positive identification rate of the decision (0.001, 0.01 or 0.1; default 0.01)")
     i.add_argument("--format", choices=("table", "json", "csv"), default="table", help="output format")
     i.add_argument("--out", default=None, help="write the output to this file instead of standard output")
@@ -90,56 +152,75 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
 def cmd_embed(args: argparse.Namespace) -> int:
     import numpy as np
 
     from lookalike.benchmark import load_dataset
+    from lookalike.data.screen import printable, screen_table
     from lookalike.embed import embed_paths
-    from lookalike.io import save_npz
+    from lookalike.io import atomic_write, save_npz
     from lookalike.matchers.align import FaceAligner
     from lookalike.matchers.cache import EmbeddingCache
+    from lookalike.outputs import check_output_file
+    from lookalike.summary import print_summary
 
-    table = load_dataset(args.data)
+    out = check_output_file(args.out)
     cache = EmbeddingCache(None if args.cache == "none" else args.cache)
-    emb = embed_paths(table.paths, args.matcher, FaceAligner(args.central_fraction), args.lowres, cache,
+    table = load_dataset(args.data, exclude=[out.parent])
+    screened = screen_table(table, cache.ok_keys(), progress=not args.no_progress)
+    kept = screened.table
+    emb = embed_paths(kept.paths, args.matcher, FaceAligner(args.central_fraction), args.lowres, cache,
                       args.workers, progress=not args.no_progress)
-    save_npz(args.out, paths=table.paths.astype(str), identities=table.identities.astype(str),
-             vectors=emb.vectors, status=emb.status.astype(str), face=emb.method.astype(str))
+    cache.close()
+    # every input row in the .npz: rows left out before embedding have their reason as status and zero vectors
+    left_out = [tuple(printable(x) for x in r) for r in (*kept.dropped, *screened.skipped)]
+    paths = [*kept.paths.astype(str), *(r[0] for r in left_out)]
+    ids = [*kept.identities.astype(str), *(r[1] for r in left_out)]
+    status = [*emb.status.astype(str), *(r[2] for r in left_out)]
+    vectors = np.concatenate([emb.vectors, np.zeros((len(left_out), emb.vectors.shape[1]), np.float32)])
+    face = [*emb.method.astype(str), *([""] * len(left_out))]
+    save_npz(out, paths=np.asarray(paths), identities=np.asarray(ids), vectors=vectors, status=np.asarray(status),
+             face=np.asarray(face))
+    skipped_csv = out.with_name(out.stem + ".skipped.csv")
+    with atomic_write(skipped_csv, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "identity", "reason", "message"])
+        w.writerows(left_out)
+        w.writerows([kept.paths[i], kept.identities[i], emb.status[i], msg] for i, msg in sorted(emb.messages.items()))
     summary = emb.summary()
+    skipped = screened.counts()
+    for k, v in summary["skipped"].items():
+        skipped[k] = skipped.get(k, 0) + v
+    summary["skipped"] = skipped
+    summary["duplicates"] = len(screened.duplicates)
     print(json.dumps(summary, indent=2))
-    for _, msg in sorted(emb.messages.items())[:20]:
-        print(f"skipped: {msg}", file=sys.stderr)
-    if len(emb.messages) > 20:
-        print(f"... and {len(emb.messages) - 20} more skipped", file=sys.stderr)
+    print_summary({"images used": int(np.sum(emb.ok)), "skipped": skipped, "duplicates": len(screened.duplicates)},
+                  {"skipped": str(skipped_csv), "duplicates": str(skipped_csv)})
+    print(f"wrote {out}", file=sys.stderr)
     return 0 if np.any(emb.ok) else 1
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
     from lookalike.benchmark import BenchmarkConfig, run_benchmark
+    from lookalike.data.protocol import resolve_settings
     from lookalike.report import method_table
+    from lookalike.summary import print_summary
 
+    defaults = {"seed": 0, "lowres": None, "lowres_apply": "both", "test_fraction": 0.5, "val_fraction": 0.3}
+    s = resolve_settings(args.data, {k: getattr(args, k) for k in defaults}, defaults)
     cfg = BenchmarkConfig(
-        data=args.data, out=args.out, seed=args.seed, lowres=args.lowres, lowres_apply=args.lowres_apply,
+        data=args.data, out=args.out, seed=s["seed"], lowres=s["lowres"], lowres_apply=s["lowres_apply"],
         matcher=args.matcher, index=args.index, depth=args.depth, workers=args.workers,
         cache=None if args.cache == "none" else args.cache, rerank=not args.no_rerank,
         disambiguator=args.disambiguator,
-        test_fraction=args.test_fraction, val_fraction=args.val_fraction,
+        test_fraction=s["test_fraction"], val_fraction=s["val_fraction"],
         central_fraction=args.central_fraction, max_people=args.max_people, progress=not args.no_progress)
     metrics = run_benchmark(cfg)
     p = metrics["protocol"]
     print(f"{p['name']}: {p['n_probes_searched']} probes, {p['n_gallery_searched']} gallery images "
           f"({p['n_distractors']} distractors)")
     print(method_table(metrics["methods"]))
+    print_summary(metrics["inputs"]["counts"], metrics["inputs"]["files"])
     print(f"wrote {Path(args.out) / 'report.md'}")
     return 0
 
@@ -225,7 +306,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return {"embed": cmd_embed, "benchmark": cmd_benchmark, "train": cmd_train,
                 "identify": cmd_identify, **GALLERY_COMMANDS}[args.command](args)
-    except (FileNotFoundError, ValueError) as e:
+    except KeyboardInterrupt:
+        cache = getattr(args, "cache", "none")
+        where = "" if cache == "none" else f" in the cache {cache}"
+        print(f"lookalike: interrupted; finished batches are kept{where}: rerun to resume", file=sys.stderr)
+        return 130
+    except (OSError, ValueError) as e:  # CacheError is a ValueError; file problems are OSErrors
         print(f"lookalike: error: {e}", file=sys.stderr)
         return 2
 

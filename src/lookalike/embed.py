@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from lookalike.data.images import ImageError, degrade, load_image, lowres_chip_size
+from lookalike.data.images import ImageError, check_lowres, degrade, load_image, lowres_chip_size
 from lookalike.matchers import get_matcher, matcher_name
 from lookalike.matchers.align import Alignment, FaceAligner
 from lookalike.matchers.cache import EmbeddingCache, content_key
@@ -96,6 +96,7 @@ def embed_paths(paths: list[str] | np.ndarray, matcher: str = "torch", aligner: 
                 batch_size: int = 16, progress: bool = True, desc: str = "embed") -> Embeddings:
     """Embed every image of ``paths``; finished batches are written to ``cache`` as they complete."""
     t0 = time.perf_counter()
+    lowres = check_lowres(lowres)
     aligner = aligner or FaceAligner()
     cache = cache or EmbeddingCache(None)
     paths = [str(p) for p in paths]

@@ -2,24 +2,48 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from lookalike.data.table import FaceTable, is_image_file
+from lookalike.data.table import FaceTable, is_image_file, non_image_reason
+
+# Written into every folder lookalike writes results to, so that a later run never enrols its figures as faces.
+OUTPUT_MARKER = ".lookalike-output"
 
 
-def load_folders(root: str | Path) -> FaceTable:
-    """Every image under ``root/<identity>/`` (one level deep), sorted; other files are counted and skipped."""
+def _same(a: Path, b: Path) -> bool:
+    return os.path.abspath(a) == os.path.abspath(b)
+
+
+def load_folders(root: str | Path, exclude: list[str | Path] = ()) -> FaceTable:
+    """Every image under ``root/<identity>/`` (one level deep), sorted. Other files, unreadable identity
+    folders, ``exclude`` folders and lookalike output folders are counted and listed in ``dropped``."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"dataset folder not found: {root}")
-    paths, ids, skipped = [], [], 0
-    for person in sorted(p for p in root.iterdir() if p.is_dir()):
-        for f in sorted(person.iterdir()):
+    table = FaceTable([], [])
+    paths, ids = [], []
+    try:
+        people = sorted(p for p in root.iterdir() if p.is_dir())
+    except OSError as e:
+        raise ValueError(f"cannot list the dataset folder {root} ({e.strerror})") from e
+    for person in people:
+        if any(_same(person, Path(x)) for x in exclude) or (person / OUTPUT_MARKER).exists():
+            table.drop(person, person.name, "output_folder",
+                       f"{person}: a lookalike output folder inside the dataset; not loaded")
+            continue
+        try:
+            files = sorted(person.iterdir())
+        except OSError as e:
+            table.drop(person, person.name, "unreadable_folder", f"{person}: cannot list ({e.strerror})")
+            continue
+        for f in files:
             if f.is_file() and is_image_file(f):
                 paths.append(str(f))
                 ids.append(person.name)
             else:
-                skipped += 1
+                reason, msg = non_image_reason(f)
+                table.drop(f, person.name, "skipped_non_image_files" if reason == "non_image_file" else reason, msg)
     if not paths:
         raise ValueError(f"no images found in identity folders under {root} (expected root/<identity>/<image>)")
-    return FaceTable(paths, ids, notes={"skipped_non_image_files": skipped} if skipped else {})
+    return FaceTable(paths, ids, notes=table.notes, dropped=table.dropped)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 import warnings
 from pathlib import Path
 
@@ -10,6 +11,19 @@ from PIL import Image, ImageOps
 
 MAX_PIXELS = 64_000_000  # decompression-bomb limit
 MIN_SIDE = 8
+MIN_LOWRES = 4  # smallest face width (px) a low-resolution protocol may degrade to
+
+
+def check_lowres(lowres: int | None) -> int | None:
+    """``lowres`` itself if it is None or a face width in pixels >= MIN_LOWRES; ValueError otherwise.
+
+    The one check behind ``--lowres`` for every command, the protocol and :func:`~lookalike.embed.embed_paths`.
+    """
+    if lowres is None:
+        return None
+    if isinstance(lowres, bool) or not isinstance(lowres, int | np.integer) or lowres < MIN_LOWRES:
+        raise ValueError(f"lowres must be a face width in pixels >= {MIN_LOWRES}, got {lowres!r}")
+    return int(lowres)
 
 
 class ImageError(Exception):
@@ -38,9 +52,12 @@ def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """An (H, W, 3) uint8 RGB array, EXIF orientation applied; raises :class:`ImageError` otherwise."""
     path = Path(path)
     try:
-        size = path.stat().st_size
+        st = path.stat()
     except OSError as e:
         raise ImageError("missing", f"{path}: cannot read ({e.strerror})") from e
+    if not stat.S_ISREG(st.st_mode):  # never open a named pipe (it would block) or a device
+        raise ImageError("not_a_regular_file", f"{path}: not a regular file")
+    size = st.st_size
     if size == 0:
         raise ImageError("empty", f"{path}: empty file (0 bytes)")
     try:

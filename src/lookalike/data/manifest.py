@@ -1,9 +1,13 @@
-"""CSV manifests: columns ``path,identity`` and optionally ``role``; relative paths are relative to the CSV."""
+"""CSV manifests: columns ``path,identity`` and optionally ``role``; relative paths are relative to the CSV.
+
+Cells are stripped of surrounding whitespace; rows naming a missing file or something other than a regular
+file (a folder, a named pipe) are counted and listed in the table's ``dropped`` rows."""
 
 from __future__ import annotations
 
 import csv
 import os
+import stat
 from pathlib import Path
 
 from lookalike.data.table import FaceTable
@@ -17,18 +21,25 @@ def load_manifest(csv_path: str | Path) -> FaceTable:
         if not {"path", "identity"} <= fields:
             raise ValueError(f"{csv_path}: manifest needs 'path' and 'identity' columns, has {sorted(fields)}")
         rows = list(reader)
-    paths, ids, roles, missing = [], [], [], 0
+    paths, ids, roles = [], [], []
+    table = FaceTable([], [])
     for i, row in enumerate(rows, start=2):
-        if not row["path"] or not row["identity"]:
+        path, identity = (row["path"] or "").strip(), (row["identity"] or "").strip()
+        if not path or not identity:
             raise ValueError(f"{csv_path}:{i}: empty path or identity")
-        p = Path(row["path"])
+        p = Path(path)
         p = p if p.is_absolute() else Path(os.path.normpath(csv_path.parent / p))
-        if not p.exists():
-            missing += 1
+        try:
+            st = p.stat()
+        except OSError:
+            table.drop(p, identity, "missing_files", f"{csv_path}:{i}: {p} does not exist")
+            continue
+        if not stat.S_ISREG(st.st_mode):  # a folder, a named pipe (would block), a device: never opened
+            table.drop(p, identity, "not_a_regular_file", f"{csv_path}:{i}: {p} is not a regular file")
             continue
         paths.append(str(p))
-        ids.append(row["identity"])
-        roles.append(row.get("role") or "")
+        ids.append(identity)
+        roles.append((row.get("role") or "").strip())
     if not paths:
         raise ValueError(f"{csv_path}: no existing images listed")
-    return FaceTable(paths, ids, roles, notes={"missing_files": missing} if missing else {})
+    return FaceTable(paths, ids, roles, notes=table.notes, dropped=table.dropped)

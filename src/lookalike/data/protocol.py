@@ -9,11 +9,13 @@ gallery distractor. Inside the train half a validation split, built the same way
 from __future__ import annotations
 
 import os
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from lookalike.data.images import check_lowres
 from lookalike.data.table import FaceTable
 from lookalike.io import read_json, write_json
 
@@ -34,8 +36,7 @@ class Protocol:
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.lowres is not None and self.lowres < 4:
-            raise ValueError(f"lowres must be a face width in pixels >= 4, got {self.lowres}")
+        check_lowres(self.lowres)
         if self.lowres_apply not in LOWRES_APPLY:
             raise ValueError(f"lowres_apply must be one of {LOWRES_APPLY}, got {self.lowres_apply!r}")
 
@@ -105,7 +106,8 @@ def split_people(people: list[str], fraction: float, rng: np.random.Generator) -
 def make_protocol(table: FaceTable, seed: int = 0, test_fraction: float = 0.5, val_fraction: float = 0.3,
                   name: str = "identification", lowres: int | None = None, lowres_apply: str = "both",
                   require_test: bool = True) -> Protocol:
-    """Assign roles. A table that already has test roles (TinyFace) keeps them; only its train is split.
+    """Assign roles. A table that already has test roles (TinyFace) keeps them and only its train is split;
+    a table that also has validation roles (a saved protocol.csv) keeps every role, so it reruns exactly.
 
     ``require_test=False`` (training a model on every person: ``test_fraction=0``) allows a protocol
     without test probes.
@@ -122,7 +124,8 @@ def make_protocol(table: FaceTable, seed: int = 0, test_fraction: float = 0.5, v
         raise ValueError("the table assigns roles to some images but not others")
     train_rows = roles == "train"
     train_people = sorted(set(ids[train_rows].tolist()))
-    if val_fraction > 0 and train_people:
+    has_val = np.char.startswith(roles.astype(str), "val_").any()
+    if val_fraction > 0 and train_people and not has_val:
         _, val_people = split_people(train_people, val_fraction, rng)
         val_rows = train_rows & np.isin(ids, list(val_people))
         roles[val_rows] = _enrol(ids, val_people, rng, "val_")[val_rows]
@@ -132,3 +135,67 @@ def make_protocol(table: FaceTable, seed: int = 0, test_fraction: float = 0.5, v
     if require_test and protocol.counts()["n_probes"] == 0:
         raise ValueError("the protocol has no probes: the test people need two or more images each")
     return protocol
+
+
+SAVED_SETTINGS = ("seed", "lowres", "lowres_apply", "test_fraction", "val_fraction")
+
+
+def saved_settings(data: str | Path) -> dict | None:
+    """The settings in ``protocol.json`` beside a saved ``protocol.csv`` (None if ``data`` is not one)."""
+    data = Path(data)
+    meta = data.with_name("protocol.json")
+    if data.suffix.lower() != ".csv" or not meta.is_file():
+        return None
+    try:
+        saved = read_json(meta)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{meta}: unreadable protocol settings ({e})") from e
+    return {k: saved[k] for k in (*SAVED_SETTINGS, "name") if k in saved}
+
+
+def resolve_settings(data: str | Path, given: dict, defaults: dict) -> dict:
+    """Settings for a run: ``given`` (None = not given), else a saved protocol's, else ``defaults``.
+
+    A given value that differs from the saved protocol's is an error: the rerun would not be exact.
+    """
+    saved = saved_settings(data) or {}
+    out = {}
+    for k in SAVED_SETTINGS:
+        value = given.get(k)
+        if value is not None and k in saved and saved[k] != value:
+            raise ValueError(f"--{k.replace('_', '-')} {value} differs from {saved[k]} in the saved protocol "
+                             f"{Path(data).with_name('protocol.json')}; leave it out to rerun exactly")
+        out[k] = value if value is not None else saved.get(k, defaults.get(k))
+    return out
+
+
+# LookalikeLDA's default hold-out share of train people for choosing its shrinkage
+RERANK_HOLDOUT = 0.25
+
+
+def rerank_problem(identities: np.ndarray, roles: np.ndarray) -> str | None:
+    """Why re-ranking cannot run on this split (None when it can).
+
+    Re-ranking fits a disambiguator on the ``train`` people and tunes on the validation probes. It needs
+    (1) a validation person with 2+ images (validation probes) and (2) among the train people, at least
+    ``max(3, round(0.25 * P) + 2)`` people with 2+ images, where P counts every train person; the same
+    for train + validation people together (the refit). The disambiguator holds out ``round(0.25 * P)``
+    train people to choose its shrinkage and needs genuine and lookalike pairs among the rest.
+    """
+    identities, roles = np.asarray(identities, object), np.asarray(roles, object)
+
+    def people(mask: np.ndarray) -> tuple[int, int]:
+        counts = Counter(identities[mask].tolist())
+        return len(counts), sum(1 for c in counts.values() if c >= 2)
+
+    _, val_multi = people(np.isin(roles, ("val_gallery", "val_probe", "val_distractor")))
+    train_all, train_multi = people(roles == "train")
+    both_all, both_multi = people(np.char.startswith(roles.astype(str), "val_") | (roles == "train"))
+    need = max(3, round(RERANK_HOLDOUT * train_all) + 2)
+    need_both = max(3, round(RERANK_HOLDOUT * both_all) + 2)
+    if val_multi < 1:
+        return "no validation person has 2+ usable images (no validation probes to tune re-ranking on)"
+    if train_multi < need or both_multi < need_both:
+        return (f"{train_multi} of {train_all} train people have 2+ usable images; re-ranking needs at least "
+                f"{need}")
+    return None

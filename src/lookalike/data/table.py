@@ -11,23 +11,28 @@ import numpy as np
 
 ROLES = ("", "train", "val_gallery", "val_probe", "val_distractor", "gallery", "probe", "distractor")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".pgm", ".ppm", ".bmp", ".tif", ".tiff", ".webp", ".gif")
+# image formats Pillow cannot read without plug-ins: reported with their own reason and a remedy
+UNSUPPORTED_EXTENSIONS = (".heic", ".heif", ".avif", ".jxl", ".raw", ".cr2", ".nef", ".dng")
 
 
 @dataclass
 class FaceTable:
     """Parallel arrays of image paths, identity labels and protocol roles ("" = not assigned yet).
 
-    ``notes`` counts what a loader skipped (missing files, files without an image extension, ...).
+    ``notes`` counts what a loader skipped (missing files, files without an image extension, ...);
+    ``dropped`` lists those items, as (path, identity, reason, message) rows, for skipped.csv.
+    Identities are stripped of surrounding whitespace ("alice " and "alice" are one person).
     """
 
     paths: np.ndarray
     identities: np.ndarray
     roles: np.ndarray = None  # type: ignore[assignment]
     notes: dict[str, int] = field(default_factory=dict)
+    dropped: list[tuple[str, str, str, str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.paths = np.asarray(self.paths, dtype=object)
-        self.identities = np.asarray([str(i) for i in self.identities], dtype=object)
+        self.identities = np.asarray([str(i).strip() for i in self.identities], dtype=object)
         if self.roles is None:
             self.roles = np.full(len(self.paths), "", dtype=object)
         self.roles = np.asarray(self.roles, dtype=object)
@@ -42,7 +47,8 @@ class FaceTable:
 
     def select(self, mask: np.ndarray) -> FaceTable:
         """Rows where ``mask`` (boolean or index array) holds."""
-        return FaceTable(self.paths[mask], self.identities[mask], self.roles[mask], dict(self.notes))
+        return FaceTable(self.paths[mask], self.identities[mask], self.roles[mask], dict(self.notes),
+                         list(self.dropped))
 
     def role(self, *roles: str) -> FaceTable:
         """Rows whose role is one of ``roles``."""
@@ -71,8 +77,20 @@ class FaceTable:
         for t in tables:
             notes.update(t.notes)
         return cls(np.concatenate([t.paths for t in tables]), np.concatenate([t.identities for t in tables]),
-                   np.concatenate([t.roles for t in tables]), dict(notes))
+                   np.concatenate([t.roles for t in tables]), dict(notes), [r for t in tables for r in t.dropped])
+
+    def drop(self, path: str, identity: str, reason: str, message: str = "") -> None:
+        """Record an item a loader or check left out: counted in ``notes`` and listed in ``dropped``."""
+        self.notes[reason] = self.notes.get(reason, 0) + 1
+        self.dropped.append((str(path), str(identity), reason, message))
 
 
 def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def non_image_reason(path: Path) -> tuple[str, str]:
+    """(reason, message) for a file a loader leaves out because of its extension."""
+    if path.suffix.lower() in UNSUPPORTED_EXTENSIONS:
+        return "unsupported_format", f"{path}: {path.suffix} images are not supported; convert them to JPEG or PNG"
+    return "non_image_file", f"{path}: not an image file extension ({', '.join(IMAGE_EXTENSIONS)})"

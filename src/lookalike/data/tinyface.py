@@ -31,16 +31,17 @@ def read_protocol_mat(path: str | Path, names_key: str, ids_key: str) -> tuple[l
     return names, ids
 
 
-def _listed(folder: Path, names: list[str], ids: list[str], role: str) -> tuple[list, list, list, int]:
-    paths, out_ids, roles, missing = [], [], [], 0
+def _listed(folder: Path, names: list[str], ids: list[str], role: str) -> tuple[list, list, list, list]:
+    """(paths, ids, roles, missing) where ``missing`` holds (path, id) of listed files that are absent."""
+    paths, out_ids, roles, missing = [], [], [], []
     for n, i in zip(names, ids, strict=True):
         p = folder / n
-        if p.exists():
+        if p.is_file():
             paths.append(str(p))
             out_ids.append(i)
             roles.append(role)
         else:
-            missing += 1
+            missing.append((str(p), i))
     return paths, out_ids, roles, missing
 
 
@@ -74,7 +75,10 @@ def load_tinyface(root: str | Path, protocol_dir: str | Path | None = None) -> F
                     paths.append(str(f))
                     ids.append(f"train:{person.name}")
                     roles.append("train")
-    notes = {k: v for k, v in (("missing_probe_files", probe[3]), ("missing_gallery_files", gallery[3])) if v}
     if not probe[0] or not gallery[0]:
         raise ValueError(f"{root}: no probe or gallery images found for the official lists")
-    return FaceTable(paths, ids, roles, notes)
+    table = FaceTable(paths, ids, roles)
+    for reason, missing in (("missing_probe_files", probe[3]), ("missing_gallery_files", gallery[3])):
+        for p, i in missing:
+            table.drop(p, i, reason, f"{p}: listed in the official protocol but absent")
+    return table

@@ -7,8 +7,11 @@ without losing finished work, and a second run reuses everything.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import os
 import sqlite3
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +34,8 @@ def content_key(path: str | Path) -> str:
     """SHA-1 of the file's bytes (the empty-file hash for a 0-byte file; 'missing:<path>' if unreadable)."""
     h = hashlib.sha1()
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # never open a named pipe (it would block)
+            return f"missing:{path}"
         with open(path, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
@@ -39,20 +44,55 @@ def content_key(path: str | Path) -> str:
     return h.hexdigest()
 
 
-class EmbeddingCache:
-    """Alignments and embeddings on disk; ``path=None`` keeps them in memory only."""
+COLUMNS = {"alignments": ["image", "aligner", "status", "message", "method", "n_faces", "geometry"],
+           "embeddings": ["image", "matcher", "preprocess", "vector"]}
 
+
+class CacheError(ValueError):
+    """The cache file cannot be used (corrupt, not a lookalike cache, read-only): names the file and the remedy."""
+
+
+def _cache_errors(method):
+    """Turn SQLite and file errors inside an EmbeddingCache method into one CacheError naming the file."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except (sqlite3.Error, OSError) as e:
+            raise CacheError(f"embedding cache {self.path}: unusable ({e}); pass --cache none, another "
+                             f"--cache path, or delete the file") from e
+
+    return wrapper
+
+
+class EmbeddingCache:
+    """Alignments and embeddings on disk; ``path=None`` keeps them in memory only.
+
+    Opening checks that the file is a lookalike cache and writable, so a bad file fails before any work.
+    """
+
+    @_cache_errors
     def __init__(self, path: str | Path | None) -> None:
         self.path = Path(path) if path else None
         if self.path:
+            if self.path.is_dir():
+                raise OSError(f"{self.path} is a folder")
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(self.path) if self.path else ":memory:", timeout=60)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(SCHEMA)
+        for table, columns in COLUMNS.items():
+            have = [r[1] for r in self._db.execute(f"PRAGMA table_info({table})")]
+            if have != columns:
+                raise sqlite3.DatabaseError(f"table {table} has columns {have}, not a lookalike cache")
+        with self._db:  # a write now, so that a read-only file fails here rather than after the first batch
+            self._db.execute("PRAGMA user_version = 1")
 
     def close(self) -> None:
         self._db.close()
 
+    @_cache_errors
     def get_alignments(self, keys: list[str], aligner: str) -> dict[str, tuple[str, str, Alignment | None]]:
         """key -> (status, message, alignment) for the keys already seen."""
         out = {}
@@ -66,6 +106,12 @@ class EmbeddingCache:
                 out[image] = (status, message, al)
         return out
 
+    @_cache_errors
+    def ok_keys(self) -> set[str]:
+        """Content keys of every image some aligner has read successfully (they decode)."""
+        return {r[0] for r in self._db.execute("SELECT DISTINCT image FROM alignments WHERE status = 'ok'")}
+
+    @_cache_errors
     def get_embeddings(self, keys: list[str], matcher: str, preprocess: str) -> dict[str, np.ndarray]:
         out = {}
         for chunk in _chunks(sorted(set(keys)), 500):
@@ -77,6 +123,7 @@ class EmbeddingCache:
                 out[image] = np.frombuffer(blob, np.float32).copy()
         return out
 
+    @_cache_errors
     def put(self, aligner: str, matcher: str, preprocess: str,
             results: list[tuple[str, str, str, Alignment | None, np.ndarray | None]]) -> None:
         """Store (key, status, message, alignment, embedding) rows in one transaction."""

@@ -1,0 +1,63 @@
+"""Output locations, checked before any work: a run's folder (or file) must be writable, and a reused folder
+is cleared of the outputs an earlier run wrote there, so that a report never shows stale figures."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from lookalike.data.folders import OUTPUT_MARKER
+
+# What `lookalike benchmark` writes into its --out folder (files and folders); nothing else there is touched.
+BENCHMARK_OUTPUTS = ("metrics.json", "report.md", "cmc.png", "examples.png", "rankings.npz", "ranked_baseline.csv",
+                     "images.csv", "skipped.csv", "duplicates.csv", "set_aside.csv", "disambiguator.npz", "model.lkm",
+                     "mining", "protocol")
+
+
+def _check_writable(folder: Path, what: str) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".lookalike-write-test.")
+        os.close(fd)
+        os.unlink(tmp)
+    except FileExistsError as e:
+        raise ValueError(f"{what} {folder}: exists and is not a folder") from e
+    except OSError as e:
+        raise ValueError(f"{what} {folder}: not writable ({e.strerror or e}); choose another --out") from e
+
+
+def prepare_output_folder(out: str | Path, keep: list[str | Path] = (),
+                          owned: tuple[str, ...] = BENCHMARK_OUTPUTS) -> Path:
+    """Check that ``out`` is (or can become) a writable folder, mark it as lookalike output, and remove the
+    ``owned`` outputs of an earlier run, except any that contain a path in ``keep`` (e.g. the input)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: exists and is not a folder")
+    _check_writable(out, "--out")
+    keep_abs = [os.path.abspath(k) for k in keep]
+    for name in owned:
+        target = out / name
+        if not target.exists() and not target.is_symlink():
+            continue
+        t = os.path.abspath(target)
+        if any(k == t or k.startswith(t + os.sep) for k in keep_abs):
+            continue
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        else:
+            target.unlink()
+    (out / OUTPUT_MARKER).write_text("written by lookalike; dataset loaders skip folders holding this file\n")
+    return out
+
+
+def check_output_file(path: str | Path) -> Path:
+    """Check that ``path`` can be written (not a folder; its folder writable) before any work is done."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"--out {path}: is a folder; give a file name such as {path / 'embeddings.npz'}")
+    _check_writable(path.parent, "--out folder")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise ValueError(f"--out {path}: not writable")
+    return path

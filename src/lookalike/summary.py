@@ -1,0 +1,35 @@
+"""The console summary every command prints at the end: what was used, what was left out and why, and the
+file that lists each group."""
+
+from __future__ import annotations
+
+import sys
+from typing import TextIO
+
+
+def format_summary(counts: dict, files: dict[str, str] | None = None, title: str = "summary") -> str:
+    """Lines for ``counts``: ``{label: int}`` or ``{label: {reason: int}}`` (a group counted by reason).
+
+    ``files`` maps a label to the file that lists those items. Zero counts are shown only for the first
+    label (what was used), so a clean run prints one short block.
+    """
+    files = files or {}
+    lines = [f"{title}:"]
+    for i, (label, value) in enumerate(counts.items()):
+        if isinstance(value, dict):
+            value = {k: int(v) for k, v in value.items() if v}
+            total = sum(value.values())
+            detail = f" ({', '.join(f'{k} {v}' for k, v in sorted(value.items()))})" if value else ""
+        else:
+            total, detail = int(value), ""
+        if total == 0 and i > 0:
+            continue
+        where = f"; listed in {files[label]}" if label in files and total else ""
+        lines.append(f"  {label}: {total}{detail}{where}")
+    return "\n".join(lines)
+
+
+def print_summary(counts: dict, files: dict[str, str] | None = None, title: str = "summary",
+                  stream: TextIO | None = None) -> None:
+    """Print :func:`format_summary` to ``stream`` (default: standard error, leaving stdout to results)."""
+    print(format_summary(counts, files, title), file=stream or sys.stderr)
