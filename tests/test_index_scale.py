@@ -93,13 +93,13 @@ def test_memmap_index_equals_in_memory_index_without_copy(tmp_path):
 # ----------------------------------------------------------------------------------------------- approximate
 
 
-@pytest.mark.parametrize("kind,params", [("hnsw", {"m": 16, "ef_construction": 40}), ("ivf", {"nprobe": 8})])
+@pytest.mark.parametrize("kind,params", [("hnsw", {"m": 16}), ("ivf", {"nprobe": 8})])
 def test_ann_recall_and_exact_rescoring(kind, params):
     rng = np.random.default_rng(2)
-    g, q = _clustered(rng, 6000, 32), _clustered(rng, 100, 32)
+    g, q = _clustered(rng, 4000, 32), _clustered(rng, 100, 32)
     ix = make_index(kind, 32, **params)
-    ix.add(g[:4000])
-    ix.add(g[4000:])
+    ix.add(g[:2500])
+    ix.add(g[2500:])
     s, i = ix.search(q, 20)
     ref = _stable_topk(q, g, 20)
     assert _recall(i, ref) >= 0.95
