@@ -6,8 +6,8 @@ gallery order (id). Kinds, chosen by name with :func:`make_index`:
 - ``numpy``: exact; BLAS matrix products blocked over queries *and* gallery rows with a running top-k threshold,
   so memory stays bounded; :meth:`NumpyIndex.from_array` searches a memory-mapped (N, D) array without copying it.
 - ``faiss``: exact, FAISS ``IndexFlatIP``.
-- ``hnsw``, ``ivf``: approximate (FAISS HNSW graph / inverted lists) that over-fetch ``overfetch * k`` candidates
-  and re-score them exactly against the float32 vectors before returning.
+- ``hnsw``, ``ivf``, ``pq``: approximate (FAISS HNSW graph / inverted lists / 4-bit product-quantised fast scan)
+  that over-fetch ``overfetch * k`` candidates and re-score them exactly against the float32 vectors.
 
 A saved index is a folder: ``index.json`` (kind, parameters and a fingerprint of the vectors: count, dim,
 checksum), ``vectors.npy`` (float32) and, for FAISS kinds, ``index.faiss``. No pickle. :func:`load_index` checks
@@ -409,37 +409,74 @@ class HNSWIndex(ApproximateIndex):
         return _faiss().SearchParametersHNSW(efSearch=max(self.ef_search, fetch))
 
 
+def _training_sample(vectors: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """At most ``n`` rows, seeded, in file order (cheap on a memory map)."""
+    if len(vectors) <= n:
+        return np.ascontiguousarray(vectors)
+    return np.ascontiguousarray(vectors[np.sort(np.random.default_rng(seed).choice(len(vectors), n, False))])
+
+
 class IVFIndex(ApproximateIndex):
-    """FAISS ``IVF<nlist>,Flat`` (inner product), trained by k-means on the first vectors added.
+    """FAISS ``IVF<nlist>,<storage>`` (inner product), trained by k-means on the first vectors added.
 
     ``nlist=None`` picks 4 * sqrt(N) lists (at most N / 39, FAISS's minimum training points per list); the value
-    used is ``nlist_``. Probes ``nprobe`` lists per query.
+    used is ``nlist_``. Probes ``nprobe`` lists per query. ``storage``: a FAISS code for the list entries
+    (``Flat``, ``SQ8``, ``SQfp16``, ``PQ32x4fs``...); compressed codes only pick candidates, which are re-scored
+    exactly, so raise ``overfetch`` with them.
     """
 
     kind = "ivf"
 
-    def __init__(self, dim: int, nlist: int | None = None, nprobe: int = 32, overfetch: int = 4) -> None:
+    def __init__(self, dim: int, nlist: int | None = None, nprobe: int = 32, storage: str = "Flat",
+                 overfetch: int = 4) -> None:
         super().__init__(dim, overfetch)
-        self.nlist, self.nprobe = nlist, nprobe
+        self.nlist, self.nprobe, self.storage = nlist, nprobe, storage
         self.nlist_: int | None = None
 
     def params(self) -> dict[str, Any]:
-        return {"nlist": self.nlist, "nprobe": self.nprobe, "overfetch": self.overfetch}
+        return {"nlist": self.nlist, "nprobe": self.nprobe, "storage": self.storage, "overfetch": self.overfetch}
 
     def _build(self, first: np.ndarray):
         faiss = _faiss()
         n = len(first)
         self.nlist_ = self.nlist or int(max(1, min(4 * np.sqrt(n), n // 39)))
-        index = faiss.index_factory(self.dim, f"IVF{self.nlist_},Flat", faiss.METRIC_INNER_PRODUCT)
+        index = faiss.index_factory(self.dim, f"IVF{self.nlist_},{self.storage}", faiss.METRIC_INNER_PRODUCT)
         index.cp.seed = 1234
-        index.train(first)
+        index.train(_training_sample(first, 256 * self.nlist_))
         return index
 
     def _search_params(self, fetch: int):
         return _faiss().SearchParametersIVF(nprobe=self.nprobe)
 
 
-INDEXES: dict[str, type[Index]] = {"numpy": NumpyIndex, "faiss": FaissIndex, "hnsw": HNSWIndex, "ivf": IVFIndex}
+class PQIndex(ApproximateIndex):
+    """FAISS ``PQ<m>x4fs``: every vector as ``m`` 4-bit codes scanned with SIMD lookups (``m / 2`` bytes a
+    vector), a fast exhaustive candidate generator; candidates are re-scored exactly, hence the large ``overfetch``.
+    """
+
+    kind = "pq"
+
+    def __init__(self, dim: int, m: int = 64, overfetch: int = 40) -> None:
+        super().__init__(dim, overfetch)
+        if dim % m:
+            raise ValueError(f"pq: m={m} must divide the dimension {dim}")
+        self.m = m
+
+    def params(self) -> dict[str, Any]:
+        return {"m": self.m, "overfetch": self.overfetch}
+
+    def _build(self, first: np.ndarray):
+        faiss = _faiss()
+        index = faiss.index_factory(self.dim, f"PQ{self.m}x4fs", faiss.METRIC_INNER_PRODUCT)
+        index.train(_training_sample(first, 65536))
+        return index
+
+    def _search_params(self, fetch: int):
+        return None
+
+
+INDEXES: dict[str, type[Index]] = {"numpy": NumpyIndex, "faiss": FaissIndex, "hnsw": HNSWIndex, "ivf": IVFIndex,
+                                   "pq": PQIndex}
 
 
 def make_index(kind: str, dim: int, **params: Any) -> Index:
