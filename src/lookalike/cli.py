@@ -37,6 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Detect, align and embed every image; skipped images are listed with reasons.")
     _common(e)
     e.add_argument("--out", required=True, help="output .npz (paths, identities, vectors, status)")
+    e.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local processes (default) or a Ray Data actor pool (needs lookalike[ray])")
+    e.add_argument("--ray-address", default=None,
+                   help="engine ray: an existing cluster ('auto' or host:port); default: a local Ray instance "
+                        "with --workers CPUs")
 
     b = sub.add_parser("benchmark", help="run the closed-set identification protocol and write a report",
                        description="Split people into train/test halves (seeded), enrol one image per test person, "
@@ -70,7 +75,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     table = load_dataset(args.data)
     cache = EmbeddingCache(None if args.cache == "none" else args.cache)
     emb = embed_paths(table.paths, args.matcher, FaceAligner(args.central_fraction), args.lowres, cache,
-                      args.workers, progress=not args.no_progress)
+                      args.workers, progress=not args.no_progress, engine=args.engine, ray_address=args.ray_address)
     save_npz(args.out, paths=table.paths.astype(str), identities=table.identities.astype(str),
              vectors=emb.vectors, status=emb.status.astype(str), face=emb.method.astype(str))
     summary = emb.summary()
