@@ -109,16 +109,22 @@ def exact_topk(queries: np.ndarray, gallery: np.ndarray, k: int, block: int = 10
     if k == 0:
         return scores, ids
     first = min(n, max(gallery_block, k))
+    rows_q = min(block, len(queries))
+    sim_buf = np.empty(rows_q * gallery_block, np.float32)  # reused: no fresh pages to fault in per block
+    hit_buf = np.empty(rows_q * gallery_block, bool)
     for s in range(0, len(queries), block):
         q = queries[s:s + block]
         top_s, top_i = _select(q @ gallery[:first].T, 0, k)
         for g in range(first, n, gallery_block):
-            sim = q @ gallery[g:g + gallery_block].T
+            rows_g = gallery[g:g + gallery_block]
+            sim = np.matmul(q, rows_g.T, out=sim_buf[:len(q) * len(rows_g)].reshape(len(q), len(rows_g)))
             # later ids lose ties, so only scores strictly above the running k-th best can enter
-            rows, cols = np.nonzero(sim > top_s[:, -1:])
+            above = np.greater(sim, top_s[:, -1:], out=hit_buf[:sim.size].reshape(sim.shape))
+            rows, cols = np.nonzero(above)
             if len(rows) == 0:
                 continue
-            hit, first_of, counts = np.unique(rows, return_index=True, return_counts=True)
+            first_of = np.flatnonzero(np.diff(rows, prepend=-1))  # rows come sorted from nonzero
+            hit, counts = rows[first_of], np.diff(first_of, append=len(rows))
             if counts.max() > k:  # many entrants (e.g. a gallery sorted by similarity): select per row
                 sub = sim[hit]
                 cand_s, cand_i = _select(np.where(sub > top_s[hit, -1:], sub, -np.inf), g, k)
