@@ -464,8 +464,6 @@ class PQIndex(ApproximateIndex):
 
     def __init__(self, dim: int, m: int = 64, overfetch: int = 40) -> None:
         super().__init__(dim, overfetch)
-        if dim % m:
-            raise ValueError(f"pq: m={m} must divide the dimension {dim}")
         self.m = m
 
     def params(self) -> dict[str, Any]:
@@ -473,6 +471,8 @@ class PQIndex(ApproximateIndex):
 
     def _build(self, first: np.ndarray):
         faiss = _faiss()
+        if self.dim % self.m:
+            raise ValueError(f"pq: m={self.m} must divide the dimension {self.dim}")
         index = faiss.index_factory(self.dim, f"PQ{self.m}x4fs", faiss.METRIC_INNER_PRODUCT)
         index.train(_training_sample(first, 65536))
         return index
