@@ -31,15 +31,26 @@ def test_fit_score_and_roundtrip(data, make, tmp_path):
     d = make().fit(train, pairs)
     assert d.is_fitted_on(train)
     rows = np.arange(10)
-    s = d.score(test.probes.take(rows), test.gallery.take(test.lists.indices[rows, 0]))
+    s = d.score(test.probes.vectors[rows], test.gallery.vectors[test.lists.indices[rows, 0]])
     assert s.shape == (10,) and np.isfinite(s).all()
-    lists_scores = d.score_lists(test)
+    lists_scores = d.score_lists(test.probes.vectors, test.candidates)
     np.testing.assert_allclose(lists_scores[rows, 0], s, atol=1e-5)
     d.save(tmp_path / "d.npz")
     back = Disambiguator.load(tmp_path / "d.npz")
     assert type(back) is type(d) and back.get_params() == d.get_params()
-    np.testing.assert_allclose(back.score_lists(test), lists_scores, atol=1e-6)
+    np.testing.assert_array_equal(back.score_lists(test.probes.vectors, test.candidates), lists_scores)
     assert back.is_fitted_on(train)
+
+
+def test_unfitted_and_bad_shapes_are_refused(data):
+    train, pairs, test = data
+    with pytest.raises(RuntimeError):
+        LookalikeLDA().score_lists(test.probes.vectors, test.candidates)
+    d = LookalikeLDA().fit(train, pairs)
+    with pytest.raises(ValueError):
+        d.score_lists(test.probes.vectors[:3], test.candidates)
+    with pytest.raises(ValueError):
+        Disambiguator.from_state({"class": "os.system", "params": {}}, {})
 
 
 def test_lda_separates_synthetic_lookalikes(data):
@@ -72,7 +83,16 @@ def test_cohort_term_penalises_crowded_faces(data):
     term = normed.cohort_term(z)
     sims = np.sort(z @ normed.cohort_.T, 1)[:, -5:].mean(1)
     np.testing.assert_allclose(term, sims / 2, atol=1e-6)
-    diff = plain.score_lists(test) - normed.score_lists(test)
+    diff = plain.score_lists(test.probes.vectors, test.candidates) - normed.score_lists(test.probes.vectors,
+                                                                                     test.candidates)
     p = normed.transform(test.probes.vectors)
     expected = normed.cohort_term(p)[:, None] + term[test.lists.indices]
     np.testing.assert_allclose(diff, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("n_people", [5, 6, 7])
+def test_lda_fits_with_few_people(n_people):
+    """Too few train people to hold some out for the shrinkage: the fallback value is used, no IndexError."""
+    train = synthetic_faces(n_people, per_person=3, seed=4, prefix="few")
+    d = LookalikeLDA().fit(train, default_miner(k=2).mine(train))
+    assert np.isfinite(d.transform(train.vectors)).all()

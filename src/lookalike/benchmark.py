@@ -14,14 +14,17 @@ from lookalike.data.manifest import load_manifest
 from lookalike.data.protocol import make_protocol
 from lookalike.data.table import FaceTable
 from lookalike.data.tinyface import load_tinyface
-from lookalike.disambiguators.base import Disambiguator
 from lookalike.embed import read_chips
 from lookalike.experiment import ProtocolFeatures, SearchSplit, build_split, embed_protocol
+from lookalike.faces import FaceSet
 from lookalike.io import atomic_write, save_npz, write_json
 from lookalike.matchers.align import FaceAligner
 from lookalike.matchers.cache import DEFAULT_CACHE, EmbeddingCache
 from lookalike.metrics import RankedLists, cmc_curve, evaluate, first_hits, fnir_at_fpir, mcnemar
+from lookalike.model import LookalikeModel
 from lookalike.report import plot_cmc, plot_examples, write_report
+from lookalike.rerank.base import Reranker
+from lookalike.rerank.tuning import LabelledLists
 from lookalike.versions import versions
 
 
@@ -106,10 +109,10 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
     rankings: dict[str, RankedLists] = {"baseline": test.lists}
     methods["baseline"] = score_method("baseline", test, test.lists, None, cfg.n_boot, cfg.seed)
     base_hits = first_hits(test.positions()) < 1
-    open_set = fnir_at_fpir(test.lists.scores[:, 0], base_hits, test.nonmated_top)
+    open_set = {"baseline": open_set_metrics(test, test.lists, test.nonmated)}
     rerank_stats: dict = {}
     if cfg.rerank:
-        rerank_stats = run_rerankers(cfg, features, test, methods, rankings, base_hits, timing, out)
+        rerank_stats = run_rerankers(cfg, features, test, methods, rankings, open_set, base_hits, timing, out)
 
     counts = protocol.counts()
     metrics = {
@@ -120,7 +123,7 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
                      "skipped_probes": test.notes["skipped_probes"], "skipped_gallery": test.notes["skipped_gallery"],
                      "dataset_notes": table.notes},
         "methods": methods,
-        "open_set": {"baseline": {**open_set, "n_mated": len(test.probes), "n_nonmated": len(test.nonmated_top)}},
+        "open_set": open_set,
         "timing": {**timing, "total_s": time.perf_counter() - t0},
         "embedding": features.embeddings.summary(),
         "rerank_stats": rerank_stats,
@@ -132,50 +135,67 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
     return metrics
 
 
+def open_set_metrics(test: SearchSplit, lists: RankedLists, nonmated: RankedLists | None) -> dict:
+    """FNIR and DIR at FPIR 1% and 10% from a method's final scores: its re-ranked test lists (mated searches)
+    and its re-ranked non-mated searches (each distractor against the rest of the gallery)."""
+    hits = test.gallery.identities[lists.indices[:, 0]] == test.probes.identities
+    n_nonmated = 0 if nonmated is None else len(nonmated.scores)
+    rates = fnir_at_fpir(lists.scores[:, 0], hits, nonmated.scores[:, 0]) if n_nonmated else {}
+    return {**rates, "n_mated": len(test.probes), "n_nonmated": n_nonmated}
+
+
+def rerank_faces(method: Reranker | LookalikeModel, probes: FaceSet, gallery: FaceSet,
+                 lists: RankedLists) -> RankedLists:
+    """Evaluation's call into a re-ranker: the probes' and candidates' vectors (and, for an image-level
+    disambiguator, its own embeddings of their images)."""
+    d = getattr(method, "disambiguator_", None)
+    features = None
+    if d is not None and d.input == "image":
+        features = (d.embed_faces(probes), d.embed_faces(gallery)[lists.indices])
+    return method.rerank(probes.vectors, lists, gallery.vectors[lists.indices], features)
+
+
 def run_rerankers(cfg: BenchmarkConfig, features: ProtocolFeatures, test: SearchSplit, methods: dict,
-                  rankings: dict, base_hits: np.ndarray, timing: dict, out: Path) -> dict:
-    """Fit every default re-ranking method on train + validation, apply it to the test lists."""
-    from lookalike.rerank import default_methods
+                  rankings: dict, open_set: dict, base_hits: np.ndarray, timing: dict, out: Path) -> dict:
+    """Fit every re-ranking method on train faces, tune it on the validation split, apply it to the test
+    lists. ``lookalike-best`` is a :class:`LookalikeModel`: it is saved as ``model.lkm`` and evaluated as
+    saved."""
+    from lookalike.rerank import DisambiguatorPool, default_methods
+    from lookalike.train import make_disambiguators
 
     val = build_split(features, "val", cfg.depth, cfg.index)
+    val_lists = LabelledLists.search(val.probes, val.gallery, cfg.depth)
     train = features.faces("train")
-    stats: dict = {"val_probes": len(val.probes), "train_images": len(train)}
-    try:
-        from lookalike.mining import mining_report
+    stats: dict = {"val_probes": len(val.probes), "train_images": len(train),
+                   "tuning_rule": "every setting chosen by rank-1 (ties: MRR) on the validation split"}
+    from lookalike.mining import mining_report
 
+    t = time.perf_counter()
+    stats["mining"] = mining_report(train, out / "mining")
+    timing["mining_report_s"] = time.perf_counter() - t
+    pool = DisambiguatorPool(seed=cfg.seed)
+    disambiguators = make_disambiguators(cfg.disambiguator, cfg.seed, cfg.cache)
+    protocol = features.protocol
+    model = LookalikeModel(cfg.matcher, protocol.lowres, FaceAligner(cfg.central_fraction), disambiguators,
+                           lowres_apply=protocol.lowres_apply, depth=cfg.depth, seed=cfg.seed, pool=pool)
+    methods_: list = [m for m in default_methods(cfg.seed, disambiguators, pool) if m.name != "lookalike-best"]
+    for method in [*methods_, model]:
+        name = getattr(method, "name", "lookalike-best")
         t = time.perf_counter()
-        stats["mining"] = mining_report(train, out / "mining")
-        timing["mining_report_s"] = time.perf_counter() - t
-    except ImportError:
-        pass
-    disambiguator = make_disambiguator(cfg)
-    # the image-level disambiguator costs minutes per fit: no second fit on train + validation for it
-    methods_ = default_methods(cfg.seed, disambiguator, refit_with_val=cfg.disambiguator == "lda")
-    for method in methods_:
-        t = time.perf_counter()
-        method.fit(train, val)
-        lists = method.rerank(test)
-        timing[f"{method.name}_s"] = time.perf_counter() - t
-        rankings[method.name] = lists
-        methods[method.name] = score_method(method.name, test, lists, base_hits, cfg.n_boot, cfg.seed)
-        stats[method.name] = method.stats
-    if disambiguator.fitted_on is not None:
-        disambiguator.save(out / "disambiguator.npz")
+        if isinstance(method, LookalikeModel):
+            method.fit(train, val.probes, val.gallery)
+            method.save(out / "model.lkm")
+        else:
+            method.fit(train, val_lists)
+        lists = rerank_faces(method, test.probes, test.gallery, test.lists)
+        timing[f"{name}_s"] = time.perf_counter() - t
+        rankings[name] = lists
+        methods[name] = score_method(name, test, lists, base_hits, cfg.n_boot, cfg.seed)
+        nonmated = None if test.nonmated is None else rerank_faces(method, test.gallery.take(test.is_distractor),
+                                                                   test.gallery, test.nonmated)
+        open_set[name] = open_set_metrics(test, lists, nonmated)
+        stats[name] = method.reranker_.stats if isinstance(method, LookalikeModel) else method.stats
     return stats
-
-
-def make_disambiguator(cfg: BenchmarkConfig) -> Disambiguator:
-    """The disambiguator the lookalike re-rankers share: ``lda`` (embedding level) or ``finetuned`` (image
-    level: the face network's top fine-tuned on mined lookalike pairs, at the protocol's resolution)."""
-    if cfg.disambiguator == "lda":
-        from lookalike.rerank import default_disambiguator
-
-        return default_disambiguator(cfg.seed)
-    if cfg.disambiguator == "finetuned":
-        from lookalike.disambiguators.finetuned import FineTunedNet
-
-        return FineTunedNet(seed=cfg.seed, cache_path=cfg.cache)
-    raise ValueError(f"unknown disambiguator {cfg.disambiguator!r}; choose lda or finetuned")
 
 
 def write_image_logs(out: Path, features: ProtocolFeatures) -> None:

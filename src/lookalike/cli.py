@@ -1,4 +1,4 @@
-"""The ``lookalike`` command line: ``embed`` and ``benchmark``."""
+"""The ``lookalike`` command line: ``embed``, ``benchmark``, ``enroll`` and ``gallery``."""
 
 from __future__ import annotations
 
@@ -60,7 +60,49 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--max-people", type=int, default=None, help="use a seeded subset of this many people")
     b.add_argument("--test-fraction", type=float, default=0.5)
     b.add_argument("--val-fraction", type=float, default=0.3)
+
+    t = sub.add_parser("train", help="train a lookalike model on a labelled dataset and save it (.lkm)",
+                       description="Every person is a training person; a seeded validation split of them tunes the "
+                                   "re-ranker and calibrates its open-set thresholds. Writes one model file.")
+    _common(t)
+    t.add_argument("--model", required=True, help="output model file (.lkm)")
+    t.add_argument("--lowres-apply", choices=("both", "probes"), default="both",
+                   help="the model's faces: probes and gallery degraded to --lowres (as TinyFace) or probes only")
+    t.add_argument("--disambiguator", choices=("lda", "finetuned"), default="lda",
+                   help="lda (embedding level, seconds) or finetuned (the network's last block, minutes)")
+    t.add_argument("--seed", type=int, default=0, help="seed of the validation split and the fits")
+    t.add_argument("--val-fraction", type=float, default=0.3, help="fraction of people used for validation")
+    t.add_argument("--depth", type=int, default=100, help="candidate list length the model re-ranks")
+    t.add_argument("--max-people", type=int, default=None, help="use a seeded subset of this many people")
+
+    i = sub.add_parser("identify", help="search every face of new photos against a gallery",
+                       description="For every face of every photo: the candidate list per subject (base and final "
+                                   "scores, base -> final rank, lookalike groups) and a decision at --fpir.")
+    i.add_argument("photos", nargs="+", help="photo files, folders of photos, or CSV files with a 'path' column")
+    i.add_argument("--db", required=True, help="gallery (G.sqlite or postgresql://...)")
+    i.add_argument("--model", default=None,
+                   help="lookalike model (.lkm) to re-rank with; without it, the base matcher with thresholds "
+                        "from the gallery itself")
+    i.add_argument("--top", type=_positive_int, default=20, help="candidates listed per face (default: 20)")
+    i.add_argument("--fpir", type=float, default=0.01,
+                   help="false-positive identification rate of the decision (0.001, 0.01 or 0.1; default 0.01)")
+    i.add_argument("--format", choices=("table", "json", "csv"), default="table", help="output format")
+    i.add_argument("--out", default=None, help="write the output to this file instead of standard output")
+
+    from lookalike.gallery.cli import add_parsers as add_gallery_parsers
+
+    add_gallery_parsers(sub)
     return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
@@ -107,10 +149,87 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from lookalike.train import train_model
+
+    model, summary = train_model(args.data, args.matcher, args.lowres, args.lowres_apply, args.disambiguator,
+                                 args.seed, args.val_fraction, args.depth, None if args.cache == "none" else args.cache,
+                                 args.central_fraction, args.workers, args.max_people, not args.no_progress)
+    model.save(args.model)
+    st = model.reranker_.stats
+    print(f"trained on {summary['n_train_people']} people ({summary['n_train_images']} images); validation: "
+          f"{summary['n_val_probes']} probes, rank-1 {100 * st['val_base_rank1']:.2f} -> {100 * st['val_rank1']:.2f}")
+    print(f"chosen: {st['disambiguator']}, {st['selection']}, {st['normaliser']} weight {st['weight']}")
+    print("thresholds: " + ", ".join(f"FPIR {f:g}: {t:.4f}" for f, t in model.thresholds_.items()))
+    print(f"wrote {args.model}")
+    return 0
+
+
+def probe_paths(items: list[str]) -> list[str]:
+    """Photo files from files, folders (every image file below, sorted) and CSV files (their 'path' column)."""
+    import csv
+
+    from lookalike.data.table import is_image_file
+
+    out: list[str] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            out += sorted(str(f) for f in p.rglob("*") if f.is_file() and is_image_file(f))
+        elif p.suffix.lower() == ".csv" and p.is_file():
+            with open(p, newline="", encoding="utf-8-sig") as f:
+                reader = csv.DictReader(f)
+                if "path" not in (reader.fieldnames or []):
+                    raise ValueError(f"{p}: a probe CSV needs a 'path' column")
+                out += [str(r["path"] if Path(r["path"]).is_absolute() else p.parent / r["path"]) for r in reader]
+        elif p.exists():
+            out.append(str(p))
+        else:
+            raise FileNotFoundError(f"probe not found: {p}")
+    return out
+
+
+def cmd_identify(args: argparse.Namespace) -> int:
+    from lookalike.gallery import Gallery
+    from lookalike.identify import identify
+    from lookalike.identify_format import format_csv, format_table
+    from lookalike.io import write_json
+    from lookalike.model import LookalikeModel
+
+    paths = probe_paths(args.photos)
+    if not paths:
+        raise ValueError("no probe photos given")
+    model = LookalikeModel.load(args.model) if args.model else None
+    with Gallery.open(args.db) as gallery:
+        result = identify(paths, gallery, model, args.top, args.fpir)
+    if args.format == "json":
+        if args.out:
+            write_json(args.out, result)
+        else:
+            print(json.dumps(result, indent=2))
+    else:
+        text = format_table(result) if args.format == "table" else format_csv(result)
+        if args.out:
+            from lookalike.io import atomic_write
+
+            with atomic_write(args.out, "w", newline="") as f:
+                f.write(text)
+        else:
+            print(text, end="")
+    n_faces = sum(len(r["faces"]) for r in result["results"])
+    unusable = [r for r in result["results"] if r["status"] not in ("ok",)]
+    print(f"{len(paths)} photos, {n_faces} faces searched; {len(unusable)} photos without a usable face"
+          + (f" ({', '.join(sorted({r['status'] for r in unusable}))})" if unusable else ""), file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    from lookalike.gallery.cli import COMMANDS as GALLERY_COMMANDS
+
     args = build_parser().parse_args(argv)
     try:
-        return {"embed": cmd_embed, "benchmark": cmd_benchmark}[args.command](args)
+        return {"embed": cmd_embed, "benchmark": cmd_benchmark, "train": cmd_train,
+                "identify": cmd_identify, **GALLERY_COMMANDS}[args.command](args)
     except (FileNotFoundError, ValueError) as e:
         print(f"lookalike: error: {e}", file=sys.stderr)
         return 2

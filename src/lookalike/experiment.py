@@ -14,31 +14,12 @@ import numpy as np
 
 from lookalike.data.protocol import Protocol
 from lookalike.embed import Embeddings, embed_paths
+from lookalike.faces import FaceSet
 from lookalike.index import full_ranks, make_index
 from lookalike.matchers.align import FaceAligner
 from lookalike.matchers.cache import EmbeddingCache
 from lookalike.metrics import RankedLists, mate_positions
-
-
-@dataclass
-class FaceSet:
-    """Embedded images: paths, identity labels and L2-normalised vectors (row-aligned)."""
-
-    paths: np.ndarray
-    identities: np.ndarray
-    vectors: np.ndarray
-    lowres: np.ndarray | None = None  # (N,) face width in px each image was degraded to; 0 = full resolution
-
-    def __post_init__(self) -> None:
-        if self.lowres is None:
-            self.lowres = np.zeros(len(self.paths), np.int32)
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def take(self, rows: np.ndarray) -> FaceSet:
-        """The rows ``rows`` (boolean mask or indices)."""
-        return FaceSet(self.paths[rows], self.identities[rows], self.vectors[rows], self.lowres[rows])
+from lookalike.rerank.tuning import nonmated_lists
 
 
 @dataclass
@@ -52,7 +33,12 @@ class SearchSplit:
     lists: RankedLists  # baseline candidate lists
     base_ranks: list[np.ndarray]  # sorted full-ranking positions of each probe's mates (baseline)
     notes: dict = field(default_factory=dict)
-    nonmated_top: np.ndarray | None = None  # top score of each distractor searched against the rest (open set)
+    nonmated: RankedLists | None = None  # each distractor searched against the rest of the gallery (open set)
+
+    @property
+    def candidates(self) -> np.ndarray:
+        """(Q, K, D) gallery vectors of the baseline candidates."""
+        return self.gallery.vectors[self.lists.indices]
 
     def positions(self, lists: RankedLists | None = None) -> list[np.ndarray]:
         """Mate positions for ``lists`` (default: the baseline lists)."""
@@ -145,18 +131,5 @@ def search(name: str, probes: FaceSet, gallery: FaceSet, is_distractor: np.ndarr
         by_identity.setdefault(gallery.identities[g], []).append(int(g))
     mates = [np.asarray(by_identity.get(pid, []), np.int64) for pid in probes.identities]
     base_ranks = full_ranks(probes.vectors, gallery.vectors, mates)
-    return SearchSplit(name, probes, gallery, is_distractor, RankedLists(ids, scores), base_ranks, notes,
-                       nonmated_top(gallery.vectors, is_distractor))
-
-
-def nonmated_top(gallery: np.ndarray, is_distractor: np.ndarray, block: int = 1024) -> np.ndarray:
-    """Non-mated searches for open-set metrics: each distractor (a person with no other image) searched
-    against the rest of the gallery; returns the top score of each."""
-    rows = np.flatnonzero(is_distractor)
-    out = np.zeros(len(rows), np.float32)
-    for s in range(0, len(rows), block):
-        r = rows[s:s + block]
-        sim = gallery[r] @ gallery.T
-        sim[np.arange(len(r)), r] = -np.inf
-        out[s:s + len(r)] = sim.max(axis=1)
-    return out
+    nonmated = nonmated_lists(gallery.take(is_distractor), gallery, depth) if is_distractor.any() else None
+    return SearchSplit(name, probes, gallery, is_distractor, RankedLists(ids, scores), base_ranks, notes, nonmated)

@@ -99,22 +99,29 @@ def mcnemar(base_hits: np.ndarray, new_hits: np.ndarray) -> dict:
     return {"mcnemar_p": p, "fixed": fixed, "broken": broken}
 
 
+def threshold_at_fpir(nonmated_top: np.ndarray, fpir: float) -> float:
+    """The smallest score threshold that at most ``fpir`` of the non-mated searches reach with their top
+    candidate (just above the (n_allowed + 1)-th highest non-mated top score); -inf with no searches."""
+    nonmated = np.sort(np.asarray(nonmated_top, np.float64))[::-1]
+    n_allowed = int(np.floor(fpir * len(nonmated)))
+    return float(np.nextafter(nonmated[n_allowed], np.inf)) if n_allowed < len(nonmated) else float("-inf")
+
+
 def fnir_at_fpir(mated_top: np.ndarray, mated_hit: np.ndarray, nonmated_top: np.ndarray,
                  fpirs: tuple[float, ...] = (0.01, 0.1)) -> dict[str, float]:
     """Open-set identification at rank 1 (NIST FRVT style).
 
-    For each target FPIR the threshold is the smallest score that at most that fraction of non-mated
-    searches reach with their top candidate; FNIR is the fraction of mated searches whose rank-1 candidate
-    is not the mate or scores below the threshold.
+    For each target FPIR the threshold is :func:`threshold_at_fpir` of the non-mated searches' top scores;
+    FNIR is the fraction of mated searches whose rank-1 candidate is not the mate or scores below the
+    threshold, and DIR (detection and identification rate) is 1 - FNIR.
     """
-    nonmated = np.sort(np.asarray(nonmated_top, np.float64))[::-1]
     out: dict[str, float] = {}
-    if len(nonmated) == 0 or len(mated_top) == 0:
+    if len(nonmated_top) == 0 or len(mated_top) == 0:
         return out
     for f in fpirs:
-        n_allowed = int(np.floor(f * len(nonmated)))
-        # threshold just above the (n_allowed+1)-th highest non-mated score
-        t = np.nextafter(nonmated[n_allowed], np.inf) if n_allowed < len(nonmated) else -np.inf
-        out[f"fnir@fpir={f:g}"] = float(1 - np.mean(np.asarray(mated_hit, bool) & (np.asarray(mated_top) >= t)))
-        out[f"threshold@fpir={f:g}"] = float(t)
+        t = threshold_at_fpir(nonmated_top, f)
+        fnir = float(1 - np.mean(np.asarray(mated_hit, bool) & (np.asarray(mated_top) >= t)))
+        out[f"fnir@fpir={f:g}"] = fnir
+        out[f"dir@fpir={f:g}"] = 1 - fnir
+        out[f"threshold@fpir={f:g}"] = t
     return out

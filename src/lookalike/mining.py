@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lookalike.experiment import FaceSet
+from lookalike.faces import FaceSet
 
 GENUINE, LOOKALIKE = 1, 0
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)

@@ -103,8 +103,13 @@ def split_people(people: list[str], fraction: float, rng: np.random.Generator) -
 
 
 def make_protocol(table: FaceTable, seed: int = 0, test_fraction: float = 0.5, val_fraction: float = 0.3,
-                  name: str = "identification", lowres: int | None = None, lowres_apply: str = "both") -> Protocol:
-    """Assign roles. A table that already has test roles (TinyFace) keeps them; only its train is split."""
+                  name: str = "identification", lowres: int | None = None, lowres_apply: str = "both",
+                  require_test: bool = True) -> Protocol:
+    """Assign roles. A table that already has test roles (TinyFace) keeps them; only its train is split.
+
+    ``require_test=False`` (training a model on every person: ``test_fraction=0``) allows a protocol
+    without test probes.
+    """
     rng = np.random.default_rng(seed)
     ids = table.identities
     roles = table.roles.copy()
@@ -124,6 +129,6 @@ def make_protocol(table: FaceTable, seed: int = 0, test_fraction: float = 0.5, v
     protocol = Protocol(FaceTable(table.paths, ids, roles, dict(table.notes)), name=name, seed=seed,
                         test_fraction=test_fraction, val_fraction=val_fraction, lowres=lowres,
                         lowres_apply=lowres_apply)
-    if protocol.counts()["n_probes"] == 0:
+    if require_test and protocol.counts()["n_probes"] == 0:
         raise ValueError("the protocol has no probes: the test people need two or more images each")
     return protocol

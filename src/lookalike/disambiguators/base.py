@@ -1,8 +1,10 @@
 """The disambiguator interface: a pair scorer trained to tell lookalike faces apart.
 
 A disambiguator is fitted on mined train pairs (genuine vs lookalike — never on random impostors alone) and
-scores aligned rows of two FaceSets. FaceSets carry image paths, so an image-level model (a fine-tuned face
-network) fits behind the same interface as the embedding-level ones here.
+scores arrays: aligned rows of two (N, D) arrays (:meth:`Disambiguator.score`), or each probe against its
+candidates (:meth:`Disambiguator.score_lists`). Embedding-level disambiguators (``input = "embedding"``)
+score the matcher's embeddings; an image-level one (``input = "image"``) scores its own embeddings of the
+same face chips, which it computes with :meth:`Disambiguator.embed_chips`.
 """
 
 from __future__ import annotations
@@ -15,9 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from lookalike.experiment import FaceSet, SearchSplit
-from lookalike.metrics import RankedLists
+from lookalike.faces import FaceSet
+from lookalike.matchers.base import l2_normalize
 from lookalike.mining import GENUINE, LOOKALIKE, Pairs
+
+# Disambiguator classes a saved file may name (loading never imports anything else).
+REGISTRY: dict[str, type] = {}
 
 
 def fingerprint(faces: FaceSet) -> str:
@@ -30,8 +35,31 @@ def fingerprint(faces: FaceSet) -> str:
     return h.hexdigest()[:16]
 
 
+def check_pairs(left: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Aligned finite float (N, D) arrays, or a clear ValueError."""
+    left, right = np.asarray(left, np.float32), np.asarray(right, np.float32)
+    if left.ndim != 2 or left.shape != right.shape:
+        raise ValueError(f"left and right must be aligned (N, D) arrays, got {left.shape} and {right.shape}")
+    return left, right
+
+
+def check_lists(probes: np.ndarray, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(Q, D) probes and (Q, K, D) candidate vectors, or a clear ValueError."""
+    probes, candidates = np.asarray(probes, np.float32), np.asarray(candidates, np.float32)
+    if probes.ndim != 2 or candidates.ndim != 3 or candidates.shape[0] != probes.shape[0] \
+            or candidates.shape[2] != probes.shape[1]:
+        raise ValueError(f"expected probes (Q, D) and candidates (Q, K, D), got {probes.shape} and {candidates.shape}")
+    return probes, candidates
+
+
 class Disambiguator(ABC):
     """Scores (left[i], right[i]) pairs; higher means more likely the same person."""
+
+    input: str = "embedding"  # or "image": scores vectors from :meth:`embed_chips`
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        REGISTRY[cls.__name__] = cls
 
     def __init__(self) -> None:
         self.stats: dict = {}
@@ -59,17 +87,31 @@ class Disambiguator(ABC):
     def _fit(self, train: FaceSet, pairs: Pairs) -> None:
         """Learn from labelled pairs of rows of ``train``."""
 
-    @abstractmethod
-    def score(self, left: FaceSet, right: FaceSet) -> np.ndarray:
-        """(N,) scores for aligned rows."""
+    def score(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        """(N,) scores of aligned rows of two (N, D) arrays."""
+        left, right = check_pairs(left, right)
+        return self.score_lists(left, right[:, None, :])[:, 0]
 
-    def score_lists(self, split: SearchSplit, lists: RankedLists | None = None) -> np.ndarray:
-        """(Q, K) scores of every (probe, candidate) pair of the lists (default: the split's baseline)."""
-        lists = split.lists if lists is None else lists
-        q, k = lists.indices.shape
-        left = split.probes.take(np.repeat(np.arange(q), k))
-        right = split.gallery.take(lists.indices.ravel())
-        return self.score(left, right).reshape(q, k)
+    def score_lists(self, probes: np.ndarray, candidates: np.ndarray, ids: np.ndarray | None = None) -> np.ndarray:
+        """(Q, K) scores of each probe (Q, D) against its candidates (Q, K, D).
+
+        ``ids`` (Q, K), the candidates' gallery ids, lets a variant work once per distinct gallery face (the
+        same face is a candidate of many probes).
+        """
+        if self.fitted_on is None:
+            raise RuntimeError(f"{type(self).__name__}: fit first")
+        probes, candidates = check_lists(probes, candidates)
+        if ids is not None and np.shape(ids) != candidates.shape[:2]:
+            raise ValueError(f"ids {np.shape(ids)} must be (Q, K) = {candidates.shape[:2]}")
+        return self._score_lists(probes, candidates, ids)
+
+    @abstractmethod
+    def _score_lists(self, probes: np.ndarray, candidates: np.ndarray, ids: np.ndarray | None) -> np.ndarray:
+        """The one scoring method each variant implements (inputs already checked)."""
+
+    def embed_chips(self, chips: np.ndarray) -> np.ndarray:
+        """Image-level disambiguators: their own (N, D') embeddings of aligned uint8 chips."""
+        raise TypeError(f"{type(self).__name__} scores the matcher's embeddings, not images")
 
     # persistence: parameters as JSON, learned state as arrays, in one .npz file
     @abstractmethod
@@ -80,26 +122,39 @@ class Disambiguator(ABC):
     def _set_state(self, state: dict[str, np.ndarray]) -> None:
         """Restore learned arrays."""
 
-    def save(self, path: str | Path) -> None:
-        meta = {"class": f"{type(self).__module__}.{type(self).__qualname__}", "params": self.get_params(),
-                "fitted_on": self.fitted_on, "stats": self.stats}
-        np.savez(path, __meta__=np.asarray(json.dumps(meta, default=float)), **self._state())
+    def to_state(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """(JSON-able description, learned arrays): what a model file stores."""
+        if self.fitted_on is None:
+            raise RuntimeError(f"{type(self).__name__}: fit before saving")
+        meta = {"class": type(self).__name__, "params": self.get_params(), "fitted_on": self.fitted_on,
+                "stats": self.stats}
+        return json.loads(json.dumps(meta, default=float)), self._state()
 
     @classmethod
-    def load(cls, path: str | Path) -> Disambiguator:
-        import importlib
-
-        with np.load(path, allow_pickle=False) as z:
-            meta = json.loads(str(z["__meta__"]))
-            state = {k: z[k] for k in z.files if k != "__meta__"}
-        module, _, name = meta["class"].rpartition(".")
-        klass = getattr(importlib.import_module(module), name)
-        if not issubclass(klass, cls):
-            raise TypeError(f"{path} holds a {name}, not a {cls.__name__}")
-        obj = klass(**meta["params"])
+    def from_state(cls, meta: dict, state: dict[str, np.ndarray]) -> Disambiguator:
+        klass = REGISTRY.get(meta.get("class", ""))
+        if klass is None or not issubclass(klass, cls):
+            raise ValueError(f"unknown disambiguator {meta.get('class')!r}; known: {sorted(REGISTRY)}")
+        params = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["params"].items()}
+        obj = klass(**params)
         obj._set_state(state)
         obj.fitted_on, obj.stats = meta["fitted_on"], meta["stats"]
         return obj
+
+    def save(self, path: str | Path) -> None:
+        """One .npz file (no pickle): the description as JSON plus the learned arrays."""
+        from lookalike.io import atomic_write
+
+        meta, state = self.to_state()
+        with atomic_write(path, "wb") as f:
+            np.savez(f, __meta__=np.asarray(json.dumps(meta)), **state)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Disambiguator:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["__meta__"]))
+            state = {k: z[k] for k in z.files if k != "__meta__"}
+        return cls.from_state(meta, state)
 
 
 class EmbeddingDisambiguator(Disambiguator):
@@ -130,18 +185,25 @@ class EmbeddingDisambiguator(Disambiguator):
             out[s:s + block] = np.partition(sim, sim.shape[1] - n, axis=1)[:, -n:].mean(1)
         return self.cohort_beta / 2 * out
 
-    def score(self, left: FaceSet, right: FaceSet) -> np.ndarray:
-        if len(left) != len(right):
-            raise ValueError(f"left and right must be aligned, got {len(left)} and {len(right)} rows")
-        a, b = self.transform(left.vectors), self.transform(right.vectors)
-        return np.einsum("ij,ij->i", a, b) - self.cohort_term(a) - self.cohort_term(b)
+    def _score_lists(self, probes: np.ndarray, candidates: np.ndarray, ids: np.ndarray | None) -> np.ndarray:
+        q, k, _ = candidates.shape
+        rows, inverse = distinct_rows(candidates, ids)
+        p, c = self.transform(probes), self.transform(rows)
+        s = np.einsum("qd,qkd->qk", p, c[inverse])
+        return s - self.cohort_term(p)[:, None] - self.cohort_term(c)[inverse]
 
-    def score_lists(self, split: SearchSplit, lists: RankedLists | None = None) -> np.ndarray:
-        lists = split.lists if lists is None else lists
-        p, g = self.transform(split.probes.vectors), self.transform(split.gallery.vectors)
-        s = np.einsum("qd,qkd->qk", p, g[lists.indices])
-        return s - self.cohort_term(p)[:, None] - self.cohort_term(g)[lists.indices]
+
+def distinct_rows(candidates: np.ndarray, ids: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """(distinct candidate vectors (U, D), (Q, K) index of each candidate among them), by gallery id when
+    ``ids`` are given (else every candidate is its own row)."""
+    q, k, d = candidates.shape
+    flat = candidates.reshape(q * k, d)
+    if ids is None:
+        return flat, np.arange(q * k).reshape(q, k)
+    _, first, inverse = np.unique(np.asarray(ids).ravel(), return_index=True, return_inverse=True)
+    return flat[first], inverse.reshape(q, k)
 
 
 def l2n(x: np.ndarray) -> np.ndarray:
-    return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+    """Row-wise L2 normalisation (the project's one normaliser)."""
+    return l2_normalize(x)

@@ -22,9 +22,8 @@ from torch import nn
 
 from lookalike.disambiguators.base import Disambiguator
 from lookalike.disambiguators.projection import triplets
-from lookalike.experiment import FaceSet, SearchSplit
+from lookalike.faces import FaceSet
 from lookalike.matchers.cache import DEFAULT_CACHE, EmbeddingCache
-from lookalike.metrics import RankedLists
 from lookalike.mining import Pairs
 
 Key = tuple[str, int]  # (path, lowres); lowres 0 = full resolution
@@ -81,6 +80,8 @@ class FineTunedNet(Disambiguator):
         self._emb: dict[Key, np.ndarray] = {}  # fine-tuned embeddings (NaN rows: image failed)
         self._cache = None
         self._aligner = None
+
+    input = "image"
 
     # ---------------------------------------------------------------------------------------------
     # network
@@ -324,17 +325,13 @@ class FineTunedNet(Disambiguator):
             return np.zeros((0, self.net.fc.out_features), np.float32)
         return np.stack([self._emb[k] for k in keys]).astype(np.float32)
 
-    def score(self, left: FaceSet, right: FaceSet) -> np.ndarray:
-        """Cosine of the fine-tuned embeddings; NaN where either image failed."""
-        if len(left) != len(right):
-            raise ValueError(f"left and right must be aligned, got {len(left)} and {len(right)} rows")
-        return np.einsum("ij,ij->i", self.embed(left), self.embed(right))
+    def embed_faces(self, faces: FaceSet) -> np.ndarray:
+        """Evaluation's entry point: :meth:`embed` of a FaceSet's images in their resolutions."""
+        return self.embed(faces)
 
-    def score_lists(self, split: SearchSplit, lists: RankedLists | None = None) -> np.ndarray:
-        """(Q, K) scores; a candidate whose image failed gets its list's mean score (neutral)."""
-        lists = split.lists if lists is None else lists
-        p, g = self.embed(split.probes), self.embed(split.gallery)
-        s = np.einsum("qd,qkd->qk", p, g[lists.indices])
+    def _score_lists(self, probes: np.ndarray, candidates: np.ndarray, ids: np.ndarray | None) -> np.ndarray:
+        """Cosine of the fine-tuned embeddings; a candidate whose image failed (NaN) gets its list's mean."""
+        s = np.einsum("qd,qkd->qk", probes, candidates)
         bad = ~np.isfinite(s)
         if bad.any():
             with np.errstate(invalid="ignore"):

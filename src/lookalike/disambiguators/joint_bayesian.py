@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from lookalike.disambiguators.base import EmbeddingDisambiguator
+from lookalike.disambiguators.base import EmbeddingDisambiguator, distinct_rows
 from lookalike.disambiguators.lda import pair_scatter
-from lookalike.experiment import FaceSet, SearchSplit
-from lookalike.metrics import RankedLists
+from lookalike.faces import FaceSet
 from lookalike.mining import Pairs
 
 
@@ -60,17 +59,11 @@ class JointBayesian(EmbeddingDisambiguator):
     def _self(self, z: np.ndarray) -> np.ndarray:
         return self.self_weight * np.einsum("nd,de,ne->n", z, self.a_, z)
 
-    def score(self, left: FaceSet, right: FaceSet) -> np.ndarray:
-        if len(left) != len(right):
-            raise ValueError(f"left and right must be aligned, got {len(left)} and {len(right)} rows")
-        a, b = self.transform(left.vectors), self.transform(right.vectors)
-        return self._self(a) + self._self(b) - 2 * np.einsum("nd,de,ne->n", a, self.g_, b)
-
-    def score_lists(self, split: SearchSplit, lists: RankedLists | None = None) -> np.ndarray:
-        lists = split.lists if lists is None else lists
-        p, g = self.transform(split.probes.vectors), self.transform(split.gallery.vectors)
-        cross = np.einsum("qd,qkd->qk", p @ self.g_, g[lists.indices])
-        return self._self(p)[:, None] + self._self(g)[lists.indices] - 2 * cross
+    def _score_lists(self, probes: np.ndarray, candidates: np.ndarray, ids: np.ndarray | None) -> np.ndarray:
+        rows, inverse = distinct_rows(candidates, ids)
+        p, c = self.transform(probes), self.transform(rows)
+        cross = np.einsum("qd,qkd->qk", p @ self.g_, c[inverse])
+        return self._self(p)[:, None] + self._self(c)[inverse] - 2 * cross
 
     def _state(self) -> dict[str, np.ndarray]:
         return {"mean": self.mean_, "a": self.a_, "g": self.g_}

@@ -8,10 +8,11 @@ import numpy as np
 from scipy.linalg import eigh
 
 from lookalike.disambiguators.base import EmbeddingDisambiguator, l2n
-from lookalike.experiment import FaceSet
+from lookalike.faces import FaceSet
 from lookalike.mining import Pairs
 
 SHRINK_GRID = (0.02, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 0.9, 1.0)
+FALLBACK_SHRINK = 0.5  # when too few train people to hold some out for choosing the shrinkage
 
 
 def pair_scatter(x: np.ndarray, pairs: Pairs) -> np.ndarray:
@@ -51,7 +52,7 @@ class LookalikeLDA(EmbeddingDisambiguator):
         shrink, scores = self.shrink, {}
         if shrink == "auto":
             scores = self._select_shrink(x, train.identities, pairs)
-            shrink = max(scores, key=lambda s: (scores[s], s))
+            shrink = max(scores, key=lambda s: (scores[s], s)) if scores else FALLBACK_SHRINK
         self.mean_, self.components_, evals = self._solve(x, pairs, float(shrink))
         self.cohort_ = self.transform(x).astype(np.float32) if self.cohort_n > 0 else None
         self.stats = {"eig_top": evals[:5].round(3).tolist(), "dim": int(len(evals)), "shrink": float(shrink),
@@ -59,7 +60,8 @@ class LookalikeLDA(EmbeddingDisambiguator):
 
     def _select_shrink(self, x: np.ndarray, ids: np.ndarray, pairs: Pairs) -> dict[float, float]:
         """Rank-1 of a small closed-set search among held-out train people (identity-disjoint from the
-        fitting people; one gallery image per person, at most 5 probes each) for each shrinkage value."""
+        fitting people; one gallery image per person, at most 5 probes each) for each shrinkage value; empty
+        when the held-out people give no search or the rest no genuine and lookalike pairs."""
         rng = np.random.default_rng(self.seed)
         people = np.unique(ids)
         held = np.isin(ids, rng.choice(people, int(round(self.holdout * len(people))), replace=False))
@@ -69,7 +71,9 @@ class LookalikeLDA(EmbeddingDisambiguator):
             rows = rng.permutation(np.flatnonzero(ids == person))
             gallery.append(rows[0])
             probes.extend(rows[1:6].tolist())
-        gallery, probes = np.asarray(gallery), np.asarray(probes, np.int64)
+        gallery, probes = np.asarray(gallery, np.int64), np.asarray(probes, np.int64)
+        if len(probes) == 0 or len(gallery) < 2 or not (len(fit_pairs.genuine) and len(fit_pairs.lookalike)):
+            return {}
         out = {}
         for s in self.shrink_grid:
             mean, w, _ = self._solve(x, fit_pairs, s, ~held)

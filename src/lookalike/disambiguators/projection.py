@@ -11,7 +11,7 @@ import numpy as np
 
 from lookalike.disambiguators.base import EmbeddingDisambiguator, l2n
 from lookalike.disambiguators.lda import LookalikeLDA
-from lookalike.experiment import FaceSet
+from lookalike.faces import FaceSet
 from lookalike.mining import Pairs
 
 

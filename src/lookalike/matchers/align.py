@@ -61,7 +61,22 @@ class FaceAligner:
         return self._detector, self._shape
 
     def align(self, image: np.ndarray) -> Alignment | None:
-        """Find the face in an (H, W, 3) uint8 image; None when there is none and no fallback."""
+        """The face nearest the image centre in an (H, W, 3) uint8 image (or the central fallback); None when
+        there is none and no fallback."""
+        faces = self.align_all(image)
+        if not faces:
+            return None
+        h, w = image.shape[:2]
+
+        def dist(a: Alignment) -> float:
+            left, top, right, bottom = a.box
+            return ((left + right) / 2 - w / 2) ** 2 + ((top + bottom) / 2 - h / 2) ** 2
+
+        return min(faces, key=dist)
+
+    def align_all(self, image: np.ndarray) -> list[Alignment]:
+        """Every detected face, in detector order; with none, the central fallback alone (``method`` "central",
+        for pre-cropped faces) or an empty list when the fallback is off."""
         import dlib
 
         detector, shape = self._models()
@@ -78,19 +93,19 @@ class FaceAligner:
             if rects:
                 break
         if rects:
-            cx, cy = w / 2, h / 2
-            rect = min(rects, key=lambda r: (r.center().x - cx) ** 2 + (r.center().y - cy) ** 2)
             method, n = "detected", len(rects)
         elif self.central_fraction > 0:
             side = self.central_fraction * min(h, w)
-            rect = dlib.rectangle(int(round((w - side) / 2)), int(round((h - side) / 2)),
-                                  int(round((w + side) / 2)), int(round((h + side) / 2)))
+            rects = [dlib.rectangle(int(round((w - side) / 2)), int(round((h - side) / 2)),
+                                    int(round((w + side) / 2)), int(round((h + side) / 2)))]
             method, n = "central", 0
         else:
-            return None
-        parts = shape(image, rect).parts()
-        landmarks = np.asarray([[p.x, p.y] for p in parts], np.float32)
-        return Alignment(method, n, (rect.left(), rect.top(), rect.right(), rect.bottom()), landmarks)
+            return []
+        out = []
+        for rect in rects:
+            landmarks = np.asarray([[p.x, p.y] for p in shape(image, rect).parts()], np.float32)
+            out.append(Alignment(method, n, (rect.left(), rect.top(), rect.right(), rect.bottom()), landmarks))
+        return out
 
     def chip(self, image: np.ndarray, alignment: Alignment) -> np.ndarray:
         """The aligned (chip_size, chip_size, 3) uint8 chip."""

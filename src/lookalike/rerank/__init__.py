@@ -7,15 +7,21 @@ from lookalike.rerank.base import Reranker
 from lookalike.rerank.baselines import AlphaQE, DisambiguatorOnly, KReciprocal, RerankEverything
 from lookalike.rerank.lookalike import DisambiguatorPool, LookalikeReranker
 from lookalike.rerank.selection import AmbiguityGate, Everything, LookalikeGroup, ScoreMargin, Selection, TopK
+from lookalike.rerank.tuning import LabelledLists
 
-__all__ = ["AlphaQE", "DisambiguatorOnly", "DisambiguatorPool", "KReciprocal", "LookalikeReranker",
-           "RerankEverything", "Reranker", "default_methods", "selection_grid"]
+__all__ = ["AlphaQE", "DisambiguatorOnly", "DisambiguatorPool", "KReciprocal", "LabelledLists", "LookalikeReranker",
+           "RerankEverything", "Reranker", "all_selections", "default_disambiguators", "default_methods",
+           "selection_grid"]
 
-NORMS = ("zscore", "minmax", "llr")
+NORMS = ("zscore", "llr")
 
 
 def selection_grid() -> dict[str, list[Selection]]:
-    """The candidate selection schemes, with the parameter values tuned on val, per scheme name."""
+    """The candidate selection schemes, with the parameter values tried on val, per scheme name.
+
+    Generic values, not fitted to any dataset: list positions from 2 to 50; score margins and lookalike
+    thresholds spread over the cosine range where a face matcher's genuine and impostor scores overlap.
+    """
     topk = [TopK(k) for k in (2, 3, 5, 10, 20, 50)]
     return {
         "topk": topk,
@@ -25,26 +31,32 @@ def selection_grid() -> dict[str, list[Selection]]:
     }
 
 
-def default_disambiguator(seed: int = 0) -> Disambiguator:
-    """The shared embedding-level disambiguator: lookalike discriminant analysis (closed form, shrinkage
-    chosen on held-out train people), directions weighted by their lookalike/genuine ratio, with
-    train-cohort score normalisation (power, cohort size and weight chosen on the LFW val split)."""
+def all_selections() -> list[Selection]:
+    """Every scheme of :func:`selection_grid` plus re-ranking the whole list."""
+    return [Everything(), *(s for sels in selection_grid().values() for s in sels)]
+
+
+def default_disambiguators(seed: int = 0) -> list[Disambiguator]:
+    """The embedding-level disambiguators a lookalike re-ranker chooses among on val: lookalike discriminant
+    analysis (shrinkage chosen on held-out train people) with directions unweighted or weighted by their
+    lookalike/genuine ratio (power 0, 0.5, 1), with and without train-cohort score normalisation (50
+    nearest train faces, the usual adaptive-normalisation cohort size)."""
     from lookalike.disambiguators import LookalikeLDA
 
-    return LookalikeLDA(power=0.5, cohort_n=50, cohort_beta=1.0, seed=seed)
+    return [LookalikeLDA(power=p, cohort_n=n, cohort_beta=1.0, seed=seed) for p in (0.0, 0.5, 1.0) for n in (0, 50)]
 
 
-def default_methods(seed: int = 0, disambiguator: Disambiguator | None = None,
-                    refit_with_val: bool = True) -> list[Reranker]:
+def default_methods(seed: int = 0, disambiguators: list[Disambiguator] | None = None,
+                    pool: DisambiguatorPool | None = None) -> list[Reranker]:
     """The methods the benchmark runs: baselines, then lookalike variants sharing one disambiguator pool
-    (each training set is mined and fitted once); ``lookalike-best`` tunes over every selection scheme."""
-    pool = DisambiguatorPool(disambiguator or default_disambiguator(seed), seed=seed)
-    kw = {"refit_with_val": refit_with_val, "seed": seed}
-    grid = selection_grid()
+    (each training set is mined and each disambiguator fitted once); ``lookalike-best`` tunes over every
+    selection scheme and is what a saved model holds."""
+    pool = pool or DisambiguatorPool(seed=seed)
+    ds = disambiguators or default_disambiguators(seed)
+    kw = {"pool": pool, "seed": seed}
     methods: list[Reranker] = [KReciprocal(name="kreciprocal"), KReciprocal(tune=True, name="kreciprocal-tuned"),
-                               AlphaQE(name="aqe"), DisambiguatorOnly(pool, **kw), RerankEverything(pool, **kw)]
-    for scheme, sels in grid.items():
-        methods.append(LookalikeReranker(pool, sels, NORMS, name=f"lookalike-{scheme}", **kw))
-    methods.append(LookalikeReranker(pool, [Everything(), *(s for sels in grid.values() for s in sels)], NORMS,
-                                     name="lookalike-best", **kw))
+                               AlphaQE(name="aqe"), DisambiguatorOnly(ds, **kw), RerankEverything(ds, **kw)]
+    for scheme, sels in selection_grid().items():
+        methods.append(LookalikeReranker(ds, sels, NORMS, name=f"lookalike-{scheme}", **kw))
+    methods.append(LookalikeReranker(ds, all_selections(), NORMS, name="lookalike-best", **kw))
     return methods

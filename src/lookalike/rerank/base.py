@@ -1,4 +1,10 @@
-"""The re-ranking interface: fit on the train split (tuning on validation), then permute the top of lists."""
+"""The re-ranking interface: fit on train faces (tuning on validation lists), then re-order candidate lists.
+
+A re-ranker takes arrays: the probes' vectors (Q, D), their base candidate lists (gallery ids and scores,
+best first) and the candidates' vectors (Q, K, D). It returns new lists holding the same candidates in a new
+order, each with its new (final) score, non-increasing down the list, so the first candidate's score can be
+thresholded for open-set decisions.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +12,28 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
-from lookalike.experiment import FaceSet, SearchSplit
+from lookalike.faces import FaceSet
 from lookalike.metrics import RankedLists
+from lookalike.rerank.tuning import LabelledLists
+
+
+def check_lists(probes: np.ndarray, lists: RankedLists, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Validated float32 (Q, D) probes and (Q, K, D) candidates matching the (Q, K) lists."""
+    probes, candidates = np.asarray(probes, np.float32), np.asarray(candidates, np.float32)
+    q, k = lists.indices.shape
+    if probes.ndim != 2 or probes.shape[0] != q or candidates.shape != (q, k, probes.shape[1]):
+        raise ValueError(f"expected probes (Q={q}, D) and candidates ({q}, {k}, D); got {probes.shape} and "
+                         f"{candidates.shape}")
+    if not (np.isfinite(probes).all() and np.isfinite(candidates).all()):
+        raise ValueError("probe and candidate vectors must be finite")
+    return probes, candidates
 
 
 class Reranker(ABC):
-    """A re-ranking method. ``fit`` may only see train faces and the validation split — never test probes.
+    """A re-ranking method. ``fit`` may only see train faces and validation lists — never test probes.
 
-    ``rerank`` returns new lists that are a row-wise permutation of ``split.lists`` (same candidates, new
-    order and scores); the base class checks that, and records ``stats``.
+    ``rerank`` validates its input, calls the one ``_rerank`` each variant implements, checks that the result
+    permutes each list, and records ``stats``.
     """
 
     name: str
@@ -22,19 +41,32 @@ class Reranker(ABC):
     def __init__(self) -> None:
         self.stats: dict = {}
 
-    def fit(self, train: FaceSet, val: SearchSplit) -> Reranker:
+    def fit(self, train: FaceSet, val: LabelledLists) -> Reranker:
         """Learn and tune; the default learns nothing."""
         return self
 
     @abstractmethod
-    def _rerank(self, split: SearchSplit) -> RankedLists:
+    def _rerank(self, probes: np.ndarray, lists: RankedLists, candidates: np.ndarray,
+                features: tuple[np.ndarray, np.ndarray] | None) -> RankedLists:
         """The one method each variant implements."""
 
-    def rerank(self, split: SearchSplit) -> RankedLists:
-        out = self._rerank(split)
-        before = np.sort(split.lists.indices, axis=1)
-        if out.indices.shape != split.lists.indices.shape or not np.array_equal(np.sort(out.indices, axis=1), before):
+    def rerank(self, probes: np.ndarray, lists: RankedLists, candidates: np.ndarray,
+               features: tuple[np.ndarray, np.ndarray] | None = None) -> RankedLists:
+        """New lists (same candidates, new order and final scores).
+
+        ``features``: (probe features (Q, D'), candidate features (Q, K, D')) for an image-level disambiguator.
+        """
+        probes, candidates = check_lists(probes, lists, candidates)
+        out = self._rerank(probes, lists, candidates, features)
+        if out.indices.shape != lists.indices.shape or \
+                not np.array_equal(np.sort(out.indices, axis=1), np.sort(lists.indices, axis=1)):
             raise AssertionError(f"{self.name}: re-ranking must permute each candidate list, not change it")
-        moved = (out.indices != split.lists.indices).any(axis=1)
-        self.stats[f"{split.name}_lists_changed"] = int(moved.sum())
+        self.stats["lists_changed"] = int((out.indices != lists.indices).any(axis=1).sum())
         return out
+
+
+def sort_by_score(lists: RankedLists, scores: np.ndarray) -> RankedLists:
+    """The whole list re-sorted by new scores (descending, stable), each candidate with its new score."""
+    order = np.argsort(-np.asarray(scores, np.float64), axis=1, kind="stable")
+    return RankedLists(np.take_along_axis(lists.indices, order, 1),
+                       np.take_along_axis(np.asarray(scores, np.float32), order, 1))

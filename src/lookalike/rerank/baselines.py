@@ -9,17 +9,18 @@ from collections.abc import Sequence
 import numpy as np
 
 from lookalike.disambiguators.base import Disambiguator
-from lookalike.experiment import FaceSet, SearchSplit
+from lookalike.faces import FaceSet
+from lookalike.matchers.base import l2_normalize
 from lookalike.metrics import RankedLists
-from lookalike.mining import Miner
-from lookalike.rerank.base import Reranker
-from lookalike.rerank.lookalike import DEFAULT_WEIGHTS, DisambiguatorPool, LookalikeReranker, list_quality
+from lookalike.rerank.base import Reranker, sort_by_score
+from lookalike.rerank.lookalike import DEFAULT_WEIGHTS, DisambiguatorPool, LookalikeReranker
 from lookalike.rerank.selection import Everything, TopK
+from lookalike.rerank.tuning import LabelledLists, grid_search
 
 
-def _local_similarities(split: SearchSplit, lists: RankedLists, rows: slice) -> np.ndarray:
+def _local_similarities(lists: RankedLists, candidates: np.ndarray, rows: slice) -> np.ndarray:
     """(q, K+1, K+1) cosine similarities among each probe (index 0) and its K candidates."""
-    g = split.gallery.vectors[lists.indices[rows]]  # (q, K, D)
+    g = np.asarray(candidates[rows], np.float32)  # (q, K, D)
     q, k = g.shape[:2]
     s = np.empty((q, k + 1, k + 1), np.float64)
     s[:, 0, 0] = 1.0
@@ -28,7 +29,7 @@ def _local_similarities(split: SearchSplit, lists: RankedLists, rows: slice) -> 
     return s
 
 
-def kreciprocal_parts(split: SearchSplit, lists: RankedLists, k1: int, k2: int,
+def kreciprocal_parts(lists: RankedLists, candidates: np.ndarray, k1: int, k2: int,
                       block: int = 128) -> tuple[np.ndarray, np.ndarray]:
     """Zhong et al. (CVPR 2017) on each probe's local set {probe} + top-K: (Jaccard, original) distances
     from the probe to its K candidates, each (Q, K)."""
@@ -37,7 +38,7 @@ def kreciprocal_parts(split: SearchSplit, lists: RankedLists, k1: int, k2: int,
     n = k + 1
     for s in range(0, qn, block):
         rows = slice(s, min(s + block, qn))
-        d = np.maximum(2 - 2 * _local_similarities(split, lists, rows), 0)
+        d = np.maximum(2 - 2 * _local_similarities(lists, candidates, rows), 0)
         d = d / np.maximum(d.max(2, keepdims=True), 1e-12)  # each row scaled by its max, as in the paper's code
         rank = np.argsort(d, axis=2, kind="stable")
         pos = np.argsort(rank, axis=2, kind="stable")  # pos[q, i, j]: position of j in i's ranking
@@ -60,12 +61,6 @@ def kreciprocal_parts(split: SearchSplit, lists: RankedLists, k1: int, k2: int,
     return jac, orig
 
 
-def _sort_by_distance(lists: RankedLists, dist: np.ndarray) -> RankedLists:
-    order = np.argsort(dist, axis=1, kind="stable")
-    return RankedLists(np.take_along_axis(lists.indices, order, 1),
-                       -np.take_along_axis(dist, order, 1).astype(np.float32))
-
-
 class KReciprocal(Reranker):
     """k-reciprocal re-ranking of the whole top-K list: (1 - lam) * Jaccard + lam * original distance.
 
@@ -80,31 +75,33 @@ class KReciprocal(Reranker):
         self.k1, self.k2, self.lam, self.tune, self.name = k1, k2, lam, tune, name
         self.k1_grid, self.k2_grid, self.lam_grid = list(k1_grid), list(k2_grid), list(lam_grid)
 
-    def fit(self, train: FaceSet, val: SearchSplit) -> KReciprocal:
+    def fit(self, train: FaceSet, val: LabelledLists) -> KReciprocal:
         if not self.tune:
             return self
-        best = None
-        for k1, k2 in itertools.product(self.k1_grid, self.k2_grid):
-            jac, orig = kreciprocal_parts(val, val.lists, k1, k2)
-            for lam in self.lam_grid:
-                q = list_quality(val, _sort_by_distance(val.lists, (1 - lam) * jac + lam * orig))
-                if best is None or q > best[0]:
-                    best = (q, k1, k2, lam)
-        (r1, _), self.k1, self.k2, self.lam = best
+        parts = {(k1, k2): kreciprocal_parts(val.lists, val.candidates, k1, k2)
+                 for k1, k2 in itertools.product(self.k1_grid, self.k2_grid)}
+
+        def quality(k1: int, k2: int, lam: float) -> tuple[float, float]:
+            jac, orig = parts[k1, k2]
+            return val.quality(sort_by_score(val.lists, -((1 - lam) * jac + lam * orig)))
+
+        best, (r1, _), _ = grid_search([{"k1": k1, "k2": k2, "lam": lam} for (k1, k2) in parts
+                                        for lam in self.lam_grid], quality)
+        self.k1, self.k2, self.lam = best["k1"], best["k2"], best["lam"]
         self.stats.update({"val_rank1": r1, "k1": self.k1, "k2": self.k2, "lam": self.lam})
         return self
 
-    def _rerank(self, split: SearchSplit) -> RankedLists:
-        jac, orig = kreciprocal_parts(split, split.lists, self.k1, self.k2)
-        return _sort_by_distance(split.lists, (1 - self.lam) * jac + self.lam * orig)
+    def _rerank(self, probes: np.ndarray, lists: RankedLists, candidates: np.ndarray,
+                features: tuple[np.ndarray, np.ndarray] | None) -> RankedLists:
+        jac, orig = kreciprocal_parts(lists, candidates, self.k1, self.k2)
+        return sort_by_score(lists, -((1 - self.lam) * jac + self.lam * orig))
 
 
-def alpha_qe(split: SearchSplit, lists: RankedLists, n: int, alpha: float) -> np.ndarray:
+def alpha_qe(probes: np.ndarray, lists: RankedLists, candidates: np.ndarray, n: int, alpha: float) -> np.ndarray:
     """(Q, K) cosine of each candidate with the expanded query q + sum_{i<n} max(s_i, 0)^alpha g_i."""
-    g = split.gallery.vectors[lists.indices]  # (Q, K, D)
+    g = np.asarray(candidates, np.float32)  # (Q, K, D)
     w = np.maximum(lists.scores[:, :n], 0) ** alpha
-    q = split.probes.vectors + np.einsum("qn,qnd->qd", w, g[:, :n])
-    q /= np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+    q = l2_normalize(probes + np.einsum("qn,qnd->qd", w, g[:, :n]))
     return np.einsum("qd,qkd->qk", q, g)
 
 
@@ -118,32 +115,36 @@ class AlphaQE(Reranker):
         self.n, self.alpha, self.tune, self.name = n, alpha, tune, name
         self.n_grid, self.alpha_grid = list(n_grid), list(alpha_grid)
 
-    def fit(self, train: FaceSet, val: SearchSplit) -> AlphaQE:
+    def fit(self, train: FaceSet, val: LabelledLists) -> AlphaQE:
         if self.tune:
-            best = max(((list_quality(val, _sort_by_distance(val.lists, -alpha_qe(val, val.lists, n, a))), n, a)
-                        for n, a in itertools.product(self.n_grid, self.alpha_grid)), key=lambda t: t[0])
-            (r1, _), self.n, self.alpha = best
+            def quality(n: int, alpha: float) -> tuple[float, float]:
+                return val.quality(sort_by_score(val.lists, alpha_qe(val.probes.vectors, val.lists, val.candidates,
+                                                                     n, alpha)))
+
+            best, (r1, _), _ = grid_search([{"n": n, "alpha": a} for n, a in itertools.product(self.n_grid,
+                                                                                           self.alpha_grid)], quality)
+            self.n, self.alpha = best["n"], best["alpha"]
             self.stats.update({"val_rank1": r1, "n": self.n, "alpha": self.alpha})
         return self
 
-    def _rerank(self, split: SearchSplit) -> RankedLists:
-        out = _sort_by_distance(split.lists, -alpha_qe(split, split.lists, self.n, self.alpha))
-        return out
+    def _rerank(self, probes: np.ndarray, lists: RankedLists, candidates: np.ndarray,
+                features: tuple[np.ndarray, np.ndarray] | None) -> RankedLists:
+        return sort_by_score(lists, alpha_qe(probes, lists, candidates, self.n, self.alpha))
 
 
 class DisambiguatorOnly(LookalikeReranker):
     """The disambiguator's score alone (no fusion) orders the top k; k tuned on val."""
 
-    def __init__(self, disambiguator: Disambiguator | DisambiguatorPool, ks: Sequence[int] = (2, 3, 5, 10, 20, 50, 100),
-                 miner: Miner | None = None, refit_with_val: bool = False, name: str = "lookalike-disamb-only",
-                 seed: int = 0) -> None:
-        super().__init__(disambiguator, [TopK(k) for k in ks], ("zscore",), (1.0,), miner, refit_with_val, name, seed)
+    def __init__(self, disambiguators: Disambiguator | Sequence[Disambiguator],
+                 ks: Sequence[int] = (2, 3, 5, 10, 20, 50, 100), pool: DisambiguatorPool | None = None,
+                 name: str = "lookalike-disamb-only", seed: int = 0) -> None:
+        super().__init__(disambiguators, [TopK(k) for k in ks], ("zscore",), (1.0,), pool, name, seed)
 
 
 class RerankEverything(LookalikeReranker):
     """Fusion applied to the whole top-K list (no selection); normaliser and weight tuned on val."""
 
-    def __init__(self, disambiguator: Disambiguator | DisambiguatorPool, normalisers: Sequence[str] = ("zscore", "llr"),
-                 weights: Sequence[float] = DEFAULT_WEIGHTS, miner: Miner | None = None, refit_with_val: bool = False,
-                 name: str = "lookalike-all", seed: int = 0) -> None:
-        super().__init__(disambiguator, [Everything()], normalisers, weights, miner, refit_with_val, name, seed)
+    def __init__(self, disambiguators: Disambiguator | Sequence[Disambiguator],
+                 normalisers: Sequence[str] = ("zscore", "llr"), weights: Sequence[float] = DEFAULT_WEIGHTS,
+                 pool: DisambiguatorPool | None = None, name: str = "lookalike-all", seed: int = 0) -> None:
+        super().__init__(disambiguators, [Everything()], normalisers, weights, pool, name, seed)

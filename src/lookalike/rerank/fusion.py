@@ -8,39 +8,54 @@ import numpy as np
 
 
 class Normaliser(ABC):
-    """Maps (Q, K) raw scores to a common scale, using the entries selected by ``mask`` only."""
+    """Maps raw scores to a common scale with an affine map learned from labelled val candidates.
 
-    def fit(self, scores: np.ndarray, labels: np.ndarray, mask: np.ndarray) -> Normaliser:
-        """Learn from labelled val candidates (label: candidate is a mate); most normalisers learn nothing."""
-        return self
+    The map is the same for every list (no per-list statistics), so a fused score means the same thing in
+    every list and the first candidate's fused score can be thresholded for open-set decisions.
+    """
+
+    state_fields: tuple[str, ...] = ()
 
     @abstractmethod
-    def transform(self, scores: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """(Q, K) normalised scores (entries outside the mask are undefined)."""
+    def fit(self, scores: np.ndarray, labels: np.ndarray, mask: np.ndarray) -> Normaliser:
+        """Learn from the val candidates in ``mask`` (label: candidate is a mate)."""
+
+    @abstractmethod
+    def transform(self, scores: np.ndarray) -> np.ndarray:
+        """Normalised scores, same shape."""
+
+    def get_state(self) -> dict[str, float]:
+        return {f: float(getattr(self, f)) for f in self.state_fields}
+
+    def set_state(self, state: dict[str, float]) -> Normaliser:
+        for f in self.state_fields:
+            setattr(self, f, float(state[f]))
+        return self
 
 
 class ZScore(Normaliser):
-    """Standardise within each list's selection (mean 0, std 1; constant selections map to 0)."""
+    """Standardise with the mean and standard deviation of the selected val candidates' scores."""
 
-    def transform(self, scores: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        n = np.maximum(mask.sum(1, keepdims=True), 1)
-        mean = np.where(mask, scores, 0).sum(1, keepdims=True) / n
-        var = np.where(mask, (scores - mean) ** 2, 0).sum(1, keepdims=True) / n
-        return (scores - mean) / np.where(var > 1e-12, np.sqrt(var), 1.0)
+    state_fields = ("mean_", "scale_")
 
+    def __init__(self) -> None:
+        self.mean_, self.scale_ = 0.0, 1.0
 
-class MinMax(Normaliser):
-    """Rescale each list's selection to [0, 1]."""
+    def fit(self, scores: np.ndarray, labels: np.ndarray, mask: np.ndarray) -> ZScore:
+        x = np.asarray(scores, np.float64)[mask]
+        if len(x):
+            self.mean_, sd = float(x.mean()), float(x.std())
+            self.scale_ = sd if sd > 1e-12 else 1.0
+        return self
 
-    def transform(self, scores: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        lo = np.where(mask, scores, np.inf).min(1, keepdims=True)
-        hi = np.where(mask, scores, -np.inf).max(1, keepdims=True)
-        span = hi - lo
-        return (scores - lo) / np.where(np.isfinite(span) & (span > 1e-12), span, 1.0)
+    def transform(self, scores: np.ndarray) -> np.ndarray:
+        return (np.asarray(scores, np.float64) - self.mean_) / self.scale_
 
 
 class LogLikelihoodRatio(Normaliser):
     """Calibrated log-likelihood ratio of "mate" vs "non-mate", by logistic regression on val candidates."""
+
+    state_fields = ("coef_", "intercept_", "prior_logit_")
 
     def __init__(self, c: float = 1.0) -> None:
         self.c = c
@@ -68,11 +83,11 @@ class LogLikelihoodRatio(Normaliser):
         self.prior_logit_ = float(np.log(prior / (1 - prior)))
         return self
 
-    def transform(self, scores: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        return self.coef_ * scores + self.intercept_ - self.prior_logit_
+    def transform(self, scores: np.ndarray) -> np.ndarray:
+        return self.coef_ * np.asarray(scores, np.float64) + self.intercept_ - self.prior_logit_
 
 
-NORMALISERS = {"zscore": ZScore, "minmax": MinMax, "llr": LogLikelihoodRatio}
+NORMALISERS = {"zscore": ZScore, "llr": LogLikelihoodRatio}
 
 
 def make_normaliser(name: str) -> Normaliser:
@@ -93,11 +108,25 @@ class WeightedFusion:
                        make_normaliser(self.normaliser).fit(disamb, labels, mask)]
         return self
 
-    def normalised(self, base: np.ndarray, disamb: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Both sources on the common scale (0 outside the mask)."""
-        b, d = (np.where(mask, n.transform(s, mask), 0.0) for n, s in zip(self.norms_, (base, disamb), strict=True))
-        return b, d
+    def normalised(self, base: np.ndarray, disamb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Both sources on the common scale."""
+        return self.norms_[0].transform(base), self.norms_[1].transform(disamb)
 
-    def fuse(self, base: np.ndarray, disamb: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        b, d = self.normalised(base, disamb, mask)
+    def fuse(self, base: np.ndarray, disamb: np.ndarray) -> np.ndarray:
+        b, d = self.normalised(base, disamb)
         return (1 - self.weight) * b + self.weight * d
+
+    def with_weight(self, weight: float) -> WeightedFusion:
+        """A copy with another weight and the same fitted normalisers."""
+        out = WeightedFusion(self.normaliser, weight)
+        out.norms_ = self.norms_
+        return out
+
+    def to_dict(self) -> dict:
+        return {"normaliser": self.normaliser, "weight": self.weight, "state": [n.get_state() for n in self.norms_]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> WeightedFusion:
+        out = cls(d["normaliser"], float(d["weight"]))
+        out.norms_ = [n.set_state(st) for n, st in zip(out.norms_, d["state"], strict=True)]
+        return out

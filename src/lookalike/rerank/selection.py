@@ -1,7 +1,13 @@
 """Selection schemes: which candidates of each list the disambiguator may re-order.
 
-A scheme returns a (Q, K) boolean mask; :func:`reorder` re-sorts only the selected candidates among the
-slots they occupy, so every candidate outside the selection keeps its place.
+A scheme decides from a candidate list alone — its base scores (Q, K) and the candidates' gallery vectors
+(Q, K, D) — never from probe identities, and returns a (Q, K) boolean mask; :func:`reorder` re-sorts only
+the selected candidates among the slots they occupy, so every candidate outside the selection keeps its
+place.
+
+The parameter grids in :func:`lookalike.rerank.selection_grid` are generic: list positions (2 to 50) and
+cosine margins/thresholds spread over the range where face-matcher impostor and genuine scores overlap; the
+value used is always chosen on a validation split.
 """
 
 from __future__ import annotations
@@ -10,32 +16,55 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
-from lookalike.experiment import SearchSplit
 from lookalike.metrics import RankedLists
+
+SELECTIONS: dict[str, type] = {}
 
 
 class Selection(ABC):
-    """Chooses candidates to re-rank; ``select`` validates the mask that ``_select`` returns."""
+    """Chooses candidates to re-rank; ``select`` validates its input and the mask ``_select`` returns."""
 
-    def select(self, split: SearchSplit, lists: RankedLists) -> np.ndarray:
-        mask = np.asarray(self._select(split, lists), bool)
-        if mask.shape != lists.indices.shape:
-            raise AssertionError(f"{self!r}: mask {mask.shape} != lists {lists.indices.shape}")
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        SELECTIONS[cls.__name__] = cls
+
+    def select(self, scores: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+        """(Q, K) mask from base scores (Q, K), best first, and candidate vectors (Q, K, D)."""
+        scores = np.asarray(scores)
+        if scores.ndim != 2 or np.shape(candidates)[:2] != scores.shape:
+            raise ValueError(f"{self!r}: scores (Q, K) and candidates (Q, K, D) disagree: {scores.shape}, "
+                             f"{np.shape(candidates)}")
+        mask = np.asarray(self._select(scores, candidates), bool)
+        if mask.shape != scores.shape:
+            raise AssertionError(f"{self!r}: mask {mask.shape} != lists {scores.shape}")
         return mask
 
     @abstractmethod
-    def _select(self, split: SearchSplit, lists: RankedLists) -> np.ndarray:
+    def _select(self, scores: np.ndarray, candidates: np.ndarray) -> np.ndarray:
         """The one method each variant implements."""
+
+    def to_dict(self) -> dict:
+        """A JSON description that :func:`selection_from_dict` turns back into this scheme."""
+        params = {k: v.to_dict() if isinstance(v, Selection) else v for k, v in vars(self).items()}
+        return {"type": type(self).__name__, "params": params}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in vars(self).items())})"
 
 
+def selection_from_dict(d: dict) -> Selection:
+    klass = SELECTIONS.get(d.get("type", ""))
+    if klass is None:
+        raise ValueError(f"unknown selection scheme {d.get('type')!r}; known: {sorted(SELECTIONS)}")
+    params = {k: selection_from_dict(v) if isinstance(v, dict) else v for k, v in d.get("params", {}).items()}
+    return klass(**params)
+
+
 class Everything(Selection):
     """Every candidate of the list."""
 
-    def _select(self, split: SearchSplit, lists: RankedLists) -> np.ndarray:
-        return np.ones(lists.indices.shape, bool)
+    def _select(self, scores: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+        return np.ones(scores.shape, bool)
 
 
 class TopK(Selection):
@@ -44,8 +73,8 @@ class TopK(Selection):
     def __init__(self, k: int = 10) -> None:
         self.k = k
 
-    def _select(self, split: SearchSplit, lists: RankedLists) -> np.ndarray:
-        return np.broadcast_to(np.arange(lists.depth) < self.k, lists.indices.shape).copy()
+    def _select(self, scores: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+        return np.broadcast_to(np.arange(scores.shape[1]) < self.k, scores.shape).copy()
 
 
 class ScoreMargin(Selection):
@@ -54,9 +83,8 @@ class ScoreMargin(Selection):
     def __init__(self, margin: float = 0.05, max_k: int = 50) -> None:
         self.margin, self.max_k = margin, max_k
 
-    def _select(self, split: SearchSplit, lists: RankedLists) -> np.ndarray:
-        s = lists.scores
-        return (s >= s[:, :1] - self.margin) & (np.arange(lists.depth) < self.max_k)
+    def _select(self, scores: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+        return (scores >= scores[:, :1] - self.margin) & (np.arange(scores.shape[1]) < self.max_k)
 
 
 class LookalikeGroup(Selection):
@@ -66,12 +94,11 @@ class LookalikeGroup(Selection):
     def __init__(self, threshold: float = 0.5, max_k: int = 20) -> None:
         self.threshold, self.max_k = threshold, max_k
 
-    def _select(self, split: SearchSplit, lists: RankedLists) -> np.ndarray:
-        g = split.gallery.vectors
-        k = min(self.max_k, lists.depth)
-        top = g[lists.indices[:, :k]]  # (Q, k, D)
+    def _select(self, scores: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+        k = min(self.max_k, scores.shape[1])
+        top = np.asarray(candidates[:, :k], np.float32)  # (Q, k, D)
         sim = np.einsum("qd,qkd->qk", top[:, 0], top)
-        mask = np.zeros(lists.indices.shape, bool)
+        mask = np.zeros(scores.shape, bool)
         mask[:, :k] = sim >= self.threshold
         mask[:, 0] = True
         return mask
@@ -83,22 +110,25 @@ class AmbiguityGate(Selection):
     def __init__(self, inner: Selection, gap: float = 0.05) -> None:
         self.inner, self.gap = inner, gap
 
-    def _select(self, split: SearchSplit, lists: RankedLists) -> np.ndarray:
-        s = lists.scores
-        ambiguous = (s[:, 0] - s[:, 1] < self.gap) if lists.depth > 1 else np.zeros(len(s), bool)
-        return self.inner.select(split, lists) & ambiguous[:, None]
+    def _select(self, scores: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+        s = scores
+        ambiguous = (s[:, 0] - s[:, 1] < self.gap) if s.shape[1] > 1 else np.zeros(len(s), bool)
+        return self.inner.select(scores, candidates) & ambiguous[:, None]
 
 
 def reorder(lists: RankedLists, mask: np.ndarray, scores: np.ndarray) -> RankedLists:
     """Sort the selected candidates of each row by ``scores`` (descending, stable) within their own slots.
 
-    Unselected candidates keep their slots. Each slot keeps its base score, so the returned scores stay
-    non-increasing and on the base matcher's scale.
+    Unselected candidates keep their slots. Every candidate carries its own new score, made non-increasing
+    down the list by a running minimum (a candidate never shows a higher score than one ranked above it), so
+    the first candidate's score is exactly its new score and can be thresholded.
     """
-    idx = lists.indices.copy()
-    key = np.where(mask, -np.asarray(scores, np.float64), np.inf)
+    scores = np.asarray(scores, np.float64)
+    idx, new = lists.indices.copy(), scores.copy()
+    key = np.where(mask, -scores, np.inf)
     order = np.argsort(key, axis=1, kind="stable")  # selected candidates first, best first
     slots = np.argsort(~mask, axis=1, kind="stable")  # selected slots first, in list order
     rows, cols = np.nonzero(np.arange(lists.depth)[None, :] < mask.sum(1, keepdims=True))
     idx[rows, slots[rows, cols]] = lists.indices[rows, order[rows, cols]]
-    return RankedLists(idx, lists.scores.copy())
+    new[rows, slots[rows, cols]] = scores[rows, order[rows, cols]]
+    return RankedLists(idx, np.minimum.accumulate(new, axis=1).astype(np.float32))

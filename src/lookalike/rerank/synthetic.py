@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from lookalike.experiment import FaceSet, SearchSplit
+from lookalike.experiment import SearchSplit
+from lookalike.faces import FaceSet
 from lookalike.index import full_ranks, make_index
 from lookalike.metrics import RankedLists
 

@@ -1,0 +1,42 @@
+"""A persistent gallery of enrolled faces: storage backends (SQLite, PostgreSQL) and the searchable Gallery."""
+
+from __future__ import annotations
+
+from lookalike.gallery.store import GalleryStore, NoGalleryError, SchemaError, StoreError
+
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+def is_postgres_url(url_or_path: str) -> bool:
+    return str(url_or_path).startswith(POSTGRES_SCHEMES)
+
+
+def open_store(url_or_path: str, create: bool | None = None, meta: dict[str, str] | None = None) -> GalleryStore:
+    """A store by URL scheme: ``postgresql://...`` for PostgreSQL, anything else is a SQLite file path.
+
+    ``create`` True: the gallery must be new; False: it must exist; None: either. A new gallery gets ``meta``
+    in the transaction that creates it.
+    """
+    url_or_path = str(url_or_path)
+    if is_postgres_url(url_or_path):
+        from lookalike.gallery.postgres import PostgresStore
+
+        return PostgresStore(url_or_path, create=create, meta=meta)
+    if "://" in url_or_path:
+        raise StoreError(f"unsupported gallery URL {url_or_path!r}: use a SQLite file path or postgresql://...")
+    from lookalike.gallery.sqlite import SQLiteStore
+
+    return SQLiteStore(url_or_path, create=create, meta=meta)
+
+
+__all__ = ["EnrollReport", "Gallery", "GalleryStore", "NoGalleryError", "SchemaError", "StoreError",
+           "SubjectLists", "open_store"]
+
+
+def __getattr__(name: str):
+    # Gallery imports the embedding stack; load it on first use so the CLI's parser stays light.
+    if name in ("EnrollReport", "Gallery", "SubjectLists"):
+        from lookalike.gallery import gallery
+
+        return getattr(gallery, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,453 @@
+"""A persistent, searchable gallery of enrolled faces: enrol images per subject, search per subject.
+
+The store (SQLite file or PostgreSQL) is the truth. The matrix of enrolled vectors is kept in step with it: beside
+a SQLite gallery in ``G.sqlite.vectors/`` (checked against the store on every load and rebuilt when it disagrees),
+for PostgreSQL in process memory only. :meth:`Gallery.refresh` (run at the start of every search) reloads it
+when the store's generation moved, so a second process sees another's enrolment on its next search.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from lookalike import __version__
+from lookalike.embed import embed_paths, preprocess_key
+from lookalike.gallery import open_store
+from lookalike.gallery.store import GalleryStore, ImageRecord, NewImage, StoreError
+from lookalike.gallery.vectors import read_vectors, vector_dir, write_vectors
+from lookalike.index import make_index
+from lookalike.matchers import MATCHERS, matcher_name
+from lookalike.matchers.align import FaceAligner
+from lookalike.matchers.cache import EmbeddingCache, content_key
+
+FORMAT = "lookalike-gallery"
+TRANSIENT = ("missing", "error")  # skip reasons that may succeed next time: never recorded in the gallery
+SPOT_CHECKS = 4  # rows of saved vector files compared with the store on load
+
+
+@dataclass
+class EnrollReport:
+    """What :meth:`Gallery.enroll` did with each input image."""
+
+    added: int = 0
+    already_enrolled: int = 0  # same subject and content already in the gallery: no work done
+    skipped: Counter = field(default_factory=Counter)  # reason -> images
+    messages: list[str] = field(default_factory=list)  # one per skipped image
+    duplicates: list[dict] = field(default_factory=list)  # same bytes also under another subject
+    computed: int = 0  # images embedded in this call (the rest came from the embedding cache)
+    seconds: float = 0.0
+
+    def skip(self, reason: str, message: str) -> None:
+        self.skipped[reason] += 1
+        self.messages.append(message)
+
+    def summary(self) -> dict:
+        return {"added": self.added, "already_enrolled": self.already_enrolled,
+                "skipped": dict(sorted(self.skipped.items())), "duplicates": len(self.duplicates),
+                "computed": self.computed, "seconds": round(self.seconds, 2)}
+
+    def format(self) -> str:
+        """A short summary for people."""
+        skipped = ", ".join(f"{r} {n}" for r, n in sorted(self.skipped.items())) or "none"
+        return (f"added {self.added}, already enrolled {self.already_enrolled}, "
+                f"skipped {sum(self.skipped.values())} ({skipped}), duplicates {len(self.duplicates)} "
+                f"(same image under another subject), {self.seconds:.1f} s")
+
+
+@dataclass
+class SubjectLists:
+    """Per-subject candidate lists, best first: each subject once, represented by its best-matching image.
+
+    Shapes (Q, K) with K = min(k, subjects in the gallery); ``vectors`` (Q, K, D).
+    """
+
+    subjects: np.ndarray  # object
+    image_ids: np.ndarray  # int64
+    scores: np.ndarray  # float32
+    vectors: np.ndarray  # float32
+    paths: np.ndarray  # object
+
+    def __len__(self) -> int:
+        return len(self.subjects)
+
+
+def _check_queries(vectors: np.ndarray, dim: int) -> np.ndarray:
+    x = np.asarray(vectors)
+    if x.ndim != 2:
+        raise ValueError(f"probe vectors must be a 2-D (Q, {dim}) array, got shape {x.shape}")
+    if x.shape[1] != dim:
+        raise ValueError(f"probe vectors have dimension {x.shape[1]}, the gallery's embeddings have {dim}")
+    if not np.issubdtype(x.dtype, np.number):
+        raise ValueError(f"probe vectors must be numeric, got {x.dtype}")
+    x = np.ascontiguousarray(x, np.float32)
+    if not np.all(np.isfinite(x)):
+        raise ValueError("probe vectors contain NaN or infinite values")
+    return x
+
+
+class Gallery:
+    """Enrolled faces in a store, searchable per subject. Use :meth:`create` or :meth:`open`.
+
+    Learned state (trailing underscore) mirrors the store at ``generation_``: ``image_ids_`` (N,), ``subjects_``
+    (N,) and ``paths_`` (N,) of each vector row, ``vectors_`` (N, D) and the search ``index_``.
+    """
+
+    def __init__(self, store: GalleryStore, index: str = "numpy") -> None:
+        meta = store.get_meta()
+        if meta.get("format") != FORMAT:
+            raise StoreError(f"{store.url} holds no lookalike gallery settings (was it created by Gallery.create?)")
+        make_index(index, 1)  # validates the kind
+        self.store = store
+        self.index = index
+        self.matcher = meta["matcher"]
+        self.matcher_name = meta["matcher_name"]
+        self.aligner = FaceAligner(**json.loads(meta["aligner_params"]))
+        if self.aligner.name != meta["aligner"]:
+            raise StoreError(f"{store.url}: aligner {meta['aligner']!r} cannot be rebuilt by this lookalike "
+                             f"(got {self.aligner.name!r})")
+        self.lowres = int(meta["lowres"]) if meta.get("lowres") else None
+        self.preprocess = meta["preprocess"]
+        self.dim = int(meta["dim"]) if meta.get("dim") else None
+        path = getattr(store, "path", None)
+        self.vector_dir = vector_dir(path) if path is not None else None
+        self.generation_ = -1
+        self.vectors_source_ = ""
+        self._pending: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+        self.refresh()
+
+    # --- lifecycle -------------------------------------------------------------------------------------
+    @classmethod
+    def create(cls, path_or_url: str | Path, matcher: str = "torch", lowres: int | None = None,
+               aligner: FaceAligner | None = None, index: str = "numpy") -> Gallery:
+        """A new, empty gallery recording the matcher, aligner and preprocessing every image will go through."""
+        if matcher not in MATCHERS:
+            raise ValueError(f"unknown matcher {matcher!r}; choose one of {MATCHERS}")
+        if lowres is not None and (isinstance(lowres, bool) or not isinstance(lowres, int) or lowres < 2):
+            raise ValueError(f"lowres must be a face width in pixels (>= 2), got {lowres!r}")
+        make_index(index, 1)
+        aligner = aligner or FaceAligner()
+        meta = {"format": FORMAT, "matcher": matcher, "matcher_name": matcher_name(matcher),
+                "aligner": aligner.name,
+                "aligner_params": json.dumps({"central_fraction": aligner.central_fraction,
+                                              "max_upsample": aligner.max_upsample,
+                                              "chip_size": aligner.chip_size, "padding": aligner.padding}),
+                "lowres": "" if lowres is None else str(lowres), "preprocess": preprocess_key(lowres), "dim": "",
+                "created_by": f"lookalike {__version__}"}
+        store = open_store(str(path_or_url), create=True, meta=meta)
+        try:
+            return cls(store, index)
+        except BaseException:
+            store.close()
+            raise
+
+    @classmethod
+    def open(cls, path_or_url: str | Path, index: str = "numpy") -> Gallery:
+        """An existing gallery."""
+        store = open_store(str(path_or_url), create=False)
+        try:
+            return cls(store, index)
+        except BaseException:
+            store.close()
+            raise
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Gallery:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def check_compatible(self, matcher: str, aligner: str, preprocess: str) -> None:
+        """Raise ValueError when probes made with (matcher, aligner, preprocess) cannot be searched here.
+
+        ``matcher`` is a short name (``torch``, ``dlib``) or a matcher cache name; ``aligner`` is
+        :attr:`FaceAligner.name`; ``preprocess`` is :func:`lookalike.embed.preprocess_key`.
+        """
+        name = matcher_name(matcher) if matcher in MATCHERS else matcher
+        pairs = (("matcher", name, self.matcher_name), ("aligner", aligner, self.aligner.name),
+                 ("preprocess", preprocess, self.preprocess))
+        wrong = [f"{what} {theirs!r} (probe) vs {ours!r} (gallery)" for what, theirs, ours in pairs if theirs != ours]
+        if wrong:
+            raise ValueError(f"probe pipeline does not match the gallery {self.store.url}: " + "; ".join(wrong))
+
+    # --- reading ---------------------------------------------------------------------------------------
+    def subjects(self) -> list[str]:
+        """Names of the enrolled (not removed) subjects, sorted."""
+        return [s.name for s in self.store.list_subjects()]
+
+    def images(self, subject: str) -> list[ImageRecord]:
+        """The stored images of one subject (skipped ones too, with their reason)."""
+        s = self.store.get_subject(subject)
+        if s is None or s.removed is not None:
+            raise ValueError(f"subject {subject!r} is not in the gallery" if s is None
+                             else f"subject {subject!r} was removed (at {s.removed})")
+        return self.store.list_images(subject)
+
+    def stats(self) -> dict:
+        subjects = self.store.list_subjects(include_removed=True)
+        live = [s for s in subjects if s.removed is None]
+        self.refresh()
+        return {"store": self.store.url, "schema_version": self.store.schema_version(),
+                "generation": self.generation_, "subjects": len(live),
+                "subjects_searchable": int(sum(s.n_images > 0 for s in live)),
+                "subjects_removed": len(subjects) - len(live), "images": int(sum(s.n_images for s in live)),
+                "images_skipped": int(sum(s.n_skipped for s in live)), "vectors": len(self.image_ids_),
+                "vectors_source": self.vectors_source_, "matcher": self.matcher, "matcher_name": self.matcher_name,
+                "aligner": self.aligner.name, "preprocess": self.preprocess, "dim": self.dim}
+
+    # --- the vectors, kept in step with the store ------------------------------------------------------
+    def refresh(self) -> bool:
+        """Reload the vectors if the store changed since they were loaded; True if it did."""
+        self._flush()
+        gen = self.store.generation()
+        if gen == self.generation_:
+            return False
+        self._load()
+        return True
+
+    def _load(self) -> None:
+        snap = self.store.snapshot(self.matcher_name, self.preprocess, with_vectors=self.vector_dir is None)
+        vectors, source = None, "store"
+        if self.vector_dir is not None:
+            try:
+                vectors = self._read_saved(snap)
+                source = "file"
+            except ValueError as e:
+                source = f"store (vector files rebuilt: {e})"
+                snap = self.store.snapshot(self.matcher_name, self.preprocess)
+        if vectors is None:
+            vectors = snap.vectors if len(snap.image_ids) else np.zeros((0, self.dim or 0), np.float32)
+        self.generation_ = snap.generation
+        self.image_ids_, self.subjects_, self.paths_ = snap.image_ids, snap.subjects, snap.paths
+        self.vectors_ = vectors
+        self.vectors_source_ = source
+        self._build_index()
+        if source != "file":
+            self._save()
+
+    def _read_saved(self, snap) -> np.ndarray:
+        """The saved matrix if it agrees with the store snapshot; ValueError saying why not otherwise."""
+        saved = read_vectors(self.vector_dir)
+        st = saved.state
+        for key, ours in (("generation", snap.generation), ("matcher", self.matcher_name),
+                          ("preprocess", self.preprocess), ("count", len(snap.image_ids))):
+            if st.get(key) != ours:
+                raise ValueError(f"saved {key} {st.get(key)!r} != store's {ours!r}")
+        if self.dim is not None and int(st["dim"]) != self.dim and len(snap.image_ids):
+            raise ValueError(f"saved dim {st['dim']} != store's {self.dim}")
+        if not np.array_equal(saved.ids, snap.image_ids):
+            raise ValueError("saved image ids differ from the store's")
+        if len(snap.image_ids):
+            rows = np.unique(np.linspace(0, len(snap.image_ids) - 1, SPOT_CHECKS).astype(int))
+            stored = self.store.get_embeddings(snap.image_ids[rows].tolist(), self.matcher_name, self.preprocess)
+            for r in rows:
+                v = stored.get(int(snap.image_ids[r]))
+                if v is None or not np.array_equal(v, saved.vectors[r]):
+                    raise ValueError(f"saved vector of image {int(snap.image_ids[r])} differs from the store's")
+        return saved.vectors
+
+    def _save(self) -> None:
+        if self.vector_dir is None:
+            return
+        gen = self.generation_
+        state = {"generation": gen, "matcher": self.matcher_name, "preprocess": self.preprocess,
+                 "dim": int(self.vectors_.shape[1]) if len(self.vectors_) else int(self.dim or 0)}
+        write_vectors(self.vector_dir, self.image_ids_, self.vectors_, state,
+                      still_current=lambda: self.store.generation() == gen)
+
+    def _build_index(self) -> None:
+        self.subject_codes_ = np.unique(self.subjects_, return_inverse=True)[1].astype(np.int64).ravel() \
+            if len(self.subjects_) else np.zeros(0, np.int64)
+        self.index_ = make_index(self.index, int(self.vectors_.shape[1]) if len(self.vectors_) else (self.dim or 1))
+        if len(self.vectors_):
+            self.index_.add(np.asarray(self.vectors_))
+
+    def _flush(self) -> None:
+        """Append the vectors enrolled by this object since the last search (one index update)."""
+        if not self._pending:
+            return
+        ids, subjects, paths, vectors = (np.concatenate([p[i] for p in self._pending]) for i in range(4))
+        self._pending = []
+        self.image_ids_ = np.concatenate([self.image_ids_, ids])
+        self.subjects_ = np.concatenate([self.subjects_, subjects])
+        self.paths_ = np.concatenate([self.paths_, paths])
+        self.vectors_ = np.concatenate([np.asarray(self.vectors_).reshape(-1, vectors.shape[1]), vectors])
+        self._build_index()
+
+    # --- writing ---------------------------------------------------------------------------------------
+    def enroll(self, paths: list[str] | np.ndarray, subjects: list[str] | np.ndarray,
+               cache: EmbeddingCache | None = None, workers: int = 2, progress: bool = True,
+               chunk_size: int = 256) -> EnrollReport:
+        """Enrol ``paths[i]`` as ``subjects[i]``; each chunk of images is embedded then stored in one transaction.
+
+        An image already enrolled under the same subject (same content) is not processed again, so an
+        interrupted enrolment resumes. Images whose bytes are also enrolled under another subject are
+        enrolled and listed in ``duplicates`` (a likely labelling error worth checking).
+        """
+        t0 = time.perf_counter()
+        paths = [os.path.abspath(p) for p in paths]  # stored paths stay valid from any working directory
+        subjects = [s if isinstance(s, str) else str(s) for s in subjects]
+        if len(paths) != len(subjects):
+            raise ValueError(f"{len(paths)} paths but {len(subjects)} subjects")
+        for p, s in zip(paths, subjects, strict=True):
+            if not s.strip() or "\x00" in s:
+                raise ValueError(f"{p}: subject name {s!r} is empty or contains NUL")
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        current = matcher_name(self.matcher)
+        if current != self.matcher_name:
+            raise ValueError(f"the gallery was enrolled with {self.matcher_name!r} but matcher {self.matcher!r} "
+                             f"is now {current!r}: create a new gallery")
+        cache = cache if cache is not None else EmbeddingCache(None)
+        report = EnrollReport()
+        keys = [content_key(p) for p in tqdm(paths, desc="enroll: hash", disable=not progress, leave=False)]
+        todo = self._plan(paths, subjects, keys, report)
+        bar = tqdm(total=len(todo), desc="enroll", unit="img", disable=not progress or not todo)
+        for s in range(0, len(todo), chunk_size):
+            chunk = todo[s:s + chunk_size]
+            self._enroll_chunk([paths[i] for i in chunk], [subjects[i] for i in chunk], [keys[i] for i in chunk],
+                               cache, workers, report)
+            bar.update(len(chunk))
+        bar.close()
+        if todo:
+            self._flush()
+            self._save()
+        report.seconds = time.perf_counter() - t0
+        return report
+
+    def _plan(self, paths: list[str], subjects: list[str], keys: list[str], report: EnrollReport) -> list[int]:
+        """Indices of the images to process; counts the rest (already enrolled, unreadable, repeated)."""
+        stored: dict[tuple[str, str], str] = {}
+        owners: dict[str, set[str]] = {}
+        for sha1, subject, _id, status in self.store.find_content([k for k in keys if not k.startswith("missing:")]):
+            stored[(subject, sha1)] = status
+            owners.setdefault(sha1, set()).add(subject)
+        for k, s in zip(keys, subjects, strict=True):
+            owners.setdefault(k, set()).add(s)
+        todo, first = [], {}
+        for i, (p, s, k) in enumerate(zip(paths, subjects, keys, strict=True)):
+            if k.startswith("missing:"):
+                report.skip("missing", f"{p}: cannot read the file")
+                continue
+            others = sorted(owners[k] - {s})
+            if others:
+                report.duplicates.append({"path": p, "subject": s, "also_under": others})
+            if (s, k) in first:
+                report.skip("repeated", f"{p}: same image as {paths[first[(s, k)]]} for subject {s!r}")
+                continue
+            first[(s, k)] = i
+            if (s, k) not in stored:
+                todo.append(i)
+            elif stored[(s, k)] == "ok":
+                report.already_enrolled += 1
+            else:
+                report.skip(stored[(s, k)], f"{p}: {stored[(s, k)]} (recorded when first enrolled)")
+        return todo
+
+    def _enroll_chunk(self, paths: list[str], subjects: list[str], keys: list[str], cache: EmbeddingCache,
+                      workers: int, report: EnrollReport) -> None:
+        emb = embed_paths(paths, self.matcher, self.aligner, self.lowres, cache, workers, progress=False)
+        report.computed += emb.computed
+        aligned = cache.get_alignments(keys, self.aligner.name)
+        if emb.ok.any():
+            dim = emb.vectors.shape[1]
+            if self.dim is None:
+                gen = self.store.set_meta({"dim": str(dim)})
+                self.generation_ = gen if gen == self.generation_ + 1 else -1
+                self.dim = dim
+            elif dim != self.dim:
+                raise ValueError(f"matcher produced {dim}-d embeddings, the gallery holds {self.dim}-d ones")
+        records = []
+        for j, (p, s, k) in enumerate(zip(paths, subjects, keys, strict=True)):
+            status, msg = str(emb.status[j]), emb.messages.get(j, f"{p}: {emb.status[j]}")
+            if status in TRANSIENT:
+                report.skip(status, msg)
+                continue
+            al = aligned.get(k, ("", "", None))[2] if status == "ok" else None
+            records.append(NewImage(s, p, k, status, "" if status == "ok" else msg, str(emb.method[j]),
+                                    int(emb.n_faces[j]), al.box if al else None, al.landmarks if al else None,
+                                    emb.vectors[j] if status == "ok" else None))
+        if not records:
+            return
+        before = self.generation_
+        result = self.store.add_images(records, self.matcher_name, self.preprocess)
+        new = []
+        for rec, image_id in zip(records, result.image_ids, strict=True):
+            if image_id is None:  # enrolled meanwhile by another process
+                report.already_enrolled += 1
+            elif rec.status == "ok":
+                report.added += 1
+                new.append((image_id, rec))
+            else:
+                report.skip(rec.status, rec.message)
+        if before >= 0 and result.generation == before + 1:
+            self.generation_ = result.generation
+            if new:
+                self._pending.append((np.asarray([i for i, _ in new], np.int64),
+                                      np.asarray([r.subject for _, r in new], dtype=object),
+                                      np.asarray([r.path for _, r in new], dtype=object),
+                                      np.stack([r.embedding for _, r in new]).astype(np.float32)))
+        else:
+            self._pending = []
+            self.generation_ = -1  # someone else wrote too: reload from the store on the next search
+
+    def remove(self, subject: str) -> int:
+        """Remove a subject: delete its images and embeddings (the name stays, marked removed). Returns the
+        number of images deleted; ValueError if the subject is unknown or already removed."""
+        self._flush()
+        before = self.generation_
+        try:
+            n = self.store.delete_subject(subject)
+        except KeyError as e:
+            raise ValueError(e.args[0]) from None
+        if self.store.generation() == before + 1:
+            keep = self.subjects_ != subject
+            self.generation_ += 1
+            self.image_ids_, self.subjects_, self.paths_ = (self.image_ids_[keep], self.subjects_[keep],
+                                                            self.paths_[keep])
+            self.vectors_ = np.asarray(self.vectors_)[keep]
+            self._build_index()
+            self._save()
+        else:
+            self.generation_ = -1
+        return n
+
+    # --- searching -------------------------------------------------------------------------------------
+    def search(self, vectors: np.ndarray, k: int = 20) -> SubjectLists:
+        """The ``k`` best subjects for each probe vector (L2-normalised embeddings of this gallery's matcher),
+        each subject scored by its best-matching image."""
+        self.refresh()
+        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        n = len(self.image_ids_)
+        if n == 0:
+            raise ValueError(f"the gallery {self.store.url} has no enrolled images")
+        q = _check_queries(vectors, self.dim)
+        n_subjects = int(self.subject_codes_.max()) + 1
+        kk = min(int(k), n_subjects)
+        fetch = min(n, max(4 * kk, kk + 16))
+        while True:
+            scores, rows = self.index_.search(q, fetch)
+            firsts = []
+            for r in range(len(q)):
+                _, first = np.unique(self.subject_codes_[rows[r]], return_index=True)
+                firsts.append(np.sort(first)[:kk])
+            if fetch >= n or all(len(f) == kk for f in firsts):
+                break
+            fetch = min(n, 2 * fetch)
+        pos = np.stack(firsts) if len(q) else np.zeros((0, kk), np.int64)
+        picked = np.take_along_axis(rows, pos, axis=1)
+        return SubjectLists(subjects=self.subjects_[picked], image_ids=self.image_ids_[picked],
+                            scores=np.take_along_axis(scores, pos, axis=1).astype(np.float32),
+                            vectors=np.asarray(self.vectors_)[picked].astype(np.float32),
+                            paths=self.paths_[picked])

@@ -1,0 +1,345 @@
+"""The gallery store in SQL, shared by the SQLite and PostgreSQL backends (which differ only in connections,
+column types and placeholders). Queries are written with ``?`` placeholders."""
+
+from __future__ import annotations
+
+import json
+from abc import abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+
+import numpy as np
+
+from lookalike.gallery import store as _store
+from lookalike.gallery.store import (
+    AddResult,
+    GalleryStore,
+    ImageRecord,
+    NewImage,
+    NoGalleryError,
+    ReviewRecord,
+    SchemaError,
+    SearchRecord,
+    Snapshot,
+    StoreError,
+    Subject,
+    check_verdict,
+)
+
+TABLES = ("state", "meta", "subjects", "images", "embeddings", "searches", "reviews")
+
+# {ID}: auto-increment primary key that never reuses ids; {BLOB}: bytes column.
+SCHEMA = """
+CREATE TABLE state (id INTEGER PRIMARY KEY CHECK (id = 1), schema_version INTEGER NOT NULL,
+    generation BIGINT NOT NULL);
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE subjects (id {ID}, name TEXT NOT NULL UNIQUE, created TEXT NOT NULL, removed TEXT);
+CREATE TABLE images (id {ID}, subject_id BIGINT NOT NULL REFERENCES subjects(id) ON DELETE CASCADE,
+    path TEXT NOT NULL, sha1 TEXT NOT NULL, status TEXT NOT NULL, message TEXT NOT NULL DEFAULT '',
+    method TEXT NOT NULL DEFAULT '', n_faces INTEGER NOT NULL DEFAULT 0, box TEXT, landmarks {BLOB},
+    created TEXT NOT NULL, UNIQUE (subject_id, sha1));
+CREATE INDEX images_sha1 ON images (sha1);
+CREATE TABLE embeddings (image_id BIGINT NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+    matcher TEXT NOT NULL, preprocess TEXT NOT NULL, vector {BLOB} NOT NULL,
+    PRIMARY KEY (image_id, matcher, preprocess));
+CREATE TABLE searches (id {ID}, created TEXT NOT NULL, probe_sha1 TEXT NOT NULL, probe {BLOB},
+    result TEXT NOT NULL);
+CREATE TABLE reviews (id {ID}, search_id BIGINT NOT NULL REFERENCES searches(id), subject TEXT NOT NULL,
+    verdict TEXT NOT NULL CHECK (verdict IN ('match', 'non-match', 'inconclusive')), reviewer TEXT NOT NULL,
+    note TEXT NOT NULL DEFAULT '', created TEXT NOT NULL);
+CREATE INDEX reviews_search ON reviews (search_id);
+"""
+
+# Statements that take a database from version v to v + 1 (none yet: version 1 is the first).
+MIGRATIONS: dict[int, list[str]] = {}
+
+_CHUNK = 500
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def _chunks(items: list, n: int = _CHUNK) -> Iterator[list]:
+    for i in range(0, len(items), n):
+        yield items[i:i + n]
+
+
+def _statements(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";\n") if s.strip()]
+
+
+class SQLStore(GalleryStore):
+    """:class:`GalleryStore` over a DB-API connection; subclasses supply the dialect."""
+
+    ID: str
+    BLOB: str
+    APPEND_ONLY: str  # DDL making ``reviews`` append-only
+
+    def _init_schema(self, create: bool | None, meta: dict[str, str] | None = None) -> None:
+        """Create (``create`` True or None) or check (False or None) the tables; migrate older layouts.
+
+        A new gallery gets ``meta`` in the same transaction that creates it.
+        """
+        with self._transaction(write=True):
+            self._lock_schema()
+            present = [t for t in TABLES if self._has_table(t)]
+            if "state" not in present:
+                if present or self._has_foreign_tables():
+                    raise SchemaError(f"{self.url} is not a lookalike gallery (it holds other tables; for "
+                                      f"PostgreSQL, name a schema of the gallery's own with ?schema=NAME)")
+                if create is False:
+                    raise NoGalleryError(f"no gallery in {self.url} (create one with `lookalike enroll`)")
+                for s in _statements(SCHEMA.format(ID=self.ID, BLOB=self.BLOB)) + _statements(self.APPEND_ONLY):
+                    self._exec(s)
+                self._exec("INSERT INTO state (id, schema_version, generation) VALUES (1, ?, 0)",
+                           (_store.SCHEMA_VERSION,))
+                for k, v in (meta or {}).items():
+                    self._exec("INSERT INTO meta (key, value) VALUES (?, ?)", (str(k), str(v)))
+                return
+            if create is True:
+                raise StoreError(f"{self.url} already holds a gallery")
+            (version,) = self._exec("SELECT schema_version FROM state WHERE id = 1").fetchone()
+            if version > _store.SCHEMA_VERSION:
+                raise SchemaError(f"{self.url} has gallery schema version {version}, newer than this lookalike "
+                                  f"reads ({_store.SCHEMA_VERSION}): upgrade lookalike")
+            for v in range(version, _store.SCHEMA_VERSION):
+                for s in MIGRATIONS[v]:
+                    self._exec(s)
+                self._exec("UPDATE state SET schema_version = ? WHERE id = 1", (v + 1,))
+            if version < _store.SCHEMA_VERSION:
+                self._bump()
+
+    # --- dialect ---------------------------------------------------------------------------------------
+    @abstractmethod
+    def _exec(self, sql: str, params: tuple | list = ()): ...
+
+    @abstractmethod
+    @contextmanager
+    def _transaction(self, write: bool = False) -> Iterator[None]: ...
+
+    @abstractmethod
+    def _has_table(self, name: str) -> bool: ...
+
+    @abstractmethod
+    def _has_foreign_tables(self) -> bool:
+        """Whether the database (schema) already holds tables that are not ours."""
+
+    def _lock_schema(self) -> None:
+        """Serialise concurrent creation (no-op where the write transaction already does)."""
+
+    def _bump(self) -> int:
+        return int(self._exec("UPDATE state SET generation = generation + 1 WHERE id = 1 RETURNING generation")
+                   .fetchone()[0])
+
+    # --- state -----------------------------------------------------------------------------------------
+    def schema_version(self) -> int:
+        with self._transaction():
+            return int(self._exec("SELECT schema_version FROM state WHERE id = 1").fetchone()[0])
+
+    def generation(self) -> int:
+        with self._transaction():
+            return int(self._exec("SELECT generation FROM state WHERE id = 1").fetchone()[0])
+
+    def get_meta(self) -> dict[str, str]:
+        with self._transaction():
+            return dict(self._exec("SELECT key, value FROM meta").fetchall())
+
+    def set_meta(self, values: dict[str, str]) -> int:
+        with self._transaction(write=True):
+            for k, v in values.items():
+                self._exec("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE "
+                           "SET value = excluded.value", (str(k), str(v)))
+            return self._bump()
+
+    # --- subjects --------------------------------------------------------------------------------------
+    def _subject_id(self, name: str) -> int:
+        row = self._exec("SELECT id, removed FROM subjects WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            return int(self._exec("INSERT INTO subjects (name, created) VALUES (?, ?) RETURNING id",
+                                  (name, now())).fetchone()[0])
+        if row[1] is not None:
+            self._exec("UPDATE subjects SET removed = NULL WHERE id = ?", (row[0],))
+        return int(row[0])
+
+    def add_subject(self, name: str) -> int:
+        with self._transaction(write=True):
+            sid = self._subject_id(_check_name(name))
+            self._bump()
+            return sid
+
+    _SUBJECTS = ("SELECT s.id, s.name, s.created, s.removed, "
+                 "COALESCE(SUM(CASE WHEN i.status = 'ok' THEN 1 ELSE 0 END), 0), "
+                 "COALESCE(SUM(CASE WHEN i.status <> 'ok' THEN 1 ELSE 0 END), 0) "
+                 "FROM subjects s LEFT JOIN images i ON i.subject_id = s.id ")
+
+    def get_subject(self, name: str) -> Subject | None:
+        with self._transaction():
+            row = self._exec(self._SUBJECTS + "WHERE s.name = ? GROUP BY s.id, s.name, s.created, s.removed",
+                             (name,)).fetchone()
+        return Subject(*row[:4], int(row[4]), int(row[5])) if row else None
+
+    def list_subjects(self, include_removed: bool = False) -> list[Subject]:
+        where = "" if include_removed else "WHERE s.removed IS NULL "
+        with self._transaction():
+            rows = self._exec(self._SUBJECTS + where + "GROUP BY s.id, s.name, s.created, s.removed "
+                              "ORDER BY s.name").fetchall()
+        return [Subject(*r[:4], int(r[4]), int(r[5])) for r in rows]
+
+    def delete_subject(self, name: str) -> int:
+        with self._transaction(write=True):
+            row = self._exec("SELECT id, removed FROM subjects WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                raise KeyError(f"subject {name!r} is not in the gallery")
+            if row[1] is not None:
+                raise KeyError(f"subject {name!r} was already removed (at {row[1]})")
+            n = self._exec("DELETE FROM images WHERE subject_id = ?", (row[0],)).rowcount
+            self._exec("UPDATE subjects SET removed = ? WHERE id = ?", (now(), row[0]))
+            self._bump()
+            return int(n)
+
+    # --- images and embeddings -------------------------------------------------------------------------
+    def add_images(self, images: list[NewImage], matcher: str, preprocess: str) -> AddResult:
+        out = AddResult()
+        with self._transaction(write=True):
+            ids: dict[str, int] = {}
+            for im in images:
+                sid = ids.get(im.subject)
+                if sid is None:
+                    sid = ids[im.subject] = self._subject_id(_check_name(im.subject))
+                box = json.dumps([int(x) for x in im.box]) if im.box is not None else None
+                marks = np.asarray(im.landmarks, np.float32).tobytes() if im.landmarks is not None else None
+                row = self._exec(
+                    "INSERT INTO images (subject_id, path, sha1, status, message, method, n_faces, box, landmarks, "
+                    "created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (subject_id, sha1) DO NOTHING "
+                    "RETURNING id",
+                    (sid, im.path, im.sha1, im.status, im.message, im.method, int(im.n_faces), box, marks,
+                     now())).fetchone()
+                image_id = int(row[0]) if row else None
+                if image_id is not None and im.status == "ok":
+                    if im.embedding is None:
+                        raise ValueError(f"{im.path}: status ok but no embedding")
+                    self._exec("INSERT INTO embeddings (image_id, matcher, preprocess, vector) VALUES (?, ?, ?, ?)",
+                               (image_id, matcher, preprocess, np.asarray(im.embedding, np.float32).tobytes()))
+                out.image_ids.append(image_id)
+            out.generation = self._bump()
+        return out
+
+    def list_images(self, subject: str | None = None) -> list[ImageRecord]:
+        sql = ("SELECT i.id, s.name, i.path, i.sha1, i.status, i.message, i.method, i.n_faces, i.box, i.landmarks, "
+               "i.created FROM images i JOIN subjects s ON s.id = i.subject_id ")
+        with self._transaction():
+            rows = self._exec(sql + ("WHERE s.name = ? ORDER BY i.id" if subject is not None else "ORDER BY i.id"),
+                              (subject,) if subject is not None else ()).fetchall()
+        return [ImageRecord(int(r[0]), r[1], r[2], r[3], r[4], r[5], r[6], int(r[7]),
+                            tuple(json.loads(r[8])) if r[8] else None,
+                            np.frombuffer(bytes(r[9]), np.float32).reshape(5, 2).copy() if r[9] else None, r[10])
+                for r in rows]
+
+    def find_content(self, sha1s: list[str]) -> list[tuple[str, str, int, str]]:
+        out = []
+        with self._transaction():
+            for chunk in _chunks(sorted(set(sha1s))):
+                q = ",".join("?" * len(chunk))
+                out += self._exec(f"SELECT i.sha1, s.name, i.id, i.status FROM images i JOIN subjects s "
+                                  f"ON s.id = i.subject_id WHERE i.sha1 IN ({q})", chunk).fetchall()
+        return [(a, b, int(c), d) for a, b, c, d in out]
+
+    def remove_images(self, image_ids: list[int]) -> int:
+        n = 0
+        with self._transaction(write=True):
+            for chunk in _chunks([int(i) for i in image_ids]):
+                q = ",".join("?" * len(chunk))
+                n += self._exec(f"DELETE FROM images WHERE id IN ({q})", chunk).rowcount
+            self._bump()
+        return n
+
+    def snapshot(self, matcher: str, preprocess: str, with_vectors: bool = True) -> Snapshot:
+        with self._transaction():
+            gen = int(self._exec("SELECT generation FROM state WHERE id = 1").fetchone()[0])
+            rows = self._exec(
+                f"SELECT i.id, s.name, i.path{', e.vector' if with_vectors else ''} FROM images i "
+                "JOIN subjects s ON s.id = i.subject_id "
+                "JOIN embeddings e ON e.image_id = i.id WHERE s.removed IS NULL AND i.status = 'ok' "
+                "AND e.matcher = ? AND e.preprocess = ? ORDER BY i.id", (matcher, preprocess)).fetchall()
+        ids = np.asarray([r[0] for r in rows], np.int64)
+        subjects = np.asarray([r[1] for r in rows], dtype=object)
+        paths = np.asarray([r[2] for r in rows], dtype=object)
+        vectors = (np.stack([np.frombuffer(bytes(r[3]), np.float32) for r in rows]) if rows and with_vectors
+                   else np.zeros((0, 0), np.float32))
+        return Snapshot(gen, ids, subjects, paths, vectors)
+
+    def get_embeddings(self, image_ids: list[int], matcher: str, preprocess: str) -> dict[int, np.ndarray]:
+        out = {}
+        with self._transaction():
+            for chunk in _chunks([int(i) for i in image_ids]):
+                q = ",".join("?" * len(chunk))
+                for i, blob in self._exec(f"SELECT image_id, vector FROM embeddings WHERE matcher = ? AND "
+                                          f"preprocess = ? AND image_id IN ({q})", [matcher, preprocess, *chunk]):
+                    out[int(i)] = np.frombuffer(bytes(blob), np.float32).copy()
+        return out
+
+    # --- service log -----------------------------------------------------------------------------------
+    def add_search(self, probe: bytes | None, probe_sha1: str, result: dict) -> int:
+        with self._transaction(write=True):
+            return int(self._exec("INSERT INTO searches (created, probe_sha1, probe, result) VALUES (?, ?, ?, ?) "
+                                  "RETURNING id", (now(), probe_sha1, probe, json.dumps(result))).fetchone()[0])
+
+    def get_search(self, search_id: int, with_probe: bool = False) -> SearchRecord | None:
+        with self._transaction():
+            row = self._exec(f"SELECT id, created, probe_sha1, result{', probe' if with_probe else ''} "
+                             f"FROM searches WHERE id = ?", (int(search_id),)).fetchone()
+        if row is None:
+            return None
+        probe = bytes(row[4]) if with_probe and row[4] is not None else None
+        return SearchRecord(int(row[0]), row[1], row[2], json.loads(row[3]), probe)
+
+    def list_searches(self, limit: int = 100) -> list[SearchRecord]:
+        with self._transaction():
+            rows = self._exec("SELECT id, created, probe_sha1, result FROM searches ORDER BY id DESC LIMIT ?",
+                              (int(limit),)).fetchall()
+        return [SearchRecord(int(r[0]), r[1], r[2], json.loads(r[3])) for r in rows]
+
+    def add_review(self, search_id: int, subject: str, verdict: str, reviewer: str, note: str = "") -> int:
+        check_verdict(verdict)
+        if not reviewer:
+            raise ValueError("a review needs a reviewer")
+        with self._transaction(write=True):
+            if self._exec("SELECT 1 FROM searches WHERE id = ?", (int(search_id),)).fetchone() is None:
+                raise KeyError(f"no search {search_id}")
+            return int(self._exec("INSERT INTO reviews (search_id, subject, verdict, reviewer, note, created) "
+                                  "VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+                                  (int(search_id), subject, verdict, reviewer, note, now())).fetchone()[0])
+
+    def list_reviews(self, search_id: int | None = None) -> list[ReviewRecord]:
+        sql = "SELECT id, search_id, subject, verdict, reviewer, note, created FROM reviews "
+        with self._transaction():
+            rows = self._exec(sql + ("WHERE search_id = ? ORDER BY id" if search_id is not None else "ORDER BY id"),
+                              (int(search_id),) if search_id is not None else ()).fetchall()
+        return [ReviewRecord(int(r[0]), int(r[1]), *r[2:]) for r in rows]
+
+
+def _check_name(name: str) -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"a subject name must be a non-empty string, got {name!r}")
+    if "\x00" in name:
+        raise ValueError(f"a subject name cannot contain NUL characters: {name!r}")
+    return name
+
+
+class _Rows:
+    """A fully read result (so no statement stays open inside a transaction)."""
+
+    def __init__(self, rows: list, rowcount: int) -> None:
+        self.rows = rows
+        self.rowcount = rowcount
+
+    def fetchone(self):
+        return self.rows[0] if self.rows else None
+
+    def fetchall(self) -> list:
+        return self.rows
+
+    def __iter__(self):
+        return iter(self.rows)

@@ -1,0 +1,80 @@
+"""The gallery store in one SQLite file (WAL mode, foreign keys on, one transaction per batch)."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from lookalike.gallery.sql import SQLStore, _Rows
+from lookalike.gallery.store import NoGalleryError, StoreError
+
+
+class SQLiteStore(SQLStore):
+    """A gallery in the SQLite file ``path``; ``create`` True: must be new, False: must exist, None: either."""
+
+    ID = "INTEGER PRIMARY KEY AUTOINCREMENT"
+    BLOB = "BLOB"
+    APPEND_ONLY = """
+CREATE TRIGGER reviews_no_update BEFORE UPDATE ON reviews BEGIN SELECT RAISE(ABORT, 'reviews are append-only'); END;
+CREATE TRIGGER reviews_no_delete BEFORE DELETE ON reviews BEGIN SELECT RAISE(ABORT, 'reviews are append-only'); END;
+"""
+
+    def __init__(self, path: str | Path, create: bool | None = None, meta: dict[str, str] | None = None,
+                 timeout: float = 60.0) -> None:
+        self.path = Path(path)
+        self.url = str(self.path)
+        if create is False and not self.path.is_file():
+            raise NoGalleryError(f"no gallery at {self.path} (create one with `lookalike enroll`)")
+        if self.path.is_dir():
+            raise StoreError(f"{self.path} is a folder, not a gallery database file")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(self.path), timeout=timeout, isolation_level=None)
+        self._depth = 0
+        try:
+            self._db.execute("PRAGMA foreign_keys = ON")
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute("PRAGMA synchronous = NORMAL")
+            self._init_schema(create, meta)
+        except sqlite3.DatabaseError as e:
+            self._db.close()
+            raise StoreError(f"{self.path} is not a usable gallery database ({e})") from e
+        except BaseException:
+            self._db.close()
+            raise
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _exec(self, sql: str, params: tuple | list = ()) -> _Rows:
+        cur = self._db.execute(sql, params)
+        rows = cur.fetchall() if cur.description is not None else []
+        return _Rows(rows, cur.rowcount)
+
+    @contextmanager
+    def _transaction(self, write: bool = False) -> Iterator[None]:
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        self._db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        self._depth = 1
+        try:
+            yield
+        except BaseException:
+            self._depth = 0
+            self._db.execute("ROLLBACK")
+            raise
+        self._depth = 0
+        self._db.execute("COMMIT")
+
+    def _has_table(self, name: str) -> bool:
+        row = self._exec("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone()
+        return row is not None
+
+    def _has_foreign_tables(self) -> bool:
+        return self._exec("SELECT 1 FROM sqlite_master WHERE type = 'table'").fetchone() is not None

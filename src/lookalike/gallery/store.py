@@ -1,0 +1,220 @@
+"""The storage interface of a gallery: what :class:`~lookalike.gallery.gallery.Gallery` needs from a database.
+
+Every change to the gallery's content (meta, subjects, images, embeddings) happens in one transaction that also
+bumps the store's ``generation``, so a reader can tell cheaply whether what it holds in memory is stale. The
+``searches`` and ``reviews`` tables are an append-only log kept for a web service; adding to them is not a
+change to the gallery and leaves ``generation`` alone (otherwise every search would invalidate every cache).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# Version of the database layout this code writes; older layouts are migrated on open, newer ones refused.
+SCHEMA_VERSION = 1
+
+VERDICTS = ("match", "non-match", "inconclusive")
+
+
+class StoreError(ValueError):
+    """A gallery database that cannot be used as asked (a one-line message for the user)."""
+
+
+class NoGalleryError(StoreError):
+    """There is no gallery where one was expected."""
+
+
+class SchemaError(StoreError):
+    """The database was written by a newer ``lookalike`` (or is not a gallery)."""
+
+
+@dataclass
+class Subject:
+    """An enrolled identity; ``removed`` is set (and its images deleted) by :meth:`GalleryStore.delete_subject`."""
+
+    id: int
+    name: str
+    created: str
+    removed: str | None = None
+    n_images: int = 0  # images with an embedding (status "ok")
+    n_skipped: int = 0  # images recorded with a skip reason
+
+
+@dataclass
+class NewImage:
+    """One image to add: where it came from, its content hash, the crop record and (if ``ok``) its embedding."""
+
+    subject: str
+    path: str
+    sha1: str
+    status: str  # "ok" or a skip reason (no_face, unreadable, ...)
+    message: str = ""
+    method: str = ""  # how the face was found: "detected" or "central"
+    n_faces: int = 0
+    box: tuple[int, int, int, int] | None = None  # left, top, right, bottom
+    landmarks: np.ndarray | None = None  # (5, 2) float32
+    embedding: np.ndarray | None = None  # (D,) float32, only when status == "ok"
+
+
+@dataclass
+class ImageRecord:
+    """A stored image (no embedding)."""
+
+    id: int
+    subject: str
+    path: str
+    sha1: str
+    status: str
+    message: str
+    method: str
+    n_faces: int
+    box: tuple[int, int, int, int] | None
+    landmarks: np.ndarray | None
+    created: str
+
+
+@dataclass
+class Snapshot:
+    """A consistent read of the searchable part of a gallery at one generation."""
+
+    generation: int
+    image_ids: np.ndarray  # (N,) int64, ascending
+    subjects: np.ndarray  # (N,) object
+    paths: np.ndarray  # (N,) object
+    vectors: np.ndarray  # (N, D) float32, or (0, 0) when not asked for
+
+
+@dataclass
+class SearchRecord:
+    id: int
+    created: str
+    probe_sha1: str
+    result: dict
+    probe: bytes | None = None
+
+
+@dataclass
+class ReviewRecord:
+    id: int
+    search_id: int
+    subject: str
+    verdict: str
+    reviewer: str
+    note: str
+    created: str
+
+
+@dataclass
+class AddResult:
+    """What :meth:`GalleryStore.add_images` did: the new ids (None where the image was already there)."""
+
+    image_ids: list[int | None] = field(default_factory=list)
+    generation: int = 0
+
+
+class GalleryStore(ABC):
+    """A gallery database: meta key/values, subjects, images with crop records, embeddings, and the service log.
+
+    Every method is one transaction. Opening migrates an older schema and refuses a newer one.
+    """
+
+    url: str
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self) -> GalleryStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- state -------------------------------------------------------------------------------------------
+    @abstractmethod
+    def schema_version(self) -> int: ...
+
+    @abstractmethod
+    def generation(self) -> int:
+        """Bumped by every change to the gallery's content; never decreases."""
+
+    @abstractmethod
+    def get_meta(self) -> dict[str, str]: ...
+
+    @abstractmethod
+    def set_meta(self, values: dict[str, str]) -> int:
+        """Insert or replace key/values; returns the new generation."""
+
+    # --- subjects ----------------------------------------------------------------------------------------
+    @abstractmethod
+    def add_subject(self, name: str) -> int:
+        """The id of subject ``name``, created (or restored after removal) if needed."""
+
+    @abstractmethod
+    def get_subject(self, name: str) -> Subject | None:
+        """The subject (removed ones too), or None if it was never enrolled."""
+
+    @abstractmethod
+    def list_subjects(self, include_removed: bool = False) -> list[Subject]:
+        """Subjects by name, with their image counts."""
+
+    @abstractmethod
+    def delete_subject(self, name: str) -> int:
+        """Delete the subject's images and embeddings and mark it removed; returns the images deleted.
+
+        Raises :class:`KeyError` when the subject is unknown or already removed.
+        """
+
+    # --- images and embeddings ---------------------------------------------------------------------------
+    @abstractmethod
+    def add_images(self, images: list[NewImage], matcher: str, preprocess: str) -> AddResult:
+        """Add images (creating their subjects) and their embeddings in ONE transaction.
+
+        An image whose (subject, sha1) is already stored is left as it is (its id is None in the result).
+        """
+
+    @abstractmethod
+    def list_images(self, subject: str | None = None) -> list[ImageRecord]:
+        """Stored images (of one subject, or all), by id."""
+
+    @abstractmethod
+    def find_content(self, sha1s: list[str]) -> list[tuple[str, str, int, str]]:
+        """(sha1, subject, image id, status) for every stored image with one of these content hashes."""
+
+    @abstractmethod
+    def remove_images(self, image_ids: list[int]) -> int:
+        """Delete images (and their embeddings); returns how many were deleted."""
+
+    @abstractmethod
+    def snapshot(self, matcher: str, preprocess: str, with_vectors: bool = True) -> Snapshot:
+        """Every embedded image of non-removed subjects, by id, read in one transaction (``vectors`` is
+        (0, 0) without ``with_vectors``)."""
+
+    @abstractmethod
+    def get_embeddings(self, image_ids: list[int], matcher: str, preprocess: str) -> dict[int, np.ndarray]: ...
+
+    # --- service log (append-only) -----------------------------------------------------------------------
+    @abstractmethod
+    def add_search(self, probe: bytes | None, probe_sha1: str, result: dict) -> int: ...
+
+    @abstractmethod
+    def get_search(self, search_id: int, with_probe: bool = False) -> SearchRecord | None: ...
+
+    @abstractmethod
+    def list_searches(self, limit: int = 100) -> list[SearchRecord]:
+        """The latest searches first (without probe bytes)."""
+
+    @abstractmethod
+    def add_review(self, search_id: int, subject: str, verdict: str, reviewer: str, note: str = "") -> int: ...
+
+    @abstractmethod
+    def list_reviews(self, search_id: int | None = None) -> list[ReviewRecord]:
+        """Reviews in the order they were made (of one search, or all)."""
+
+
+def check_verdict(verdict: str) -> str:
+    if verdict not in VERDICTS:
+        raise ValueError(f"verdict must be one of {VERDICTS}, got {verdict!r}")
+    return verdict

@@ -1,0 +1,202 @@
+"""``identify``: every face of a new photo searched against a gallery, re-ranked by a lookalike model.
+
+For each face (each with its box; a photo where no face is detected is taken as a pre-cropped face and
+flagged so) the result is a candidate list per subject — subject, matched image, base score, final (fused)
+score, base rank -> final rank, lookalike groups among the top candidates — and a decision at a chosen FPIR:
+the top subject, or "not enrolled". The JSON form (:data:`SCHEMA_VERSION`) is documented in the README.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lookalike.data.images import ImageError, degrade, load_image
+from lookalike.gallery import Gallery
+from lookalike.matchers import get_matcher
+from lookalike.matchers.align import Alignment
+from lookalike.metrics import RankedLists, threshold_at_fpir
+from lookalike.model import LookalikeModel
+
+SCHEMA_VERSION = 1
+LOOKALIKE_FPIR = 0.01  # two subjects are lookalikes when they match each other above the gallery's 1%-FPIR score
+MAX_NONMATED = 2000  # gallery images searched (seeded sample) to set the gallery's own thresholds
+
+
+@dataclass
+class ProbeFace:
+    """One face of a probe photo: where it is, how it was found, and its embedding."""
+
+    index: int
+    alignment: Alignment
+    vector: np.ndarray
+    chip: np.ndarray
+
+    def describe(self) -> dict:
+        pre_cropped = self.alignment.method == "central"
+        return {"index": self.index, "box": list(self.alignment.box),
+                "detection": "pre-cropped" if pre_cropped else "detected", "faces_in_photo": self.alignment.n_faces}
+
+
+class Identifier:
+    """Searches photos against ``gallery`` and re-ranks with ``model`` (None: the base matcher alone, with
+    thresholds from the gallery itself). Holds the matcher and the gallery's calibration between calls."""
+
+    def __init__(self, gallery: Gallery, model: LookalikeModel | None = None, depth: int | None = None) -> None:
+        if model is not None:
+            model.check_compatible(gallery.matcher_name, gallery.aligner.name, gallery.preprocess,
+                                   what=f"the gallery {gallery.store.url}")
+        self.gallery, self.model = gallery, model
+        self.depth = depth or (model.depth if model is not None else 100)
+        self.lowres = model.lowres if model is not None else gallery.lowres
+        self.aligner = model.aligner if model is not None else gallery.aligner
+        self._matcher = None
+        self._calibration: tuple[int, dict] | None = None
+        self.timing: dict[str, float] = {}
+
+    # --- faces -----------------------------------------------------------------------------------------
+    @property
+    def matcher(self):
+        if self._matcher is None:
+            self._matcher = get_matcher(self.model.matcher if self.model is not None else self.gallery.matcher)
+        return self._matcher
+
+    def faces(self, image: np.ndarray) -> list[ProbeFace]:
+        """Every face of an (H, W, 3) uint8 image, aligned, degraded like the model's probes, embedded."""
+        t = time.perf_counter()
+        alignments = self.aligner.align_all(image)
+        chips = [self.aligner.chip(image, a) for a in alignments]
+        if self.lowres is not None:
+            chips = [degrade(c, self.lowres) for c in chips]
+        self._tick("detect_align_s", t)
+        if not chips:
+            return []
+        t = time.perf_counter()
+        vectors = self.matcher.embed(np.stack(chips))
+        self._tick("embed_s", t)
+        return [ProbeFace(i, a, v, c) for i, (a, v, c) in enumerate(zip(alignments, vectors, chips, strict=True))]
+
+    def _tick(self, key: str, t0: float) -> None:
+        self.timing[key] = self.timing.get(key, 0.0) + time.perf_counter() - t0
+
+    # --- calibration from the gallery itself -------------------------------------------------------------
+    def calibration(self) -> dict:
+        """The base matcher's own thresholds on this gallery: each of (a seeded sample of) its images searched
+        against the other subjects; the lookalike threshold is the 1%-FPIR one."""
+        self.gallery.refresh()
+        gen = self.gallery.generation_
+        if self._calibration is None or self._calibration[0] != gen:
+            g = self.gallery
+            n = len(g.image_ids_)
+            rows = np.random.default_rng(0).choice(n, min(n, MAX_NONMATED), replace=False) if n else np.zeros(0, int)
+            top = np.zeros(0, np.float32)
+            if len(rows) and len(g.subjects()) > 1:
+                lists = g.search(np.asarray(g.vectors_)[rows], k=2)
+                own = lists.subjects[:, 0] == g.subjects_[rows]
+                top = np.where(own, lists.scores[:, 1], lists.scores[:, 0])
+            thresholds = {f: threshold_at_fpir(top, f) for f in (0.001, 0.01, 0.1)} if len(top) else {}
+            self._calibration = (gen, {"thresholds": thresholds, "n_nonmated": int(len(top)),
+                                       "lookalike": thresholds.get(LOOKALIKE_FPIR, np.inf)})
+        return self._calibration[1]
+
+    def threshold(self, fpir: float) -> float:
+        if self.model is not None:
+            return self.model.threshold(fpir)
+        th = self.calibration()["thresholds"]
+        for f, t in th.items():
+            if np.isclose(f, fpir):
+                return t
+        if not th:
+            return float("-inf")
+        raise ValueError(f"no threshold at FPIR {fpir:g}; choose one of {', '.join(f'{f:g}' for f in th)}")
+
+    # --- search ------------------------------------------------------------------------------------------
+    def search_face(self, face: ProbeFace, top: int = 20, fpir: float = 0.01) -> dict:
+        """The candidate list and decision for one face (the JSON schema's ``faces[]`` item)."""
+        t = time.perf_counter()
+        lists = self.gallery.search(face.vector[None], k=max(self.depth, top))
+        self._tick("search_s", t)
+        k = lists.scores.shape[1]
+        base = RankedLists(np.arange(k)[None], lists.scores)
+        t = time.perf_counter()
+        if self.model is not None:
+            features = None
+            if self.model.disambiguator_.input == "image":
+                features = self._features(face, lists)
+            final = self.model.rerank(face.vector[None], base, lists.vectors, features)
+        else:
+            final = base
+        self._tick("rerank_s", t)
+        order, scores = final.indices[0, :top], final.scores[0, :top]
+        groups = self._lookalike_groups(lists.vectors[0, order])
+        cands = [{"rank": r + 1, "subject": str(lists.subjects[0, j]), "image_id": int(lists.image_ids[0, j]),
+                  "image": str(lists.paths[0, j]), "base_score": round(float(lists.scores[0, j]), 6),
+                  "base_rank": int(j) + 1, "final_score": round(float(scores[r]), 6),
+                  "lookalike_group": groups[r]} for r, j in enumerate(order)]
+        threshold = self.threshold(fpir)
+        enrolled = bool(len(cands)) and float(scores[0]) >= threshold
+        return {**face.describe(), "status": "searched", "candidate_list_length": len(cands), "candidates": cands,
+                "ambiguous": bool(len(cands)) and groups[0] is not None,
+                "decision": {"fpir": fpir, "threshold": threshold, "enrolled": enrolled,
+                             "subject": cands[0]["subject"] if enrolled else None}}
+
+    def _lookalike_groups(self, vectors: np.ndarray) -> list[int | None]:
+        """Group ids linking candidates whose matched images match each other above the lookalike threshold
+        (connected components); None for a candidate that looks like no other top candidate."""
+        t = self.calibration()["lookalike"]
+        n = len(vectors)
+        sim = vectors @ vectors.T
+        parent = list(range(n))
+
+        def root(i: int) -> int:
+            while parent[i] != i:
+                parent[i] = parent[parent[i]]
+                i = parent[i]
+            return i
+
+        for i, j in zip(*np.nonzero(np.triu(sim >= t, 1)), strict=True):
+            parent[root(int(i))] = root(int(j))
+        roots = [root(i) for i in range(n)]
+        sizes = {r: roots.count(r) for r in set(roots)}
+        ids: dict[int, int] = {}
+        return [ids.setdefault(r, len(ids) + 1) if sizes[r] > 1 else None for r in roots]
+
+    def _features(self, face: ProbeFace, lists) -> tuple[np.ndarray, np.ndarray]:
+        """An image-level disambiguator's embeddings of the probe face and the candidates' images."""
+        d = self.model.disambiguator_
+        chips = []
+        for path in lists.paths[0]:
+            image = load_image(path)
+            al = self.aligner.align(image)
+            chip = self.aligner.chip(image, al) if al is not None else np.zeros_like(face.chip)
+            gl = self.model.gallery_lowres
+            chips.append(degrade(chip, gl) if gl is not None else chip)
+        return d.embed_chips(face.chip[None]), d.embed_chips(np.stack(chips))[None]
+
+    # --- photos ------------------------------------------------------------------------------------------
+    def identify_image(self, image: np.ndarray, name: str = "", top: int = 20, fpir: float = 0.01) -> dict:
+        """Every face of one decoded photo."""
+        faces = self.faces(image)
+        return {"photo": name, "status": "ok" if faces else "no_face", "faces": [self.search_face(f, top, fpir)
+                                                                              for f in faces]}
+
+    def identify_path(self, path: str | Path, top: int = 20, fpir: float = 0.01) -> dict:
+        """One photo file; an unusable file gives ``status`` with the reason instead of faces."""
+        try:
+            image = load_image(path)
+        except ImageError as e:
+            return {"photo": str(path), "status": e.reason, "message": str(e), "faces": []}
+        return self.identify_image(image, str(path), top, fpir)
+
+
+def identify(photos: list[str | Path], gallery: Gallery, model: LookalikeModel | None = None, top: int = 20,
+             fpir: float = 0.01) -> dict:
+    """Identify every face of every photo; the whole result as the documented JSON document."""
+    ident = Identifier(gallery, model)
+    results = [ident.identify_path(p, top, fpir) for p in photos]
+    return {"schema_version": SCHEMA_VERSION, "gallery": str(gallery.store.url),
+            "model": None if model is None else model.describe_short(), "fpir": fpir, "top": top,
+            "results": results, "timing": {k: round(v, 4) for k, v in ident.timing.items()}}

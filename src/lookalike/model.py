@@ -1,0 +1,218 @@
+"""A trained lookalike model: the tuned re-ranker plus everything needed to use it on new photos.
+
+:class:`LookalikeModel` holds the fitted disambiguator, the selection scheme, the fused-score normaliser and
+weight chosen on validation, open-set thresholds on the final (fused) score calibrated from non-mated
+validation searches, and the matcher and face preprocessing it was trained for. It is saved as one file
+without pickle (``.lkm``: a NumPy ``.npz`` holding a JSON description and the learned arrays).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from lookalike.disambiguators.base import Disambiguator
+from lookalike.faces import FaceSet
+from lookalike.io import atomic_write
+from lookalike.matchers.align import FaceAligner
+from lookalike.metrics import RankedLists, threshold_at_fpir
+from lookalike.rerank import NORMS, all_selections, default_disambiguators
+from lookalike.rerank.fusion import WeightedFusion
+from lookalike.rerank.lookalike import DEFAULT_WEIGHTS, DisambiguatorPool, LookalikeReranker
+from lookalike.rerank.selection import Selection, selection_from_dict
+from lookalike.rerank.tuning import LabelledLists, nonmated_lists
+
+FORMAT, FORMAT_VERSION = "lookalike-model", 1
+FPIRS = (0.001, 0.01, 0.1)
+
+
+def aligner_settings(aligner: FaceAligner) -> dict:
+    return {"central_fraction": aligner.central_fraction, "max_upsample": aligner.max_upsample,
+            "chip_size": aligner.chip_size, "padding": aligner.padding}
+
+
+class LookalikeModel:
+    """Lookalike re-ranking for one matcher and face preprocessing, tuned and calibrated on validation.
+
+    Parameters: ``matcher`` (short name, ``torch`` or ``dlib``), ``lowres`` (face width in pixels the faces
+    are degraded to, None for full resolution) and ``lowres_apply`` (``both``: probes and gallery, as
+    TinyFace; ``probes``: probes only), ``aligner``; the grid (``disambiguators``, ``selections``,
+    ``normalisers``, ``weights``), list ``depth``, the ``fpirs`` to calibrate thresholds at, and ``seed``.
+    Learned state (set by :meth:`fit` or :meth:`load`): ``reranker_``, ``thresholds_``, ``training_``.
+    """
+
+    def __init__(self, matcher: str = "torch", lowres: int | None = None, aligner: FaceAligner | None = None,
+                 disambiguators: Sequence[Disambiguator] | None = None, selections: Sequence[Selection] | None = None,
+                 normalisers: Sequence[str] = NORMS, weights: Sequence[float] = DEFAULT_WEIGHTS, depth: int = 100,
+                 fpirs: Sequence[float] = FPIRS, seed: int = 0, pool: DisambiguatorPool | None = None,
+                 lowres_apply: str = "both") -> None:
+        if lowres_apply not in ("both", "probes"):
+            raise ValueError(f"lowres_apply must be 'both' or 'probes', got {lowres_apply!r}")
+        self.matcher, self.lowres, self.aligner = matcher, lowres, aligner or FaceAligner()
+        self.lowres_apply = lowres_apply
+        self.disambiguators = list(disambiguators) if disambiguators else default_disambiguators(seed)
+        self.selections = list(selections) if selections else all_selections()
+        self.normalisers, self.weights, self.depth = list(normalisers), list(weights), depth
+        self.fpirs, self.seed, self.pool = tuple(fpirs), seed, pool
+        self.reranker_: LookalikeReranker | None = None
+        self.thresholds_: dict[float, float] = {}
+        self.training_: dict = {}
+        self.matcher_name_ = ""
+
+    # ------------------------------------------------------------------------------------------------
+    # training
+
+    def fit(self, train: FaceSet, val_probes: FaceSet, val_gallery: FaceSet) -> LookalikeModel:
+        """Fit on ``train`` faces; tune on val probes searched against the val gallery (distractors included);
+        calibrate thresholds on non-mated val searches (every val probe and gallery image searched against
+        the val gallery without its own identity)."""
+        from lookalike.matchers import matcher_name
+
+        t0 = time.perf_counter()
+        val = LabelledLists.search(val_probes, val_gallery, self.depth)
+        self.reranker_ = LookalikeReranker(self.disambiguators, self.selections, self.normalisers, self.weights,
+                                           pool=self.pool, name="lookalike-best", seed=self.seed).fit(train, val)
+        nonmated = FaceSet(*(np.concatenate([getattr(val_probes, a), getattr(val_gallery, a)])
+                             for a in ("paths", "identities", "vectors", "lowres")))
+        top = self._nonmated_top(nonmated, val_gallery)
+        self.thresholds_ = {f: threshold_at_fpir(top, f) for f in self.fpirs}
+        self.matcher_name_ = matcher_name(self.matcher)
+        self.training_ = {"n_train_images": len(train), "n_train_people": int(len(np.unique(train.identities))),
+                          "n_val_probes": len(val.probes), "n_val_gallery": len(val_gallery),
+                          "n_nonmated_searches": len(top), "val_base_rank1": self.reranker_.stats["val_base_rank1"],
+                          "val_rank1": self.reranker_.stats["val_rank1"], "seed": self.seed,
+                          "fit_s": round(time.perf_counter() - t0, 2)}
+        return self
+
+    def _nonmated_top(self, probes: FaceSet, gallery: FaceSet) -> np.ndarray:
+        lists = nonmated_lists(probes, gallery, self.depth)
+        d = self.disambiguator_
+        features = None
+        if d.input == "image":
+            features = (d.embed_faces(probes), d.embed_faces(gallery)[lists.indices])
+        out = self.reranker_.rerank(probes.vectors, lists, gallery.vectors[lists.indices], features)
+        return out.scores[:, 0]
+
+    # ------------------------------------------------------------------------------------------------
+    # use
+
+    @property
+    def disambiguator_(self) -> Disambiguator:
+        if self.reranker_ is None or self.reranker_.disambiguator_ is None:
+            raise RuntimeError("the model is not trained: fit or load it first")
+        return self.reranker_.disambiguator_
+
+    def rerank(self, probes: np.ndarray, lists: RankedLists, candidates: np.ndarray,
+               features: tuple[np.ndarray, np.ndarray] | None = None) -> RankedLists:
+        """Re-ranked lists whose scores are the final (fused) scores; see :class:`~lookalike.rerank.Reranker`."""
+        if self.reranker_ is None:
+            raise RuntimeError("the model is not trained: fit or load it first")
+        return self.reranker_.rerank(probes, lists, candidates, features)
+
+    def threshold(self, fpir: float) -> float:
+        """The final-score threshold calibrated at ``fpir`` (one of the calibrated FPIRs)."""
+        for f, t in self.thresholds_.items():
+            if np.isclose(f, fpir):
+                return t
+        raise ValueError(f"no threshold calibrated at FPIR {fpir:g}; calibrated: "
+                         f"{', '.join(f'{f:g}' for f in self.thresholds_) or 'none'}")
+
+    @property
+    def gallery_lowres(self) -> int | None:
+        """The resolution gallery faces are embedded at (``lowres`` when applied to both, else full)."""
+        return self.lowres if self.lowres_apply == "both" else None
+
+    @property
+    def gallery_preprocess(self) -> str:
+        from lookalike.embed import preprocess_key
+
+        return preprocess_key(self.gallery_lowres)
+
+    def check_compatible(self, matcher: str, aligner: str, preprocess: str, what: str = "the gallery") -> None:
+        """Raise a clear ValueError when a gallery embedded with another matcher or preprocessing is used."""
+        mine = {"matcher": self.matcher_name_, "aligner": self.aligner.name, "preprocessing": self.gallery_preprocess}
+        theirs = {"matcher": matcher, "aligner": aligner, "preprocessing": preprocess}
+        diff = [f"{k} {theirs[k]!r} (model: {mine[k]!r})" for k in mine if mine[k] != theirs[k]]
+        if diff:
+            raise ValueError(f"{what} was built with another {', '.join(diff)}: re-enrol it with the model's "
+                             "settings or train a model for it")
+
+    # ------------------------------------------------------------------------------------------------
+    # persistence
+
+    def describe(self) -> dict:
+        r = self.reranker_
+        if r is None:
+            raise RuntimeError("the model is not trained: fit or load it first")
+        from lookalike.versions import versions
+
+        d_meta, _ = r.disambiguator_.to_state()
+        return {"format": FORMAT, "format_version": FORMAT_VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                                                          time.gmtime()),
+                "matcher": {"kind": self.matcher, "name": self.matcher_name_},
+                "aligner": {"name": self.aligner.name, **aligner_settings(self.aligner)},
+                "preprocess": {"lowres": self.lowres, "lowres_apply": self.lowres_apply,
+                               "gallery_key": self.gallery_preprocess},
+                "depth": self.depth, "disambiguator": d_meta, "selection": r.selection_.to_dict(),
+                "fusion": r.fusion_.to_dict(), "thresholds": {f"{f:g}": t for f, t in self.thresholds_.items()},
+                "training": self.training_, "tuning": {k: v for k, v in r.stats.items()
+                                                       if k not in ("disambiguator_stats",)},
+                "versions": versions()}
+
+    def describe_short(self) -> dict:
+        """What a result records about the model that produced it."""
+        r = self.reranker_
+        return {"matcher": self.matcher_name_, "lowres": self.lowres, "lowres_apply": self.lowres_apply,
+                "disambiguator": type(self.disambiguator_).__name__, "selection": repr(r.selection_),
+                "normaliser": r.fusion_.normaliser, "weight": r.fusion_.weight}
+
+    def save(self, path: str | Path) -> None:
+        """Write the model as one ``.lkm`` file (atomically; no pickle)."""
+        meta = self.describe()
+        _, state = self.disambiguator_.to_state()
+        arrays = {f"disambiguator.{k}": np.asarray(v) for k, v in state.items()}
+        with atomic_write(path, "wb") as f:
+            np.savez(f, __model__=np.asarray(json.dumps(meta, default=float)), **arrays)
+
+    @classmethod
+    def load(cls, path: str | Path) -> LookalikeModel:
+        """Read a ``.lkm`` file; a clear ValueError for anything that is not a model this version can use."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"model file not found: {path}")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                if "__model__" not in z.files:
+                    raise ValueError(f"{path}: not a lookalike model file")
+                meta = json.loads(str(z["__model__"]))
+                arrays = {k.split(".", 1)[1]: z[k] for k in z.files if k.startswith("disambiguator.")}
+        except (OSError, EOFError, ValueError, json.JSONDecodeError) as e:
+            if isinstance(e, ValueError) and str(e).startswith(str(path)):
+                raise
+            raise ValueError(f"{path}: not a lookalike model file ({type(e).__name__})") from e
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"{path}: not a lookalike model file")
+        if int(meta.get("format_version", 0)) > FORMAT_VERSION:
+            raise ValueError(f"{path}: model format {meta['format_version']} is newer than this lookalike reads "
+                             f"({FORMAT_VERSION}); upgrade lookalike")
+        al = meta["aligner"]
+        pre = meta["preprocess"]
+        model = cls(matcher=meta["matcher"]["kind"], lowres=pre["lowres"], lowres_apply=pre["lowres_apply"],
+                    depth=meta["depth"],
+                    aligner=FaceAligner(al["central_fraction"], al["max_upsample"], al["chip_size"], al["padding"]))
+        model.matcher_name_ = meta["matcher"]["name"]
+        disambiguator = Disambiguator.from_state(meta["disambiguator"], arrays)
+        selection, fusion = selection_from_dict(meta["selection"]), WeightedFusion.from_dict(meta["fusion"])
+        r = LookalikeReranker(disambiguator, [selection], [fusion.normaliser], [fusion.weight], name="lookalike-best")
+        r.disambiguator_, r.selection_, r.fusion_ = disambiguator, selection, fusion
+        r.stats = dict(meta.get("tuning", {}))
+        model.reranker_ = r
+        model.thresholds_ = {float(f): float(t) for f, t in meta["thresholds"].items()}
+        model.fpirs = tuple(model.thresholds_)
+        model.training_ = meta.get("training", {})
+        model.meta_ = meta
+        return model

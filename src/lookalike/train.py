@@ -1,0 +1,66 @@
+"""``lookalike train``: a labelled dataset -> a saved :class:`~lookalike.model.LookalikeModel`.
+
+Every person of the dataset is a training person; a seeded validation split of them (``val_fraction`` of
+the people, enrolled like a test split: one gallery image per person, the rest probes, single-image people as
+distractors) tunes the re-ranker and calibrates its open-set thresholds.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from lookalike.data.protocol import make_protocol
+from lookalike.experiment import embed_protocol
+from lookalike.matchers.align import FaceAligner
+from lookalike.matchers.cache import EmbeddingCache
+from lookalike.model import LookalikeModel
+
+
+def make_disambiguators(kind: str, seed: int = 0, cache: str | None = None) -> list:
+    """The disambiguators a model chooses among: ``lda`` (embedding level; see
+    :func:`lookalike.rerank.default_disambiguators`) or ``finetuned`` (image level: the face network's top
+    fine-tuned on mined lookalike pairs, at the protocol's resolution)."""
+    if kind == "lda":
+        from lookalike.rerank import default_disambiguators
+
+        return default_disambiguators(seed)
+    if kind == "finetuned":
+        from lookalike.disambiguators.finetuned import FineTunedNet
+
+        return [FineTunedNet(seed=seed, cache_path=cache)]
+    raise ValueError(f"unknown disambiguator {kind!r}; choose lda or finetuned")
+
+
+def train_model(data: str | Path, matcher: str = "torch", lowres: int | None = None, lowres_apply: str = "both",
+                disambiguator: str = "lda", seed: int = 0, val_fraction: float = 0.3, depth: int = 100,
+                cache: str | None = None, central_fraction: float = 0.45, workers: int = 2,
+                max_people: int | None = None, progress: bool = True) -> tuple[LookalikeModel, dict]:
+    """Embed the dataset, fit and tune a model on it; returns (model, a summary of the data and the run)."""
+    from lookalike.benchmark import load_dataset, sample_people
+
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"--val-fraction must be between 0 and 1, got {val_fraction}")
+    t0 = time.perf_counter()
+    table = load_dataset(data)
+    if max_people:
+        table = sample_people(table, max_people, seed)
+    protocol = make_protocol(table, seed=seed, test_fraction=0.0, val_fraction=val_fraction, name="train",
+                             lowres=lowres, lowres_apply=lowres_apply, require_test=False)
+    counts = protocol.counts()
+    if counts["n_val_probes"] == 0:
+        raise ValueError(f"{data}: the validation people have no probes; a model needs people with 2+ images")
+    aligner = FaceAligner(central_fraction=central_fraction)
+    store = EmbeddingCache(cache)
+    try:
+        features = embed_protocol(protocol, matcher, store, aligner, workers, progress)
+    finally:
+        store.close()
+    train = features.faces("train")
+    val_probes, val_gallery = features.faces("val_probe"), features.faces("val_gallery", "val_distractor")
+    model = LookalikeModel(matcher, lowres, aligner, make_disambiguators(disambiguator, seed, cache),
+                           lowres_apply=lowres_apply, depth=depth, seed=seed)
+    model.fit(train, val_probes, val_gallery)
+    model.training_.update({"data": str(data), "counts": counts, "embedding": features.embeddings.summary(),
+                            "total_s": round(time.perf_counter() - t0, 1)})
+    return model, model.training_

@@ -1,0 +1,77 @@
+"""LookalikeModel: fit, calibrated thresholds, one-file save/load that reproduces the re-ranking exactly."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from lookalike.model import FORMAT_VERSION, LookalikeModel
+from lookalike.rerank.synthetic import synthetic_faces, synthetic_split
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    train = synthetic_faces(120, seed=1, prefix="tr")
+    val = synthetic_split(synthetic_faces(60, seed=2, prefix="va"), "val")
+    test = synthetic_split(synthetic_faces(80, seed=3, prefix="te"), "test")
+    model = LookalikeModel(depth=20, lowres=20).fit(train, val.probes, val.gallery)
+    return model, test
+
+
+def test_fit_tunes_and_calibrates(fitted):
+    model, test = fitted
+    assert model.reranker_.stats["val_rank1"] >= model.reranker_.stats["val_base_rank1"]
+    t = [model.threshold(f) for f in (0.001, 0.01, 0.1)]
+    assert t[0] >= t[1] >= t[2] and all(np.isfinite(t))
+    with pytest.raises(ValueError, match="no threshold"):
+        model.threshold(0.5)
+
+
+def test_save_load_reproduces_exactly(fitted, tmp_path):
+    model, test = fitted
+    out = model.rerank(test.probes.vectors, test.lists, test.candidates)
+    model.save(tmp_path / "m.lkm")
+    back = LookalikeModel.load(tmp_path / "m.lkm")
+    again = back.rerank(test.probes.vectors, test.lists, test.candidates)
+    np.testing.assert_array_equal(again.indices, out.indices)
+    np.testing.assert_array_equal(again.scores, out.scores)
+    assert back.thresholds_ == model.thresholds_
+    assert back.lowres == 20 and back.matcher_name_ == model.matcher_name_
+
+
+def test_final_scores_threshold_open_set(fitted):
+    """Scores are non-increasing; the model's own threshold at FPIR 10% accepts most mated searches' rank-1."""
+    model, test = fitted
+    out = model.rerank(test.probes.vectors, test.lists, test.candidates)
+    assert (np.diff(out.scores, axis=1) <= 0).all()
+    hit = test.gallery.identities[out.indices[:, 0]] == test.probes.identities
+    assert np.mean(hit & (out.scores[:, 0] >= model.threshold(0.1))) > 0.5
+
+
+def test_load_refuses_bad_files(fitted, tmp_path):
+    model, _ = fitted
+    junk = tmp_path / "junk.lkm"
+    junk.write_bytes(b"not a model")
+    with pytest.raises(ValueError, match="not a lookalike model"):
+        LookalikeModel.load(junk)
+    np.savez(tmp_path / "other.npz", x=np.zeros(3))
+    with pytest.raises(ValueError, match="not a lookalike model"):
+        LookalikeModel.load(tmp_path / "other.npz")
+    with pytest.raises(FileNotFoundError):
+        LookalikeModel.load(tmp_path / "missing.lkm")
+    meta = model.describe()
+    meta["format_version"] = FORMAT_VERSION + 1
+    np.savez(tmp_path / "new.npz", __model__=np.asarray(json.dumps(meta, default=float)))
+    with pytest.raises(ValueError, match="newer"):
+        LookalikeModel.load(tmp_path / "new.npz")
+
+
+def test_refuses_other_matcher_or_preprocessing(fitted):
+    model, _ = fitted
+    model.check_compatible(model.matcher_name_, model.aligner.name, model.gallery_preprocess)
+    with pytest.raises(ValueError, match="matcher"):
+        model.check_compatible("other-net", model.aligner.name, model.gallery_preprocess)
+    with pytest.raises(ValueError, match="preprocessing"):
+        model.check_compatible(model.matcher_name_, model.aligner.name, "full")
