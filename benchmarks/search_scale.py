@@ -40,7 +40,8 @@ from lookalike.matchers.base import l2_normalize  # noqa: E402
 
 BLAS = ThreadpoolController()  # found once: a re-scan per call would cost more than the re-ranking itself
 DEFAULT_EMBEDDINGS = Path("/work/cache/lfw_full.npz")
-DEFAULT_ANN = ("pq:m=64,overfetch=60", "ivf:storage=SQ8,overfetch=20,probe_fraction=0.3,max_n=100000")
+DEFAULT_ANN = ("pq:m=64,overfetch=60", "pq:m=64,overfetch=300",
+               "ivf:storage=SQ8,overfetch=20,probe_fraction=0.3,max_n=100000")
 
 
 def rss_mb() -> float:
