@@ -90,3 +90,14 @@ def test_ray_resumes_from_the_cache(ray_local, orl_paths, tmp_path):
 def test_unknown_engine():
     with pytest.raises(ValueError, match="unknown engine"):
         embed_paths([], engine="spark")
+
+
+def test_cli_embed_with_the_ray_engine(ray_local, orl_folders, tmp_path):
+    from lookalike.cli import main
+
+    out = tmp_path / "orl.npz"
+    assert main(["embed", "--data", str(orl_folders), "--out", str(out), "--matcher", FAST_MATCHER, "--engine", "ray",
+                 "--cache", "none", "--no-progress"]) == 0
+    z = np.load(out)
+    assert len(z["status"]) == 12 and (z["status"] == "ok").all()
+    np.testing.assert_allclose(np.linalg.norm(z["vectors"], axis=1), 1, atol=1e-5)

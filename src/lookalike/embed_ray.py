@@ -91,15 +91,14 @@ def run_ray(batches: list[list[tuple]], matcher: str | Matcher, aligner: FaceAli
         ray.init(address=ray_address, num_cpus=None if ray_address else max(1, workers), include_dashboard=False,
                  log_to_driver=False, configure_logging=False)
     try:
-        ctx = ray.data.DataContext.get_current()
-        ctx.enable_progress_bars = False
-        ctx.execution_options.preserve_order = False
         batch_size = max(len(b) for b in batches)
         rows = [row for b in batches for row in _to_rows(b)]
         ds = ray.data.from_items(rows, override_num_blocks=len(batches)).map_batches(
             RayEmbedder, fn_constructor_args=(matcher, aligner, lowres), batch_size=batch_size,
             concurrency=max(1, workers), num_cpus=1, batch_format="numpy",
             max_restarts=retries, max_task_retries=retries)
+        ds.context.enable_progress_bars = False  # this dataset's own settings, not the process-wide context
+        ds.context.execution_options.preserve_order = False
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=0):
             if len(batch["index"]):
                 yield _from_batch(batch)
