@@ -40,7 +40,7 @@ class RayEmbedder:
 
         threads = max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
         torch.set_num_threads(threads)  # this actor's process only: the CPUs Ray gave it
-        embed._init_worker(matcher, aligner, lowres, threads)
+        embed._init_worker(matcher, aligner, lowres, None)
         self._process = embed._process
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
