@@ -92,6 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Detect, align and embed every image; skipped images are listed with reasons.")
     _common(e)
     e.add_argument("--out", required=True, help="output .npz (paths, identities, vectors, status)")
+    e.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local processes (default) or a Ray Data actor pool (needs lookalike[ray])")
+    e.add_argument("--ray-address", default=None,
+                   help="engine ray: an existing cluster ('auto' or host:port); default: a local Ray instance "
+                        "with --workers CPUs")
 
     b = sub.add_parser("benchmark", help="run the closed-set identification protocol and write a report",
                        formatter_class=fmt,
@@ -170,7 +175,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     screened = screen_table(table, cache.ok_keys(), progress=not args.no_progress)
     kept = screened.table
     emb = embed_paths(kept.paths, args.matcher, FaceAligner(args.central_fraction), args.lowres, cache,
-                      args.workers, progress=not args.no_progress)
+                      args.workers, progress=not args.no_progress, engine=args.engine, ray_address=args.ray_address)
     cache.close()
     # every input row in the .npz: rows left out before embedding have their reason as status and zero vectors
     left_out = [tuple(printable(x) for x in r) for r in (*kept.dropped, *screened.skipped)]

@@ -1,4 +1,7 @@
-"""Images to embeddings: load, align, optionally degrade, embed — in parallel processes, through the cache.
+"""Images to embeddings: load, align, optionally degrade, embed — in parallel, through the cache.
+
+Engines: ``local`` (a pool of local processes) or ``ray`` (a Ray Data pipeline over an actor pool, on a local
+Ray instance or an existing cluster). Either way the driver writes each finished batch to the cache.
 
 Every image ends with a status: ``ok`` or the reason it was skipped (``empty``, ``truncated``,
 ``unreadable``, ``too_large``, ``too_small``, ``missing``, ``no_face``). Skips are counted, never fatal.
@@ -18,6 +21,7 @@ from tqdm import tqdm
 from lookalike.data.images import ImageError, check_lowres, degrade, load_image, lowres_chip_size
 from lookalike.matchers import get_matcher, matcher_name
 from lookalike.matchers.align import Alignment, FaceAligner
+from lookalike.matchers.base import Matcher
 from lookalike.matchers.cache import EmbeddingCache, content_key
 
 
@@ -56,16 +60,21 @@ class Embeddings:
 _WORKER: dict = {}
 
 
-def _init_worker(matcher: str, aligner: FaceAligner, lowres: int | None, threads: int | None) -> None:
+ENGINES = ("local", "ray")
+
+
+def _init_worker(matcher: str | Matcher, aligner: FaceAligner, lowres: int | None, threads: int | None) -> None:
     """Set up a worker process; ``threads`` (torch matcher): the process's intra-op threads (None: unchanged).
 
     Only the pool's own processes get a thread count: the calling process's torch settings are left alone.
+    ``matcher``: a name, or a :class:`Matcher` instance used as is.
     """
     if threads is not None and matcher == "torch":
         import torch
 
         torch.set_num_threads(threads)
-    _WORKER.update(matcher=get_matcher(matcher), aligner=aligner, lowres=lowres)
+    m = matcher if isinstance(matcher, Matcher) else get_matcher(matcher)
+    _WORKER.update(matcher=m, aligner=aligner, lowres=lowres)
 
 
 def _process(items: list[tuple[int, str, str, Alignment | None]]) -> list[tuple]:
@@ -91,10 +100,19 @@ def _process(items: list[tuple[int, str, str, Alignment | None]]) -> list[tuple]
     return out
 
 
-def embed_paths(paths: list[str] | np.ndarray, matcher: str = "torch", aligner: FaceAligner | None = None,
+def embed_paths(paths: list[str] | np.ndarray, matcher: str | Matcher = "torch", aligner: FaceAligner | None = None,
                 lowres: int | None = None, cache: EmbeddingCache | None = None, workers: int = 2,
-                batch_size: int = 16, progress: bool = True, desc: str = "embed") -> Embeddings:
-    """Embed every image of ``paths``; finished batches are written to ``cache`` as they complete."""
+                batch_size: int = 16, progress: bool = True, desc: str = "embed", engine: str = "local",
+                ray_address: str | None = None) -> Embeddings:
+    """Embed every image of ``paths``; finished batches are written to ``cache`` as they complete.
+
+    ``matcher``: a name (see :data:`lookalike.matchers.MATCHERS`) or a :class:`Matcher` (picklable).
+    ``engine="local"``: ``workers`` local processes. ``engine="ray"``: a Ray Data pipeline of ``workers``
+    actors with one CPU each, each loading the models once; ``ray_address`` connects to an existing cluster
+    (e.g. ``"auto"``), else a local Ray instance with ``workers`` CPUs is started (and shut down after).
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; choose one of {list(ENGINES)}")
     t0 = time.perf_counter()
     lowres = check_lowres(lowres)
     aligner = aligner or FaceAligner()
@@ -102,7 +120,7 @@ def embed_paths(paths: list[str] | np.ndarray, matcher: str = "torch", aligner: 
     paths = [str(p) for p in paths]
     keys = [content_key(p) for p in tqdm(paths, desc=f"{desc}: hash", disable=not progress, leave=False)]
     prep = preprocess_key(lowres)
-    name = matcher_name(matcher)
+    name = matcher.name if isinstance(matcher, Matcher) else matcher_name(matcher)
     aligned = cache.get_alignments(keys, aligner.name)
     embedded = cache.get_embeddings(keys, name, prep)
     n = len(paths)
@@ -121,7 +139,12 @@ def embed_paths(paths: list[str] | np.ndarray, matcher: str = "torch", aligner: 
         else:
             todo.append((i, p, k, al))
 
+    pending = np.zeros(n, bool)
+    pending[[t[0] for t in todo]] = True
+
     def record(results: list[tuple]) -> None:
+        results = [r for r in results if pending[r[0]]]  # each image once, whatever an engine re-delivers
+        pending[[r[0] for r in results]] = False
         for index, _key, st, msg, al, emb in results:
             status[index] = st
             if msg:
@@ -133,7 +156,13 @@ def embed_paths(paths: list[str] | np.ndarray, matcher: str = "torch", aligner: 
 
     batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
     bar = tqdm(total=len(todo), desc=desc, disable=not progress or not todo, unit="img")
-    if workers <= 1 or len(batches) <= 1:
+    if engine == "ray" and batches:
+        from lookalike.embed_ray import run_ray
+
+        for results in run_ray(batches, matcher, aligner, lowres, workers, ray_address):
+            record(results)
+            bar.update(len(results))
+    elif workers <= 1 or len(batches) <= 1:
         _init_worker(matcher, aligner, lowres, threads=None)
         for b in batches:
             record(_process(b))

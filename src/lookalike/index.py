@@ -1,17 +1,149 @@
-"""Gallery search: a tiny index interface (``add``, ``search``) with interchangeable exact implementations.
+"""Gallery search: a tiny index interface (``add``, ``search``, ``save``/``load``) with interchangeable implementations.
 
-Embeddings are L2-normalised, so inner product is cosine similarity. Ties are broken by gallery order.
+Embeddings are L2-normalised, so inner product is cosine similarity. Results are best first, ties broken by
+gallery order (id). Kinds, chosen by name with :func:`make_index`:
+
+- ``numpy``: exact; BLAS matrix products blocked over queries *and* gallery rows with a running top-k threshold,
+  so memory stays bounded; :meth:`NumpyIndex.from_array` searches a memory-mapped (N, D) array without copying it.
+- ``faiss``: exact, FAISS ``IndexFlatIP``.
+- ``hnsw``, ``ivf``, ``pq``: approximate (FAISS HNSW graph / inverted lists / 4-bit product-quantised fast scan)
+  that over-fetch ``overfetch * k`` candidates and re-score them exactly against the float32 vectors.
+
+A saved index is a folder: ``index.json`` (kind, parameters and a fingerprint of the vectors: count, dim,
+checksum), ``vectors.npy`` (float32) and, for FAISS kinds, ``index.faiss``. No pickle. :func:`load_index` checks
+the fingerprint against the vectors it is given, so an index built for other vectors is detected and rebuilt.
 """
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from lookalike.io import atomic_write, read_json, write_json
+
+FORMAT = 1
+META, VECTORS, FAISS_FILE = "index.json", "vectors.npy", "index.faiss"
+
+
+class IndexMismatchError(ValueError):
+    """A saved index does not belong to the vectors it is loaded with: rebuild it."""
+
+
+def fingerprint(vectors: np.ndarray, rows: int = 1 << 16) -> dict[str, Any]:
+    """Count, dim and BLAKE2b checksum of float32 (N, D) vectors (read in row chunks: fine on a memory map)."""
+    v = np.asarray(vectors)
+    h = hashlib.blake2b(digest_size=16)
+    for s in range(0, len(v), rows):
+        h.update(np.ascontiguousarray(v[s:s + rows], np.float32).tobytes())
+    return {"n": int(v.shape[0]), "dim": int(v.shape[1]), "checksum": h.hexdigest()}
+
+
+class _Rows:
+    """Append-only float32 (N, D) rows: a growing buffer, or a wrapped array (e.g. a memory map) used in place."""
+
+    def __init__(self, dim: int, array: np.ndarray | None = None) -> None:
+        self._buf = np.zeros((0, dim), np.float32) if array is None else array
+        self._n = len(self._buf)
+
+    @property
+    def array(self) -> np.ndarray:
+        return self._buf[:self._n]
+
+    def append(self, x: np.ndarray) -> None:
+        need = self._n + len(x)
+        if need > len(self._buf):
+            grown = np.empty((max(need, 2 * self._n, 1024), self._buf.shape[1]), np.float32)
+            grown[:self._n] = self._buf[:self._n]  # a wrapped array is copied on the first add only
+            self._buf = grown
+        self._buf[self._n:need] = x
+        self._n = need
+
+
+def _as_rows(vectors: np.ndarray, dim: int | None = None) -> np.ndarray:
+    """(N, D) float32 C-contiguous view of ``vectors``; no copy when it already is one (memory maps included)."""
+    v = np.asarray(vectors)
+    if v.ndim != 2 or (dim is not None and v.shape[1] != dim):
+        raise ValueError(f"expected vectors of shape (N, {dim or 'D'}), got {v.shape}")
+    return np.ascontiguousarray(v, dtype=np.float32)
+
+
+def _order(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """First ``k`` columns per row after sorting by (score desc, id asc)."""
+    o = np.lexsort((ids, -scores), axis=1)[:, :k]
+    return np.take_along_axis(scores, o, axis=1), np.take_along_axis(ids, o, axis=1)
+
+
+def _select(sim: np.ndarray, offset: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-``k`` of each row of a similarity block (ids = offset + column), best first, ties by id."""
+    if k >= sim.shape[1]:
+        cols = np.broadcast_to(np.arange(sim.shape[1]), sim.shape)
+        return _order(sim, cols + offset, k)
+    part = np.argpartition(-sim, k - 1, axis=1)[:, :k]
+    kth = np.take_along_axis(sim, part, axis=1).min(axis=1, keepdims=True)
+    # where ties straddle the k-th place, keep the tied items earliest in the gallery
+    for r in np.flatnonzero((sim >= kth).sum(axis=1) > k):
+        cand = np.flatnonzero(sim[r] >= kth[r])
+        part[r] = cand[np.lexsort((cand, -sim[r, cand]))[:k]]
+    return _order(np.take_along_axis(sim, part, axis=1), part + offset, k)
+
+
+def exact_topk(queries: np.ndarray, gallery: np.ndarray, k: int, block: int = 1024,
+               gallery_block: int | None = None, block_scores: int = 1 << 24) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-``k`` by inner product: (scores, ids) (Q, min(k, N)), best first, ties by gallery order.
+
+    The one blocked-similarity loop: ``block`` queries x ``gallery_block`` rows at a time (one BLAS product each;
+    by default as many rows as keep a block at ``block_scores`` scores, at least 16384, since small products
+    run far below memory bandwidth); after the first gallery block only scores above each query's running k-th
+    best are merged, so the cost is the matrix product plus a comparison pass. Memory: O(block * gallery_block)
+    whatever N is (64 MB of scores by default).
+    """
+    n, k = len(gallery), min(k, len(gallery))
+    if gallery_block is None:
+        gallery_block = max(16384, block_scores // max(1, min(block, len(queries))))
+    scores = np.zeros((len(queries), k), np.float32)
+    ids = np.zeros((len(queries), k), np.int64)
+    if k == 0:
+        return scores, ids
+    first = min(n, max(gallery_block, k))
+    rows_q = min(block, len(queries))
+    sim_buf = np.empty(rows_q * gallery_block, np.float32)  # reused: no fresh pages to fault in per block
+    hit_buf = np.empty(rows_q * gallery_block, bool)
+    for s in range(0, len(queries), block):
+        q = queries[s:s + block]
+        top_s, top_i = _select(q @ gallery[:first].T, 0, k)
+        for g in range(first, n, gallery_block):
+            rows_g = gallery[g:g + gallery_block]
+            sim = np.matmul(q, rows_g.T, out=sim_buf[:len(q) * len(rows_g)].reshape(len(q), len(rows_g)))
+            # later ids lose ties, so only scores strictly above the running k-th best can enter
+            above = np.greater(sim, top_s[:, -1:], out=hit_buf[:sim.size].reshape(sim.shape))
+            rows, cols = np.nonzero(above)
+            if len(rows) == 0:
+                continue
+            first_of = np.flatnonzero(np.diff(rows, prepend=-1))  # rows come sorted from nonzero
+            hit, counts = rows[first_of], np.diff(first_of, append=len(rows))
+            if counts.max() > k:  # many entrants (e.g. a gallery sorted by similarity): select per row
+                sub = sim[hit]
+                cand_s, cand_i = _select(np.where(sub > top_s[hit, -1:], sub, -np.inf), g, k)
+            else:  # the usual case: a few entrants per row, padded to a (rows, max entrants) block
+                slot = np.arange(len(rows)) - np.repeat(first_of, counts)
+                at = np.repeat(np.arange(len(hit)), counts)
+                cand_s = np.full((len(hit), counts.max()), -np.inf, np.float32)
+                cand_i = np.full(cand_s.shape, np.iinfo(np.int64).max, np.int64)
+                cand_s[at, slot], cand_i[at, slot] = sim[rows, cols], cols + g
+            top_s[hit], top_i[hit] = _order(np.concatenate([top_s[hit], cand_s], 1),
+                                            np.concatenate([top_i[hit], cand_i], 1), k)
+        scores[s:s + len(q)], ids[s:s + len(q)] = top_s, top_i
+    return scores, ids
+
 
 class Index(ABC):
-    """Exact top-k search by inner product over the added vectors (ids are insertion order)."""
+    """Top-k search by inner product over the added vectors (ids are insertion order)."""
+
+    kind: str
 
     def __init__(self, dim: int) -> None:
         self.dim = dim
@@ -22,64 +154,115 @@ class Index(ABC):
 
     @abstractmethod
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, ids), each (Q, k'), best first, with k' = min(k, len(self))."""
+        """(scores, ids), each (Q, k'), best first (ties by id), with k' = min(k, len(self))."""
 
     @abstractmethod
     def __len__(self) -> int: ...
 
+    @property
+    @abstractmethod
+    def vectors(self) -> np.ndarray:
+        """The (N, dim) float32 vectors searched."""
+
+    def params(self) -> dict[str, Any]:
+        """Constructor parameters (besides ``dim``), saved with the index."""
+        return {}
+
+    def matches(self, vectors: np.ndarray) -> bool:
+        """Whether this index was built for exactly ``vectors`` (count, dim and checksum)."""
+        v = np.asarray(vectors)
+        if v.ndim != 2 or v.shape != (len(self), self.dim):
+            return False
+        return fingerprint(v) == fingerprint(self.vectors)
+
+    def save(self, folder: str | Path, with_vectors: bool = True) -> Path:
+        """Write the index to ``folder``; ``with_vectors=False`` when the caller keeps the vectors file itself."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        if with_vectors:
+            with atomic_write(folder / VECTORS, "wb") as f:
+                np.save(f, self.vectors)
+        self._save_state(folder)
+        write_json(folder / META, {"format": FORMAT, "kind": self.kind, "dim": self.dim, "params": self.params(),
+                                   "vectors": fingerprint(self.vectors)})
+        return folder
+
+    def _save_state(self, folder: Path) -> None:
+        """Write what the vectors alone cannot rebuild (nothing here: drop a stale FAISS file)."""
+        (folder / FAISS_FILE).unlink(missing_ok=True)
+
+    @classmethod
+    def load(cls, folder: str | Path, vectors: np.ndarray | None = None) -> Index:
+        """:func:`load_index`."""
+        return load_index(folder, vectors)
+
     def _check(self, x: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        if x.ndim != 2 or x.shape[1] != self.dim:
-            raise ValueError(f"expected vectors of shape (N, {self.dim}), got {x.shape}")
-        return x
+        return _as_rows(x, self.dim)
 
 
 class NumpyIndex(Index):
-    """Blocked matrix products and partial sorts in numpy; memory bounded by ``block`` queries at a time."""
+    """Exact search with :func:`exact_topk`; memory bounded by ``block`` queries x ``gallery_block`` rows."""
 
-    def __init__(self, dim: int, block: int = 1024) -> None:
+    kind = "numpy"
+
+    def __init__(self, dim: int, block: int = 1024, gallery_block: int | None = None) -> None:
         super().__init__(dim)
         self.block = block
-        self._data = np.zeros((0, dim), np.float32)
+        self.gallery_block = gallery_block
+        self._rows = _Rows(dim)
+
+    @classmethod
+    def from_array(cls, vectors: np.ndarray, **params: Any) -> NumpyIndex:
+        """Index over ``vectors`` in place (e.g. ``np.load(path, mmap_mode="r")``): no copy until ``add``."""
+        v = _as_rows(vectors)
+        ix = cls(v.shape[1], **params)
+        ix._rows = _Rows(ix.dim, v)
+        return ix
+
+    @property
+    def vectors(self) -> np.ndarray:
+        return self._rows.array
+
+    def params(self) -> dict[str, Any]:
+        return {"block": self.block, "gallery_block": self.gallery_block}
 
     def add(self, vectors: np.ndarray) -> None:
-        self._data = np.concatenate([self._data, self._check(vectors)])
+        self._rows.append(self._check(vectors))
 
     def __len__(self) -> int:
-        return len(self._data)
+        return len(self.vectors)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        queries = self._check(queries)
-        k = min(k, len(self))
-        scores = np.zeros((len(queries), k), np.float32)
-        ids = np.zeros((len(queries), k), np.int64)
-        for s in range(0, len(queries), self.block):
-            sim = queries[s:s + self.block] @ self._data.T
-            if k < sim.shape[1]:
-                part = np.argpartition(-sim, k - 1, axis=1)[:, :k]
-                kth = np.take_along_axis(sim, part, axis=1).min(axis=1, keepdims=True)
-                # where ties straddle the k-th place, keep the tied items earliest in the gallery
-                for r in np.flatnonzero((sim >= kth).sum(axis=1) > k):
-                    cand = np.flatnonzero(sim[r] >= kth[r])
-                    part[r] = cand[np.lexsort((cand, -sim[r, cand]))[:k]]
-            else:
-                part = np.tile(np.arange(sim.shape[1]), (len(sim), 1))
-            top = np.take_along_axis(sim, part, axis=1)
-            # best first; ties by gallery order: sort by (-score, id)
-            order = np.lexsort((part, -top), axis=1)
-            ids[s:s + len(sim)] = np.take_along_axis(part, order, axis=1)
-            scores[s:s + len(sim)] = np.take_along_axis(top, order, axis=1)
-        return scores, ids
+        return exact_topk(self._check(queries), self.vectors, k, self.block, self.gallery_block)
+
+
+def _faiss():
+    import faiss
+
+    return faiss
+
+
+def _faiss_vectors(index) -> np.ndarray:
+    """Zero-copy view of a FAISS flat index's float32 vectors."""
+    faiss = _faiss()
+    n, d = index.ntotal, index.d
+    if n == 0:
+        return np.zeros((0, d), np.float32)
+    return faiss.rev_swig_ptr(faiss.downcast_index(index).get_xb(), n * d).reshape(n, d)
 
 
 class FaissIndex(Index):
     """FAISS ``IndexFlatIP`` (exact); same candidates as :class:`NumpyIndex`."""
 
+    kind = "faiss"
+
     def __init__(self, dim: int) -> None:
         super().__init__(dim)
-        import faiss
+        self._index = _faiss().IndexFlatIP(dim)
 
-        self._index = faiss.IndexFlatIP(dim)
+    @property
+    def vectors(self) -> np.ndarray:
+        return _faiss_vectors(self._index)
 
     def add(self, vectors: np.ndarray) -> None:
         self._index.add(self._check(vectors))
@@ -91,6 +274,8 @@ class FaissIndex(Index):
         queries = self._check(queries)
         n = len(self)
         k = min(k, n)
+        if k == 0:
+            return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
         # FAISS orders ties arbitrarily: fetch past the k-th place until no tie crosses it, then order
         # by (score desc, gallery id asc) like NumpyIndex.
         fetch = min(n, k + 16)
@@ -99,17 +284,254 @@ class FaissIndex(Index):
             if fetch >= n or not np.any(scores[:, k - 1] == scores[:, fetch - 1]):
                 break
             fetch = min(n, 2 * fetch)
-        order = np.lexsort((ids, -scores), axis=1)[:, :k]
-        return np.take_along_axis(scores, order, axis=1), np.take_along_axis(ids, order, axis=1).astype(np.int64)
+        scores, ids = _order(scores, ids.astype(np.int64), k)
+        return scores, ids
+
+    def save(self, folder: str | Path, with_vectors: bool = False) -> Path:
+        """The vectors live inside ``index.faiss``: no separate vectors file unless asked for."""
+        return super().save(folder, with_vectors)
+
+    def _save_state(self, folder: Path) -> None:
+        _write_faiss(self._index, folder / FAISS_FILE)
 
 
-INDEXES = {"numpy": NumpyIndex, "faiss": FaissIndex}
+def _write_faiss(index, path: Path) -> None:
+    faiss = _faiss()
+    with atomic_write(path, "wb") as f:
+        f.write(faiss.serialize_index(index).tobytes())
 
 
-def make_index(kind: str, dim: int) -> Index:
+class ApproximateIndex(Index):
+    """A FAISS candidate generator plus exact re-scoring: fetch ``overfetch * k`` candidates, re-score them
+    against the float32 vectors, return the best ``k`` (ties by id). Subclasses build the FAISS index."""
+
+    def __init__(self, dim: int, overfetch: int = 4) -> None:
+        super().__init__(dim)
+        if overfetch < 1:
+            raise ValueError(f"overfetch must be >= 1, got {overfetch}")
+        self.overfetch = overfetch
+        self._rows = _Rows(dim)
+        self._index = None  # built on the first add
+
+    @classmethod
+    def from_array(cls, vectors: np.ndarray, **params: Any) -> ApproximateIndex:
+        """Build over ``vectors`` re-scoring from them in place (e.g. a memory map): no float32 copy kept here."""
+        v = _as_rows(vectors)
+        ix = cls(v.shape[1], **params)
+        ix._rows = _Rows(ix.dim, v)
+        ix._index = ix._build(v)
+        ix._index.add(v)
+        return ix
+
+    @property
+    def vectors(self) -> np.ndarray:
+        return self._rows.array
+
+    def __len__(self) -> int:
+        return len(self.vectors)
+
+    @abstractmethod
+    def _build(self, first: np.ndarray):
+        """An empty (trained) FAISS index for vectors like ``first``."""
+
+    @abstractmethod
+    def _search_params(self, fetch: int):
+        """FAISS SearchParameters for fetching ``fetch`` candidates."""
+
+    def add(self, vectors: np.ndarray) -> None:
+        v = self._check(vectors)
+        if len(v) == 0:
+            return
+        if self._index is None:
+            self._index = self._build(v)
+        self._rows.append(v)
+        self._index.add(v)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        queries = self._check(queries)
+        n = len(self)
+        k = min(k, n)
+        scores = np.full((len(queries), k), -np.inf, np.float32)
+        ids = np.full((len(queries), k), -1, np.int64)
+        if k == 0:
+            return scores, ids
+        # like FaissIndex: where a tie crosses the last candidate fetched, fetch more, so ties go by id
+        todo, fetch = np.arange(len(queries)), min(n, self.overfetch * k)
+        while len(todo):
+            scores[todo], ids[todo], tied = self._rescored(queries[todo], fetch, k)
+            if fetch >= n:
+                break
+            todo, fetch = todo[tied], min(n, 2 * fetch)
+        return scores, ids
+
+    def _rescored(self, queries: np.ndarray, fetch: int, k: int,
+                  block: int = 256) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Best ``k`` of ``fetch`` candidates re-scored exactly, and whether a tie crosses the last candidate."""
+        _, cand = self._index.search(queries, fetch, params=self._search_params(fetch))
+        scores = np.full((len(queries), k), -np.inf, np.float32)
+        ids = np.full((len(queries), k), -1, np.int64)
+        tied = np.zeros(len(queries), bool)
+        vectors = self.vectors
+        for s in range(0, len(queries), block):
+            c = cand[s:s + block].astype(np.int64)
+            valid = c >= 0  # FAISS pads with -1 when it finds fewer than ``fetch``
+            exact = np.einsum("qd,qkd->qk", queries[s:s + block], vectors[np.where(valid, c, 0)])
+            exact = np.where(valid, exact, np.inf).astype(np.float32)
+            tied[s:s + block] = valid.all(1) & (exact.min(1) == np.partition(exact, k - 1, axis=1)[:, k - 1])
+            exact[~valid] = -np.inf
+            top_s, top_i = _order(exact, np.where(valid, c, np.iinfo(np.int64).max), k)
+            top_i[~np.isfinite(top_s)] = -1
+            scores[s:s + block], ids[s:s + block] = top_s, top_i
+        return scores, ids, tied
+
+    def _save_state(self, folder: Path) -> None:
+        if self._index is None:
+            super()._save_state(folder)
+        else:
+            _write_faiss(self._index, folder / FAISS_FILE)
+
+
+class HNSWIndex(ApproximateIndex):
+    """FAISS ``HNSW<M>,Flat`` (inner product); ``ef_search`` is raised to the fetch size when smaller."""
+
+    kind = "hnsw"
+
+    def __init__(self, dim: int, m: int = 32, ef_construction: int = 80, ef_search: int = 128,
+                 overfetch: int = 4) -> None:
+        super().__init__(dim, overfetch)
+        self.m, self.ef_construction, self.ef_search = m, ef_construction, ef_search
+
+    def params(self) -> dict[str, Any]:
+        return {"m": self.m, "ef_construction": self.ef_construction, "ef_search": self.ef_search,
+                "overfetch": self.overfetch}
+
+    def _build(self, first: np.ndarray):
+        faiss = _faiss()
+        index = faiss.index_factory(self.dim, f"HNSW{self.m},Flat", faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = self.ef_construction
+        return index
+
+    def _search_params(self, fetch: int):
+        return _faiss().SearchParametersHNSW(efSearch=max(self.ef_search, fetch))
+
+
+def _training_sample(vectors: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """At most ``n`` rows, seeded, in file order (cheap on a memory map)."""
+    if len(vectors) <= n:
+        return np.ascontiguousarray(vectors)
+    return np.ascontiguousarray(vectors[np.sort(np.random.default_rng(seed).choice(len(vectors), n, False))])
+
+
+class IVFIndex(ApproximateIndex):
+    """FAISS ``IVF<nlist>,<storage>`` (inner product), trained by k-means on the first vectors added.
+
+    ``nlist=None`` picks 4 * sqrt(N) lists (at most N / 39, FAISS's minimum training points per list); the value
+    used is ``nlist_``. Probes ``nprobe`` lists per query. ``storage``: a FAISS code for the list entries
+    (``Flat``, ``SQ8``, ``SQfp16``, ``PQ32x4fs``...); compressed codes only pick candidates, which are re-scored
+    exactly, so raise ``overfetch`` with them.
+    """
+
+    kind = "ivf"
+
+    def __init__(self, dim: int, nlist: int | None = None, nprobe: int = 32, storage: str = "Flat",
+                 overfetch: int = 4) -> None:
+        super().__init__(dim, overfetch)
+        self.nlist, self.nprobe, self.storage = nlist, nprobe, storage
+        self.nlist_: int | None = None
+
+    def params(self) -> dict[str, Any]:
+        return {"nlist": self.nlist, "nprobe": self.nprobe, "storage": self.storage, "overfetch": self.overfetch}
+
+    def _build(self, first: np.ndarray):
+        faiss = _faiss()
+        n = len(first)
+        self.nlist_ = self.nlist or int(max(1, min(4 * np.sqrt(n), n // 39)))
+        index = faiss.index_factory(self.dim, f"IVF{self.nlist_},{self.storage}", faiss.METRIC_INNER_PRODUCT)
+        index.cp.seed = 1234
+        index.train(_training_sample(first, 256 * self.nlist_))
+        return index
+
+    def _search_params(self, fetch: int):
+        return _faiss().SearchParametersIVF(nprobe=self.nprobe)
+
+
+class PQIndex(ApproximateIndex):
+    """FAISS ``PQ<m>x4fs``: every vector as ``m`` 4-bit codes scanned with SIMD lookups (``m / 2`` bytes a
+    vector), a fast exhaustive candidate generator; candidates are re-scored exactly, hence the large ``overfetch``.
+    """
+
+    kind = "pq"
+
+    def __init__(self, dim: int, m: int = 64, overfetch: int = 40) -> None:
+        super().__init__(dim, overfetch)
+        self.m = m
+
+    def params(self) -> dict[str, Any]:
+        return {"m": self.m, "overfetch": self.overfetch}
+
+    def _build(self, first: np.ndarray):
+        faiss = _faiss()
+        if self.dim % self.m:
+            raise ValueError(f"pq: m={self.m} must divide the dimension {self.dim}")
+        index = faiss.index_factory(self.dim, f"PQ{self.m}x4fs", faiss.METRIC_INNER_PRODUCT)
+        index.train(_training_sample(first, 65536))
+        return index
+
+    def _search_params(self, fetch: int):
+        return None
+
+
+INDEXES: dict[str, type[Index]] = {"numpy": NumpyIndex, "faiss": FaissIndex, "hnsw": HNSWIndex, "ivf": IVFIndex,
+                                   "pq": PQIndex}
+
+
+def make_index(kind: str, dim: int, **params: Any) -> Index:
+    """An empty index of ``kind`` (see :data:`INDEXES`) for ``dim``-dimensional vectors."""
     if kind not in INDEXES:
         raise ValueError(f"unknown index {kind!r}; choose one of {sorted(INDEXES)}")
-    return INDEXES[kind](dim)
+    return INDEXES[kind](dim, **params)
+
+
+def load_index(folder: str | Path, vectors: np.ndarray | None = None) -> Index:
+    """Load an index saved by :meth:`Index.save`.
+
+    ``vectors``: the (N, D) float32 vectors it is for (e.g. a gallery's memory-mapped ``vectors.npy``); by
+    default the folder's own ``vectors.npy``, memory-mapped. Raises :class:`IndexMismatchError` when they are not
+    the vectors the index was built for (count, dim or checksum differ): rebuild the index then.
+    """
+    folder = Path(folder)
+    if not (folder / META).is_file():
+        raise FileNotFoundError(f"no saved index in {folder} (missing {META})")
+    meta = read_json(folder / META)
+    kind, dim, params, want = meta.get("kind"), meta.get("dim"), meta.get("params", {}), meta.get("vectors", {})
+    if meta.get("format") != FORMAT or kind not in INDEXES:
+        raise ValueError(f"{folder / META}: unsupported index format {meta.get('format')!r} / kind {kind!r}")
+    cls = INDEXES[kind]
+    if cls is FaissIndex:
+        ix = FaissIndex(dim)
+        ix._index = _faiss().read_index(str(folder / FAISS_FILE))
+        if vectors is not None and not ix.matches(vectors):
+            raise IndexMismatchError(f"{folder}: the saved FAISS index does not hold the given vectors; rebuild it")
+        return ix
+    if vectors is None:
+        if not (folder / VECTORS).is_file():
+            raise FileNotFoundError(f"{folder}: no {VECTORS}; pass the vectors the index was built for")
+        vectors = np.load(folder / VECTORS, mmap_mode="r")
+    v = _as_rows(vectors, dim)
+    got = fingerprint(v)
+    if got != want:
+        raise IndexMismatchError(
+            f"{folder}: index built for {want.get('n')} x {want.get('dim')} vectors (checksum {want.get('checksum')}), "
+            f"got {got['n']} x {got['dim']} (checksum {got['checksum']}); rebuild it")
+    if cls is NumpyIndex:
+        return NumpyIndex.from_array(v, **params)
+    ix = cls(dim, **params)
+    ix._rows = _Rows(dim, v)
+    if (folder / FAISS_FILE).is_file():
+        ix._index = _faiss().read_index(str(folder / FAISS_FILE))
+        if isinstance(ix, IVFIndex):
+            ix.nlist_ = int(_faiss().extract_index_ivf(ix._index).nlist)
+    return ix
 
 
 def full_ranks(queries: np.ndarray, gallery: np.ndarray, targets: list[np.ndarray], block: int = 1024) -> list:

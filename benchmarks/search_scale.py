@@ -1,0 +1,205 @@
+"""Gallery search at 10k, 100k and 1M faces: exact numpy vs FAISS flat vs approximate indexes.
+
+Galleries: the real LFW embeddings (minus the held-out probes) plus *synthetic* distractors drawn from a
+Gaussian with the real embeddings' mean and covariance, L2-normalised. Probes are real LFW faces. Every gallery
+is written to a ``vectors.npy`` and searched through a memory map. Accuracy here is only agreement with exact
+search (recall@50); no identification accuracy is claimed from synthetic faces.
+
+Columns: build time; memory = bytes of the index structure + the float32 vectors, and the process RSS growth;
+queries/s single-probe (one query per call, k=100) and batched (``--batch`` queries in one call, k=50);
+recall@50 vs exact; per-probe latency of search (k=100) + a re-ranking stand-in: gather the 100 candidates'
+vectors, apply a 128x128 linear map to probe and candidates and take cosines (the cost of the LDA
+disambiguator), and that stand-in's share of the latency. Last line (the largest gallery)::
+
+    scale: exact/faiss_flat_time R1 ann_recall50 R2 ann_speedup R3 rerank_share R4
+
+R1 = numpy exact time / FAISS IndexFlatIP time (the worse of single-probe and batched); R2, R3, R4 for the first
+``--ann`` index (speedup = its single-probe queries/s over exact numpy's).
+
+    .venv/bin/python benchmarks/search_scale.py --embeddings /work/cache/lfw_full.npz
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from threadpoolctl import ThreadpoolController
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from lookalike.index import INDEXES, ApproximateIndex, FaissIndex, Index, NumpyIndex, exact_topk  # noqa: E402
+from lookalike.matchers.base import l2_normalize  # noqa: E402
+
+BLAS = ThreadpoolController()  # found once: a re-scan per call would cost more than the re-ranking itself
+DEFAULT_EMBEDDINGS = Path("/work/cache/lfw_full.npz")
+DEFAULT_ANN = ("pq:m=64,overfetch=60", "pq:m=64,overfetch=300",
+               "ivf:storage=SQ8,overfetch=20,probe_fraction=0.3,max_n=100000")
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS:"))
+
+
+def load_real(args: argparse.Namespace) -> np.ndarray:
+    """The real LFW embeddings (status ok), from ``--embeddings`` or by running ``lookalike embed``."""
+    path = Path(args.embeddings) if args.embeddings else None
+    if path is None or not path.is_file():
+        path = Path(tempfile.mkdtemp()) / "lfw.npz"
+        cmd = [str(ROOT / ".venv" / "bin" / "lookalike"), "embed", "--data", args.data, "--out", str(path),
+               "--cache", args.cache, "--no-progress"]
+        print("running:", " ".join(cmd), file=sys.stderr)
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    z = np.load(path, allow_pickle=False)
+    return l2_normalize(z["vectors"][z["status"] == "ok"])
+
+
+def write_gallery(path: Path, real: np.ndarray, n: int, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+    """A memory-mapped (n, D) gallery: real faces first, then synthetic ones; returns (vectors, n_synthetic)."""
+    n_real = min(n, len(real))
+    mean, chol = real.mean(0), np.linalg.cholesky(np.cov(real, rowvar=False) + 1e-9 * np.eye(real.shape[1]))
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, real.shape[1]))
+    out[:n_real] = real[:n_real]
+    for s in range(n_real, n, 100_000):
+        m = min(100_000, n - s)
+        out[s:s + m] = l2_normalize(rng.standard_normal((m, real.shape[1])) @ chol.T + mean)
+    out.flush()
+    del out
+    return np.load(path, mmap_mode="r"), n - n_real
+
+
+def parse_ann(spec: str) -> tuple[str, dict, float | None]:
+    kind, _, rest = spec.partition(":")
+    params: dict = {}
+    for item in filter(None, rest.split(",")):
+        key, _, value = item.partition("=")
+        params[key] = value if key == "storage" else (float(value) if "." in value else int(value))
+    params.pop("max_n", None)
+    return kind, params, params.pop("probe_fraction", None)
+
+
+def build(name: str, vectors: np.ndarray, folder: Path) -> tuple[Index, float, float, float]:
+    """(index, build seconds, index bytes beside the vectors, RSS growth MB)."""
+    r0, t0 = rss_mb(), time.perf_counter()
+    if name == "numpy":
+        ix = NumpyIndex.from_array(vectors)
+    elif name == "faiss_flat":
+        ix = FaissIndex(vectors.shape[1])
+        ix.add(vectors)
+    else:
+        kind, params, fraction = parse_ann(name)
+        if fraction is not None:  # nprobe as a fraction of the lists: scales with the gallery
+            nlist = int(max(1, min(4 * np.sqrt(len(vectors)), len(vectors) // 39)))
+            params["nprobe"] = max(1, round(fraction * nlist))
+        ix = INDEXES[kind].from_array(vectors, **params)
+    seconds = time.perf_counter() - t0
+    if isinstance(ix, ApproximateIndex):
+        ix.save(folder, with_vectors=False)
+        extra = (folder / "index.faiss").stat().st_size
+    else:
+        extra = len(ix) * ix.dim * 4 if isinstance(ix, FaissIndex) else 0  # FAISS flat holds its own copy
+    return ix, seconds, extra, rss_mb() - r0
+
+
+def rerank_stand_in(probe: np.ndarray, cand: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """LDA-disambiguator cost: a 128x128 linear map of probe and candidates, then cosines (one BLAS thread: a
+    100x128 product is far too small to split, and splitting it costs ~10x on a busy machine)."""
+    with BLAS.limit(limits=1, user_api="blas"):
+        p, c = probe @ w, cand @ w
+    return (c @ p) / (np.linalg.norm(c, axis=1) * np.linalg.norm(p) + 1e-12)
+
+
+def measure(ix: Index, vectors: np.ndarray, probes: np.ndarray, args: argparse.Namespace, w: np.ndarray) -> dict:
+    singles = probes[:args.single]
+    ix.search(probes[-1:], 100)  # warm-up (page in a memory map, first-call costs)
+    search_s = rerank_s = 0.0
+    for q in singles:
+        t0 = time.perf_counter()
+        _, ids = ix.search(q[None], 100)
+        t1 = time.perf_counter()
+        rerank_stand_in(q, vectors[np.sort(ids[0])], w)
+        t2 = time.perf_counter()
+        search_s, rerank_s = search_s + t1 - t0, rerank_s + t2 - t1
+    t0 = time.perf_counter()
+    scores, ids = ix.search(probes[:args.batch], 50)
+    batched = time.perf_counter() - t0
+    return {"single_qps": len(singles) / search_s, "batched_qps": args.batch / batched, "ids": ids,
+            "latency_ms": 1000 * (search_s + rerank_s) / len(singles), "rerank_share": rerank_s / (search_s + rerank_s)}
+
+
+def recall(got: np.ndarray, ref: np.ndarray) -> float:
+    return float(np.mean([len(np.intersect1d(a[a >= 0], b)) / len(b) for a, b in zip(got, ref, strict=True)]))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--embeddings", default=str(DEFAULT_EMBEDDINGS) if DEFAULT_EMBEDDINGS.is_file() else None,
+                   help="LFW embeddings .npz from `lookalike embed` (default: /work/cache/lfw_full.npz if present)")
+    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "lfw"), help="LFW, when embedding")
+    p.add_argument("--cache", default="/work/cache/lookalike.sqlite", help="embedding cache, when embedding")
+    p.add_argument("--sizes", default="10000,100000,1000000")
+    p.add_argument("--probes", type=int, default=1000, help="real faces held out of the gallery as probes")
+    p.add_argument("--single", type=int, default=50, help="single-probe searches timed")
+    p.add_argument("--batch", type=int, default=500, help="queries in the batched search")
+    p.add_argument("--ann", nargs="+", default=list(DEFAULT_ANN),
+                   help="approximate indexes, kind:param=value,...; the first is the one on the last line")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workdir", default=None, help="where the galleries' vectors.npy go (default: a temp dir)")
+    args = p.parse_args()
+
+    rng = np.random.default_rng(args.seed)
+    real = load_real(args)
+    real = real[rng.permutation(len(real))]
+    probes, real_gallery = real[:args.probes], real[args.probes:]
+    w = rng.standard_normal((real.shape[1], real.shape[1])).astype(np.float32)
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="search_scale."))
+    print(f"{len(real)} real LFW faces: {len(probes)} probes, {len(real_gallery)} in every gallery (all of it "
+          f"from 10k up); OpenBLAS/FAISS threads: {os.environ.get('OMP_NUM_THREADS', 'default')}, cpus "
+          f"{os.cpu_count()}\n")
+    head = ("| gallery | synthetic | index | build s | memory MB (index + vectors) | RSS growth MB | q/s single | "
+            "q/s batched | recall@50 | search + rerank ms/probe | rerank share |")
+    lines, fp16_lines = [head, "|" + "---|" * 11], []
+    last: dict = {}
+    for n in (int(s) for s in args.sizes.split(",")):
+        vectors, synthetic = write_gallery(work / f"vectors_{n}.npy", real_gallery, n, rng)
+        results = {}
+        for name in ("numpy", "faiss_flat", *(a for a in args.ann if n <= int(dict(
+                kv.partition("=")[::2] for kv in a.partition(":")[2].split(",")).get("max_n", n)))):
+            ix, seconds, extra, rss = build(name, vectors, work / f"index_{n}_{name.split(':')[0]}")
+            m = measure(ix, vectors, probes, args, w)
+            results[name] = m
+            ref = results["numpy"]["ids"]
+            mb = (extra + vectors.nbytes) / 2**20
+            lines.append(f"| {n:,} | {synthetic:,} | {name} | {seconds:.1f} | {mb:,.0f} | "
+                         f"{rss:,.0f} | {m['single_qps']:.1f} | {m['batched_qps']:.1f} | {recall(m['ids'], ref):.4f} | "
+                         f"{m['latency_ms']:.2f} | {m['rerank_share']:.3f} |")
+            print(lines[-1], file=sys.stderr, flush=True)
+            del ix
+        half = np.asarray(vectors, np.float16).astype(np.float32)
+        fp16 = recall(exact_topk(probes[:args.batch], half, 50)[1], results["numpy"]["ids"])
+        fp16_lines.append(f"| {n:,} | {fp16:.4f} |")
+        del half
+        ex, fl, ann = results["numpy"], results["faiss_flat"], results[args.ann[0]]
+        last = {"r1": max(fl["single_qps"] / ex["single_qps"], fl["batched_qps"] / ex["batched_qps"]),
+                "r2": recall(ann["ids"], ex["ids"]), "r3": ann["single_qps"] / ex["single_qps"],
+                "r4": ann["rerank_share"]}
+        del vectors
+        (work / f"vectors_{n}.npy").unlink()
+        print(f"size {n:,} done", file=sys.stderr, flush=True)
+    print("\n".join(lines))
+    print("\nfloat16 storage: recall@50 of exact search over float16-rounded vectors vs float32\n")
+    print("| gallery | float16 recall@50 |\n|---|---|\n" + "\n".join(fp16_lines))
+    print(f"\nscale: exact/faiss_flat_time {last['r1']:.2f} ann_recall50 {last['r2']:.4f} "
+          f"ann_speedup {last['r3']:.1f} rerank_share {last['r4']:.3f}")
+
+
+if __name__ == "__main__":
+    main()
