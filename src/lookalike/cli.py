@@ -83,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="false-positive identification rate of the decision (0.001, 0.01 or 0.1; default 0.01)")
     i.add_argument("--format", choices=("table", "json", "csv"), default="table", help="output format")
     i.add_argument("--out", default=None, help="write the output to this file instead of standard output")
+
+    from lookalike.service.cli import add_parser as add_serve
+
+    add_serve(sub)
     return parser
 
 
@@ -217,6 +221,10 @@ def cmd_identify(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "serve":
+            from lookalike.service.cli import cmd_serve
+
+            return cmd_serve(args)
         return {"embed": cmd_embed, "benchmark": cmd_benchmark, "train": cmd_train,
                 "identify": cmd_identify}[args.command](args)
     except (FileNotFoundError, ValueError) as e:

@@ -131,7 +131,9 @@ def embed_paths(paths: list[str] | np.ndarray, matcher: str = "torch", aligner: 
 
     batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
     bar = tqdm(total=len(todo), desc=desc, disable=not progress or not todo, unit="img")
-    if workers <= 1 or len(batches) <= 1:
+    if not batches:
+        pass  # everything came from the cache: load no model
+    elif workers <= 1 or len(batches) <= 1:
         _init_worker(matcher, aligner, lowres, threads=None)
         for b in batches:
             record(_process(b))
