@@ -16,7 +16,7 @@ from lookalike.service import api, pages
 from lookalike.service.auth import Sessions, TokenChecker
 from lookalike.service.core import Service, ServiceError
 from lookalike.service.limits import DEFAULT_MAX_UPLOAD_MB, BodyLimit
-from lookalike.service.security import HEADERS
+from lookalike.service.security import SecurityHeaders
 
 CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
          409: "conflict", 413: "too_large", 415: "unsupported_media_type", 422: "invalid_request"}
@@ -60,15 +60,9 @@ def create_app(service: Service, tokens: TokenChecker, max_upload_mb: float = DE
     async def store_error(request: Request, exc: StoreError):
         return error(503, "store_unavailable", str(exc))
 
-    @app.middleware("http")
-    async def security_headers(request: Request, call_next):
-        response = await call_next(request)
-        for k, v in HEADERS.items():
-            response.headers.setdefault(k, v)
-        return response
-
     app.include_router(api.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=str(Path(__file__).parent / "static")), name="static")
+    app.add_middleware(SecurityHeaders)
     app.add_middleware(BodyLimit, max_bytes=int(max_upload_mb * 2**20))
     return app

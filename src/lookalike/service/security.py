@@ -19,6 +19,29 @@ HEADERS = {
 }
 
 
+class SecurityHeaders:
+    """ASGI middleware adding :data:`HEADERS` to every response (pure ASGI, so the body limit's exception
+    passes through it unchanged)."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+        self.headers = [(k.lower().encode(), v.encode()) for k, v in HEADERS.items()]
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                present = {k.lower() for k, _ in message.get("headers", [])}
+                message = {**message, "headers": [*message.get("headers", []),
+                                                  *[(k, v) for k, v in self.headers if k not in present]]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
 def _check(request: Request, token: str) -> bool:
     service, tokens = request.app.state.service, request.app.state.tokens
     with service.engine() as e:
