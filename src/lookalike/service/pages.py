@@ -20,18 +20,17 @@ from lookalike.service.security import page_session, set_session_cookie, token_o
 
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
-GROUP_COLOURS = ("#d9480f", "#1971c2", "#2f9e44", "#9c36b5", "#e67700", "#0c8599", "#c2255c", "#5c940d")
 
 
 def service(request: Request) -> Service:
     return request.app.state.service
 
 
-def render(request: Request, name: str, session: Session | None, status: int = 200, **context) -> HTMLResponse:
+def render(request: Request, template: str, session: Session | None, status: int = 200, **context) -> HTMLResponse:
     flash = session.flash[:] if session is not None else []
     if session is not None:
         session.flash.clear()
-    return templates.TemplateResponse(request, name, {"session": session, "csrf": session.csrf if session else "",
+    return templates.TemplateResponse(request, template, {"session": session, "csrf": session.csrf if session else "",
                                                       "flash": flash, **context}, status_code=status)
 
 
@@ -118,10 +117,8 @@ def review_page(request: Request, session: Session, search_id: int, status: int 
     by_subject: dict[str, list[dict]] = {}
     for r in search["reviews"]:
         by_subject.setdefault(r["subject"], []).append(r)
-    groups = sorted({c["lookalike_group"] for c in face["candidates"] if c["lookalike_group"] is not None})
-    colours = {g: GROUP_COLOURS[i % len(GROUP_COLOURS)] for i, g in enumerate(groups)}
     return render(request, "review.html", session, status, search=search, face=face, reviews=by_subject,
-                  colours=colours, verdicts=VERDICTS, error=error, result=search["result"],
+                  verdicts=VERDICTS, error=error, result=search["result"],
                   photo=search["result"]["results"][0]["photo"] if search["result"]["results"] else "")
 
 
