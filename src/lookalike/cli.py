@@ -1,4 +1,4 @@
-"""The ``lookalike`` command line: ``embed`` and ``benchmark``."""
+"""The ``lookalike`` command line: ``embed``, ``benchmark``, ``enroll`` and ``gallery``."""
 
 from __future__ import annotations
 
@@ -83,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="false-positive identification rate of the decision (0.001, 0.01 or 0.1; default 0.01)")
     i.add_argument("--format", choices=("table", "json", "csv"), default="table", help="output format")
     i.add_argument("--out", default=None, help="write the output to this file instead of standard output")
+
+    from lookalike.gallery.cli import add_parsers as add_gallery_parsers
+
+    add_gallery_parsers(sub)
 
     from lookalike.service.cli import add_parser as add_serve
 
@@ -219,6 +223,8 @@ def cmd_identify(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from lookalike.gallery.cli import COMMANDS as GALLERY_COMMANDS
+
     args = build_parser().parse_args(argv)
     try:
         if args.command == "serve":
@@ -226,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
 
             return cmd_serve(args)
         return {"embed": cmd_embed, "benchmark": cmd_benchmark, "train": cmd_train,
-                "identify": cmd_identify}[args.command](args)
+                "identify": cmd_identify, **GALLERY_COMMANDS}[args.command](args)
     except (FileNotFoundError, ValueError) as e:
         print(f"lookalike: error: {e}", file=sys.stderr)
         return 2

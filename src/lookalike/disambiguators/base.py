@@ -92,14 +92,21 @@ class Disambiguator(ABC):
         left, right = check_pairs(left, right)
         return self.score_lists(left, right[:, None, :])[:, 0]
 
-    def score_lists(self, probes: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-        """(Q, K) scores of each probe (Q, D) against its candidates (Q, K, D)."""
+    def score_lists(self, probes: np.ndarray, candidates: np.ndarray, ids: np.ndarray | None = None) -> np.ndarray:
+        """(Q, K) scores of each probe (Q, D) against its candidates (Q, K, D).
+
+        ``ids`` (Q, K), the candidates' gallery ids, lets a variant work once per distinct gallery face (the
+        same face is a candidate of many probes).
+        """
         if self.fitted_on is None:
             raise RuntimeError(f"{type(self).__name__}: fit first")
-        return self._score_lists(*check_lists(probes, candidates))
+        probes, candidates = check_lists(probes, candidates)
+        if ids is not None and np.shape(ids) != candidates.shape[:2]:
+            raise ValueError(f"ids {np.shape(ids)} must be (Q, K) = {candidates.shape[:2]}")
+        return self._score_lists(probes, candidates, ids)
 
     @abstractmethod
-    def _score_lists(self, probes: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    def _score_lists(self, probes: np.ndarray, candidates: np.ndarray, ids: np.ndarray | None) -> np.ndarray:
         """The one scoring method each variant implements (inputs already checked)."""
 
     def embed_chips(self, chips: np.ndarray) -> np.ndarray:
@@ -178,11 +185,23 @@ class EmbeddingDisambiguator(Disambiguator):
             out[s:s + block] = np.partition(sim, sim.shape[1] - n, axis=1)[:, -n:].mean(1)
         return self.cohort_beta / 2 * out
 
-    def _score_lists(self, probes: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-        q, k, d = candidates.shape
-        p, c = self.transform(probes), self.transform(candidates.reshape(q * k, d))
-        s = np.einsum("qd,qkd->qk", p, c.reshape(q, k, -1))
-        return s - self.cohort_term(p)[:, None] - self.cohort_term(c).reshape(q, k)
+    def _score_lists(self, probes: np.ndarray, candidates: np.ndarray, ids: np.ndarray | None) -> np.ndarray:
+        q, k, _ = candidates.shape
+        rows, inverse = distinct_rows(candidates, ids)
+        p, c = self.transform(probes), self.transform(rows)
+        s = np.einsum("qd,qkd->qk", p, c[inverse])
+        return s - self.cohort_term(p)[:, None] - self.cohort_term(c)[inverse]
+
+
+def distinct_rows(candidates: np.ndarray, ids: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """(distinct candidate vectors (U, D), (Q, K) index of each candidate among them), by gallery id when
+    ``ids`` are given (else every candidate is its own row)."""
+    q, k, d = candidates.shape
+    flat = candidates.reshape(q * k, d)
+    if ids is None:
+        return flat, np.arange(q * k).reshape(q, k)
+    _, first, inverse = np.unique(np.asarray(ids).ravel(), return_index=True, return_inverse=True)
+    return flat[first], inverse.reshape(q, k)
 
 
 def l2n(x: np.ndarray) -> np.ndarray:

@@ -329,7 +329,7 @@ class FineTunedNet(Disambiguator):
         """Evaluation's entry point: :meth:`embed` of a FaceSet's images in their resolutions."""
         return self.embed(faces)
 
-    def _score_lists(self, probes: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    def _score_lists(self, probes: np.ndarray, candidates: np.ndarray, ids: np.ndarray | None) -> np.ndarray:
         """Cosine of the fine-tuned embeddings; a candidate whose image failed (NaN) gets its list's mean."""
         s = np.einsum("qd,qkd->qk", probes, candidates)
         bad = ~np.isfinite(s)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lookalike.disambiguators.base import EmbeddingDisambiguator
+from lookalike.disambiguators.base import EmbeddingDisambiguator, distinct_rows
 from lookalike.disambiguators.lda import pair_scatter
 from lookalike.faces import FaceSet
 from lookalike.mining import Pairs
@@ -59,11 +59,11 @@ class JointBayesian(EmbeddingDisambiguator):
     def _self(self, z: np.ndarray) -> np.ndarray:
         return self.self_weight * np.einsum("nd,de,ne->n", z, self.a_, z)
 
-    def _score_lists(self, probes: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-        q, k, d = candidates.shape
-        p, c = self.transform(probes), self.transform(candidates.reshape(q * k, d))
-        cross = np.einsum("qd,qkd->qk", p @ self.g_, c.reshape(q, k, d))
-        return self._self(p)[:, None] + self._self(c).reshape(q, k) - 2 * cross
+    def _score_lists(self, probes: np.ndarray, candidates: np.ndarray, ids: np.ndarray | None) -> np.ndarray:
+        rows, inverse = distinct_rows(candidates, ids)
+        p, c = self.transform(probes), self.transform(rows)
+        cross = np.einsum("qd,qkd->qk", p @ self.g_, c[inverse])
+        return self._self(p)[:, None] + self._self(c)[inverse] - 2 * cross
 
     def _state(self) -> dict[str, np.ndarray]:
         return {"mean": self.mean_, "a": self.a_, "g": self.g_}

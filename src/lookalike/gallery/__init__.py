@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lookalike.gallery.store import GalleryStore, SchemaError, StoreError
+from lookalike.gallery.store import GalleryStore, NoGalleryError, SchemaError, StoreError
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
@@ -29,6 +29,14 @@ def open_store(url_or_path: str, create: bool | None = None, meta: dict[str, str
     return SQLiteStore(url_or_path, create=create, meta=meta)
 
 
-from lookalike.gallery.gallery import EnrollReport, Gallery, SubjectLists  # noqa: E402
+__all__ = ["EnrollReport", "Gallery", "GalleryStore", "NoGalleryError", "SchemaError", "StoreError",
+           "SubjectLists", "open_store"]
 
-__all__ = ["EnrollReport", "Gallery", "GalleryStore", "SchemaError", "StoreError", "SubjectLists", "open_store"]
+
+def __getattr__(name: str):
+    # Gallery imports the embedding stack; load it on first use so the CLI's parser stays light.
+    if name in ("EnrollReport", "Gallery", "SubjectLists"):
+        from lookalike.gallery import gallery
+
+        return getattr(gallery, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,6 +9,7 @@ when the store's generation moved, so a second process sees another's enrolment 
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -297,7 +298,7 @@ class Gallery:
         enrolled and listed in ``duplicates`` (a likely labelling error worth checking).
         """
         t0 = time.perf_counter()
-        paths = [str(p) for p in paths]
+        paths = [os.path.abspath(p) for p in paths]  # stored paths stay valid from any working directory
         subjects = [s if isinstance(s, str) else str(s) for s in subjects]
         if len(paths) != len(subjects):
             raise ValueError(f"{len(paths)} paths but {len(subjects)} subjects")
@@ -344,16 +345,16 @@ class Gallery:
             others = sorted(owners[k] - {s})
             if others:
                 report.duplicates.append({"path": p, "subject": s, "also_under": others})
-            if (s, k) in stored:
-                if stored[(s, k)] == "ok":
-                    report.already_enrolled += 1
-                else:
-                    report.skip(stored[(s, k)], f"{p}: {stored[(s, k)]} (recorded when first enrolled)")
-            elif (s, k) in first:
+            if (s, k) in first:
                 report.skip("repeated", f"{p}: same image as {paths[first[(s, k)]]} for subject {s!r}")
-            else:
-                first[(s, k)] = i
+                continue
+            first[(s, k)] = i
+            if (s, k) not in stored:
                 todo.append(i)
+            elif stored[(s, k)] == "ok":
+                report.already_enrolled += 1
+            else:
+                report.skip(stored[(s, k)], f"{p}: {stored[(s, k)]} (recorded when first enrolled)")
         return todo
 
     def _enroll_chunk(self, paths: list[str], subjects: list[str], keys: list[str], cache: EmbeddingCache,

@@ -17,6 +17,7 @@ from lookalike.gallery.store import (
     GalleryStore,
     ImageRecord,
     NewImage,
+    NoGalleryError,
     ReviewRecord,
     SchemaError,
     SearchRecord,
@@ -91,10 +92,11 @@ class SQLStore(GalleryStore):
             self._lock_schema()
             present = [t for t in TABLES if self._has_table(t)]
             if "state" not in present:
-                if create is False:
-                    raise StoreError(f"no gallery in {self.url} (create one with `lookalike enroll`)")
                 if present or self._has_foreign_tables():
-                    raise SchemaError(f"{self.url} is not a lookalike gallery (it holds other tables)")
+                    raise SchemaError(f"{self.url} is not a lookalike gallery (it holds other tables; for "
+                                      f"PostgreSQL, name a schema of the gallery's own with ?schema=NAME)")
+                if create is False:
+                    raise NoGalleryError(f"no gallery in {self.url} (create one with `lookalike enroll`)")
                 schema = SCHEMA.replace("{TOKENS}", TOKENS).format(ID=self.ID, BLOB=self.BLOB)
                 for s in _statements(schema) + _statements(self.APPEND_ONLY):
                     self._exec(s)

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from lookalike.gallery.sql import SQLStore, _Rows
-from lookalike.gallery.store import StoreError
+from lookalike.gallery.store import NoGalleryError, StoreError
 
 
 class SQLiteStore(SQLStore):
@@ -26,7 +26,7 @@ CREATE TRIGGER reviews_no_delete BEFORE DELETE ON reviews BEGIN SELECT RAISE(ABO
         self.path = Path(path)
         self.url = str(self.path)
         if create is False and not self.path.is_file():
-            raise StoreError(f"no gallery at {self.path} (create one with `lookalike enroll`)")
+            raise NoGalleryError(f"no gallery at {self.path} (create one with `lookalike enroll`)")
         if self.path.is_dir():
             raise StoreError(f"{self.path} is a folder, not a gallery database file")
         self.path.parent.mkdir(parents=True, exist_ok=True)

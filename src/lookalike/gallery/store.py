@@ -24,6 +24,10 @@ class StoreError(ValueError):
     """A gallery database that cannot be used as asked (a one-line message for the user)."""
 
 
+class NoGalleryError(StoreError):
+    """There is no gallery where one was expected."""
+
+
 class SchemaError(StoreError):
     """The database was written by a newer ``lookalike`` (or is not a gallery)."""
 

@@ -83,7 +83,7 @@ class LookalikeReranker(Reranker):
     def fit(self, train: FaceSet, val: LabelledLists) -> LookalikeReranker:
         """Fit every candidate disambiguator on ``train`` and choose the combination by val rank-1 (then MRR)."""
         fitted = [self.pool.get(d, train) for d in self.disambiguators]
-        scores = [d.score_lists(*disambiguator_inputs(d, val)) for d in fitted]
+        scores = [d.score_lists(*disambiguator_inputs(d, val), ids=val.lists.indices) for d in fitted]
         labels, base = val.labels(), val.lists.scores
         masks = [s.select(base, val.candidates) for s in self.selections]
         fusions = {(d, s, n): WeightedFusion(n).fit(base, scores[d], labels, masks[s])
@@ -113,7 +113,7 @@ class LookalikeReranker(Reranker):
             if features is None:
                 raise ValueError(f"{self.name}: an image-level disambiguator needs the faces' features")
             probes, candidates = features
-        d = self.disambiguator_.score_lists(probes, candidates)
+        d = self.disambiguator_.score_lists(probes, candidates, ids=lists.indices)
         self.stats["selected_mean"] = float(mask.sum(1).mean()) if len(mask) else 0.0
         return reorder(lists, mask, self.fusion_.fuse(lists.scores, d))
 

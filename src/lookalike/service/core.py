@@ -26,8 +26,7 @@ from PIL import Image
 
 from lookalike.data.images import ImageError, decode_image, degrade, load_image, sniff_image_type
 from lookalike.gallery import Gallery, is_postgres_url, open_store
-from lookalike.gallery import store as _store
-from lookalike.gallery.store import VERDICTS, StoreError
+from lookalike.gallery.store import VERDICTS, NoGalleryError, StoreError
 from lookalike.identify import SCHEMA_VERSION, Identifier
 from lookalike.matchers.align import Alignment, FaceAligner
 from lookalike.matchers.cache import EmbeddingCache
@@ -142,9 +141,7 @@ class Service:
         self.model = model
         try:
             Gallery.open(self.db).close()  # migrates an older schema, refuses a newer one
-        except StoreError as e:
-            if not no_gallery(e):
-                raise
+        except NoGalleryError:
             Gallery.create(self.db, matcher=matcher or (model.matcher if model is not None else "torch")).close()
         self.files = ImageFiles(data_dir if data_dir is not None else default_data_dir(self.db))
         self._engines: queue.Queue[Engine] = queue.Queue()
@@ -426,12 +423,6 @@ class Service:
         return rec.__dict__
 
 
-def no_gallery(error: StoreError) -> bool:
-    """Whether opening failed because there is no gallery there yet (not because it is unusable)."""
-    kind = getattr(_store, "NoGalleryError", None)
-    return (kind is not None and isinstance(error, kind)) or str(error).startswith("no gallery")
-
-
 def _search_face(result: dict) -> dict:
     faces = [f for r in result.get("results", []) for f in r.get("faces", [])]
     return faces[0] if faces else {}
@@ -474,9 +465,7 @@ def create_token_in(db: str, label_: str = "") -> str:
 
     try:
         store = open_store(db, create=False)
-    except StoreError as e:
-        if not no_gallery(e):
-            raise
+    except NoGalleryError:
         raise StoreError(f"no gallery in {db}: start `lookalike serve --db {db}` once first") from None
     with store:
         return create_token(store, label_)

@@ -1,0 +1,153 @@
+"""The gallery commands of the ``lookalike`` CLI: ``enroll`` and ``gallery stats|list|remove``.
+
+:func:`add_parsers` adds them to the main parser; :data:`COMMANDS` maps their names to their functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+import sys
+from collections.abc import Callable
+
+MAX_LISTED = 20
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    from lookalike.matchers import MATCHERS
+    from lookalike.matchers.cache import DEFAULT_CACHE
+
+    e = sub.add_parser("enroll", help="enrol a dataset's faces into a persistent gallery (created if needed)",
+                       description="Detect, align, embed and store every image under its subject. Rerunning skips "
+                                   "images already enrolled; an interrupted run resumes.")
+    e.add_argument("--gallery", required=True, metavar="DIR|CSV",
+                   help="folder per subject, or a CSV manifest with path,identity columns")
+    e.add_argument("--db", required=True, metavar="G.sqlite|postgresql://...", help="the gallery database")
+    e.add_argument("--lowres", type=int, default=None, metavar="PX",
+                   help="degrade faces to about PX pixels across (new gallery; must match an existing one)")
+    e.add_argument("--matcher", choices=MATCHERS, default=None,
+                   help="embedding model of a new gallery (default torch); must match an existing one")
+    e.add_argument("--central-fraction", type=float, default=None,
+                   help="aligner fallback for a new gallery (default 0.45, see `lookalike embed --help`)")
+    e.add_argument("--cache", default=str(DEFAULT_CACHE),
+                   help=f"embedding cache (SQLite; 'none' for none; default: {DEFAULT_CACHE})")
+    e.add_argument("--workers", type=int, default=2, help="processes for detection and embedding (default: 2)")
+    e.add_argument("--chunk-size", type=int, default=256, help="images embedded and stored per transaction")
+    e.add_argument("--format", choices=("table", "json"), default="table")
+    e.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    g = sub.add_parser("gallery", help="inspect or edit a gallery: stats, list, remove",
+                       description="Inspect or edit a persistent gallery.")
+    gsub = g.add_subparsers(dest="gallery_command", required=True)
+    for name, help_ in (("stats", "counts and settings"), ("list", "subjects with image counts"),
+                        ("remove", "remove a subject and delete its images")):
+        p = gsub.add_parser(name, help=help_, description=help_[0].upper() + help_[1:] + ".")
+        if name == "remove":
+            p.add_argument("subject", help="subject name, exactly as enrolled")
+        p.add_argument("--db", required=True, metavar="G.sqlite|postgresql://...", help="the gallery database")
+        if name != "remove":
+            p.add_argument("--format", choices=("table", "json"), default="table")
+
+
+def _errors(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Database failures become the CLI's one-line ValueError."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return fn(args)
+        except sqlite3.Error as e:
+            raise ValueError(f"gallery database error: {e}") from e
+        except Exception as e:
+            if type(e).__module__.startswith("psycopg"):
+                raise ValueError(f"gallery database error: {str(e).strip().splitlines()[0]}") from e
+            raise
+
+    return run
+
+
+def _open_or_create(args: argparse.Namespace):
+    from lookalike.embed import preprocess_key
+    from lookalike.gallery import Gallery, NoGalleryError
+    from lookalike.matchers.align import FaceAligner
+
+    aligner = FaceAligner() if args.central_fraction is None else FaceAligner(args.central_fraction)
+    try:
+        gallery = Gallery.open(args.db)
+    except NoGalleryError:
+        return Gallery.create(args.db, matcher=args.matcher or "torch", lowres=args.lowres, aligner=aligner)
+    try:
+        gallery.check_compatible(args.matcher or gallery.matcher,
+                                 aligner.name if args.central_fraction is not None else gallery.aligner.name,
+                                 preprocess_key(args.lowres) if args.lowres is not None else gallery.preprocess)
+    except ValueError:
+        gallery.close()
+        raise
+    return gallery
+
+
+@_errors
+def cmd_enroll(args: argparse.Namespace) -> int:
+    from lookalike.benchmark import load_dataset
+    from lookalike.matchers.cache import EmbeddingCache
+
+    if args.workers < 1 or args.chunk_size < 1:
+        raise ValueError("--workers and --chunk-size must be at least 1")
+    table = load_dataset(args.gallery)
+    cache = EmbeddingCache(None if args.cache == "none" else args.cache)
+    with _open_or_create(args) as gallery:
+        report = gallery.enroll(table.paths, table.identities, cache=cache, workers=args.workers,
+                                progress=not args.no_progress, chunk_size=args.chunk_size)
+        total = gallery.stats()
+    cache.close()
+    for msg in report.messages[:MAX_LISTED]:
+        print(f"skipped: {msg}", file=sys.stderr)
+    for d in report.duplicates[:MAX_LISTED]:
+        print(f"duplicate: {d['path']} ({d['subject']!r}) has the same bytes as images of "
+              f"{', '.join(map(repr, d['also_under']))}", file=sys.stderr)
+    more = max(0, len(report.messages) - MAX_LISTED) + max(0, len(report.duplicates) - MAX_LISTED)
+    if more:
+        print(f"... and {more} more (see --format json)", file=sys.stderr)
+    if args.format == "json":
+        print(json.dumps({**report.summary(), "messages": report.messages, "duplicates": report.duplicates,
+                          "gallery": total}, indent=2))
+    else:
+        print(report.format())
+        print(f"gallery {total['store']}: {total['subjects']} subjects, {total['images']} images")
+    return 0
+
+
+@_errors
+def cmd_gallery(args: argparse.Namespace) -> int:
+    from lookalike.gallery import Gallery
+
+    with Gallery.open(args.db) as gallery:
+        if args.gallery_command == "remove":
+            n = gallery.remove(args.subject)
+            print(f"removed {args.subject!r} ({n} images deleted)")
+        elif args.gallery_command == "stats":
+            stats = gallery.stats()
+            if args.format == "json":
+                print(json.dumps(stats, indent=2))
+            else:
+                print("| | |\n|---|---|")
+                for k, v in stats.items():
+                    print(f"| {k} | {v} |")
+        else:
+            subjects = gallery.store.list_subjects()
+            if args.format == "json":
+                print(json.dumps([{"subject": s.name, "images": s.n_images, "skipped": s.n_skipped,
+                                   "created": s.created} for s in subjects], indent=2))
+            else:
+                print("| subject | images | skipped |\n|---|---:|---:|")
+                for s in subjects:
+                    print(f"| {_cell(s.name)} | {s.n_images} | {s.n_skipped} |")
+    return 0
+
+
+def _cell(text: str) -> str:
+    """A Markdown table cell showing ``text`` verbatim (pipes escaped, control characters visible)."""
+    return text.replace("|", "\\|") if text.isprintable() else repr(text)
+
+
+COMMANDS = {"enroll": cmd_enroll, "gallery": cmd_gallery}

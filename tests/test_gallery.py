@@ -1,0 +1,505 @@
+"""The persistent gallery: stores (SQLite, PostgreSQL), enrolment, removal, per-subject search, the vector files
+kept in step with the store, crash safety and the ``enroll`` / ``gallery`` commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import FAST_MATCHER, PERSON_COUNTS, write_synthetic
+
+from lookalike.cli import main
+from lookalike.gallery import Gallery, SchemaError, StoreError, open_store
+from lookalike.gallery import sql as gallery_sql
+from lookalike.gallery import store as gallery_store
+from lookalike.gallery.vectors import vector_dir
+from lookalike.matchers.align import FaceAligner
+from lookalike.matchers.cache import EmbeddingCache
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+PG_URLS = ("postgresql:///test", "postgresql://postgres@127.0.0.1:5432/test")
+N_IMAGES = sum(PERSON_COUNTS.values())
+
+
+# --- fixtures ------------------------------------------------------------------------------------------------
+def _pg_base() -> str:
+    """A reachable PostgreSQL URL, or skip (only when psycopg or the server is unavailable)."""
+    psycopg = pytest.importorskip("psycopg")
+    urls = [os.environ["LOOKALIKE_TEST_PG"]] if os.environ.get("LOOKALIKE_TEST_PG") else PG_URLS
+    errors = []
+    for url in urls:
+        try:
+            psycopg.connect(url, connect_timeout=3).close()
+            return url
+        except psycopg.OperationalError as e:
+            errors.append(f"{url}: {str(e).strip().splitlines()[0] if str(e).strip() else e}")
+    pytest.skip("no PostgreSQL server: " + "; ".join(errors))
+
+
+@pytest.fixture
+def pg_url():
+    """A fresh PostgreSQL schema for one test (dropped afterwards): ``...?schema=lookalike_test_<random>``."""
+    import psycopg
+
+    base = _pg_base()
+    schema = f"lookalike_test_{uuid.uuid4().hex[:12]}"
+    yield f"{base}?schema={schema}"
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@pytest.fixture(scope="session")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> EmbeddingCache:
+    """One embedding cache for the module's tests (the synthetic faces are the same in every test)."""
+    return EmbeddingCache(tmp_path_factory.mktemp("cache") / "embeddings.sqlite")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db(request, tmp_path: Path) -> str:
+    """A gallery location for each backend."""
+    if request.param == "sqlite":
+        return str(tmp_path / "g.sqlite")
+    return request.getfixturevalue("pg_url")
+
+
+def _table(root: Path) -> tuple[list[str], list[str]]:
+    paths = sorted(root.glob("*/*"))
+    return [str(p) for p in paths], [p.parent.name for p in paths]
+
+
+def _create(db: str, **kw) -> Gallery:
+    return Gallery.create(db, matcher=FAST_MATCHER, **kw)
+
+
+def _enrolled(db: str, face_folders: Path, cache: EmbeddingCache) -> Gallery:
+    g = _create(db)
+    paths, subjects = _table(face_folders)
+    g.enroll(paths, subjects, cache=cache, workers=1, progress=False, chunk_size=8)
+    return g
+
+
+def _brute_force(g: Gallery, q: np.ndarray) -> list[tuple[str, float]]:
+    """Every subject scored by its best image, best first (reference for search)."""
+    snap = g.store.snapshot(g.matcher_name, g.preprocess)
+    sims = snap.vectors @ q
+    best = {}
+    for s, v in zip(snap.subjects, sims, strict=True):
+        best[s] = max(best.get(s, -np.inf), float(v))
+    return sorted(best.items(), key=lambda x: -x[1])
+
+
+# --- enrolment, removal --------------------------------------------------------------------------------------
+def test_enroll_then_reenroll_does_no_work(db: str, face_folders: Path) -> None:
+    cache = EmbeddingCache(None)
+    g = _create(db)
+    paths, subjects = _table(face_folders)
+    r = g.enroll(paths, subjects, cache=cache, workers=1, progress=False, chunk_size=8)
+    assert (r.added, r.already_enrolled, sum(r.skipped.values()), len(r.duplicates)) == (N_IMAGES, 0, 0, 0)
+    assert r.computed == N_IMAGES
+    assert g.subjects() == sorted(PERSON_COUNTS)
+    s = g.stats()
+    assert (s["subjects"], s["images"], s["vectors"], s["dim"]) == (len(PERSON_COUNTS), N_IMAGES, N_IMAGES, 128)
+    assert [im.path for im in g.images("p09")] == sorted(str(p) for p in (face_folders / "p09").iterdir())
+    im = g.images("p09")[0]
+    assert im.status == "ok" and im.method in ("detected", "central") and len(im.sha1) == 40
+    assert im.box is not None and im.landmarks.shape == (5, 2)
+    gen = g.store.generation()
+    again = g.enroll(paths, subjects, cache=cache, workers=1, progress=False)
+    assert (again.added, again.already_enrolled, again.computed) == (0, N_IMAGES, 0)
+    assert g.store.generation() == gen  # nothing changed
+    g.close()
+    with Gallery.open(db) as g2:
+        assert g2.stats()["images"] == N_IMAGES
+
+
+def test_remove_subject_and_remove_twice_is_an_error(db: str, face_folders: Path,
+        cache: EmbeddingCache) -> None:
+    with _enrolled(db, face_folders, cache) as g:
+        assert g.remove("p09") == PERSON_COUNTS["p09"]
+        assert "p09" not in g.subjects()
+        assert g.stats()["vectors"] == N_IMAGES - PERSON_COUNTS["p09"]
+        assert "p09" not in set(g.search(g.vectors_[:3], k=100).subjects.ravel())
+        with pytest.raises(ValueError, match="'p09' was already removed"):
+            g.remove("p09")
+        with pytest.raises(ValueError, match="'nobody' is not in the gallery"):
+            g.remove("nobody")
+        with pytest.raises(ValueError, match="was removed"):
+            g.images("p09")
+        # a removed subject can be enrolled again
+        paths = sorted(str(p) for p in (face_folders / "p09").iterdir())
+        assert g.enroll(paths, ["p09"] * len(paths), cache=cache, workers=1, progress=False).added == len(paths)
+        assert "p09" in g.subjects()
+
+
+def test_skips_duplicates_and_repeats_are_reported(db: str, face_folders: Path, tmp_path: Path,
+        cache: EmbeddingCache) -> None:
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "text.png").write_text("not an image")
+    same = face_folders / "p00" / "0.png"
+    paths = [str(same), str(same), str(tmp_path / "empty.png"), str(tmp_path / "text.png"),
+             str(tmp_path / "gone.png"), str(same)]
+    subjects = ["a", "a", "a", "a", "a", "b"]
+    with _create(db) as g:
+        r = g.enroll(paths, subjects, cache=cache, workers=1, progress=False)
+        assert r.added == 2  # "a" and "b" each get the image once
+        assert dict(r.skipped) == {"repeated": 1, "empty": 1, "unreadable": 1, "missing": 1}
+        assert len(r.messages) == 4 and any("gone.png" in m for m in r.messages)
+        assert {(d["subject"], tuple(d["also_under"])) for d in r.duplicates} == {("a", ("b",)), ("b", ("a",))}
+        # deterministic failures are recorded and not retried; the missing file is retried
+        again = g.enroll(paths, subjects, cache=cache, workers=1, progress=False)
+        assert (again.added, again.already_enrolled, again.computed) == (0, 2, 0)
+        assert again.skipped["empty"] == 1 and again.skipped["missing"] == 1
+        assert g.stats()["images_skipped"] == 2
+
+
+def test_hostile_subject_names_are_stored_verbatim(db: str, face_folders: Path, tmp_path: Path,
+        cache: EmbeddingCache) -> None:
+    names = ["Robert'); DROP TABLE subjects;--", "../../../etc/passwd", "a|b\\c", "x\" OR 1=1 --", "Zoë 李"]
+    paths = [str(p) for p in sorted(face_folders.glob("*/*"))[:len(names)]]
+    before = set(tmp_path.iterdir())
+    with _create(db) as g:
+        assert g.enroll(paths, names, cache=cache, workers=1, progress=False).added == len(names)
+        assert g.subjects() == sorted(names)
+        assert {im.subject for im in g.store.list_images()} == set(names)
+        res = g.search(g.vectors_[:1], k=10)
+        assert set(res.subjects[0]) == set(names)
+        assert g.remove(names[0]) == 1 and g.subjects() == sorted(names[1:])
+    created = set(tmp_path.iterdir()) - before
+    assert created <= {tmp_path / "g.sqlite", tmp_path / "g.sqlite.vectors", tmp_path / "g.sqlite-wal",
+                       tmp_path / "g.sqlite-shm"}
+    assert not (tmp_path.parent / "etc").exists()
+
+
+def test_bad_enrol_input_is_a_clear_error(tmp_path: Path, face_folders: Path) -> None:
+    with _create(str(tmp_path / "g.sqlite")) as g:
+        with pytest.raises(ValueError, match="2 paths but 1 subjects"):
+            g.enroll(["a", "b"], ["x"], progress=False)
+        with pytest.raises(ValueError, match="empty"):
+            g.enroll(["a"], ["  "], progress=False)
+    with pytest.raises(ValueError, match="unknown matcher"):
+        Gallery.create(str(tmp_path / "h.sqlite"), matcher="nope")
+    with pytest.raises(StoreError, match="already holds a gallery"):
+        _create(str(tmp_path / "g.sqlite"))
+    with pytest.raises(StoreError, match="no gallery at"):
+        Gallery.open(str(tmp_path / "missing.sqlite"))
+    assert not (tmp_path / "missing.sqlite").exists()
+
+
+# --- search --------------------------------------------------------------------------------------------------
+def test_search_returns_each_subject_once_with_its_best_image(db: str, face_folders: Path,
+        cache: EmbeddingCache) -> None:
+    with _enrolled(db, face_folders, cache) as g:
+        rng = np.random.default_rng(0)
+        target = g.image_ids_.tolist().index(g.store.list_images("p09")[2].id)
+        q = g.vectors_[target] + 0.05 * rng.normal(size=128).astype(np.float32)
+        q = (q / np.linalg.norm(q)).astype(np.float32)
+        res = g.search(np.stack([q, g.vectors_[0]]), k=5)
+        assert res.subjects.shape == res.image_ids.shape == res.scores.shape == res.paths.shape == (2, 5)
+        assert res.vectors.shape == (2, 5, 128)
+        assert res.subjects[0, 0] == "p09" and res.image_ids[0, 0] == g.image_ids_[target]
+        expect = _brute_force(g, q)[:5]
+        assert res.subjects[0].tolist() == [s for s, _ in expect]
+        np.testing.assert_allclose(res.scores[0], [v for _, v in expect], rtol=1e-5)
+        for j in range(5):  # each candidate is represented by its own best image
+            assert res.subjects[0, j] == g.subjects_[g.image_ids_.tolist().index(res.image_ids[0, j])]
+            np.testing.assert_allclose(res.vectors[0, j] @ q, res.scores[0, j], rtol=1e-5)
+            assert res.paths[0, j] in {im.path for im in g.images(res.subjects[0, j])}
+        for row in res.subjects:
+            assert len(set(row)) == len(row)
+        everyone = g.search(q[None], k=1000)
+        assert everyone.subjects.shape == (1, len(PERSON_COUNTS))  # K' = min(k, subjects)
+        assert np.all(np.diff(everyone.scores[0]) <= 0)
+
+
+def test_search_input_is_checked(tmp_path: Path, face_folders: Path, cache: EmbeddingCache) -> None:
+    with _create(str(tmp_path / "e.sqlite")) as empty:
+        with pytest.raises(ValueError, match="no enrolled images"):
+            empty.search(np.zeros((1, 128), np.float32))
+    with _enrolled(str(tmp_path / "g.sqlite"), face_folders, cache) as g:
+        for bad, msg in ((np.zeros(128), "2-D"), (np.zeros((1, 64)), "dimension 64"),
+                         (np.full((1, 128), np.nan), "NaN"), (np.array([["a"] * 128]), "numeric")):
+            with pytest.raises(ValueError, match=msg):
+                g.search(bad)
+        for k in (0, -1, 2.5, True):
+            with pytest.raises(ValueError, match="positive integer"):
+                g.search(g.vectors_[:1], k=k)
+        assert g.search(np.zeros((0, 128), np.float32), k=3).subjects.shape == (0, 3)
+
+
+def test_check_compatible_names_both_sides(tmp_path: Path) -> None:
+    with _create(str(tmp_path / "g.sqlite"), lowres=16) as g:
+        g.check_compatible(FAST_MATCHER, FaceAligner().name, "lowres16-chip17")
+        with pytest.raises(ValueError, match=r"preprocess 'full' \(probe\) vs 'lowres16-chip17' \(gallery\)"):
+            g.check_compatible(FAST_MATCHER, FaceAligner().name, "full")
+        with pytest.raises(ValueError, match=r"matcher 'other-net' \(probe\) vs 'dlib-resnet-v1' \(gallery\)"):
+            g.check_compatible("other-net", FaceAligner().name, "lowres16-chip17")
+        with pytest.raises(ValueError, match="aligner"):
+            g.check_compatible(FAST_MATCHER, FaceAligner(0.9).name, "lowres16-chip17")
+
+
+def test_two_galleries_on_one_store_see_each_others_changes(db: str, face_folders: Path,
+        cache: EmbeddingCache) -> None:
+    paths, subjects = _table(face_folders)
+    first = [i for i, s in enumerate(subjects) if s != "p09"]
+    with _create(db) as a:
+        a.enroll([paths[i] for i in first], [subjects[i] for i in first], cache=cache, workers=1, progress=False)
+        with Gallery.open(db) as b:
+            probe = a.vectors_[:1]
+            assert "p09" not in set(b.search(probe, k=100).subjects[0])
+            rest = [i for i, s in enumerate(subjects) if s == "p09"]
+            a.enroll([paths[i] for i in rest], [subjects[i] for i in rest], cache=cache, workers=1, progress=False)
+            assert "p09" in set(b.search(probe, k=100).subjects[0])
+            b.remove("p00")
+            assert "p00" not in set(a.search(probe, k=100).subjects[0])
+            assert a.stats()["vectors"] == b.stats()["vectors"] == N_IMAGES - 1
+
+
+# --- the vector files beside a SQLite gallery ------------------------------------------------------------------
+def _break_count(d: Path) -> None:
+    state = json.loads((d / "state.json").read_text())
+    (d / "state.json").write_text(json.dumps({**state, "count": state["count"] - 1}))
+
+
+def _break_generation(d: Path) -> None:
+    state = json.loads((d / "state.json").read_text())
+    (d / "state.json").write_text(json.dumps({**state, "generation": state["generation"] - 1}))
+
+
+def _break_row(d: Path) -> None:
+    v = np.load(d / "vectors.npy")
+    v[0] = -v[0]
+    np.save(d / "vectors.npy", v)
+
+
+def _break_ids(d: Path) -> None:
+    ids = np.load(d / "ids.npy")
+    np.save(d / "ids.npy", ids[::-1].copy())
+
+
+def _truncate(d: Path) -> None:
+    data = (d / "vectors.npy").read_bytes()
+    (d / "vectors.npy").write_bytes(data[:len(data) // 2])
+
+
+@pytest.mark.parametrize("damage", [
+    lambda d: (d / "vectors.npy").unlink(), lambda d: (d / "state.json").unlink(), _truncate, _break_count,
+    _break_generation, _break_row, _break_ids, lambda d: (d / "state.json").write_text("{not json"),
+], ids=["no-vectors", "no-state", "truncated", "count", "generation", "row", "ids", "bad-json"])
+def test_vector_files_are_rebuilt_when_they_disagree_with_the_store(tmp_path: Path, face_folders: Path,
+                                                                   damage, cache: EmbeddingCache) -> None:
+    db = str(tmp_path / "g.sqlite")
+    with _enrolled(db, face_folders, cache) as g:
+        probe = g.vectors_[:4].copy()
+        expect = g.search(probe, k=5)
+    with Gallery.open(db) as g:
+        assert g.vectors_source_ == "file"
+        assert isinstance(g.vectors_, np.memmap)
+    damage(vector_dir(db))
+    with Gallery.open(db) as g:
+        assert g.vectors_source_.startswith("store (vector files rebuilt")
+        got = g.search(probe, k=5)
+        np.testing.assert_array_equal(got.image_ids, expect.image_ids)
+        np.testing.assert_allclose(got.scores, expect.scores, rtol=1e-6)
+    with Gallery.open(db) as g:
+        assert g.vectors_source_ == "file"  # rewritten in good order
+
+
+# --- schema versions -------------------------------------------------------------------------------------------
+def test_newer_schema_is_refused(db: str, capsys: pytest.CaptureFixture) -> None:
+    _create(db).close()
+    with open_store(db) as s:
+        s._exec("UPDATE state SET schema_version = 99")
+    with pytest.raises(SchemaError, match="schema version 99, newer than this lookalike reads"):
+        Gallery.open(db)
+    assert main(["gallery", "stats", "--db", db]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lookalike: error:") and "upgrade lookalike" in err and err.count("\n") == 1
+
+
+def test_older_schema_is_migrated_on_open(db: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    _create(db).close()
+    gen = open_store(db).generation()
+    v = gallery_store.SCHEMA_VERSION
+    monkeypatch.setattr(gallery_store, "SCHEMA_VERSION", v + 1)
+    monkeypatch.setattr(gallery_sql, "MIGRATIONS", {**gallery_sql.MIGRATIONS,
+                                                    v: ["ALTER TABLE subjects ADD COLUMN note TEXT"]})
+    with open_store(db) as s:
+        assert s.schema_version() == v + 1 and s.generation() == gen + 1
+        s._exec("SELECT note FROM subjects")
+
+
+def test_not_a_gallery_is_refused(tmp_path: Path) -> None:
+    from lookalike.matchers.cache import EmbeddingCache
+
+    EmbeddingCache(tmp_path / "cache.sqlite").close()
+    with pytest.raises(SchemaError, match="not a lookalike gallery"):
+        Gallery.open(str(tmp_path / "cache.sqlite"))
+    (tmp_path / "junk.sqlite").write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StoreError, match="not a usable gallery database"):
+        Gallery.open(str(tmp_path / "junk.sqlite"))
+    with pytest.raises(StoreError, match="unsupported gallery URL"):
+        open_store("mysql://x/y")
+
+
+# --- the service log -------------------------------------------------------------------------------------------
+def test_searches_and_reviews_are_an_append_only_log(db: str) -> None:
+    with open_store(db) as s:
+        gen = s.generation()
+        sid = s.add_search(b"\x89PNG...", "ab" * 20, {"candidates": ["x", "y"]})
+        s.add_review(sid, "x", "non-match", "alice", "different ears")
+        s.add_review(sid, "y", "match", "bob")
+        assert s.get_search(sid, with_probe=True).probe == b"\x89PNG..."
+        assert s.get_search(sid).result == {"candidates": ["x", "y"]}
+        assert [r.verdict for r in s.list_reviews(sid)] == ["non-match", "match"]
+        assert [x.id for x in s.list_searches()] == [sid]
+        with pytest.raises(ValueError, match="verdict"):
+            s.add_review(sid, "x", "maybe", "alice")
+        with pytest.raises(KeyError):
+            s.add_review(sid + 100, "x", "match", "alice")
+        with pytest.raises(Exception, match="append-only"):
+            s._exec("UPDATE reviews SET verdict = 'match'")
+        with pytest.raises(Exception, match="append-only"):
+            s._exec("DELETE FROM reviews")
+        assert len(s.list_reviews()) == 2 and s.generation() == gen
+
+
+# --- crash safety ----------------------------------------------------------------------------------------------
+KILL_SCRIPT = """
+import sys
+sys.path.insert(0, {src!r})
+from pathlib import Path
+from lookalike.gallery import Gallery
+from lookalike.gallery import NoGalleryError
+paths = sorted(str(p) for p in Path({root!r}).glob("*/*"))
+try:
+    g = Gallery.open({db!r})
+except NoGalleryError:
+    g = Gallery.create({db!r}, matcher={matcher!r})
+r = g.enroll(paths, [Path(p).parent.name for p in paths], workers=1, progress=False, chunk_size=4)
+print(r.added, r.already_enrolled)
+"""
+
+
+def _count_images(db: str) -> int:
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as c:
+            return c.execute("SELECT COUNT(*) FROM images").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+def test_kill_during_enrol_leaves_a_consistent_gallery_that_resumes(tmp_path: Path) -> None:
+    root, n = tmp_path / "faces", 48
+    for i in range(n):
+        (root / f"s{i // 4:03d}").mkdir(parents=True, exist_ok=True)
+        write_synthetic(root / f"s{i // 4:03d}" / f"{i}.png", 1000 + i)
+    db = str(tmp_path / "g.sqlite")
+    script = KILL_SCRIPT.format(src=str(SRC), root=str(root), db=db, matcher=FAST_MATCHER)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while _count_images(db) < 8 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, "enrolment finished before it could be killed: " + proc.stderr.read().decode()
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    with Gallery.open(db) as g:
+        n_images = len(g.store.list_images())
+        assert 8 <= n_images < n and n_images % 4 == 0  # whole chunks only
+        snap = g.store.snapshot(g.matcher_name, g.preprocess)
+        assert len(g.image_ids_) == len(snap.image_ids) == n_images == g.stats()["images"]
+        np.testing.assert_array_equal(g.vectors_, snap.vectors)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    added, already = map(int, done.stdout.split())
+    assert (added, already) == (n - n_images, n_images)
+    with Gallery.open(db) as g:
+        assert g.vectors_source_ == "file"
+        assert len(g.image_ids_) == len(g.store.list_images()) == n
+
+
+def test_another_process_enrolment_is_seen_on_the_next_search(pg_url: str, face_folders: Path,
+        cache: EmbeddingCache) -> None:
+    with _create(pg_url) as g:
+        paths, subjects = _table(face_folders)
+        g.enroll(paths[:1], subjects[:1], cache=cache, workers=1, progress=False)
+        probe = g.vectors_[:1].copy()
+        assert g.search(probe, k=100).subjects.shape == (1, 1)
+        script = KILL_SCRIPT.format(src=str(SRC), root=str(face_folders), db=pg_url, matcher=FAST_MATCHER)
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.split() == [str(N_IMAGES - 1), "1"]
+        res = g.search(probe, k=100)
+        assert res.subjects.shape == (1, len(PERSON_COUNTS))
+        assert len(g.image_ids_) == N_IMAGES
+
+
+# --- real faces ------------------------------------------------------------------------------------------------
+def test_orl_probe_finds_its_subject(tmp_path: Path, orl_folders: Path, orl_dir: Path, cache: EmbeddingCache) -> None:
+    with _enrolled(str(tmp_path / "g.sqlite"), orl_folders, cache) as g:
+        from lookalike.embed import embed_paths
+
+        probes = [orl_dir / s / "9.pgm" for s in ("s1", "s2", "s3", "s4")]
+        emb = embed_paths(probes, g.matcher, g.aligner, g.lowres, cache=cache, workers=1, progress=False)
+        res = g.search(emb.vectors, k=4)
+        assert res.subjects[:, 0].tolist() == ["s1", "s2", "s3", "s4"]
+
+
+# --- command line ----------------------------------------------------------------------------------------------
+def test_cli_enroll_list_stats_remove(face_folders: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
+        cache: EmbeddingCache) -> None:
+    db = str(tmp_path / "g.sqlite")
+    args = ["enroll", "--gallery", str(face_folders), "--db", db, "--matcher", FAST_MATCHER, "--cache", str(cache.path),
+            "--workers", "1", "--no-progress"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert f"added {N_IMAGES}, already enrolled 0, skipped 0" in out
+    assert main(args[:-3] + ["--workers", "1", "--no-progress", "--format", "json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["added"] == 0 and report["already_enrolled"] == N_IMAGES
+    assert main(["gallery", "list", "--db", db, "--format", "json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert {x["subject"]: x["images"] for x in listed} == PERSON_COUNTS
+    assert main(["gallery", "list", "--db", db]) == 0
+    assert "| p09 | 5 | 0 |" in capsys.readouterr().out
+    assert main(["gallery", "stats", "--db", db, "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["images"] == N_IMAGES
+    assert main(["gallery", "remove", "p09", "--db", db]) == 0
+    assert "5 images deleted" in capsys.readouterr().out
+    for bad, msg in ((["gallery", "remove", "p09", "--db", db], "already removed"),
+                     (["gallery", "list", "--db", str(tmp_path / "none.sqlite")], "no gallery at"),
+                     (args + ["--lowres", "16"], "preprocess"),
+                     (["enroll", "--gallery", str(tmp_path / "nope"), "--db", db], "dataset folder not found"),
+                     (["gallery", "stats", "--db", "postgresql://nobody@127.0.0.1:1/x"], "cannot connect")):
+        assert main(bad) == 2, bad
+        err = capsys.readouterr().err
+        assert err.startswith("lookalike: error:") and msg in err and err.count("\n") == 1, err
+
+
+def test_cli_enroll_from_a_csv_manifest(face_folders: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
+        cache: EmbeddingCache) -> None:
+    rows = ["path,identity"] + [f"{p},{p.parent.name}" for p in sorted(face_folders.glob("p0[0-2]/*"))]
+    rows.append(f"{face_folders / 'p03' / '0.png'},\"../../x; DROP TABLE images\"")
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    db = str(tmp_path / "g.sqlite")
+    assert main(["enroll", "--gallery", str(tmp_path / "m.csv"), "--db", db, "--matcher", FAST_MATCHER,
+                 "--cache", str(cache.path), "--workers", "1", "--no-progress"]) == 0
+    assert "added 4" in capsys.readouterr().out
+    assert main(["gallery", "list", "--db", db, "--format", "json"]) == 0
+    assert "../../x; DROP TABLE images" in [x["subject"] for x in json.loads(capsys.readouterr().out)]
+
+
+def test_cli_help_lists_gallery_commands(capsys: pytest.CaptureFixture) -> None:
+    for argv in (["enroll", "--help"], ["gallery", "remove", "--help"]):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 0
+    assert "--db" in capsys.readouterr().out

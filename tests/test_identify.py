@@ -1,0 +1,155 @@
+"""The identification system end to end on real faces (ORL): a benchmark's saved model reproduces the run's
+numbers exactly; train -> enrol -> identify from the command line and the Python API; bad input."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import FAST_MATCHER, write_synthetic
+from PIL import Image
+
+from lookalike.cli import main
+from lookalike.embed import embed_paths
+from lookalike.gallery import Gallery
+from lookalike.identify import Identifier, identify
+from lookalike.matchers.cache import EmbeddingCache
+from lookalike.metrics import RankedLists
+from lookalike.model import LookalikeModel
+
+
+@pytest.fixture(scope="module")
+def cache_path(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache") / "c.sqlite"
+
+
+def test_saved_model_reproduces_the_benchmark_exactly(orl_dir, cache_path, tmp_path):
+    """``model.lkm`` re-ranks the run's test lists into exactly the run's ``lookalike-best`` lists (~16 px)."""
+    lowres = 16
+    data = tmp_path / "data.csv"  # 16 ORL people with 6 images, 8 with one (distractors: open-set searches)
+    with open(data, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "identity"])
+        w.writerows([str(orl_dir / f"s{k}" / f"{n}.pgm"), f"s{k}"] for k in range(1, 25)
+                    for n in (range(1, 7) if k <= 16 else (1,)))
+    out = tmp_path / "run"
+    args = ["benchmark", "--data", str(data), "--out", str(out), "--cache", str(cache_path), "--lowres", str(lowres),
+            "--matcher", FAST_MATCHER, "--workers", "1", "--no-progress"]
+    assert main(args) == 0
+    r = np.load(out / "rankings.npz")
+    model = LookalikeModel.load(out / "model.lkm")
+    assert model.lowres == lowres and model.matcher == FAST_MATCHER
+    cache = EmbeddingCache(cache_path)
+    probes = embed_paths(r["probe_paths"], FAST_MATCHER, model.aligner, lowres, cache, workers=1, progress=False)
+    gallery = embed_paths(r["gallery_paths"], FAST_MATCHER, model.aligner, model.gallery_lowres, cache, workers=1,
+                          progress=False)
+    base = RankedLists(r["baseline.indices"], r["baseline.scores"])
+    again = model.rerank(probes.vectors, base, gallery.vectors[base.indices])
+    np.testing.assert_array_equal(again.indices, r["lookalike-best.indices"])
+    np.testing.assert_array_equal(again.scores, r["lookalike-best.scores"])
+    m = json.loads((out / "metrics.json").read_text())
+    hits = r["gallery_ids"][again.indices[:, 0]] == r["probe_ids"]
+    assert np.mean(hits) == pytest.approx(m["methods"]["lookalike-best"]["rank1"])
+    assert set(m["open_set"]) == set(m["methods"])  # open set for every method, from its own final scores
+    assert m["protocol"]["n_distractors"] > 0
+    assert all("fnir@fpir=0.01" in o and o["n_nonmated"] == m["protocol"]["n_distractors"]
+               for o in m["open_set"].values())
+
+
+@pytest.fixture(scope="module")
+def system(orl_dir, cache_path, tmp_path_factory):
+    """A model trained on ORL people s21..s40 and a gallery of s1..s20 (images 1-3 enrolled)."""
+    root = tmp_path_factory.mktemp("sys")
+    train = root / "train.csv"
+    with open(train, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "identity"])
+        w.writerows([str(orl_dir / f"s{k}" / f"{n}.pgm"), f"s{k}"] for k in range(21, 41) for n in range(1, 7))
+    gal = root / "gallery.csv"
+    with open(gal, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "identity"])
+        w.writerows([str(orl_dir / f"s{k}" / f"{n}.pgm"), f"s{k}"] for k in range(1, 21) for n in (1, 2, 3))
+    model, db = root / "m.lkm", root / "g.sqlite"
+    common = ["--matcher", FAST_MATCHER, "--cache", str(cache_path), "--workers", "1", "--no-progress"]
+    assert main(["train", "--data", str(train), "--model", str(model), "--depth", "20", *common]) == 0
+    assert main(["enroll", "--gallery", str(gal), "--db", str(db), *common]) == 0
+    return model, db, root
+
+
+def test_identify_cli_json(system, orl_dir, capsys):
+    model, db, _ = system
+    probes = [str(orl_dir / "s1" / "8.pgm"), str(orl_dir / "s2" / "9.pgm"), str(orl_dir / "s35" / "1.pgm")]
+    capsys.readouterr()
+    assert main(["identify", *probes, "--db", str(db), "--model", str(model), "--format", "json", "--top", "5"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["schema_version"] == 1 and doc["model"]["matcher"] == "dlib-resnet-v1"
+    faces = [r["faces"][0] for r in doc["results"]]
+    for f in faces:
+        assert f["candidate_list_length"] == 5 == len(f["candidates"])
+        finals = [c["final_score"] for c in f["candidates"]]
+        assert finals == sorted(finals, reverse=True)
+        assert {c["base_rank"] for c in f["candidates"]} <= set(range(1, 21))
+        assert f["detection"] in ("detected", "pre-cropped") and len(f["box"]) == 4
+    assert faces[0]["candidates"][0]["subject"] == "s1" and faces[1]["candidates"][0]["subject"] == "s2"
+    assert faces[0]["decision"]["threshold"] == LookalikeModel.load(model).threshold(0.01)
+
+
+def test_identify_cli_table_and_csv(system, orl_dir, capsys, tmp_path):
+    model, db, _ = system
+    assert main(["identify", str(orl_dir / "s3" / "7.pgm"), "--db", str(db), "--format", "table", "--top", "3"]) == 0
+    out = capsys.readouterr()
+    assert "s3" in out.out and "base→final" in out.out and "no model" in out.out
+    dest = tmp_path / "o.csv"
+    assert main(["identify", str(orl_dir / "s3"), "--db", str(db), "--model", str(model), "--format", "csv",
+                 "--top", "3", "--out", str(dest)]) == 0
+    rows = list(csv.DictReader(io.StringIO(dest.read_text())))
+    assert len(rows) == 10 * 3 and {r["rank"] for r in rows} == {"1", "2", "3"}
+
+
+def test_identify_every_face_and_bad_input(system, orl_dir, tmp_path):
+    model_path, db, _ = system
+    a, b = Image.open(orl_dir / "s4" / "8.pgm"), Image.open(orl_dir / "s5" / "8.pgm")
+    pair = Image.new("L", (a.width + b.width + 40, a.height + 40), 255)
+    pair.paste(a, (10, 20))
+    pair.paste(b, (a.width + 30, 20))
+    pair.save(tmp_path / "two.png")
+    write_synthetic(tmp_path / "noise.png", 3, size=(40, 40))
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "text.jpg").write_text("not an image")
+    with Gallery.open(db) as gallery:
+        doc = identify([tmp_path / n for n in ("two.png", "noise.png", "empty.jpg", "text.jpg")], gallery,
+                       LookalikeModel.load(model_path), top=3)
+    two, noise, empty, text = doc["results"]
+    assert len(two["faces"]) == 2 and two["faces"][0]["box"] != two["faces"][1]["box"]
+    assert {f["candidates"][0]["subject"] for f in two["faces"]} == {"s4", "s5"}
+    assert noise["faces"][0]["detection"] == "pre-cropped"
+    assert empty["status"] == "empty" and text["status"] == "unreadable" and not empty["faces"]
+
+
+def test_model_for_other_preprocessing_is_refused(system, tmp_path):
+    model_path, _, _ = system
+    g = Gallery.create(tmp_path / "low.sqlite", matcher=FAST_MATCHER, lowres=16)
+    with pytest.raises(ValueError, match="preprocessing"):
+        Identifier(g, LookalikeModel.load(model_path))
+    g.close()
+
+
+def test_empty_gallery_is_a_clear_error(system, orl_dir, tmp_path, capsys):
+    model_path, _, _ = system
+    Gallery.create(tmp_path / "empty.sqlite", matcher=FAST_MATCHER).close()
+    code = main(["identify", str(orl_dir / "s1" / "1.pgm"), "--db", str(tmp_path / "empty.sqlite")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "no enrolled images" in err and "Traceback" not in err
+
+
+def test_bad_model_file_is_a_clear_error(system, orl_dir, tmp_path, capsys):
+    _, db, _ = system
+    (tmp_path / "bad.lkm").write_bytes(b"junk")
+    code = main(["identify", str(orl_dir / "s1" / "1.pgm"), "--db", str(db), "--model", str(tmp_path / "bad.lkm")])
+    assert code == 2 and "not a lookalike model" in capsys.readouterr().err
