@@ -89,9 +89,12 @@ def run_dlib(chips: np.ndarray, procs: int = 2) -> tuple[float, np.ndarray]:
 
 
 def run_torch(chips: np.ndarray, threads: int, batch_size: int) -> tuple[float, np.ndarray, float]:
+    import torch
+
     from lookalike.matchers.torch_resnet import TorchResNetMatcher, build_dlib_resnet, count_macs
 
-    matcher = TorchResNetMatcher(threads=threads, batch_size=batch_size)
+    torch.set_num_threads(threads)  # this script's process (the library leaves torch's threads alone)
+    matcher = TorchResNetMatcher(batch_size=batch_size)
     matcher.descriptors(chips[:batch_size])  # warm-up (oneDNN primitive creation)
     t0 = time.perf_counter()
     out = matcher.descriptors(chips)

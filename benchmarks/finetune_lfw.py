@@ -4,12 +4,15 @@ For each resolution (full, ~20 px faces): mine lookalike pairs on the train face
 dlib's network on them (:class:`~lookalike.disambiguators.finetuned.FineTunedNet`), then compare on test
 
 * ``lookalike-best[lda]`` vs ``lookalike-best[finetuned]``: the best lookalike re-ranker (every selection
-  scheme, normaliser and fusion weight tuned by val rank-1) with the embedding-level disambiguator vs the
-  image-level one (both fitted on train only, no refit with val);
+  scheme, normaliser and fusion weight tuned by val rank-1) with the embedding-level disambiguators vs the
+  image-level one (both fitted on train only), evaluated as the benchmark does
+  (:func:`lookalike.benchmark.rerank_faces`: the fine-tuned net's own embeddings of the probes and candidates);
 * ``finetuned-base``: every probe and gallery image re-embedded with the fine-tuned network and re-searched
   (adaptation rather than disambiguation).
 
     PYTHONPATH=src .venv/bin/python benchmarks/finetune_lfw.py [--lowres full 20] [--json out.json]
+    PYTHONPATH=src .venv/bin/python benchmarks/finetune_lfw.py --data ../shared/data/orl --max-people 40 \\
+        --lowres 20 --epochs 2   # a quick run
 """
 
 from __future__ import annotations
@@ -19,93 +22,93 @@ import json
 import time
 
 import numpy as np
+import torch
 
+from lookalike.benchmark import rerank_faces, sample_people
 from lookalike.data.folders import load_folders
 from lookalike.data.protocol import make_protocol
+from lookalike.disambiguators.base import Disambiguator
 from lookalike.disambiguators.finetuned import FineTunedNet
 from lookalike.experiment import FaceSet, SearchSplit, build_split, embed_protocol, search
 from lookalike.matchers.cache import EmbeddingCache
 from lookalike.metrics import evaluate, first_hits, mcnemar
 from lookalike.mining import default_miner
 from lookalike.report import rows_table
-from lookalike.rerank import NORMS, DisambiguatorPool, LookalikeReranker, default_disambiguator, selection_grid
-from lookalike.rerank.selection import Everything
+from lookalike.rerank import NORMS, DisambiguatorPool, LookalikeReranker, all_selections, default_disambiguators
+from lookalike.rerank.tuning import LabelledLists
 
 
-def load(lfw: str, cache: str, lowres: int | None, seed: int, depth: int) -> tuple[FaceSet, SearchSplit, SearchSplit]:
-    p = make_protocol(load_folders(lfw), seed=seed, lowres=lowres)
+def load(data: str, cache: str, lowres: int | None, seed: int, depth: int,
+         max_people: int | None) -> tuple[FaceSet, SearchSplit, SearchSplit]:
+    table = load_folders(data)
+    if max_people:
+        table = sample_people(table, max_people, seed)
+    p = make_protocol(table, seed=seed, lowres=lowres)
     f = embed_protocol(p, matcher="torch", cache=EmbeddingCache(cache), workers=2, progress=False)
     return f.faces("train"), build_split(f, "val", depth=depth), build_split(f, "test", depth=depth)
-
-
-def best_reranker(disambiguator: FineTunedNet | object, name: str, seed: int,
-                  refit_with_val: bool = False) -> LookalikeReranker:
-    """``lookalike-best`` of :func:`lookalike.rerank.default_methods`, around a given disambiguator."""
-    grid = selection_grid()
-    pool = DisambiguatorPool(disambiguator, seed=seed)
-    return LookalikeReranker(pool, [Everything(), *(s for sels in grid.values() for s in sels)], NORMS, name=name,
-                             refit_with_val=refit_with_val, seed=seed)
 
 
 def reembed(split: SearchSplit, net: FineTunedNet, depth: int) -> SearchSplit:
     """The split searched again with the fine-tuned network's embeddings (failed images: zero vectors)."""
     def faces(f: FaceSet) -> FaceSet:
-        return FaceSet(f.paths, f.identities, np.nan_to_num(net.embed(f)), f.lowres)
+        return FaceSet(f.paths, f.identities, np.nan_to_num(net.embed_faces(f)), f.lowres)
 
     return search(split.name, faces(split.probes), faces(split.gallery), split.is_distractor, depth,
                   notes=split.notes)
 
 
-def row(method: str, split: SearchSplit, positions: list[np.ndarray], base_hits: np.ndarray, secs: float) -> dict:
+def row(method: str, positions: list[np.ndarray], base_hits: np.ndarray, secs: float) -> dict:
     return {"method": method, **evaluate(positions), **mcnemar(base_hits, first_hits(positions) == 0), "secs": secs}
 
 
 def run(train: FaceSet, val: SearchSplit, test: SearchSplit, args: argparse.Namespace) -> tuple[list[dict], dict]:
     base_pos = test.positions()
     base_hits = first_hits(base_pos) == 0
-    rows = [row("baseline (dlib)", test, base_pos, base_hits, 0.0)]
+    rows = [row("baseline (dlib)", base_pos, base_hits, 0.0)]
     info: dict = {}
 
     t0 = time.perf_counter()
-    miner = default_miner(seed=args.seed)
-    pairs = miner.mine(train)
-    info["mining"] = {k: v for k, v in miner.stats.items() if k != "miners"}
+    pool = DisambiguatorPool(default_miner(seed=args.seed), seed=args.seed)  # mines train once for both
     net = FineTunedNet(trainable=args.trainable, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                        margin=args.margin, max_pairs=args.max_pairs, holdout=args.holdout, seed=args.seed,
-                       cache_path=args.cache, threads=args.threads)
-    net.fit(train, pairs)
-    info["fit"] = net.stats
-    info["fit"]["params"] = net.get_params()
+                       cache_path=args.cache)
+    net = pool.get(net, train)
+    info["mining"] = {k: v for k, v in next(iter(pool.mining_stats.values())).items() if k != "miners"}
+    info["fit"] = {**net.stats, "params": net.get_params()}
     print(f"  fine-tuned in {time.perf_counter() - t0:.0f}s: {net.stats}", flush=True)
 
     t0 = time.perf_counter()
     for s in (val, test):  # every image once (memoised per (path, lowres) inside the net)
-        net.embed(s.probes)
-        net.embed(s.gallery)
+        net.embed_faces(s.probes)
+        net.embed_faces(s.gallery)
     info["embed_s"] = round(time.perf_counter() - t0, 1)
     print(f"  embedded val+test in {info['embed_s']}s", flush=True)
 
-    for name, d, refit in (("lookalike-best[lda]", default_disambiguator(args.seed), False),
-                           ("lookalike-best[lda,refit-val]", default_disambiguator(args.seed), True),
-                           ("lookalike-best[finetuned]", net, False)):
+    val_lists = LabelledLists.search(val.probes, val.gallery, args.depth)
+    methods: list[tuple[str, list[Disambiguator]]] = [("lookalike-best[lda]", default_disambiguators(args.seed)),
+                                                      ("lookalike-best[finetuned]", [net])]
+    for name, ds in methods:
         t0 = time.perf_counter()
-        m = best_reranker(d, name, args.seed, refit).fit(train, val)
-        pos = test.positions(m.rerank(test))
-        rows.append(row(name, test, pos, base_hits, time.perf_counter() - t0))
-        info[name] = {k: v for k, v in m.stats.items() if k != "disambiguator"}
+        m = LookalikeReranker(ds, all_selections(), NORMS, pool=pool, name=name, seed=args.seed).fit(train, val_lists)
+        pos = test.positions(rerank_faces(m, test.probes, test.gallery, test.lists))
+        rows.append(row(name, pos, base_hits, time.perf_counter() - t0))
+        info[name] = {k: v for k, v in m.stats.items() if k != "disambiguator_stats"}
 
     t0 = time.perf_counter()
     ft_test = reembed(test, net, args.depth)
-    rows.append(row("finetuned-base", test, ft_test.positions(), base_hits, time.perf_counter() - t0))
+    rows.append(row("finetuned-base", ft_test.positions(), base_hits, time.perf_counter() - t0))
     ft_val = reembed(val, net, args.depth)
     info["finetuned-base"] = {"val_rank1": evaluate(ft_val.positions())["rank1"],
                               "val_base_rank1": evaluate(val.positions())["rank1"]}
+    info["embed_failed"] = net.stats.get("embed_failed", 0)
     return rows, info
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--lfw", default="../shared/data/lfw")
+    ap.add_argument("--data", "--lfw", dest="data", default="../shared/data/lfw",
+                    help="folder-per-identity dataset (default: LFW)")
+    ap.add_argument("--max-people", type=int, default=None, help="a seeded subset of this many people (quick runs)")
     ap.add_argument("--cache", default="cache/lookalike.sqlite")
     ap.add_argument("--lowres", nargs="+", default=["full", "20"], help="'full' and/or face widths in pixels")
     ap.add_argument("--seed", type=int, default=0)
@@ -117,15 +120,16 @@ def main() -> None:
     ap.add_argument("--margin", type=float, default=0.1)
     ap.add_argument("--max-pairs", type=int, default=20_000)
     ap.add_argument("--holdout", type=float, default=0.2, help="train people held out to pick the epoch")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads of this process")
     ap.add_argument("--json", default=None, help="also write every row and the training stats here")
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
     out = {}
     for lr in args.lowres:
         t0 = time.perf_counter()
         lowres = None if lr == "full" else int(lr)
-        train, val, test = load(args.lfw, args.cache, lowres, args.seed, args.depth)
-        print(f"\n== LFW seed {args.seed}, {'full resolution' if lowres is None else f'{lowres} px'}: "
+        train, val, test = load(args.data, args.cache, lowres, args.seed, args.depth, args.max_people)
+        print(f"\n== {args.data} seed {args.seed}, {'full resolution' if lowres is None else f'{lowres} px'}: "
               f"{len(train)} train images, val {len(val.probes)} probes / {len(val.gallery)} gallery, "
               f"test {len(test.probes)} probes / {len(test.gallery)} gallery", flush=True)
         rows, info = run(train, val, test, args)

@@ -10,8 +10,6 @@ import pytest
 
 from lookalike.cli import main
 
-ORL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "orl"
-
 
 @pytest.mark.parametrize("command", ["embed", "benchmark"])
 def test_help(command: str, capsys: pytest.CaptureFixture) -> None:
@@ -27,12 +25,9 @@ def test_missing_dataset_is_a_clear_error(tmp_path: Path, capsys: pytest.Capture
     assert "dataset folder not found" in capsys.readouterr().err
 
 
-@pytest.mark.realdata
-def test_benchmark_on_orl(tmp_path: Path) -> None:
-    if not ORL.is_dir():
-        pytest.skip("../shared/data/orl not available")
+def test_benchmark_on_orl(tmp_path: Path, orl_dir: Path) -> None:
     out = tmp_path / "run"
-    args = ["benchmark", "--data", str(ORL), "--out", str(out), "--cache", str(tmp_path / "c.sqlite"),
+    args = ["benchmark", "--data", str(orl_dir), "--out", str(out), "--cache", str(tmp_path / "c.sqlite"),
             "--max-people", "16", "--no-progress", "--lowres", "16"]
     assert main(args) == 0
     for name in ("metrics.json", "report.md", "cmc.png", "rankings.npz", "ranked_baseline.csv", "images.csv",

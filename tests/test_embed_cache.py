@@ -7,7 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import FAST_MATCHER, need_data
+from conftest import FAST_MATCHER, need_data, write_synthetic
 
 import lookalike.embed as embed_module
 from lookalike.embed import embed_paths, preprocess_key
@@ -191,3 +191,29 @@ def test_same_person_more_similar(orl_runs):
     # (dlib's cosines are all high; in Euclidean distance these two people are cleanly separated)
     dist = np.sqrt(np.maximum(2 - 2 * sim, 0))
     assert dist[same].max() < dist[diff].min()
+
+
+def test_read_chips_aligns_missing_only_when_asked(orl_dir, tmp_path):
+    from lookalike.data.images import ImageError, degrade
+    from lookalike.embed import face_chip, read_chips
+
+    junk = tmp_path / "junk.jpg"
+    junk.write_bytes(b"not an image")
+    paths = [str(orl_dir / "s1" / "1.pgm"), str(junk), str(tmp_path / "missing.png")]
+    aligner, cache = FaceAligner(), EmbeddingCache(None)
+    chips, ok = read_chips(paths, cache, aligner)  # nothing cached: nothing read
+    assert not ok.any() and not chips.any()
+    chips, ok = read_chips(paths, cache, aligner, 20, align_missing=True)
+    assert ok.tolist() == [True, False, False] and not chips[1:].any()
+    full, al = face_chip(paths[0], aligner)
+    assert full.shape == (150, 150, 3) and al.method in ("detected", "central")
+    np.testing.assert_array_equal(chips[0], degrade(full, 20))
+    np.testing.assert_array_equal(face_chip(paths[0], aligner, al, 20)[0], chips[0])
+    for bad, reason in ((junk, "unreadable"), (tmp_path / "missing.png", "missing")):
+        with pytest.raises(ImageError) as e:
+            face_chip(bad, aligner)
+        assert e.value.reason == reason
+    noise = write_synthetic(tmp_path / "noise.png", 0, (92, 112))
+    with pytest.raises(ImageError) as e:
+        face_chip(noise, FaceAligner(central_fraction=0))
+    assert e.value.reason == "no_face"

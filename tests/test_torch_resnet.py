@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SHARED_DATA
 
 torch = pytest.importorskip("torch")
 dlib = pytest.importorskip("dlib")
@@ -30,7 +31,7 @@ from lookalike.matchers.torch_resnet import (  # noqa: E402
     preprocess,
 )
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DATA = SHARED_DATA  # ../shared/data or LOOKALIKE_SHARED_DATA
 TOLERANCE = 1e-4
 
 
@@ -115,6 +116,27 @@ def test_module_structure_and_training_step() -> None:
     model.eval()
     with torch.inference_mode():
         np.testing.assert_allclose(fuse_affine(model)(x).numpy(), model(x).numpy(), atol=1e-5)
+
+
+def test_split_forward_is_the_forward_pass() -> None:
+    model = build_dlib_resnet()
+    x = torch.randn(1, 3, 150, 150)
+    with torch.inference_mode():
+        whole = model(x)
+        assert model.n_layers == 15
+        for k in (0, 8, 14):  # frozen part then trained part, as fine-tuning runs them
+            np.testing.assert_array_equal(model.head(model.trunk(model.trunk(x, 0, k), k)).numpy(), whole.numpy())
+        np.testing.assert_array_equal(model.features(x).numpy(), model.trunk(x).mean(dim=(2, 3)).numpy())
+    for bad in ((-1, 3), (5, 4), (0, 16)):
+        with pytest.raises(ValueError, match="layer range"):
+            model.trunk(x, *bad)
+
+
+def test_matcher_leaves_torch_threads_alone() -> None:
+    before = torch.get_num_threads()
+    matcher = TorchResNetMatcher(batch_size=2)
+    matcher.descriptors(np.zeros((3, 150, 150, 3), np.uint8))
+    assert torch.get_num_threads() == before
 
 
 def test_preprocess_matches_dlib_input_layer() -> None:

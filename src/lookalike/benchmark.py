@@ -77,7 +77,16 @@ def score_method(name: str, split: SearchSplit, lists: RankedLists, base_hits: n
     m = evaluate(positions, n_boot=n_boot, seed=seed)
     if base_hits is not None:
         m.update(mcnemar(base_hits, first_hits(positions) < 1))
+        m.update(headroom(first_hits(split.positions()), first_hits(positions)))
     return m
+
+
+def headroom(base_first: np.ndarray, new_first: np.ndarray, depth: int = 10) -> dict:
+    """The top-of-list claim, measured: of the probes whose mate the baseline ranks 2..``depth``, how many a
+    method moves to rank 1 (``headroom_fixed``); of those the baseline gets right, how many it breaks."""
+    room = (base_first >= 1) & (base_first < depth)
+    return {"headroom": int(room.sum()), "headroom_fixed": int((room & (new_first < 1)).sum()),
+            "headroom_broken": int(((base_first < 1) & (new_first >= 1)).sum())}
 
 
 def run_benchmark(cfg: BenchmarkConfig) -> dict:
@@ -281,3 +290,29 @@ def write_examples(path: Path, test: SearchSplit, before: RankedLists, after: Ra
     mates = [set(np.flatnonzero(enrolled & (test.gallery.identities == test.probes.identities[q])).tolist())
              if q in qs else set() for q in range(len(test.probes))]
     plot_examples(rows, probe_chips, gallery_chips, before.indices, after.indices, mates, path)
+
+
+def replay_saved_model(out: str | Path, cache: str | None = str(DEFAULT_CACHE), workers: int = 2) -> dict:
+    """Load a run's ``model.lkm``, re-embed its test probes and gallery (through the cache) and re-rank its
+    baseline lists: the result must equal the run's ``lookalike-best`` lists exactly."""
+    from lookalike.embed import embed_paths
+
+    out = Path(out)
+    r = np.load(out / "rankings.npz")
+    model = LookalikeModel.load(out / "model.lkm")
+    store = EmbeddingCache(cache)
+    try:
+        probes = embed_paths(r["probe_paths"], model.matcher, model.aligner, model.lowres, store, workers,
+                             progress=False)
+        gallery = embed_paths(r["gallery_paths"], model.matcher, model.aligner, model.gallery_lowres, store, workers,
+                              progress=False)
+    finally:
+        store.close()
+    base = RankedLists(r["baseline.indices"], r["baseline.scores"])
+    again = model.rerank(probes.vectors, base, gallery.vectors[base.indices])
+    run_rank1 = float(np.mean(r["gallery_ids"][r["lookalike-best.indices"][:, 0]] == r["probe_ids"]))
+    return {"identical_indices": bool(np.array_equal(again.indices, r["lookalike-best.indices"])),
+            "identical_scores": bool(np.array_equal(again.scores, r["lookalike-best.scores"])),
+            "run_rank1": run_rank1,
+            "replayed_rank1": float(np.mean(r["gallery_ids"][again.indices[:, 0]] == r["probe_ids"])),
+            "n_probes": int(len(again.indices))}

@@ -57,7 +57,15 @@ _WORKER: dict = {}
 
 
 def _init_worker(matcher: str, aligner: FaceAligner, lowres: int | None, threads: int | None) -> None:
-    _WORKER.update(matcher=get_matcher(matcher, threads=threads), aligner=aligner, lowres=lowres)
+    """Set up a worker process; ``threads`` (torch matcher): the process's intra-op threads (None: unchanged).
+
+    Only the pool's own processes get a thread count: the calling process's torch settings are left alone.
+    """
+    if threads is not None and matcher == "torch":
+        import torch
+
+        torch.set_num_threads(threads)
+    _WORKER.update(matcher=get_matcher(matcher), aligner=aligner, lowres=lowres)
 
 
 def _process(items: list[tuple[int, str, str, Alignment | None]]) -> list[tuple]:
@@ -66,14 +74,7 @@ def _process(items: list[tuple[int, str, str, Alignment | None]]) -> list[tuple]
     out, chips, chip_rows = [], [], []
     for index, path, key, al in items:
         try:
-            image = load_image(path)
-            al = al or aligner.align(image)
-            if al is None:
-                out.append((index, key, "no_face", f"{path}: no face found", None, None))
-                continue
-            chip = aligner.chip(image, al)
-            if _WORKER["lowres"] is not None:
-                chip = degrade(chip, _WORKER["lowres"])
+            chip, al = face_chip(path, aligner, al, _WORKER["lowres"])
         except ImageError as e:
             out.append((index, key, e.reason, str(e), None, None))
             continue
@@ -153,22 +154,38 @@ def embed_paths(paths: list[str] | np.ndarray, matcher: str = "torch", aligner: 
     return Embeddings(out, status, method, n_faces, messages, time.perf_counter() - t0, len(todo))
 
 
+def face_chip(path: str | Path, aligner: FaceAligner, alignment: Alignment | None = None,
+              lowres: int | None = None) -> tuple[np.ndarray, Alignment]:
+    """One image's aligned chip, degraded to ``lowres`` face pixels (None: full resolution), and its alignment
+    (``alignment`` when given, e.g. from the cache, else found here). Raises :class:`ImageError` (reason
+    ``no_face`` when the aligner finds no face)."""
+    image = load_image(path)
+    al = alignment or aligner.align(image)
+    if al is None:
+        raise ImageError("no_face", f"{path}: no face found")
+    chip = aligner.chip(image, al)
+    return (degrade(chip, lowres) if lowres is not None else chip), al
+
+
 def read_chips(paths: list[str], cache: EmbeddingCache, aligner: FaceAligner | None = None,
-               lowres: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Aligned chips for images whose alignment is cached: (chips (N, S, S, 3) uint8, ok mask)."""
+               lowres: int | None = None, align_missing: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Aligned chips from the cached alignments: (chips (N, S, S, 3) uint8, ok mask).
+
+    Images without a cached alignment are skipped, or aligned here when ``align_missing``; images the cache
+    records as failed and images that fail now (:class:`ImageError`) are skipped (``ok`` False, zero chip).
+    """
     aligner = aligner or FaceAligner()
     keys = [content_key(p) for p in paths]
     aligned = cache.get_alignments(keys, aligner.name)
     chips = np.zeros((len(paths), aligner.chip_size, aligner.chip_size, 3), np.uint8)
     ok = np.zeros(len(paths), bool)
     for i, (p, k) in enumerate(zip(paths, keys, strict=True)):
-        al = aligned.get(k, ("", "", None))[2]
-        if al is None:
+        status, _, al = aligned.get(k, ("", "", None))
+        if al is None and (status or not align_missing):
             continue
         try:
-            chip = aligner.chip(load_image(Path(p)), al)
+            chips[i] = face_chip(p, aligner, al, lowres)[0]
         except ImageError:
             continue
-        chips[i] = degrade(chip, lowres) if lowres is not None else chip
         ok[i] = True
     return chips, ok

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from lookalike.faces import FaceSet
+from lookalike.io import atomic_write
 
 GENUINE, LOOKALIKE = 1, 0
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
@@ -250,12 +251,10 @@ def random_impostor_scores(faces: FaceSet, n: int = 20_000, seed: int = 0) -> np
 def plot_score_distributions(pairs: Pairs, random_scores: np.ndarray, path: str | Path,
                              title: str = "") -> None:
     """Histograms of genuine, mined lookalike and random impostor scores, written as a PNG."""
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
     groups = ((pairs.genuine.scores, "genuine"), (pairs.lookalike.scores, "mined lookalikes"),
               (random_scores, "random impostors"))
     every = np.concatenate([np.asarray(g, np.float64) for g, _ in groups])
@@ -269,8 +268,8 @@ def plot_score_distributions(pairs: Pairs, random_scores: np.ndarray, path: str 
     ax.set_title(title or "score distributions")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=100)
 
 
 def _thumbnail(path: str, size: int, crop: int) -> np.ndarray:
@@ -289,16 +288,14 @@ def _thumbnail(path: str, size: int, crop: int) -> np.ndarray:
 def lookalike_montage(pairs: Pairs, faces: FaceSet, path: str | Path, n: int = 12, size: int = 96,
                       crop: int = 120) -> int:
     """The ``n`` highest-scoring lookalike pairs side by side (centre crops), as a PNG; returns pairs shown."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     look = pairs.lookalike
     order = np.argsort(-look.scores, kind="stable")[:n]
     cols = 2
     rows = max(1, int(np.ceil(len(order) / cols)))
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 3.2, rows * 1.9), squeeze=False)
+    fig = Figure(figsize=(cols * 3.2, rows * 1.9))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for ax, i in zip(axes.ravel(), order, strict=False):
@@ -311,8 +308,8 @@ def lookalike_montage(pairs: Pairs, faces: FaceSet, path: str | Path, n: int = 1
         ax.imshow(pair)
         ax.set_title(f"{faces.identities[a]} | {faces.identities[b]}\n{look.scores[i]:.3f}", fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=100)
     return len(order)
 
 

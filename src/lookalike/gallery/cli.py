@@ -24,6 +24,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--gallery", required=True, metavar="DIR|CSV",
                    help="folder per subject, or a CSV manifest with path,identity columns")
     e.add_argument("--db", required=True, metavar="G.sqlite|postgresql://...", help="the gallery database")
+    e.add_argument("--model", default=None, metavar="M.lkm",
+                   help="take matcher, aligner and resolution from this lookalike model (the gallery it searches)")
     e.add_argument("--lowres", type=int, default=None, metavar="PX",
                    help="degrade faces to about PX pixels across (new gallery; must match an existing one)")
     e.add_argument("--matcher", choices=MATCHERS, default=None,
@@ -72,6 +74,15 @@ def _open_or_create(args: argparse.Namespace):
     from lookalike.matchers.align import FaceAligner
 
     aligner = FaceAligner() if args.central_fraction is None else FaceAligner(args.central_fraction)
+    if args.model:
+        from lookalike.model import LookalikeModel
+
+        model = LookalikeModel.load(args.model)
+        if args.matcher or args.lowres is not None or args.central_fraction is not None:
+            raise ValueError("--model sets the matcher, resolution and aligner: drop --matcher, --lowres and "
+                             "--central-fraction")
+        args.matcher, args.lowres, aligner = model.matcher, model.gallery_lowres, model.aligner
+        args.central_fraction = aligner.central_fraction
     try:
         gallery = Gallery.open(args.db)
     except NoGalleryError:

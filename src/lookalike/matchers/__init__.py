@@ -7,7 +7,7 @@ from lookalike.matchers.base import Matcher
 MATCHERS = ("dlib", "torch")
 
 
-def get_matcher(name: str, threads: int | None = None) -> Matcher:
+def get_matcher(name: str) -> Matcher:
     """A matcher by short name: ``dlib`` (dlib-bin's own network) or ``torch`` (its PyTorch port)."""
     if name == "dlib":
         from lookalike.matchers.dlib_resnet import DlibResNetMatcher
@@ -16,7 +16,7 @@ def get_matcher(name: str, threads: int | None = None) -> Matcher:
     if name == "torch":
         from lookalike.matchers.torch_resnet import TorchResNetMatcher
 
-        return TorchResNetMatcher(threads=threads)
+        return TorchResNetMatcher()
     raise ValueError(f"unknown matcher {name!r}; choose one of {MATCHERS}")
 
 

@@ -103,16 +103,38 @@ class DlibResNet(nn.Module):
         self.blocks = nn.ModuleList(ResidualBlock(i, o, d) for i, o, d in blocks)
         self.fc = nn.Linear(blocks[-1][1] if blocks else stem_channels, dim, bias=False)
 
+    @property
+    def n_layers(self) -> int:
+        """Length of the layer sequence [stem, block_0, ..., block_{n-1}] that :meth:`trunk` runs."""
+        return 1 + len(self.blocks)
+
+    def stem(self, x: torch.Tensor) -> torch.Tensor:
+        """The 7x7/2 conv, affine, relu and 3x3/2 max pool."""
+        return F.max_pool2d(F.relu_(self.stem_affine(self.stem_conv(x))), 3, 2)
+
+    def trunk(self, x: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """Layers ``start`` to ``stop`` (exclusive; default: to the end) of [stem, block_0, ..., block_{n-1}].
+
+        ``trunk(trunk(x, 0, k), k)`` equals ``trunk(x)``: fine-tuning runs the frozen layers once and the
+        trained ones per batch.
+        """
+        stop = self.n_layers if stop is None else stop
+        if not 0 <= start <= stop <= self.n_layers:
+            raise ValueError(f"layer range [{start}, {stop}) outside [0, {self.n_layers}]")
+        for i in range(start, stop):
+            x = self.stem(x) if i == 0 else self.blocks[i - 1](x)
+        return x
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        """Trunk output -> raw 128-d descriptors: global average pool, then the fc layer."""
+        return self.fc(x.mean(dim=(2, 3)))
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled 256-d features before the final projection."""
-        x = F.relu_(self.stem_affine(self.stem_conv(x)))
-        x = F.max_pool2d(x, 3, 2)
-        for block in self.blocks:
-            x = block(x)
-        return x.mean(dim=(2, 3))
+        return self.trunk(x).mean(dim=(2, 3))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.features(x))
+        return self.head(self.trunk(x))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -278,23 +300,16 @@ def weights_name(path: Path) -> str:
 
 
 class TorchResNetMatcher(Matcher):
-    """dlib's face descriptor network run by PyTorch, batched (and multi-threaded) on CPU or GPU.
+    """dlib's face descriptor network run by PyTorch, batched on CPU or GPU.
 
     With the shipped weights it reproduces ``dlib.face_recognition_model_v1.compute_face_descriptor`` on
-    aligned chips (to ~1e-5), so it shares the name ``dlib-resnet-v1`` and its embedding cache.
+    aligned chips (to ~1e-5), so it shares the name ``dlib-resnet-v1`` and its embedding cache. It uses
+    torch's intra-op threads as the process has them set (the embedding worker processes set one each).
     """
 
     dim = 128
 
-    def __init__(
-        self,
-        weights: Path | None = None,
-        batch_size: int = 64,
-        threads: int | None = None,
-        device: str = "cpu",
-    ) -> None:
-        if threads is not None:
-            torch.set_num_threads(threads)
+    def __init__(self, weights: Path | None = None, batch_size: int = 64, device: str = "cpu") -> None:
         path = Path(weights) if weights is not None else default_weights()
         net = read_dlib_net(path)
         self.name = weights_name(path)

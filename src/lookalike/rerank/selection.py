@@ -125,10 +125,15 @@ def reorder(lists: RankedLists, mask: np.ndarray, scores: np.ndarray) -> RankedL
     """
     scores = np.asarray(scores, np.float64)
     idx, new = lists.indices.copy(), scores.copy()
-    key = np.where(mask, -scores, np.inf)
-    order = np.argsort(key, axis=1, kind="stable")  # selected candidates first, best first
-    slots = np.argsort(~mask, axis=1, kind="stable")  # selected slots first, in list order
-    rows, cols = np.nonzero(np.arange(lists.depth)[None, :] < mask.sum(1, keepdims=True))
-    idx[rows, slots[rows, cols]] = lists.indices[rows, order[rows, cols]]
-    new[rows, slots[rows, cols]] = scores[rows, order[rows, cols]]
+    used = np.flatnonzero(mask.any(axis=0))
+    w = int(used[-1]) + 1 if len(used) else 0  # only the columns up to the last selected one can move
+    m = mask[:, :w]
+    order = np.argsort(np.where(m, -scores[:, :w], np.inf), axis=1, kind="stable")  # selected first, best first
+    slots = np.argsort(~m, axis=1, kind="stable")  # selected slots first, in list order
+    # the j-th selected candidate goes to the j-th selected slot; past the selection, unselected candidates and
+    # unselected slots are the same positions in the same order, so every candidate outside stays in place
+    perm = np.empty_like(order)
+    np.put_along_axis(perm, slots, order, axis=1)
+    idx[:, :w], new[:, :w] = np.take_along_axis(lists.indices[:, :w], perm, 1), np.take_along_axis(scores[:, :w],
+                                                                                                   perm, 1)
     return RankedLists(idx, np.minimum.accumulate(new, axis=1).astype(np.float32))

@@ -29,6 +29,13 @@ class LabelledLists:
     gallery: FaceSet
     lists: RankedLists
 
+    def __post_init__(self) -> None:
+        # integer identity codes: labelling a list is an integer comparison (the grid search does it thousands
+        # of times)
+        _, codes = np.unique(np.concatenate([self.gallery.identities, self.probes.identities]).astype(str),
+                             return_inverse=True)
+        self._gallery_codes, self._probe_codes = codes[:len(self.gallery)], codes[len(self.gallery):]
+
     @classmethod
     def search(cls, probes: FaceSet, gallery: FaceSet, depth: int = 100) -> LabelledLists:
         if len(gallery) == 0 or len(probes) == 0:
@@ -49,7 +56,7 @@ class LabelledLists:
     def labels(self, lists: RankedLists | None = None) -> np.ndarray:
         """(Q, K) True where the candidate is the probe's mate."""
         lists = self.lists if lists is None else lists
-        return self.gallery.identities[lists.indices] == self.probes.identities[:, None]
+        return self._gallery_codes[lists.indices] == self._probe_codes[:, None]
 
     def quality(self, lists: RankedLists | None = None) -> tuple[float, float]:
         """(rank-1, mean reciprocal rank within the lists): the tuning criterion."""
