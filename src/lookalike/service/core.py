@@ -141,8 +141,12 @@ class Service:
         self.model = model
         try:
             Gallery.open(self.db).close()  # migrates an older schema, refuses a newer one
-        except NoGalleryError:
-            Gallery.create(self.db, matcher=matcher or (model.matcher if model is not None else "torch")).close()
+        except NoGalleryError:  # a new gallery: the model's matcher, aligner and resolution, if there is a model
+            if model is not None:
+                Gallery.create(self.db, matcher=model.matcher, lowres=model.gallery_lowres,
+                               aligner=model.aligner).close()
+            else:
+                Gallery.create(self.db, matcher=matcher or "torch").close()
         self.files = ImageFiles(data_dir if data_dir is not None else default_data_dir(self.db))
         self._engines: queue.Queue[Engine] = queue.Queue()
         self._all: list[Engine] = []
