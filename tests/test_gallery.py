@@ -328,10 +328,12 @@ def test_newer_schema_is_refused(db: str, capsys: pytest.CaptureFixture) -> None
 def test_older_schema_is_migrated_on_open(db: str, monkeypatch: pytest.MonkeyPatch) -> None:
     _create(db).close()
     gen = open_store(db).generation()
-    monkeypatch.setattr(gallery_store, "SCHEMA_VERSION", 2)
-    monkeypatch.setattr(gallery_sql, "MIGRATIONS", {1: ["ALTER TABLE subjects ADD COLUMN note TEXT"]})
+    v = gallery_store.SCHEMA_VERSION
+    monkeypatch.setattr(gallery_store, "SCHEMA_VERSION", v + 1)
+    monkeypatch.setattr(gallery_sql, "MIGRATIONS", {**gallery_sql.MIGRATIONS,
+                                                    v: ["ALTER TABLE subjects ADD COLUMN note TEXT"]})
     with open_store(db) as s:
-        assert s.schema_version() == 2 and s.generation() == gen + 1
+        assert s.schema_version() == v + 1 and s.generation() == gen + 1
         s._exec("SELECT note FROM subjects")
 
 

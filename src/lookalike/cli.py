@@ -154,6 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
     from lookalike.gallery.cli import add_parsers as add_gallery_parsers
 
     add_gallery_parsers(sub)
+
+    from lookalike.service.cli import add_parser as add_serve
+
+    add_serve(sub)
     return parser
 
 
@@ -309,6 +313,10 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "serve":
+            from lookalike.service.cli import cmd_serve
+
+            return cmd_serve(args)
         return {"embed": cmd_embed, "benchmark": cmd_benchmark, "train": cmd_train,
                 "identify": cmd_identify, **GALLERY_COMMANDS}[args.command](args)
     except KeyboardInterrupt:

@@ -156,7 +156,9 @@ def embed_paths(paths: list[str] | np.ndarray, matcher: str | Matcher = "torch",
 
     batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
     bar = tqdm(total=len(todo), desc=desc, disable=not progress or not todo, unit="img")
-    if engine == "ray" and batches:
+    if not batches:
+        pass  # everything came from the cache: load no model
+    elif engine == "ray":
         from lookalike.embed_ray import run_ray
 
         for results in run_ray(batches, matcher, aligner, lowres, workers, ray_address):

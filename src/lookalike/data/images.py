@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import stat
 import warnings
 from pathlib import Path
@@ -60,28 +61,56 @@ def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     size = st.st_size
     if size == 0:
         raise ImageError("empty", f"{path}: empty file (0 bytes)")
+    return _decode(path, str(path), max_pixels)
+
+
+def decode_image(data: bytes, name: str = "upload", max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """:func:`load_image` for bytes in memory (an upload): the same checks, ``name`` labels the messages."""
+    if not data:
+        raise ImageError("empty", f"{name}: empty file (0 bytes)")
+    return _decode(io.BytesIO(data), name, max_pixels)
+
+
+# Leading bytes of the image formats a service accepts (checked before any decoder sees the data).
+MAGIC = (("jpeg", (b"\xff\xd8\xff",)), ("png", (b"\x89PNG\r\n\x1a\n",)), ("gif", (b"GIF87a", b"GIF89a")),
+         ("bmp", (b"BM",)), ("tiff", (b"II*\x00", b"MM\x00*")), ("pnm", (b"P2", b"P3", b"P5", b"P6")))
+
+
+def sniff_image_type(data: bytes) -> str | None:
+    """The image format named by the first bytes (jpeg, png, gif, bmp, tiff, webp, pnm), or None."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    for kind, prefixes in MAGIC:
+        if data.startswith(prefixes):
+            if kind == "pnm" and (len(data) < 3 or data[2:3] not in b" \t\r\n#"):
+                continue
+            return kind
+    return None
+
+
+def _decode(source: Path | io.BytesIO, name: str, max_pixels: int) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(source) as img:
                 w, h = img.size
                 if w * h > max_pixels:
-                    raise ImageError("too_large", f"{path}: {w}x{h} exceeds the {max_pixels:,}-pixel limit")
+                    raise ImageError("too_large", f"{name}: {w}x{h} exceeds the {max_pixels:,}-pixel limit")
                 if min(w, h) < MIN_SIDE:
-                    raise ImageError("too_small", f"{path}: {w}x{h} is too small for a face (min side {MIN_SIDE})")
+                    raise ImageError("too_small", f"{name}: {w}x{h} is too small for a face (min side {MIN_SIDE})")
                 img.load()
                 img = ImageOps.exif_transpose(img)
                 return to_rgb8(img)
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImageError("too_large", f"{path}: {e}") from e
+        raise ImageError("too_large", f"{name}: {e}") from e
     except OSError as e:
         msg = str(e)
         reason = "truncated" if "truncated" in msg or "broken data stream" in msg else "unreadable"
-        raise ImageError(reason, f"{path}: not a readable image ({msg})") from e
+        raise ImageError(reason, f"{name}: not a readable image ({msg})") from e
     except (ValueError, SyntaxError, Exception) as e:  # PIL raises assorted errors on corrupt headers
-        raise ImageError("unreadable", f"{path}: not a readable image ({type(e).__name__}: {e})") from e
+        raise ImageError("unreadable", f"{name}: not a readable image ({type(e).__name__}: {e})") from e
 
 
 # Width of the face detector's box as a fraction of an aligned chip (dlib HOG box vs. get_face_chip with

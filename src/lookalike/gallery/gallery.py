@@ -216,6 +216,9 @@ class Gallery:
         return True
 
     def _load(self) -> None:
+        if self.dim is None:  # another process may have enrolled the first face (and set dim) since we opened
+            dim = self.store.get_meta().get("dim")
+            self.dim = int(dim) if dim else None
         snap = self.store.snapshot(self.matcher_name, self.preprocess, with_vectors=self.vector_dir is None)
         vectors, source = None, "store"
         if self.vector_dir is not None:

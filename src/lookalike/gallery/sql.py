@@ -24,10 +24,11 @@ from lookalike.gallery.store import (
     Snapshot,
     StoreError,
     Subject,
+    TokenRecord,
     check_verdict,
 )
 
-TABLES = ("state", "meta", "subjects", "images", "embeddings", "searches", "reviews")
+TABLES = ("state", "meta", "subjects", "images", "embeddings", "searches", "reviews", "tokens")
 
 # {ID}: auto-increment primary key that never reuses ids; {BLOB}: bytes column.
 SCHEMA = """
@@ -49,10 +50,15 @@ CREATE TABLE reviews (id {ID}, search_id BIGINT NOT NULL REFERENCES searches(id)
     verdict TEXT NOT NULL CHECK (verdict IN ('match', 'non-match', 'inconclusive')), reviewer TEXT NOT NULL,
     note TEXT NOT NULL DEFAULT '', created TEXT NOT NULL);
 CREATE INDEX reviews_search ON reviews (search_id);
+""" + "{TOKENS}"
+
+# API tokens of the web service: a per-token salt and sha256(salt + token), never the token.
+TOKENS = """CREATE TABLE tokens (id {ID}, label TEXT NOT NULL DEFAULT '', salt TEXT NOT NULL, hash TEXT NOT NULL,
+    created TEXT NOT NULL);
 """
 
-# Statements that take a database from version v to v + 1 (none yet: version 1 is the first).
-MIGRATIONS: dict[int, list[str]] = {}
+# Statements that take a database from version v to v + 1 ({ID} and {BLOB} as in SCHEMA).
+MIGRATIONS: dict[int, list[str]] = {1: [TOKENS]}
 
 _CHUNK = 500
 
@@ -91,7 +97,8 @@ class SQLStore(GalleryStore):
                                       f"PostgreSQL, name a schema of the gallery's own with ?schema=NAME)")
                 if create is False:
                     raise NoGalleryError(f"no gallery in {self.url} (create one with `lookalike enroll`)")
-                for s in _statements(SCHEMA.format(ID=self.ID, BLOB=self.BLOB)) + _statements(self.APPEND_ONLY):
+                schema = SCHEMA.replace("{TOKENS}", TOKENS).format(ID=self.ID, BLOB=self.BLOB)
+                for s in _statements(schema) + _statements(self.APPEND_ONLY):
                     self._exec(s)
                 self._exec("INSERT INTO state (id, schema_version, generation) VALUES (1, ?, 0)",
                            (_store.SCHEMA_VERSION,))
@@ -106,7 +113,8 @@ class SQLStore(GalleryStore):
                                   f"reads ({_store.SCHEMA_VERSION}): upgrade lookalike")
             for v in range(version, _store.SCHEMA_VERSION):
                 for s in MIGRATIONS[v]:
-                    self._exec(s)
+                    for statement in _statements(s.format(ID=self.ID, BLOB=self.BLOB)):
+                        self._exec(statement)
                 self._exec("UPDATE state SET schema_version = ? WHERE id = 1", (v + 1,))
             if version < _store.SCHEMA_VERSION:
                 self._bump()
@@ -226,16 +234,15 @@ class SQLStore(GalleryStore):
             out.generation = self._bump()
         return out
 
-    def list_images(self, subject: str | None = None) -> list[ImageRecord]:
-        sql = ("SELECT i.id, s.name, i.path, i.sha1, i.status, i.message, i.method, i.n_faces, i.box, i.landmarks, "
+    _IMAGES = ("SELECT i.id, s.name, i.path, i.sha1, i.status, i.message, i.method, i.n_faces, i.box, i.landmarks, "
                "i.created FROM images i JOIN subjects s ON s.id = i.subject_id ")
+
+    def list_images(self, subject: str | None = None) -> list[ImageRecord]:
         with self._transaction():
-            rows = self._exec(sql + ("WHERE s.name = ? ORDER BY i.id" if subject is not None else "ORDER BY i.id"),
+            rows = self._exec(self._IMAGES + ("WHERE s.name = ? ORDER BY i.id" if subject is not None
+                                              else "ORDER BY i.id"),
                               (subject,) if subject is not None else ()).fetchall()
-        return [ImageRecord(int(r[0]), r[1], r[2], r[3], r[4], r[5], r[6], int(r[7]),
-                            tuple(json.loads(r[8])) if r[8] else None,
-                            np.frombuffer(bytes(r[9]), np.float32).reshape(5, 2).copy() if r[9] else None, r[10])
-                for r in rows]
+        return [_image_record(r) for r in rows]
 
     def find_content(self, sha1s: list[str]) -> list[tuple[str, str, int, str]]:
         out = []
@@ -269,6 +276,11 @@ class SQLStore(GalleryStore):
         vectors = (np.stack([np.frombuffer(bytes(r[3]), np.float32) for r in rows]) if rows and with_vectors
                    else np.zeros((0, 0), np.float32))
         return Snapshot(gen, ids, subjects, paths, vectors)
+
+    def get_image(self, image_id: int) -> ImageRecord | None:
+        with self._transaction():
+            rows = self._exec(self._IMAGES + "WHERE i.id = ?", (int(image_id),)).fetchall()
+        return _image_record(rows[0]) if rows else None
 
     def get_embeddings(self, image_ids: list[int], matcher: str, preprocess: str) -> dict[int, np.ndarray]:
         out = {}
@@ -318,6 +330,23 @@ class SQLStore(GalleryStore):
             rows = self._exec(sql + ("WHERE search_id = ? ORDER BY id" if search_id is not None else "ORDER BY id"),
                               (int(search_id),) if search_id is not None else ()).fetchall()
         return [ReviewRecord(int(r[0]), int(r[1]), *r[2:]) for r in rows]
+
+
+    def add_token(self, label: str, salt: str, digest: str) -> int:
+        with self._transaction(write=True):
+            return int(self._exec("INSERT INTO tokens (label, salt, hash, created) VALUES (?, ?, ?, ?) RETURNING id",
+                                  (label, salt, digest, now())).fetchone()[0])
+
+    def list_tokens(self) -> list[TokenRecord]:
+        with self._transaction():
+            rows = self._exec("SELECT id, label, salt, hash, created FROM tokens ORDER BY id").fetchall()
+        return [TokenRecord(int(r[0]), *r[1:]) for r in rows]
+
+
+def _image_record(r) -> ImageRecord:
+    return ImageRecord(int(r[0]), r[1], r[2], r[3], r[4], r[5], r[6], int(r[7]),
+                       tuple(json.loads(r[8])) if r[8] else None,
+                       np.frombuffer(bytes(r[9]), np.float32).reshape(5, 2).copy() if r[9] else None, r[10])
 
 
 def _check_name(name: str) -> str:

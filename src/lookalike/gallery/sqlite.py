@@ -30,7 +30,8 @@ CREATE TRIGGER reviews_no_delete BEFORE DELETE ON reviews BEGIN SELECT RAISE(ABO
         if self.path.is_dir():
             raise StoreError(f"{self.path} is a folder, not a gallery database file")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(self.path), timeout=timeout, isolation_level=None)
+        # One thread at a time, though not always the one that opened it (a web service's worker pool).
+        self._db = sqlite3.connect(str(self.path), timeout=timeout, isolation_level=None, check_same_thread=False)
         self._depth = 0
         try:
             self._db.execute("PRAGMA foreign_keys = ON")

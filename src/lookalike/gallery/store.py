@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 # Version of the database layout this code writes; older layouts are migrated on open, newer ones refused.
-SCHEMA_VERSION = 1
+# 2: ``tokens`` (hashed API tokens of the web service).
+SCHEMA_VERSION = 2
 
 VERDICTS = ("match", "non-match", "inconclusive")
 
@@ -108,6 +109,17 @@ class ReviewRecord:
 
 
 @dataclass
+class TokenRecord:
+    """A hashed API token of the web service (the token itself is never stored)."""
+
+    id: int
+    label: str
+    salt: str
+    hash: str
+    created: str
+
+
+@dataclass
 class AddResult:
     """What :meth:`GalleryStore.add_images` did: the new ids (None where the image was already there)."""
 
@@ -193,6 +205,10 @@ class GalleryStore(ABC):
         (0, 0) without ``with_vectors``)."""
 
     @abstractmethod
+    def get_image(self, image_id: int) -> ImageRecord | None:
+        """One stored image by id (None when there is none)."""
+
+    @abstractmethod
     def get_embeddings(self, image_ids: list[int], matcher: str, preprocess: str) -> dict[int, np.ndarray]: ...
 
     # --- service log (append-only) -----------------------------------------------------------------------
@@ -212,6 +228,13 @@ class GalleryStore(ABC):
     @abstractmethod
     def list_reviews(self, search_id: int | None = None) -> list[ReviewRecord]:
         """Reviews in the order they were made (of one search, or all)."""
+
+    @abstractmethod
+    def add_token(self, label: str, salt: str, digest: str) -> int:
+        """Record a hashed API token; returns its id."""
+
+    @abstractmethod
+    def list_tokens(self) -> list[TokenRecord]: ...
 
 
 def check_verdict(verdict: str) -> str:

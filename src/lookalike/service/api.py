@@ -1,0 +1,153 @@
+"""The JSON API (``/api/...``): subjects, images, identification, searches and reviews.
+
+Every write and every search needs ``Authorization: Bearer <token>``; reads take the token or a page session.
+Errors are ``{"error": {"code": ..., "message": ...}}`` with a 4xx status.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field
+
+from lookalike import __version__
+from lookalike.service.core import MAX_TOP, Service, Upload
+from lookalike.service.security import require_reader, require_token
+
+router = APIRouter(prefix="/api")
+ImageId = Annotated[int, Field(ge=1, le=2**62)]
+SearchId = Annotated[int, Field(ge=1, le=2**62)]
+
+
+def service(request: Request) -> Service:
+    return request.app.state.service
+
+
+class SubjectIn(BaseModel):
+    name: str = Field(description="1-100 characters: letters, digits, spaces and . ' - _ , ( )")
+
+
+class ReviewIn(BaseModel):
+    subject: str = Field(description="a candidate subject of the search")
+    verdict: Literal["match", "non-match", "inconclusive"]
+    reviewer: str = Field(description="who decided")
+    note: str = ""
+
+
+async def _uploads(files: list[UploadFile]) -> list[Upload]:
+    return [Upload(f.filename or "upload", await f.read()) for f in files]
+
+
+@router.get("/health", summary="service and gallery status (no token needed)")
+def health(request: Request) -> dict:
+    return {"status": "ok", "version": __version__}
+
+
+@router.get("/gallery", dependencies=[Depends(require_reader)], summary="the gallery behind the service")
+def gallery(request: Request) -> dict:
+    return service(request).describe()
+
+
+@router.post("/subjects", status_code=201, dependencies=[Depends(require_token)], summary="create a subject")
+def create_subject(body: SubjectIn, request: Request) -> dict:
+    return service(request).create_subject(body.name)
+
+
+@router.get("/subjects", dependencies=[Depends(require_reader)], summary="list the subjects")
+def list_subjects(request: Request) -> list[dict]:
+    return service(request).list_subjects()
+
+
+@router.get("/subjects/{name}", dependencies=[Depends(require_reader)], summary="a subject and its images")
+def get_subject(name: str, request: Request) -> dict:
+    return service(request).get_subject(name)
+
+
+@router.delete("/subjects/{name}", dependencies=[Depends(require_token)],
+               summary="remove a subject (its images and embeddings are deleted)")
+def delete_subject(name: str, request: Request) -> dict:
+    return service(request).delete_subject(name)
+
+
+@router.post("/subjects/{name}/images", status_code=201, dependencies=[Depends(require_token)],
+             summary="enrol face photos of a subject (multipart field 'files', one face each)")
+async def add_images(name: str, request: Request, files: Annotated[list[UploadFile], File()],
+                     precropped: Annotated[bool, Form()] = False) -> dict:
+    uploads = await _uploads(files)
+    return await run_in_threadpool(service(request).add_images, name, uploads, precropped)
+
+
+@router.get("/images/{image_id}", dependencies=[Depends(require_reader)], summary="an enrolled image's record")
+def image_info(image_id: ImageId, request: Request) -> dict:
+    return service(request).image_info(image_id)
+
+
+@router.delete("/images/{image_id}", dependencies=[Depends(require_token)], summary="remove an enrolled image")
+def remove_image(image_id: ImageId, request: Request) -> dict:
+    return service(request).remove_image(image_id)
+
+
+@router.get("/images/{image_id}/file", dependencies=[Depends(require_reader)], summary="the image as uploaded",
+            response_class=Response)
+def image_file(image_id: ImageId, request: Request) -> Response:
+    data, media = service(request).image_bytes(image_id)
+    return Response(data, media_type=media)
+
+
+@router.get("/images/{image_id}/photo.png", dependencies=[Depends(require_reader)],
+            summary="the image as a PNG (at most 800 px)", response_class=Response)
+def image_photo(image_id: ImageId, request: Request) -> Response:
+    return Response(service(request).image_png(image_id, face=False), media_type="image/png")
+
+
+@router.get("/images/{image_id}/face.png", dependencies=[Depends(require_reader)],
+            summary="the image's aligned face chip as a PNG", response_class=Response)
+def image_face(image_id: ImageId, request: Request) -> Response:
+    return Response(service(request).image_png(image_id, face=True), media_type="image/png")
+
+
+@router.post("/identify", dependencies=[Depends(require_token)],
+             summary="search every face of a photo; the identify JSON document, each face with its search_id")
+async def identify(request: Request, file: Annotated[UploadFile, File()],
+                   top: Annotated[int, Form(ge=1, le=MAX_TOP)] = 20, fpir: Annotated[float, Form()] = 0.01,
+                   precropped: Annotated[bool, Form()] = False) -> dict:
+    (upload,) = await _uploads([file])
+    return await run_in_threadpool(service(request).identify, upload, top, fpir, precropped)
+
+
+@router.get("/searches", dependencies=[Depends(require_token)], summary="the latest searches")
+def list_searches(request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict]:
+    return service(request).list_searches(limit)
+
+
+@router.get("/searches/{search_id}", dependencies=[Depends(require_token)],
+            summary="a search: its candidate list and its reviews")
+def get_search(search_id: SearchId, request: Request) -> dict:
+    return service(request).get_search(search_id)
+
+
+@router.get("/searches/{search_id}/probe", dependencies=[Depends(require_reader)],
+            summary="the probe photo as uploaded", response_class=Response)
+def probe_file(search_id: SearchId, request: Request) -> Response:
+    data, media = service(request).probe(search_id)
+    return Response(data, media_type=media)
+
+
+@router.get("/searches/{search_id}/photo.png", dependencies=[Depends(require_reader)],
+            summary="the probe photo as a PNG", response_class=Response)
+def probe_photo(search_id: SearchId, request: Request) -> Response:
+    return Response(service(request).probe_png(search_id, face=False), media_type="image/png")
+
+
+@router.get("/searches/{search_id}/face.png", dependencies=[Depends(require_reader)],
+            summary="the searched face, aligned, as a PNG", response_class=Response)
+def probe_face(search_id: SearchId, request: Request) -> Response:
+    return Response(service(request).probe_png(search_id, face=True), media_type="image/png")
+
+
+@router.post("/searches/{search_id}/reviews", status_code=201, dependencies=[Depends(require_token)],
+             summary="append a verdict on a candidate to the audit table")
+def add_review(search_id: SearchId, body: ReviewIn, request: Request) -> dict:
+    return service(request).add_review(search_id, body.subject, body.verdict, body.reviewer, body.note)

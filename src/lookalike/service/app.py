@@ -1,0 +1,68 @@
+"""The ASGI application: :func:`create_app` wires the service, the token checker, the API and the pages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
+
+from lookalike import __version__
+from lookalike.gallery.store import StoreError
+from lookalike.service import api, pages
+from lookalike.service.auth import Sessions, TokenChecker
+from lookalike.service.core import Service, ServiceError
+from lookalike.service.limits import DEFAULT_MAX_UPLOAD_MB, BodyLimit
+from lookalike.service.security import SecurityHeaders
+
+CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
+         409: "conflict", 413: "too_large", 415: "unsupported_media_type", 422: "invalid_request"}
+
+
+def error(status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for e in exc.errors()[:5]:
+        where = ".".join(str(x) for x in e.get("loc", ()) if x != "body") or "body"
+        parts.append(f"{where}: {e.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"
+
+
+def create_app(service: Service, tokens: TokenChecker, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB) -> FastAPI:
+    """The app over ``service``; ``tokens`` checks API tokens; request bodies are limited to ``max_upload_mb``."""
+    app = FastAPI(title="lookalike", version=__version__, docs_url=None, redoc_url=None,
+                  description="1:N face search with a candidate-list review page. Results are investigative "
+                              "leads, not identifications.")
+    app.state.service = service
+    app.state.tokens = tokens
+    app.state.sessions = Sessions()
+
+    @app.exception_handler(ServiceError)
+    async def service_error(request: Request, exc: ServiceError):
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return error(exc.status, exc.code, exc.message, headers)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException):
+        return error(exc.status_code, CODES.get(exc.status_code, "error"), str(exc.detail), exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError):
+        return error(422, "invalid_request", _validation_message(exc))
+
+    @app.exception_handler(StoreError)
+    async def store_error(request: Request, exc: StoreError):
+        return error(503, "store_unavailable", str(exc))
+
+    app.include_router(api.router)
+    app.include_router(pages.router)
+    app.mount("/static", StaticFiles(directory=str(Path(__file__).parent / "static")), name="static")
+    app.add_middleware(SecurityHeaders)
+    app.add_middleware(BodyLimit, max_bytes=int(max_upload_mb * 2**20))
+    return app

@@ -1,0 +1,115 @@
+"""API tokens (hashed at rest) and page sessions (an HttpOnly cookie with a CSRF token per session).
+
+A token is 32 random bytes (URL-safe base64). The store keeps only a per-token salt and
+``sha256(salt + token)``; a token given by the environment (``LOOKALIKE_TOKEN``) is hashed the same way in
+memory. Pages log in with a token and get a session cookie (HttpOnly, SameSite=Strict); every form POST carries
+the session's CSRF token in a hidden field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+
+from lookalike.gallery.store import GalleryStore
+
+SESSION_COOKIE = "lookalike_session"
+SESSION_SECONDS = 12 * 3600
+MIN_TOKEN_CHARS = 16
+
+
+def hash_token(token: str, salt: str) -> str:
+    return hashlib.sha256((salt + token).encode("utf-8")).hexdigest()
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def create_token(store: GalleryStore, label: str = "") -> str:
+    """A new token: its salted hash goes into the store, the token itself is returned (to print once)."""
+    token = new_token()
+    salt = secrets.token_hex(16)
+    store.add_token(label, salt, hash_token(token, salt))
+    return token
+
+
+class TokenChecker:
+    """Verifies bearer tokens against the store's hashes and the optional environment token."""
+
+    def __init__(self, env_token: str | None = None) -> None:
+        if env_token is not None and len(env_token) < MIN_TOKEN_CHARS:
+            raise ValueError(f"LOOKALIKE_TOKEN must be at least {MIN_TOKEN_CHARS} characters")
+        self._env_salt = secrets.token_hex(16)
+        self._env_hash = hash_token(env_token, self._env_salt) if env_token else None
+
+    def has_tokens(self, store: GalleryStore) -> bool:
+        return self._env_hash is not None or bool(store.list_tokens())
+
+    def check(self, token: str | None, store: GalleryStore) -> bool:
+        if not token:
+            return False
+        ok = False
+        if self._env_hash is not None:
+            ok |= hmac.compare_digest(hash_token(token, self._env_salt), self._env_hash)
+        for rec in store.list_tokens():
+            ok |= hmac.compare_digest(hash_token(token, rec.salt), rec.hash)
+        return ok
+
+
+def bearer(header: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header."""
+    if not header:
+        return None
+    scheme, _, value = header.partition(" ")
+    return value.strip() or None if scheme.lower() == "bearer" else None
+
+
+@dataclass
+class Session:
+    csrf: str
+    expires: float
+    authenticated: bool = False
+    reviewer: str = ""
+    flash: list[str] = field(default_factory=list)
+
+
+class Sessions:
+    """Page sessions in this process's memory (a restart logs everyone out)."""
+
+    def __init__(self, seconds: int = SESSION_SECONDS) -> None:
+        self.seconds = seconds
+        self._sessions: dict[str, Session] = {}
+        self._lock = threading.Lock()
+
+    def get(self, sid: str | None) -> Session | None:
+        if not sid:
+            return None
+        with self._lock:
+            s = self._sessions.get(sid)
+            if s is not None and s.expires < time.time():
+                del self._sessions[sid]
+                s = None
+            return s
+
+    def new(self, authenticated: bool = False) -> tuple[str, Session]:
+        sid = secrets.token_urlsafe(32)
+        s = Session(secrets.token_urlsafe(32), time.time() + self.seconds, authenticated)
+        with self._lock:
+            now = time.time()
+            for k in [k for k, v in self._sessions.items() if v.expires < now]:
+                del self._sessions[k]
+            self._sessions[sid] = s
+        return sid, s
+
+    def drop(self, sid: str | None) -> None:
+        with self._lock:
+            self._sessions.pop(sid or "", None)
+
+
+def csrf_ok(session: Session | None, submitted: str | None) -> bool:
+    return session is not None and bool(submitted) and hmac.compare_digest(session.csrf, submitted)

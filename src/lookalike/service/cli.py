@@ -1,0 +1,70 @@
+"""``lookalike serve``: run the web service (or, with ``--create-token``, make an API token and exit)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from lookalike.service.limits import DEFAULT_MAX_UPLOAD_MB
+
+
+def add_parser(sub) -> None:
+    s = sub.add_parser("serve", help="run the face search web service (JSON API and review pages)",
+                       description="Serve a gallery over HTTP: enrol, identify, and review candidate lists. Every "
+                                   "write and search needs an API token (LOOKALIKE_TOKEN, or --create-token).")
+    s.add_argument("--db", required=True, help="gallery (G.sqlite or postgresql://...); created if absent")
+    s.add_argument("--model", default=None, help="lookalike model (.lkm); without it, the base matcher")
+    s.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
+    s.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    s.add_argument("--data-dir", default=None,
+                   help="folder for uploaded images (default: G.sqlite.images beside a SQLite gallery; for "
+                        "PostgreSQL a folder per database under ~/.local/share/lookalike)")
+    s.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB,
+                   help=f"largest request body in MB (default: {DEFAULT_MAX_UPLOAD_MB})")
+    s.add_argument("--matcher", choices=("torch", "dlib"), default=None,
+                   help="matcher of a gallery this creates (default: the model's, else torch)")
+    s.add_argument("--engines", type=int, default=2, help="concurrent search/enrol workers (default: 2)")
+    s.add_argument("--create-token", action="store_true",
+                   help="create an API token, print it once (only its salted hash is stored) and exit")
+    s.add_argument("--token-label", default="", help="a label for --create-token (who it is for)")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn
+    except ImportError:
+        raise ValueError("the service needs its extra: pip install 'lookalike[service]'") from None
+    from lookalike.service.app import create_app
+    from lookalike.service.auth import TokenChecker
+    from lookalike.service.core import Service, create_token_in
+
+    if args.max_upload_mb <= 0:
+        raise ValueError("--max-upload-mb must be positive")
+    if not 0 < args.port < 65536:
+        raise ValueError(f"--port must be 1-65535, got {args.port}")
+    model = None
+    if args.model:
+        from lookalike.model import LookalikeModel
+
+        model = LookalikeModel.load(args.model)
+    if args.create_token:
+        Service(args.db, model, args.data_dir, engines=1, matcher=args.matcher).close()
+        token = create_token_in(args.db, args.token_label)
+        print(token)
+        print("This token is shown once; only its salted hash is stored. Use it as 'Authorization: Bearer "
+              "<token>' or on the login page.", file=sys.stderr)
+        return 0
+    tokens = TokenChecker(os.environ.get("LOOKALIKE_TOKEN") or None)
+    service = Service(args.db, model, args.data_dir, engines=args.engines, matcher=args.matcher)
+    try:
+        if not tokens.has_tokens(service.store):
+            raise ValueError("no API token: set LOOKALIKE_TOKEN or run `lookalike serve --db ... --create-token`")
+        app = create_app(service, tokens, args.max_upload_mb)
+        print(f"lookalike serve: {service.store.url} on http://{args.host}:{args.port}/ "
+              f"({'model ' + args.model if args.model else 'base matcher'})", file=sys.stderr)
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    finally:
+        service.close()
+    return 0

@@ -1,0 +1,479 @@
+"""What the web service does, without HTTP: subjects, uploads, enrolment, identification, searches, reviews.
+
+Every operation checks its input and raises :class:`ServiceError` (an HTTP status, a short code and a one-line
+message) for anything a client got wrong; nothing is written before every check of a request has passed.
+Database and face work runs on one of a small pool of :class:`Engine` objects (each with its own store
+connection, in-memory vector index and matcher), refreshed from the store at checkout, so several processes
+on one database see each other's changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import queue
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from lookalike.data.images import ImageError, decode_image, degrade, load_image, sniff_image_type
+from lookalike.gallery import Gallery, is_postgres_url, open_store
+from lookalike.gallery.store import VERDICTS, NoGalleryError, StoreError
+from lookalike.identify import SCHEMA_VERSION, Identifier
+from lookalike.matchers.align import Alignment, FaceAligner
+from lookalike.matchers.cache import EmbeddingCache
+from lookalike.model import LookalikeModel
+from lookalike.service.files import ImageFiles
+
+MAX_NAME = 100
+NAME_PUNCTUATION = set(" .'-_,()")
+MAX_FILES = 20  # images per enrolment request
+MAX_FACES = 20  # faces searched per probe photo
+FPIRS = (0.001, 0.01, 0.1)
+MAX_TOP = 100
+MAX_NOTE = 2000
+PHOTO_SIDE = 800  # longest side of the PNG renditions of photos
+MEDIA_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "gif": "image/gif", "bmp": "image/bmp",
+               "tiff": "image/tiff", "webp": "image/webp", "pnm": "image/x-portable-anymap"}
+
+
+class ServiceError(Exception):
+    """A request the service refuses: ``status`` (4xx), ``code`` (short, stable) and a one-line message."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+@dataclass
+class Upload:
+    """An uploaded file: the client's file name (a label only, never a path) and its bytes."""
+
+    name: str
+    data: bytes
+
+
+def check_subject_name(name: object) -> str:
+    """A new subject's name: 1-100 characters, letters, digits, spaces and . ' - _ , ( ) only, not starting with
+    a dot (so no path, markup or SQL fragment can be a name)."""
+    if not isinstance(name, str):
+        raise ServiceError(422, "bad_name", "a subject name must be a string")
+    if not name or name != name.strip():
+        raise ServiceError(422, "bad_name", "a subject name must be non-empty, without leading/trailing spaces")
+    if len(name) > MAX_NAME:
+        raise ServiceError(422, "bad_name", f"a subject name is at most {MAX_NAME} characters")
+    bad = sorted({c for c in name if not (c.isalnum() or c in NAME_PUNCTUATION)})
+    if bad:
+        raise ServiceError(422, "bad_name", f"a subject name may hold letters, digits, spaces and . ' - _ , ( ) "
+                                            f"only; got {''.join(bad)!r}")
+    if name.startswith("."):
+        raise ServiceError(422, "bad_name", "a subject name cannot start with a dot")
+    return name
+
+
+def label(name: str | None) -> str:
+    """A safe label for an upload's client-side file name (its last component, printable, short)."""
+    base = re.split(r"[\\/]", name or "")[-1]
+    base = "".join(c for c in base if c.isprintable())[:120]
+    return base or "upload"
+
+
+def check_image(upload: Upload) -> tuple[str, np.ndarray]:
+    """(format, decoded image) of an upload: type by magic bytes first, then the loader's checks."""
+    if not upload.data:
+        raise ServiceError(400, "empty", f"{label(upload.name)}: empty file (0 bytes)")
+    kind = sniff_image_type(upload.data)
+    if kind is None:
+        raise ServiceError(415, "not_an_image", f"{label(upload.name)}: not an image (accepted: JPEG, PNG, GIF, "
+                                                "BMP, TIFF, WebP, PGM/PPM)")
+    try:
+        return kind, decode_image(upload.data, label(upload.name))
+    except ImageError as e:
+        status = 413 if e.reason == "too_large" else 422
+        raise ServiceError(status, e.reason, str(e)) from None
+
+
+def png(array: np.ndarray, side: int | None = None) -> bytes:
+    img = Image.fromarray(array)
+    if side is not None and max(img.size) > side:
+        img.thumbnail((side, side), Image.BICUBIC)
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+class Engine:
+    """One worker's gallery connection, vector index and identifier (used by one thread at a time)."""
+
+    def __init__(self, db: str, model: LookalikeModel | None) -> None:
+        self.gallery = Gallery.open(db)
+        try:
+            self.identifier = Identifier(self.gallery, model)
+        except BaseException:
+            self.gallery.close()
+            raise
+        a = self.identifier.aligner  # a detector of this engine's own (dlib objects are not shared by threads)
+        self.identifier.aligner = FaceAligner(a.central_fraction, a.max_upsample, a.chip_size, a.padding)
+
+    def close(self) -> None:
+        self.gallery.close()
+
+
+class Service:
+    """The service over one gallery database (``db``: SQLite path or ``postgresql://`` URL).
+
+    ``model``: a loaded :class:`LookalikeModel` (None: the base matcher); ``data_dir``: where uploaded images
+    are kept (default: ``<db>.images`` beside a SQLite gallery); ``engines``: concurrent workers;
+    ``matcher``: for a gallery this creates (when ``db`` holds none yet).
+    """
+
+    def __init__(self, db: str, model: LookalikeModel | None = None, data_dir: str | Path | None = None,
+                 engines: int = 2, matcher: str | None = None) -> None:
+        self.db = str(db)
+        self.model = model
+        try:
+            Gallery.open(self.db).close()  # migrates an older schema, refuses a newer one
+        except NoGalleryError:  # a new gallery: the model's matcher, aligner and resolution, if there is a model
+            if model is not None:
+                Gallery.create(self.db, matcher=model.matcher, lowres=model.gallery_lowres,
+                               aligner=model.aligner).close()
+            else:
+                Gallery.create(self.db, matcher=matcher or "torch").close()
+        self.files = ImageFiles(data_dir if data_dir is not None else default_data_dir(self.db))
+        self._engines: queue.Queue[Engine] = queue.Queue()
+        self._all: list[Engine] = []
+        for _ in range(max(1, engines)):
+            e = Engine(self.db, model)
+            self._all.append(e)
+            self._engines.put(e)
+        self.store = self._all[0].gallery.store  # for describing; requests use engines
+        self._enrol_lock = threading.Lock()  # enrolment embeds through embed_paths' per-process worker state
+        self._renders: OrderedDict[tuple, bytes] = OrderedDict()
+        self._renders_lock = threading.Lock()
+
+    def close(self) -> None:
+        for e in self._all:
+            e.close()
+
+    @contextmanager
+    def engine(self) -> Iterator[Engine]:
+        e = self._engines.get()
+        try:
+            e.gallery.refresh()
+            yield e
+        finally:
+            self._engines.put(e)
+
+    def describe(self) -> dict:
+        with self.engine() as e:
+            st = e.gallery.stats()
+        return {"gallery": st["store"], "schema_version": st["schema_version"], "subjects": st["subjects"],
+                "images": st["images"], "matcher": st["matcher"],
+                "model": None if self.model is None else self.model.describe_short()}
+
+    # --- subjects --------------------------------------------------------------------------------------
+    def create_subject(self, name: object) -> dict:
+        name = check_subject_name(name)
+        with self.engine() as e:
+            s = e.gallery.store.get_subject(name)
+            if s is not None and s.removed is None:
+                raise ServiceError(409, "subject_exists", f"subject {name!r} already exists")
+            e.gallery.store.add_subject(name)
+        return self.get_subject(name)
+
+    def list_subjects(self) -> list[dict]:
+        with self.engine() as e:
+            return [_subject_dict(s) for s in e.gallery.store.list_subjects()]
+
+    def _live_subject(self, e: Engine, name: str):
+        s = e.gallery.store.get_subject(name)
+        if s is None or s.removed is not None:
+            raise ServiceError(404, "unknown_subject", f"no subject {name!r}"
+                               + ("" if s is None else f" (removed at {s.removed})"))
+        return s
+
+    def get_subject(self, name: str) -> dict:
+        with self.engine() as e:
+            s = self._live_subject(e, name)
+            images = e.gallery.store.list_images(name)
+        return {**_subject_dict(s), "images": [_image_dict(i) for i in images]}
+
+    def delete_subject(self, name: str) -> dict:
+        with self.engine() as e:
+            self._live_subject(e, name)
+            try:
+                n = e.gallery.remove(name)
+            except ValueError as err:
+                raise ServiceError(404, "unknown_subject", str(err)) from None
+        return {"subject": name, "removed_images": n}
+
+    # --- images ----------------------------------------------------------------------------------------
+    def add_images(self, name: str, uploads: list[Upload], precropped: bool = False, create: bool = False) -> dict:
+        """Enrol uploaded photos of one subject, each with exactly one face (or a pre-cropped face when
+        ``precropped``). All are checked before anything is written; then stored and enrolled in one
+        transaction (which creates the subject too when ``create`` and it does not exist)."""
+        if create:
+            check_subject_name(name)
+        if not uploads:
+            raise ServiceError(422, "no_files", "no image files uploaded (multipart field 'files')")
+        if len(uploads) > MAX_FILES:
+            raise ServiceError(413, "too_many_files", f"at most {MAX_FILES} images per request")
+        checked = [check_image(u) for u in uploads]
+        sha1s = [hashlib.sha1(u.data).hexdigest() for u in uploads]
+        if len(set(sha1s)) < len(sha1s):
+            raise ServiceError(409, "duplicate_image", "the same image is uploaded twice in this request")
+        with self._enrol_lock, self.engine() as e:
+            if not create:
+                self._live_subject(e, name)
+            known = e.gallery.store.find_content(sha1s)
+            if known:
+                sha1, subject, image_id, _ = known[0]
+                u = uploads[sha1s.index(sha1)]
+                raise ServiceError(409, "duplicate_image", f"{label(u.name)}: already enrolled as image {image_id} "
+                                                           f"of subject {subject!r}")
+            cache = self._embed_faces(e, uploads, [image for _, image in checked], sha1s, precropped)
+            paths = [str(self.files.put(u.data, kind)) for u, (kind, _) in zip(uploads, checked, strict=True)]
+            report = e.gallery.enroll(paths, [name] * len(paths), cache=cache, workers=1, progress=False)
+            stored = {sha1: (image_id, status) for sha1, subject, image_id, status
+                      in e.gallery.store.find_content(sha1s) if subject == name}
+        images = []
+        for u, sha1 in zip(uploads, sha1s, strict=True):
+            image_id, status = stored.get(sha1, (None, "not_stored"))
+            images.append({"file": label(u.name), "image_id": image_id, "status": status})
+        return {"subject": name, "added": report.added, "skipped": dict(report.skipped), "images": images}
+
+    def _embed_faces(self, e: Engine, uploads: list[Upload], images: list[np.ndarray], sha1s: list[str],
+                     precropped: bool) -> EmbeddingCache:
+        """Check each photo has exactly one face (or is pre-cropped) and embed it with this engine's matcher,
+        into an in-memory cache keyed like the gallery's (so enrolment neither detects nor embeds again)."""
+        g, aligner = e.gallery, e.identifier.aligner
+        rows = []
+        for u, image, sha1 in zip(uploads, images, sha1s, strict=True):
+            faces = aligner.align_all(image)
+            detected = [a for a in faces if a.method == "detected"]
+            if len(detected) > 1:
+                raise ServiceError(422, "many_faces", f"{label(u.name)}: {len(detected)} faces; enrol photos of "
+                                                      "one face (crop the photo)")
+            if not detected and not precropped:
+                raise ServiceError(422, "no_face", f"{label(u.name)}: no face found (send precropped=true for a "
+                                                   "photo that is a tightly cropped face)")
+            al = faces[0]
+            chip = aligner.chip(image, al)
+            rows.append((sha1, al, degrade(chip, g.lowres) if g.lowres is not None else chip))
+        vectors = e.identifier.matcher.embed(np.stack([c for _, _, c in rows]))
+        cache = EmbeddingCache(None)
+        cache.put(g.aligner.name, g.matcher_name, g.preprocess,
+                  [(sha1, "ok", "", al, v) for (sha1, al, _), v in zip(rows, vectors, strict=True)])
+        return cache
+
+    def remove_image(self, image_id: int) -> dict:
+        with self.engine() as e:
+            rec = e.gallery.store.get_image(image_id)
+            if rec is None or e.gallery.store.remove_images([image_id]) == 0:
+                raise ServiceError(404, "unknown_image", f"no image {image_id}")
+        return {"image_id": image_id, "subject": rec.subject, "removed": True}
+
+    def _image_record(self, image_id: int):
+        with self.engine() as e:
+            rec = e.gallery.store.get_image(image_id)
+        if rec is None:
+            raise ServiceError(404, "unknown_image", f"no image {image_id}")
+        return rec
+
+    def image_info(self, image_id: int) -> dict:
+        return _image_dict(self._image_record(image_id))
+
+    def image_bytes(self, image_id: int) -> tuple[bytes, str]:
+        """The enrolled image's bytes and media type (the path comes from the gallery, never the request)."""
+        rec = self._image_record(image_id)
+        try:
+            data = Path(rec.path).read_bytes()
+        except OSError:
+            raise ServiceError(404, "image_file_missing", f"the file of image {image_id} is no longer there") from None
+        return data, MEDIA_TYPES.get(sniff_image_type(data) or "", "application/octet-stream")
+
+    def image_png(self, image_id: int, face: bool) -> bytes:
+        """The enrolled image as a PNG (``face``: its aligned face chip, from the stored landmarks)."""
+        rec = self._image_record(image_id)
+
+        def render() -> bytes:
+            try:
+                image = load_image(rec.path)
+            except ImageError as err:
+                raise ServiceError(404, "image_file_missing", f"image {image_id}: {err}") from None
+            if not face:
+                return png(image, PHOTO_SIDE)
+            if rec.box is None or rec.landmarks is None:
+                raise ServiceError(404, "no_face", f"image {image_id} has no aligned face ({rec.status})")
+            with self.engine() as e:
+                al = Alignment(rec.method or "detected", rec.n_faces, rec.box, rec.landmarks)
+                return png(e.identifier.aligner.chip(image, al))
+
+        return self._rendered(("image", image_id, rec.sha1, face), render)
+
+    def _rendered(self, key: tuple, render) -> bytes:
+        with self._renders_lock:
+            if key in self._renders:
+                self._renders.move_to_end(key)
+                return self._renders[key]
+        data = render()
+        with self._renders_lock:
+            self._renders[key] = data
+            while len(self._renders) > 256:
+                self._renders.popitem(last=False)
+        return data
+
+    # --- identification --------------------------------------------------------------------------------
+    def identify(self, upload: Upload, top: int = 20, fpir: float = 0.01, precropped: bool = False) -> dict:
+        """Every face of an uploaded photo searched; each face's result is stored as a search (with the probe
+        photo). Returns the ``lookalike identify --format json`` document, each face with its ``search_id``."""
+        if isinstance(top, bool) or not isinstance(top, int) or not 1 <= top <= MAX_TOP:
+            raise ServiceError(422, "bad_top", f"top must be an integer from 1 to {MAX_TOP}")
+        if not any(np.isclose(fpir, f) for f in FPIRS):
+            raise ServiceError(422, "bad_fpir", f"fpir must be one of {', '.join(map(str, FPIRS))}")
+        _, image = check_image(upload)
+        name = label(upload.name)
+        with self.engine() as e:
+            ident = e.identifier
+            if len(e.gallery.image_ids_) == 0:
+                raise ServiceError(409, "empty_gallery", "the gallery has no enrolled images yet")
+            ident.timing = {}
+            faces = ident.faces(image)
+            if not faces or (faces[0].alignment.method == "central" and not precropped):
+                raise ServiceError(422, "no_face", f"{name}: no face found (send precropped=true for a photo that "
+                                                   "is a tightly cropped face)")
+            if len(faces) > MAX_FACES:
+                raise ServiceError(422, "many_faces", f"{name}: {len(faces)} faces; at most {MAX_FACES} are searched "
+                                                      "per photo (crop the photo)")
+            results = [ident.search_face(f, top, fpir) for f in faces]
+            doc = {"schema_version": SCHEMA_VERSION, "gallery": str(e.gallery.store.url),
+                   "model": None if self.model is None else self.model.describe_short(), "fpir": fpir, "top": top,
+                   "results": [{"photo": name, "status": "ok", "faces": results}],
+                   "timing": {k: round(v, 4) for k, v in ident.timing.items()}}
+            sha1 = hashlib.sha1(upload.data).hexdigest()
+            for face in results:
+                one = {**doc, "results": [{"photo": name, "status": "ok", "faces": [face]}]}
+                face["search_id"] = e.gallery.store.add_search(upload.data, sha1, one)
+        return doc
+
+    # --- searches and reviews --------------------------------------------------------------------------
+    def list_searches(self, limit: int = 100) -> list[dict]:
+        with self.engine() as e:
+            records = e.gallery.store.list_searches(limit)
+            counts = {r.id: len(e.gallery.store.list_reviews(r.id)) for r in records}
+        return [_search_summary(r, counts[r.id]) for r in records]
+
+    def get_search(self, search_id: int) -> dict:
+        with self.engine() as e:
+            rec = e.gallery.store.get_search(search_id)
+            if rec is None:
+                raise ServiceError(404, "unknown_search", f"no search {search_id}")
+            reviews = e.gallery.store.list_reviews(search_id)
+        return {"id": rec.id, "created": rec.created, "probe_sha1": rec.probe_sha1, "result": rec.result,
+                "reviews": [r.__dict__ for r in reviews]}
+
+    def probe(self, search_id: int) -> tuple[bytes, str]:
+        with self.engine() as e:
+            rec = e.gallery.store.get_search(search_id, with_probe=True)
+        if rec is None or rec.probe is None:
+            raise ServiceError(404, "unknown_search", f"no probe photo for search {search_id}")
+        return rec.probe, MEDIA_TYPES.get(sniff_image_type(rec.probe) or "", "application/octet-stream")
+
+    def probe_png(self, search_id: int, face: bool) -> bytes:
+        """The probe photo as a PNG, or (``face``) the searched face aligned like the gallery's faces."""
+
+        def render() -> bytes:
+            data, _ = self.probe(search_id)
+            image = decode_image(data, f"search {search_id}")
+            if not face:
+                return png(image, PHOTO_SIDE)
+            box = tuple(_search_face(self.get_search(search_id)["result"]).get("box", ()))
+            with self.engine() as e:
+                al = e.identifier.aligner
+                faces = al.align_all(image)
+                match = [a for a in faces if tuple(a.box) == box] or faces
+                if not match:
+                    raise ServiceError(404, "no_face", f"no face in the probe of search {search_id}")
+                return png(al.chip(image, match[0]))
+
+        return self._rendered(("probe", search_id, face), render)
+
+    def add_review(self, search_id: int, subject: object, verdict: object, reviewer: object,
+                   note: object = "") -> dict:
+        """Append a verdict on one candidate of a search to the audit table (never changed afterwards)."""
+        if verdict not in VERDICTS:
+            raise ServiceError(422, "bad_verdict", f"verdict must be one of {', '.join(VERDICTS)}")
+        if not isinstance(reviewer, str) or not reviewer.strip() or len(reviewer) > MAX_NAME \
+                or not reviewer.isprintable():
+            raise ServiceError(422, "bad_reviewer", f"a reviewer name (1-{MAX_NAME} printable characters) is needed")
+        note = "" if note is None else note
+        if not isinstance(note, str) or len(note) > MAX_NOTE or "\x00" in note:
+            raise ServiceError(422, "bad_note", f"a note is text of at most {MAX_NOTE} characters")
+        search = self.get_search(search_id)
+        candidates = {c["subject"] for c in _search_face(search["result"]).get("candidates", [])}
+        if not isinstance(subject, str) or subject not in candidates:
+            raise ServiceError(422, "not_a_candidate", f"{subject!r} is not a candidate of search {search_id}")
+        with self.engine() as e:
+            review_id = e.gallery.store.add_review(search_id, subject, verdict, reviewer.strip(), note)
+            rec = [r for r in e.gallery.store.list_reviews(search_id) if r.id == review_id][0]
+        return rec.__dict__
+
+
+def _search_face(result: dict) -> dict:
+    faces = [f for r in result.get("results", []) for f in r.get("faces", [])]
+    return faces[0] if faces else {}
+
+
+def _search_summary(rec, n_reviews: int) -> dict:
+    face = _search_face(rec.result)
+    photo = (rec.result.get("results") or [{}])[0].get("photo", "")
+    cands = face.get("candidates", [])
+    return {"id": rec.id, "created": rec.created, "photo": photo, "face": face.get("index"),
+            "top_subject": cands[0]["subject"] if cands else None, "ambiguous": face.get("ambiguous", False),
+            "decision": face.get("decision"), "candidates": len(cands), "reviews": n_reviews}
+
+
+def _subject_dict(s) -> dict:
+    return {"name": s.name, "created": s.created, "images": s.n_images, "images_skipped": s.n_skipped}
+
+
+def _image_dict(i) -> dict:
+    return {"id": i.id, "subject": i.subject, "sha1": i.sha1, "status": i.status, "message": i.message,
+            "detection": i.method, "faces_in_photo": i.n_faces, "box": list(i.box) if i.box else None,
+            "created": i.created}
+
+
+def default_data_dir(db: str) -> Path:
+    """Beside a SQLite gallery: ``G.sqlite.images``; for PostgreSQL: a folder per database under
+    ``~/.local/share/lookalike`` (give ``--data-dir`` to share one between machines)."""
+    if is_postgres_url(db):
+        from lookalike.gallery.postgres import redact
+
+        return Path.home() / ".local" / "share" / "lookalike" / ("images-" + hashlib.sha1(
+            redact(db).encode()).hexdigest()[:12])
+    path = Path(db)
+    return path.with_name(path.name + ".images")
+
+
+def create_token_in(db: str, label_: str = "") -> str:
+    """Create an API token in the gallery database ``db`` (which must exist or is created empty)."""
+    from lookalike.service.auth import create_token
+
+    try:
+        store = open_store(db, create=False)
+    except NoGalleryError:
+        raise StoreError(f"no gallery in {db}: start `lookalike serve --db {db}` once first") from None
+    with store:
+        return create_token(store, label_)
+
+
+def dumps(obj) -> str:
+    return json.dumps(obj, default=str)

@@ -1,0 +1,196 @@
+"""The examiner's pages: log in, the search list, the review page, identify (upload a probe), enrol.
+
+Pages need a session: log in with an API token (``/login``) to get an HttpOnly, SameSite=Strict cookie. Every
+form carries the session's CSRF token in a hidden field, checked on POST.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.templating import Jinja2Templates
+
+from lookalike.service.auth import SESSION_COOKIE, Session, csrf_ok
+from lookalike.service.core import VERDICTS, Service, ServiceError, Upload
+from lookalike.service.security import page_session, set_session_cookie, token_ok
+
+router = APIRouter(include_in_schema=False)
+templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+
+
+def service(request: Request) -> Service:
+    return request.app.state.service
+
+
+def render(request: Request, template: str, session: Session | None, status: int = 200, **context) -> HTMLResponse:
+    flash = session.flash[:] if session is not None else []
+    if session is not None:
+        session.flash.clear()
+    return templates.TemplateResponse(request, template, {"session": session, "csrf": session.csrf if session else "",
+                                                      "flash": flash, **context}, status_code=status)
+
+
+def to_login(request: Request) -> RedirectResponse:
+    return RedirectResponse(f"/login?next={request.url.path}", status_code=303)
+
+
+def safe_next(path: str | None) -> str:
+    """A local path to go to after logging in (never another site)."""
+    return path if path and path.startswith("/") and not path.startswith("//") and "\\" not in path else "/"
+
+
+def forbidden(request: Request, session: Session | None) -> HTMLResponse:
+    return render(request, "error.html", session, 403, message="The form expired or did not come from this site "
+                                                               "(CSRF check failed). Reload the page and try again.")
+
+
+# --- login --------------------------------------------------------------------------------------------
+@router.get("/login", response_class=HTMLResponse)
+def login_form(request: Request, next: str = "/") -> HTMLResponse:
+    sessions = request.app.state.sessions
+    session = sessions.get(request.cookies.get(SESSION_COOKIE))
+    sid = None
+    if session is None:
+        sid, session = sessions.new()
+    response = render(request, "login.html", session, next=safe_next(next))
+    if sid is not None:
+        set_session_cookie(request, response, sid, sessions.seconds)
+    return response
+
+
+@router.post("/login", response_class=HTMLResponse)
+async def login(request: Request, token: Annotated[str, Form()] = "", csrf: Annotated[str, Form()] = "",
+                next: Annotated[str, Form()] = "/"):
+    sessions = request.app.state.sessions
+    old_sid = request.cookies.get(SESSION_COOKIE)
+    session = sessions.get(old_sid)
+    if not csrf_ok(session, csrf):
+        return forbidden(request, session)
+    if not await token_ok(request, token.strip()):
+        return render(request, "login.html", session, 401, next=safe_next(next), error="That token is not valid.")
+    sessions.drop(old_sid)  # a fresh session id after login (no session fixation)
+    sid, _ = sessions.new(authenticated=True)
+    response = RedirectResponse(safe_next(next), status_code=303)
+    set_session_cookie(request, response, sid, sessions.seconds)
+    return response
+
+
+@router.post("/logout")
+def logout(request: Request, csrf: Annotated[str, Form()] = ""):
+    session = page_session(request)
+    if session is not None and not csrf_ok(session, csrf):
+        return forbidden(request, session)
+    request.app.state.sessions.drop(request.cookies.get(SESSION_COOKIE))
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+# --- searches and review --------------------------------------------------------------------------------
+@router.get("/", response_class=HTMLResponse)
+def search_list(request: Request):
+    session = page_session(request)
+    if session is None:
+        return to_login(request)
+    return render(request, "searches.html", session, searches=service(request).list_searches(200))
+
+
+@router.get("/review/{search_id}", response_class=HTMLResponse)
+def review(request: Request, search_id: int):
+    session = page_session(request)
+    if session is None:
+        return to_login(request)
+    return review_page(request, session, search_id)
+
+
+def review_page(request: Request, session: Session, search_id: int, status: int = 200, error: str = ""):
+    try:
+        search = service(request).get_search(search_id)
+    except ServiceError as e:
+        return render(request, "error.html", session, e.status, message=e.message)
+    faces = [f for r in search["result"]["results"] for f in r["faces"]]
+    face = faces[0] if faces else {"candidates": []}
+    by_subject: dict[str, list[dict]] = {}
+    for r in search["reviews"]:
+        by_subject.setdefault(r["subject"], []).append(r)
+    return render(request, "review.html", session, status, search=search, face=face, reviews=by_subject,
+                  verdicts=VERDICTS, error=error, result=search["result"],
+                  photo=search["result"]["results"][0]["photo"] if search["result"]["results"] else "")
+
+
+@router.post("/review/{search_id}", response_class=HTMLResponse)
+async def record_verdict(request: Request, search_id: int, subject: Annotated[str, Form()] = "",
+                         verdict: Annotated[str, Form()] = "", reviewer: Annotated[str, Form()] = "",
+                         note: Annotated[str, Form()] = "", csrf: Annotated[str, Form()] = ""):
+    session = page_session(request)
+    if session is None:
+        return to_login(request)
+    if not csrf_ok(session, csrf):
+        return forbidden(request, session)
+    try:
+        await run_in_threadpool(service(request).add_review, search_id, subject, verdict, reviewer, note)
+    except ServiceError as e:
+        return review_page(request, session, search_id, e.status, error=e.message)
+    session.reviewer = reviewer.strip()
+    session.flash.append(f"Recorded: {subject} — {verdict} (by {reviewer.strip()}).")
+    return RedirectResponse(f"/review/{search_id}", status_code=303)
+
+
+# --- identify and enrol -------------------------------------------------------------------------------
+@router.get("/identify", response_class=HTMLResponse)
+def identify_form(request: Request):
+    session = page_session(request)
+    if session is None:
+        return to_login(request)
+    return render(request, "identify.html", session)
+
+
+@router.post("/identify", response_class=HTMLResponse)
+async def identify(request: Request, file: Annotated[UploadFile, File()], csrf: Annotated[str, Form()] = "",
+                   top: Annotated[int, Form()] = 20, fpir: Annotated[float, Form()] = 0.01,
+                   precropped: Annotated[bool, Form()] = False):
+    session = page_session(request)
+    if session is None:
+        return to_login(request)
+    if not csrf_ok(session, csrf):
+        return forbidden(request, session)
+    upload = Upload(file.filename or "upload", await file.read())
+    try:
+        doc = await run_in_threadpool(service(request).identify, upload, top, fpir, precropped)
+    except ServiceError as e:
+        return render(request, "identify.html", session, e.status, error=e.message)
+    ids = [f["search_id"] for r in doc["results"] for f in r["faces"]]
+    if len(ids) > 1:
+        session.flash.append(f"{len(ids)} faces in the photo: searches " + ", ".join(f"#{i}" for i in ids)
+                             + " (see the search list).")
+    return RedirectResponse(f"/review/{ids[0]}", status_code=303)
+
+
+@router.get("/enrol", response_class=HTMLResponse)
+def enrol_form(request: Request):
+    session = page_session(request)
+    if session is None:
+        return to_login(request)
+    return render(request, "enrol.html", session, subjects=service(request).list_subjects())
+
+
+@router.post("/enrol", response_class=HTMLResponse)
+async def enrol(request: Request, files: Annotated[list[UploadFile], File()], name: Annotated[str, Form()] = "",
+                csrf: Annotated[str, Form()] = "", precropped: Annotated[bool, Form()] = False):
+    session = page_session(request)
+    if session is None:
+        return to_login(request)
+    if not csrf_ok(session, csrf):
+        return forbidden(request, session)
+    svc = service(request)
+    uploads = [Upload(f.filename or "upload", await f.read()) for f in files if f.filename or f.size]
+    try:
+        report = await run_in_threadpool(svc.add_images, name, uploads, precropped, True)
+    except ServiceError as e:
+        return render(request, "enrol.html", session, e.status, subjects=svc.list_subjects(), error=e.message,
+                      name=name)
+    return render(request, "enrol.html", session, subjects=svc.list_subjects(), report=report, name=name)

@@ -1,0 +1,80 @@
+"""Request checks shared by the API and the pages: bearer tokens, page sessions, CSRF, response headers."""
+
+from __future__ import annotations
+
+from fastapi import Request
+from fastapi.concurrency import run_in_threadpool
+
+from lookalike.service.auth import SESSION_COOKIE, Session, bearer
+from lookalike.service.core import ServiceError
+
+# Pages use only this origin's scripts, styles and images (no inline script, no framing).
+HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self'; style-src 'self'; script-src 'self'; "
+                               "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+class SecurityHeaders:
+    """ASGI middleware adding :data:`HEADERS` to every response (pure ASGI, so the body limit's exception
+    passes through it unchanged)."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+        self.headers = [(k.lower().encode(), v.encode()) for k, v in HEADERS.items()]
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                present = {k.lower() for k, _ in message.get("headers", [])}
+                message = {**message, "headers": [*message.get("headers", []),
+                                                  *[(k, v) for k, v in self.headers if k not in present]]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def _check(request: Request, token: str) -> bool:
+    service, tokens = request.app.state.service, request.app.state.tokens
+    with service.engine() as e:
+        return tokens.check(token, e.gallery.store)
+
+
+async def token_ok(request: Request, token: str | None) -> bool:
+    return bool(token) and await run_in_threadpool(_check, request, token)
+
+
+async def require_token(request: Request) -> None:
+    """``Authorization: Bearer <token>`` with a valid token (401 otherwise)."""
+    token = bearer(request.headers.get("authorization"))
+    if token is None:
+        raise ServiceError(401, "missing_token", "this needs an API token: Authorization: Bearer <token>")
+    if not await token_ok(request, token):
+        raise ServiceError(401, "bad_token", "the API token is not valid")
+
+
+def page_session(request: Request) -> Session | None:
+    """The logged-in page session of this request, if any."""
+    s = request.app.state.sessions.get(request.cookies.get(SESSION_COOKIE))
+    return s if s is not None and s.authenticated else None
+
+
+async def require_reader(request: Request) -> None:
+    """A valid bearer token or a logged-in page session (for reads and the pictures on pages)."""
+    if request.headers.get("authorization") is None and page_session(request) is not None:
+        return
+    await require_token(request)
+
+
+def set_session_cookie(request: Request, response, sid: str, max_age: int) -> None:
+    """HttpOnly, SameSite=Strict; Secure when the page was served over HTTPS."""
+    response.set_cookie(SESSION_COOKIE, sid, max_age=max_age, httponly=True, samesite="strict", path="/",
+                        secure=request.url.scheme == "https")

@@ -1,0 +1,128 @@
+"""Shared parts of the service tests: PostgreSQL schemas, ORL uploads, a served gallery, and DB state checks."""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+PG_URLS = ("postgresql:///test", "postgresql://postgres@127.0.0.1:5432/test")
+TOKEN = "test-token-" + "x" * 24
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def pg_base() -> str:
+    """A reachable PostgreSQL URL, or skip (only when psycopg or the server is unavailable)."""
+    psycopg = pytest.importorskip("psycopg")
+    urls = [os.environ["LOOKALIKE_TEST_PG"]] if os.environ.get("LOOKALIKE_TEST_PG") else PG_URLS
+    errors = []
+    for url in urls:
+        try:
+            psycopg.connect(url, connect_timeout=3).close()
+            return url
+        except psycopg.OperationalError as e:
+            errors.append(f"{url}: {str(e).strip().splitlines()[0] if str(e).strip() else e}")
+    pytest.skip("no PostgreSQL server: " + "; ".join(errors))
+
+
+def new_pg_schema() -> tuple[str, callable]:
+    """(URL of a fresh schema, a function dropping it)."""
+    import psycopg
+
+    base = pg_base()
+    schema = f"lookalike_svc_{uuid.uuid4().hex[:12]}"
+
+    def drop() -> None:
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+    return f"{base}?schema={schema}", drop
+
+
+def orl_bytes(orl_dir: Path, person: int, image: int) -> bytes:
+    return (orl_dir / f"s{person}" / f"{image}.pgm").read_bytes()
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def no_face_png() -> bytes:
+    return png_bytes(np.random.default_rng(0).integers(0, 256, (120, 120, 3), dtype=np.uint8))
+
+
+def many_faces_png(orl_dir: Path) -> bytes:
+    """Three ORL faces side by side on white (the detector finds all three)."""
+    ims = [np.asarray(Image.open(orl_dir / f"s{s}" / "1.pgm").convert("RGB")) for s in (1, 2, 3)]
+    return png_bytes(np.concatenate([np.pad(i, ((20, 20), (20, 20), (0, 0)), constant_values=255) for i in ims],
+                                    axis=1))
+
+
+def bomb_png() -> bytes:
+    """A small file declaring 9000 x 9000 pixels (over the loader's 64-megapixel limit)."""
+    buf = io.BytesIO()
+    Image.new("1", (9000, 9000)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def state(db: str, data_dir: Path) -> dict:
+    """Everything a request could have written: row counts per table, the generation and the stored files."""
+    from lookalike.gallery import open_store
+
+    with open_store(db, create=False) as store:
+        counts = {t: store._exec(f"SELECT COUNT(*) FROM {t}").fetchone()[0]  # noqa: SLF001
+                  for t in ("subjects", "images", "embeddings", "searches", "reviews", "tokens")}
+        counts["generation"] = store.generation()
+    counts["files"] = sorted(str(p.relative_to(data_dir)) for p in data_dir.rglob("*") if p.is_file()) \
+        if data_dir.exists() else []
+    return counts
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(db: str, data_dir: Path, port: int, *extra: str, log: Path | None = None) -> subprocess.Popen:
+    """``lookalike serve`` in a subprocess on 127.0.0.1:port, waited for until /api/health answers."""
+    import httpx
+
+    env = {**os.environ, "LOOKALIKE_TOKEN": TOKEN, "PYTHONPATH": str(SRC)}
+    out = open(log, "ab") if log else subprocess.DEVNULL
+    proc = subprocess.Popen([sys.executable, "-m", "lookalike.cli", "serve", "--db", db, "--data-dir", str(data_dir),
+                             "--port", str(port), "--engines", "1", *extra], env=env, stdout=out,
+                            stderr=subprocess.STDOUT)
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}" + (f"; see {log}" if log else ""))
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=2).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    proc.kill()
+    raise RuntimeError("server did not start in 90 s")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -1,0 +1,311 @@
+"""The service's JSON API on real parts (dlib matcher, ORL faces) against SQLite and PostgreSQL: the round trip,
+tokens and schema versions, and every kind of bad request (a 4xx with a JSON error, nothing written)."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from conftest import FAST_MATCHER
+from service_support import AUTH, TOKEN, bomb_png, many_faces_png, new_pg_schema, no_face_png, orl_bytes, state
+
+pytest.importorskip("fastapi")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from lookalike.gallery import Gallery, StoreError, open_store  # noqa: E402
+from lookalike.service.app import create_app  # noqa: E402
+from lookalike.service.auth import TokenChecker, hash_token  # noqa: E402
+from lookalike.service.core import Service, create_token_in  # noqa: E402
+
+ENROLLED = (1, 2, 3, 4)  # ORL people enrolled (images 1 and 2 each) in the module's galleries
+
+
+def make_served(db: str, root: Path, orl_dir: Path, max_upload_mb: float = 1.0) -> SimpleNamespace:
+    Gallery.create(db, matcher=FAST_MATCHER).close()
+    service = Service(db, data_dir=root / "images", engines=1)
+    for p in ENROLLED:
+        service.create_subject(f"s{p}")
+        from lookalike.service.core import Upload
+
+        service.add_images(f"s{p}", [Upload(f"{i}.pgm", orl_bytes(orl_dir, p, i)) for i in (1, 2)])
+    client = TestClient(create_app(service, TokenChecker(TOKEN), max_upload_mb))
+    return SimpleNamespace(db=db, data_dir=root / "images", service=service, client=client)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def served(request, orl_dir: Path, tmp_path_factory):
+    root = tmp_path_factory.mktemp(f"svc-{request.param}")
+    drop = None
+    if request.param == "sqlite":
+        db = str(root / "g.sqlite")
+    else:
+        from service_support import pg_base
+
+        pg_base()
+        db, drop = new_pg_schema()
+    s = make_served(db, root, orl_dir)
+    yield s
+    s.client.close()
+    s.service.close()
+    if drop:
+        drop()
+
+
+def upload(data: bytes, name: str = "probe.pgm", field: str = "file") -> list:
+    return [(field, (name, data, "application/octet-stream"))]
+
+
+# --- the round trip ------------------------------------------------------------------------------------------
+def test_enrol_identify_review_round_trip(served, orl_dir: Path):
+    c = served.client
+    r = c.post("/api/subjects", json={"name": "José O'Neill-Smith (s5)"}, headers=AUTH)
+    assert r.status_code == 201, r.text
+    name = r.json()["name"]
+    r = c.post(f"/api/subjects/{name}/images", files=upload(orl_bytes(orl_dir, 5, 1), "a.pgm", "files")
+               + upload(orl_bytes(orl_dir, 5, 2), "b.pgm", "files"), headers=AUTH)
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["added"] == 2 and all(i["status"] == "ok" and i["image_id"] for i in body["images"])
+    image_ids = [i["image_id"] for i in body["images"]]
+    assert {s["name"] for s in c.get("/api/subjects", headers=AUTH).json()} >= {name, "s1", "s4"}
+    got = c.get(f"/api/subjects/{name}", headers=AUTH).json()
+    assert [i["id"] for i in got["images"]] == image_ids and got["images"][0]["detection"] == "detected"
+
+    r = c.post("/api/identify", files=upload(orl_bytes(orl_dir, 5, 7)), data={"top": "3"}, headers=AUTH)
+    assert r.status_code == 200, r.text
+    doc = r.json()
+    assert doc["schema_version"] == 1 and doc["top"] == 3 and doc["model"] is None
+    (face,) = doc["results"][0]["faces"]
+    assert face["candidates"][0]["subject"] == name and len(face["candidates"]) == 3
+    assert {"rank", "subject", "image_id", "base_score", "base_rank", "final_score", "lookalike_group"} <= \
+        set(face["candidates"][0])
+    sid = face["search_id"]
+
+    search = c.get(f"/api/searches/{sid}", headers=AUTH).json()
+    assert search["result"]["results"][0]["faces"][0]["candidates"] == face["candidates"] and search["reviews"] == []
+    assert sid in [s["id"] for s in c.get("/api/searches", headers=AUTH).json()]
+    for url in (f"/api/searches/{sid}/face.png", f"/api/searches/{sid}/photo.png",
+                f"/api/images/{image_ids[0]}/face.png", f"/api/images/{image_ids[0]}/photo.png"):
+        r = c.get(url, headers=AUTH)
+        assert r.status_code == 200 and r.headers["content-type"] == "image/png" and r.content[:4] == b"\x89PNG"
+    r = c.get(f"/api/images/{image_ids[0]}/file", headers=AUTH)
+    assert r.content == orl_bytes(orl_dir, 5, 1)
+    assert c.get(f"/api/searches/{sid}/probe", headers=AUTH).content == orl_bytes(orl_dir, 5, 7)
+
+    for verdict in ("inconclusive", "match"):
+        r = c.post(f"/api/searches/{sid}/reviews", json={"subject": name, "verdict": verdict, "reviewer": "ann",
+                                                         "note": "ears; scar"}, headers=AUTH)
+        assert r.status_code == 201, r.text
+    reviews = c.get(f"/api/searches/{sid}", headers=AUTH).json()["reviews"]
+    assert [(x["verdict"], x["reviewer"]) for x in reviews] == [("inconclusive", "ann"), ("match", "ann")]
+
+    assert c.delete(f"/api/images/{image_ids[0]}", headers=AUTH).json()["removed"] is True
+    assert c.delete(f"/api/subjects/{name}", headers=AUTH).json()["removed_images"] == 1
+    doc = c.post("/api/identify", files=upload(orl_bytes(orl_dir, 5, 7)), headers=AUTH).json()
+    assert name not in [x["subject"] for x in doc["results"][0]["faces"][0]["candidates"]]
+
+
+def test_many_faces_are_each_searched(served, orl_dir: Path):
+    r = served.client.post("/api/identify", files=upload(many_faces_png(orl_dir), "group.png"), headers=AUTH)
+    assert r.status_code == 200, r.text
+    faces = r.json()["results"][0]["faces"]
+    assert len(faces) == 3 and len({f["search_id"] for f in faces}) == 3
+    assert sorted(f["candidates"][0]["subject"] for f in faces) == ["s1", "s2", "s3"]
+
+
+def test_openapi_and_health(served):
+    doc = served.client.get("/openapi.json").json()
+    for path in ("/api/subjects", "/api/subjects/{name}/images", "/api/identify", "/api/searches/{search_id}/reviews",
+                 "/api/images/{image_id}/face.png"):
+        assert path in doc["paths"]
+    assert served.client.get("/api/health").json()["status"] == "ok"
+
+
+# --- bad requests: 4xx, a JSON error, nothing written -------------------------------------------------------
+def _cases(face: bytes, enrolled_1: bytes, enrolled_2: bytes, many: bytes) -> dict:
+    """``face``: a new image of an enrolled person; ``enrolled_*``: images of s1 already enrolled."""
+    big = b"\xff\xd8\xff" + b"\0" * (1536 * 1024)  # 1.5 MB > the 1 MB limit of these apps
+    wrong = {"Authorization": "Bearer not-the-token-at-all"}
+
+    def chunks():  # a well-formed multipart body, sent in pieces without a Content-Length
+        body = (b'--x\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n'
+                b"Content-Type: image/jpeg\r\n\r\n" + big + b"\r\n--x--\r\n")
+        for i in range(0, len(body), 65536):
+            yield body[i:i + 65536]
+
+    return {
+        # (method, url, kwargs, status, error code)
+        "create/missing token": ("post", "/api/subjects", {"json": {"name": "x"}}, 401, "missing_token"),
+        "create/wrong token": ("post", "/api/subjects", {"json": {"name": "x"}, "headers": wrong}, 401, "bad_token"),
+        "create/basic auth": ("post", "/api/subjects", {"json": {"name": "x"}, "headers": {
+            "Authorization": "Basic dXNlcjpwdw=="}}, 401, "missing_token"),
+        "enrol/missing token": ("post", "/api/subjects/s1/images", {"files": upload(face, field="files")}, 401,
+                                "missing_token"),
+        "enrol/wrong token": ("post", "/api/subjects/s1/images", {"files": upload(face, field="files"),
+                                                                  "headers": wrong}, 401, "bad_token"),
+        "delete subject/missing token": ("delete", "/api/subjects/s1", {}, 401, "missing_token"),
+        "delete image/wrong token": ("delete", "/api/images/1", {"headers": wrong}, 401, "bad_token"),
+        "identify/missing token": ("post", "/api/identify", {"files": upload(face)}, 401, "missing_token"),
+        "identify/wrong token": ("post", "/api/identify", {"files": upload(face), "headers": wrong}, 401,
+                                 "bad_token"),
+        "review/missing token": ("post", "/api/searches/1/reviews", {"json": {}}, 401, "missing_token"),
+        "searches/missing token": ("get", "/api/searches", {}, 401, "missing_token"),
+        "image/missing token": ("get", "/api/images/1/face.png", {}, 401, "missing_token"),
+        "identify/oversize": ("post", "/api/identify", {"files": upload(big)}, 413, "too_large"),
+        "identify/oversize streamed": ("post", "/api/identify", {"content": chunks(), "headers": {
+            "content-type": "multipart/form-data; boundary=x"}}, 413, "too_large"),
+        "enrol/oversize": ("post", "/api/subjects/s1/images", {"files": upload(big, field="files")}, 413,
+                           "too_large"),
+        "identify/non-image": ("post", "/api/identify", {"files": upload(b"%PDF-1.4 hello", "a.pdf")}, 415,
+                               "not_an_image"),
+        "enrol/non-image": ("post", "/api/subjects/s1/images", {"files": upload(b"<script>", "x.jpg", "files")}, 415,
+                            "not_an_image"),
+        "identify/zero bytes": ("post", "/api/identify", {"files": upload(b"")}, 400, "empty"),
+        "enrol/zero bytes": ("post", "/api/subjects/s1/images", {"files": upload(b"", field="files")}, 400, "empty"),
+        "identify/fake png": ("post", "/api/identify", {"files": upload(b"\x89PNG\r\n\x1a\n" + b"junk" * 50)}, 422,
+                              "unreadable"),
+        "identify/decompression bomb": ("post", "/api/identify", {"files": upload(bomb_png(), "b.png")}, 413,
+                                        "too_large"),
+        "identify/no face": ("post", "/api/identify", {"files": upload(no_face_png(), "n.png")}, 422, "no_face"),
+        "enrol/no face": ("post", "/api/subjects/s1/images", {"files": upload(no_face_png(), "n.png", "files")}, 422,
+                          "no_face"),
+        "enrol/many faces": ("post", "/api/subjects/s1/images", {"files": upload(many, "g.png", "files")}, 422,
+                             "many_faces"),
+        "enrol/one good one bad": ("post", "/api/subjects/s1/images", {
+            "files": upload(face, "ok.pgm", "files") + upload(no_face_png(), "n.png", "files")}, 422, "no_face"),
+        "enrol/unknown subject": ("post", "/api/subjects/nobody/images", {"files": upload(face, field="files")}, 404,
+                                  "unknown_subject"),
+        "get/unknown subject": ("get", "/api/subjects/nobody", {}, 404, "unknown_subject"),
+        "delete/unknown subject": ("delete", "/api/subjects/nobody", {}, 404, "unknown_subject"),
+        "enrol/duplicate image": ("post", "/api/subjects/s1/images", {"files": upload(enrolled_1, field="files")}, 409,
+                                  "duplicate_image"),
+        "enrol/duplicate under another subject": ("post", "/api/subjects/s2/images", {
+            "files": upload(enrolled_2, field="files")}, 409, "duplicate_image"),
+        "enrol/no files": ("post", "/api/subjects/s1/images", {"data": {"precropped": "false"}}, 422,
+                           "invalid_request"),
+        "create/exists": ("post", "/api/subjects", {"json": {"name": "s1"}}, 409, "subject_exists"),
+        "create/malformed json": ("post", "/api/subjects", {"content": b'{"name": ', "headers": {
+            "content-type": "application/json"}}, 422, "invalid_request"),
+        "create/name not a string": ("post", "/api/subjects", {"json": {"name": ["a"]}}, 422, "invalid_request"),
+        "create/sql in name": ("post", "/api/subjects", {"json": {"name": "x'); DROP TABLE subjects;--"}}, 422,
+                               "bad_name"),
+        "create/sql or in name": ("post", "/api/subjects", {"json": {"name": "a' OR '1'='1"}}, 422, "bad_name"),
+        "create/traversal name": ("post", "/api/subjects", {"json": {"name": "../../etc/passwd"}}, 422, "bad_name"),
+        "create/dot name": ("post", "/api/subjects", {"json": {"name": ".."}}, 422, "bad_name"),
+        "create/markup name": ("post", "/api/subjects", {"json": {"name": "<img src=x>"}}, 422, "bad_name"),
+        "create/empty name": ("post", "/api/subjects", {"json": {"name": " "}}, 422, "bad_name"),
+        "get/sql subject": ("get", "/api/subjects/x' OR '1'='1", {}, 404, "unknown_subject"),
+        "get/traversal subject": ("get", "/api/subjects/..%2F..%2Fetc%2Fpasswd", {}, 404, "not_found"),
+        "image/traversal id": ("get", "/api/images/..%2F..%2Fetc%2Fpasswd/file", {}, 404, "not_found"),
+        "image/not an id": ("get", "/api/images/abc/file", {}, 422, "invalid_request"),
+        "image/unknown id": ("get", "/api/images/999999/file", {}, 404, "unknown_image"),
+        "delete image/unknown": ("delete", "/api/images/999999", {}, 404, "unknown_image"),
+        "search/unknown": ("get", "/api/searches/999999", {}, 404, "unknown_search"),
+        "identify/bad top": ("post", "/api/identify", {"files": upload(face), "data": {"top": "0"}}, 422,
+                             "invalid_request"),
+        "identify/bad fpir": ("post", "/api/identify", {"files": upload(face), "data": {"fpir": "0.5"}}, 422,
+                              "bad_fpir"),
+        "identify/no file": ("post", "/api/identify", {"data": {"top": "3"}}, 422, "invalid_request"),
+        "review/unknown search": ("post", "/api/searches/999999/reviews", {"json": {
+            "subject": "s1", "verdict": "match", "reviewer": "a"}}, 404, "unknown_search"),
+        "review/malformed json": ("post", "/api/searches/1/reviews", {"content": b"{]", "headers": {
+            "content-type": "application/json"}}, 422, "invalid_request"),
+        "review/bad verdict": ("post", "/api/searches/{sid}/reviews", {"json": {
+            "subject": "s1", "verdict": "yes", "reviewer": "a"}}, 422, "invalid_request"),
+        "review/not a candidate": ("post", "/api/searches/{sid}/reviews", {"json": {
+            "subject": "x'; DROP TABLE reviews;--", "verdict": "match", "reviewer": "a"}}, 422, "not_a_candidate"),
+        "review/no reviewer": ("post", "/api/searches/{sid}/reviews", {"json": {
+            "subject": "s1", "verdict": "match", "reviewer": " "}}, 422, "bad_reviewer"),
+        "method not allowed": ("put", "/api/subjects", {"json": {}}, 405, "method_not_allowed"),
+        "unknown route": ("get", "/api/../../etc/passwd", {}, 404, "not_found"),
+    }
+
+
+CASES = list(_cases(b"", b"", b"", b""))
+
+
+@pytest.fixture(scope="module")
+def cases(served, orl_dir: Path) -> dict:
+    """Built per backend (the streamed body is a one-shot generator)."""
+    return _cases(orl_bytes(orl_dir, 1, 3), orl_bytes(orl_dir, 1, 1), orl_bytes(orl_dir, 1, 2),
+                  many_faces_png(orl_dir))
+
+
+@pytest.fixture(scope="module")
+def search_id(served, orl_dir: Path) -> int:
+    r = served.client.post("/api/identify", files=upload(orl_bytes(orl_dir, 1, 4)), headers=AUTH)
+    return r.json()["results"][0]["faces"][0]["search_id"]
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_bad_request_is_a_clear_4xx_and_writes_nothing(served, cases, search_id, name):
+    method, url, kwargs, status, code = cases[name]
+    kwargs = dict(kwargs)
+    if "headers" not in kwargs and status != 401:
+        kwargs["headers"] = AUTH
+    elif status != 401:
+        kwargs["headers"] = {**AUTH, **kwargs["headers"]}
+    before = state(served.db, served.data_dir)
+    r = served.client.request(method.upper(), url.format(sid=search_id), **kwargs)
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("application/json")
+    err = r.json()["error"]
+    assert err["code"] == code and err["message"] and "Traceback" not in err["message"]
+    assert state(served.db, served.data_dir) == before
+
+
+# --- tokens and schema versions ---------------------------------------------------------------------------------
+def test_created_token_is_stored_hashed_and_works(tmp_path: Path, orl_dir: Path, capsys):
+    from lookalike.cli import main
+
+    db = str(tmp_path / "g.sqlite")
+    assert main(["serve", "--db", db, "--matcher", FAST_MATCHER, "--create-token", "--token-label", "ann"]) == 0
+    token = capsys.readouterr().out.strip()
+    assert len(token) >= 40
+    with open_store(db, create=False) as store:
+        (rec,) = store.list_tokens()
+        assert rec.label == "ann" and rec.hash == hash_token(token, rec.salt) and token not in (rec.hash, rec.salt)
+    second = create_token_in(db)
+    service = Service(db, data_dir=tmp_path / "images", engines=1)
+    try:
+        client = TestClient(create_app(service, TokenChecker(None)))
+        for t in (token, second):
+            r = client.post("/api/subjects", json={"name": f"p{t[:4]}"}, headers={"Authorization": f"Bearer {t}"})
+            assert r.status_code == 201, r.text
+        bad = client.post("/api/subjects", json={"name": "q"}, headers={"Authorization": f"Bearer {TOKEN}"})
+        assert bad.status_code == 401
+    finally:
+        service.close()
+    raw = Path(db).read_bytes() + b"".join(p.read_bytes() for p in tmp_path.glob("g.sqlite-*"))
+    assert token.encode() not in raw and second.encode() not in raw
+
+
+def test_serve_refuses_to_start_without_a_token(tmp_path: Path, capsys, monkeypatch):
+    from lookalike.cli import main
+
+    monkeypatch.delenv("LOOKALIKE_TOKEN", raising=False)
+    assert main(["serve", "--db", str(tmp_path / "g.sqlite"), "--matcher", FAST_MATCHER]) == 2
+    assert "no API token" in capsys.readouterr().err
+
+
+def test_old_schema_is_migrated_and_newer_refused(tmp_path: Path):
+    db = tmp_path / "g.sqlite"
+    Gallery.create(db, matcher=FAST_MATCHER).close()
+    con = sqlite3.connect(db)
+    con.executescript("DROP TABLE tokens; UPDATE state SET schema_version = 1;")
+    con.close()
+    service = Service(str(db), data_dir=tmp_path / "images", engines=1)  # migrates to version 2
+    try:
+        assert service.store.schema_version() == 2
+        create_token_in(str(db))
+        assert len(service.store.list_tokens()) == 1
+    finally:
+        service.close()
+    con = sqlite3.connect(db)
+    con.execute("UPDATE state SET schema_version = 99")
+    con.commit()
+    con.close()
+    with pytest.raises(StoreError, match="newer"):
+        Service(str(db), data_dir=tmp_path / "images", engines=1)

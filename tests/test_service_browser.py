@@ -1,0 +1,70 @@
+"""One browser test: the review page in headless Chromium (Debian's, driven by Playwright) against a real server:
+log in, record a verdict by clicking, check it reached the audit table, and save a screenshot of the page
+(``test-artifacts/review-page.png``). Skipped where /usr/bin/chromium or playwright is absent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import FAST_MATCHER
+from service_support import TOKEN, free_port, many_faces_png, orl_bytes, start_server, stop_server
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="no /usr/bin/chromium (apt-get install chromium)")
+
+
+def test_review_page_in_a_browser(orl_dir: Path, tmp_path: Path):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    from lookalike.gallery import Gallery, open_store
+    from lookalike.service.core import Service, Upload
+
+    db = str(tmp_path / "g.sqlite")
+    Gallery.create(db, matcher=FAST_MATCHER).close()
+    service = Service(db, data_dir=tmp_path / "images", engines=1)
+    try:
+        for p in (1, 2, 3, 4, 5, 6):
+            service.add_images(f"s{p}", [Upload(f"{i}.pgm", orl_bytes(orl_dir, p, i)) for i in (1, 2)], create=True)
+        doc = service.identify(Upload("group.png", many_faces_png(orl_dir)), top=6)
+    finally:
+        service.close()
+    sid = doc["results"][0]["faces"][0]["search_id"]
+    top = doc["results"][0]["faces"][0]["candidates"][0]["subject"]
+
+    port = free_port()
+    proc = start_server(db, tmp_path / "images", port, log=tmp_path / "server.log")
+    try:
+        with sync_api.sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.goto(f"http://127.0.0.1:{port}/review/{sid}")
+            assert "/login" in page.url
+            page.fill("input[name=token]", TOKEN)
+            page.click("button[type=submit]")
+            page.wait_for_url(f"**/review/{sid}")
+            assert page.locator("text=investigative leads, not identifications").count() == 1
+            card = page.locator("article.cand").first
+            assert not card.locator(".score").is_visible()  # scores hidden until asked for
+            page.check("#show-scores")
+            assert card.locator(".score").is_visible()
+            page.wait_for_function("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
+            card.locator("input[value=match]").check()
+            card.locator("input[name=reviewer]").fill("Examiner B")
+            card.locator("textarea[name=note]").fill("clicked in the browser")
+            card.locator("button[type=submit]").click()
+            page.wait_for_selector("text=Recorded:")
+            ARTIFACTS.mkdir(exist_ok=True)
+            shot = ARTIFACTS / "review-page.png"
+            page.wait_for_function("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
+            page.screenshot(path=str(shot), full_page=True)
+            print(f"screenshot: {shot}")
+            browser.close()
+    finally:
+        stop_server(proc)
+    with open_store(db, create=False) as store:
+        reviews = store.list_reviews(sid)
+    assert [(r.subject, r.verdict, r.reviewer, r.note) for r in reviews] == [
+        (top, "match", "Examiner B", "clicked in the browser")]
+    assert shot.stat().st_size > 10_000

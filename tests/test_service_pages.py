@@ -1,0 +1,142 @@
+"""The examiner's pages through FastAPI's TestClient: login (session cookie), CSRF on every form, the review page
+with its verdict form, identify and enrol pages; plus one test of the service with a trained lookalike model."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from conftest import FAST_MATCHER
+from service_support import TOKEN, orl_bytes
+
+pytest.importorskip("fastapi")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from lookalike.gallery import Gallery  # noqa: E402
+from lookalike.service.app import create_app  # noqa: E402
+from lookalike.service.auth import TokenChecker  # noqa: E402
+from lookalike.service.core import Service, Upload  # noqa: E402
+
+
+def csrf_of(html: str) -> str:
+    return re.search(r'name="csrf" value="([^"]+)"', html).group(1)
+
+
+@pytest.fixture(scope="module")
+def site(orl_dir: Path, tmp_path_factory):
+    root = tmp_path_factory.mktemp("pages")
+    Gallery.create(root / "g.sqlite", matcher=FAST_MATCHER).close()
+    service = Service(str(root / "g.sqlite"), data_dir=root / "images", engines=1)
+    for p in (1, 2, 3):
+        service.add_images(f"s{p}", [Upload("1.pgm", orl_bytes(orl_dir, p, 1))], create=True)
+    doc = service.identify(Upload("probe.pgm", orl_bytes(orl_dir, 2, 5)), top=3)
+    client = TestClient(create_app(service, TokenChecker(TOKEN)), follow_redirects=False)
+    yield client, service, doc["results"][0]["faces"][0]["search_id"]
+    service.close()
+
+
+def login(client: TestClient) -> str:
+    page = client.get("/login")
+    assert page.status_code == 200
+    r = client.post("/login", data={"token": TOKEN, "csrf": csrf_of(page.text), "next": "/"})
+    assert r.status_code == 303 and r.headers["location"] == "/"
+    cookie = r.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie.replace("Strict", "strict")
+    return csrf_of(client.get("/").text)
+
+
+def test_pages_need_a_login(site):
+    client, _, sid = site
+    client.cookies.clear()
+    for url in ("/", f"/review/{sid}", "/identify", "/enrol"):
+        r = client.get(url)
+        assert r.status_code == 303 and r.headers["location"].startswith("/login")
+    assert client.get(f"/api/searches/{sid}/face.png").status_code == 401
+
+
+def test_login_checks_csrf_and_token(site):
+    client, _, _ = site
+    client.cookies.clear()
+    page = client.get("/login")
+    assert client.post("/login", data={"token": TOKEN, "csrf": "forged"}).status_code == 403
+    r = client.post("/login", data={"token": "wrong-token-wrong", "csrf": csrf_of(page.text)})
+    assert r.status_code == 401 and "not valid" in r.text
+    r = client.post("/login", data={"token": TOKEN, "csrf": csrf_of(page.text), "next": "//evil.example/x"})
+    assert r.status_code == 303 and r.headers["location"] == "/"
+
+
+def test_review_page_and_verdict(site):
+    client, service, sid = site
+    client.cookies.clear()
+    csrf = login(client)
+    r = client.get(f"/review/{sid}")
+    assert r.status_code == 200
+    html = r.text
+    assert "investigative leads, not identifications" in html
+    assert f"/api/searches/{sid}/face.png" in html and "/face.png" in html and "Show scores" in html
+    assert re.search(r"base \d+ → 1", html) and html.count('class="verdict-form"') == 3
+    for h in ("Content-Security-Policy", "X-Frame-Options", "X-Content-Type-Options"):
+        assert h.lower() in {k.lower() for k in r.headers}
+    assert client.get(f"/api/searches/{sid}/face.png").status_code == 200  # pictures with the session cookie
+    top = service.get_search(sid)["result"]["results"][0]["faces"][0]["candidates"][0]["subject"]
+
+    n = len(service.get_search(sid)["reviews"])
+    form = {"subject": top, "verdict": "match", "reviewer": "Examiner A", "note": "same ear shape"}
+    assert client.post(f"/review/{sid}", data={**form, "csrf": "forged"}).status_code == 403
+    assert client.post(f"/review/{sid}", data=form).status_code == 403
+    assert len(service.get_search(sid)["reviews"]) == n
+    r = client.post(f"/review/{sid}", data={**form, "csrf": csrf})
+    assert r.status_code == 303
+    reviews = service.get_search(sid)["reviews"]
+    assert len(reviews) == n + 1 and reviews[-1]["verdict"] == "match" and reviews[-1]["reviewer"] == "Examiner A"
+    page = client.get(f"/review/{sid}").text
+    assert "Recorded:" in page and "same ear shape" in page
+    r = client.post(f"/review/{sid}", data={**form, "subject": "nobody", "csrf": csrf})
+    assert r.status_code == 422 and "not a candidate" in r.text
+
+
+def test_identify_and_enrol_pages(site, orl_dir: Path):
+    client, service, _ = site
+    client.cookies.clear()
+    csrf = login(client)
+    files = {"file": ("probe.pgm", orl_bytes(orl_dir, 3, 6), "image/x-portable-graymap")}
+    assert client.post("/identify", files=files, data={"csrf": "forged"}).status_code == 403
+    r = client.post("/identify", files=files, data={"csrf": csrf, "top": "3", "fpir": "0.01"})
+    assert r.status_code == 303 and r.headers["location"].startswith("/review/")
+    assert client.get(r.headers["location"]).status_code == 200
+    r = client.post("/identify", files={"file": ("x.txt", b"hello", "text/plain")}, data={"csrf": csrf})
+    assert r.status_code == 415 and "not an image" in r.text
+
+    files = [("files", ("a.pgm", orl_bytes(orl_dir, 4, 1), "image/x-portable-graymap"))]
+    r = client.post("/enrol", files=files, data={"csrf": csrf, "name": "New Person"})
+    assert r.status_code == 200 and "Enrolled 1 image" in r.text
+    assert [s["images"] for s in service.list_subjects() if s["name"] == "New Person"] == [1]
+    r = client.post("/enrol", files=[("files", ("b.pgm", orl_bytes(orl_dir, 4, 2), "x"))],
+                    data={"csrf": csrf, "name": "../etc"})
+    assert r.status_code == 422 and "../etc" not in [s["name"] for s in service.list_subjects()]
+
+
+def test_service_with_a_trained_model(orl_dir: Path, tmp_path: Path):
+    """A model trained on ORL (dlib matcher) re-ranks the service's candidate lists."""
+    from lookalike.train import train_model
+
+    model, _ = train_model(str(orl_dir), matcher=FAST_MATCHER, cache=str(tmp_path / "cache.sqlite"), depth=20,
+                           max_people=12, progress=False)
+    path = tmp_path / "m.lkm"
+    model.save(path)
+    from lookalike.model import LookalikeModel
+
+    Gallery.create(tmp_path / "g.sqlite", matcher=FAST_MATCHER).close()
+    service = Service(str(tmp_path / "g.sqlite"), LookalikeModel.load(path), tmp_path / "images", engines=1)
+    try:
+        for p in range(13, 19):
+            service.add_images(f"s{p}", [Upload(f"{i}.pgm", orl_bytes(orl_dir, p, i)) for i in (1, 2)], create=True)
+        doc = service.identify(Upload("probe.pgm", orl_bytes(orl_dir, 15, 8)), top=5)
+    finally:
+        service.close()
+    face = doc["results"][0]["faces"][0]
+    assert doc["model"]["matcher"] == model.matcher_name_ and len(face["candidates"]) == 5
+    assert face["candidates"][0]["subject"] == "s15"
+    assert sorted(c["base_rank"] for c in face["candidates"]) == [1, 2, 3, 4, 5]
+    assert face["decision"]["threshold"] == pytest.approx(model.threshold(0.01))
