@@ -23,8 +23,8 @@ from lookalike.model import LookalikeModel
 
 SCHEMA_VERSION = 1
 LOOKALIKE_FPIR = 0.01  # two subjects are lookalikes when they match each other above the gallery's 1%-FPIR score
-MAX_NONMATED = 2000
-MEMO_SIZE = 200_000  # gallery faces whose disambiguator features identify keeps between probes  # gallery images searched (seeded sample) to set the gallery's own thresholds
+MAX_NONMATED = 2000  # gallery images searched (seeded sample) to set the gallery's own thresholds
+MEMO_SIZE = 200_000  # gallery faces whose disambiguator features identify keeps between probes
 
 
 @dataclass
