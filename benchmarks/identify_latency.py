@@ -87,6 +87,7 @@ def main() -> None:
             for name, m in (("baseline", None), ("lookalike model", model)):
                 ident = Identifier(g, m)
                 ident.calibration()
+                ident.prepare_gallery()
                 time_probes(ident, probes[:3], args.top)  # warm-up: matcher, caches
                 results.append((label, len(g.subjects()), name, time_probes(ident, probes, args.top)))
         g.close()

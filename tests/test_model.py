@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
 import pytest
 
+from lookalike.metrics import RankedLists
 from lookalike.model import FORMAT_VERSION, LookalikeModel
+from lookalike.rerank.selection import AmbiguityGate, LookalikeGroup, ScoreMargin, TopK
 from lookalike.rerank.synthetic import synthetic_faces, synthetic_split
 
 
@@ -75,3 +78,18 @@ def test_refuses_other_matcher_or_preprocessing(fitted):
         model.check_compatible("other-net", model.aligner.name, model.gallery_preprocess)
     with pytest.raises(ValueError, match="preprocessing"):
         model.check_compatible(model.matcher_name_, model.aligner.name, "full")
+
+
+@pytest.mark.parametrize("selection", [TopK(5), ScoreMargin(0.1, 8), LookalikeGroup(0.4, 6),
+                                       AmbiguityGate(TopK(4), 0.2)])
+def test_list_cut_to_reach_gives_the_same_top(fitted, selection):
+    """Identify re-ranks lists cut to max(top, reach): the first candidates must equal the full-depth result."""
+    model, test = fitted
+    model = copy.deepcopy(model)
+    model.reranker_.selection_ = selection
+    r = max(model.reach, 3)
+    full = model.rerank(test.probes.vectors, test.lists, test.candidates)
+    cut = RankedLists(test.lists.indices[:, :r], test.lists.scores[:, :r])
+    part = model.rerank(test.probes.vectors, cut, test.candidates[:, :r])
+    np.testing.assert_array_equal(part.indices, full.indices[:, :r])
+    np.testing.assert_allclose(part.scores, full.scores[:, :r], rtol=1e-6)

@@ -46,14 +46,13 @@ class Identifier:
     """Searches photos against ``gallery`` and re-ranks with ``model`` (None: the base matcher alone, with
     thresholds from the gallery itself). Holds the matcher and the gallery's calibration between calls."""
 
-    def __init__(self, gallery: Gallery, model: LookalikeModel | None = None, depth: int | None = None) -> None:
+    def __init__(self, gallery: Gallery, model: LookalikeModel | None = None) -> None:
         if model is not None:
             model.check_compatible(gallery.matcher_name, gallery.aligner.name, gallery.preprocess,
                                    what=f"the gallery {gallery.store.url}")
         self.gallery, self.model = gallery, model
         if model is not None and hasattr(model.disambiguator_, "memo_size"):
             model.disambiguator_.memo_size = MEMO_SIZE  # gallery faces are prepared once, not once per probe
-        self.depth = depth or (model.depth if model is not None else 100)
         self.lowres = model.lowres if model is not None else gallery.lowres
         self.aligner = model.aligner if model is not None else gallery.aligner
         self._matcher = None
@@ -84,6 +83,18 @@ class Identifier:
 
     def _tick(self, key: str, t0: float) -> None:
         self.timing[key] = self.timing.get(key, 0.0) + time.perf_counter() - t0
+
+    def prepare_gallery(self, block: int = 4096) -> int:
+        """Compute the model's per-face disambiguator features for every gallery face now (a one-off cost, so
+        that each probe's re-ranking only looks them up); returns the faces prepared (0 without a model, or
+        when the gallery has more faces than the memo keeps)."""
+        d = self.model.disambiguator_ if self.model is not None else None
+        vectors = np.asarray(self.gallery.vectors_)
+        if d is None or not hasattr(d, "_prepare_gallery") or len(vectors) > MEMO_SIZE:
+            return 0
+        for s in range(0, len(vectors), block):
+            d._prepare_gallery(vectors[s:s + block])
+        return len(vectors)
 
     # --- calibration from the gallery itself -------------------------------------------------------------
     def calibration(self) -> dict:
@@ -120,7 +131,10 @@ class Identifier:
     def search_face(self, face: ProbeFace, top: int = 20, fpir: float = 0.01) -> dict:
         """The candidate list and decision for one face (the JSON schema's ``faces[]`` item)."""
         t = time.perf_counter()
-        lists = self.gallery.search(face.vector[None], k=max(self.depth, top))
+        # the model moves only its first `reach` candidates and fuses scores candidate by candidate, so a list
+        # cut to max(top, reach) gives the same first `top` candidates as the full depth, for less work
+        k = max(top, self.model.reach) if self.model is not None else top
+        lists = self.gallery.search(face.vector[None], k=k)
         self._tick("search_s", t)
         k = lists.scores.shape[1]
         base = RankedLists(np.arange(k)[None], lists.scores)

@@ -113,6 +113,13 @@ class LookalikeModel:
             raise RuntimeError("the model is not trained: fit or load it first")
         return self.reranker_.rerank(probes, lists, candidates, features)
 
+    @property
+    def reach(self) -> int:
+        """How many of the first candidates the model can move (see :meth:`Selection.reach`)."""
+        if self.reranker_ is None or self.reranker_.selection_ is None:
+            raise RuntimeError("the model is not trained: fit or load it first")
+        return self.reranker_.selection_.reach(self.depth)
+
     def threshold(self, fpir: float) -> float:
         """The final-score threshold calibrated at ``fpir`` (one of the calibrated FPIRs)."""
         for f, t in self.thresholds_.items():

@@ -43,6 +43,11 @@ class Selection(ABC):
     def _select(self, scores: np.ndarray, candidates: np.ndarray) -> np.ndarray:
         """The one method each variant implements."""
 
+    def reach(self, depth: int) -> int:
+        """How far down a list of ``depth`` candidates this scheme can select: re-ranking a list cut to this
+        length gives the same first ``reach`` candidates and scores (scores are fused candidate by candidate)."""
+        return depth
+
     def to_dict(self) -> dict:
         """A JSON description that :func:`selection_from_dict` turns back into this scheme."""
         params = {k: v.to_dict() if isinstance(v, Selection) else v for k, v in vars(self).items()}
@@ -76,6 +81,9 @@ class TopK(Selection):
     def _select(self, scores: np.ndarray, candidates: np.ndarray) -> np.ndarray:
         return np.broadcast_to(np.arange(scores.shape[1]) < self.k, scores.shape).copy()
 
+    def reach(self, depth: int) -> int:
+        return min(depth, self.k)
+
 
 class ScoreMargin(Selection):
     """Every candidate whose base score is within ``margin`` of rank-1's (at most ``max_k``)."""
@@ -85,6 +93,9 @@ class ScoreMargin(Selection):
 
     def _select(self, scores: np.ndarray, candidates: np.ndarray) -> np.ndarray:
         return (scores >= scores[:, :1] - self.margin) & (np.arange(scores.shape[1]) < self.max_k)
+
+    def reach(self, depth: int) -> int:
+        return min(depth, self.max_k)
 
 
 class LookalikeGroup(Selection):
@@ -103,6 +114,9 @@ class LookalikeGroup(Selection):
         mask[:, 0] = True
         return mask
 
+    def reach(self, depth: int) -> int:
+        return min(depth, self.max_k)
+
 
 class AmbiguityGate(Selection):
     """``inner``'s selection, but only for lists whose rank-1/rank-2 score gap is below ``gap``."""
@@ -114,6 +128,9 @@ class AmbiguityGate(Selection):
         s = scores
         ambiguous = (s[:, 0] - s[:, 1] < self.gap) if s.shape[1] > 1 else np.zeros(len(s), bool)
         return self.inner.select(scores, candidates) & ambiguous[:, None]
+
+    def reach(self, depth: int) -> int:
+        return self.inner.reach(depth)
 
 
 def reorder(lists: RankedLists, mask: np.ndarray, scores: np.ndarray) -> RankedLists:
