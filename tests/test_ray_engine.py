@@ -101,3 +101,17 @@ def test_cli_embed_with_the_ray_engine(ray_local, orl_folders, tmp_path):
     z = np.load(out)
     assert len(z["status"]) == 12 and (z["status"] == "ok").all()
     np.testing.assert_allclose(np.linalg.norm(z["vectors"], axis=1), 1, atol=1e-5)
+
+
+def test_enroll_on_ray_equals_local(ray_local, orl_folders, tmp_path):
+    """`lookalike enroll --engine ray` fills the gallery with the local engine's embeddings."""
+    from lookalike.cli import main
+    from lookalike.gallery import Gallery
+
+    common = ["--gallery", str(orl_folders), "--matcher", FAST_MATCHER, "--cache", "none", "--no-progress"]
+    assert main(["enroll", *common, "--db", str(tmp_path / "local.sqlite"), "--workers", "1"]) == 0
+    assert main(["enroll", *common, "--db", str(tmp_path / "ray.sqlite"), "--engine", "ray"]) == 0
+    with Gallery.open(tmp_path / "local.sqlite") as a, Gallery.open(tmp_path / "ray.sqlite") as b:
+        order_a, order_b = np.argsort(a.paths_), np.argsort(b.paths_)
+        np.testing.assert_array_equal(a.paths_[order_a], b.paths_[order_b])
+        np.testing.assert_allclose(np.asarray(a.vectors_)[order_a], np.asarray(b.vectors_)[order_b], atol=1e-6)

@@ -35,7 +35,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--cache", default=str(DEFAULT_CACHE),
                    help=f"embedding cache (SQLite; 'none' for none; default: {DEFAULT_CACHE})")
     e.add_argument("--workers", type=int, default=2, help="processes for detection and embedding (default: 2)")
-    e.add_argument("--chunk-size", type=int, default=256, help="images embedded and stored per transaction")
+    e.add_argument("--chunk-size", type=int, default=None,
+                   help="images embedded and stored per transaction (default: 256, with --engine ray 2048)")
+    e.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local processes, or a Ray Data pipeline (pip install 'lookalike[ray]')")
+    e.add_argument("--ray-address", default=None,
+                   help="with --engine ray: an existing cluster ('auto' or host:port); default: a local Ray instance")
     e.add_argument("--format", choices=("table", "json"), default="table")
     e.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -102,13 +107,16 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     from lookalike.benchmark import load_dataset
     from lookalike.matchers.cache import EmbeddingCache
 
+    if args.chunk_size is None:
+        args.chunk_size = 2048 if args.engine == "ray" else 256
     if args.workers < 1 or args.chunk_size < 1:
         raise ValueError("--workers and --chunk-size must be at least 1")
     table = load_dataset(args.gallery)
     cache = EmbeddingCache(None if args.cache == "none" else args.cache)
     with _open_or_create(args) as gallery:
         report = gallery.enroll(table.paths, table.identities, cache=cache, workers=args.workers,
-                                progress=not args.no_progress, chunk_size=args.chunk_size)
+                                progress=not args.no_progress, chunk_size=args.chunk_size, engine=args.engine,
+                                ray_address=args.ray_address)
         total = gallery.stats()
     cache.close()
     for msg in report.messages[:MAX_LISTED]:

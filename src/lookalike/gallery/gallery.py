@@ -290,12 +290,13 @@ class Gallery:
     # --- writing ---------------------------------------------------------------------------------------
     def enroll(self, paths: list[str] | np.ndarray, subjects: list[str] | np.ndarray,
                cache: EmbeddingCache | None = None, workers: int = 2, progress: bool = True,
-               chunk_size: int = 256) -> EnrollReport:
+               chunk_size: int = 256, engine: str = "local", ray_address: str | None = None) -> EnrollReport:
         """Enrol ``paths[i]`` as ``subjects[i]``; each chunk of images is embedded then stored in one transaction.
 
         An image already enrolled under the same subject (same content) is not processed again, so an
         interrupted enrolment resumes. Images whose bytes are also enrolled under another subject are
-        enrolled and listed in ``duplicates`` (a likely labelling error worth checking).
+        enrolled and listed in ``duplicates`` (a likely labelling error worth checking). ``engine="ray"`` runs
+        detection, alignment and embedding on Ray (``ray_address``: an existing cluster) through the same cache.
         """
         t0 = time.perf_counter()
         paths = [os.path.abspath(p) for p in paths]  # stored paths stay valid from any working directory
@@ -319,7 +320,7 @@ class Gallery:
         for s in range(0, len(todo), chunk_size):
             chunk = todo[s:s + chunk_size]
             self._enroll_chunk([paths[i] for i in chunk], [subjects[i] for i in chunk], [keys[i] for i in chunk],
-                               cache, workers, report)
+                               cache, workers, report, engine, ray_address)
             bar.update(len(chunk))
         bar.close()
         if todo:
@@ -358,8 +359,10 @@ class Gallery:
         return todo
 
     def _enroll_chunk(self, paths: list[str], subjects: list[str], keys: list[str], cache: EmbeddingCache,
-                      workers: int, report: EnrollReport) -> None:
-        emb = embed_paths(paths, self.matcher, self.aligner, self.lowres, cache, workers, progress=False)
+                      workers: int, report: EnrollReport, engine: str = "local",
+                      ray_address: str | None = None) -> None:
+        emb = embed_paths(paths, self.matcher, self.aligner, self.lowres, cache, workers, progress=False,
+                          engine=engine, ray_address=ray_address)
         report.computed += emb.computed
         aligned = cache.get_alignments(keys, self.aligner.name)
         if emb.ok.any():
