@@ -15,6 +15,7 @@ MAX_LISTED = 20
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
+    from lookalike.cli import FRACTION, POSITIVE, _lowres
     from lookalike.matchers import MATCHERS
     from lookalike.matchers.cache import DEFAULT_CACHE
 
@@ -26,22 +27,23 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--db", required=True, metavar="G.sqlite|postgresql://...", help="the gallery database")
     e.add_argument("--model", default=None, metavar="M.lkm",
                    help="take matcher, aligner and resolution from this lookalike model (the gallery it searches)")
-    e.add_argument("--lowres", type=int, default=None, metavar="PX",
+    e.add_argument("--lowres", type=_lowres, default=None, metavar="PX",
                    help="degrade faces to about PX pixels across (new gallery; must match an existing one)")
     e.add_argument("--matcher", choices=MATCHERS, default=None,
                    help="embedding model of a new gallery (default torch); must match an existing one")
-    e.add_argument("--central-fraction", type=float, default=None,
+    e.add_argument("--central-fraction", type=FRACTION, default=None,
                    help="aligner fallback for a new gallery (default 0.45, see `lookalike embed --help`)")
     e.add_argument("--cache", default=str(DEFAULT_CACHE),
                    help=f"embedding cache (SQLite; 'none' for none; default: {DEFAULT_CACHE})")
-    e.add_argument("--workers", type=int, default=2, help="processes for detection and embedding (default: 2)")
-    e.add_argument("--chunk-size", type=int, default=None,
+    e.add_argument("--workers", type=POSITIVE, default=2, help="processes for detection and embedding (default: 2)")
+    e.add_argument("--chunk-size", type=POSITIVE, default=None,
                    help="images embedded and stored per transaction (default: 256, with --engine ray 2048)")
     e.add_argument("--engine", choices=("local", "ray"), default="local",
                    help="local processes, or a Ray Data pipeline (pip install 'lookalike[ray]')")
     e.add_argument("--ray-address", default=None,
                    help="with --engine ray: an existing cluster ('auto' or host:port); default: a local Ray instance")
-    e.add_argument("--format", choices=("table", "json"), default="table")
+    e.add_argument("--format", choices=("table", "json"), default="table",
+                   help="the enrolment report as a table (default) or JSON")
     e.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     g = sub.add_parser("gallery", help="inspect or edit a gallery: stats, list, remove",
@@ -54,7 +56,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
             p.add_argument("subject", help="subject name, exactly as enrolled")
         p.add_argument("--db", required=True, metavar="G.sqlite|postgresql://...", help="the gallery database")
         if name != "remove":
-            p.add_argument("--format", choices=("table", "json"), default="table")
+            p.add_argument("--format", choices=("table", "json"), default="table",
+                           help="a table for people (default) or JSON")
 
 
 def _errors(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
