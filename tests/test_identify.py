@@ -158,3 +158,25 @@ def test_enroll_with_model_takes_its_settings(system, orl_dir, cache_path, tmp_p
     code = main(["enroll", "--gallery", str(orl_dir), "--db", str(db), "--model", str(model_path), "--lowres", "8",
                  *common])
     assert code == 2 and "--model sets" in capsys.readouterr().err
+
+
+def test_image_level_model_trains_saves_and_identifies(system, orl_dir, cache_path, tmp_path, monkeypatch):
+    """A model holding the fine-tuned network (an image-level disambiguator) round-trips through its file and
+    re-ranks identify's candidates from their images."""
+    import lookalike.train as train
+    from lookalike.disambiguators.finetuned import FineTunedNet
+
+    _, db, root = system
+    monkeypatch.setattr(train, "make_disambiguators", lambda kind, seed=0, cache=None: [
+        FineTunedNet(trainable="fc", epochs=1, seed=seed, cache_path=cache)])
+    model, _ = train.train_model(root / "train.csv", matcher=FAST_MATCHER, cache=str(cache_path), depth=20,
+                                 workers=1, progress=False)
+    model.save(tmp_path / "ft.lkm")
+    back = LookalikeModel.load(tmp_path / "ft.lkm")
+    assert back.disambiguator_.input == "image"
+    with Gallery.open(db) as gallery:
+        doc = identify([orl_dir / "s6" / "9.pgm"], gallery, back, top=5)
+    face = doc["results"][0]["faces"][0]
+    assert face["candidates"][0]["subject"] == "s6"
+    finals = [c["final_score"] for c in face["candidates"]]
+    assert finals == sorted(finals, reverse=True) and all(np.isfinite(finals))
