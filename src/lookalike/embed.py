@@ -73,8 +73,18 @@ def _init_worker(matcher: str | Matcher, aligner: FaceAligner, lowres: int | Non
         import torch
 
         torch.set_num_threads(threads)
+    settings = (matcher, aligner.name, lowres) if isinstance(matcher, str) else None
+    if settings is not None and _WORKER.get("settings") == settings:
+        return  # this process already holds the models (repeated calls, e.g. an enrolment's chunks)
     m = matcher if isinstance(matcher, Matcher) else get_matcher(matcher)
-    _WORKER.update(matcher=m, aligner=aligner, lowres=lowres)
+    _WORKER.update(matcher=m, aligner=aligner, lowres=lowres, settings=settings)
+
+
+def worker_pool(matcher: str | Matcher, aligner: FaceAligner, lowres: int | None, workers: int):
+    """A pool of ``workers`` embedding processes (each loads the models once) to pass to several
+    :func:`embed_paths` calls with the same matcher, aligner and resolution; use it as a context manager."""
+    return mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(matcher, aligner,
+                                                                                      check_lowres(lowres), 1))
 
 
 def _process(items: list[tuple[int, str, str, Alignment | None]]) -> list[tuple]:
@@ -103,13 +113,14 @@ def _process(items: list[tuple[int, str, str, Alignment | None]]) -> list[tuple]
 def embed_paths(paths: list[str] | np.ndarray, matcher: str | Matcher = "torch", aligner: FaceAligner | None = None,
                 lowres: int | None = None, cache: EmbeddingCache | None = None, workers: int = 2,
                 batch_size: int = 16, progress: bool = True, desc: str = "embed", engine: str = "local",
-                ray_address: str | None = None) -> Embeddings:
+                ray_address: str | None = None, pool=None) -> Embeddings:
     """Embed every image of ``paths``; finished batches are written to ``cache`` as they complete.
 
     ``matcher``: a name (see :data:`lookalike.matchers.MATCHERS`) or a :class:`Matcher` (picklable).
     ``engine="local"``: ``workers`` local processes. ``engine="ray"``: a Ray Data pipeline of ``workers``
     actors with one CPU each, each loading the models once; ``ray_address`` connects to an existing cluster
     (e.g. ``"auto"``), else a local Ray instance with ``workers`` CPUs is started (and shut down after).
+    ``pool``: a :func:`worker_pool` with the same settings to use instead of starting one (local engine).
     """
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; choose one of {list(ENGINES)}")
@@ -164,15 +175,18 @@ def embed_paths(paths: list[str] | np.ndarray, matcher: str | Matcher = "torch",
         for results in run_ray(batches, matcher, aligner, lowres, workers, ray_address):
             record(results)
             bar.update(len(results))
+    elif pool is not None:
+        for results in pool.imap_unordered(_process, batches):
+            record(results)
+            bar.update(len(results))
     elif workers <= 1 or len(batches) <= 1:
         _init_worker(matcher, aligner, lowres, threads=None)
         for b in batches:
             record(_process(b))
             bar.update(len(b))
     else:
-        ctx = mp.get_context("spawn")
-        with ctx.Pool(workers, initializer=_init_worker, initargs=(matcher, aligner, lowres, 1)) as pool:
-            for results in pool.imap_unordered(_process, batches):
+        with worker_pool(matcher, aligner, lowres, workers) as own:
+            for results in own.imap_unordered(_process, batches):
                 record(results)
                 bar.update(len(results))
     bar.close()

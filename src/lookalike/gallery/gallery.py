@@ -12,6 +12,7 @@ import json
 import os
 import time
 from collections import Counter
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from lookalike import __version__
-from lookalike.embed import embed_paths, preprocess_key
+from lookalike.embed import embed_paths, preprocess_key, worker_pool
 from lookalike.gallery import open_store
 from lookalike.gallery.store import GalleryStore, ImageRecord, NewImage, StoreError
 from lookalike.gallery.vectors import read_vectors, vector_dir, write_vectors
@@ -317,11 +318,14 @@ class Gallery:
         keys = [content_key(p) for p in tqdm(paths, desc="enroll: hash", disable=not progress, leave=False)]
         todo = self._plan(paths, subjects, keys, report)
         bar = tqdm(total=len(todo), desc="enroll", unit="img", disable=not progress or not todo)
-        for s in range(0, len(todo), chunk_size):
-            chunk = todo[s:s + chunk_size]
-            self._enroll_chunk([paths[i] for i in chunk], [subjects[i] for i in chunk], [keys[i] for i in chunk],
-                               cache, workers, report, engine, ray_address)
-            bar.update(len(chunk))
+        # one pool of embedding processes for every chunk (each loads the models once)
+        shared = engine == "local" and workers > 1 and len(todo) > chunk_size
+        with worker_pool(self.matcher, self.aligner, self.lowres, workers) if shared else nullcontext() as pool:
+            for s in range(0, len(todo), chunk_size):
+                chunk = todo[s:s + chunk_size]
+                self._enroll_chunk([paths[i] for i in chunk], [subjects[i] for i in chunk],
+                                   [keys[i] for i in chunk], cache, workers, report, engine, ray_address, pool)
+                bar.update(len(chunk))
         bar.close()
         if todo:
             self._flush()
@@ -360,9 +364,9 @@ class Gallery:
 
     def _enroll_chunk(self, paths: list[str], subjects: list[str], keys: list[str], cache: EmbeddingCache,
                       workers: int, report: EnrollReport, engine: str = "local",
-                      ray_address: str | None = None) -> None:
+                      ray_address: str | None = None, pool=None) -> None:
         emb = embed_paths(paths, self.matcher, self.aligner, self.lowres, cache, workers, progress=False,
-                          engine=engine, ray_address=ray_address)
+                          engine=engine, ray_address=ray_address, pool=pool)
         report.computed += emb.computed
         aligned = cache.get_alignments(keys, self.aligner.name)
         if emb.ok.any():
