@@ -93,3 +93,29 @@ def test_list_cut_to_reach_gives_the_same_top(fitted, selection):
     part = model.rerank(test.probes.vectors, cut, test.candidates[:, :r])
     np.testing.assert_array_equal(part.indices, full.indices[:, :r])
     np.testing.assert_allclose(part.scores, full.scores[:, :r], rtol=1e-6)
+
+
+def test_model_records_degrade(fitted, tmp_path):
+    model, _ = fitted
+    assert model.degrade == "bicubic" and model.describe()["preprocess"]["degrade"] == "bicubic"
+    real = copy.copy(model)
+    real.degrade = "realistic"
+    assert real.gallery_preprocess == "lowres20-chip22-realistic" and model.gallery_preprocess == "lowres20-chip22"
+    real.save(tmp_path / "r.lkm")
+    back = LookalikeModel.load(tmp_path / "r.lkm")
+    assert back.degrade == "realistic" and back.describe_short()["degrade"] == "realistic"
+    # a file written before the option existed reads as bicubic; an unknown kind is a clear error
+    with np.load(tmp_path / "r.lkm") as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(str(arrays["__model__"]))
+    del meta["preprocess"]["degrade"]
+    with open(tmp_path / "old.lkm", "wb") as f:
+        np.savez(f, **{**arrays, "__model__": np.asarray(json.dumps(meta))})
+    assert LookalikeModel.load(tmp_path / "old.lkm").degrade == "bicubic"
+    meta["preprocess"]["degrade"] = "oil-painting"
+    with open(tmp_path / "new.lkm", "wb") as f:
+        np.savez(f, **{**arrays, "__model__": np.asarray(json.dumps(meta))})
+    with pytest.raises(ValueError, match="unknown degradation 'oil-painting'"):
+        LookalikeModel.load(tmp_path / "new.lkm")
+    with pytest.raises(ValueError, match="degrade must be"):
+        LookalikeModel(degrade="pixelate")

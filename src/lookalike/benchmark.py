@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from lookalike.data.folders import load_folders
-from lookalike.data.images import check_lowres
+from lookalike.data.images import check_degrade, check_lowres
 from lookalike.data.manifest import load_manifest
 from lookalike.data.protocol import make_protocol, rerank_problem, saved_settings
 from lookalike.data.screen import DUPLICATE_HEADER, printable, screen_table
@@ -40,6 +40,7 @@ class BenchmarkConfig:
     seed: int = 0
     lowres: int | None = None
     lowres_apply: str = "both"
+    degrade: str = "bicubic"
     matcher: str = "torch"
     index: str = "numpy"
     depth: int = 100
@@ -99,6 +100,11 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
     """Run the whole benchmark and write metrics.json, report.md, cmc.png and the ranked lists to cfg.out."""
     out = Path(cfg.out)
     check_lowres(cfg.lowres)
+    check_degrade(cfg.degrade)
+    if cfg.rerank:
+        from lookalike.train import check_degrade_support
+
+        check_degrade_support(cfg.disambiguator, cfg.lowres, cfg.degrade)
     timing: dict[str, float] = {}
     t0 = time.perf_counter()
     cache = EmbeddingCache(cfg.cache)  # a corrupt or read-only cache fails here, before any work
@@ -110,9 +116,10 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
     table = screened.table
     saved = saved_settings(cfg.data) or {}
     name = saved.get("name") or (f"{Path(cfg.data).name}-closedset"
-                                 + (f"-lowres{cfg.lowres}-{cfg.lowres_apply}" if cfg.lowres else ""))
+                                 + (f"-lowres{cfg.lowres}-{cfg.lowres_apply}" if cfg.lowres else "")
+                                 + (f"-{cfg.degrade}" if cfg.lowres and cfg.degrade != "bicubic" else ""))
     protocol = make_protocol(table, seed=cfg.seed, test_fraction=cfg.test_fraction, val_fraction=cfg.val_fraction,
-                             name=name, lowres=cfg.lowres, lowres_apply=cfg.lowres_apply)
+                             name=name, lowres=cfg.lowres, lowres_apply=cfg.lowres_apply, degrade=cfg.degrade)
     if cfg.rerank:
         check_rerank(protocol.table.identities, protocol.table.roles)
     protocol.save(out / "protocol")
@@ -220,7 +227,8 @@ def run_rerankers(cfg: BenchmarkConfig, features: ProtocolFeatures, test: Search
     disambiguators = make_disambiguators(cfg.disambiguator, cfg.seed, cfg.cache)
     protocol = features.protocol
     model = LookalikeModel(cfg.matcher, protocol.lowres, FaceAligner(cfg.central_fraction), disambiguators,
-                           lowres_apply=protocol.lowres_apply, depth=cfg.depth, seed=cfg.seed, pool=pool)
+                           lowres_apply=protocol.lowres_apply, degrade=protocol.degrade, depth=cfg.depth,
+                           seed=cfg.seed, pool=pool)
     methods_: list = [m for m in default_methods(cfg.seed, disambiguators, pool) if m.name != "lookalike-best"]
     for method in [*methods_, model]:
         name = getattr(method, "name", "lookalike-best")
@@ -339,9 +347,10 @@ def write_examples(path: Path, test: SearchSplit, before: RankedLists, after: Ra
     gallery_lowres = protocol.lowres if protocol.degraded("gallery") else None
     qs = [q for _, q in rows]
     probe_chips = np.zeros((len(test.probes), aligner.chip_size, aligner.chip_size, 3), np.uint8)
-    probe_chips[qs] = read_chips(list(test.probes.paths[qs]), cache, aligner, probe_lowres)[0]
+    probe_chips[qs] = read_chips(list(test.probes.paths[qs]), cache, aligner, probe_lowres,
+                                  degrade=protocol.degrade)[0]
     gs = sorted({int(g) for q in qs for g in (*before.indices[q, :5], *after.indices[q, :5])})
-    chips = read_chips(list(test.gallery.paths[gs]), cache, aligner, gallery_lowres)[0]
+    chips = read_chips(list(test.gallery.paths[gs]), cache, aligner, gallery_lowres, degrade=protocol.degrade)[0]
     gallery_chips = dict(zip(gs, chips, strict=True))
     enrolled = ~test.is_distractor
     mates = [set(np.flatnonzero(enrolled & (test.gallery.identities == test.probes.identities[q])).tolist())
@@ -360,9 +369,9 @@ def replay_saved_model(out: str | Path, cache: str | None = str(DEFAULT_CACHE), 
     store = EmbeddingCache(cache)
     try:
         probes = embed_paths(r["probe_paths"], model.matcher, model.aligner, model.lowres, store, workers,
-                             progress=False)
+                             progress=False, degrade=model.degrade)
         gallery = embed_paths(r["gallery_paths"], model.matcher, model.aligner, model.gallery_lowres, store, workers,
-                              progress=False)
+                              progress=False, degrade=model.degrade)
     finally:
         store.close()
     base = RankedLists(r["baseline.indices"], r["baseline.scores"])

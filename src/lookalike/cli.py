@@ -65,12 +65,16 @@ FRACTION = _number(float, 0, 1, what="a fraction in [0, 1]")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
+    from lookalike.data.images import DEGRADE_KINDS
     from lookalike.matchers import MATCHERS
     from lookalike.matchers.cache import DEFAULT_CACHE
 
     p.add_argument("--data", required=True, help="folder-per-identity dataset, TinyFace root, or CSV manifest")
     p.add_argument("--lowres", type=_lowres, default=None, metavar="PX",
                    help="degrade faces to about PX pixels across (PX >= 4; TinyFace-like: 20), then upsample")
+    p.add_argument("--degrade", choices=DEGRADE_KINDS, default=None,
+                   help="how --lowres degrades faces: bicubic (resize down and up; default) or realistic (per image, "
+                        "seeded by its content: random blur, downsampling, sensor noise, JPEG 30-90, resize up)")
     p.add_argument("--matcher", choices=MATCHERS, default="torch",
                    help="embedding model: torch (the PyTorch port of dlib's network, default) or dlib (dlib-bin)")
     p.add_argument("--workers", type=POSITIVE, default=2, help="processes for detection and embedding (default: 2)")
@@ -179,7 +183,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
     screened = screen_table(table, cache.ok_keys(), progress=not args.no_progress)
     kept = screened.table
     emb = embed_paths(kept.paths, args.matcher, FaceAligner(args.central_fraction), args.lowres, cache,
-                      args.workers, progress=not args.no_progress, engine=args.engine, ray_address=args.ray_address)
+                      args.workers, progress=not args.no_progress, engine=args.engine, ray_address=args.ray_address,
+                      degrade=args.degrade or "bicubic")
     cache.close()
     # every input row in the .npz: rows left out before embedding have their reason as status and zero vectors
     left_out = [tuple(printable(x) for x in r) for r in (*kept.dropped, *screened.skipped)]
@@ -215,11 +220,12 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     from lookalike.report import method_table
     from lookalike.summary import print_summary
 
-    defaults = {"seed": 0, "lowres": None, "lowres_apply": "both", "test_fraction": 0.5, "val_fraction": 0.3}
+    defaults = {"seed": 0, "lowres": None, "lowres_apply": "both", "degrade": "bicubic", "test_fraction": 0.5,
+                "val_fraction": 0.3}
     s = resolve_settings(args.data, {k: getattr(args, k) for k in defaults}, defaults)
     cfg = BenchmarkConfig(
         data=args.data, out=args.out, seed=s["seed"], lowres=s["lowres"], lowres_apply=s["lowres_apply"],
-        matcher=args.matcher, index=args.index, depth=args.depth, workers=args.workers,
+        degrade=s["degrade"], matcher=args.matcher, index=args.index, depth=args.depth, workers=args.workers,
         cache=None if args.cache == "none" else args.cache, rerank=not args.no_rerank,
         disambiguator=args.disambiguator,
         test_fraction=s["test_fraction"], val_fraction=s["val_fraction"],
@@ -239,7 +245,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     model, summary = train_model(args.data, args.matcher, args.lowres, args.lowres_apply, args.disambiguator,
                                  args.seed, args.val_fraction, args.depth, None if args.cache == "none" else args.cache,
-                                 args.central_fraction, args.workers, args.max_people, not args.no_progress)
+                                 args.central_fraction, args.workers, args.max_people, not args.no_progress,
+                                 args.degrade or "bicubic")
     model.save(args.model)
     st = model.reranker_.stats
     print(f"trained on {summary['n_train_people']} people ({summary['n_train_images']} images); validation: "

@@ -18,16 +18,28 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from lookalike.data.images import ImageError, check_lowres, degrade, load_image, lowres_chip_size
+from lookalike.data.images import (
+    ImageError,
+    check_degrade,
+    check_lowres,
+    degrade,
+    load_image,
+    lowres_chip_size,
+    seed_from_key,
+)
 from lookalike.matchers import get_matcher, matcher_name
 from lookalike.matchers.align import Alignment, FaceAligner
 from lookalike.matchers.base import Matcher
 from lookalike.matchers.cache import EmbeddingCache, content_key
 
 
-def preprocess_key(lowres: int | None) -> str:
-    """Cache key of the chip preprocessing: full resolution, or the low-resolution chip size used."""
-    return "full" if lowres is None else f"lowres{lowres}-chip{lowres_chip_size(lowres)}"
+def preprocess_key(lowres: int | None, degrade: str = "bicubic") -> str:
+    """Cache key of the chip preprocessing: full resolution, or the low-resolution chip size used and, for
+    any degradation but ``bicubic`` (whose keys predate the choice), its name."""
+    if lowres is None:
+        return "full"
+    suffix = "" if check_degrade(degrade) == "bicubic" else f"-{degrade}"
+    return f"lowres{lowres}-chip{lowres_chip_size(lowres)}{suffix}"
 
 
 @dataclass
@@ -63,7 +75,8 @@ _WORKER: dict = {}
 ENGINES = ("local", "ray")
 
 
-def _init_worker(matcher: str | Matcher, aligner: FaceAligner, lowres: int | None, threads: int | None) -> None:
+def _init_worker(matcher: str | Matcher, aligner: FaceAligner, lowres: int | None, threads: int | None,
+                 degrade: str = "bicubic") -> None:
     """Set up a worker process; ``threads`` (torch matcher): the process's intra-op threads (None: unchanged).
 
     Only the pool's own processes get a thread count: the calling process's torch settings are left alone.
@@ -73,18 +86,20 @@ def _init_worker(matcher: str | Matcher, aligner: FaceAligner, lowres: int | Non
         import torch
 
         torch.set_num_threads(threads)
-    settings = (matcher, aligner.name, lowres) if isinstance(matcher, str) else None
+    settings = (matcher, aligner.name, lowres, degrade) if isinstance(matcher, str) else None
     if settings is not None and _WORKER.get("settings") == settings:
         return  # this process already holds the models (repeated calls, e.g. an enrolment's chunks)
     m = matcher if isinstance(matcher, Matcher) else get_matcher(matcher)
-    _WORKER.update(matcher=m, aligner=aligner, lowres=lowres, settings=settings)
+    _WORKER.update(matcher=m, aligner=aligner, lowres=lowres, degrade=degrade, settings=settings)
 
 
-def worker_pool(matcher: str | Matcher, aligner: FaceAligner, lowres: int | None, workers: int):
+def worker_pool(matcher: str | Matcher, aligner: FaceAligner, lowres: int | None, workers: int,
+                degrade: str = "bicubic"):
     """A pool of ``workers`` embedding processes (each loads the models once) to pass to several
-    :func:`embed_paths` calls with the same matcher, aligner and resolution; use it as a context manager."""
-    return mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(matcher, aligner,
-                                                                                      check_lowres(lowres), 1))
+    :func:`embed_paths` calls with the same matcher, aligner, resolution and degradation; use it as a context
+    manager."""
+    return mp.get_context("spawn").Pool(workers, initializer=_init_worker,
+                                        initargs=(matcher, aligner, check_lowres(lowres), 1, check_degrade(degrade)))
 
 
 def _process(items: list[tuple[int, str, str, Alignment | None]]) -> list[tuple]:
@@ -93,7 +108,7 @@ def _process(items: list[tuple[int, str, str, Alignment | None]]) -> list[tuple]
     out, chips, chip_rows = [], [], []
     for index, path, key, al in items:
         try:
-            chip, al = face_chip(path, aligner, al, _WORKER["lowres"])
+            chip, al = face_chip(path, aligner, al, _WORKER["lowres"], _WORKER.get("degrade", "bicubic"), key)
         except ImageError as e:
             out.append((index, key, e.reason, str(e), None, None))
             continue
@@ -113,7 +128,7 @@ def _process(items: list[tuple[int, str, str, Alignment | None]]) -> list[tuple]
 def embed_paths(paths: list[str] | np.ndarray, matcher: str | Matcher = "torch", aligner: FaceAligner | None = None,
                 lowres: int | None = None, cache: EmbeddingCache | None = None, workers: int = 2,
                 batch_size: int = 16, progress: bool = True, desc: str = "embed", engine: str = "local",
-                ray_address: str | None = None, pool=None) -> Embeddings:
+                ray_address: str | None = None, pool=None, degrade: str = "bicubic") -> Embeddings:
     """Embed every image of ``paths``; finished batches are written to ``cache`` as they complete.
 
     ``matcher``: a name (see :data:`lookalike.matchers.MATCHERS`) or a :class:`Matcher` (picklable).
@@ -121,16 +136,18 @@ def embed_paths(paths: list[str] | np.ndarray, matcher: str | Matcher = "torch",
     actors with one CPU each, each loading the models once; ``ray_address`` connects to an existing cluster
     (e.g. ``"auto"``), else a local Ray instance with ``workers`` CPUs is started (and shut down after).
     ``pool``: a :func:`worker_pool` with the same settings to use instead of starting one (local engine).
+    ``degrade``: how faces are brought to ``lowres`` (see :func:`lookalike.data.images.degrade`).
     """
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; choose one of {list(ENGINES)}")
     t0 = time.perf_counter()
     lowres = check_lowres(lowres)
+    check_degrade(degrade)
     aligner = aligner or FaceAligner()
     cache = cache or EmbeddingCache(None)
     paths = [str(p) for p in paths]
     keys = [content_key(p) for p in tqdm(paths, desc=f"{desc}: hash", disable=not progress, leave=False)]
-    prep = preprocess_key(lowres)
+    prep = preprocess_key(lowres, degrade)
     name = matcher.name if isinstance(matcher, Matcher) else matcher_name(matcher)
     aligned = cache.get_alignments(keys, aligner.name)
     embedded = cache.get_embeddings(keys, name, prep)
@@ -172,7 +189,7 @@ def embed_paths(paths: list[str] | np.ndarray, matcher: str | Matcher = "torch",
     elif engine == "ray":
         from lookalike.embed_ray import run_ray
 
-        for results in run_ray(batches, matcher, aligner, lowres, workers, ray_address):
+        for results in run_ray(batches, matcher, aligner, lowres, workers, ray_address, degrade):
             record(results)
             bar.update(len(results))
     elif pool is not None:
@@ -180,12 +197,12 @@ def embed_paths(paths: list[str] | np.ndarray, matcher: str | Matcher = "torch",
             record(results)
             bar.update(len(results))
     elif workers <= 1 or len(batches) <= 1:
-        _init_worker(matcher, aligner, lowres, threads=None)
+        _init_worker(matcher, aligner, lowres, threads=None, degrade=degrade)
         for b in batches:
             record(_process(b))
             bar.update(len(b))
     else:
-        with worker_pool(matcher, aligner, lowres, workers) as own:
+        with worker_pool(matcher, aligner, lowres, workers, degrade) as own:
             for results in own.imap_unordered(_process, batches):
                 record(results)
                 bar.update(len(results))
@@ -199,20 +216,28 @@ def embed_paths(paths: list[str] | np.ndarray, matcher: str | Matcher = "torch",
 
 
 def face_chip(path: str | Path, aligner: FaceAligner, alignment: Alignment | None = None,
-              lowres: int | None = None) -> tuple[np.ndarray, Alignment]:
-    """One image's aligned chip, degraded to ``lowres`` face pixels (None: full resolution), and its alignment
-    (``alignment`` when given, e.g. from the cache, else found here). Raises :class:`ImageError` (reason
-    ``no_face`` when the aligner finds no face)."""
+              lowres: int | None = None, degrade_kind: str = "bicubic",
+              key: str | None = None) -> tuple[np.ndarray, Alignment]:
+    """One image's aligned chip, degraded (``degrade_kind``) to ``lowres`` face pixels (None: full resolution),
+    and its alignment (``alignment`` when given, e.g. from the cache, else found here). ``key``: the file's
+    content key (computed here when needed and not given); it seeds a random degradation. Raises
+    :class:`ImageError` (reason ``no_face`` when the aligner finds no face)."""
     image = load_image(path)
     al = alignment or aligner.align(image)
     if al is None:
         raise ImageError("no_face", f"{path}: no face found")
     chip = aligner.chip(image, al)
-    return (degrade(chip, lowres) if lowres is not None else chip), al
+    if lowres is None:
+        return chip, al
+    seed = None
+    if degrade_kind != "bicubic":
+        seed = seed_from_key(key if key is not None else content_key(path))
+    return degrade(chip, lowres, degrade_kind, seed), al
 
 
 def read_chips(paths: list[str], cache: EmbeddingCache, aligner: FaceAligner | None = None,
-               lowres: int | None = None, align_missing: bool = False) -> tuple[np.ndarray, np.ndarray]:
+               lowres: int | None = None, align_missing: bool = False,
+               degrade: str = "bicubic") -> tuple[np.ndarray, np.ndarray]:
     """Aligned chips from the cached alignments: (chips (N, S, S, 3) uint8, ok mask).
 
     Images without a cached alignment are skipped, or aligned here when ``align_missing``; images the cache
@@ -228,7 +253,7 @@ def read_chips(paths: list[str], cache: EmbeddingCache, aligner: FaceAligner | N
         if al is None and (status or not align_missing):
             continue
         try:
-            chips[i] = face_chip(p, aligner, al, lowres)[0]
+            chips[i] = face_chip(p, aligner, al, lowres, degrade, k)[0]
         except ImageError:
             continue
         ok[i] = True

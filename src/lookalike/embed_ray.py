@@ -32,7 +32,8 @@ def _to_rows(items: list[tuple[int, str, str, Alignment | None]]) -> list[dict]:
 class RayEmbedder:
     """A Ray Data callable class: an actor that loads the aligner and matcher once and embeds batches of rows."""
 
-    def __init__(self, matcher: str | Matcher, aligner: FaceAligner, lowres: int | None) -> None:
+    def __init__(self, matcher: str | Matcher, aligner: FaceAligner, lowres: int | None,
+                 degrade: str = "bicubic") -> None:
         import ray
         import torch
 
@@ -40,7 +41,7 @@ class RayEmbedder:
 
         threads = max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
         torch.set_num_threads(threads)  # this actor's process only: the CPUs Ray gave it
-        embed._init_worker(matcher, aligner, lowres, None)
+        embed._init_worker(matcher, aligner, lowres, None, degrade)
         self._process = embed._process
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -80,7 +81,8 @@ def _from_batch(batch: dict[str, np.ndarray]) -> list[tuple]:
 
 
 def run_ray(batches: list[list[tuple]], matcher: str | Matcher, aligner: FaceAligner, lowres: int | None,
-            workers: int, ray_address: str | None = None, retries: int = 3) -> Iterator[list[tuple]]:
+            workers: int, ray_address: str | None = None, degrade: str = "bicubic",
+            retries: int = 3) -> Iterator[list[tuple]]:
     """Yield ``_process`` results batch by batch as the actor pool finishes them."""
     try:
         import ray
@@ -94,7 +96,7 @@ def run_ray(batches: list[list[tuple]], matcher: str | Matcher, aligner: FaceAli
         batch_size = max(len(b) for b in batches)
         rows = [row for b in batches for row in _to_rows(b)]
         ds = ray.data.from_items(rows, override_num_blocks=len(batches)).map_batches(
-            RayEmbedder, fn_constructor_args=(matcher, aligner, lowres), batch_size=batch_size,
+            RayEmbedder, fn_constructor_args=(matcher, aligner, lowres, degrade), batch_size=batch_size,
             concurrency=max(1, workers), num_cpus=1, batch_format="numpy",
             max_restarts=retries, max_task_retries=retries)
         ds.context.enable_progress_bars = False  # this dataset's own settings, not the process-wide context

@@ -68,7 +68,8 @@ class ProtocolFeatures:
 
 def embed_protocol(protocol: Protocol, matcher: str = "torch", cache: EmbeddingCache | None = None,
                    aligner: FaceAligner | None = None, workers: int = 2, progress: bool = True) -> ProtocolFeatures:
-    """Embed every row of the protocol in its view: full resolution, or degraded to ``protocol.lowres``."""
+    """Embed every row of the protocol in its view: full resolution, or degraded (``protocol.degrade``) to
+    ``protocol.lowres``."""
     t = protocol.table
     degraded = np.asarray([protocol.degraded(r) for r in t.roles], bool)
     n = len(t)
@@ -78,7 +79,8 @@ def embed_protocol(protocol: Protocol, matcher: str = "torch", cache: EmbeddingC
         if len(rows):
             lowres = protocol.lowres if flag else None
             parts[flag] = (rows, embed_paths(t.paths[rows], matcher, aligner, lowres, cache, workers,
-                                             progress=progress, desc=f"embed ({'lowres' if flag else 'full'})"))
+                                             progress=progress, desc=f"embed ({'lowres' if flag else 'full'})",
+                                             degrade=protocol.degrade))
     dim = max(p[1].vectors.shape[1] for p in parts.values())
     emb = Embeddings(np.zeros((n, dim), np.float32), np.full(n, "", object), np.full(n, "", object),
                      np.zeros(n, np.int32))

@@ -54,6 +54,7 @@ class Identifier:
         if model is not None and hasattr(model.disambiguator_, "memo_size"):
             model.disambiguator_.memo_size = MEMO_SIZE  # gallery faces are prepared once, not once per probe
         self.lowres = model.lowres if model is not None else gallery.lowres
+        self.degrade = model.degrade if model is not None else "bicubic"
         self.aligner = model.aligner if model is not None else gallery.aligner
         self._matcher = None
         self._calibration: tuple[int, dict] | None = None
@@ -72,7 +73,7 @@ class Identifier:
         alignments = self.aligner.align_all(image)
         chips = [self.aligner.chip(image, a) for a in alignments]
         if self.lowres is not None:
-            chips = [degrade(c, self.lowres) for c in chips]
+            chips = [degrade(c, self.lowres, self.degrade) for c in chips]  # realistic: seeded by the chip
         self._tick("detect_align_s", t)
         if not chips:
             return []
@@ -190,7 +191,7 @@ class Identifier:
             al = self.aligner.align(image)
             chip = self.aligner.chip(image, al) if al is not None else np.zeros_like(face.chip)
             gl = self.model.gallery_lowres
-            chips.append(degrade(chip, gl) if gl is not None else chip)
+            chips.append(degrade(chip, gl, self.degrade) if gl is not None else chip)
         return d.embed_chips(face.chip[None]), d.embed_chips(np.stack(chips))[None]
 
     # --- photos ------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lookalike.data.images import DEGRADE_KINDS, check_degrade
 from lookalike.disambiguators.base import Disambiguator
 from lookalike.faces import FaceSet
 from lookalike.io import atomic_write
@@ -40,7 +41,8 @@ class LookalikeModel:
 
     Parameters: ``matcher`` (short name, ``torch`` or ``dlib``), ``lowres`` (face width in pixels the faces
     are degraded to, None for full resolution) and ``lowres_apply`` (``both``: probes and gallery, as
-    TinyFace; ``probes``: probes only), ``aligner``; the grid (``disambiguators``, ``selections``,
+    TinyFace; ``probes``: probes only), ``degrade`` (how: ``bicubic`` or ``realistic``, see
+    :func:`lookalike.data.images.degrade`), ``aligner``; the grid (``disambiguators``, ``selections``,
     ``normalisers``, ``weights``), list ``depth``, the ``fpirs`` to calibrate thresholds at, and ``seed``.
     Learned state (set by :meth:`fit` or :meth:`load`): ``reranker_``, ``thresholds_``, ``training_``.
     """
@@ -49,11 +51,11 @@ class LookalikeModel:
                  disambiguators: Sequence[Disambiguator] | None = None, selections: Sequence[Selection] | None = None,
                  normalisers: Sequence[str] = NORMS, weights: Sequence[float] = DEFAULT_WEIGHTS, depth: int = 100,
                  fpirs: Sequence[float] = FPIRS, seed: int = 0, pool: DisambiguatorPool | None = None,
-                 lowres_apply: str = "both") -> None:
+                 lowres_apply: str = "both", degrade: str = "bicubic") -> None:
         if lowres_apply not in ("both", "probes"):
             raise ValueError(f"lowres_apply must be 'both' or 'probes', got {lowres_apply!r}")
         self.matcher, self.lowres, self.aligner = matcher, lowres, aligner or FaceAligner()
-        self.lowres_apply = lowres_apply
+        self.lowres_apply, self.degrade = lowres_apply, check_degrade(degrade)
         self.disambiguators = list(disambiguators) if disambiguators else default_disambiguators(seed)
         self.selections = list(selections) if selections else all_selections()
         self.normalisers, self.weights, self.depth = list(normalisers), list(weights), depth
@@ -137,7 +139,7 @@ class LookalikeModel:
     def gallery_preprocess(self) -> str:
         from lookalike.embed import preprocess_key
 
-        return preprocess_key(self.gallery_lowres)
+        return preprocess_key(self.gallery_lowres, self.degrade)
 
     def check_compatible(self, matcher: str, aligner: str, preprocess: str, what: str = "the gallery") -> None:
         """Raise a clear ValueError when a gallery embedded with another matcher or preprocessing is used."""
@@ -162,7 +164,7 @@ class LookalikeModel:
                                                                                           time.gmtime()),
                 "matcher": {"kind": self.matcher, "name": self.matcher_name_},
                 "aligner": {"name": self.aligner.name, **aligner_settings(self.aligner)},
-                "preprocess": {"lowres": self.lowres, "lowres_apply": self.lowres_apply,
+                "preprocess": {"lowres": self.lowres, "lowres_apply": self.lowres_apply, "degrade": self.degrade,
                                "gallery_key": self.gallery_preprocess},
                 "depth": self.depth, "disambiguator": d_meta, "selection": r.selection_.to_dict(),
                 "fusion": r.fusion_.to_dict(), "thresholds": {f"{f:g}": t for f, t in self.thresholds_.items()},
@@ -174,6 +176,7 @@ class LookalikeModel:
         """What a result records about the model that produced it."""
         r = self.reranker_
         return {"matcher": self.matcher_name_, "lowres": self.lowres, "lowres_apply": self.lowres_apply,
+                "degrade": self.degrade,
                 "disambiguator": type(self.disambiguator_).__name__, "selection": repr(r.selection_),
                 "normaliser": r.fusion_.normaliser, "weight": r.fusion_.weight}
 
@@ -208,8 +211,12 @@ class LookalikeModel:
                              f"({FORMAT_VERSION}); upgrade lookalike")
         al = meta["aligner"]
         pre = meta["preprocess"]
+        degrade = pre.get("degrade", "bicubic")  # files written before the choice existed
+        if degrade not in DEGRADE_KINDS:
+            raise ValueError(f"{path}: unknown degradation {degrade!r} (this lookalike knows "
+                             f"{', '.join(DEGRADE_KINDS)}); upgrade lookalike")
         model = cls(matcher=meta["matcher"]["kind"], lowres=pre["lowres"], lowres_apply=pre["lowres_apply"],
-                    depth=meta["depth"],
+                    degrade=degrade, depth=meta["depth"],
                     aligner=FaceAligner(al["central_fraction"], al["max_upsample"], al["chip_size"], al["padding"]))
         model.matcher_name_ = meta["matcher"]["name"]
         disambiguator = Disambiguator.from_state(meta["disambiguator"], arrays)

@@ -17,6 +17,13 @@ from lookalike.matchers.cache import EmbeddingCache
 from lookalike.model import LookalikeModel
 
 
+def check_degrade_support(disambiguator: str, lowres: int | None, degrade: str) -> None:
+    """A clear error for a combination not supported yet: the image-level disambiguator reads its chips
+    with the bicubic degradation only."""
+    if disambiguator == "finetuned" and lowres is not None and degrade != "bicubic":
+        raise ValueError(f"--disambiguator finetuned supports --degrade bicubic only, got {degrade!r}")
+
+
 def make_disambiguators(kind: str, seed: int = 0, cache: str | None = None) -> list:
     """The disambiguators a model chooses among: ``lda`` (embedding level; see
     :func:`lookalike.rerank.default_disambiguators`) or ``finetuned`` (image level: the face network's top
@@ -35,18 +42,20 @@ def make_disambiguators(kind: str, seed: int = 0, cache: str | None = None) -> l
 def train_model(data: str | Path, matcher: str = "torch", lowres: int | None = None, lowres_apply: str = "both",
                 disambiguator: str = "lda", seed: int = 0, val_fraction: float = 0.3, depth: int = 100,
                 cache: str | None = None, central_fraction: float = 0.45, workers: int = 2,
-                max_people: int | None = None, progress: bool = True) -> tuple[LookalikeModel, dict]:
+                max_people: int | None = None, progress: bool = True,
+                degrade: str = "bicubic") -> tuple[LookalikeModel, dict]:
     """Embed the dataset, fit and tune a model on it; returns (model, a summary of the data and the run)."""
     from lookalike.benchmark import load_dataset, sample_people
 
     if not 0 < val_fraction < 1:
         raise ValueError(f"--val-fraction must be between 0 and 1, got {val_fraction}")
+    check_degrade_support(disambiguator, lowres, degrade)
     t0 = time.perf_counter()
     table = load_dataset(data)
     if max_people:
         table = sample_people(table, max_people, seed)
     protocol = make_protocol(table, seed=seed, test_fraction=0.0, val_fraction=val_fraction, name="train",
-                             lowres=lowres, lowres_apply=lowres_apply, require_test=False)
+                             lowres=lowres, lowres_apply=lowres_apply, require_test=False, degrade=degrade)
     counts = protocol.counts()
     if counts["n_val_probes"] == 0:
         raise ValueError(f"{data}: the validation people have no probes; a model needs people with 2+ images")
@@ -59,7 +68,7 @@ def train_model(data: str | Path, matcher: str = "torch", lowres: int | None = N
     train = features.faces("train")
     val_probes, val_gallery = features.faces("val_probe"), features.faces("val_gallery", "val_distractor")
     model = LookalikeModel(matcher, lowres, aligner, make_disambiguators(disambiguator, seed, cache),
-                           lowres_apply=lowres_apply, depth=depth, seed=seed)
+                           lowres_apply=lowres_apply, degrade=degrade, depth=depth, seed=seed)
     model.fit(train, val_probes, val_gallery)
     model.training_.update({"data": str(data), "counts": counts, "embedding": features.embeddings.summary(),
                             "total_s": round(time.perf_counter() - t0, 1)})

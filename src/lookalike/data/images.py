@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import stat
 import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageFilter, ImageOps
 
 MAX_PIXELS = 64_000_000  # decompression-bomb limit
 MIN_SIDE = 8
@@ -123,16 +124,58 @@ def lowres_chip_size(face_px: int, face_fraction: float = FACE_FRACTION) -> int:
     return max(2, int(round(face_px / face_fraction)))
 
 
-def degrade(chip: np.ndarray, face_px: int, face_fraction: float = FACE_FRACTION) -> np.ndarray:
-    """Make an aligned chip look like a face ``face_px`` pixels across: downsample, then upsample back.
+DEGRADE_KINDS = ("bicubic", "realistic")
+# realistic degradation: ranges the per-image random settings are drawn from
+BLUR_SIGMA = (0.0, 1.5)  # Gaussian blur before downsampling, in full-chip pixels
+NOISE_SIGMA = (0.0, 8.0)  # additive Gaussian sensor noise on the small image, in 0..255 grey levels
+JPEG_QUALITY = (30, 90)  # JPEG re-encoding quality of the small image (inclusive)
 
-    The chip is reduced (bicubic, antialiased) to :func:`lowres_chip_size` pixels, so the face's detector
-    box is about ``face_px`` wide (TinyFace's faces: about 20x16), then enlarged back (bicubic).
+
+def check_degrade(kind: str) -> str:
+    """``kind`` itself if it is one of :data:`DEGRADE_KINDS`; ValueError otherwise (the one check behind
+    ``--degrade``)."""
+    if kind not in DEGRADE_KINDS:
+        raise ValueError(f"degrade must be one of {', '.join(DEGRADE_KINDS)}, got {kind!r}")
+    return kind
+
+
+def seed_from_key(key: str) -> int:
+    """A 64-bit seed from an image's content key (so one file always gets the same random degradation)."""
+    return int.from_bytes(hashlib.sha256(str(key).encode()).digest()[:8], "little")
+
+
+def degrade(chip: np.ndarray, face_px: int, kind: str = "bicubic", seed: int | None = None,
+            face_fraction: float = FACE_FRACTION) -> np.ndarray:
+    """Make an aligned chip look like a face ``face_px`` pixels across, then bring it back to its size.
+
+    ``bicubic``: the chip is reduced (bicubic, antialiased) to :func:`lowres_chip_size` pixels, so the face's
+    detector box is about ``face_px`` wide (TinyFace's faces: about 20x16), then enlarged back (bicubic).
+    ``realistic``: a camera-like chain with random settings drawn from ``seed`` (pass the image's
+    :func:`seed_from_key`; None: a seed from the chip's own pixels): Gaussian blur (sigma in
+    :data:`BLUR_SIGMA`), the same bicubic reduction, additive Gaussian noise (sigma in :data:`NOISE_SIGMA`),
+    JPEG re-encoding (quality in :data:`JPEG_QUALITY`), then bicubic enlargement back.
     """
+    check_degrade(kind)
     size = chip.shape[0]
     small = lowres_chip_size(face_px, face_fraction)
     if small >= size:
         return chip
     img = Image.fromarray(chip)
-    low = img.resize((small, small), Image.BICUBIC, reducing_gap=None)
-    return np.asarray(low.resize((size, size), Image.BICUBIC), dtype=np.uint8)
+    if kind == "bicubic":
+        low = img.resize((small, small), Image.BICUBIC, reducing_gap=None)
+        return np.asarray(low.resize((size, size), Image.BICUBIC), dtype=np.uint8)
+    if seed is None:
+        seed = seed_from_key(hashlib.sha256(np.ascontiguousarray(chip).tobytes()).hexdigest())
+    rng = np.random.default_rng(seed)
+    blur, noise = rng.uniform(*BLUR_SIGMA), rng.uniform(*NOISE_SIGMA)
+    quality = int(rng.integers(JPEG_QUALITY[0], JPEG_QUALITY[1] + 1))
+    if blur > 0:
+        img = img.filter(ImageFilter.GaussianBlur(blur))
+    low = np.asarray(img.resize((small, small), Image.BICUBIC, reducing_gap=None), dtype=np.float64)
+    low = np.clip(low + rng.normal(0.0, noise, low.shape) + 0.5, 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(low).save(buf, format="JPEG", quality=quality)
+    buf.seek(0)
+    with Image.open(buf) as jpeg:
+        out = jpeg.convert("RGB").resize((size, size), Image.BICUBIC)
+    return np.asarray(out, dtype=np.uint8)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lookalike.data.images import check_lowres
+from lookalike.data.images import check_degrade, check_lowres
 from lookalike.data.table import FaceTable
 from lookalike.io import read_json, write_json
 
@@ -33,10 +33,12 @@ class Protocol:
     val_fraction: float = 0.3
     lowres: int | None = None
     lowres_apply: str = "both"
+    degrade: str = "bicubic"
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_lowres(self.lowres)
+        check_degrade(self.degrade)
         if self.lowres_apply not in LOWRES_APPLY:
             raise ValueError(f"lowres_apply must be one of {LOWRES_APPLY}, got {self.lowres_apply!r}")
 
@@ -58,7 +60,7 @@ class Protocol:
         }
 
     def degraded(self, role: str) -> bool:
-        """Whether images of this role are degraded to ``lowres`` pixels."""
+        """Whether images of this role are degraded (the ``degrade`` way) to ``lowres`` pixels."""
         if self.lowres is None:
             return False
         return self.lowres_apply == "both" or role in ("probe", "val_probe")
@@ -77,7 +79,7 @@ class Protocol:
         folder = Path(folder)
         meta = read_json(folder / "protocol.json")
         fields = {k: meta[k] for k in ("name", "seed", "test_fraction", "val_fraction", "lowres", "lowres_apply",
-                                       "extra") if k in meta}
+                                       "degrade", "extra") if k in meta}
         table = load_manifest(folder / "protocol.csv")
         table.notes = {**meta.get("notes", {}), **table.notes}
         return cls(table, **fields)
@@ -105,7 +107,7 @@ def split_people(people: list[str], fraction: float, rng: np.random.Generator) -
 
 def make_protocol(table: FaceTable, seed: int = 0, test_fraction: float = 0.5, val_fraction: float = 0.3,
                   name: str = "identification", lowres: int | None = None, lowres_apply: str = "both",
-                  require_test: bool = True) -> Protocol:
+                  require_test: bool = True, degrade: str = "bicubic") -> Protocol:
     """Assign roles. A table that already has test roles (TinyFace) keeps them and only its train is split;
     a table that also has validation roles (a saved protocol.csv) keeps every role, so it reruns exactly.
 
@@ -131,13 +133,13 @@ def make_protocol(table: FaceTable, seed: int = 0, test_fraction: float = 0.5, v
         roles[val_rows] = _enrol(ids, val_people, rng, "val_")[val_rows]
     protocol = Protocol(FaceTable(table.paths, ids, roles, dict(table.notes)), name=name, seed=seed,
                         test_fraction=test_fraction, val_fraction=val_fraction, lowres=lowres,
-                        lowres_apply=lowres_apply)
+                        lowres_apply=lowres_apply, degrade=degrade)
     if require_test and protocol.counts()["n_probes"] == 0:
         raise ValueError("the protocol has no probes: the test people need two or more images each")
     return protocol
 
 
-SAVED_SETTINGS = ("seed", "lowres", "lowres_apply", "test_fraction", "val_fraction")
+SAVED_SETTINGS = ("seed", "lowres", "lowres_apply", "degrade", "test_fraction", "val_fraction")
 
 
 def saved_settings(data: str | Path) -> dict | None:
