@@ -89,6 +89,9 @@ def _open_or_create(args: argparse.Namespace):
         if args.matcher or args.lowres is not None or args.central_fraction is not None:
             raise ValueError("--model sets the matcher, resolution and aligner: drop --matcher, --lowres and "
                              "--central-fraction")
+        if model.gallery_lowres is not None and model.degrade != "bicubic":
+            raise ValueError(f"{args.model}: galleries support the bicubic degradation only; this model degrades "
+                             f"its gallery faces the {model.degrade!r} way (train it with --lowres-apply probes)")
         args.matcher, args.lowres, aligner = model.matcher, model.gallery_lowres, model.aligner
         args.central_fraction = aligner.central_fraction
     try:
