@@ -235,7 +235,13 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from lookalike.outputs import check_output_file
     from lookalike.train import train_model
+
+    try:
+        check_output_file(args.model)
+    except ValueError as e:
+        raise ValueError(str(e).replace("--out", "--model").replace("embeddings.npz", "model.lkm")) from None
 
     model, summary = train_model(args.data, args.matcher, args.lowres, args.lowres_apply, args.disambiguator,
                                  args.seed, args.val_fraction, args.depth, None if args.cache == "none" else args.cache,
