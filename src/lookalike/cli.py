@@ -325,6 +325,11 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_serve(args)
         return {"embed": cmd_embed, "benchmark": cmd_benchmark, "train": cmd_train,
                 "identify": cmd_identify, **GALLERY_COMMANDS}[args.command](args)
+    except BrokenPipeError:  # the reader went away (`lookalike gallery list | head`): stop quietly
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         cache = getattr(args, "cache", "none")
         where = "" if cache == "none" else f" in the cache {cache}"
