@@ -180,3 +180,13 @@ def test_image_level_model_trains_saves_and_identifies(system, orl_dir, cache_pa
     assert face["candidates"][0]["subject"] == "s6"
     finals = [c["final_score"] for c in face["candidates"]]
     assert finals == sorted(finals, reverse=True) and all(np.isfinite(finals))
+
+
+def test_train_refuses_too_few_people_before_any_work(orl_dir, tmp_path, capsys):
+    code = main(["train", "--data", str(orl_dir), "--model", str(tmp_path / "m.lkm"), "--max-people", "3",
+                 "--cache", "none", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "too few people to train a model" in err and "Traceback" not in err
+    assert not (tmp_path / "m.lkm").exists()
+    code = main(["train", "--data", str(orl_dir), "--model", str(tmp_path), "--cache", "none"])
+    assert code == 2 and "is a folder" in capsys.readouterr().err

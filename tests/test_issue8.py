@@ -92,8 +92,9 @@ def test_item02_rerank_condition():
 
     assert rerank_problem(*split([3, 3], [3])) is not None  # the 5-7 people crash: 2 train people
     assert rerank_problem(*split([3, 3, 3], [])) is not None  # no validation probes
-    assert rerank_problem(*split([3, 3, 3], [3])) is None  # 8 ORL people: runs
-    assert rerank_problem(*split([3, 3, 3] + [1] * 9, [3])) is not None  # hold-out could take every multi
+    assert rerank_problem(*split([3, 3, 3], [3])) is not None  # one validation person: no non-mated searches
+    assert rerank_problem(*split([3, 3, 3], [3, 3])) is None  # runs
+    assert rerank_problem(*split([3, 3, 3] + [1] * 9, [3, 3])) is not None  # hold-out could take every multi
 
 
 # 3 ------------------------------------------------------------------------------------------------------------

@@ -241,7 +241,13 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from lookalike.outputs import check_output_file
     from lookalike.train import train_model
+
+    try:
+        check_output_file(args.model)
+    except ValueError as e:
+        raise ValueError(str(e).replace("--out", "--model").replace("embeddings.npz", "model.lkm")) from None
 
     model, summary = train_model(args.data, args.matcher, args.lowres, args.lowres_apply, args.disambiguator,
                                  args.seed, args.val_fraction, args.depth, None if args.cache == "none" else args.cache,
@@ -326,6 +332,11 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_serve(args)
         return {"embed": cmd_embed, "benchmark": cmd_benchmark, "train": cmd_train,
                 "identify": cmd_identify, **GALLERY_COMMANDS}[args.command](args)
+    except BrokenPipeError:  # the reader went away (`lookalike gallery list | head`): stop quietly
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         cache = getattr(args, "cache", "none")
         where = "" if cache == "none" else f" in the cache {cache}"

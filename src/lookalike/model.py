@@ -92,6 +92,8 @@ class LookalikeModel:
 
     def _nonmated_top(self, probes: FaceSet, gallery: FaceSet) -> np.ndarray:
         lists = nonmated_lists(probes, gallery, self.depth)
+        if lists.depth == 0:
+            raise ValueError("no non-mated validation searches: the validation split needs two or more people")
         d = self.disambiguator_
         features = None
         if d.input == "image":

@@ -39,6 +39,15 @@ def make_disambiguators(kind: str, seed: int = 0, cache: str | None = None) -> l
     raise ValueError(f"unknown disambiguator {kind!r}; choose lda or finetuned")
 
 
+def check_trainable(identities, roles) -> None:
+    """A one-line error when the people are too few to train and tune a model (see ``rerank_problem``)."""
+    from lookalike.data.protocol import rerank_problem
+
+    problem = rerank_problem(identities, roles)
+    if problem:
+        raise ValueError(f"too few people to train a model: {problem}")
+
+
 def train_model(data: str | Path, matcher: str = "torch", lowres: int | None = None, lowres_apply: str = "both",
                 disambiguator: str = "lda", seed: int = 0, val_fraction: float = 0.3, depth: int = 100,
                 cache: str | None = None, central_fraction: float = 0.45, workers: int = 2,
@@ -57,14 +66,15 @@ def train_model(data: str | Path, matcher: str = "torch", lowres: int | None = N
     protocol = make_protocol(table, seed=seed, test_fraction=0.0, val_fraction=val_fraction, name="train",
                              lowres=lowres, lowres_apply=lowres_apply, require_test=False, degrade=degrade)
     counts = protocol.counts()
-    if counts["n_val_probes"] == 0:
-        raise ValueError(f"{data}: the validation people have no probes; a model needs people with 2+ images")
+    check_trainable(protocol.table.identities, protocol.table.roles)
     aligner = FaceAligner(central_fraction=central_fraction)
     store = EmbeddingCache(cache)
     try:
         features = embed_protocol(protocol, matcher, store, aligner, workers, progress)
     finally:
         store.close()
+    ok = features.embeddings.ok
+    check_trainable(protocol.table.identities[ok], protocol.table.roles[ok])
     train = features.faces("train")
     val_probes, val_gallery = features.faces("val_probe"), features.faces("val_gallery", "val_distractor")
     model = LookalikeModel(matcher, lowres, aligner, make_disambiguators(disambiguator, seed, cache),

@@ -178,11 +178,13 @@ RERANK_HOLDOUT = 0.25
 def rerank_problem(identities: np.ndarray, roles: np.ndarray) -> str | None:
     """Why re-ranking cannot run on this split (None when it can).
 
-    Re-ranking fits a disambiguator on the ``train`` people and tunes on the validation probes. It needs
-    (1) a validation person with 2+ images (validation probes) and (2) among the train people, at least
-    ``max(3, round(0.25 * P) + 2)`` people with 2+ images, where P counts every train person; the same
-    for train + validation people together (the refit). The disambiguator holds out ``round(0.25 * P)``
-    train people to choose its shrinkage and needs genuine and lookalike pairs among the rest.
+    Re-ranking fits a disambiguator on the ``train`` people, tunes on the validation probes and calibrates
+    open-set thresholds on non-mated validation searches. It needs (1) a validation person with 2+ images
+    (validation probes) and a second validation person (non-mated searches) and (2) among the train people,
+    at least ``max(3, round(0.25 * P) + 2)`` people with 2+ images, where P counts every train person (the
+    same for train + validation people together, kept for a refit). The disambiguator holds out
+    ``round(0.25 * P)`` train people to choose its shrinkage and needs genuine and lookalike pairs among the
+    rest.
     """
     identities, roles = np.asarray(identities, object), np.asarray(roles, object)
 
@@ -190,13 +192,15 @@ def rerank_problem(identities: np.ndarray, roles: np.ndarray) -> str | None:
         counts = Counter(identities[mask].tolist())
         return len(counts), sum(1 for c in counts.values() if c >= 2)
 
-    _, val_multi = people(np.isin(roles, ("val_gallery", "val_probe", "val_distractor")))
+    val_all, val_multi = people(np.isin(roles, ("val_gallery", "val_probe", "val_distractor")))
     train_all, train_multi = people(roles == "train")
     both_all, both_multi = people(np.char.startswith(roles.astype(str), "val_") | (roles == "train"))
     need = max(3, round(RERANK_HOLDOUT * train_all) + 2)
     need_both = max(3, round(RERANK_HOLDOUT * both_all) + 2)
     if val_multi < 1:
         return "no validation person has 2+ usable images (no validation probes to tune re-ranking on)"
+    if val_all < 2:
+        return "one validation person only (no non-mated searches to calibrate thresholds on)"
     if train_multi < need or both_multi < need_both:
         return (f"{train_multi} of {train_all} train people have 2+ usable images; re-ranking needs at least "
                 f"{need}")

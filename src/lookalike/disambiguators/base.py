@@ -230,7 +230,7 @@ def distinct_rows(candidates: np.ndarray, ids: np.ndarray | None) -> tuple[np.nd
     ``ids`` are given (else every candidate is its own row)."""
     q, k, d = candidates.shape
     flat = candidates.reshape(q * k, d)
-    if ids is None:
+    if ids is None or q == 1:  # one list never holds a gallery face twice
         return flat, np.arange(q * k).reshape(q, k)
     _, first, inverse = np.unique(np.asarray(ids).ravel(), return_index=True, return_inverse=True)
     return flat[first], inverse.reshape(q, k)
