@@ -158,3 +158,17 @@ def test_finetuned_with_realistic_is_a_clear_error(tmp_path, capsys):
                  "--degrade", "realistic", "--disambiguator", "finetuned", "--cache", "none"])
     assert code == 2
     assert "supports --degrade bicubic only" in capsys.readouterr().err
+
+
+def test_enrol_refuses_a_model_with_realistic_gallery_faces(tmp_path, face_folders, capsys):
+    from lookalike.model import LookalikeModel
+    from lookalike.rerank.synthetic import synthetic_faces, synthetic_split
+
+    val = synthetic_split(synthetic_faces(40, seed=2, prefix="va"), "val")
+    model = LookalikeModel(depth=20, lowres=20, degrade="realistic")
+    model.fit(synthetic_faces(60, seed=1, prefix="tr"), val.probes, val.gallery).save(tmp_path / "r.lkm")
+    code = main(["enroll", "--gallery", str(face_folders), "--db", str(tmp_path / "g.sqlite"), "--model",
+                 str(tmp_path / "r.lkm"), "--cache", "none"])
+    assert code == 2
+    assert "galleries support the bicubic degradation only" in capsys.readouterr().err
+    assert not (tmp_path / "g.sqlite").exists()
