@@ -52,7 +52,9 @@ def test_item01_settings_come_back_from_protocol_json(tmp_path):
     csv_path = tmp_path / "protocol" / "protocol.csv"
     defaults = {"seed": 0, "lowres": None, "lowres_apply": "both", "test_fraction": 0.5, "val_fraction": 0.3}
     s = resolve_settings(csv_path, dict.fromkeys(defaults), defaults)
-    assert s == {"seed": 3, "lowres": 6, "lowres_apply": "both", "test_fraction": 0.4, "val_fraction": 0.3}
+    assert {k: s[k] for k in defaults} == {"seed": 3, "lowres": 6, "lowres_apply": "both", "test_fraction": 0.4,
+                                           "val_fraction": 0.3}
+    assert s.get("degrade", "bicubic") == "bicubic"
     with pytest.raises(ValueError, match="differs"):
         resolve_settings(csv_path, {**dict.fromkeys(defaults), "lowres": 8}, defaults)
 
