@@ -96,3 +96,21 @@ def orl_folders(tmp_path: Path, orl_dir: Path) -> Path:
         for i in (1, 2, 3):
             shutil.copy(orl_dir / person / f"{i}.pgm", root / person / f"{i}.pgm")
     return root
+
+
+# PostgreSQL for the store and service tests: LOOKALIKE_TEST_PG, else the machine's server (socket, then TCP).
+PG_URLS = ("postgresql:///test", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def pg_base() -> str:
+    """A reachable PostgreSQL URL, or skip (only when psycopg or the server is unavailable)."""
+    psycopg = pytest.importorskip("psycopg")
+    urls = [os.environ["LOOKALIKE_TEST_PG"]] if os.environ.get("LOOKALIKE_TEST_PG") else PG_URLS
+    errors = []
+    for url in urls:
+        try:
+            psycopg.connect(url, connect_timeout=3).close()
+            return url
+        except psycopg.OperationalError as e:
+            errors.append(f"{url}: {str(e).strip().splitlines()[0] if str(e).strip() else e}")
+    pytest.skip("no PostgreSQL server: " + "; ".join(errors))

@@ -12,27 +12,12 @@ import uuid
 from pathlib import Path
 
 import numpy as np
-import pytest
+from conftest import pg_base
 from PIL import Image
 
-PG_URLS = ("postgresql:///test", "postgresql://postgres@127.0.0.1:5432/test")
 TOKEN = "test-token-" + "x" * 24
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 SRC = Path(__file__).resolve().parents[1] / "src"
-
-
-def pg_base() -> str:
-    """A reachable PostgreSQL URL, or skip (only when psycopg or the server is unavailable)."""
-    psycopg = pytest.importorskip("psycopg")
-    urls = [os.environ["LOOKALIKE_TEST_PG"]] if os.environ.get("LOOKALIKE_TEST_PG") else PG_URLS
-    errors = []
-    for url in urls:
-        try:
-            psycopg.connect(url, connect_timeout=3).close()
-            return url
-        except psycopg.OperationalError as e:
-            errors.append(f"{url}: {str(e).strip().splitlines()[0] if str(e).strip() else e}")
-    pytest.skip("no PostgreSQL server: " + "; ".join(errors))
 
 
 def new_pg_schema() -> tuple[str, callable]:

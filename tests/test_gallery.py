@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FAST_MATCHER, PERSON_COUNTS, write_synthetic
+from conftest import FAST_MATCHER, PERSON_COUNTS, pg_base, write_synthetic
 
 from lookalike.cli import main
 from lookalike.gallery import Gallery, SchemaError, StoreError, open_store
@@ -26,23 +26,10 @@ from lookalike.matchers.align import FaceAligner
 from lookalike.matchers.cache import EmbeddingCache
 
 SRC = Path(__file__).resolve().parents[1] / "src"
-PG_URLS = ("postgresql:///test", "postgresql://postgres@127.0.0.1:5432/test")
 N_IMAGES = sum(PERSON_COUNTS.values())
 
 
 # --- fixtures ------------------------------------------------------------------------------------------------
-def _pg_base() -> str:
-    """A reachable PostgreSQL URL, or skip (only when psycopg or the server is unavailable)."""
-    psycopg = pytest.importorskip("psycopg")
-    urls = [os.environ["LOOKALIKE_TEST_PG"]] if os.environ.get("LOOKALIKE_TEST_PG") else PG_URLS
-    errors = []
-    for url in urls:
-        try:
-            psycopg.connect(url, connect_timeout=3).close()
-            return url
-        except psycopg.OperationalError as e:
-            errors.append(f"{url}: {str(e).strip().splitlines()[0] if str(e).strip() else e}")
-    pytest.skip("no PostgreSQL server: " + "; ".join(errors))
 
 
 @pytest.fixture
@@ -50,7 +37,7 @@ def pg_url():
     """A fresh PostgreSQL schema for one test (dropped afterwards): ``...?schema=lookalike_test_<random>``."""
     import psycopg
 
-    base = _pg_base()
+    base = pg_base()
     schema = f"lookalike_test_{uuid.uuid4().hex[:12]}"
     yield f"{base}?schema={schema}"
     with psycopg.connect(base, autocommit=True) as conn:
