@@ -55,7 +55,6 @@ CREATE TRIGGER reviews_no_change BEFORE UPDATE OR DELETE ON reviews
             raise StoreError("PostgreSQL galleries need psycopg: pip install 'lookalike[postgres]'") from e
         self.url = redact(url)
         conninfo, self.schema = split_url(url)
-        self._depth = 0
         try:
             self._conn = psycopg.connect(conninfo, autocommit=True, connect_timeout=connect_timeout)
         except psycopg.Error as e:
@@ -82,22 +81,11 @@ CREATE TRIGGER reviews_no_change BEFORE UPDATE OR DELETE ON reviews
         return _Rows(rows, cur.rowcount)
 
     @contextmanager
-    def _transaction(self, write: bool = False) -> Iterator[None]:
-        if self._depth:
-            self._depth += 1
-            try:
-                yield
-            finally:
-                self._depth -= 1
-            return
+    def _outer_transaction(self, write: bool) -> Iterator[None]:
         with self._conn.transaction():
             if not write:
                 self._conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            self._depth = 1
-            try:
-                yield
-            finally:
-                self._depth = 0
+            yield
 
     def _lock_schema(self) -> None:
         self._conn.execute("SELECT pg_advisory_xact_lock(hashtext('lookalike-gallery:' || current_schema()))")

@@ -119,13 +119,33 @@ class SQLStore(GalleryStore):
             if version < _store.SCHEMA_VERSION:
                 self._bump()
 
+    _depth = 0  # open nested transactions (0: none)
+
     # --- dialect ---------------------------------------------------------------------------------------
     @abstractmethod
     def _exec(self, sql: str, params: tuple | list = ()): ...
 
+    @contextmanager
+    def _transaction(self, write: bool = False) -> Iterator[None]:
+        """One transaction; a nested call joins the transaction already open."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        with self._outer_transaction(write):
+            self._depth = 1
+            try:
+                yield
+            finally:
+                self._depth = 0
+
     @abstractmethod
     @contextmanager
-    def _transaction(self, write: bool = False) -> Iterator[None]: ...
+    def _outer_transaction(self, write: bool) -> Iterator[None]:
+        """Begin, then commit (or roll back on an exception): the dialect's own transaction."""
 
     @abstractmethod
     def _has_table(self, name: str) -> bool: ...

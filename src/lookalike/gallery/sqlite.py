@@ -32,7 +32,6 @@ CREATE TRIGGER reviews_no_delete BEFORE DELETE ON reviews BEGIN SELECT RAISE(ABO
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # One thread at a time, though not always the one that opened it (a web service's worker pool).
         self._db = sqlite3.connect(str(self.path), timeout=timeout, isolation_level=None, check_same_thread=False)
-        self._depth = 0
         try:
             self._db.execute("PRAGMA foreign_keys = ON")
             self._db.execute("PRAGMA journal_mode = WAL")
@@ -54,23 +53,13 @@ CREATE TRIGGER reviews_no_delete BEFORE DELETE ON reviews BEGIN SELECT RAISE(ABO
         return _Rows(rows, cur.rowcount)
 
     @contextmanager
-    def _transaction(self, write: bool = False) -> Iterator[None]:
-        if self._depth:
-            self._depth += 1
-            try:
-                yield
-            finally:
-                self._depth -= 1
-            return
+    def _outer_transaction(self, write: bool) -> Iterator[None]:
         self._db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-        self._depth = 1
         try:
             yield
         except BaseException:
-            self._depth = 0
             self._db.execute("ROLLBACK")
             raise
-        self._depth = 0
         self._db.execute("COMMIT")
 
     def _has_table(self, name: str) -> bool:
