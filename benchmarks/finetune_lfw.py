@@ -6,7 +6,7 @@ dlib's network on them (:class:`~lookalike.disambiguators.finetuned.FineTunedNet
 * ``lookalike-best[lda]`` vs ``lookalike-best[finetuned]``: the best lookalike re-ranker (every selection
   scheme, normaliser and fusion weight tuned by val rank-1) with the embedding-level disambiguators vs the
   image-level one (both fitted on train only), evaluated as the benchmark does
-  (:func:`lookalike.benchmark.rerank_faces`: the fine-tuned net's own embeddings of the probes and candidates);
+  (:func:`lookalike.rerank.lookalike.rerank_faces`: the fine-tuned net's own embeddings of the probes and candidates);
 * ``finetuned-base``: every probe and gallery image re-embedded with the fine-tuned network and re-searched
   (adaptation rather than disambiguation).
 
@@ -24,7 +24,7 @@ import time
 import numpy as np
 import torch
 
-from lookalike.benchmark import rerank_faces, sample_people
+from lookalike.benchmark import sample_people
 from lookalike.data.folders import load_folders
 from lookalike.data.protocol import make_protocol
 from lookalike.disambiguators.base import Disambiguator
@@ -35,6 +35,7 @@ from lookalike.metrics import evaluate, first_hits, mcnemar
 from lookalike.mining import default_miner
 from lookalike.report import rows_table
 from lookalike.rerank import NORMS, DisambiguatorPool, LookalikeReranker, all_selections, default_disambiguators
+from lookalike.rerank.lookalike import rerank_faces
 from lookalike.rerank.tuning import LabelledLists
 
 

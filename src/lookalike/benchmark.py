@@ -18,7 +18,6 @@ from lookalike.data.table import FaceTable
 from lookalike.data.tinyface import load_tinyface
 from lookalike.embed import read_chips
 from lookalike.experiment import ProtocolFeatures, SearchSplit, build_split, embed_protocol
-from lookalike.faces import FaceSet
 from lookalike.io import atomic_write, save_npz, write_json
 from lookalike.matchers.align import FaceAligner
 from lookalike.matchers.cache import DEFAULT_CACHE, EmbeddingCache
@@ -26,7 +25,7 @@ from lookalike.metrics import RankedLists, cmc_curve, evaluate, first_hits, fnir
 from lookalike.model import LookalikeModel
 from lookalike.outputs import prepare_output_folder
 from lookalike.report import plot_cmc, plot_examples, write_report
-from lookalike.rerank.base import Reranker
+from lookalike.rerank.lookalike import rerank_faces
 from lookalike.rerank.tuning import LabelledLists
 from lookalike.versions import versions
 
@@ -192,17 +191,6 @@ def open_set_metrics(test: SearchSplit, lists: RankedLists, nonmated: RankedList
     n_nonmated = 0 if nonmated is None else len(nonmated.scores)
     rates = fnir_at_fpir(lists.scores[:, 0], hits, nonmated.scores[:, 0]) if n_nonmated else {}
     return {**rates, "n_mated": len(test.probes), "n_nonmated": n_nonmated}
-
-
-def rerank_faces(method: Reranker | LookalikeModel, probes: FaceSet, gallery: FaceSet,
-                 lists: RankedLists) -> RankedLists:
-    """Evaluation's call into a re-ranker: the probes' and candidates' vectors (and, for an image-level
-    disambiguator, its own embeddings of their images)."""
-    d = getattr(method, "disambiguator_", None)
-    features = None
-    if d is not None and d.input == "image":
-        features = (d.embed_faces(probes), d.embed_faces(gallery)[lists.indices])
-    return method.rerank(probes.vectors, lists, gallery.vectors[lists.indices], features)
 
 
 def run_rerankers(cfg: BenchmarkConfig, features: ProtocolFeatures, test: SearchSplit, methods: dict,

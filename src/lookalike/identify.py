@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from lookalike.data.images import ImageError, degrade, load_image
+from lookalike.embed import face_chip
 from lookalike.gallery import Gallery
 from lookalike.matchers import get_matcher
 from lookalike.matchers.align import Alignment
-from lookalike.metrics import RankedLists, threshold_at_fpir
+from lookalike.metrics import RankedLists, calibrated_threshold, threshold_at_fpir
 from lookalike.model import LookalikeModel
 
 SCHEMA_VERSION = 1
@@ -121,12 +122,7 @@ class Identifier:
         if self.model is not None:
             return self.model.threshold(fpir)
         th = self.calibration()["thresholds"]
-        for f, t in th.items():
-            if np.isclose(f, fpir):
-                return t
-        if not th:
-            return float("-inf")
-        raise ValueError(f"no threshold at FPIR {fpir:g}; choose one of {', '.join(f'{f:g}' for f in th)}")
+        return calibrated_threshold(th, fpir) if th else float("-inf")
 
     # --- search ------------------------------------------------------------------------------------------
     def search_face(self, face: ProbeFace, top: int = 20, fpir: float = 0.01) -> dict:
@@ -187,11 +183,13 @@ class Identifier:
         d = self.model.disambiguator_
         chips = []
         for path in lists.paths[0]:
-            image = load_image(path)
-            al = self.aligner.align(image)
-            chip = self.aligner.chip(image, al) if al is not None else np.zeros_like(face.chip)
-            gl = self.model.gallery_lowres
-            chips.append(degrade(chip, gl, self.degrade) if gl is not None else chip)
+            try:
+                chip, _ = face_chip(path, self.aligner, lowres=self.model.gallery_lowres, degrade_kind=self.degrade)
+            except ImageError as e:
+                if e.reason != "no_face":
+                    raise
+                chip = np.zeros_like(face.chip)
+            chips.append(chip)
         return d.embed_chips(face.chip[None]), d.embed_chips(np.stack(chips))[None]
 
     # --- photos ------------------------------------------------------------------------------------------

@@ -107,6 +107,15 @@ def threshold_at_fpir(nonmated_top: np.ndarray, fpir: float) -> float:
     return float(np.nextafter(nonmated[n_allowed], np.inf)) if n_allowed < len(nonmated) else float("-inf")
 
 
+def calibrated_threshold(thresholds: dict[float, float], fpir: float) -> float:
+    """The threshold calibrated at ``fpir`` among ``thresholds`` (FPIR -> threshold), or a clear ValueError."""
+    for f, t in thresholds.items():
+        if np.isclose(f, fpir):
+            return t
+    raise ValueError(f"no threshold calibrated at FPIR {fpir:g}; calibrated: "
+                     f"{', '.join(f'{f:g}' for f in thresholds) or 'none'}")
+
+
 def fnir_at_fpir(mated_top: np.ndarray, mated_hit: np.ndarray, nonmated_top: np.ndarray,
                  fpirs: tuple[float, ...] = (0.01, 0.1)) -> dict[str, float]:
     """Open-set identification at rank 1 (NIST FRVT style).

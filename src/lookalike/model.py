@@ -20,10 +20,10 @@ from lookalike.disambiguators.base import Disambiguator
 from lookalike.faces import FaceSet
 from lookalike.io import atomic_write
 from lookalike.matchers.align import FaceAligner
-from lookalike.metrics import RankedLists, threshold_at_fpir
+from lookalike.metrics import RankedLists, calibrated_threshold, threshold_at_fpir
 from lookalike.rerank import NORMS, all_selections, default_disambiguators
 from lookalike.rerank.fusion import WeightedFusion
-from lookalike.rerank.lookalike import DEFAULT_WEIGHTS, DisambiguatorPool, LookalikeReranker
+from lookalike.rerank.lookalike import DEFAULT_WEIGHTS, DisambiguatorPool, LookalikeReranker, rerank_faces
 from lookalike.rerank.selection import Selection, selection_from_dict
 from lookalike.rerank.tuning import LabelledLists, nonmated_lists
 
@@ -78,9 +78,7 @@ class LookalikeModel:
         val = LabelledLists.search(val_probes, val_gallery, self.depth)
         self.reranker_ = LookalikeReranker(self.disambiguators, self.selections, self.normalisers, self.weights,
                                            pool=self.pool, name="lookalike-best", seed=self.seed).fit(train, val)
-        nonmated = FaceSet(*(np.concatenate([getattr(val_probes, a), getattr(val_gallery, a)])
-                             for a in ("paths", "identities", "vectors", "lowres")))
-        top = self._nonmated_top(nonmated, val_gallery)
+        top = self._nonmated_top(FaceSet.concat(val_probes, val_gallery), val_gallery)
         self.thresholds_ = {f: threshold_at_fpir(top, f) for f in self.fpirs}
         self.matcher_name_ = matcher_name(self.matcher)
         self.training_ = {"n_train_images": len(train), "n_train_people": int(len(np.unique(train.identities))),
@@ -94,12 +92,7 @@ class LookalikeModel:
         lists = nonmated_lists(probes, gallery, self.depth)
         if lists.depth == 0:
             raise ValueError("no non-mated validation searches: the validation split needs two or more people")
-        d = self.disambiguator_
-        features = None
-        if d.input == "image":
-            features = (d.embed_faces(probes), d.embed_faces(gallery)[lists.indices])
-        out = self.reranker_.rerank(probes.vectors, lists, gallery.vectors[lists.indices], features)
-        return out.scores[:, 0]
+        return rerank_faces(self.reranker_, probes, gallery, lists).scores[:, 0]
 
     # ------------------------------------------------------------------------------------------------
     # use
@@ -126,11 +119,7 @@ class LookalikeModel:
 
     def threshold(self, fpir: float) -> float:
         """The final-score threshold calibrated at ``fpir`` (one of the calibrated FPIRs)."""
-        for f, t in self.thresholds_.items():
-            if np.isclose(f, fpir):
-                return t
-        raise ValueError(f"no threshold calibrated at FPIR {fpir:g}; calibrated: "
-                         f"{', '.join(f'{f:g}' for f in self.thresholds_) or 'none'}")
+        return calibrated_threshold(self.thresholds_, fpir)
 
     @property
     def gallery_lowres(self) -> int | None:

@@ -53,11 +53,21 @@ class DisambiguatorPool:
         return self.fitted[id(prototype), key]
 
 
-def disambiguator_inputs(disambiguator: Disambiguator, val: LabelledLists) -> tuple[np.ndarray, np.ndarray]:
-    """What the disambiguator scores for the val lists: matcher vectors, or its own embeddings of the images."""
-    if disambiguator.input == "image":
-        return disambiguator.embed_faces(val.probes), disambiguator.embed_faces(val.gallery)[val.lists.indices]
-    return val.probes.vectors, val.candidates
+def disambiguator_features(disambiguator: Disambiguator, probes: FaceSet, gallery: FaceSet,
+                           indices: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """An image-level disambiguator's own embeddings of the probes' and of each list's candidates' images
+    ((Q, D'), (Q, K, D')); None for an embedding-level one, which scores the matcher's vectors."""
+    if disambiguator.input != "image":
+        return None
+    return disambiguator.embed_faces(probes), disambiguator.embed_faces(gallery)[indices]
+
+
+def rerank_faces(method: Reranker, probes: FaceSet, gallery: FaceSet, lists: RankedLists) -> RankedLists:
+    """Training's and evaluation's call into a re-ranker (or model) for labelled faces: the probes' and
+    candidates' vectors, and an image-level disambiguator's own embeddings of their images."""
+    d = getattr(method, "disambiguator_", None)
+    features = None if d is None else disambiguator_features(d, probes, gallery, lists.indices)
+    return method.rerank(probes.vectors, lists, gallery.vectors[lists.indices], features)
 
 
 class LookalikeReranker(Reranker):
@@ -83,7 +93,8 @@ class LookalikeReranker(Reranker):
     def fit(self, train: FaceSet, val: LabelledLists) -> LookalikeReranker:
         """Fit every candidate disambiguator on ``train`` and choose the combination by val rank-1 (then MRR)."""
         fitted = [self.pool.get(d, train) for d in self.disambiguators]
-        scores = [d.score_lists(*disambiguator_inputs(d, val), ids=val.lists.indices) for d in fitted]
+        scores = [d.score_lists(*(disambiguator_features(d, val.probes, val.gallery, val.lists.indices)
+                                  or (val.probes.vectors, val.candidates)), ids=val.lists.indices) for d in fitted]
         labels, base = val.labels(), val.lists.scores
         masks = [s.select(base, val.candidates) for s in self.selections]
         fusions = {(d, s, n): WeightedFusion(n).fit(base, scores[d], labels, masks[s])
