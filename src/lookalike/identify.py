@@ -118,15 +118,18 @@ class Identifier:
                                        "lookalike": thresholds.get(LOOKALIKE_FPIR, np.inf)})
         return self._calibration[1]
 
-    def threshold(self, fpir: float) -> float:
+    def threshold(self, fpir: float, calibration: dict | None = None) -> float:
+        """The decision threshold at ``fpir``: the model's, else the gallery's own (``calibration``: this
+        gallery's :meth:`calibration`, when the caller already has it)."""
         if self.model is not None:
             return self.model.threshold(fpir)
-        th = self.calibration()["thresholds"]
+        th = (calibration or self.calibration())["thresholds"]
         return calibrated_threshold(th, fpir) if th else float("-inf")
 
     # --- search ------------------------------------------------------------------------------------------
     def search_face(self, face: ProbeFace, top: int = 20, fpir: float = 0.01) -> dict:
         """The candidate list and decision for one face (the JSON schema's ``faces[]`` item)."""
+        calibration = self.calibration()
         t = time.perf_counter()
         # the model moves only its first `reach` candidates and fuses scores candidate by candidate, so a list
         # cut to max(top, reach) gives the same first `top` candidates as the full depth, for less work
@@ -145,22 +148,22 @@ class Identifier:
             final = base
         self._tick("rerank_s", t)
         order, scores = final.indices[0, :top], final.scores[0, :top]
-        groups = self._lookalike_groups(lists.vectors[0, order])
+        groups = self._lookalike_groups(lists.vectors[0, order], calibration["lookalike"])
         cands = [{"rank": r + 1, "subject": str(lists.subjects[0, j]), "image_id": int(lists.image_ids[0, j]),
                   "image": str(lists.paths[0, j]), "base_score": round(float(lists.scores[0, j]), 6),
                   "base_rank": int(j) + 1, "final_score": round(float(scores[r]), 6),
                   "lookalike_group": groups[r]} for r, j in enumerate(order)]
-        threshold = self.threshold(fpir)
+        threshold = self.threshold(fpir, calibration)
         enrolled = bool(len(cands)) and float(scores[0]) >= threshold
         return {**face.describe(), "status": "searched", "candidate_list_length": len(cands), "candidates": cands,
                 "ambiguous": bool(len(cands)) and groups[0] is not None,
                 "decision": {"fpir": fpir, "threshold": threshold, "enrolled": enrolled,
                              "subject": cands[0]["subject"] if enrolled else None}}
 
-    def _lookalike_groups(self, vectors: np.ndarray) -> list[int | None]:
-        """Group ids linking candidates whose matched images match each other above the lookalike threshold
-        (connected components); None for a candidate that looks like no other top candidate."""
-        t = self.calibration()["lookalike"]
+    @staticmethod
+    def _lookalike_groups(vectors: np.ndarray, t: float) -> list[int | None]:
+        """Group ids linking candidates whose matched images match each other at ``t`` or above (connected
+        components); None for a candidate that looks like no other top candidate."""
         n = len(vectors)
         sim = vectors @ vectors.T
         parent = list(range(n))
