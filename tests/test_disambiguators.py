@@ -96,3 +96,22 @@ def test_lda_fits_with_few_people(n_people):
     train = synthetic_faces(n_people, per_person=3, seed=4, prefix="few")
     d = LookalikeLDA().fit(train, default_miner(k=2).mine(train))
     assert np.isfinite(d.transform(train.vectors)).all()
+
+
+@pytest.mark.parametrize("memo_size", [10_000, 25])
+def test_memo_serves_one_probe_at_a_time_like_a_batch(data, memo_size):
+    """identify's memo of prepared gallery faces (one probe at a time; a small memo that fills and restarts,
+    duplicate vectors in a list) gives the batch scores."""
+    train, pairs, test = data
+    d = LookalikeLDA(shrink=0.5, cohort_n=5, cohort_beta=1.0).fit(train, pairs)
+    want = d.score_lists(test.probes.vectors, test.candidates)
+    d.memo_size = memo_size
+    cand = test.candidates[:, :20]
+    for q in range(len(test.probes)):
+        c = cand[q:q + 1].copy()
+        c[0, 3] = c[0, 2]  # the same vector twice in one list (duplicate images)
+        got = d.score_lists(test.probes.vectors[q:q + 1], c)
+        expect = want[q, :20].copy()
+        expect[3] = d.score_lists(test.probes.vectors[q:q + 1], c[:, 2:3])[0, 0]
+        np.testing.assert_allclose(got[0], expect, atol=1e-6)  # batches differ in the last bits
+    assert 0 < d._memo.n <= memo_size

@@ -199,21 +199,20 @@ class EmbeddingDisambiguator(Disambiguator):
     def _prepare_gallery(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`prepare` for candidate faces, remembered by their vectors' bytes: a gallery face that comes
         back as a candidate (identify serving one probe at a time) is projected and cohort-scored once."""
-        if self.memo_size <= 0:
+        if self.memo_size <= 0 or len(rows) > self.memo_size:
             return self.prepare(rows)
-        memo = self.__dict__.setdefault("_memo", {})
+        memo = self.__dict__.get("_memo")
         keys = [r.tobytes() for r in np.ascontiguousarray(rows, np.float32)]
-        todo = [i for i, k in enumerate(keys) if k not in memo]
+        todo = [i for i, k in enumerate(keys) if memo is None or k not in memo.slots]
         if todo:
-            if len(memo) + len(todo) > self.memo_size:
-                memo.clear()
+            if memo is not None and memo.n + len(todo) > self.memo_size:  # full: start afresh with these faces
+                memo, todo = None, list(range(len(keys)))
             z, c = self.prepare(rows[todo])
-            for i, zi, ci in zip(todo, z, c, strict=True):
-                memo[keys[i]] = (zi, ci)
-        got = [memo[k] for k in keys] if len(keys) <= self.memo_size else None
-        if got is None:  # more distinct faces than the memo holds
-            return self.prepare(rows)
-        return np.stack([g[0] for g in got]), np.asarray([g[1] for g in got])
+            if memo is None:
+                memo = self.__dict__["_memo"] = _Memo(self.memo_size, z, c)
+            memo.put([keys[i] for i in todo], z, c)
+        slots = np.fromiter((memo.slots[k] for k in keys), np.int64, len(keys))
+        return memo.z[slots], memo.c[slots]
 
     def _score_lists(self, probes: np.ndarray, candidates: np.ndarray, ids: np.ndarray | None) -> np.ndarray:
         rows, inverse = distinct_rows(candidates, ids)
@@ -223,6 +222,25 @@ class EmbeddingDisambiguator(Disambiguator):
 
     def __getstate__(self) -> dict:  # copies and pickles never carry the memo
         return {k: v for k, v in self.__dict__.items() if k != "_memo"}
+
+
+class _Memo:
+    """Prepared gallery faces: row ``slots[key]`` of ``z`` (projections) and ``c`` (cohort terms)."""
+
+    def __init__(self, capacity: int, like_z: np.ndarray, like_c: np.ndarray) -> None:
+        self.slots: dict[bytes, int] = {}
+        self.z, self.c = np.empty((0, like_z.shape[1]), like_z.dtype), np.empty(0, like_c.dtype)
+        self.capacity, self.n = capacity, 0
+
+    def put(self, keys: list[bytes], z: np.ndarray, c: np.ndarray) -> None:
+        n = self.n
+        if n + len(keys) > len(self.z):  # grow geometrically, up to the capacity
+            size = min(self.capacity, max(n + len(keys), 2 * len(self.z), 1024))
+            self.z = np.concatenate([self.z[:n], np.empty((size - n, self.z.shape[1]), self.z.dtype)])
+            self.c = np.concatenate([self.c[:n], np.empty(size - n, self.c.dtype)])
+        self.z[n:n + len(keys)], self.c[n:n + len(keys)] = z, c
+        self.slots.update(zip(keys, range(n, n + len(keys)), strict=True))
+        self.n = n + len(keys)
 
 
 def distinct_rows(candidates: np.ndarray, ids: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:

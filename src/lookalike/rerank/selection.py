@@ -149,8 +149,8 @@ def reorder(lists: RankedLists, mask: np.ndarray, scores: np.ndarray) -> RankedL
     slots = np.argsort(~m, axis=1, kind="stable")  # selected slots first, in list order
     # the j-th selected candidate goes to the j-th selected slot; past the selection, unselected candidates and
     # unselected slots are the same positions in the same order, so every candidate outside stays in place
+    rows = np.arange(len(m))[:, None]
     perm = np.empty_like(order)
-    np.put_along_axis(perm, slots, order, axis=1)
-    idx[:, :w], new[:, :w] = np.take_along_axis(lists.indices[:, :w], perm, 1), np.take_along_axis(scores[:, :w],
-                                                                                                   perm, 1)
+    perm[rows, slots] = order
+    idx[:, :w], new[:, :w] = lists.indices[rows, perm], scores[rows, perm]
     return RankedLists(idx, np.minimum.accumulate(new, axis=1).astype(np.float32))
