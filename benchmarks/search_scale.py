@@ -35,7 +35,16 @@ from threadpoolctl import ThreadpoolController
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from lookalike.index import INDEXES, ApproximateIndex, FaissIndex, Index, NumpyIndex, exact_topk  # noqa: E402
+from lookalike.index import (  # noqa: E402
+    ApproximateIndex,
+    FaissIndex,
+    Index,
+    IVFIndex,
+    build_index,
+    exact_topk,
+    format_index_spec,
+    parse_index_spec,
+)
 from lookalike.matchers.base import l2_normalize  # noqa: E402
 
 BLAS = ThreadpoolController()  # found once: a re-scan per call would cost more than the re-ranking itself
@@ -76,30 +85,31 @@ def write_gallery(path: Path, real: np.ndarray, n: int, rng: np.random.Generator
     return np.load(path, mmap_mode="r"), n - n_real
 
 
-def parse_ann(spec: str) -> tuple[str, dict, float | None]:
-    kind, _, rest = spec.partition(":")
-    params: dict = {}
-    for item in filter(None, rest.split(",")):
-        key, _, value = item.partition("=")
-        params[key] = value if key == "storage" else (float(value) if "." in value else int(value))
-    params.pop("max_n", None)
-    return kind, params, params.pop("probe_fraction", None)
+BENCHMARK_KEYS = ("probe_fraction", "max_n")  # spec keys of this benchmark, not of the index
+
+
+def parse_ann(spec: str) -> tuple[str, dict, float | None, int | None]:
+    """An index spec (:func:`lookalike.index.parse_index_spec`) that may also hold ``probe_fraction`` (ivf: nprobe
+    as a fraction of the lists, so it scales with the gallery) and ``max_n`` (largest gallery to run it on):
+    (kind, params, probe_fraction, max_n)."""
+    head, _, rest = spec.partition(":")
+    items = dict(item.partition("=")[::2] for item in rest.split(",") if item)
+    ours = {k: items.pop(k) for k in BENCHMARK_KEYS if k in items}
+    kind, params = parse_index_spec(format_index_spec(head, items))
+    fraction, max_n = ours.get("probe_fraction"), ours.get("max_n")
+    return kind, params, None if fraction is None else float(fraction), None if max_n is None else int(max_n)
 
 
 def build(name: str, vectors: np.ndarray, folder: Path) -> tuple[Index, float, float, float]:
     """(index, build seconds, index bytes beside the vectors, RSS growth MB)."""
     r0, t0 = rss_mb(), time.perf_counter()
-    if name == "numpy":
-        ix = NumpyIndex.from_array(vectors)
-    elif name == "faiss_flat":
-        ix = FaissIndex(vectors.shape[1])
-        ix.add(vectors)
+    if name in ("numpy", "faiss_flat"):
+        ix = build_index(name.removesuffix("_flat"), vectors)
     else:
-        kind, params, fraction = parse_ann(name)
+        kind, params, fraction, _ = parse_ann(name)
         if fraction is not None:  # nprobe as a fraction of the lists: scales with the gallery
-            nlist = int(max(1, min(4 * np.sqrt(len(vectors)), len(vectors) // 39)))
-            params["nprobe"] = max(1, round(fraction * nlist))
-        ix = INDEXES[kind].from_array(vectors, **params)
+            params["nprobe"] = max(1, round(fraction * IVFIndex.auto_nlist(len(vectors))))
+        ix = build_index(kind, vectors, **params)
     seconds = time.perf_counter() - t0
     if isinstance(ix, ApproximateIndex):
         ix.save(folder, with_vectors=False)
@@ -154,6 +164,11 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workdir", default=None, help="where the galleries' vectors.npy go (default: a temp dir)")
     args = p.parse_args()
+    for spec in args.ann:
+        try:
+            parse_ann(spec)
+        except ValueError as e:
+            p.error(str(e))
 
     rng = np.random.default_rng(args.seed)
     real = load_real(args)
@@ -171,8 +186,7 @@ def main() -> None:
     for n in (int(s) for s in args.sizes.split(",")):
         vectors, synthetic = write_gallery(work / f"vectors_{n}.npy", real_gallery, n, rng)
         results = {}
-        for name in ("numpy", "faiss_flat", *(a for a in args.ann if n <= int(dict(
-                kv.partition("=")[::2] for kv in a.partition(":")[2].split(",")).get("max_n", n)))):
+        for name in ("numpy", "faiss_flat", *(a for a in args.ann if n <= (parse_ann(a)[3] or n))):
             ix, seconds, extra, rss = build(name, vectors, work / f"index_{n}_{name.split(':')[0]}")
             m = measure(ix, vectors, probes, args, w)
             results[name] = m

@@ -18,7 +18,7 @@ import pytest
 from conftest import FAST_MATCHER, PERSON_COUNTS, pg_base, write_synthetic
 
 from lookalike.cli import main
-from lookalike.gallery import Gallery, SchemaError, StoreError, open_store
+from lookalike.gallery import Gallery, SchemaError, StoreError, VectorsMismatchError, open_store
 from lookalike.gallery import sql as gallery_sql
 from lookalike.gallery import store as gallery_store
 from lookalike.gallery.vectors import vector_dir
@@ -277,11 +277,9 @@ def _truncate(d: Path) -> None:
     (d / "vectors.npy").write_bytes(data[:len(data) // 2])
 
 
-@pytest.mark.parametrize("damage", [
-    lambda d: (d / "vectors.npy").unlink(), lambda d: (d / "state.json").unlink(), _truncate, _break_count,
-    _break_generation, _break_row, _break_ids, lambda d: (d / "state.json").write_text("{not json"),
-], ids=["no-vectors", "no-state", "truncated", "count", "generation", "row", "ids", "bad-json"])
-def test_vector_files_are_rebuilt_when_they_disagree_with_the_store(tmp_path: Path, face_folders: Path,
+@pytest.mark.parametrize("damage", [lambda d: (d / "state.json").unlink(), _break_generation],
+                         ids=["no-state", "older-generation"])
+def test_vector_files_missing_or_older_than_the_store_are_rebuilt(tmp_path: Path, face_folders: Path,
                                                                    damage, cache: EmbeddingCache) -> None:
     db = str(tmp_path / "g.sqlite")
     with _enrolled(db, face_folders, cache) as g:
@@ -298,6 +296,34 @@ def test_vector_files_are_rebuilt_when_they_disagree_with_the_store(tmp_path: Pa
         np.testing.assert_allclose(got.scores, expect.scores, rtol=1e-6)
     with Gallery.open(db) as g:
         assert g.vectors_source_ == "file"  # rewritten in good order
+
+
+@pytest.mark.parametrize("damage,problem", [
+    (lambda d: (d / "vectors.npy").unlink(), "vectors.npy is missing"),
+    (_truncate, "vectors.npy is unreadable"),
+    (_break_count, f"ids.npy is int64 ({N_IMAGES},), state.json says {N_IMAGES - 1} int64 ids"),
+    (_break_row, "saved vector of image"),
+    (_break_ids, "saved image ids differ"),
+    (lambda d: (d / "state.json").write_text("{not json"), "unreadable state.json"),
+], ids=["no-vectors", "truncated", "count", "row", "ids", "bad-json"])
+def test_vector_files_that_disagree_at_the_stores_generation_are_refused(
+        tmp_path: Path, face_folders: Path, damage, problem: str, cache: EmbeddingCache,
+        capsys: pytest.CaptureFixture) -> None:
+    db = str(tmp_path / "g.sqlite")
+    _enrolled(db, face_folders, cache).close()
+    damage(vector_dir(db))
+    with pytest.raises(VectorsMismatchError, match="rebuild-vectors") as e:
+        Gallery.open(db)
+    assert problem in str(e.value) and str(vector_dir(db)) in str(e.value) and "\n" not in str(e.value)
+    assert main(["gallery", "stats", "--db", db]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"lookalike: error: {vector_dir(db)}: vector files disagree with the database")
+    assert f"`lookalike gallery rebuild-vectors --db {db}`" in err and err.count("\n") == 1
+    assert main(["gallery", "rebuild-vectors", "--db", db]) == 0
+    assert f"rewrote {vector_dir(db)} from the database: {N_IMAGES} vectors" in capsys.readouterr().out
+    with Gallery.open(db) as g:
+        assert g.vectors_source_ == "file" and len(g.image_ids_) == N_IMAGES
+        np.testing.assert_array_equal(g.vectors_, g.store.snapshot(g.matcher_name, g.preprocess).vectors)
 
 
 # --- schema versions -------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from lookalike.index import (
     IndexMismatchError,
     IVFIndex,
     NumpyIndex,
+    build_index,
     exact_topk,
     load_index,
     make_index,
@@ -133,6 +134,41 @@ def test_ann_parameters_and_checks():
     assert ix.nlist_ == 10  # 4 * sqrt(390) capped at 390 / 39 lists
     with pytest.raises(ValueError, match="shape"):
         ix.add(np.zeros((3, 5), np.float32))
+
+
+@pytest.mark.parametrize("kind,params,enough", [("ivf", {"nlist": 10}, 390), ("pq", {"m": 8}, 624)])
+def test_trained_kinds_search_exactly_until_they_can_train(tmp_path, kind, params, enough):
+    rng = np.random.default_rng(6)
+    g, q = _clustered(rng, 3000, 16), _clustered(rng, 20, 16)
+    few = build_index(kind, g[:enough - 1], **params)  # too few vectors to train on: a flat FAISS scan
+    assert type(few._index).__name__ == "IndexFlatIP" and few.trained_on_ == enough - 1
+    np.testing.assert_array_equal(few.search(q, 10)[1], _stable_topk(q, g[:enough - 1], 10))
+    few.save(tmp_path / "few")
+    back = load_index(tmp_path / "few")
+    assert back.trained_on_ == enough - 1 and type(back._index).__name__ == "IndexFlatIP"
+    np.testing.assert_array_equal(back.search(q, 10)[1], few.search(q, 10)[1])
+    # grown by add until the training set would double: then it is worth rebuilding (trained this time)
+    assert not few.outgrown(2 * (enough - 1) - 1) and few.outgrown(2 * (enough - 1))
+    trained = build_index(kind, g, **params)
+    assert type(trained._index).__name__ != "IndexFlatIP"
+    assert trained.trained_on_ == {"ivf": 256 * 10, "pq": 3000}[kind]  # at most 256 per list / all of them
+    assert not trained.outgrown(3000)
+
+
+def test_ivf_training_grows_with_the_gallery_and_hnsw_never_needs_a_rebuild():
+    rng = np.random.default_rng(7)
+    g = _clustered(rng, 4000, 8)
+    ivf = build_index("ivf", g[:1000])
+    assert (ivf.nlist_, ivf.trained_on_) == (25, 1000)  # 4 * sqrt(1000) lists, at most 1000 / 39
+    assert not ivf.outgrown(1999) and ivf.outgrown(2000)
+    fixed = build_index("ivf", g, nlist=4)  # trains on at most 256 * 4 vectors: no more to gain from growth
+    assert fixed.trained_on_ == 1024 and not fixed.outgrown(10**6)
+    hnsw = build_index("hnsw", g[:10])
+    assert hnsw.trained_on_ == 0 and not hnsw.outgrown(10**6)
+    with pytest.raises(ValueError, match="storage 'PQ5' is not a FAISS code for 8-d vectors"):
+        make_index("ivf", 8, storage="PQ5")
+    with pytest.raises(ValueError, match="m=3 must divide the dimension 8"):
+        make_index("pq", 8, m=3)
 
 
 # ----------------------------------------------------------------------------------------------- save / load

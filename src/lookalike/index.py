@@ -9,9 +9,14 @@ gallery order (id). Kinds, chosen by name with :func:`make_index`:
 - ``hnsw``, ``ivf``, ``pq``: approximate (FAISS HNSW graph / inverted lists / 4-bit product-quantised fast scan)
   that over-fetch ``overfetch * k`` candidates and re-score them exactly against the float32 vectors.
 
-A saved index is a folder: ``index.json`` (kind, parameters and a fingerprint of the vectors: count, dim,
-checksum), ``vectors.npy`` (float32) and, for FAISS kinds, ``index.faiss``. No pickle. :func:`load_index` checks
-the fingerprint against the vectors it is given, so an index built for other vectors is detected and rebuilt.
+An index is named by a spec ``kind[:param=value,...]`` (e.g. ``hnsw:m=32,ef_search=128``), read by
+:func:`parse_index_spec`. Trained kinds (``ivf``, ``pq``) search exactly (a FAISS flat scan) until they hold enough
+vectors to train on; :meth:`Index.outgrown` says when an index grown by ``add`` would be better rebuilt.
+
+A saved index is a folder: ``index.json`` (kind, parameters, what was learned, and a fingerprint of the vectors:
+count, dim, checksum), ``vectors.npy`` (float32) and, for FAISS kinds, ``index.faiss``. No pickle.
+:func:`load_index` checks the fingerprint against the vectors it is given, so an index built for other vectors is
+detected and rebuilt.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from __future__ import annotations
 import hashlib
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
 import numpy as np
 
@@ -27,6 +32,7 @@ from lookalike.io import atomic_write, read_json, write_json
 
 FORMAT = 1
 META, VECTORS, FAISS_FILE = "index.json", "vectors.npy", "index.faiss"
+POINTS_PER_CENTROID = 39  # FAISS's minimum k-means training points per centroid
 
 
 class IndexMismatchError(ValueError):
@@ -164,9 +170,25 @@ class Index(ABC):
     def vectors(self) -> np.ndarray:
         """The (N, dim) float32 vectors searched."""
 
+    @classmethod
+    def from_array(cls, vectors: np.ndarray, **params: Any) -> Index:
+        """An index over (N, D) ``vectors`` (kinds that can search them in place do so: no copy)."""
+        v = _as_rows(vectors)
+        ix = cls(v.shape[1], **params)
+        ix.add(v)
+        return ix
+
     def params(self) -> dict[str, Any]:
         """Constructor parameters (besides ``dim``), saved with the index."""
         return {}
+
+    def learned(self) -> dict[str, Any]:
+        """What the index learned from the vectors it was built on (saved with it; attributes ``<name>_``)."""
+        return {}
+
+    def outgrown(self, n: int) -> bool:
+        """Whether this index, grown by ``add`` to ``n`` vectors, would be better rebuilt from them all."""
+        return False
 
     def matches(self, vectors: np.ndarray) -> bool:
         """Whether this index was built for exactly ``vectors`` (count, dim and checksum)."""
@@ -184,7 +206,7 @@ class Index(ABC):
                 np.save(f, self.vectors)
         self._save_state(folder)
         write_json(folder / META, {"format": FORMAT, "kind": self.kind, "dim": self.dim, "params": self.params(),
-                                   "vectors": fingerprint(self.vectors)})
+                                   "learned": self.learned(), "vectors": fingerprint(self.vectors)})
         return folder
 
     def _save_state(self, folder: Path) -> None:
@@ -303,7 +325,10 @@ def _write_faiss(index, path: Path) -> None:
 
 class ApproximateIndex(Index):
     """A FAISS candidate generator plus exact re-scoring: fetch ``overfetch * k`` candidates, re-score them
-    against the float32 vectors, return the best ``k`` (ties by id). Subclasses build the FAISS index."""
+    against the float32 vectors, return the best ``k`` (ties by id). Subclasses build the FAISS index.
+
+    ``trained_on_``: vectors the FAISS index was trained on (0 for kinds that need no training).
+    """
 
     def __init__(self, dim: int, overfetch: int = 4) -> None:
         super().__init__(dim)
@@ -312,6 +337,7 @@ class ApproximateIndex(Index):
         self.overfetch = overfetch
         self._rows = _Rows(dim)
         self._index = None  # built on the first add
+        self.trained_on_ = 0
 
     @classmethod
     def from_array(cls, vectors: np.ndarray, **params: Any) -> ApproximateIndex:
@@ -319,9 +345,32 @@ class ApproximateIndex(Index):
         v = _as_rows(vectors)
         ix = cls(v.shape[1], **params)
         ix._rows = _Rows(ix.dim, v)
-        ix._index = ix._build(v)
-        ix._index.add(v)
+        if len(v):
+            ix._start(v)
+            ix._index.add(v)
         return ix
+
+    def learned(self) -> dict[str, Any]:
+        return {"trained_on": self.trained_on_}
+
+    def outgrown(self, n: int) -> bool:
+        """A trained index whose training set would be twice as large if it were rebuilt over ``n`` vectors."""
+        size = self._train_size(n)
+        return size > 0 and size >= 2 * self.trained_on_
+
+    def _train_size(self, n: int) -> int:
+        """Vectors a build over ``n`` vectors trains on (0: this kind needs no training)."""
+        return 0
+
+    def _min_train(self) -> int:
+        """Fewest training vectors for :meth:`_build`; with fewer, candidates come from an exact flat scan."""
+        return 0
+
+    def _start(self, first: np.ndarray) -> None:
+        """Create the FAISS index for vectors like ``first``: trained on them, or flat while they are too few."""
+        small = len(first) < self._min_train()
+        self._index = _faiss().IndexFlatIP(self.dim) if small else self._build(first)
+        self.trained_on_ = self._train_size(len(first))
 
     @property
     def vectors(self) -> np.ndarray:
@@ -343,7 +392,7 @@ class ApproximateIndex(Index):
         if len(v) == 0:
             return
         if self._index is None:
-            self._index = self._build(v)
+            self._start(v)
         self._rows.append(v)
         self._index.add(v)
 
@@ -436,19 +485,40 @@ class IVFIndex(ApproximateIndex):
     def __init__(self, dim: int, nlist: int | None = None, nprobe: int = 32, storage: str = "Flat",
                  overfetch: int = 4) -> None:
         super().__init__(dim, overfetch)
+        faiss = _faiss()
+        try:
+            faiss.index_factory(dim, f"IVF1,{storage}", faiss.METRIC_INNER_PRODUCT)
+        except RuntimeError:
+            raise ValueError(f"ivf: storage {storage!r} is not a FAISS code for {dim}-d vectors") from None
         self.nlist, self.nprobe, self.storage = nlist, nprobe, storage
         self.nlist_: int | None = None
 
     def params(self) -> dict[str, Any]:
         return {"nlist": self.nlist, "nprobe": self.nprobe, "storage": self.storage, "overfetch": self.overfetch}
 
+    def learned(self) -> dict[str, Any]:
+        return {**super().learned(), "nlist": self.nlist_}
+
+    @staticmethod
+    def auto_nlist(n: int) -> int:
+        """Lists for ``n`` vectors when ``nlist`` is None: 4 * sqrt(n), at most n / 39."""
+        return int(max(1, min(4 * np.sqrt(n), n // POINTS_PER_CENTROID)))
+
+    def _lists(self, n: int) -> int:
+        return self.nlist or self.auto_nlist(n)
+
+    def _train_size(self, n: int) -> int:
+        return min(n, 256 * self._lists(n))
+
+    def _min_train(self) -> int:
+        return POINTS_PER_CENTROID * (self.nlist or 1)
+
     def _build(self, first: np.ndarray):
         faiss = _faiss()
-        n = len(first)
-        self.nlist_ = self.nlist or int(max(1, min(4 * np.sqrt(n), n // 39)))
+        self.nlist_ = self._lists(len(first))
         index = faiss.index_factory(self.dim, f"IVF{self.nlist_},{self.storage}", faiss.METRIC_INNER_PRODUCT)
         index.cp.seed = 1234
-        index.train(_training_sample(first, 256 * self.nlist_))
+        index.train(_training_sample(first, self._train_size(len(first))))
         return index
 
     def _search_params(self, fetch: int):
@@ -464,17 +534,23 @@ class PQIndex(ApproximateIndex):
 
     def __init__(self, dim: int, m: int = 64, overfetch: int = 40) -> None:
         super().__init__(dim, overfetch)
+        if dim % m:
+            raise ValueError(f"pq: m={m} must divide the dimension {dim}")
         self.m = m
 
     def params(self) -> dict[str, Any]:
         return {"m": self.m, "overfetch": self.overfetch}
 
+    def _train_size(self, n: int) -> int:
+        return min(n, 65536)
+
+    def _min_train(self) -> int:
+        return POINTS_PER_CENTROID * 16  # 16 centroids per 4-bit sub-quantizer
+
     def _build(self, first: np.ndarray):
         faiss = _faiss()
-        if self.dim % self.m:
-            raise ValueError(f"pq: m={self.m} must divide the dimension {self.dim}")
         index = faiss.index_factory(self.dim, f"PQ{self.m}x4fs", faiss.METRIC_INNER_PRODUCT)
-        index.train(_training_sample(first, 65536))
+        index.train(_training_sample(first, self._train_size(len(first))))
         return index
 
     def _search_params(self, fetch: int):
@@ -485,11 +561,64 @@ INDEXES: dict[str, type[Index]] = {"numpy": NumpyIndex, "faiss": FaissIndex, "hn
                                    "pq": PQIndex}
 
 
+def _index_class(kind: str) -> type[Index]:
+    if kind not in INDEXES:
+        raise ValueError(f"unknown index {kind!r}; choose one of {', '.join(INDEXES)}")
+    return INDEXES[kind]
+
+
 def make_index(kind: str, dim: int, **params: Any) -> Index:
     """An empty index of ``kind`` (see :data:`INDEXES`) for ``dim``-dimensional vectors."""
+    return _index_class(kind)(dim, **params)
+
+
+def build_index(kind: str, vectors: np.ndarray, **params: Any) -> Index:
+    """An index of ``kind`` over (N, D) ``vectors``, searching them in place where the kind can (a memory map)."""
+    return _index_class(kind).from_array(vectors, **params)
+
+
+def _spec_params(kind: str) -> dict[str, type]:
+    """The spec parameters of ``kind``: its constructor's arguments besides ``dim``, with their value types."""
+    hints = get_type_hints(_index_class(kind).__init__)
+    return {k: str if v is str else int for k, v in hints.items() if k not in ("dim", "return")}
+
+
+def parse_index_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """``kind[:param=value,...]`` (e.g. ``hnsw:m=32,ef_search=128``) -> (kind, params); a one-line ValueError
+    naming the problem for an unknown kind or parameter, a repeated parameter or a bad value (numbers: >= 1)."""
+    kind, _, rest = str(spec).strip().partition(":")
+    kind = kind.strip()
     if kind not in INDEXES:
-        raise ValueError(f"unknown index {kind!r}; choose one of {sorted(INDEXES)}")
-    return INDEXES[kind](dim, **params)
+        raise ValueError(f"index {spec!r}: unknown kind {kind!r}; choose one of {', '.join(INDEXES)}")
+    types, params = _spec_params(kind), {}
+    for item in filter(None, (x.strip() for x in rest.split(","))):
+        key, eq, text = (x.strip() for x in item.partition("="))
+        if not eq or not text:
+            raise ValueError(f"index {spec!r}: expected param=value, got {item!r}")
+        if key not in types:
+            raise ValueError(f"index {spec!r}: {kind} has no parameter {key!r}; it takes "
+                             f"{', '.join(types) or 'none'}")
+        if key in params:
+            raise ValueError(f"index {spec!r}: {key} given twice")
+        params[key] = _spec_value(spec, key, text, types[key])
+    return kind, params
+
+
+def _spec_value(spec: str, key: str, text: str, kind: type) -> int | str:
+    if kind is str:
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"index {spec!r}: {key} must be an integer, got {text!r}") from None
+    if value < 1:
+        raise ValueError(f"index {spec!r}: {key} must be >= 1, got {value}")
+    return value
+
+
+def format_index_spec(kind: str, params: dict[str, Any]) -> str:
+    """The spec text of (kind, params): ``kind`` or ``kind:param=value,...`` (read back by :func:`parse_index_spec`)."""
+    return ":".join([kind, ",".join(f"{k}={v}" for k, v in params.items())]) if params else kind
 
 
 def load_index(folder: str | Path, vectors: np.ndarray | None = None) -> Index:
@@ -503,13 +632,18 @@ def load_index(folder: str | Path, vectors: np.ndarray | None = None) -> Index:
     if not (folder / META).is_file():
         raise FileNotFoundError(f"no saved index in {folder} (missing {META})")
     meta = read_json(folder / META)
+    if not isinstance(meta, dict):
+        raise ValueError(f"{folder / META}: not an index description")
     kind, dim, params, want = meta.get("kind"), meta.get("dim"), meta.get("params", {}), meta.get("vectors", {})
+    learned = meta.get("learned", {})
     if meta.get("format") != FORMAT or kind not in INDEXES:
         raise ValueError(f"{folder / META}: unsupported index format {meta.get('format')!r} / kind {kind!r}")
+    if not (isinstance(dim, int) and all(isinstance(x, dict) for x in (params, learned, want))):
+        raise ValueError(f"{folder / META}: malformed dim, params, learned or vectors")
     cls = INDEXES[kind]
     if cls is FaissIndex:
         ix = FaissIndex(dim)
-        ix._index = _faiss().read_index(str(folder / FAISS_FILE))
+        ix._index = _read_faiss(folder / FAISS_FILE, dim)
         if vectors is not None and not ix.matches(vectors):
             raise IndexMismatchError(f"{folder}: the saved FAISS index does not hold the given vectors; rebuild it")
         return ix
@@ -523,15 +657,34 @@ def load_index(folder: str | Path, vectors: np.ndarray | None = None) -> Index:
         raise IndexMismatchError(
             f"{folder}: index built for {want.get('n')} x {want.get('dim')} vectors (checksum {want.get('checksum')}), "
             f"got {got['n']} x {got['dim']} (checksum {got['checksum']}); rebuild it")
+    try:
+        ix = cls(dim, **params)
+    except TypeError as e:
+        raise ValueError(f"{folder / META}: bad parameters for {kind} ({e})") from None
+    ix._rows = _Rows(dim, v)  # searched in place
     if cls is NumpyIndex:
-        return NumpyIndex.from_array(v, **params)
-    ix = cls(dim, **params)
-    ix._rows = _Rows(dim, v)
-    if (folder / FAISS_FILE).is_file():
-        ix._index = _faiss().read_index(str(folder / FAISS_FILE))
-        if isinstance(ix, IVFIndex):
-            ix.nlist_ = int(_faiss().extract_index_ivf(ix._index).nlist)
+        return ix
+    for name, value in learned.items():
+        if name in ix.learned() and (value is None or isinstance(value, int)):
+            setattr(ix, f"{name}_", value)
+    if len(v):
+        ix._index = _read_faiss(folder / FAISS_FILE, dim, len(v))
     return ix
+
+
+def _read_faiss(path: Path, dim: int, n: int | None = None):
+    """A FAISS index file holding ``n`` (if given) ``dim``-dimensional vectors; IndexMismatchError otherwise."""
+    if not path.is_file():
+        raise IndexMismatchError(f"{path.parent}: no {path.name}; rebuild it")
+    try:
+        index = _faiss().read_index(str(path))
+    except RuntimeError as e:
+        raise IndexMismatchError(f"{path}: unreadable FAISS index ({str(e).strip().splitlines()[0]}); "
+                                 "rebuild it") from None
+    if index.d != dim or (n is not None and index.ntotal != n):
+        raise IndexMismatchError(f"{path}: holds {index.ntotal} x {index.d} vectors, expected "
+                                 f"{n if n is not None else '?'} x {dim}; rebuild it")
+    return index
 
 
 def full_ranks(queries: np.ndarray, gallery: np.ndarray, targets: list[np.ndarray], block: int = 1024) -> list:

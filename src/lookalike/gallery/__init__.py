@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lookalike.gallery.store import GalleryStore, NoGalleryError, SchemaError, StoreError
+from lookalike.gallery.store import GalleryStore, NoGalleryError, SchemaError, StoreError, VectorsMismatchError
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
@@ -30,7 +30,7 @@ def open_store(url_or_path: str, create: bool | None = None, meta: dict[str, str
 
 
 __all__ = ["EnrollReport", "Gallery", "GalleryStore", "NoGalleryError", "SchemaError", "StoreError",
-           "SubjectLists", "open_store"]
+           "SubjectLists", "VectorsMismatchError", "open_store"]
 
 
 def __getattr__(name: str):

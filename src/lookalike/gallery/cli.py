@@ -1,4 +1,4 @@
-"""The gallery commands of the ``lookalike`` CLI: ``enroll`` and ``gallery stats|list|remove``.
+"""The gallery commands of the ``lookalike`` CLI: ``enroll`` and ``gallery stats|list|remove|rebuild-vectors``.
 
 :func:`add_parsers` adds them to the main parser; :data:`COMMANDS` maps their names to their functions.
 """
@@ -33,6 +33,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="embedding model of a new gallery (default torch); must match an existing one")
     e.add_argument("--central-fraction", type=FRACTION, default=None,
                    help="aligner fallback for a new gallery (default 0.45, see `lookalike embed --help`)")
+    e.add_argument("--index", type=_index_spec, default=None, metavar="SPEC",
+                   help="search index of a new gallery, kind[:param=value,...]: numpy (exact, default), faiss "
+                        "(exact), hnsw, ivf, pq (approximate, re-scored exactly; e.g. hnsw:m=32,ef_search=128); "
+                        "saved with the gallery")
     e.add_argument("--cache", default=str(DEFAULT_CACHE),
                    help=f"embedding cache (SQLite; 'none' for none; default: {DEFAULT_CACHE})")
     e.add_argument("--workers", type=POSITIVE, default=2, help="processes for detection and embedding (default: 2)")
@@ -46,18 +50,30 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="the enrolment report as a table (default) or JSON")
     e.add_argument("--no-progress", action="store_true", help="no progress bars")
 
-    g = sub.add_parser("gallery", help="inspect or edit a gallery: stats, list, remove",
+    g = sub.add_parser("gallery", help="inspect or edit a gallery: stats, list, remove, rebuild-vectors",
                        description="Inspect or edit a persistent gallery.")
     gsub = g.add_subparsers(dest="gallery_command", required=True)
     for name, help_ in (("stats", "counts and settings"), ("list", "subjects with image counts"),
-                        ("remove", "remove a subject and delete its images")):
+                        ("remove", "remove a subject and delete its images"),
+                        ("rebuild-vectors", "rewrite the vector files (and saved index) beside a SQLite gallery "
+                                            "from its database")):
         p = gsub.add_parser(name, help=help_, description=help_[0].upper() + help_[1:] + ".")
         if name == "remove":
             p.add_argument("subject", help="subject name, exactly as enrolled")
         p.add_argument("--db", required=True, metavar="G.sqlite|postgresql://...", help="the gallery database")
-        if name != "remove":
+        if name in ("stats", "list"):
             p.add_argument("--format", choices=("table", "json"), default="table",
                            help="a table for people (default) or JSON")
+
+
+def _index_spec(text: str) -> str:
+    """An argparse type: an index spec, checked (one-line message otherwise) and written canonically."""
+    from lookalike.index import format_index_spec, parse_index_spec
+
+    try:
+        return format_index_spec(*parse_index_spec(text))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _errors(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -79,6 +95,7 @@ def _errors(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Names
 def _open_or_create(args: argparse.Namespace):
     from lookalike.embed import preprocess_key
     from lookalike.gallery import Gallery, NoGalleryError
+    from lookalike.index import parse_index_spec
     from lookalike.matchers.align import FaceAligner
 
     aligner = FaceAligner() if args.central_fraction is None else FaceAligner(args.central_fraction)
@@ -97,11 +114,15 @@ def _open_or_create(args: argparse.Namespace):
     try:
         gallery = Gallery.open(args.db)
     except NoGalleryError:
-        return Gallery.create(args.db, matcher=args.matcher or "torch", lowres=args.lowres, aligner=aligner)
+        return Gallery.create(args.db, matcher=args.matcher or "torch", lowres=args.lowres, aligner=aligner,
+                              index=args.index or "numpy")
     try:
         gallery.check_compatible(args.matcher or gallery.matcher,
                                  aligner.name if args.central_fraction is not None else gallery.aligner.name,
                                  preprocess_key(args.lowres) if args.lowres is not None else gallery.preprocess)
+        if args.index is not None and parse_index_spec(args.index) != parse_index_spec(gallery.index):
+            raise ValueError(f"{args.db} searches with the index {gallery.index!r}; --index sets the index of a new "
+                             "gallery only")
     except ValueError:
         gallery.close()
         raise
@@ -146,8 +167,15 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 def cmd_gallery(args: argparse.Namespace) -> int:
     from lookalike.gallery import Gallery
 
-    with Gallery.open(args.db) as gallery:
-        if args.gallery_command == "remove":
+    rebuild = args.gallery_command == "rebuild-vectors"
+    with (Gallery.rebuild_vectors if rebuild else Gallery.open)(args.db) as gallery:
+        if rebuild:
+            if gallery.vector_dir is None:
+                print(f"{gallery.store.url}: nothing to rebuild (the vectors of a PostgreSQL gallery live in memory)")
+            else:
+                print(f"rewrote {gallery.vector_dir} from the database: {len(gallery.image_ids_)} vectors at "
+                      f"generation {gallery.generation_}, index {gallery.index}")
+        elif args.gallery_command == "remove":
             n = gallery.remove(args.subject)
             print(f"removed {args.subject!r} ({n} images deleted)")
         elif args.gallery_command == "stats":

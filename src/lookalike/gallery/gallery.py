@@ -1,9 +1,14 @@
 """A persistent, searchable gallery of enrolled faces: enrol images per subject, search per subject.
 
 The store (SQLite file or PostgreSQL) is the truth. The matrix of enrolled vectors is kept in step with it: beside
-a SQLite gallery in ``G.sqlite.vectors/`` (checked against the store on every load and rebuilt when it disagrees),
-for PostgreSQL in process memory only. :meth:`Gallery.refresh` (run at the start of every search) reloads it
-when the store's generation moved, so a second process sees another's enrolment on its next search.
+a SQLite gallery in ``G.sqlite.vectors/`` (checked against the store on every load: brought up to date when it is
+older than the store, refused when it disagrees with it at the same generation), for PostgreSQL in process memory
+only. :meth:`Gallery.refresh` (run at the start of every search) reloads it when the store's generation moved, so a
+second process sees another's enrolment on its next search.
+
+The search index is named by a spec (``numpy``, ``hnsw:m=32``...; :func:`lookalike.index.parse_index_spec`)
+recorded in the store when the gallery is created. An approximate index is saved in ``G.sqlite.vectors/index/``
+and reused while it matches the vectors; enrolment appends to it.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import json
 import os
 import time
 from collections import Counter
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,9 +28,26 @@ from tqdm import tqdm
 from lookalike import __version__
 from lookalike.embed import embed_paths, preprocess_key, worker_pool
 from lookalike.gallery import open_store
-from lookalike.gallery.store import GalleryStore, ImageRecord, NewImage, StoreError
-from lookalike.gallery.vectors import read_vectors, vector_dir, write_vectors
-from lookalike.index import make_index
+from lookalike.gallery.store import GalleryStore, ImageRecord, NewImage, Snapshot, StoreError, VectorsMismatchError
+from lookalike.gallery.vectors import (
+    VectorFiles,
+    VectorFilesError,
+    read_index,
+    read_vectors,
+    vector_dir,
+    write_index,
+    write_vectors,
+)
+from lookalike.index import (
+    INDEXES,
+    ApproximateIndex,
+    Index,
+    IndexMismatchError,
+    build_index,
+    format_index_spec,
+    make_index,
+    parse_index_spec,
+)
 from lookalike.matchers import MATCHERS, matcher_name
 from lookalike.matchers.align import FaceAligner
 from lookalike.matchers.cache import EmbeddingCache, content_key
@@ -32,6 +55,7 @@ from lookalike.matchers.cache import EmbeddingCache, content_key
 FORMAT = "lookalike-gallery"
 TRANSIENT = ("missing", "error")  # skip reasons that may succeed next time: never recorded in the gallery
 SPOT_CHECKS = 4  # rows of saved vector files compared with the store on load
+DEFAULT_INDEX = "numpy"  # also the index of galleries created before the spec was recorded
 
 
 @dataclass
@@ -94,20 +118,37 @@ def _check_queries(vectors: np.ndarray, dim: int) -> np.ndarray:
     return x
 
 
+def _index_spec(recorded: str | None, override: str | None, url: str) -> tuple[str, dict, bool]:
+    """(kind, params) to search with and whether they are the gallery's own (``recorded``) rather than a
+    session's ``override``."""
+    try:
+        own = parse_index_spec(recorded or DEFAULT_INDEX)
+    except ValueError as e:
+        if override is None:
+            raise StoreError(f"{url}: the gallery's index cannot be built by this lookalike ({e}); open it with "
+                             "another index") from None
+        own = None
+    kind, params = own if override is None else parse_index_spec(override)
+    return kind, params, (kind, params) == own
+
+
 class Gallery:
     """Enrolled faces in a store, searchable per subject. Use :meth:`create` or :meth:`open`.
 
+    ``index`` is the spec of the search index in use (the gallery's own, or a session's override).
     Learned state (trailing underscore) mirrors the store at ``generation_``: ``image_ids_`` (N,), ``subjects_``
-    (N,) and ``paths_`` (N,) of each vector row, ``vectors_`` (N, D) and the search ``index_``.
+    (N,) and ``paths_`` (N,) of each vector row, ``vectors_`` (N, D) and the search ``index_`` (None while the
+    gallery is empty); ``vectors_source_`` and ``index_source_`` (``saved``: loaded from the vectors folder,
+    ``built``: built in this process) say where they came from.
     """
 
-    def __init__(self, store: GalleryStore, index: str = "numpy") -> None:
+    def __init__(self, store: GalleryStore, index: str | None = None, rebuild_vectors: bool = False) -> None:
         meta = store.get_meta()
         if meta.get("format") != FORMAT:
             raise StoreError(f"{store.url} holds no lookalike gallery settings (was it created by Gallery.create?)")
-        make_index(index, 1)  # validates the kind
         self.store = store
-        self.index = index
+        self._kind, self._params, own = _index_spec(meta.get("index"), index, store.url)
+        self.index = format_index_spec(self._kind, self._params)
         self.matcher = meta["matcher"]
         self.matcher_name = meta["matcher_name"]
         self.aligner = FaceAligner(**json.loads(meta["aligner_params"]))
@@ -119,21 +160,26 @@ class Gallery:
         self.dim = int(meta["dim"]) if meta.get("dim") else None
         path = getattr(store, "path", None)
         self.vector_dir = vector_dir(path) if path is not None else None
+        # an approximate index of the gallery's own spec is kept beside its vectors; exact ones need no state
+        self._saves_index = own and self.vector_dir is not None and issubclass(INDEXES[self._kind], ApproximateIndex)
         self.generation_ = -1
-        self.vectors_source_ = ""
+        self.vectors_source_ = self.index_source_ = ""
+        self.index_: Index | None = None
         self._pending: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
-        self.refresh()
+        self._load(read_files=not rebuild_vectors)
 
     # --- lifecycle -------------------------------------------------------------------------------------
     @classmethod
     def create(cls, path_or_url: str | Path, matcher: str = "torch", lowres: int | None = None,
-               aligner: FaceAligner | None = None, index: str = "numpy") -> Gallery:
-        """A new, empty gallery recording the matcher, aligner and preprocessing every image will go through."""
+               aligner: FaceAligner | None = None, index: str = DEFAULT_INDEX) -> Gallery:
+        """A new, empty gallery recording the matcher, aligner and preprocessing every image will go through, and
+        the search ``index`` spec (``numpy``, ``faiss``: exact; ``hnsw``, ``ivf``, ``pq`` with parameters, e.g.
+        ``hnsw:m=32,ef_search=128``: approximate, re-scored exactly)."""
         if matcher not in MATCHERS:
             raise ValueError(f"unknown matcher {matcher!r}; choose one of {MATCHERS}")
         if lowres is not None and (isinstance(lowres, bool) or not isinstance(lowres, int) or lowres < 2):
             raise ValueError(f"lowres must be a face width in pixels (>= 2), got {lowres!r}")
-        make_index(index, 1)
+        index = format_index_spec(*parse_index_spec(index))
         aligner = aligner or FaceAligner()
         meta = {"format": FORMAT, "matcher": matcher, "matcher_name": matcher_name(matcher),
                 "aligner": aligner.name,
@@ -141,20 +187,30 @@ class Gallery:
                                               "max_upsample": aligner.max_upsample,
                                               "chip_size": aligner.chip_size, "padding": aligner.padding}),
                 "lowres": "" if lowres is None else str(lowres), "preprocess": preprocess_key(lowres), "dim": "",
-                "created_by": f"lookalike {__version__}"}
-        store = open_store(str(path_or_url), create=True, meta=meta)
-        try:
-            return cls(store, index)
-        except BaseException:
-            store.close()
-            raise
+                "index": index, "created_by": f"lookalike {__version__}"}
+        return cls._on(open_store(str(path_or_url), create=True, meta=meta))
 
     @classmethod
-    def open(cls, path_or_url: str | Path, index: str = "numpy") -> Gallery:
-        """An existing gallery."""
-        store = open_store(str(path_or_url), create=False)
+    def open(cls, path_or_url: str | Path, index: str | None = None) -> Gallery:
+        """An existing gallery, searched with its own index; ``index`` (a spec) overrides it for this object only:
+        built in memory, never saved, the gallery's record unchanged.
+
+        Raises :class:`VectorsMismatchError` when the vector files beside a SQLite gallery disagree with its
+        database at the same generation (see :meth:`rebuild_vectors`).
+        """
+        return cls._on(open_store(str(path_or_url), create=False), index)
+
+    @classmethod
+    def rebuild_vectors(cls, path_or_url: str | Path, index: str | None = None) -> Gallery:
+        """An existing gallery whose vector files (and saved index) are rewritten from its database without
+        reading the old ones: the remedy when :meth:`open` refuses them."""
+        return cls._on(open_store(str(path_or_url), create=False), index, rebuild_vectors=True)
+
+    @classmethod
+    def _on(cls, store: GalleryStore, index: str | None = None, rebuild_vectors: bool = False) -> Gallery:
+        """A gallery over an open store, which is closed if that fails."""
         try:
-            return cls(store, index)
+            return cls(store, index, rebuild_vectors)
         except BaseException:
             store.close()
             raise
@@ -203,12 +259,19 @@ class Gallery:
                 "subjects_searchable": int(sum(s.n_images > 0 for s in live)),
                 "subjects_removed": len(subjects) - len(live), "images": int(sum(s.n_images for s in live)),
                 "images_skipped": int(sum(s.n_skipped for s in live)), "vectors": len(self.image_ids_),
-                "vectors_source": self.vectors_source_, "matcher": self.matcher, "matcher_name": self.matcher_name,
-                "aligner": self.aligner.name, "preprocess": self.preprocess, "dim": self.dim}
+                "vectors_source": self.vectors_source_, "index": self.index, "index_source": self.index_source_,
+                "matcher": self.matcher, "matcher_name": self.matcher_name, "aligner": self.aligner.name,
+                "preprocess": self.preprocess, "dim": self.dim}
 
     # --- the vectors, kept in step with the store ------------------------------------------------------
     def refresh(self) -> bool:
-        """Reload the vectors if the store changed since they were loaded; True if it did."""
+        """Reload the vectors if the store changed since they were loaded; True if it did.
+
+        Beside a SQLite gallery the saved vector files are used when they agree with the store. Files older than
+        the store (an enrolment stopped between its database commit and the file write) are rewritten from the
+        store; files at the store's generation (or newer) that disagree with it on count, dimension, matcher,
+        preprocessing, image ids or spot-checked values are refused with :class:`VectorsMismatchError`.
+        """
         self._flush()
         gen = self.store.generation()
         if gen == self.generation_:
@@ -216,68 +279,124 @@ class Gallery:
         self._load()
         return True
 
-    def _load(self) -> None:
+    def _load(self, read_files: bool = True) -> None:
+        """Load the vectors (the saved files unless ``read_files`` is False, else the store) and the index."""
         if self.dim is None:  # another process may have enrolled the first face (and set dim) since we opened
             dim = self.store.get_meta().get("dim")
             self.dim = int(dim) if dim else None
-        snap = self.store.snapshot(self.matcher_name, self.preprocess, with_vectors=self.vector_dir is None)
-        vectors, source = None, "store"
-        if self.vector_dir is not None:
-            try:
-                vectors = self._read_saved(snap)
-                source = "file"
-            except ValueError as e:
-                source = f"store (vector files rebuilt: {e})"
+        files = self.vector_dir is not None
+        snap = self.store.snapshot(self.matcher_name, self.preprocess, with_vectors=not files)
+        vectors, why = self._saved_vectors(snap) if files and read_files else (None, "rebuild asked")
+        if vectors is not None:
+            source = "file"
+        else:
+            if files:
                 snap = self.store.snapshot(self.matcher_name, self.preprocess)
-        if vectors is None:
             vectors = snap.vectors if len(snap.image_ids) else np.zeros((0, self.dim or 0), np.float32)
+            source = f"store (vector files rebuilt: {why})" if files else "store"
         self.generation_ = snap.generation
         self.image_ids_, self.subjects_, self.paths_ = snap.image_ids, snap.subjects, snap.paths
-        self.vectors_ = vectors
-        self.vectors_source_ = source
-        self._build_index()
+        self.vectors_, self.vectors_source_ = vectors, source
+        self._open_index(reuse=source == "file")
         if source != "file":
             self._save()
+        elif self.index_source_ == "built":
+            self._save_index()
 
-    def _read_saved(self, snap) -> np.ndarray:
-        """The saved matrix if it agrees with the store snapshot; ValueError saying why not otherwise."""
-        saved = read_vectors(self.vector_dir)
+    def _saved_vectors(self, snap: Snapshot) -> tuple[np.ndarray | None, str]:
+        """(the saved matrix, "") when it agrees with the store snapshot; (None, why) when it is absent or older
+        than the store, or the store moved while it was read: then it is rebuilt from the store.
+
+        Raises :class:`VectorsMismatchError` when files at the snapshot's generation (or newer) disagree with it.
+        """
+        try:
+            saved = read_vectors(self.vector_dir)
+        except VectorFilesError as e:
+            saved, gen, problem = None, e.generation, str(e)
+        else:
+            if saved is None:
+                return None, "none saved"
+            gen, problem = saved.state["generation"], ""
+        if gen is not None and gen < snap.generation:
+            return None, f"saved at generation {gen}, the database is at {snap.generation}"
+        problem = problem or self._disagreement(saved, snap)
+        if not problem:
+            return saved.vectors, ""
+        if self.store.generation() != snap.generation:
+            return None, "the database changed while they were read"
+        raise VectorsMismatchError(
+            f"{self.vector_dir}: vector files disagree with the database ({' '.join(problem.split())}); rewrite "
+            f"them with `lookalike gallery rebuild-vectors --db {self.store.url}`")
+
+    def _disagreement(self, saved: VectorFiles, snap: Snapshot) -> str:
+        """How readable saved vector files disagree with the store snapshot ("" when they agree)."""
         st = saved.state
         for key, ours in (("generation", snap.generation), ("matcher", self.matcher_name),
                           ("preprocess", self.preprocess), ("count", len(snap.image_ids))):
             if st.get(key) != ours:
-                raise ValueError(f"saved {key} {st.get(key)!r} != store's {ours!r}")
-        if self.dim is not None and int(st["dim"]) != self.dim and len(snap.image_ids):
-            raise ValueError(f"saved dim {st['dim']} != store's {self.dim}")
+                return f"saved {key} {st.get(key)!r}, the database's {ours!r}"
+        if self.dim is not None and st["dim"] != self.dim and len(snap.image_ids):
+            return f"saved dim {st['dim']}, the database's {self.dim}"
         if not np.array_equal(saved.ids, snap.image_ids):
-            raise ValueError("saved image ids differ from the store's")
+            return "saved image ids differ from the database's"
         if len(snap.image_ids):
             rows = np.unique(np.linspace(0, len(snap.image_ids) - 1, SPOT_CHECKS).astype(int))
             stored = self.store.get_embeddings(snap.image_ids[rows].tolist(), self.matcher_name, self.preprocess)
             for r in rows:
                 v = stored.get(int(snap.image_ids[r]))
                 if v is None or not np.array_equal(v, saved.vectors[r]):
-                    raise ValueError(f"saved vector of image {int(snap.image_ids[r])} differs from the store's")
-        return saved.vectors
+                    return f"saved vector of image {int(snap.image_ids[r])} differs from the database's"
+        return ""
 
     def _save(self) -> None:
+        """Write the vector files (then the index) beside a SQLite gallery, unless the store moved on meanwhile."""
         if self.vector_dir is None:
             return
         gen = self.generation_
         state = {"generation": gen, "matcher": self.matcher_name, "preprocess": self.preprocess,
                  "dim": int(self.vectors_.shape[1]) if len(self.vectors_) else int(self.dim or 0)}
-        write_vectors(self.vector_dir, self.image_ids_, self.vectors_, state,
-                      still_current=lambda: self.store.generation() == gen)
+        if write_vectors(self.vector_dir, self.image_ids_, self.vectors_, state, self._still_at(gen)):
+            self._save_index()
+
+    def _save_index(self) -> None:
+        if self._saves_index and self.index_ is not None:
+            write_index(self.vector_dir, self.index_, self._still_at(self.generation_))
+
+    def _still_at(self, gen: int) -> Callable[[], bool]:
+        """Whether the store is still at ``gen`` (checked under the vectors folder's lock before writing)."""
+        return lambda: self.store.generation() == gen
+
+    def _open_index(self, reuse: bool) -> None:
+        """The search index over ``vectors_``: the saved one when ``reuse`` and it was built for exactly these
+        vectors with this spec, else built (``index_source_`` says which)."""
+        self._code_subjects()
+        if reuse and self._saves_index and len(self.vectors_):
+            try:
+                self.index_ = self._saved_index()
+                self.index_source_ = "saved"
+                return
+            except (OSError, ValueError):  # none, unreadable, or for other vectors or settings: rebuild it
+                pass
+        self._build_index()
+
+    def _saved_index(self) -> Index:
+        index = read_index(self.vector_dir, self.vectors_)
+        want = make_index(self._kind, index.dim, **self._params)
+        if (index.kind, index.params()) != (want.kind, want.params()):
+            raise IndexMismatchError(f"saved index is {index.kind} {index.params()}, the gallery's {self.index}")
+        return index
 
     def _build_index(self) -> None:
+        self.index_ = build_index(self._kind, self.vectors_, **self._params) if len(self.vectors_) else None
+        self.index_source_ = "built" if self.index_ is not None else ""
+
+    def _code_subjects(self) -> None:
         self.subject_codes_ = np.unique(self.subjects_, return_inverse=True)[1].astype(np.int64).ravel() \
             if len(self.subjects_) else np.zeros(0, np.int64)
-        self.index_ = make_index(self.index, int(self.vectors_.shape[1]) if len(self.vectors_) else (self.dim or 1))
-        if len(self.vectors_):
-            self.index_.add(np.asarray(self.vectors_))
 
     def _flush(self) -> None:
-        """Append the vectors enrolled by this object since the last search (one index update)."""
+        """Append the vectors enrolled by this object since the last search to the index (rebuilt instead when
+        it would be better so: see :meth:`lookalike.index.Index.outgrown`)."""
         if not self._pending:
             return
         ids, subjects, paths, vectors = (np.concatenate([p[i] for p in self._pending]) for i in range(4))
@@ -286,7 +405,11 @@ class Gallery:
         self.subjects_ = np.concatenate([self.subjects_, subjects])
         self.paths_ = np.concatenate([self.paths_, paths])
         self.vectors_ = np.concatenate([np.asarray(self.vectors_).reshape(-1, vectors.shape[1]), vectors])
-        self._build_index()
+        self._code_subjects()
+        if self.index_ is None or self.index_.outgrown(len(self.vectors_)):
+            self._build_index()
+        else:
+            self.index_.add(vectors)
 
     # --- writing ---------------------------------------------------------------------------------------
     def enroll(self, paths: list[str] | np.ndarray, subjects: list[str] | np.ndarray,
@@ -372,6 +495,7 @@ class Gallery:
         if emb.ok.any():
             dim = emb.vectors.shape[1]
             if self.dim is None:
+                make_index(self._kind, dim, **self._params)  # an index this dimension cannot take fails here
                 gen = self.store.set_meta({"dim": str(dim)})
                 self.generation_ = gen if gen == self.generation_ + 1 else -1
                 self.dim = dim
@@ -426,6 +550,7 @@ class Gallery:
             self.image_ids_, self.subjects_, self.paths_ = (self.image_ids_[keep], self.subjects_[keep],
                                                             self.paths_[keep])
             self.vectors_ = np.asarray(self.vectors_)[keep]
+            self._code_subjects()
             self._build_index()
             self._save()
         else:

@@ -32,6 +32,11 @@ class SchemaError(StoreError):
     """The database was written by a newer ``lookalike`` (or is not a gallery)."""
 
 
+class VectorsMismatchError(StoreError):
+    """The vector files beside a gallery disagree with its database at the same generation (corrupt, or another
+    gallery's): refused rather than silently replaced; ``lookalike gallery rebuild-vectors`` rewrites them."""
+
+
 @dataclass
 class Subject:
     """An enrolled identity; ``removed`` is set (and its images deleted) by :meth:`GalleryStore.delete_subject`."""

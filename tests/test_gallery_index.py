@@ -1,0 +1,337 @@
+"""A gallery's search index chosen by spec (recorded with the gallery; an approximate one saved beside the vectors
+and reused while it matches them) and the refusal of vector files that disagree with the database."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import FAST_MATCHER
+
+from lookalike.cli import main
+from lookalike.gallery import Gallery, StoreError, VectorsMismatchError
+from lookalike.gallery.store import NewImage
+from lookalike.gallery.vectors import read_vectors, vector_dir, write_vectors
+from lookalike.index import HNSWIndex, NumpyIndex, format_index_spec, parse_index_spec
+from lookalike.matchers.cache import EmbeddingCache
+
+DIM = 16
+SPEC = "hnsw:m=16,ef_search=64"
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def _add(g: Gallery, subjects: int, per: int, seed: int) -> None:
+    """``subjects`` x ``per`` synthetic unit vectors (clustered by subject) stored directly, then loaded."""
+    rng = np.random.default_rng(seed)
+    centres = _unit(rng.standard_normal((subjects, DIM)))
+    images = [NewImage(f"s{seed}-{s:04d}", f"/synthetic/{seed}/{s}/{i}", f"{seed:04d}{s:06d}{i:030d}", "ok",
+                       method="synthetic", embedding=_unit(centres[s] + 0.4 * rng.standard_normal(DIM)))
+              for s in range(subjects) for i in range(per)]
+    if g.dim is None:
+        g.store.set_meta({"dim": str(DIM)})
+    g.store.add_images(images, g.matcher_name, g.preprocess)
+    g.refresh()
+
+
+def _gallery(db: Path, index: str = SPEC, subjects: int = 60, per: int = 5, seed: int = 1) -> Gallery:
+    g = Gallery.create(db, matcher=FAST_MATCHER, index=index)
+    _add(g, subjects, per, seed)
+    return g
+
+
+def _probes(g: Gallery, n: int = 12, seed: int = 9) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    rows = rng.choice(len(g.vectors_), n, replace=False)
+    return _unit(np.asarray(g.vectors_)[rows] + 0.3 * rng.standard_normal((n, DIM)))
+
+
+def _assert_same_lists(a, b) -> None:
+    np.testing.assert_array_equal(a.subjects, b.subjects)
+    np.testing.assert_array_equal(a.image_ids, b.image_ids)
+    np.testing.assert_allclose(a.scores, b.scores, rtol=1e-6)
+
+
+# --- index specs ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("spec,kind,params", [
+    ("numpy", "numpy", {}), (SPEC, "hnsw", {"m": 16, "ef_search": 64}),
+    (" ivf: nlist=64 , storage=SQ8 ", "ivf", {"nlist": 64, "storage": "SQ8"}),
+    ("pq:m=8,overfetch=60", "pq", {"m": 8, "overfetch": 60}), ("numpy:gallery_block=4096", "numpy",
+                                                               {"gallery_block": 4096}),
+])
+def test_index_specs_are_parsed_and_written_back(spec: str, kind: str, params: dict) -> None:
+    assert parse_index_spec(spec) == (kind, params)
+    assert parse_index_spec(format_index_spec(kind, params)) == (kind, params)
+
+
+@pytest.mark.parametrize("spec,message", [
+    ("annoy", "unknown kind 'annoy'; choose one of numpy, faiss, hnsw, ivf, pq"),
+    ("hnsw:nprobe=3", "hnsw has no parameter 'nprobe'; it takes m, ef_construction, ef_search, overfetch"),
+    ("faiss:m=8", "faiss has no parameter 'm'; it takes none"),
+    ("hnsw:m=many", "m must be an integer, got 'many'"),
+    ("ivf:nprobe=0", "nprobe must be >= 1, got 0"),
+    ("hnsw:m", "expected param=value, got 'm'"),
+    ("hnsw:m=8,m=16", "m given twice"),
+])
+def test_bad_index_specs_are_one_line_errors(tmp_path: Path, spec: str, message: str) -> None:
+    with pytest.raises(ValueError) as e:
+        parse_index_spec(spec)
+    assert str(e.value) == f"index {spec!r}: {message}"
+    with pytest.raises(ValueError, match="index"):
+        Gallery.create(tmp_path / "g.sqlite", matcher=FAST_MATCHER, index=spec)
+    assert not (tmp_path / "g.sqlite").exists()
+
+
+def test_search_scale_benchmark_reads_specs_with_the_same_parser() -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    try:
+        from search_scale import parse_ann
+    finally:
+        sys.path.pop(0)
+    assert parse_ann("ivf:storage=SQ8,overfetch=20,probe_fraction=0.3,max_n=100000") == (
+        "ivf", {"storage": "SQ8", "overfetch": 20}, 0.3, 100000)
+    assert parse_ann("hnsw:m=32,ef_search=128,overfetch=4") == (
+        "hnsw", {"m": 32, "ef_search": 128, "overfetch": 4}, None, None)
+    with pytest.raises(ValueError, match="hnsw has no parameter 'nlist'"):
+        parse_ann("hnsw:nlist=3,max_n=10")
+
+
+# --- the index saved with the gallery --------------------------------------------------------------------------
+def test_approximate_index_is_saved_reused_and_equals_exact_search(tmp_path: Path) -> None:
+    db = tmp_path / "g.sqlite"
+    with _gallery(db) as g:
+        assert g.index == SPEC and isinstance(g.index_, HNSWIndex) and g.index_source_ == "built"
+        assert g.index_.params()["m"] == 16 and len(g.index_) == 300
+        probes = _probes(g)
+        first = g.search(probes, k=10)
+    saved = json.loads((vector_dir(db) / "index" / "index.json").read_text())
+    assert (saved["kind"], saved["params"]["m"], saved["params"]["ef_search"], saved["vectors"]["n"]) == \
+           ("hnsw", 16, 64, 300)
+    assert (vector_dir(db) / "index" / "index.faiss").stat().st_size > 300 * DIM * 4
+    with Gallery.open(db) as g:
+        assert (g.index, g.vectors_source_, g.index_source_) == (SPEC, "file", "saved")
+        assert isinstance(g.index_, HNSWIndex) and np.shares_memory(g.index_.vectors, g.vectors_)
+        stats = g.stats()
+        assert (stats["index"], stats["index_source"]) == (SPEC, "saved")
+        again = g.search(probes, k=10)
+    with Gallery.open(db, index="numpy") as exact:  # an override for this session only
+        assert (exact.index, exact.index_source_) == ("numpy", "built") and isinstance(exact.index_, NumpyIndex)
+        reference = exact.search(probes, k=10)
+    _assert_same_lists(first, reference)
+    _assert_same_lists(again, reference)
+    assert json.loads((vector_dir(db) / "index" / "index.json").read_text()) == saved  # not overwritten
+    with Gallery.open(db) as g:
+        assert g.index_source_ == "saved"
+
+
+def _foreign(db: Path) -> None:
+    """Replace the index with that of another gallery (other vectors)."""
+    other = db.with_name("other.sqlite")
+    _gallery(other, seed=2).close()
+    shutil.rmtree(vector_dir(db) / "index")
+    shutil.copytree(vector_dir(other) / "index", vector_dir(db) / "index")
+
+
+def _other_faiss(db: Path) -> None:
+    """Another gallery's FAISS file under this gallery's index.json."""
+    other = db.with_name("other.sqlite")
+    _gallery(other, subjects=30, seed=2).close()
+    shutil.copy(vector_dir(other) / "index" / "index.faiss", vector_dir(db) / "index" / "index.faiss")
+
+
+def _edit_meta(**changes):
+    def edit(db: Path) -> None:
+        path = vector_dir(db) / "index" / "index.json"
+        meta = json.loads(path.read_text())
+        path.write_text(json.dumps({**meta, **{k: {**meta[k], **v} for k, v in changes.items()}}))
+    return edit
+
+
+@pytest.mark.parametrize("damage", [
+    _foreign, _other_faiss, _edit_meta(params={"m": 8}), _edit_meta(params={"bogus": 1}),
+    _edit_meta(vectors={"checksum": "0" * 32}),
+    lambda db: (vector_dir(db) / "index" / "index.faiss").write_bytes(b"not a faiss index"),
+    lambda db: (vector_dir(db) / "index" / "index.faiss").unlink(),
+    lambda db: (vector_dir(db) / "index" / "index.json").write_text("[1, 2"),
+    lambda db: (vector_dir(db) / "index" / "index.json").write_text("[1, 2]"),
+], ids=["foreign", "other-faiss", "other-params", "unknown-param", "checksum", "garbage-faiss", "no-faiss",
+        "bad-json", "not-a-dict"])
+def test_a_tampered_or_foreign_saved_index_is_rebuilt(tmp_path: Path, damage) -> None:
+    db = tmp_path / "g.sqlite"
+    with _gallery(db) as g:
+        probes = _probes(g)
+        expect = g.search(probes, k=10)
+    damage(db)
+    with Gallery.open(db) as g:
+        assert (g.vectors_source_, g.index_source_) == ("file", "built")
+        assert len(g.index_) == 300 and g.index_.params()["m"] == 16
+        _assert_same_lists(g.search(probes, k=10), expect)
+    with Gallery.open(db) as g:
+        assert g.index_source_ == "saved"  # re-saved in good order
+
+
+def test_exact_and_overridden_indexes_save_nothing(tmp_path: Path) -> None:
+    with _gallery(tmp_path / "e.sqlite", index="numpy") as g:
+        assert g.index_source_ == "built"
+    assert not (vector_dir(tmp_path / "e.sqlite") / "index").exists()
+    with Gallery.open(tmp_path / "e.sqlite", index="hnsw") as g:
+        assert g.index == "hnsw" and isinstance(g.index_, HNSWIndex)
+    assert not (vector_dir(tmp_path / "e.sqlite") / "index").exists()
+    with Gallery.create(tmp_path / "empty.sqlite", matcher=FAST_MATCHER, index=SPEC) as g:
+        assert g.index_ is None
+        with pytest.raises(ValueError, match="no enrolled images"):
+            g.search(np.ones((1, DIM), np.float32))
+
+
+def test_galleries_without_a_recorded_index_search_exactly(tmp_path: Path) -> None:
+    db = tmp_path / "old.sqlite"
+    _gallery(db).close()
+    with Gallery.open(db) as g:
+        g.store._exec("DELETE FROM meta WHERE key = 'index'")  # as made before galleries recorded it
+    with Gallery.open(db) as g:
+        assert g.index == "numpy" and isinstance(g.index_, NumpyIndex)
+    with Gallery.open(db) as g:
+        g.store.set_meta({"index": "annoy:trees=8"})  # e.g. written by a newer lookalike
+    with pytest.raises(StoreError, match="index cannot be built by this lookalike"):
+        Gallery.open(db)
+    with Gallery.open(db, index="faiss") as g:
+        assert g.index == "faiss"
+
+
+# --- enrolment appends to the saved index ------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> EmbeddingCache:
+    return EmbeddingCache(tmp_path_factory.mktemp("cache") / "embeddings.sqlite")
+
+
+def test_enrolment_appends_to_the_saved_index(tmp_path: Path, face_folders: Path, cache: EmbeddingCache) -> None:
+    paths = sorted(str(p) for p in face_folders.glob("*/*"))
+    subjects = [Path(p).parent.name for p in paths]
+    half = len(paths) // 2
+    db = tmp_path / "g.sqlite"
+    with Gallery.create(db, matcher=FAST_MATCHER, index="hnsw:m=8") as g:
+        g.enroll(paths[:half], subjects[:half], cache=cache, workers=1, progress=False, chunk_size=4)
+    with Gallery.open(db) as g:
+        assert (g.index_source_, len(g.index_)) == ("saved", half)
+        index = g.index_
+        g.enroll(paths[half:], subjects[half:], cache=cache, workers=1, progress=False, chunk_size=4)
+        assert g.index_ is index and len(index) == len(paths)  # appended, not rebuilt
+        probes = np.asarray(g.vectors_)[::5].copy()
+        got = g.search(probes, k=5)
+    with Gallery.open(db) as g:
+        assert (g.vectors_source_, g.index_source_, len(g.index_)) == ("file", "saved", len(paths))
+        _assert_same_lists(g.search(probes, k=5), got)
+    with Gallery.open(db, index="numpy") as exact:
+        _assert_same_lists(exact.search(probes, k=5), got)
+
+
+# --- vector files that disagree with the database ----------------------------------------------------------------
+def _forge(db: Path, rows: slice = slice(None), extra_dim: int = 0, **state) -> None:
+    """Rewrite the vector files, consistent with themselves, with other rows, dimension or state."""
+    saved = read_vectors(vector_dir(db))
+    vectors = np.asarray(saved.vectors)[rows]
+    vectors = np.hstack([vectors, np.zeros((len(vectors), extra_dim), np.float32)])
+    write_vectors(vector_dir(db), saved.ids[rows], vectors,
+                  {**saved.state, "dim": vectors.shape[1], **state}, still_current=lambda: True)
+
+
+@pytest.mark.parametrize("forge,problem", [
+    (lambda db, gen: _forge(db, rows=slice(0, -1)), lambda gen: "saved count 299, the database's 300"),
+    (lambda db, gen: _forge(db, extra_dim=1), lambda gen: "saved dim 17, the database's 16"),
+    (lambda db, gen: _forge(db, matcher="other-net"),
+     lambda gen: "saved matcher 'other-net', the database's 'dlib-resnet-v1'"),
+    (lambda db, gen: _forge(db, preprocess="lowres16-chip17"),
+     lambda gen: "saved preprocess 'lowres16-chip17', the database's 'full'"),
+    (lambda db, gen: _forge(db, generation=gen + 3), lambda gen: f"saved generation {gen + 3}, the database's {gen}"),
+], ids=["count", "dim", "matcher", "preprocess", "newer"])
+def test_vector_files_at_the_stores_generation_that_disagree_are_refused(tmp_path: Path, forge, problem,
+                                                                         capsys: pytest.CaptureFixture) -> None:
+    db = tmp_path / "g.sqlite"
+    with _gallery(db) as g:
+        gen = g.generation_
+        probes = _probes(g)
+        expect = g.search(probes, k=10)
+    forge(db, gen)
+    with pytest.raises(VectorsMismatchError) as e:
+        Gallery.open(db)
+    assert str(e.value) == (f"{vector_dir(db)}: vector files disagree with the database ({problem(gen)}); rewrite "
+                            f"them with `lookalike gallery rebuild-vectors --db {db}`")
+    assert main(["gallery", "list", "--db", str(db)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"lookalike: error: {e.value}\n"
+    with Gallery.rebuild_vectors(db) as g:  # the remedy, in Python
+        assert g.vectors_source_ == "store (vector files rebuilt: rebuild asked)" and g.index_source_ == "built"
+        _assert_same_lists(g.search(probes, k=10), expect)
+    with Gallery.open(db) as g:
+        assert (g.vectors_source_, g.index_source_) == ("file", "saved")
+
+
+def test_vector_files_older_than_the_store_are_brought_up_to_date(tmp_path: Path) -> None:
+    db = tmp_path / "g.sqlite"
+    with _gallery(db) as g:
+        gen = g.generation_
+        snap = g.store.snapshot(g.matcher_name, g.preprocess)
+    _forge(db, rows=slice(0, 100), generation=gen - 1)  # as if an enrolment stopped before writing them
+    with Gallery.open(db) as g:
+        assert g.vectors_source_ == f"store (vector files rebuilt: saved at generation {gen - 1}, the database is " \
+                                    f"at {gen})"
+        np.testing.assert_array_equal(g.vectors_, snap.vectors)
+        assert len(g.index_) == 300
+    with Gallery.open(db) as g:
+        assert (g.vectors_source_, g.index_source_) == ("file", "saved")
+        assert read_vectors(vector_dir(db)).state["generation"] == gen
+
+
+def test_the_service_refuses_a_gallery_with_disagreeing_vector_files(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture) -> None:
+    from lookalike.service.core import Service
+
+    db = tmp_path / "g.sqlite"
+    _gallery(db).close()
+    _forge(db, matcher="other-net")
+    with pytest.raises(VectorsMismatchError, match="rebuild-vectors"):
+        Service(str(db), data_dir=tmp_path / "images", engines=1)
+    assert main(["serve", "--db", str(db), "--create-token"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lookalike: error:") and "rebuild-vectors" in err and err.count("\n") == 1
+
+
+# --- command line ----------------------------------------------------------------------------------------------
+def test_cli_enroll_index_stats_and_errors(face_folders: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
+                                           cache: EmbeddingCache) -> None:
+    db = str(tmp_path / "g.sqlite")
+    args = ["enroll", "--gallery", str(face_folders), "--db", db, "--matcher", FAST_MATCHER, "--cache",
+            str(cache.path), "--workers", "1", "--no-progress"]
+    assert main(args + ["--index", "hnsw: m=8"]) == 0
+    capsys.readouterr()
+    assert main(["gallery", "stats", "--db", db]) == 0
+    out = capsys.readouterr().out
+    assert "| index | hnsw:m=8 |" in out and "| index_source | saved |" in out
+    assert main(["gallery", "stats", "--db", db, "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["index"] == "hnsw:m=8"
+    assert main(args + ["--index", "hnsw:m=8"]) == 0  # the gallery's own index: fine
+    capsys.readouterr()
+    assert main(args + ["--index", "hnsw:m=16"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"lookalike: error: {db} searches with the index 'hnsw:m=8'; --index sets the index of a new " \
+                  "gallery only\n"
+    with pytest.raises(SystemExit) as e:  # argparse's own one-line error
+        main(args + ["--index", "annoy"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "argument --index: index 'annoy': unknown kind 'annoy'" in err and \
+           err.count("\n") == 1
+    _forge(Path(db), rows=slice(0, -1))
+    assert main(["gallery", "stats", "--db", db]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"lookalike: error: {vector_dir(db)}: vector files disagree") and err.count("\n") == 1
+    assert main(["gallery", "rebuild-vectors", "--db", db]) == 0
+    assert f"rewrote {vector_dir(db)} from the database" in capsys.readouterr().out
+    assert main(["gallery", "stats", "--db", db, "--format", "json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert (stats["vectors_source"], stats["index_source"], stats["vectors"]) == ("file", "saved", stats["images"])
