@@ -72,7 +72,7 @@ def test_index_specs_are_parsed_and_written_back(spec: str, kind: str, params: d
 
 @pytest.mark.parametrize("spec,message", [
     ("annoy", "unknown kind 'annoy'; choose one of numpy, faiss, hnsw, ivf, pq"),
-    ("hnsw:nprobe=3", "hnsw has no parameter 'nprobe'; it takes m, ef_construction, ef_search, overfetch"),
+    ("hnsw:nprobe=3", "hnsw has no parameter 'nprobe'; it takes m, ef_construction, ef_search, overfetch, storage"),
     ("faiss:m=8", "faiss has no parameter 'm'; it takes none"),
     ("hnsw:m=many", "m must be an integer, got 'many'"),
     ("ivf:nprobe=0", "nprobe must be >= 1, got 0"),

@@ -94,7 +94,8 @@ def test_memmap_index_equals_in_memory_index_without_copy(tmp_path):
 # ----------------------------------------------------------------------------------------------- approximate
 
 
-@pytest.mark.parametrize("kind,params", [("hnsw", {"m": 16}), ("ivf", {"nprobe": 8})])
+@pytest.mark.parametrize("kind,params", [("hnsw", {"m": 16}), ("hnsw", {"m": 16, "storage": "SQ8"}),
+                                         ("ivf", {"nprobe": 8})])
 def test_ann_recall_and_exact_rescoring(kind, params):
     rng = np.random.default_rng(2)
     g, q = _clustered(rng, 4000, 32), _clustered(rng, 100, 32)
@@ -128,6 +129,8 @@ def test_ann_parameters_and_checks():
         HNSWIndex(8, overfetch=0)
     with pytest.raises(TypeError):
         make_index("hnsw", 8, nprobe=3)
+    with pytest.raises(ValueError, match="storage must be one of Flat, SQ8"):
+        make_index("hnsw", 8, storage="PQ4")
     ix = make_index("ivf", 8)
     assert len(ix) == 0 and ix.search(np.ones((2, 8), np.float32), 5)[1].shape == (2, 0)
     ix.add(_unit(np.random.default_rng(0).standard_normal((390, 8))))
