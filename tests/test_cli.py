@@ -49,6 +49,10 @@ def test_benchmark_on_orl(tmp_path: Path, orl_dir: Path) -> None:
     assert "numpy" in m["versions"] and "dlib-bin" in m["versions"]
     rankings = np.load(out / "rankings.npz")
     assert rankings["baseline.indices"].shape[0] == p["n_probes_searched"]
+    # the transductive k-reciprocal baseline is scored like the others, from its own lists, and labelled
+    assert rankings["kreciprocal-transductive.indices"].shape == rankings["baseline.indices"].shape
+    assert "transductive" in m["rerank_stats"]["kreciprocal-transductive"]["setting"]
+    assert {"kreciprocal", "kreciprocal-transductive", "lookalike-best"} <= set(m["methods"]) == set(m["open_set"])
     # a rerun reuses the cache: nothing is embedded again and the numbers are the same
     assert main(args) == 0
     m2 = json.loads((out / "metrics.json").read_text())

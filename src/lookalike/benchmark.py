@@ -18,6 +18,7 @@ from lookalike.data.table import FaceTable
 from lookalike.data.tinyface import load_tinyface
 from lookalike.embed import read_chips
 from lookalike.experiment import ProtocolFeatures, SearchSplit, build_split, embed_protocol
+from lookalike.index import row_positions
 from lookalike.io import atomic_write, save_npz, write_json
 from lookalike.matchers.align import FaceAligner
 from lookalike.matchers.cache import DEFAULT_CACHE, EmbeddingCache
@@ -26,8 +27,11 @@ from lookalike.model import LookalikeModel
 from lookalike.outputs import prepare_output_folder
 from lookalike.report import plot_cmc, plot_examples, write_report
 from lookalike.rerank.lookalike import rerank_faces
+from lookalike.rerank.transductive import PAPER_SETTINGS, kreciprocal_transductive
 from lookalike.rerank.tuning import LabelledLists
 from lookalike.versions import versions
+
+TRANSDUCTIVE = "kreciprocal-transductive"
 
 
 @dataclass
@@ -78,8 +82,11 @@ def sample_people(table: FaceTable, n: int, seed: int) -> FaceTable:
 
 
 def score_method(name: str, split: SearchSplit, lists: RankedLists, base_hits: np.ndarray | None,
-                 n_boot: int, seed: int) -> dict:
-    positions = split.positions(lists)
+                 n_boot: int, seed: int, ranks: list[np.ndarray] | None = None) -> dict:
+    """Rank-k, mAP and CI of ``lists``, and paired statistics against the baseline hits; ``ranks``: mate
+    positions in the method's own full ranking, for a method that ranks the whole gallery (see
+    :meth:`SearchSplit.positions`)."""
+    positions = split.positions(lists, ranks)
     m = evaluate(positions, n_boot=n_boot, seed=seed)
     if base_hits is not None:
         m.update(mcnemar(base_hits, first_hits(positions) < 1))
@@ -141,12 +148,14 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
 
     methods: dict[str, dict] = {}
     rankings: dict[str, RankedLists] = {"baseline": test.lists}
+    ranks: dict[str, list[np.ndarray]] = {}  # mate positions of methods that rank the whole gallery themselves
     methods["baseline"] = score_method("baseline", test, test.lists, None, cfg.n_boot, cfg.seed)
     base_hits = first_hits(test.positions()) < 1
     open_set = {"baseline": open_set_metrics(test, test.lists, test.nonmated)}
     rerank_stats: dict = {}
     if cfg.rerank:
-        rerank_stats = run_rerankers(cfg, features, test, methods, rankings, open_set, base_hits, timing, out)
+        rerank_stats = run_rerankers(cfg, features, test, methods, rankings, ranks, open_set, base_hits, timing,
+                                     out)
 
     counts = protocol.counts()
     skipped = screened.counts()
@@ -172,7 +181,7 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
         "config": asdict(cfg),
         "versions": versions(),
     }
-    write_outputs(out, metrics, test, rankings, features, cache, aligner)
+    write_outputs(out, metrics, test, rankings, features, cache, aligner, ranks)
     cache.close()
     return metrics
 
@@ -193,11 +202,54 @@ def open_set_metrics(test: SearchSplit, lists: RankedLists, nonmated: RankedList
     return {**rates, "n_mated": len(test.probes), "n_nonmated": n_nonmated}
 
 
+def top_lists(scores: np.ndarray, depth: int) -> RankedLists:
+    """Each row's ``depth`` best columns by descending score (ties by column, as a stable sort)."""
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :depth]
+    return RankedLists(order, np.take_along_axis(scores, order, 1))
+
+
+def transductive_search(test: SearchSplit, depth: int, k1: int = 20, k2: int = 6,
+                        lam: float = 0.3) -> tuple[RankedLists, list[np.ndarray], RankedLists | None]:
+    """The paper's transductive k-reciprocal re-ranking over every test probe and the whole gallery at once,
+    with its defaults (not tuned). Score = -(final distance). Returns its top-``depth`` lists, the full-ranking
+    positions of each probe's mates, and its non-mated searches: each distractor (a member of the same set)
+    against the rest of the gallery, images of its own identity left out, as :func:`nonmated_lists` does."""
+    q, distractors = len(test.probes), np.flatnonzero(test.is_distractor)
+    scores = -kreciprocal_transductive(test.probes.vectors, test.gallery.vectors, k1, k2, lam,
+                                       queries=np.concatenate([np.arange(q), q + distractors]))
+    mated, other = scores[:q], scores[q:]
+    ranks = [row_positions(row, m) for row, m in zip(mated, test.mates(), strict=True)]
+    nonmated = None
+    if test.nonmated is not None:
+        own = test.gallery.identities[distractors][:, None] == test.gallery.identities[None, :]
+        other[own] = -np.inf
+        nonmated = top_lists(other, min(depth, int((~own).sum(1).min())))
+    return top_lists(mated, depth), ranks, nonmated
+
+
+def run_transductive(cfg: BenchmarkConfig, test: SearchSplit, methods: dict, rankings: dict, ranks: dict,
+                     open_set: dict, base_hits: np.ndarray, timing: dict) -> dict:
+    """Score :func:`transductive_search` like every other method; returns its stats."""
+    t = time.perf_counter()
+    lists, ranks[TRANSDUCTIVE], nonmated = transductive_search(test, cfg.depth, **PAPER_SETTINGS)
+    timing[f"{TRANSDUCTIVE}_s"] = time.perf_counter() - t
+    rankings[TRANSDUCTIVE] = lists
+    methods[TRANSDUCTIVE] = score_method(TRANSDUCTIVE, test, lists, base_hits, cfg.n_boot, cfg.seed,
+                                         ranks[TRANSDUCTIVE])
+    open_set[TRANSDUCTIVE] = open_set_metrics(test, lists, nonmated)
+    changed = int((lists.indices != test.lists.indices).any(axis=1).sum())
+    return {"setting": "transductive: all test probes and the gallery together (an evaluation baseline)",
+            **PAPER_SETTINGS, "score": "negative final distance", "joint_set": len(test.probes) + len(test.gallery),
+            "lists_changed": changed}
+
+
 def run_rerankers(cfg: BenchmarkConfig, features: ProtocolFeatures, test: SearchSplit, methods: dict,
-                  rankings: dict, open_set: dict, base_hits: np.ndarray, timing: dict, out: Path) -> dict:
+                  rankings: dict, ranks: dict, open_set: dict, base_hits: np.ndarray, timing: dict,
+                  out: Path) -> dict:
     """Fit every re-ranking method on train faces, tune it on the validation split, apply it to the test
     lists. ``lookalike-best`` is a :class:`LookalikeModel`: it is saved as ``model.lkm`` and evaluated as
-    saved."""
+    saved. The transductive k-reciprocal baseline, which fits nothing, ranks the whole gallery itself
+    (:func:`run_transductive`)."""
     from lookalike.rerank import DisambiguatorPool, default_methods
     from lookalike.train import make_disambiguators
 
@@ -218,6 +270,7 @@ def run_rerankers(cfg: BenchmarkConfig, features: ProtocolFeatures, test: Search
                            lowres_apply=protocol.lowres_apply, degrade=protocol.degrade, depth=cfg.depth,
                            seed=cfg.seed, pool=pool)
     methods_: list = [m for m in default_methods(cfg.seed, disambiguators, pool) if m.name != "lookalike-best"]
+    stats[TRANSDUCTIVE] = run_transductive(cfg, test, methods, rankings, ranks, open_set, base_hits, timing)
     for method in [*methods_, model]:
         name = getattr(method, "name", "lookalike-best")
         t = time.perf_counter()
@@ -278,8 +331,10 @@ def write_set_aside(path: Path, features: ProtocolFeatures) -> int:
 
 
 def write_outputs(out: Path, metrics: dict, test: SearchSplit, rankings: dict[str, RankedLists],
-                  features: ProtocolFeatures, cache: EmbeddingCache, aligner: FaceAligner) -> None:
-    """metrics.json, rankings.npz, ranked_baseline.csv, cmc.png, examples and report.md."""
+                  features: ProtocolFeatures, cache: EmbeddingCache, aligner: FaceAligner,
+                  ranks: dict[str, list[np.ndarray]] | None = None) -> None:
+    """metrics.json, rankings.npz, ranked_baseline.csv, cmc.png, examples and report.md (``ranks``: mate
+    positions of methods that rank the whole gallery themselves)."""
     write_json(out / "metrics.json", metrics)
     arrays = {"probe_paths": test.probes.paths.astype(str), "probe_ids": test.probes.identities.astype(str),
               "gallery_paths": test.gallery.paths.astype(str), "gallery_ids": test.gallery.identities.astype(str)}
@@ -297,7 +352,7 @@ def write_outputs(out: Path, metrics: dict, test: SearchSplit, rankings: dict[st
                 w.writerow([test.probes.paths[q], test.probes.identities[q], r + 1, test.gallery.paths[g],
                             test.gallery.identities[g], f"{base.scores[q, r]:.5f}",
                             int(test.gallery.identities[g] == test.probes.identities[q])])
-    curves = {name: cmc_curve(test.positions(lists)) for name, lists in rankings.items()}
+    curves = {name: cmc_curve(test.positions(lists, (ranks or {}).get(name))) for name, lists in rankings.items()}
     title = f"CMC — {metrics['protocol']['name']}"
     plot_cmc(curves, out / "cmc.png", title)
     images = [("CMC", "cmc.png")]

@@ -40,10 +40,25 @@ class SearchSplit:
         """(Q, K, D) gallery vectors of the baseline candidates."""
         return self.gallery.vectors[self.lists.indices]
 
-    def positions(self, lists: RankedLists | None = None) -> list[np.ndarray]:
-        """Mate positions for ``lists`` (default: the baseline lists)."""
+    def positions(self, lists: RankedLists | None = None, ranks: list[np.ndarray] | None = None) -> list[np.ndarray]:
+        """Mate positions for ``lists`` (default: the baseline lists); mates beyond a list keep their positions
+        in ``ranks``, the full ranking that produced it (default: the baseline's, as re-rankers only permute
+        the top of the list)."""
         lists = self.lists if lists is None else lists
-        return mate_positions(lists, self.probes.identities, self.gallery.identities, self.base_ranks)
+        return mate_positions(lists, self.probes.identities, self.gallery.identities,
+                              self.base_ranks if ranks is None else ranks)
+
+    def mates(self) -> list[np.ndarray]:
+        """Each probe's enrolled gallery images (see :func:`enrolled_mates`)."""
+        return enrolled_mates(self.probes.identities, self.gallery.identities, self.is_distractor)
+
+
+def enrolled_mates(probe_ids: np.ndarray, gallery_ids: np.ndarray, is_distractor: np.ndarray) -> list[np.ndarray]:
+    """Each probe's mates: the gallery rows of its identity that are enrolled images, not distractors."""
+    by_identity: dict[str, list[int]] = {}
+    for g in np.flatnonzero(~is_distractor):
+        by_identity.setdefault(gallery_ids[g], []).append(int(g))
+    return [np.asarray(by_identity.get(pid, []), np.int64) for pid in probe_ids]
 
 
 @dataclass
@@ -128,10 +143,7 @@ def search(name: str, probes: FaceSet, gallery: FaceSet, is_distractor: np.ndarr
     idx.add(gallery.vectors)
     scores, ids = idx.search(probes.vectors, depth)
     notes["search_s"] = time.perf_counter() - t0
-    by_identity: dict[str, list[int]] = {}
-    for g in np.flatnonzero(~is_distractor):
-        by_identity.setdefault(gallery.identities[g], []).append(int(g))
-    mates = [np.asarray(by_identity.get(pid, []), np.int64) for pid in probes.identities]
+    mates = enrolled_mates(probes.identities, gallery.identities, is_distractor)
     base_ranks = full_ranks(probes.vectors, gallery.vectors, mates)
     nonmated = nonmated_lists(gallery.take(is_distractor), gallery, depth) if is_distractor.any() else None
     return SearchSplit(name, probes, gallery, is_distractor, RankedLists(ids, scores), base_ranks, notes, nonmated)

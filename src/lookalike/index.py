@@ -713,13 +713,16 @@ def full_ranks(queries: np.ndarray, gallery: np.ndarray, targets: list[np.ndarra
     out = []
     for s in range(0, len(queries), block):
         sim = queries[s:s + block] @ gallery.T
-        for r, row in enumerate(sim):
-            t = np.asarray(targets[s + r], np.int64)
-            if len(t) == 0:
-                out.append(t)
-                continue
-            ts = row[t][:, None]
-            earlier = np.arange(len(row))[None, :] < t[:, None]
-            pos = (row[None, :] > ts).sum(1) + ((row[None, :] == ts) & earlier).sum(1)
-            out.append(np.sort(pos))
+        out += [row_positions(row, targets[s + r]) for r, row in enumerate(sim)]
     return out
+
+
+def row_positions(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Sorted 0-based positions of ``targets`` (column ids) when the row ``scores`` is ranked descending,
+    ties by column (the order of a stable sort): items scored higher, plus equal-scored items before it."""
+    t = np.asarray(targets, np.int64)
+    if len(t) == 0:
+        return t
+    ts = scores[t][:, None]
+    earlier = np.arange(len(scores))[None, :] < t[:, None]
+    return np.sort((scores[None, :] > ts).sum(1) + ((scores[None, :] == ts) & earlier).sum(1))

@@ -122,6 +122,13 @@ def write_report(path: str | Path, metrics: dict, images: list[tuple[str, str]])
               "fixed: of the probes whose mate the baseline ranks 2nd to 10th, how many the method moves to rank 1. "
               "Every re-ranker is fitted on train people and tuned on the validation split by rank-1 (ties: MRR); "
               "`lookalike-best` is the saved model (`model.lkm`), evaluated as saved.", ""]
+    st = metrics.get("rerank_stats", {}).get("kreciprocal-transductive")
+    if st:
+        lines += ["`kreciprocal` re-ranks each probe's own list from that probe and its candidates alone; "
+                  "`kreciprocal-transductive` is the authors' transductive setting: one k-reciprocal re-ranking "
+                  "over all test probes and the gallery together (an evaluation-only baseline), with the paper's "
+                  f"k1={st['k1']}, k2={st['k2']}, λ={st['lam']}, untuned; its score is the negative final distance.",
+                  ""]
     lines += open_set_section(metrics.get("open_set", {}))
     for title, img in images:
         lines += [f"## {title}", "", f"![{title}]({img})", ""]
