@@ -8,7 +8,7 @@ OUT ?= runs/$(notdir $(DATA))$(if $(LOWRES),-lowres$(LOWRES),)
 CACHE ?= cache/lookalike.sqlite
 ARGS ?=
 
-.PHONY: venv test lint benchmark benchmarks clean
+.PHONY: venv test lint benchmark benchmarks default-model clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ test: venv lint
 
 benchmark: venv
 	$(BIN)/lookalike benchmark --data $(DATA) --out $(OUT) --cache $(CACHE) $(if $(LOWRES),--lowres $(LOWRES),) $(ARGS)
+
+# the default model shipped in src/lookalike/models/ (LFW without the PubFig people, 20 px faces)
+default-model: venv
+	$(BIN)/python benchmarks/default_model.py --cache $(CACHE)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache src/*.egg-info

@@ -190,3 +190,46 @@ def test_train_refuses_too_few_people_before_any_work(orl_dir, tmp_path, capsys)
     assert not (tmp_path / "m.lkm").exists()
     code = main(["train", "--data", str(orl_dir), "--model", str(tmp_path), "--cache", "none"])
     assert code == 2 and "is a folder" in capsys.readouterr().err
+
+
+def test_benchmark_evaluates_a_fixed_model(system, orl_dir, cache_path, tmp_path, capsys):
+    """``benchmark --model``: the run's own protocol, its test lists re-ranked by a trained model as it is (nothing
+    trained), beside the same baseline as a run without it."""
+    model_path, _, _ = system
+    data = tmp_path / "data.csv"  # s1..s20 (people the model never saw); s21..s40 with one image (distractors)
+    with open(data, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "identity"])
+        w.writerows([str(orl_dir / f"s{k}" / f"{n}.pgm"), f"s{k}"] for k in range(1, 41)
+                    for n in (range(1, 6) if k <= 20 else (1,)))
+    common = ["--data", str(data), "--cache", str(cache_path), "--matcher", FAST_MATCHER, "--workers", "1",
+              "--depth", "20", "--no-progress"]
+    out = tmp_path / "fixed"
+    assert main(["benchmark", *common, "--out", str(out), "--model", str(model_path)]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert list(m["methods"]) == ["baseline", "lookalike-model"] and not (out / "model.lkm").exists()
+    fixed = m["methods"]["lookalike-model"]
+    assert {"rank1_ci95", "mcnemar_p", "fixed", "broken"} <= set(fixed)
+    assert set(m["open_set"]["lookalike-model"]["calibrated"]) == {"0.001", "0.01", "0.1"}
+    assert m["protocol"]["n_distractors"] > 0 and "dir@fpir=0.01" in m["open_set"]["lookalike-model"]
+    assert all(c["fpir"] is not None for c in m["open_set"]["lookalike-model"]["calibrated"].values())
+    assert m["rerank_stats"]["lookalike-model"]["file"] == str(model_path)
+    assert "`lookalike-model` is" in (out / "report.md").read_text()
+    r = np.load(out / "rankings.npz")  # a re-ranking: the same candidates per probe, reordered
+    np.testing.assert_array_equal(np.sort(r["lookalike-model.indices"], 1), np.sort(r["baseline.indices"], 1))
+    assert main(["benchmark", *common, "--out", str(tmp_path / "base"), "--no-rerank"]) == 0
+    base = json.loads((tmp_path / "base" / "metrics.json").read_text())
+    assert base["methods"]["baseline"] == m["methods"]["baseline"]  # the same people split, gallery and probes
+
+
+@pytest.mark.parametrize("extra, message", [(["--lowres", "16"], "probes 'lowres16-chip17' (model: 'full')"),
+                                            (["--no-rerank"], "drop --no-rerank"),
+                                            (["--depth", "1"], "--depth")])
+def test_benchmark_refuses_a_model_for_other_faces(system, orl_dir, tmp_path, capsys, extra, message):
+    model_path, _, _ = system
+    out = tmp_path / "run"
+    code = main(["benchmark", "--data", str(orl_dir), "--out", str(out), "--model", str(model_path), "--cache", "none",
+                 "--matcher", FAST_MATCHER, *extra])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()  # refused before any work

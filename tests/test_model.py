@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from lookalike.matchers.align import FaceAligner
 from lookalike.metrics import RankedLists
 from lookalike.model import FORMAT_VERSION, LookalikeModel
 from lookalike.rerank.selection import AmbiguityGate, LookalikeGroup, ScoreMargin, TopK
@@ -73,11 +74,26 @@ def test_load_refuses_bad_files(fitted, tmp_path):
 
 def test_refuses_other_matcher_or_preprocessing(fitted):
     model, _ = fitted
-    model.check_compatible(model.matcher_name_, model.aligner.name, model.gallery_preprocess)
+    model.check_compatible(model.matcher_name_, model.aligner, model.gallery_preprocess)
     with pytest.raises(ValueError, match="matcher"):
-        model.check_compatible("other-net", model.aligner.name, model.gallery_preprocess)
+        model.check_compatible("other-net", model.aligner, model.gallery_preprocess)
     with pytest.raises(ValueError, match="preprocessing"):
-        model.check_compatible(model.matcher_name_, model.aligner.name, "full")
+        model.check_compatible(model.matcher_name_, model.aligner, "full")
+    with pytest.raises(ValueError, match="aligner"):
+        model.check_compatible(model.matcher_name_, FaceAligner(padding=0.3), model.gallery_preprocess)
+    # the fallback for undetected faces belongs to the gallery's photos, not to the model
+    model.check_compatible(model.matcher_name_, FaceAligner(central_fraction=0.9), model.gallery_preprocess)
+
+
+def test_run_settings_must_match(fitted):
+    model, _ = fitted
+    name, aligner = model.matcher_name_, FaceAligner(central_fraction=0.9)
+    model.check_run(name, aligner, 20, "both", "bicubic")
+    for lowres, apply, degrade, what in ((None, "both", "bicubic", "probes 'full'"),
+                                         (20, "probes", "bicubic", "gallery 'full'"),
+                                         (20, "both", "realistic", "realistic"), (16, "both", "bicubic", "lowres16")):
+        with pytest.raises(ValueError, match=what):
+            model.check_run(name, aligner, lowres, apply, degrade)
 
 
 @pytest.mark.parametrize("selection", [TopK(5), ScoreMargin(0.1, 8), LookalikeGroup(0.4, 6),

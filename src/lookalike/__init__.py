@@ -17,8 +17,8 @@ from typing import Any
 
 __version__ = "0.2.0"
 
-_EXPORTS = {"Gallery": "lookalike.gallery", "LookalikeModel": "lookalike.model", "identify": "lookalike.identify",
-            "Identifier": "lookalike.identify", "train_model": "lookalike.train"}
+_EXPORTS = {"Gallery": "lookalike.gallery", "LookalikeModel": "lookalike.model", "load_model": "lookalike.model",
+            "identify": "lookalike.identify", "Identifier": "lookalike.identify", "train_model": "lookalike.train"}
 __all__ = ["__version__", *_EXPORTS]
 
 

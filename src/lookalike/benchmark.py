@@ -57,6 +57,7 @@ class BenchmarkConfig:
     max_people: int | None = None
     n_boot: int = 1000
     progress: bool = True
+    model: str | None = None  # a trained model (.lkm, or "default") to evaluate as it is: no training
 
 
 def load_dataset(path: str | Path, exclude: list[str | Path] = ()) -> FaceTable:
@@ -107,7 +108,9 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
     out = Path(cfg.out)
     check_lowres(cfg.lowres)
     check_degrade(cfg.degrade)
-    if cfg.rerank:
+    model = fixed_model(cfg) if cfg.model else None
+    train = cfg.rerank and model is None
+    if train:
         from lookalike.train import check_degrade_support
 
         check_degrade_support(cfg.disambiguator, cfg.lowres, cfg.degrade)
@@ -126,7 +129,7 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
                                  + (f"-{cfg.degrade}" if cfg.lowres and cfg.degrade != "bicubic" else ""))
     protocol = make_protocol(table, seed=cfg.seed, test_fraction=cfg.test_fraction, val_fraction=cfg.val_fraction,
                              name=name, lowres=cfg.lowres, lowres_apply=cfg.lowres_apply, degrade=cfg.degrade)
-    if cfg.rerank:
+    if train:
         check_rerank(protocol.table.identities, protocol.table.roles)
     protocol.save(out / "protocol")
     write_duplicates(out / "duplicates.csv", screened.duplicates)
@@ -138,7 +141,7 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
     left_out = [*screened.table.dropped, *screened.skipped]
     write_image_logs(out, features, left_out)
     set_aside = write_set_aside(out / "set_aside.csv", features)
-    if cfg.rerank:
+    if train:
         ok = features.embeddings.ok
         check_rerank(protocol.table.identities[ok], protocol.table.roles[ok])
 
@@ -153,7 +156,9 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
     base_hits = first_hits(test.positions()) < 1
     open_set = {"baseline": open_set_metrics(test, test.lists, test.nonmated)}
     rerank_stats: dict = {}
-    if cfg.rerank:
+    if model is not None:
+        rerank_stats = run_fixed_model(model, cfg, test, methods, rankings, open_set, base_hits, timing)
+    elif cfg.rerank:
         rerank_stats = run_rerankers(cfg, features, test, methods, rankings, ranks, open_set, base_hits, timing,
                                      out)
 
@@ -184,6 +189,62 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
     write_outputs(out, metrics, test, rankings, features, cache, aligner, ranks)
     cache.close()
     return metrics
+
+
+FIXED_MODEL = "lookalike-model"
+
+
+def fixed_model(cfg: BenchmarkConfig) -> LookalikeModel:
+    """``cfg.model`` loaded (``default``: the shipped model for the run's faces), or a one-line ValueError, before
+    any work, when it was trained for faces prepared otherwise than this run's (the aligner's fallback for
+    undetected faces, ``--central-fraction``, is the dataset's and may differ) or re-ranks deeper than ``depth``."""
+    from lookalike.embed import preprocess_key
+    from lookalike.matchers import matcher_name
+    from lookalike.model import DEFAULT, default_model
+
+    if not cfg.rerank:
+        raise ValueError("--model re-ranks with a trained model: drop --no-rerank")
+    name, aligner = matcher_name(cfg.matcher), FaceAligner(cfg.central_fraction)
+    if cfg.model == DEFAULT:
+        gallery_lowres = cfg.lowres if cfg.lowres_apply == "both" else None
+        model = default_model(name, aligner, preprocess_key(gallery_lowres, cfg.degrade))
+    else:
+        model = LookalikeModel.load(cfg.model)
+    model.check_run(name, aligner, cfg.lowres, cfg.lowres_apply, cfg.degrade, what=f"--model {cfg.model}")
+    if model.reach > cfg.depth:
+        raise ValueError(f"--model {cfg.model} re-ranks the first {model.reach} candidates: use --depth "
+                         f"{model.reach} or more")
+    return model
+
+
+def run_fixed_model(model: LookalikeModel, cfg: BenchmarkConfig, test: SearchSplit, methods: dict, rankings: dict,
+                    open_set: dict, base_hits: np.ndarray, timing: dict) -> dict:
+    """Re-rank the test lists with a trained model as it is (no fitting, no tuning): the method
+    ``lookalike-model``, its open set from its own final scores and at its own calibrated thresholds."""
+    t = time.perf_counter()
+    lists = rerank_faces(model, test.probes, test.gallery, test.lists)
+    nonmated = None if test.nonmated is None else rerank_faces(model, test.gallery.take(test.is_distractor),
+                                                               test.gallery, test.nonmated)
+    timing[f"{FIXED_MODEL}_s"] = time.perf_counter() - t
+    rankings[FIXED_MODEL] = lists
+    methods[FIXED_MODEL] = score_method(FIXED_MODEL, test, lists, base_hits, cfg.n_boot, cfg.seed)
+    open_set[FIXED_MODEL] = {**open_set_metrics(test, lists, nonmated),
+                             "calibrated": calibrated_open_set(test, lists, nonmated, model.thresholds_)}
+    return {FIXED_MODEL: {"file": str(cfg.model), **model.describe_short(), "training": model.training_,
+                          "tuning": model.reranker_.stats}}
+
+
+def calibrated_open_set(test: SearchSplit, lists: RankedLists, nonmated: RankedLists | None,
+                        thresholds: dict[float, float]) -> dict[str, dict]:
+    """At each threshold a model calibrated (on its own validation people) for an FPIR: the FPIR and DIR it
+    reaches on this test split (how well its calibration transfers)."""
+    hits = test.gallery.identities[lists.indices[:, 0]] == test.probes.identities
+    top = lists.scores[:, 0]
+    out = {}
+    for f, t in thresholds.items():
+        fpir = float(np.mean(nonmated.scores[:, 0] >= t)) if nonmated is not None and len(nonmated.scores) else None
+        out[f"{f:g}"] = {"threshold": t, "fpir": fpir, "dir": float(np.mean(hits & (top >= t)))}
+    return out
 
 
 def check_rerank(identities: np.ndarray, roles: np.ndarray) -> None:

@@ -120,6 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--disambiguator", choices=("lda", "finetuned"), default="lda",
                    help="lookalike disambiguator: lda (embedding level, seconds) or finetuned (the face network's "
                         "last block fine-tuned on lookalike pairs; ~1.5 min training on 2 CPU cores for LFW)")
+    b.add_argument("--model", default=None, metavar="M.lkm",
+                   help="evaluate this trained model as it is (or 'default': the one shipped for the run's faces): "
+                        "the test lists re-ranked by it (method lookalike-model) beside the baseline; nothing is "
+                        "trained; its preprocessing must match the run's (--central-fraction may differ)")
     b.add_argument("--max-people", type=POSITIVE, default=None, help="use a seeded subset of this many people")
     b.add_argument("--test-fraction", type=FRACTION_OPEN, default=None,
                    help="share of people in the test half (default: 0.5)")
@@ -147,8 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("photos", nargs="+", help="photo files, folders of photos, or CSV files with a 'path' column")
     i.add_argument("--db", required=True, help="gallery (G.sqlite or postgresql://...)")
     i.add_argument("--model", default=None,
-                   help="lookalike model (.lkm) to re-rank with; without it, the base matcher with thresholds "
-                        "from the gallery itself")
+                   help="lookalike model (.lkm) to re-rank with, or 'default': the model shipped with lookalike "
+                        "for the gallery's preprocessing; without it, the base matcher with thresholds from the "
+                        "gallery itself")
     i.add_argument("--top", type=POSITIVE, default=20, help="candidates listed per face (default: 20)")
     i.add_argument("--fpir", type=FRACTION_OPEN, default=0.01,
                    help="false-positive identification rate of the decision (0.001, 0.01 or 0.1; default 0.01)")
@@ -229,7 +234,8 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         cache=None if args.cache == "none" else args.cache, rerank=not args.no_rerank,
         disambiguator=args.disambiguator,
         test_fraction=s["test_fraction"], val_fraction=s["val_fraction"],
-        central_fraction=args.central_fraction, max_people=args.max_people, progress=not args.no_progress)
+        central_fraction=args.central_fraction, max_people=args.max_people, progress=not args.no_progress,
+        model=args.model)
     metrics = run_benchmark(cfg)
     p = metrics["protocol"]
     print(f"{p['name']}: {p['n_probes_searched']} probes, {p['n_gallery_searched']} gallery images "
@@ -292,13 +298,13 @@ def cmd_identify(args: argparse.Namespace) -> int:
     from lookalike.identify import identify
     from lookalike.identify_format import format_csv, format_table
     from lookalike.io import write_json
-    from lookalike.model import LookalikeModel
+    from lookalike.model import load_model
 
     paths = probe_paths(args.photos)
     if not paths:
         raise ValueError("no probe photos given")
-    model = LookalikeModel.load(args.model) if args.model else None
     with Gallery.open(args.db) as gallery:
+        model = load_model(args.model, gallery) if args.model else None
         result = identify(paths, gallery, model, args.top, args.fpir)
     if args.format == "json":
         if args.out:

@@ -49,14 +49,14 @@ class Identifier:
 
     def __init__(self, gallery: Gallery, model: LookalikeModel | None = None) -> None:
         if model is not None:
-            model.check_compatible(gallery.matcher_name, gallery.aligner.name, gallery.preprocess,
+            model.check_compatible(gallery.matcher_name, gallery.aligner, gallery.preprocess,
                                    what=f"the gallery {gallery.store.url}")
         self.gallery, self.model = gallery, model
         if model is not None and hasattr(model.disambiguator_, "memo_size"):
             model.disambiguator_.memo_size = MEMO_SIZE  # gallery faces are prepared once, not once per probe
         self.lowres = model.lowres if model is not None else gallery.lowres
         self.degrade = model.degrade if model is not None else "bicubic"
-        self.aligner = model.aligner if model is not None else gallery.aligner
+        self.aligner = gallery.aligner  # the model's geometry (checked) with the gallery's fallback for crops
         self._matcher = None
         self._calibration: tuple[int, dict] | None = None
         self.timing: dict[str, float] = {}

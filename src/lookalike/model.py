@@ -36,6 +36,22 @@ def aligner_settings(aligner: FaceAligner) -> dict:
             "chip_size": aligner.chip_size, "padding": aligner.padding}
 
 
+def preprocessing(matcher: str, aligner: FaceAligner, lowres: int | None, lowres_apply: str = "both",
+                  degrade: str = "bicubic") -> dict[str, str]:
+    """What must match between a model and the faces it re-ranks: the matcher (cache name), the aligner's chip
+    geometry (:attr:`FaceAligner.geometry`) and the probes' and gallery's preprocessing keys."""
+    from lookalike.embed import preprocess_key
+
+    gallery = lowres if lowres_apply == "both" else None
+    return {"matcher": matcher, "aligner": aligner.geometry, "probes": preprocess_key(lowres, degrade),
+            "gallery": preprocess_key(gallery, degrade)}
+
+
+def _differences(theirs: dict[str, str], mine: dict[str, str]) -> str:
+    """``key 'theirs' (model: 'mine')`` for every key of ``theirs`` that differs; empty when none does."""
+    return ", ".join(f"{k} {theirs[k]!r} (model: {mine[k]!r})" for k in theirs if theirs[k] != mine[k])
+
+
 class LookalikeModel:
     """Lookalike re-ranking for one matcher and face preprocessing, tuned and calibrated on validation.
 
@@ -132,14 +148,30 @@ class LookalikeModel:
 
         return preprocess_key(self.gallery_lowres, self.degrade)
 
-    def check_compatible(self, matcher: str, aligner: str, preprocess: str, what: str = "the gallery") -> None:
-        """Raise a clear ValueError when a gallery embedded with another matcher or preprocessing is used."""
-        mine = {"matcher": self.matcher_name_, "aligner": self.aligner.name, "preprocessing": self.gallery_preprocess}
-        theirs = {"matcher": matcher, "aligner": aligner, "preprocessing": preprocess}
-        diff = [f"{k} {theirs[k]!r} (model: {mine[k]!r})" for k in mine if mine[k] != theirs[k]]
+    @property
+    def preprocessing(self) -> dict[str, str]:
+        """How the model's faces are prepared (see :func:`preprocessing`)."""
+        return preprocessing(self.matcher_name_, self.aligner, self.lowres, self.lowres_apply, self.degrade)
+
+    def check_compatible(self, matcher: str, aligner: FaceAligner, preprocess: str, what: str = "the gallery") -> None:
+        """Raise a clear ValueError when a gallery embedded with another matcher, aligner geometry or preprocessing
+        is used (``matcher``: its cache name; ``preprocess``: its :func:`~lookalike.embed.preprocess_key`). The
+        aligner's fallback for undetected faces (``central_fraction``) is the gallery's own choice."""
+        m = self.preprocessing
+        mine = {"matcher": m["matcher"], "aligner": m["aligner"], "preprocessing": m["gallery"]}
+        diff = _differences({"matcher": matcher, "aligner": aligner.geometry, "preprocessing": preprocess}, mine)
         if diff:
-            raise ValueError(f"{what} was built with another {', '.join(diff)}: re-enrol it with the model's "
-                             "settings or train a model for it")
+            raise ValueError(f"{what} was built with another {diff}: re-enrol it with the model's settings or train "
+                             "a model for it")
+
+    def check_run(self, matcher: str, aligner: FaceAligner, lowres: int | None, lowres_apply: str, degrade: str,
+                  what: str = "the model") -> None:
+        """Raise a clear ValueError when a run prepares probes or gallery faces otherwise than the model was
+        trained for (the aligner's ``central_fraction`` is the dataset's: it may differ)."""
+        diff = _differences(preprocessing(matcher, aligner, lowres, lowres_apply, degrade), self.preprocessing)
+        if diff:
+            raise ValueError(f"{what} was trained for other faces than this run's: {diff}; run with the model's "
+                             "settings or train a model for these")
 
     # ------------------------------------------------------------------------------------------------
     # persistence
@@ -221,3 +253,68 @@ class LookalikeModel:
         model.training_ = meta.get("training", {})
         model.meta_ = meta
         return model
+
+
+# ----------------------------------------------------------------------------------------------------
+# the default models shipped with the package
+
+MODELS_DIR = Path(__file__).resolve().parent / "models"
+DEFAULT = "default"
+TRAIN_HINT = "train one for it with `lookalike train --data DATA [--lowres PX] --model M.lkm` and pass --model M.lkm"
+
+
+def default_model_paths() -> list[Path]:
+    """The default models shipped with lookalike (``lookalike/models/default-*.lkm``)."""
+    return sorted(MODELS_DIR.glob("default-*.lkm"))
+
+
+def describe_default(model: LookalikeModel, path: Path) -> str:
+    """``default-lowres20.lkm (dlib-resnet-v1, 20 px bicubic faces, probes and gallery)``."""
+    if model.lowres is None:
+        return f"{path.name} ({model.matcher_name_}, full-resolution faces)"
+    where = "probes and gallery" if model.lowres_apply == "both" else "probes only"
+    return f"{path.name} ({model.matcher_name_}, {model.lowres} px {model.degrade} faces, {where})"
+
+
+def default_model(matcher: str | None = None, aligner: FaceAligner | None = None,
+                  preprocess: str | None = None) -> LookalikeModel:
+    """The shipped default model for a gallery of this matcher (cache name), aligner and preprocessing key
+    (:func:`~lookalike.embed.preprocess_key`); with none given, the only shipped one. A clear one-line
+    ValueError naming the shipped models otherwise."""
+    models = [(p, LookalikeModel.load(p)) for p in default_model_paths()]
+    shipped = "; ".join(describe_default(m, p) for p, m in models) or "none installed"
+    if matcher is None:
+        if len(models) == 1:
+            return models[0][1]
+        raise ValueError(f"no single default model to choose (default models: {shipped}): pass a model file, or "
+                         f"{TRAIN_HINT}")
+    want = {"matcher": matcher, "aligner": (aligner or FaceAligner()).geometry, "gallery": preprocess}
+    for _, m in models:
+        if not _differences(want, m.preprocessing):
+            return m
+    raise ValueError(f"no default model for a gallery of {preprocess!r} faces ({matcher}, aligner {want['aligner']}); "
+                     f"default models: {shipped}; {TRAIN_HINT}")
+
+
+def load_model(spec: str | Path, gallery=None) -> LookalikeModel:
+    """A model file, or ``default``: the shipped default model that fits ``gallery`` (a
+    :class:`~lookalike.gallery.Gallery`; without one, the only shipped default model)."""
+    if str(spec) != DEFAULT:
+        return LookalikeModel.load(spec)
+    if gallery is None:
+        return default_model()
+    return default_model(gallery.matcher_name, gallery.aligner, gallery.preprocess)
+
+
+def load_model_for_db(spec: str | Path, db: str) -> LookalikeModel:
+    """:func:`load_model` for the gallery database ``db`` (a new gallery: as if there were none)."""
+    if str(spec) != DEFAULT:
+        return LookalikeModel.load(spec)
+    from lookalike.gallery import Gallery, NoGalleryError
+
+    try:
+        gallery = Gallery.open(db)
+    except NoGalleryError:
+        return load_model(spec)
+    with gallery:
+        return load_model(spec, gallery)

@@ -53,6 +53,24 @@ def open_set_section(open_set: dict[str, dict]) -> list[str]:
                     ""]
 
 
+def fixed_model_section(metrics: dict) -> list[str]:
+    """Markdown lines on a model evaluated as it is (``benchmark --model``): what it is and how its own
+    calibrated thresholds fare here; none for a run that trains its re-rankers."""
+    info = metrics.get("rerank_stats", {}).get("lookalike-model")
+    if info is None:
+        return []
+    data = info["training"].get("data_fingerprint", {})
+    trained = f"{data['people']} people, {data['images']} images" if data else "its own data"
+    lines = [f"`lookalike-model` is `{info['file']}` ({info['disambiguator']}, {info['selection']}, "
+             f"{info['normaliser']} weight {info['weight']}; trained on {trained}), applied as it is: nothing was "
+             "trained or tuned on this dataset; no other re-ranker was run.", "",
+             "At the model's own thresholds (calibrated on its validation people):", "",
+             "| target FPIR (%) | threshold | FPIR here (%) | DIR here (%) |", "|---|---|---|---|"]
+    for f, c in metrics["open_set"]["lookalike-model"].get("calibrated", {}).items():
+        lines.append(f"| {_pct(float(f))} | {c['threshold']:.4f} | {_pct(c['fpir'])} | {_pct(c['dir'])} |")
+    return lines + [""]
+
+
 def plot_cmc(curves: dict[str, np.ndarray], path: str | Path, title: str = "CMC") -> None:
     """All methods' CMC curves on one plot."""
     from matplotlib.figure import Figure
@@ -119,9 +137,10 @@ def write_report(path: str | Path, metrics: dict, images: list[tuple[str, str]])
     lines += ["rank-k: a probe hits if a mated gallery image is in its top k (TinyFace's definition); mAP as "
               "TinyFace's official `compute_AP`; 95% CI: bootstrap over probes (rank-1); McNemar: exact test of "
               "rank-1 against the baseline on the same probes; fixed/broken: probes whose rank-1 changed; headroom "
-              "fixed: of the probes whose mate the baseline ranks 2nd to 10th, how many the method moves to rank 1. "
-              "Every re-ranker is fitted on train people and tuned on the validation split by rank-1 (ties: MRR); "
-              "`lookalike-best` is the saved model (`model.lkm`), evaluated as saved.", ""]
+              "fixed: of the probes whose mate the baseline ranks 2nd to 10th, how many the method moves to rank 1."
+              + ("" if "lookalike-model" in metrics["methods"] else
+                 " Every re-ranker is fitted on train people and tuned on the validation split by rank-1 (ties: MRR); "
+                 "`lookalike-best` is the saved model (`model.lkm`), evaluated as saved."), ""]
     st = metrics.get("rerank_stats", {}).get("kreciprocal-transductive")
     if st:
         lines += ["`kreciprocal` re-ranks each probe's own list from that probe and its candidates alone; "
@@ -129,6 +148,7 @@ def write_report(path: str | Path, metrics: dict, images: list[tuple[str, str]])
                   "over all test probes and the gallery together (an evaluation-only baseline), with the paper's "
                   f"k1={st['k1']}, k2={st['k2']}, λ={st['lam']}, untuned; its score is the negative final distance.",
                   ""]
+    lines += fixed_model_section(metrics)
     lines += open_set_section(metrics.get("open_set", {}))
     for title, img in images:
         lines += [f"## {title}", "", f"![{title}]({img})", ""]

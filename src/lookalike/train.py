@@ -7,8 +7,11 @@ distractors) tunes the re-ranker and calibrates its open-set thresholds.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from pathlib import Path
+
+import numpy as np
 
 from lookalike.data.protocol import make_protocol
 from lookalike.experiment import embed_protocol
@@ -48,6 +51,18 @@ def check_trainable(identities, roles) -> None:
         raise ValueError(f"too few people to train a model: {problem}")
 
 
+def data_fingerprint(data: str | Path, identities: np.ndarray) -> dict:
+    """What the model was trained on, checkably: the people and images listed and a SHA-1 of the sorted
+    identity names (independent of where the images lie), plus a SHA-1 of the file for a CSV manifest."""
+    people = sorted(set(np.asarray(identities).astype(str).tolist()))
+    out = {"people": len(people), "images": len(identities),
+           "identities_sha1": hashlib.sha1("\n".join(people).encode()).hexdigest()}
+    path = Path(data)
+    if path.is_file():
+        out["file"], out["file_sha1"] = path.name, hashlib.sha1(path.read_bytes()).hexdigest()
+    return out
+
+
 def train_model(data: str | Path, matcher: str = "torch", lowres: int | None = None, lowres_apply: str = "both",
                 disambiguator: str = "lda", seed: int = 0, val_fraction: float = 0.3, depth: int = 100,
                 cache: str | None = None, central_fraction: float = 0.45, workers: int = 2,
@@ -80,6 +95,7 @@ def train_model(data: str | Path, matcher: str = "torch", lowres: int | None = N
     model = LookalikeModel(matcher, lowres, aligner, make_disambiguators(disambiguator, seed, cache),
                            lowres_apply=lowres_apply, degrade=degrade, depth=depth, seed=seed)
     model.fit(train, val_probes, val_gallery)
-    model.training_.update({"data": str(data), "counts": counts, "embedding": features.embeddings.summary(),
+    model.training_.update({"data": str(data), "data_fingerprint": data_fingerprint(data, table.identities),
+                            "counts": counts, "embedding": features.embeddings.summary(),
                             "total_s": round(time.perf_counter() - t0, 1)})
     return model, model.training_

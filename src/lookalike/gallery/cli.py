@@ -26,7 +26,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="folder per subject, or a CSV manifest with path,identity columns")
     e.add_argument("--db", required=True, metavar="G.sqlite|postgresql://...", help="the gallery database")
     e.add_argument("--model", default=None, metavar="M.lkm",
-                   help="take matcher, aligner and resolution from this lookalike model (the gallery it searches)")
+                   help="take matcher, aligner and resolution from this lookalike model (the gallery it searches); "
+                        "'default': the model shipped with lookalike")
     e.add_argument("--lowres", type=_lowres, default=None, metavar="PX",
                    help="degrade faces to about PX pixels across (new gallery; must match an existing one)")
     e.add_argument("--matcher", choices=MATCHERS, default=None,
@@ -92,33 +93,41 @@ def _errors(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Names
     return run
 
 
+def _with_fallback(geometry, central_fraction: float | None):
+    """``geometry``'s aligner with ``central_fraction`` as its fallback for undetected faces (None: its own)."""
+    from lookalike.matchers.align import FaceAligner
+
+    fallback = geometry.central_fraction if central_fraction is None else central_fraction
+    return FaceAligner(fallback, geometry.max_upsample, geometry.chip_size, geometry.padding)
+
+
 def _open_or_create(args: argparse.Namespace):
     from lookalike.embed import preprocess_key
     from lookalike.gallery import Gallery, NoGalleryError
     from lookalike.index import parse_index_spec
     from lookalike.matchers.align import FaceAligner
 
-    aligner = FaceAligner() if args.central_fraction is None else FaceAligner(args.central_fraction)
+    geometry = None  # a model's aligner: the gallery's chips must be shaped as the model's were
     if args.model:
-        from lookalike.model import LookalikeModel
+        from lookalike.model import load_model_for_db
 
-        model = LookalikeModel.load(args.model)
-        if args.matcher or args.lowres is not None or args.central_fraction is not None:
-            raise ValueError("--model sets the matcher, resolution and aligner: drop --matcher, --lowres and "
-                             "--central-fraction")
+        if args.matcher or args.lowres is not None:
+            raise ValueError("--model sets the matcher, resolution and aligner: drop --matcher and --lowres")
+        model = load_model_for_db(args.model, args.db)
         if model.gallery_lowres is not None and model.degrade != "bicubic":
             raise ValueError(f"{args.model}: galleries support the bicubic degradation only; this model degrades "
                              f"its gallery faces the {model.degrade!r} way (train it with --lowres-apply probes)")
-        args.matcher, args.lowres, aligner = model.matcher, model.gallery_lowres, model.aligner
-        args.central_fraction = aligner.central_fraction
+        args.matcher, args.lowres, geometry = model.matcher, model.gallery_lowres, model.aligner
     try:
         gallery = Gallery.open(args.db)
-    except NoGalleryError:
-        return Gallery.create(args.db, matcher=args.matcher or "torch", lowres=args.lowres, aligner=aligner,
+    except NoGalleryError:  # the fallback for undetected faces is the gallery's own: --central-fraction
+        return Gallery.create(args.db, matcher=args.matcher or "torch", lowres=args.lowres,
+                              aligner=_with_fallback(geometry or FaceAligner(), args.central_fraction),
                               index=args.index or "numpy")
     try:
-        gallery.check_compatible(args.matcher or gallery.matcher,
-                                 aligner.name if args.central_fraction is not None else gallery.aligner.name,
+        base = geometry or (gallery.aligner if args.central_fraction is None else FaceAligner())
+        fallback = gallery.aligner.central_fraction if args.central_fraction is None else args.central_fraction
+        gallery.check_compatible(args.matcher or gallery.matcher, _with_fallback(base, fallback).name,
                                  preprocess_key(args.lowres) if args.lowres is not None else gallery.preprocess)
         if args.index is not None and parse_index_spec(args.index) != parse_index_spec(gallery.index):
             raise ValueError(f"{args.db} searches with the index {gallery.index!r}; --index sets the index of a new "

@@ -52,6 +52,12 @@ class FaceAligner:
         """Identifies every setting that changes the chips (part of the cache key)."""
         return f"hog5pt-c{self.central_fraction:g}-u{self.max_upsample}-s{self.chip_size}-p{self.padding:g}"
 
+    @property
+    def geometry(self) -> str:
+        """The settings that shape the chip of a detected face: every one but ``central_fraction``, the fallback
+        for photos where no face is detected, which describes a dataset (how tightly it is cropped)."""
+        return f"hog5pt-u{self.max_upsample}-s{self.chip_size}-p{self.padding:g}"
+
     def _models(self):
         if self._detector is None:
             import dlib

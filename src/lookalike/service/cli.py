@@ -14,7 +14,8 @@ def add_parser(sub) -> None:
                        description="Serve a gallery over HTTP: enrol, identify, and review candidate lists. Every "
                                    "write and search needs an API token (LOOKALIKE_TOKEN, or --create-token).")
     s.add_argument("--db", required=True, help="gallery (G.sqlite or postgresql://...); created if absent")
-    s.add_argument("--model", default=None, help="lookalike model (.lkm); without it, the base matcher")
+    s.add_argument("--model", default=None, help="lookalike model (.lkm), or 'default' (the shipped one for the "
+                   "gallery's preprocessing); without it, the base matcher")
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     s.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     s.add_argument("--data-dir", default=None,
@@ -46,9 +47,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise ValueError(f"--port must be 1-65535, got {args.port}")
     model = None
     if args.model:
-        from lookalike.model import LookalikeModel
+        from lookalike.model import load_model_for_db
 
-        model = LookalikeModel.load(args.model)
+        model = load_model_for_db(args.model, args.db)
     if args.create_token:
         Service(args.db, model, args.data_dir, engines=1, matcher=args.matcher).close()
         token = create_token_in(args.db, args.token_label)
