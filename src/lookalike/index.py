@@ -390,6 +390,10 @@ class ApproximateIndex(Index):
     def _search_params(self, fetch: int):
         """FAISS SearchParameters for fetching ``fetch`` candidates."""
 
+    def _candidates(self, queries: np.ndarray, fetch: int) -> tuple[np.ndarray, np.ndarray]:
+        """The FAISS index's (approximate scores, ids) of ``fetch`` candidates per query."""
+        return self._index.search(queries, fetch, params=self._search_params(fetch))
+
     def add(self, vectors: np.ndarray) -> None:
         v = self._check(vectors)
         if len(v) == 0:
@@ -419,20 +423,24 @@ class ApproximateIndex(Index):
     def _rescored(self, queries: np.ndarray, fetch: int, k: int,
                   block: int = 256) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Best ``k`` of ``fetch`` candidates re-scored exactly, and whether a tie crosses the last candidate."""
-        _, cand = self._index.search(queries, fetch, params=self._search_params(fetch))
+        _, cand = self._candidates(queries, fetch)
         scores = np.full((len(queries), k), -np.inf, np.float32)
         ids = np.full((len(queries), k), -1, np.int64)
         tied = np.zeros(len(queries), bool)
         vectors = self.vectors
+        pad = np.iinfo(np.int64).max
         for s in range(0, len(queries), block):
             c = cand[s:s + block].astype(np.int64)
-            valid = c >= 0  # FAISS pads with -1 when it finds fewer than ``fetch``
+            c[c < 0] = pad  # FAISS pads with -1 when it finds fewer than ``fetch``
+            c.sort(axis=1)  # candidates in gallery order, so the exact selection breaks ties by id
+            valid = c != pad
             exact = np.einsum("qd,qkd->qk", queries[s:s + block], vectors[np.where(valid, c, 0)])
-            exact = np.where(valid, exact, np.inf).astype(np.float32)
-            tied[s:s + block] = valid.all(1) & (exact.min(1) == np.partition(exact, k - 1, axis=1)[:, k - 1])
             exact[~valid] = -np.inf
-            top_s, top_i = _order(exact, np.where(valid, c, np.iinfo(np.int64).max), k)
+            top_s, cols = _select(exact, 0, k)
+            top_i = np.take_along_axis(c, cols, 1)
             top_i[~np.isfinite(top_s)] = -1
+            # every candidate fetched as good as the k-th best: more such ties may not have been fetched
+            tied[s:s + block] = valid.all(1) & (exact.min(1) >= top_s[:, -1])
             scores[s:s + block], ids[s:s + block] = top_s, top_i
         return scores, ids, tied
 
@@ -493,8 +501,9 @@ class IVFIndex(ApproximateIndex):
 
     ``nlist=None`` picks 4 * sqrt(N) lists (at most N / 39, FAISS's minimum training points per list); the value
     used is ``nlist_``. Probes ``nprobe`` lists per query. ``storage``: a FAISS code for the list entries
-    (``Flat``, ``SQ8``, ``SQfp16``, ``PQ32x4fs``...); compressed codes only pick candidates, which are re-scored
-    exactly, so raise ``overfetch`` with them.
+    (``Flat``, ``SQ8``, ``SQfp16``, ``PQ128x4fs``...); compressed codes only pick candidates, which are re-scored
+    exactly, so raise ``overfetch`` with them. With 4-bit fast-scan codes a single query's lists are scanned on
+    every FAISS thread.
     """
 
     kind = "ivf"
@@ -541,6 +550,13 @@ class IVFIndex(ApproximateIndex):
 
     def _search_params(self, fetch: int):
         return _faiss().SearchParametersIVF(nprobe=self.nprobe)
+
+    def _candidates(self, queries: np.ndarray, fetch: int) -> tuple[np.ndarray, np.ndarray]:
+        # 4-bit fast-scan lists (storage ``PQ<m>x4fs``): one query scans its lists on all FAISS threads (FAISS's
+        # implementation 14), a batch splits the queries between threads (its default)
+        if hasattr(self._index, "implem"):
+            self._index.implem = 14 if len(queries) == 1 else 0
+        return super()._candidates(queries, fetch)
 
 
 class PQIndex(ApproximateIndex):
