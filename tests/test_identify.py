@@ -91,6 +91,29 @@ def test_identify_cli_json(system, orl_dir, capsys):
     assert faces[0]["decision"]["threshold"] == LookalikeModel.load(model).threshold(0.01)
 
 
+def test_identify_runs_blas_on_the_threads_asked_for(system, orl_dir, monkeypatch):
+    """identify's NumPy BLAS runs on one thread by default (more only spin against the face network's threads)."""
+    from threadpoolctl import threadpool_info
+
+    import lookalike.identify as ident_mod
+
+    model, db, _ = system
+    seen: list[int] = []
+    search_face = ident_mod.Identifier.search_face
+
+    def spy(self, *a, **k):
+        seen.append(max(p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"))
+        return search_face(self, *a, **k)
+
+    monkeypatch.setattr(ident_mod.Identifier, "search_face", spy)
+    most = max(p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas")
+    probe = str(orl_dir / "s1" / "8.pgm")
+    assert main(["identify", probe, "--db", str(db), "--model", str(model), "--format", "json"]) == 0
+    assert main(["identify", probe, "--db", str(db), "--format", "json", "--blas-threads", "2"]) == 0
+    assert seen == [1, 2]
+    assert max(p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas") == most  # restored after
+
+
 def test_identify_cli_table_and_csv(system, orl_dir, capsys, tmp_path):
     model, db, _ = system
     assert main(["identify", str(orl_dir / "s3" / "7.pgm"), "--db", str(db), "--format", "table", "--top", "3"]) == 0

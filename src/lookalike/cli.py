@@ -159,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="false-positive identification rate of the decision (0.001, 0.01 or 0.1; default 0.01)")
     i.add_argument("--format", choices=("table", "json", "csv"), default="table", help="output format")
     i.add_argument("--out", default=None, help="write the output to this file instead of standard output")
+    add_blas_threads(i)
 
     from lookalike.gallery.cli import add_parsers as add_gallery_parsers
 
@@ -293,6 +294,20 @@ def probe_paths(items: list[str]) -> list[str]:
     return out
 
 
+def add_blas_threads(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--blas-threads", type=POSITIVE, default=1,
+                        help="threads NumPy's BLAS may use (default: 1). One probe's products are small: more BLAS "
+                             "threads only spin against the face network's own threads (measured on 2 cores: "
+                             "embedding 15 ms a face with 1, 65 ms with 2)")
+
+
+def blas_threads(n: int):
+    """A context in which NumPy's BLAS uses ``n`` threads (the face network's torch threads are not touched)."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=n, user_api="blas")
+
+
 def cmd_identify(args: argparse.Namespace) -> int:
     from lookalike.gallery import Gallery
     from lookalike.identify import identify
@@ -303,7 +318,7 @@ def cmd_identify(args: argparse.Namespace) -> int:
     paths = probe_paths(args.photos)
     if not paths:
         raise ValueError("no probe photos given")
-    with Gallery.open(args.db) as gallery:
+    with Gallery.open(args.db) as gallery, blas_threads(args.blas_threads):
         model = load_model(args.model, gallery) if args.model else None
         result = identify(paths, gallery, model, args.top, args.fpir)
     if args.format == "json":

@@ -29,6 +29,9 @@ def add_parser(sub) -> None:
     s.add_argument("--create-token", action="store_true",
                    help="create an API token, print it once (only its salted hash is stored) and exit")
     s.add_argument("--token-label", default="", help="a label for --create-token (who it is for)")
+    from lookalike.cli import add_blas_threads
+
+    add_blas_threads(s)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -65,7 +68,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         app = create_app(service, tokens, args.max_upload_mb)
         print(f"lookalike serve: {service.store.url} on http://{args.host}:{args.port}/ "
               f"({'model ' + args.model if args.model else 'base matcher'})", file=sys.stderr)
-        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+        from lookalike.cli import blas_threads
+
+        with blas_threads(args.blas_threads):  # requests run in parallel; each one's products are small
+            uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     finally:
         service.close()
     return 0
