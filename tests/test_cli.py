@@ -25,6 +25,28 @@ def test_missing_dataset_is_a_clear_error(tmp_path: Path, capsys: pytest.Capture
     assert "dataset folder not found" in capsys.readouterr().err
 
 
+def test_global_metric_open_set_on_orl(tmp_path: Path, orl_dir: Path) -> None:
+    """ORL with 8 one-image people (distractors) and short lists: ``lookalike-global`` ranks the whole gallery
+    (mates beyond its 3-long lists keep their full-ranking positions) and searches each distractor."""
+    import shutil
+
+    data = tmp_path / "orl"
+    for k in range(1, 25):
+        (data / f"s{k}").mkdir(parents=True)
+        for i in range(1, 11 if k <= 16 else 2):
+            shutil.copy(orl_dir / f"s{k}" / f"{i}.pgm", data / f"s{k}" / f"{i}.pgm")
+    out = tmp_path / "run"
+    assert main(["benchmark", "--data", str(data), "--out", str(out), "--cache", str(tmp_path / "c.sqlite"),
+                 "--no-progress", "--lowres", "16", "--depth", "3"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    rankings = np.load(out / "rankings.npz")
+    assert rankings["lookalike-global.indices"].shape == (m["protocol"]["n_probes_searched"], 3)
+    g, o = m["methods"]["lookalike-global"], m["open_set"]["lookalike-global"]
+    assert g["rank1"] <= g["rank5"] <= g["rank50"] == 1.0  # the whole gallery is ranked: every mate within 50
+    assert o["n_nonmated"] == m["open_set"]["baseline"]["n_nonmated"] == m["protocol"]["n_distractors"] > 0
+    assert {"fnir@fpir=0.01", "dir@fpir=0.01", "fnir@fpir=0.1"} <= set(o)
+
+
 def test_benchmark_on_orl(tmp_path: Path, orl_dir: Path) -> None:
     out = tmp_path / "run"
     args = ["benchmark", "--data", str(orl_dir), "--out", str(out), "--cache", str(tmp_path / "c.sqlite"),
@@ -53,6 +75,18 @@ def test_benchmark_on_orl(tmp_path: Path, orl_dir: Path) -> None:
     assert rankings["kreciprocal-transductive.indices"].shape == rankings["baseline.indices"].shape
     assert "transductive" in m["rerank_stats"]["kreciprocal-transductive"]["setting"]
     assert {"kreciprocal", "kreciprocal-transductive", "lookalike-best"} <= set(m["methods"]) == set(m["open_set"])
+    # the saved model's disambiguator as a global metric: its own lists, full-ranking mates and open set
+    assert rankings["lookalike-global.indices"].shape == rankings["baseline.indices"].shape
+    assert (np.diff(rankings["lookalike-global.scores"], axis=1) <= 0).all()
+    stats = m["rerank_stats"]
+    assert stats["lookalike-global"]["disambiguator"] == stats["lookalike-best"]["disambiguator"]
+    g = m["methods"]["lookalike-global"]
+    assert g["rank1"] <= g["rank5"] <= g["rank50"] <= 1.0 and "mcnemar_p" in g and 0 <= g["mAP"] <= 1
+    assert m["open_set"]["lookalike-global"] == {"n_mated": 72, "n_nonmated": 0}  # ORL: no distractors
+    assert set(m["paired"]["lookalike-best"]) == {"lookalike-disamb-only", "lookalike-global",
+                                                  "kreciprocal-transductive"}
+    report = (out / "report.md").read_text()
+    assert "`lookalike-global` is the saved model's disambiguator" in report and "`lookalike-best` vs" in report
     # a rerun reuses the cache: nothing is embedded again and the numbers are the same
     assert main(args) == 0
     m2 = json.loads((out / "metrics.json").read_text())

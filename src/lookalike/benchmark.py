@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from lookalike.data.protocol import make_protocol, rerank_problem, saved_setting
 from lookalike.data.screen import DUPLICATE_HEADER, printable, screen_table
 from lookalike.data.table import FaceTable
 from lookalike.data.tinyface import load_tinyface
+from lookalike.disambiguators.base import Disambiguator
 from lookalike.embed import read_chips
 from lookalike.experiment import ProtocolFeatures, SearchSplit, build_split, embed_protocol
 from lookalike.index import row_positions
@@ -26,12 +28,17 @@ from lookalike.metrics import RankedLists, cmc_curve, evaluate, first_hits, fnir
 from lookalike.model import LookalikeModel
 from lookalike.outputs import prepare_output_folder
 from lookalike.report import plot_cmc, plot_examples, write_report
-from lookalike.rerank.lookalike import rerank_faces
+from lookalike.rerank.lookalike import repr_params, rerank_faces
 from lookalike.rerank.transductive import PAPER_SETTINGS, kreciprocal_transductive
 from lookalike.rerank.tuning import LabelledLists
 from lookalike.versions import versions
 
 TRANSDUCTIVE = "kreciprocal-transductive"
+GLOBAL = "lookalike-global"
+PAIRED = ("lookalike-disamb-only", GLOBAL, TRANSDUCTIVE)  # what lookalike-best is compared with, probe by probe
+
+# A method that ranks the whole gallery itself: its top lists, each probe's mate positions, its non-mated searches
+FullSearch = tuple[RankedLists, list[np.ndarray], RankedLists | None]
 
 
 @dataclass
@@ -93,6 +100,17 @@ def score_method(name: str, split: SearchSplit, lists: RankedLists, base_hits: n
         m.update(mcnemar(base_hits, first_hits(positions) < 1))
         m.update(headroom(first_hits(split.positions()), first_hits(positions)))
     return m
+
+
+def paired_rank1(test: SearchSplit, rankings: dict[str, RankedLists], name: str,
+                 others: tuple[str, ...] = PAIRED) -> dict[str, dict]:
+    """Rank-1 of ``name`` against each of ``others`` it was run with, on the same probes: the difference and
+    the exact McNemar test (fixed: probes ``name`` gets right and the other does not)."""
+    hits = {n: first_hits(test.positions(rankings[n])) < 1 for n in (name, *others) if n in rankings}
+    if name not in hits:
+        return {}
+    return {o: {"rank1_diff": float(hits[name].mean() - hits[o].mean()), **mcnemar(hits[o], hits[name])}
+            for o in others if o in hits}
 
 
 def headroom(base_first: np.ndarray, new_first: np.ndarray, depth: int = 10) -> dict:
@@ -178,6 +196,7 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
                      "skipped_probes": test.notes["skipped_probes"], "skipped_gallery": test.notes["skipped_gallery"],
                      "dataset_notes": table.notes},
         "methods": methods,
+        "paired": {"lookalike-best": paired_rank1(test, rankings, "lookalike-best")},
         "open_set": open_set,
         "timing": {**timing, "total_s": time.perf_counter() - t0},
         "embedding": features.embeddings.summary(),
@@ -269,15 +288,12 @@ def top_lists(scores: np.ndarray, depth: int) -> RankedLists:
     return RankedLists(order, np.take_along_axis(scores, order, 1))
 
 
-def transductive_search(test: SearchSplit, depth: int, k1: int = 20, k2: int = 6,
-                        lam: float = 0.3) -> tuple[RankedLists, list[np.ndarray], RankedLists | None]:
-    """The paper's transductive k-reciprocal re-ranking over every test probe and the whole gallery at once,
-    with its defaults (not tuned). Score = -(final distance). Returns its top-``depth`` lists, the full-ranking
-    positions of each probe's mates, and its non-mated searches: each distractor (a member of the same set)
-    against the rest of the gallery, images of its own identity left out, as :func:`nonmated_lists` does."""
+def full_ranking_search(test: SearchSplit, scores: np.ndarray, depth: int) -> FullSearch:
+    """Lists of a method that ranks the whole gallery itself, from its (Q + n_distractors, N) scores: every test
+    probe's row, then (when the split has non-mated searches) each distractor's. Returns the probes' top-``depth``
+    lists, the full-ranking positions of each probe's mates, and the non-mated searches: each distractor against
+    the rest of the gallery, images of its own identity left out, as :func:`nonmated_lists` does."""
     q, distractors = len(test.probes), np.flatnonzero(test.is_distractor)
-    scores = -kreciprocal_transductive(test.probes.vectors, test.gallery.vectors, k1, k2, lam,
-                                       queries=np.concatenate([np.arange(q), q + distractors]))
     mated, other = scores[:q], scores[q:]
     ranks = [row_positions(row, m) for row, m in zip(mated, test.mates(), strict=True)]
     nonmated = None
@@ -288,20 +304,63 @@ def transductive_search(test: SearchSplit, depth: int, k1: int = 20, k2: int = 6
     return top_lists(mated, depth), ranks, nonmated
 
 
+def transductive_search(test: SearchSplit, depth: int, k1: int = 20, k2: int = 6,
+                        lam: float = 0.3) -> FullSearch:
+    """The paper's transductive k-reciprocal re-ranking over every test probe and the whole gallery at once,
+    with its defaults (not tuned). Score = -(final distance). Lists, mate ranks and non-mated searches as
+    :func:`full_ranking_search` (each distractor is a member of the same joint set)."""
+    q, distractors = len(test.probes), np.flatnonzero(test.is_distractor)
+    scores = -kreciprocal_transductive(test.probes.vectors, test.gallery.vectors, k1, k2, lam,
+                                       queries=np.concatenate([np.arange(q), q + distractors]))
+    return full_ranking_search(test, scores, depth)
+
+
+def global_search(test: SearchSplit, disambiguator: Disambiguator, depth: int) -> FullSearch:
+    """The disambiguator as the matcher: every test probe (and, for the open set, every distractor) scored
+    against the whole gallery by the disambiguator alone (:meth:`Disambiguator.score_matrix`); lists, mate
+    ranks and non-mated searches as :func:`full_ranking_search`."""
+    queries = test.probes.vectors
+    if test.nonmated is not None:
+        queries = np.concatenate([queries, test.gallery.vectors[test.is_distractor]])
+    return full_ranking_search(test, disambiguator.score_matrix(queries, test.gallery.vectors), depth)
+
+
+def run_full_ranking(name: str, search: Callable[[], FullSearch], cfg: BenchmarkConfig, test: SearchSplit,
+                     methods: dict, rankings: dict, ranks: dict, open_set: dict, base_hits: np.ndarray,
+                     timing: dict) -> dict:
+    """Score a method that ranks the whole gallery itself (``search()``: its lists, mate ranks and non-mated
+    searches) like every other method; returns how many of its lists differ from the baseline's."""
+    t = time.perf_counter()
+    lists, ranks[name], nonmated = search()
+    timing[f"{name}_s"] = time.perf_counter() - t
+    rankings[name] = lists
+    methods[name] = score_method(name, test, lists, base_hits, cfg.n_boot, cfg.seed, ranks[name])
+    open_set[name] = open_set_metrics(test, lists, nonmated)
+    return {"lists_changed": int((lists.indices != test.lists.indices).any(axis=1).sum())}
+
+
 def run_transductive(cfg: BenchmarkConfig, test: SearchSplit, methods: dict, rankings: dict, ranks: dict,
                      open_set: dict, base_hits: np.ndarray, timing: dict) -> dict:
     """Score :func:`transductive_search` like every other method; returns its stats."""
-    t = time.perf_counter()
-    lists, ranks[TRANSDUCTIVE], nonmated = transductive_search(test, cfg.depth, **PAPER_SETTINGS)
-    timing[f"{TRANSDUCTIVE}_s"] = time.perf_counter() - t
-    rankings[TRANSDUCTIVE] = lists
-    methods[TRANSDUCTIVE] = score_method(TRANSDUCTIVE, test, lists, base_hits, cfg.n_boot, cfg.seed,
-                                         ranks[TRANSDUCTIVE])
-    open_set[TRANSDUCTIVE] = open_set_metrics(test, lists, nonmated)
-    changed = int((lists.indices != test.lists.indices).any(axis=1).sum())
+    changed = run_full_ranking(TRANSDUCTIVE, lambda: transductive_search(test, cfg.depth, **PAPER_SETTINGS), cfg,
+                               test, methods, rankings, ranks, open_set, base_hits, timing)
     return {"setting": "transductive: all test probes and the gallery together (an evaluation baseline)",
             **PAPER_SETTINGS, "score": "negative final distance", "joint_set": len(test.probes) + len(test.gallery),
-            "lists_changed": changed}
+            **changed}
+
+
+def run_global(cfg: BenchmarkConfig, disambiguator: Disambiguator, test: SearchSplit, methods: dict,
+               rankings: dict, ranks: dict, open_set: dict, base_hits: np.ndarray, timing: dict) -> dict:
+    """Score :func:`global_search` with the saved model's disambiguator (``lookalike-global``); an image-level
+    disambiguator is skipped with a note."""
+    what = repr_params(disambiguator)
+    if disambiguator.input != "embedding":
+        return {"skipped": f"{type(disambiguator).__name__} scores images: no global metric over the matcher's "
+                           "embeddings"}
+    changed = run_full_ranking(GLOBAL, lambda: global_search(test, disambiguator, cfg.depth), cfg, test, methods,
+                               rankings, ranks, open_set, base_hits, timing)
+    return {"setting": "the saved model's disambiguator as the matcher: the whole gallery ranked by its score alone",
+            "disambiguator": what, "score": "the disambiguator's score (no fusion)", **changed}
 
 
 def run_rerankers(cfg: BenchmarkConfig, features: ProtocolFeatures, test: SearchSplit, methods: dict,
@@ -348,6 +407,7 @@ def run_rerankers(cfg: BenchmarkConfig, features: ProtocolFeatures, test: Search
                                                                    test.gallery, test.nonmated)
         open_set[name] = open_set_metrics(test, lists, nonmated)
         stats[name] = method.reranker_.stats if isinstance(method, LookalikeModel) else method.stats
+    stats[GLOBAL] = run_global(cfg, model.disambiguator_, test, methods, rankings, ranks, open_set, base_hits, timing)
     return stats
 
 

@@ -53,6 +53,28 @@ def open_set_section(open_set: dict[str, dict]) -> list[str]:
                     ""]
 
 
+def disambiguator_sentence(metrics: dict) -> list[str]:
+    """Markdown lines saying what ``lookalike-disamb-only`` and ``lookalike-global`` are (when they ran)."""
+    st = metrics.get("rerank_stats", {}).get("lookalike-global")
+    if st is None:
+        return []
+    if "skipped" in st:
+        return [f"`lookalike-global` was not run: {st['skipped']}.", ""]
+    return ["`lookalike-disamb-only` is a disambiguator alone (no fusion) re-ordering the top of the matcher's "
+            "list (how deep tuned on validation); `lookalike-global` is the saved model's disambiguator "
+            f"({st['disambiguator']}) used as the matcher: the whole gallery ranked by its score alone.", ""]
+
+
+def paired_section(paired: dict[str, dict[str, dict]]) -> list[str]:
+    """Markdown lines: a method's rank-1 against others on the same probes (difference, exact McNemar)."""
+    lines = []
+    for name, rows in paired.items():
+        for other, r in rows.items():
+            lines.append(f"- `{name}` vs `{other}`: {100 * r['rank1_diff']:+.2f} rank-1 points, McNemar p "
+                         f"{r['mcnemar_p']:.2g} ({r['fixed']} fixed, {r['broken']} broken)")
+    return ["Paired rank-1, same probes:", "", *lines, ""] if lines else []
+
+
 def fixed_model_section(metrics: dict) -> list[str]:
     """Markdown lines on a model evaluated as it is (``benchmark --model``): what it is and how its own
     calibrated thresholds fare here; none for a run that trains its re-rankers."""
@@ -148,6 +170,8 @@ def write_report(path: str | Path, metrics: dict, images: list[tuple[str, str]])
                   "over all test probes and the gallery together (an evaluation-only baseline), with the paper's "
                   f"k1={st['k1']}, k2={st['k2']}, λ={st['lam']}, untuned; its score is the negative final distance.",
                   ""]
+    lines += disambiguator_sentence(metrics)
+    lines += paired_section(metrics.get("paired", {}))
     lines += fixed_model_section(metrics)
     lines += open_set_section(metrics.get("open_set", {}))
     for title, img in images:

@@ -110,6 +110,22 @@ class Disambiguator(ABC):
     def _score_lists(self, probes: np.ndarray, candidates: np.ndarray, ids: np.ndarray | None) -> np.ndarray:
         """The one scoring method each variant implements (inputs already checked)."""
 
+    def score_matrix(self, probes: np.ndarray, gallery: np.ndarray, budget: int = 1 << 24) -> np.ndarray:
+        """(Q, N) scores of every probe (Q, D) against every gallery row (N, D): :meth:`score_lists` with the
+        whole gallery as each probe's candidates, over blocks of gallery rows (about ``budget`` candidate
+        values at a time). Embedding-level disambiguators only."""
+        if self.input != "embedding":
+            raise TypeError(f"{type(self).__name__} scores images: it has no score over the matcher's embeddings")
+        probes, gallery = np.asarray(probes, np.float32), np.asarray(gallery, np.float32)
+        q = len(probes)
+        step = max(1, budget // max(q * gallery.shape[1], 1))
+        out = np.empty((q, len(gallery)))
+        for s in range(0, len(gallery), step):
+            rows = gallery[s:s + step]
+            ids = np.broadcast_to(np.arange(len(rows)), (q, len(rows)))
+            out[:, s:s + step] = self.score_lists(probes, np.broadcast_to(rows, (q, *rows.shape)), ids)
+        return out
+
     def embed_chips(self, chips: np.ndarray) -> np.ndarray:
         """Image-level disambiguators: their own (N, D') embeddings of aligned uint8 chips."""
         raise TypeError(f"{type(self).__name__} scores the matcher's embeddings, not images")
@@ -220,6 +236,20 @@ class EmbeddingDisambiguator(Disambiguator):
         s = np.einsum("qd,qkd->qk", p, c[inverse])
         return s - cp[:, None] - cc[inverse]
 
+    def score_matrix(self, probes: np.ndarray, gallery: np.ndarray, block: int = 4096) -> np.ndarray:
+        """:meth:`Disambiguator.score_matrix` computed directly: probes prepared once, the gallery in blocks of
+        ``block`` rows, projected cosine minus both cohort terms (the formula of :meth:`_score_lists`)."""
+        if type(self)._score_lists is not EmbeddingDisambiguator._score_lists:  # a variant scoring otherwise
+            return super().score_matrix(probes, gallery)
+        if self.fitted_on is None:
+            raise RuntimeError(f"{type(self).__name__}: fit first")
+        p, cp = self.prepare(np.asarray(probes, np.float32))
+        out = np.empty((len(p), len(gallery)))
+        for s in range(0, len(gallery), block):
+            c, cc = self.prepare(np.asarray(gallery[s:s + block], np.float32))
+            out[:, s:s + block] = p @ c.T - cp[:, None] - cc[None, :]
+        return out
+
     def __getstate__(self) -> dict:  # copies and pickles never carry the memo
         return {k: v for k, v in self.__dict__.items() if k != "_memo"}
 
@@ -247,11 +277,10 @@ def distinct_rows(candidates: np.ndarray, ids: np.ndarray | None) -> tuple[np.nd
     """(distinct candidate vectors (U, D), (Q, K) index of each candidate among them), by gallery id when
     ``ids`` are given (else every candidate is its own row)."""
     q, k, d = candidates.shape
-    flat = candidates.reshape(q * k, d)
     if ids is None or q == 1:  # one list never holds a gallery face twice
-        return flat, np.arange(q * k).reshape(q, k)
+        return candidates.reshape(q * k, d), np.arange(q * k).reshape(q, k)
     _, first, inverse = np.unique(np.asarray(ids).ravel(), return_index=True, return_inverse=True)
-    return flat[first], inverse.reshape(q, k)
+    return candidates[first // k, first % k], inverse.reshape(q, k)  # no copy of a broadcast candidate array
 
 
 def l2n(x: np.ndarray) -> np.ndarray:
