@@ -12,11 +12,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import random
-import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -27,6 +23,7 @@ import numpy as np
 
 from lookalike.gallery import Gallery, open_store
 from lookalike.service.core import Service, Upload
+from lookalike.service.launch import free_port, start_server
 
 TOKEN = "load-test-token-" + "x" * 24
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -36,29 +33,6 @@ ENROL_PEOPLE = range(11, 41)  # enrolled during the run (images 1-10, each once)
 
 def orl(root: Path, person: int, image: int) -> bytes:
     return (root / f"s{person}" / f"{image}.pgm").read_bytes()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start(db: str, data_dir: Path, port: int, log: Path, engines: int) -> subprocess.Popen:
-    env = {**os.environ, "LOOKALIKE_TOKEN": TOKEN}
-    proc = subprocess.Popen([sys.executable, "-m", "lookalike.cli", "serve", "--db", db, "--data-dir", str(data_dir),
-                             "--port", str(port), "--engines", str(engines)], env=env, stdout=open(log, "ab"),
-                            stderr=subprocess.STDOUT)
-    for _ in range(300):
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited ({proc.returncode}); see {log}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=2).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    proc.kill()
-    raise SystemExit("server did not start")
 
 
 def pct(values: list[float], q: float) -> float:
@@ -97,7 +71,11 @@ def main() -> None:
 
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    proc = start(db, tmp / "images", port, tmp / "server.log", args.engines)
+    try:
+        proc = start_server(db, tmp / "images", port, "--engines", str(args.engines), token=TOKEN,
+                            log=tmp / "server.log", timeout=120)
+    except RuntimeError as e:
+        raise SystemExit(str(e)) from None
     todo = [(p, i) for p in ENROL_PEOPLE for i in range(1, 11)]
     random.Random(0).shuffle(todo)
     lock = threading.Lock()

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import io
-import os
-import socket
 import subprocess
-import sys
-import time
 import uuid
 from pathlib import Path
 
 import numpy as np
 from conftest import pg_base
 from PIL import Image
+
+from lookalike.service import launch
+from lookalike.service.launch import free_port, stop_server  # noqa: F401  (the tests' helpers)
 
 TOKEN = "test-token-" + "x" * 24
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -75,39 +74,6 @@ def state(db: str, data_dir: Path) -> dict:
     return counts
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_server(db: str, data_dir: Path, port: int, *extra: str, log: Path | None = None) -> subprocess.Popen:
-    """``lookalike serve`` in a subprocess on 127.0.0.1:port, waited for until /api/health answers."""
-    import httpx
-
-    env = {**os.environ, "LOOKALIKE_TOKEN": TOKEN, "PYTHONPATH": str(SRC)}
-    out = open(log, "ab") if log else subprocess.DEVNULL
-    proc = subprocess.Popen([sys.executable, "-m", "lookalike.cli", "serve", "--db", db, "--data-dir", str(data_dir),
-                             "--port", str(port), "--engines", "1", *extra], env=env, stdout=out,
-                            stderr=subprocess.STDOUT)
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}" + (f"; see {log}" if log else ""))
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=2).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    proc.kill()
-    raise RuntimeError("server did not start in 90 s")
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    """``lookalike serve`` on 127.0.0.1:port with the tests' token, waited for until /api/health answers."""
+    return launch.start_server(db, data_dir, port, *extra, token=TOKEN, log=log, env={"PYTHONPATH": str(SRC)})
