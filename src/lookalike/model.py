@@ -144,9 +144,8 @@ class LookalikeModel:
 
     @property
     def gallery_preprocess(self) -> str:
-        from lookalike.embed import preprocess_key
-
-        return preprocess_key(self.gallery_lowres, self.degrade)
+        """The gallery's preprocessing key (see :func:`preprocessing`)."""
+        return self.preprocessing["gallery"]
 
     @property
     def preprocessing(self) -> dict[str, str]:
