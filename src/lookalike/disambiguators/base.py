@@ -218,7 +218,8 @@ class EmbeddingDisambiguator(Disambiguator):
         if self.memo_size <= 0 or len(rows) > self.memo_size:
             return self.prepare(rows)
         memo = self.__dict__.get("_memo")
-        keys = [r.tobytes() for r in np.ascontiguousarray(rows, np.float32)]
+        rows32 = np.ascontiguousarray(rows, np.float32)
+        keys = rows32.view(np.dtype((np.void, rows32.shape[1] * 4))).ravel().tolist()  # each row's bytes
         todo = [i for i, k in enumerate(keys) if memo is None or k not in memo.slots]
         if todo:
             if memo is not None and memo.n + len(todo) > self.memo_size:  # full: start afresh with these faces

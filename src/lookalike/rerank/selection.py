@@ -79,7 +79,9 @@ class TopK(Selection):
         self.k = k
 
     def _select(self, scores: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-        return np.broadcast_to(np.arange(scores.shape[1]) < self.k, scores.shape).copy()
+        mask = np.zeros(scores.shape, bool)
+        mask[:, :self.k] = True
+        return mask
 
     def reach(self, depth: int) -> int:
         return min(depth, self.k)
@@ -145,12 +147,15 @@ def reorder(lists: RankedLists, mask: np.ndarray, scores: np.ndarray) -> RankedL
     used = np.flatnonzero(mask.any(axis=0))
     w = int(used[-1]) + 1 if len(used) else 0  # only the columns up to the last selected one can move
     m = mask[:, :w]
-    order = np.argsort(np.where(m, -scores[:, :w], np.inf), axis=1, kind="stable")  # selected first, best first
-    slots = np.argsort(~m, axis=1, kind="stable")  # selected slots first, in list order
-    # the j-th selected candidate goes to the j-th selected slot; past the selection, unselected candidates and
-    # unselected slots are the same positions in the same order, so every candidate outside stays in place
     rows = np.arange(len(m))[:, None]
-    perm = np.empty_like(order)
-    perm[rows, slots] = order
+    if m.all():  # every slot up to w selected (e.g. the top k): the selected slots are those w, in order
+        perm = np.argsort(-scores[:, :w], axis=1, kind="stable")
+    else:
+        order = np.argsort(np.where(m, -scores[:, :w], np.inf), axis=1, kind="stable")  # selected first, best first
+        slots = np.argsort(~m, axis=1, kind="stable")  # selected slots first, in list order
+        # the j-th selected candidate goes to the j-th selected slot; past the selection, unselected candidates
+        # and unselected slots are the same positions in the same order, so every candidate outside stays put
+        perm = np.empty_like(order)
+        perm[rows, slots] = order
     idx[:, :w], new[:, :w] = lists.indices[rows, perm], scores[rows, perm]
     return RankedLists(idx, np.minimum.accumulate(new, axis=1).astype(np.float32))
