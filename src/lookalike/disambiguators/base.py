@@ -220,15 +220,19 @@ class EmbeddingDisambiguator(Disambiguator):
         memo = self.__dict__.get("_memo")
         rows32 = np.ascontiguousarray(rows, np.float32)
         keys = rows32.view(np.dtype((np.void, rows32.shape[1] * 4))).ravel().tolist()  # each row's bytes
-        todo = [i for i, k in enumerate(keys) if memo is None or k not in memo.slots]
+        found = [-1] * len(keys) if memo is None else [memo.slots.get(k, -1) for k in keys]  # one lookup a face
+        todo = [i for i, slot in enumerate(found) if slot < 0]
         if todo:
             if memo is not None and memo.n + len(todo) > self.memo_size:  # full: start afresh with these faces
                 memo, todo = None, list(range(len(keys)))
             z, c = self.prepare(rows[todo])
             if memo is None:
                 memo = self.__dict__["_memo"] = _Memo(self.memo_size, z, c)
+            first = memo.n
             memo.put([keys[i] for i in todo], z, c)
-        slots = np.fromiter((memo.slots[k] for k in keys), np.int64, len(keys))
+            for j, i in enumerate(todo):
+                found[i] = first + j
+        slots = np.asarray(found, np.int64)
         return memo.z[slots], memo.c[slots]
 
     def _score_lists(self, probes: np.ndarray, candidates: np.ndarray, ids: np.ndarray | None) -> np.ndarray:
