@@ -56,6 +56,10 @@ def create_app(service: Service, tokens: TokenChecker, max_upload_mb: float = DE
     async def validation_error(request: Request, exc: RequestValidationError):
         return error(422, "invalid_request", _validation_message(exc))
 
+    @app.exception_handler(pages.PageResponse)
+    async def page_response(request: Request, exc: pages.PageResponse):
+        return exc.response
+
     @app.exception_handler(StoreError)
     async def store_error(request: Request, exc: StoreError):
         return error(503, "store_unavailable", str(exc))

@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from lookalike.service.auth import SESSION_COOKIE, Session, csrf_ok
@@ -46,6 +46,34 @@ def safe_next(path: str | None) -> str:
 def forbidden(request: Request, session: Session | None) -> HTMLResponse:
     return render(request, "error.html", session, 403, message="The form expired or did not come from this site "
                                                                "(CSRF check failed). Reload the page and try again.")
+
+
+class PageResponse(Exception):
+    """Raised by a page dependency to answer with ``response`` instead of the page (the app returns it)."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__("page answered early")
+        self.response = response
+
+
+def logged_in(request: Request) -> Session:
+    """The page's session; not logged in: to the login page, coming back here after."""
+    session = page_session(request)
+    if session is None:
+        raise PageResponse(to_login(request))
+    return session
+
+
+def posted_form(request: Request, csrf: Annotated[str, Form()] = "") -> Session:
+    """:func:`logged_in` for a form post, whose hidden CSRF field must be the session's (else 403)."""
+    session = logged_in(request)
+    if not csrf_ok(session, csrf):
+        raise PageResponse(forbidden(request, session))
+    return session
+
+
+LoggedIn = Annotated[Session, Depends(logged_in)]
+FormPost = Annotated[Session, Depends(posted_form)]
 
 
 # --- login --------------------------------------------------------------------------------------------
@@ -92,18 +120,12 @@ def logout(request: Request, csrf: Annotated[str, Form()] = ""):
 
 # --- searches and review --------------------------------------------------------------------------------
 @router.get("/", response_class=HTMLResponse)
-def search_list(request: Request):
-    session = page_session(request)
-    if session is None:
-        return to_login(request)
+def search_list(request: Request, session: LoggedIn):
     return render(request, "searches.html", session, searches=service(request).list_searches(200))
 
 
 @router.get("/review/{search_id}", response_class=HTMLResponse)
-def review(request: Request, search_id: int):
-    session = page_session(request)
-    if session is None:
-        return to_login(request)
+def review(request: Request, search_id: int, session: LoggedIn):
     return review_page(request, session, search_id)
 
 
@@ -123,14 +145,9 @@ def review_page(request: Request, session: Session, search_id: int, status: int 
 
 
 @router.post("/review/{search_id}", response_class=HTMLResponse)
-async def record_verdict(request: Request, search_id: int, subject: Annotated[str, Form()] = "",
+async def record_verdict(request: Request, search_id: int, session: FormPost, subject: Annotated[str, Form()] = "",
                          verdict: Annotated[str, Form()] = "", reviewer: Annotated[str, Form()] = "",
-                         note: Annotated[str, Form()] = "", csrf: Annotated[str, Form()] = ""):
-    session = page_session(request)
-    if session is None:
-        return to_login(request)
-    if not csrf_ok(session, csrf):
-        return forbidden(request, session)
+                         note: Annotated[str, Form()] = ""):
     try:
         await run_in_threadpool(service(request).add_review, search_id, subject, verdict, reviewer, note)
     except ServiceError as e:
@@ -142,22 +159,14 @@ async def record_verdict(request: Request, search_id: int, subject: Annotated[st
 
 # --- identify and enrol -------------------------------------------------------------------------------
 @router.get("/identify", response_class=HTMLResponse)
-def identify_form(request: Request):
-    session = page_session(request)
-    if session is None:
-        return to_login(request)
+def identify_form(request: Request, session: LoggedIn):
     return render(request, "identify.html", session)
 
 
 @router.post("/identify", response_class=HTMLResponse)
-async def identify(request: Request, file: Annotated[UploadFile, File()], csrf: Annotated[str, Form()] = "",
+async def identify(request: Request, file: Annotated[UploadFile, File()], session: FormPost,
                    top: Annotated[int, Form()] = 20, fpir: Annotated[float, Form()] = 0.01,
                    precropped: Annotated[bool, Form()] = False):
-    session = page_session(request)
-    if session is None:
-        return to_login(request)
-    if not csrf_ok(session, csrf):
-        return forbidden(request, session)
     upload = Upload(file.filename or "upload", await file.read())
     try:
         doc = await run_in_threadpool(service(request).identify, upload, top, fpir, precropped)
@@ -171,21 +180,13 @@ async def identify(request: Request, file: Annotated[UploadFile, File()], csrf: 
 
 
 @router.get("/enrol", response_class=HTMLResponse)
-def enrol_form(request: Request):
-    session = page_session(request)
-    if session is None:
-        return to_login(request)
+def enrol_form(request: Request, session: LoggedIn):
     return render(request, "enrol.html", session, subjects=service(request).list_subjects())
 
 
 @router.post("/enrol", response_class=HTMLResponse)
-async def enrol(request: Request, files: Annotated[list[UploadFile], File()], name: Annotated[str, Form()] = "",
-                csrf: Annotated[str, Form()] = "", precropped: Annotated[bool, Form()] = False):
-    session = page_session(request)
-    if session is None:
-        return to_login(request)
-    if not csrf_ok(session, csrf):
-        return forbidden(request, session)
+async def enrol(request: Request, files: Annotated[list[UploadFile], File()], session: FormPost,
+                name: Annotated[str, Form()] = "", precropped: Annotated[bool, Form()] = False):
     svc = service(request)
     uploads = [Upload(f.filename or "upload", await f.read()) for f in files if f.filename or f.size]
     try:
