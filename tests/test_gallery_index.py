@@ -231,6 +231,61 @@ def test_enrolment_appends_to_the_saved_index(tmp_path: Path, face_folders: Path
         _assert_same_lists(exact.search(probes, k=5), got)
 
 
+def _inodes(folder: Path) -> dict[str, int]:
+    return {name: (folder / name).stat().st_ino for name in ("vectors.npy", "ids.npy")}
+
+
+def test_new_faces_are_appended_to_the_vector_files_in_place(tmp_path: Path) -> None:
+    """Enrolling writes only the new rows (same files, longer), readable by np.load and by a reader that mapped the
+    files before; a removal or a rebuild asked for rewrites them whole (new files)."""
+    db, folder = tmp_path / "g.sqlite", vector_dir(tmp_path / "g.sqlite")
+    with _gallery(db, index="numpy", subjects=20, per=5) as g:
+        inodes, earlier = _inodes(folder), np.load(folder / "vectors.npy", mmap_mode="r")
+        first = np.array(earlier)
+        _add(g, 10, 5, seed=2)
+        snap = g.store.snapshot(g.matcher_name, g.preprocess)
+        assert _inodes(folder) == inodes and len(snap.image_ids) == 150
+        saved = read_vectors(folder)
+        assert saved.state["count"] == 150 and saved.state["generation"] == g.generation_
+        np.testing.assert_array_equal(saved.ids, snap.image_ids)
+        np.testing.assert_array_equal(saved.vectors, snap.vectors)
+        np.testing.assert_array_equal(np.load(folder / "vectors.npy"), snap.vectors)
+        np.testing.assert_array_equal(np.load(folder / "ids.npy"), snap.image_ids)
+        np.testing.assert_array_equal(earlier, first)  # the 100 rows mapped before are untouched
+        g.remove(str(snap.subjects[0]))
+        assert all(a != b for a, b in zip(_inodes(folder).values(), inodes.values(), strict=True))
+        kept = g.store.snapshot(g.matcher_name, g.preprocess)
+        np.testing.assert_array_equal(read_vectors(folder).vectors, kept.vectors)
+    with Gallery.open(db) as g:
+        assert g.vectors_source_ == "file"
+        np.testing.assert_array_equal(g.vectors_, kept.vectors)
+    inodes = _inodes(folder)
+    with Gallery.rebuild_vectors(db) as g:  # asked for: rewritten whole, never appended to
+        assert all(a != b for a, b in zip(_inodes(folder).values(), inodes.values(), strict=True))
+        np.testing.assert_array_equal(read_vectors(folder).vectors, kept.vectors)
+
+
+def test_an_append_cut_short_is_rewritten_from_the_store(tmp_path: Path) -> None:
+    """New faces committed to the database and their rows (and the new length) appended, but ``state.json`` not
+    yet written, as after kill -9 during an enrolment: the files are rebuilt from the database on opening."""
+    db, folder = tmp_path / "g.sqlite", vector_dir(tmp_path / "g.sqlite")
+    with _gallery(db, index="numpy", subjects=20, per=5) as g:
+        old_state = (folder / "state.json").read_text()
+        g.store.add_images([NewImage("late", f"/synthetic/late/{i}", f"late{i:032d}", "ok", method="synthetic",
+                                     embedding=_unit(np.full(DIM, i + 1.0))) for i in range(7)],
+                           g.matcher_name, g.preprocess)  # committed: the database is a generation ahead
+        snap = g.store.snapshot(g.matcher_name, g.preprocess)
+        write_vectors(folder, snap.image_ids, snap.vectors, {**json.loads(old_state), "generation": snap.generation},
+                      still_current=lambda: True)
+    (folder / "state.json").write_text(old_state)  # the state of before the append
+    assert np.load(folder / "vectors.npy", mmap_mode="r").shape == (107, DIM)
+    with Gallery.open(db) as g:
+        assert g.vectors_source_.startswith("store (vector files rebuilt: ")
+        np.testing.assert_array_equal(g.vectors_, snap.vectors)
+    with Gallery.open(db) as g:
+        assert g.vectors_source_ == "file" and len(g.vectors_) == 107
+
+
 # --- vector files that disagree with the database ----------------------------------------------------------------
 def _forge(db: Path, rows: slice = slice(None), extra_dim: int = 0, **state) -> None:
     """Rewrite the vector files, consistent with themselves, with other rows, dimension or state."""

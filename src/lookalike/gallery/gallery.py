@@ -299,7 +299,7 @@ class Gallery:
         self.vectors_, self.vectors_source_ = vectors, source
         self._open_index(reuse=source == "file")
         if source != "file":
-            self._save()
+            self._save(append=read_files)  # a rebuild asked for rewrites the files whole
         elif self.index_source_ == "built":
             self._save_index()
 
@@ -348,14 +348,15 @@ class Gallery:
                     return f"saved vector of image {int(snap.image_ids[r])} differs from the database's"
         return ""
 
-    def _save(self) -> None:
-        """Write the vector files (then the index) beside a SQLite gallery, unless the store moved on meanwhile."""
+    def _save(self, append: bool = True) -> None:
+        """Write the vector files (then the index) beside a SQLite gallery, unless the store moved on meanwhile;
+        ``append``: only the new rows when the saved files hold the others (see :func:`write_vectors`)."""
         if self.vector_dir is None:
             return
         gen = self.generation_
         state = {"generation": gen, "matcher": self.matcher_name, "preprocess": self.preprocess,
                  "dim": int(self.vectors_.shape[1]) if len(self.vectors_) else int(self.dim or 0)}
-        if write_vectors(self.vector_dir, self.image_ids_, self.vectors_, state, self._still_at(gen)):
+        if write_vectors(self.vector_dir, self.image_ids_, self.vectors_, state, self._still_at(gen), append):
             self._save_index()
 
     def _save_index(self) -> None:

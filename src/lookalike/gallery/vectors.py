@@ -10,7 +10,9 @@ lock; readers take a shared lock. The gallery checks the files against the store
 from __future__ import annotations
 
 import fcntl
+import io
 import json
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -65,10 +67,15 @@ def read_vectors(folder: Path) -> VectorFiles | None:
     if not (folder / STATE).is_file():
         return None
     with _locked(folder, exclusive=False):
-        state = _read_state(folder / STATE)
-        gen = state["generation"]
-        ids = _load_array(folder / IDS, gen)
-        vectors = _load_array(folder / VECTORS, gen, mmap_mode="r")
+        return _read(folder)
+
+
+def _read(folder: Path) -> VectorFiles:
+    """:func:`read_vectors` for a caller holding the folder's lock."""
+    state = _read_state(folder / STATE)
+    gen = state["generation"]
+    ids = _load_array(folder / IDS, gen)
+    vectors = _load_array(folder / VECTORS, gen, mmap_mode="r")
     n, d = state["count"], state["dim"]
     if ids.dtype != np.int64 or ids.shape != (n,):
         raise VectorFilesError(f"ids.npy is {ids.dtype} {ids.shape}, state.json says {n} int64 ids", gen)
@@ -98,17 +105,79 @@ def _read_state(path: Path) -> dict:
     return state
 
 
-def write_vectors(folder: Path, ids: np.ndarray, vectors: np.ndarray, state: dict, still_current) -> bool:
-    """Write the three files atomically (state last) if ``still_current()`` holds under the lock."""
+def write_vectors(folder: Path, ids: np.ndarray, vectors: np.ndarray, state: dict, still_current,
+                  append: bool = True) -> bool:
+    """Write the files if ``still_current()`` holds under the lock, ``state.json`` last.
+
+    With ``append`` (the default), when the saved files hold a prefix of these rows (the same matcher,
+    preprocessing, dimension and image ids: an enrolment since), only the new rows are appended to ``vectors.npy``
+    and ``ids.npy`` in place, so enrolling into a million-face gallery writes the new faces, not the whole matrix.
+    Otherwise (first write, a removal, files that disagree, or ``append=False``) both are replaced atomically. An
+    append cut short leaves arrays longer than ``state.json`` says: they are refused on reading and rewritten
+    from the database.
+    """
+    ids, vectors = np.asarray(ids, np.int64), np.ascontiguousarray(vectors, np.float32)
     with _locked(folder, exclusive=True):
         if not still_current():
             return False
-        with atomic_write(folder / VECTORS, "wb") as f:
-            np.save(f, np.ascontiguousarray(vectors, np.float32), allow_pickle=False)
-        with atomic_write(folder / IDS, "wb") as f:
-            np.save(f, np.asarray(ids, np.int64), allow_pickle=False)
+        if not (append and _append(folder, ids, vectors, state)):
+            with atomic_write(folder / VECTORS, "wb") as f:
+                np.save(f, vectors, allow_pickle=False)
+            with atomic_write(folder / IDS, "wb") as f:
+                np.save(f, ids, allow_pickle=False)
         write_json(folder / STATE, {**state, "count": int(len(ids))})
     return True
+
+
+def _append(folder: Path, ids: np.ndarray, vectors: np.ndarray, state: dict) -> bool:
+    """Append the rows past the saved ones in place; False (nothing written) when the saved files are not a
+    prefix of ``ids``/``vectors`` with the same settings, or their headers have no room for the new length."""
+    if not (folder / STATE).is_file():
+        return False
+    try:
+        saved = _read(folder)
+    except VectorFilesError:
+        return False
+    n = len(saved.ids)
+    same = all(saved.state.get(k) == state.get(k) for k in ("matcher", "preprocess", "dim"))
+    if not same or n == 0 or n > len(ids) or vectors.shape[1:] != saved.vectors.shape[1:]:
+        return False
+    ends = [0, n - 1]  # the saved rows are ours: same image ids, and the first and last vectors agree
+    if not np.array_equal(saved.ids, ids[:n]) or not np.array_equal(saved.vectors[ends], vectors[ends]):
+        return False
+    del saved  # drop the memory map before writing to the file
+    if n == len(ids):
+        return True
+    headers = [_grown_header(folder / name, len(ids)) for name in (VECTORS, IDS)]
+    if None in headers:
+        return False
+    for name, rows, (offset, header) in zip((VECTORS, IDS), (vectors[n:], ids[n:]), headers, strict=True):
+        with open(folder / name, "r+b") as f:
+            f.seek(offset + n * rows[:1].nbytes)  # past the saved rows
+            f.write(rows.tobytes())
+            f.truncate()
+            f.seek(0)
+            f.write(header)  # the new length, in a header of the same size
+            f.flush()
+            os.fsync(f.fileno())
+    return True
+
+
+def _grown_header(path: Path, rows: int) -> tuple[int, bytes] | None:
+    """(offset of the data, the .npy header for ``rows`` rows of the same array) when it has the same size as the
+    file's present header (NumPy pads headers so the first dimension can grow), else None."""
+    fmt = np.lib.format
+    with open(path, "rb") as f:
+        version = fmt.read_magic(f)
+        read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+        shape, fortran, dtype = read(f)
+        offset = f.tell()
+    if fortran or not shape:
+        return None
+    out = io.BytesIO()
+    header = {"descr": fmt.dtype_to_descr(dtype), "fortran_order": False, "shape": (rows, *shape[1:])}
+    (fmt.write_array_header_1_0 if version == (1, 0) else fmt.write_array_header_2_0)(out, header)
+    return (offset, out.getvalue()) if out.tell() == offset else None
 
 
 def read_index(folder: Path, vectors: np.ndarray) -> Index:
