@@ -7,14 +7,18 @@ search (recall@50); no identification accuracy is claimed from synthetic faces.
 
 Columns: build time; memory = bytes of the index structure + the float32 vectors, and the process RSS growth;
 queries/s single-probe (one query per call, k=100) and batched (``--batch`` queries in one call, k=50);
-recall@50 vs exact; per-probe latency of search (k=100) + a re-ranking stand-in: gather the 100 candidates'
-vectors, apply a 128x128 linear map to probe and candidates and take cosines (the cost of the LDA
-disambiguator), and that stand-in's share of the latency. Last line (the largest gallery)::
+recall@50 vs exact; then per single probe, as ``lookalike identify`` runs it: the search, the re-ranking of
+its first ``max(20, reach)`` candidates by a real lookalike model (``--model``, default: the shipped default
+model; its memo of gallery-face features as identify sets it, so at 1M most candidates are prepared afresh),
+and the identify time per probe photo = detection + alignment + embedding (measured once on ``--photos`` real
+LFW photos, the same for every gallery) + search + re-ranking; re-ranking's share of that identify time, and of
+search + re-ranking alone. Last line (the largest gallery)::
 
     scale: exact/faiss_flat_time R1 ann_recall50 R2 ann_speedup R3 rerank_share R4
 
 R1 = numpy exact time / FAISS IndexFlatIP time (the worse of single-probe and batched); R2, R3, R4 for the first
-``--ann`` index (speedup = its single-probe queries/s over exact numpy's).
+``--ann`` index (speedup = its single-probe queries/s over exact numpy's; R4 = re-ranking's share of the identify
+time per probe).
 
     .venv/bin/python benchmarks/search_scale.py --embeddings /work/cache/lfw_full.npz
 """
@@ -36,6 +40,9 @@ from threadpoolctl import ThreadpoolController
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from lookalike.data.images import load_image  # noqa: E402
+from lookalike.gallery import Gallery  # noqa: E402
+from lookalike.identify import MEMO_SIZE, Identifier  # noqa: E402
 from lookalike.index import (  # noqa: E402
     INDEXES,
     ApproximateIndex,
@@ -48,6 +55,8 @@ from lookalike.index import (  # noqa: E402
     parse_index_spec,
 )
 from lookalike.matchers.base import l2_normalize  # noqa: E402
+from lookalike.metrics import RankedLists  # noqa: E402
+from lookalike.model import LookalikeModel, load_model  # noqa: E402
 
 BLAS = ThreadpoolController()  # found once: a re-scan per call would cost more than the re-ranking itself
 DEFAULT_EMBEDDINGS = Path("/work/cache/lfw_full.npz")
@@ -144,30 +153,55 @@ def build(name: str, vectors: np.ndarray, folder: Path, built: dict) -> tuple[In
     return ix, seconds, extra, rss_mb() - r0
 
 
-def rerank_stand_in(probe: np.ndarray, cand: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """LDA-disambiguator cost: a 128x128 linear map of probe and candidates, then cosines (one BLAS thread: a
-    100x128 product is far too small to split, and splitting it costs ~10x on a busy machine)."""
+def detect_embed_seconds(model: LookalikeModel, data: str, n: int, seed: int) -> float:
+    """Median seconds of detection + alignment + embedding per real photo (seeded sample of ``data``), through
+    :class:`lookalike.identify.Identifier` as ``identify`` runs them (one BLAS thread, as its CLI sets)."""
+    photos = sorted(Path(data).glob("*/*.jpg"))
+    if not photos:
+        raise SystemExit(f"no photos under {data}: the identify time needs real photos (--data)")
+    photos = [photos[i] for i in np.random.default_rng(seed).choice(len(photos), min(n, len(photos)), replace=False)]
+    with tempfile.TemporaryDirectory() as tmp, BLAS.limit(limits=1, user_api="blas"):
+        g = Gallery.create(Path(tmp) / "g.sqlite", matcher=model.matcher, lowres=model.gallery_lowres,
+                           aligner=model.aligner)
+        ident = Identifier(g, model)
+        per = []
+        for path in [photos[0], *photos]:  # the first call loads the face models: not timed
+            before = sum(ident.timing.get(k, 0.0) for k in ("detect_align_s", "embed_s"))
+            ident.faces(load_image(path))
+            per.append(sum(ident.timing.get(k, 0.0) for k in ("detect_align_s", "embed_s")) - before)
+        g.close()
+    return float(np.median(per[1:]))
+
+
+def rerank_one(model: LookalikeModel, probe: np.ndarray, scores: np.ndarray, ids: np.ndarray,
+               vectors: np.ndarray) -> None:
+    """Re-rank one probe's list as :meth:`lookalike.identify.Identifier.search_face` does: its first
+    ``max(20, reach)`` candidates, by their vectors (one BLAS thread, as identify's CLI sets)."""
+    k = min(len(ids), max(20, model.reach))
     with BLAS.limit(limits=1, user_api="blas"):
-        p, c = probe @ w, cand @ w
-    return (c @ p) / (np.linalg.norm(c, axis=1) * np.linalg.norm(p) + 1e-12)
+        model.rerank(probe[None], RankedLists(np.arange(k)[None], scores[None, :k]), vectors[ids[:k]][None])
 
 
-def measure(ix: Index, vectors: np.ndarray, probes: np.ndarray, args: argparse.Namespace, w: np.ndarray) -> dict:
+def measure(ix: Index, vectors: np.ndarray, probes: np.ndarray, args: argparse.Namespace,
+            model: LookalikeModel) -> dict:
     singles = probes[:args.single]
     ix.search(probes[-1:], 100)  # warm-up (page in a memory map, first-call costs)
     search_s = rerank_s = 0.0
     for q in singles:
         t0 = time.perf_counter()
-        _, ids = ix.search(q[None], 100)
+        scores, ids = ix.search(q[None], 100)
         t1 = time.perf_counter()
-        rerank_stand_in(q, vectors[np.sort(ids[0])], w)
+        rerank_one(model, q, scores[0], ids[0], vectors)
         t2 = time.perf_counter()
         search_s, rerank_s = search_s + t1 - t0, rerank_s + t2 - t1
     t0 = time.perf_counter()
     scores, ids = ix.search(probes[:args.batch], 50)
     batched = time.perf_counter() - t0
-    return {"single_qps": len(singles) / search_s, "batched_qps": args.batch / batched, "ids": ids,
-            "latency_ms": 1000 * (search_s + rerank_s) / len(singles), "rerank_share": rerank_s / (search_s + rerank_s)}
+    n = len(singles)
+    identify_s = args.detect_embed_s + (search_s + rerank_s) / n
+    return {"single_qps": n / search_s, "batched_qps": args.batch / batched, "ids": ids,
+            "search_ms": 1000 * search_s / n, "rerank_ms": 1000 * rerank_s / n, "identify_ms": 1000 * identify_s,
+            "rerank_share": rerank_s / n / identify_s, "rerank_share_search": rerank_s / (search_s + rerank_s)}
 
 
 def recall(got: np.ndarray, ref: np.ndarray) -> float:
@@ -186,6 +220,8 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=500, help="queries in the batched search")
     p.add_argument("--ann", nargs="+", default=list(DEFAULT_ANN),
                    help="approximate indexes, kind:param=value,...; the first is the one on the last line")
+    p.add_argument("--model", default="default", help="the lookalike model that re-ranks (.lkm; default: shipped)")
+    p.add_argument("--photos", type=int, default=20, help="real photos timed for detection + alignment + embedding")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workdir", default=None, help="where the galleries' vectors.npy go (default: a temp dir)")
     args = p.parse_args()
@@ -199,28 +235,34 @@ def main() -> None:
     real = load_real(args)
     real = real[rng.permutation(len(real))]
     probes, real_gallery = real[:args.probes], real[args.probes:]
-    w = rng.standard_normal((real.shape[1], real.shape[1])).astype(np.float32)
+    rng.standard_normal((real.shape[1], real.shape[1]))  # drawn as before, so the synthetic galleries stay the same
+    model = load_model(args.model)
+    model.disambiguator_.memo_size = MEMO_SIZE  # as identify sets it
+    args.detect_embed_s = detect_embed_seconds(model, args.data, args.photos, args.seed)
     work = Path(args.workdir or tempfile.mkdtemp(prefix="search_scale."))
     work.mkdir(parents=True, exist_ok=True)
     print(f"{len(real)} real LFW faces: {len(probes)} probes, {len(real_gallery)} in every gallery (all of it "
           f"from 10k up); OpenBLAS/FAISS threads: {os.environ.get('OMP_NUM_THREADS', 'default')}, cpus "
-          f"{os.cpu_count()}\n")
+          f"{os.cpu_count()}; re-ranking model {args.model} ({model.describe_short()['selection']}); detection + "
+          f"alignment + embedding {1000 * args.detect_embed_s:.1f} ms per photo (median of {args.photos})\n")
     head = ("| gallery | synthetic | index | build s | memory MB (index + vectors) | RSS growth MB | q/s single | "
-            "q/s batched | recall@50 | search + rerank ms/probe | rerank share |")
-    lines, fp16_lines = [head, "|" + "---|" * 11], []
+            "q/s batched | recall@50 | search ms | rerank ms | identify ms | rerank share of identify | "
+            "rerank share of search + rerank |")
+    lines, fp16_lines = [head, "|" + "---|" * 14], []
     last: dict = {}
     for n in (int(s) for s in args.sizes.split(",")):
         vectors, synthetic = write_gallery(work / f"vectors_{n}.npy", real_gallery, n, rng)
         results, built = {}, {}
         for name in ("numpy", "faiss_flat", *(a for a in args.ann if n <= (parse_ann(a)[3] or n))):
             ix, seconds, extra, rss = build(name, vectors, work / f"index_{n}_{name.split(':')[0]}", built)
-            m = measure(ix, vectors, probes, args, w)
+            m = measure(ix, vectors, probes, args, copy.deepcopy(model))  # a fresh memo for each index
             results[name] = m
             ref = results["numpy"]["ids"]
             mb = (extra + vectors.nbytes) / 2**20
             lines.append(f"| {n:,} | {synthetic:,} | {name} | {seconds:.1f} | {mb:,.0f} | "
                          f"{rss:,.0f} | {m['single_qps']:.1f} | {m['batched_qps']:.1f} | {recall(m['ids'], ref):.4f} | "
-                         f"{m['latency_ms']:.2f} | {m['rerank_share']:.3f} |")
+                         f"{m['search_ms']:.2f} | {m['rerank_ms']:.2f} | {m['identify_ms']:.1f} | "
+                         f"{m['rerank_share']:.3f} | {m['rerank_share_search']:.3f} |")
             print(lines[-1], file=sys.stderr, flush=True)
             del ix
         del built
