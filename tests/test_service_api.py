@@ -282,6 +282,42 @@ def test_created_token_is_stored_hashed_and_works(tmp_path: Path, orl_dir: Path,
     assert token.encode() not in raw and second.encode() not in raw
 
 
+def test_tokens_are_listed_and_revoked_with_their_page_sessions(tmp_path: Path, capsys):
+    import re
+
+    from lookalike.cli import main
+
+    db = str(tmp_path / "g.sqlite")
+    assert main(["serve", "--db", db, "--matcher", FAST_MATCHER, "--create-token", "--token-label", "ann"]) == 0
+    token = capsys.readouterr().out.strip()
+    other = create_token_in(db, "bob")
+    assert main(["serve", "--db", db, "--list-tokens"]) == 0
+    listed = capsys.readouterr().out
+    assert re.search(r"\| 1 \| ann \| \d{4}-", listed) and "| 2 | bob |" in listed
+    assert token not in listed and other not in listed
+    service = Service(db, data_dir=tmp_path / "images", engines=1)
+    try:
+        client = TestClient(create_app(service, TokenChecker(None)), follow_redirects=False)
+        page = client.get("/login")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+        assert client.post("/login", data={"token": token, "csrf": csrf}).status_code == 303
+        assert client.get("/").status_code == 200 and client.get("/api/subjects").status_code == 200
+        assert client.get("/api/subjects", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+        assert main(["serve", "--db", db, "--revoke-token", "1"]) == 0  # from another process, as an admin would
+        assert client.get("/api/subjects", headers={"Authorization": f"Bearer {token}"}).status_code == 401
+        r = client.get("/")  # the page session it opened is over
+        assert r.status_code == 303 and r.headers["location"].startswith("/login")
+        assert client.get("/api/subjects").status_code == 401
+        assert client.get("/api/subjects", headers={"Authorization": f"Bearer {other}"}).status_code == 200
+    finally:
+        service.close()
+    capsys.readouterr()
+    assert main(["serve", "--db", db, "--revoke-token", "1"]) == 2
+    assert capsys.readouterr().err == f"lookalike: error: no API token with id 1 in {db} (see --list-tokens)\n"
+    assert main(["serve", "--db", str(tmp_path / "none.sqlite"), "--list-tokens"]) == 2
+    assert "no gallery in" in capsys.readouterr().err
+
+
 def test_serve_refuses_to_start_without_a_token(tmp_path: Path, capsys, monkeypatch):
     from lookalike.cli import main
 

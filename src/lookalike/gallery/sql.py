@@ -362,6 +362,10 @@ class SQLStore(GalleryStore):
             rows = self._exec("SELECT id, label, salt, hash, created FROM tokens ORDER BY id").fetchall()
         return [TokenRecord(int(r[0]), *r[1:]) for r in rows]
 
+    def revoke_token(self, token_id: int) -> bool:
+        with self._transaction(write=True):
+            return self._exec("DELETE FROM tokens WHERE id = ?", (int(token_id),)).rowcount > 0
+
 
 def _image_record(r) -> ImageRecord:
     return ImageRecord(int(r[0]), r[1], r[2], r[3], r[4], r[5], r[6], int(r[7]),

@@ -241,6 +241,10 @@ class GalleryStore(ABC):
     @abstractmethod
     def list_tokens(self) -> list[TokenRecord]: ...
 
+    @abstractmethod
+    def revoke_token(self, token_id: int) -> bool:
+        """Delete a token (it stops working at once, and so do the page sessions it opened); False if unknown."""
+
 
 def check_verdict(verdict: str) -> str:
     if verdict not in VERDICTS:

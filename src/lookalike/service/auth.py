@@ -20,6 +20,7 @@ from lookalike.gallery.store import GalleryStore
 SESSION_COOKIE = "lookalike_session"
 SESSION_SECONDS = 12 * 3600
 MIN_TOKEN_CHARS = 16
+ENV_TOKEN = "env"  # the token given by LOOKALIKE_TOKEN, as TokenChecker.match names it
 
 
 def hash_token(token: str, salt: str) -> str:
@@ -51,14 +52,26 @@ class TokenChecker:
         return self._env_hash is not None or bool(store.list_tokens())
 
     def check(self, token: str | None, store: GalleryStore) -> bool:
+        return self.match(token, store) is not None
+
+    def match(self, token: str | None, store: GalleryStore) -> str | None:
+        """Which valid token this is: ``"env"`` (``LOOKALIKE_TOKEN``), a stored token's id as text, or None.
+        Every stored hash is compared (constant time each), whichever matches."""
         if not token:
-            return False
-        ok = False
-        if self._env_hash is not None:
-            ok |= hmac.compare_digest(hash_token(token, self._env_salt), self._env_hash)
+            return None
+        found = None
+        if self._env_hash is not None and hmac.compare_digest(hash_token(token, self._env_salt), self._env_hash):
+            found = ENV_TOKEN
         for rec in store.list_tokens():
-            ok |= hmac.compare_digest(hash_token(token, rec.salt), rec.hash)
-        return ok
+            if hmac.compare_digest(hash_token(token, rec.salt), rec.hash):
+                found = found or str(rec.id)
+        return found
+
+    def alive(self, which: str, store: GalleryStore) -> bool:
+        """Whether the token :meth:`match` named is still valid (a stored one may have been revoked since)."""
+        if which == ENV_TOKEN:
+            return self._env_hash is not None
+        return any(str(r.id) == which for r in store.list_tokens())
 
 
 def bearer(header: str | None) -> str | None:
@@ -74,6 +87,7 @@ class Session:
     csrf: str
     expires: float
     authenticated: bool = False
+    token: str = ""  # the token that logged it in (TokenChecker.match): revoking it ends the session
     reviewer: str = ""
     flash: list[str] = field(default_factory=list)
 
@@ -96,9 +110,9 @@ class Sessions:
                 s = None
             return s
 
-    def new(self, authenticated: bool = False) -> tuple[str, Session]:
+    def new(self, authenticated: bool = False, token: str = "") -> tuple[str, Session]:
         sid = secrets.token_urlsafe(32)
-        s = Session(secrets.token_urlsafe(32), time.time() + self.seconds, authenticated)
+        s = Session(secrets.token_urlsafe(32), time.time() + self.seconds, authenticated, token)
         with self._lock:
             now = time.time()
             for k in [k for k, v in self._sessions.items() if v.expires < now]:

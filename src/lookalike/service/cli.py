@@ -29,9 +29,28 @@ def add_parser(sub) -> None:
     s.add_argument("--create-token", action="store_true",
                    help="create an API token, print it once (only its salted hash is stored) and exit")
     s.add_argument("--token-label", default="", help="a label for --create-token (who it is for)")
+    s.add_argument("--list-tokens", action="store_true", help="list the API tokens (id, label, created) and exit")
+    s.add_argument("--revoke-token", type=int, default=None, metavar="ID",
+                   help="revoke API token ID (it stops working at once, with the page sessions it opened) and exit")
     from lookalike.cli import add_blas_threads
 
     add_blas_threads(s)
+
+
+def manage_tokens(args: argparse.Namespace) -> int:
+    """``--list-tokens`` / ``--revoke-token ID`` on the gallery database (no server started)."""
+    from lookalike.service.core import list_tokens_in, revoke_token_in
+
+    if args.revoke_token is not None:
+        revoke_token_in(args.db, args.revoke_token)
+        print(f"revoked API token {args.revoke_token}", file=sys.stderr)
+        return 0
+    tokens = list_tokens_in(args.db)
+    print("| id | label | created |\n|---|---|---|")
+    for t in tokens:
+        print(f"| {t['id']} | {t['label']} | {t['created']} |")
+    print(f"{len(tokens)} API token(s); LOOKALIKE_TOKEN, if set when serving, is not listed", file=sys.stderr)
+    return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -48,6 +67,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise ValueError("--max-upload-mb must be positive")
     if not 0 < args.port < 65536:
         raise ValueError(f"--port must be 1-65535, got {args.port}")
+    if args.list_tokens or args.revoke_token is not None:
+        return manage_tokens(args)
     model = None
     if args.model:
         from lookalike.model import load_model_for_db

@@ -26,7 +26,7 @@ from PIL import Image
 
 from lookalike.data.images import ImageError, decode_image, degrade, load_image, sniff_image_type
 from lookalike.gallery import Gallery, is_postgres_url, open_store
-from lookalike.gallery.store import VERDICTS, NoGalleryError, StoreError
+from lookalike.gallery.store import VERDICTS, GalleryStore, NoGalleryError, StoreError
 from lookalike.identify import SCHEMA_VERSION, Identifier
 from lookalike.matchers.align import Alignment, FaceAligner
 from lookalike.matchers.cache import EmbeddingCache
@@ -463,16 +463,32 @@ def default_data_dir(db: str) -> Path:
     return path.with_name(path.name + ".images")
 
 
+def _token_store(db: str) -> GalleryStore:
+    try:
+        return open_store(db, create=False)
+    except NoGalleryError:
+        raise StoreError(f"no gallery in {db}: start `lookalike serve --db {db}` once first") from None
+
+
 def create_token_in(db: str, label_: str = "") -> str:
     """Create an API token in the gallery database ``db`` (which must exist or is created empty)."""
     from lookalike.service.auth import create_token
 
-    try:
-        store = open_store(db, create=False)
-    except NoGalleryError:
-        raise StoreError(f"no gallery in {db}: start `lookalike serve --db {db}` once first") from None
-    with store:
+    with _token_store(db) as store:
         return create_token(store, label_)
+
+
+def list_tokens_in(db: str) -> list[dict]:
+    """The API tokens of ``db``: id, label, created (never the hash or salt)."""
+    with _token_store(db) as store:
+        return [{"id": t.id, "label": t.label, "created": t.created} for t in store.list_tokens()]
+
+
+def revoke_token_in(db: str, token_id: int) -> None:
+    """Revoke token ``token_id`` of ``db`` (a running service refuses it at once); ValueError if there is none."""
+    with _token_store(db) as store:
+        if not store.revoke_token(token_id):
+            raise ValueError(f"no API token with id {token_id} in {db} (see --list-tokens)")
 
 
 def dumps(obj) -> str:

@@ -16,7 +16,7 @@ from fastapi.templating import Jinja2Templates
 
 from lookalike.service.auth import SESSION_COOKIE, Session, csrf_ok
 from lookalike.service.core import VERDICTS, Service, ServiceError, Upload
-from lookalike.service.security import page_session, set_session_cookie, token_ok
+from lookalike.service.security import live_session, page_session, set_session_cookie, token_match
 
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
@@ -56,17 +56,17 @@ class PageResponse(Exception):
         self.response = response
 
 
-def logged_in(request: Request) -> Session:
-    """The page's session; not logged in: to the login page, coming back here after."""
-    session = page_session(request)
+async def logged_in(request: Request) -> Session:
+    """The page's session; not logged in (or its token revoked since): to the login page, coming back here after."""
+    session = await live_session(request)
     if session is None:
         raise PageResponse(to_login(request))
     return session
 
 
-def posted_form(request: Request, csrf: Annotated[str, Form()] = "") -> Session:
+async def posted_form(request: Request, csrf: Annotated[str, Form()] = "") -> Session:
     """:func:`logged_in` for a form post, whose hidden CSRF field must be the session's (else 403)."""
-    session = logged_in(request)
+    session = await logged_in(request)
     if not csrf_ok(session, csrf):
         raise PageResponse(forbidden(request, session))
     return session
@@ -98,10 +98,11 @@ async def login(request: Request, token: Annotated[str, Form()] = "", csrf: Anno
     session = sessions.get(old_sid)
     if not csrf_ok(session, csrf):
         return forbidden(request, session)
-    if not await token_ok(request, token.strip()):
+    which = await token_match(request, token.strip())
+    if which is None:
         return render(request, "login.html", session, 401, next=safe_next(next), error="That token is not valid.")
     sessions.drop(old_sid)  # a fresh session id after login (no session fixation)
-    sid, _ = sessions.new(authenticated=True)
+    sid, _ = sessions.new(authenticated=True, token=which)
     response = RedirectResponse(safe_next(next), status_code=303)
     set_session_cookie(request, response, sid, sessions.seconds)
     return response

@@ -42,14 +42,20 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
-def _check(request: Request, token: str) -> bool:
+def _with_store(request: Request, method: str, value: str) -> str | bool | None:
+    """``request.app.state.tokens.<method>(value, store)`` on one of the service's stores."""
     service, tokens = request.app.state.service, request.app.state.tokens
     with service.engine() as e:
-        return tokens.check(token, e.gallery.store)
+        return getattr(tokens, method)(value, e.gallery.store)
+
+
+async def token_match(request: Request, token: str | None) -> str | None:
+    """Which valid token ``token`` is (:meth:`TokenChecker.match`), or None."""
+    return await run_in_threadpool(_with_store, request, "match", token) if token else None
 
 
 async def token_ok(request: Request, token: str | None) -> bool:
-    return bool(token) and await run_in_threadpool(_check, request, token)
+    return await token_match(request, token) is not None
 
 
 async def require_token(request: Request) -> None:
@@ -62,14 +68,23 @@ async def require_token(request: Request) -> None:
 
 
 def page_session(request: Request) -> Session | None:
-    """The logged-in page session of this request, if any."""
+    """The logged-in page session of this request, if any (its token not checked again: see :func:`live_session`)."""
     s = request.app.state.sessions.get(request.cookies.get(SESSION_COOKIE))
     return s if s is not None and s.authenticated else None
 
 
+async def live_session(request: Request) -> Session | None:
+    """:func:`page_session` whose login token is still valid; a session of a revoked token is ended."""
+    s = page_session(request)
+    if s is not None and not await run_in_threadpool(_with_store, request, "alive", s.token):
+        request.app.state.sessions.drop(request.cookies.get(SESSION_COOKIE))
+        return None
+    return s
+
+
 async def require_reader(request: Request) -> None:
     """A valid bearer token or a logged-in page session (for reads and the pictures on pages)."""
-    if request.headers.get("authorization") is None and page_session(request) is not None:
+    if request.headers.get("authorization") is None and await live_session(request) is not None:
         return
     await require_token(request)
 
