@@ -9,10 +9,10 @@ Columns: build time; memory = bytes of the index structure + the float32 vectors
 queries/s single-probe (one query per call, k=100) and batched (``--batch`` queries in one call, k=50);
 recall@50 vs exact; then per single probe, as ``lookalike identify`` runs it: the search, the re-ranking of
 its first ``max(20, reach)`` candidates by a real lookalike model (``--model``, default: the shipped default
-model; its memo of gallery-face features as identify sets it, so at 1M most candidates are prepared afresh),
-and the identify time per probe photo = detection + alignment + embedding (measured once on ``--photos`` real
-LFW photos, the same for every gallery) + search + re-ranking; re-ranking's share of that identify time, and of
-search + re-ranking alone. Last line (the largest gallery)::
+model; each gallery's faces prepared for it once, as :func:`lookalike.identify.prepare_gallery` does, timed in a
+table of its own like an index build), and the identify time per probe photo = detection + alignment + embedding
+(measured once on ``--photos`` real LFW photos, the same for every gallery) + search + re-ranking; re-ranking's
+share of that identify time, and of search + re-ranking alone. Last line (the largest gallery)::
 
     scale: exact/faiss_flat_time R1 ann_recall50 R2 ann_speedup R3 rerank_share R4
 
@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from lookalike.data.images import load_image  # noqa: E402
 from lookalike.gallery import Gallery  # noqa: E402
-from lookalike.identify import MEMO_SIZE, Identifier  # noqa: E402
+from lookalike.identify import Identifier, prepare_gallery  # noqa: E402
 from lookalike.index import (  # noqa: E402
     INDEXES,
     ApproximateIndex,
@@ -237,7 +237,6 @@ def main() -> None:
     probes, real_gallery = real[:args.probes], real[args.probes:]
     rng.standard_normal((real.shape[1], real.shape[1]))  # drawn as before, so the synthetic galleries stay the same
     model = load_model(args.model)
-    model.disambiguator_.memo_size = MEMO_SIZE  # as identify sets it
     args.detect_embed_s = detect_embed_seconds(model, args.data, args.photos, args.seed)
     work = Path(args.workdir or tempfile.mkdtemp(prefix="search_scale."))
     work.mkdir(parents=True, exist_ok=True)
@@ -248,14 +247,19 @@ def main() -> None:
     head = ("| gallery | synthetic | index | build s | memory MB (index + vectors) | RSS growth MB | q/s single | "
             "q/s batched | recall@50 | search ms | rerank ms | identify ms | rerank share of identify | "
             "rerank share of search + rerank |")
-    lines, fp16_lines = [head, "|" + "---|" * 14], []
+    lines, fp16_lines, prepare_lines = [head, "|" + "---|" * 14], [], []
     last: dict = {}
     for n in (int(s) for s in args.sizes.split(",")):
         vectors, synthetic = write_gallery(work / f"vectors_{n}.npy", real_gallery, n, rng)
         results, built = {}, {}
+        prepared = copy.deepcopy(model)  # a fresh memo for each gallery, shared by its indexes
+        t0 = time.perf_counter()
+        with BLAS.limit(limits=int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1)), user_api="blas"):
+            prepare_gallery(prepared, vectors)
+        prepare_lines.append(f"| {n:,} | {time.perf_counter() - t0:.1f} |")
         for name in ("numpy", "faiss_flat", *(a for a in args.ann if n <= (parse_ann(a)[3] or n))):
             ix, seconds, extra, rss = build(name, vectors, work / f"index_{n}_{name.split(':')[0]}", built)
-            m = measure(ix, vectors, probes, args, copy.deepcopy(model))  # a fresh memo for each index
+            m = measure(ix, vectors, probes, args, prepared)
             results[name] = m
             ref = results["numpy"]["ids"]
             mb = (extra + vectors.nbytes) / 2**20
@@ -278,6 +282,9 @@ def main() -> None:
         (work / f"vectors_{n}.npy").unlink()
         print(f"size {n:,} done", file=sys.stderr, flush=True)
     print("\n".join(lines))
+    print("\nPreparing the gallery for re-ranking (each face's disambiguator cohort term, once: "
+          "lookalike.identify.prepare_gallery)\n")
+    print("| gallery | seconds |\n|---|---|\n" + "\n".join(prepare_lines))
     print("\nfloat16 storage: recall@50 of exact search over float16-rounded vectors vs float32\n")
     print("| gallery | float16 recall@50 |\n|---|---|\n" + "\n".join(fp16_lines))
     print(f"\nscale: exact/faiss_flat_time {last['r1']:.2f} ann_recall50 {last['r2']:.4f} "

@@ -98,6 +98,44 @@ def test_lda_fits_with_few_people(n_people):
     assert np.isfinite(d.transform(train.vectors)).all()
 
 
+def test_memo_shared_by_threads_gives_the_batch_scores(data):
+    """The service's engines share one model: its memo of gallery faces, filled by several threads at once (and
+    restarting when full), still gives every probe the batch scores."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    train, pairs, test = data
+    d = LookalikeLDA(shrink=0.5, cohort_n=5, cohort_beta=1.0).fit(train, pairs)
+    want = d.score_lists(test.probes.vectors, test.candidates)
+    d.memo_size = 60
+    cand = test.candidates[:, :20]
+
+    def one(q: int) -> np.ndarray:
+        return d.score_lists(test.probes.vectors[q:q + 1], cand[q:q + 1].copy())[0]
+
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(one, [q % len(test.probes) for q in range(4 * len(test.probes))]))
+    for i, g in enumerate(got):
+        np.testing.assert_allclose(g, want[i % len(test.probes), :20], atol=1e-6)
+
+
+def test_prepare_gallery_remembers_every_face(data):
+    from lookalike.identify import prepare_gallery
+
+    train, pairs, test = data
+    d = LookalikeLDA(shrink=0.5, cohort_n=5, cohort_beta=1.0).fit(train, pairs)
+    model = type("M", (), {"disambiguator_": d})()
+    gallery = test.gallery.vectors
+    assert prepare_gallery(model, gallery, block=7) == len(gallery) and d._memo.n == len(gallery)
+    want = d.prepare(gallery)[1]
+    cohort = d.cohort_term
+    d.cohort_term = lambda z: pytest.fail("a prepared face was cohort-scored again")
+    try:
+        np.testing.assert_allclose(d._prepare_gallery(gallery[::-1])[1], want[::-1], atol=1e-6)
+    finally:
+        d.cohort_term = cohort
+    assert prepare_gallery(None, gallery) == 0
+
+
 @pytest.mark.parametrize("memo_size", [10_000, 25])
 def test_memo_serves_one_probe_at_a_time_like_a_batch(data, memo_size):
     """identify's memo of prepared gallery faces (one probe at a time; a small memo that fills and restarts,

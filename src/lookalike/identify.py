@@ -8,6 +8,7 @@ the top subject, or "not enrolled". The JSON form (:data:`SCHEMA_VERSION`) is do
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,7 @@ from lookalike.model import LookalikeModel
 SCHEMA_VERSION = 1
 LOOKALIKE_FPIR = 0.01  # two subjects are lookalikes when they match each other above the gallery's 1%-FPIR score
 MAX_NONMATED = 2000  # gallery images searched (seeded sample) to set the gallery's own thresholds
-MEMO_SIZE = 200_000  # gallery faces whose disambiguator features identify keeps between probes
+MEMO_SIZE = 2_000_000  # gallery faces whose disambiguator cohort terms identify keeps (~120 bytes each)
 
 
 @dataclass
@@ -88,15 +89,8 @@ class Identifier:
 
     def prepare_gallery(self, block: int = 4096) -> int:
         """Compute the model's per-face disambiguator features for every gallery face now (a one-off cost, so
-        that each probe's re-ranking only looks them up); returns the faces prepared (0 without a model, or
-        when the gallery has more faces than the memo keeps)."""
-        d = self.model.disambiguator_ if self.model is not None else None
-        vectors = np.asarray(self.gallery.vectors_)
-        if d is None or not hasattr(d, "_prepare_gallery") or len(vectors) > MEMO_SIZE:
-            return 0
-        for s in range(0, len(vectors), block):
-            d._prepare_gallery(vectors[s:s + block])
-        return len(vectors)
+        that each probe's re-ranking only looks them up); returns the faces prepared (0 without a model)."""
+        return prepare_gallery(self.model, self.gallery.vectors_, block)
 
     # --- calibration from the gallery itself -------------------------------------------------------------
     def calibration(self) -> dict:
@@ -209,6 +203,24 @@ class Identifier:
         except ImageError as e:
             return {"photo": str(path), "status": e.reason, "message": str(e), "faces": []}
         return self.identify_image(image, str(path), top, fpir)
+
+
+def prepare_gallery(model: LookalikeModel | None, vectors: np.ndarray, block: int = 4096,
+                    stop: threading.Event | None = None) -> int:
+    """The disambiguator cohort terms of every gallery face (``vectors``), remembered by ``model`` for identify
+    (a one-off cost: the costly part of re-ranking a candidate); returns the faces prepared (0 without a model,
+    with an image-level disambiguator, or when there are more faces than the memo keeps). ``stop``: checked
+    between blocks (a service closing)."""
+    d = model.disambiguator_ if model is not None else None
+    if d is None or not hasattr(d, "_prepare_gallery") or len(vectors) > MEMO_SIZE:
+        return 0
+    d.memo_size = MEMO_SIZE
+    done = 0
+    for s in range(0, len(vectors), block):
+        if stop is not None and stop.is_set():
+            break
+        done += len(d._prepare_gallery(np.asarray(vectors[s:s + block]))[1])
+    return done
 
 
 def identify(photos: list[str | Path], gallery: Gallery, model: LookalikeModel | None = None, top: int = 20,

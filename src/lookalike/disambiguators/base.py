@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import threading
 from abc import ABC, abstractmethod
 from pathlib import Path
 
@@ -202,9 +203,9 @@ class EmbeddingDisambiguator(Disambiguator):
             out[s:s + block] = np.partition(sim, sim.shape[1] - n, axis=1)[:, -n:].mean(1)
         return self.cohort_beta / 2 * out
 
-    # Gallery faces whose projection and cohort term are kept between calls (0: none). Identify, serving one
-    # probe at a time, turns it on; evaluation leaves it off, so a result never depends on earlier calls (a
-    # face prepared in another batch can differ in the last bits).
+    # Gallery faces whose cohort term is kept between calls (0: none). Identify, serving one probe at a time,
+    # turns it on; evaluation leaves it off, so a result never depends on earlier calls (a face prepared in another
+    # batch can differ in the last bits).
     memo_size: int = 0
 
     def prepare(self, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -213,27 +214,26 @@ class EmbeddingDisambiguator(Disambiguator):
         return z, self.cohort_term(z)
 
     def _prepare_gallery(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`prepare` for candidate faces, remembered by their vectors' bytes: a gallery face that comes
-        back as a candidate (identify serving one probe at a time) is projected and cohort-scored once."""
+        """:meth:`prepare` for candidate faces, their cohort terms (the costly part) remembered by a 128-bit digest
+        of each face's vector: a gallery face that comes back as a candidate (identify serving one probe at a
+        time) is cohort-scored once. Safe for threads sharing the model (the service's engines)."""
         if self.memo_size <= 0 or len(rows) > self.memo_size:
             return self.prepare(rows)
-        memo = self.__dict__.get("_memo")
-        rows32 = np.ascontiguousarray(rows, np.float32)
-        keys = rows32.view(np.dtype((np.void, rows32.shape[1] * 4))).ravel().tolist()  # each row's bytes
-        found = [-1] * len(keys) if memo is None else [memo.slots.get(k, -1) for k in keys]  # one lookup a face
-        todo = [i for i, slot in enumerate(found) if slot < 0]
-        if todo:
-            if memo is not None and memo.n + len(todo) > self.memo_size:  # full: start afresh with these faces
-                memo, todo = None, list(range(len(keys)))
-            z, c = self.prepare(rows[todo])
-            if memo is None:
-                memo = self.__dict__["_memo"] = _Memo(self.memo_size, z, c)
-            first = memo.n
-            memo.put([keys[i] for i in todo], z, c)
-            for j, i in enumerate(todo):
-                found[i] = first + j
-        slots = np.asarray(found, np.int64)
-        return memo.z[slots], memo.c[slots]
+        z = self.transform(rows)
+        keys = [hashlib.blake2b(r, digest_size=16).digest() for r in np.ascontiguousarray(rows, np.float32)]
+        memo = self._gallery_memo()
+        c, missing = memo.get(keys)
+        if missing:
+            c[missing] = self.cohort_term(z[missing])
+            memo.put([keys[i] for i in missing], c[missing])
+        return z, c
+
+    def _gallery_memo(self) -> _Memo:
+        with _MEMO_LOCK:
+            memo = self.__dict__.get("_memo")
+            if memo is None or memo.capacity != self.memo_size:
+                memo = self.__dict__["_memo"] = _Memo(self.memo_size)
+            return memo
 
     def _score_lists(self, probes: np.ndarray, candidates: np.ndarray, ids: np.ndarray | None) -> np.ndarray:
         rows, inverse = distinct_rows(candidates, ids)
@@ -259,23 +259,38 @@ class EmbeddingDisambiguator(Disambiguator):
         return {k: v for k, v in self.__dict__.items() if k != "_memo"}
 
 
+_MEMO_LOCK = threading.Lock()
+
+
 class _Memo:
-    """Prepared gallery faces: row ``slots[key]`` of ``z`` (projections) and ``c`` (cohort terms)."""
+    """Cohort terms of prepared gallery faces: ``c[slots[key]]``, at most ``capacity`` (full: starts afresh)."""
 
-    def __init__(self, capacity: int, like_z: np.ndarray, like_c: np.ndarray) -> None:
-        self.slots: dict[bytes, int] = {}
-        self.z, self.c = np.empty((0, like_z.shape[1]), like_z.dtype), np.empty(0, like_c.dtype)
+    def __init__(self, capacity: int) -> None:
         self.capacity, self.n = capacity, 0
+        self.slots: dict[bytes, int] = {}
+        self.c = np.empty(0)
+        self.lock = threading.Lock()
 
-    def put(self, keys: list[bytes], z: np.ndarray, c: np.ndarray) -> None:
-        n = self.n
-        if n + len(keys) > len(self.z):  # grow geometrically, up to the capacity
-            size = min(self.capacity, max(n + len(keys), 2 * len(self.z), 1024))
-            self.z = np.concatenate([self.z[:n], np.empty((size - n, self.z.shape[1]), self.z.dtype)])
-            self.c = np.concatenate([self.c[:n], np.empty(size - n, self.c.dtype)])
-        self.z[n:n + len(keys)], self.c[n:n + len(keys)] = z, c
-        self.slots.update(zip(keys, range(n, n + len(keys)), strict=True))
-        self.n = n + len(keys)
+    def get(self, keys: list[bytes]) -> tuple[np.ndarray, list[int]]:
+        """(the terms, NaN where unknown; the positions of the unknown keys)."""
+        c = np.full(len(keys), np.nan)
+        with self.lock:
+            slots = np.fromiter((self.slots.get(k, -1) for k in keys), np.int64, len(keys))
+            known = slots >= 0
+            c[known] = self.c[slots[known]]
+        return c, np.flatnonzero(~known).tolist()
+
+    def put(self, keys: list[bytes], c: np.ndarray) -> None:
+        with self.lock:
+            if self.n + len(keys) > self.capacity:  # full: start afresh
+                self.slots, self.n = {}, 0
+            n = self.n
+            if n + len(keys) > len(self.c):  # grow geometrically, up to the capacity
+                size = min(self.capacity, max(n + len(keys), 2 * len(self.c), 1024))
+                self.c = np.concatenate([self.c[:n], np.empty(size - n)])
+            self.c[n:n + len(keys)] = c
+            self.slots.update(zip(keys, range(n, n + len(keys)), strict=True))
+            self.n = n + len(keys)
 
 
 def distinct_rows(candidates: np.ndarray, ids: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:

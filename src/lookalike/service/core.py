@@ -27,7 +27,7 @@ from PIL import Image
 from lookalike.data.images import ImageError, decode_image, degrade, load_image, sniff_image_type
 from lookalike.gallery import Gallery, is_postgres_url, open_store
 from lookalike.gallery.store import VERDICTS, GalleryStore, NoGalleryError, StoreError
-from lookalike.identify import SCHEMA_VERSION, Identifier
+from lookalike.identify import SCHEMA_VERSION, Identifier, prepare_gallery
 from lookalike.matchers.align import Alignment, FaceAligner
 from lookalike.matchers.cache import EmbeddingCache
 from lookalike.model import LookalikeModel
@@ -155,11 +155,17 @@ class Service:
             self._all.append(e)
             self._engines.put(e)
         self.store = self._all[0].gallery.store  # for describing; requests use engines
+        self._stop = threading.Event()
+        if model is not None:  # the gallery's faces prepared for re-ranking in the background (requests meanwhile
+            # prepare their own candidates): a one-off that keeps each search's re-ranking cheap at any gallery size
+            threading.Thread(target=prepare_gallery, args=(model, self._all[0].gallery.vectors_),
+                             kwargs={"stop": self._stop}, daemon=True, name="prepare-gallery").start()
         self._enrol_lock = threading.Lock()  # enrolment embeds through embed_paths' per-process worker state
         self._renders: OrderedDict[tuple, bytes] = OrderedDict()
         self._renders_lock = threading.Lock()
 
     def close(self) -> None:
+        self._stop.set()
         for e in self._all:
             e.close()
 
