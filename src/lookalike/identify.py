@@ -227,6 +227,8 @@ def identify(photos: list[str | Path], gallery: Gallery, model: LookalikeModel |
              fpir: float = 0.01) -> dict:
     """Identify every face of every photo; the whole result as the documented JSON document."""
     ident = Identifier(gallery, model)
+    if model is not None and len(photos) * max(top, model.reach) >= len(gallery.vectors_):
+        ident.prepare_gallery()  # cheaper than preparing the candidates photo by photo
     results = [ident.identify_path(p, top, fpir) for p in photos]
     return {"schema_version": SCHEMA_VERSION, "gallery": str(gallery.store.url),
             "model": None if model is None else model.describe_short(), "fpir": fpir, "top": top,
