@@ -203,9 +203,9 @@ class EmbeddingDisambiguator(Disambiguator):
             out[s:s + block] = np.partition(sim, sim.shape[1] - n, axis=1)[:, -n:].mean(1)
         return self.cohort_beta / 2 * out
 
-    # Gallery faces whose cohort term is kept between calls (0: none). Identify, serving one probe at a time,
-    # turns it on; evaluation leaves it off, so a result never depends on earlier calls (a face prepared in another
-    # batch can differ in the last bits).
+    # Gallery faces whose projection and cohort term are kept between calls (0: none). Identify, serving one probe
+    # at a time, turns it on; evaluation leaves it off, so a result never depends on earlier calls (a face prepared
+    # in another batch can differ in the last bits).
     memo_size: int = 0
 
     def prepare(self, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -214,18 +214,20 @@ class EmbeddingDisambiguator(Disambiguator):
         return z, self.cohort_term(z)
 
     def _prepare_gallery(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`prepare` for candidate faces, their cohort terms (the costly part) remembered by a 128-bit digest
-        of each face's vector: a gallery face that comes back as a candidate (identify serving one probe at a
-        time) is cohort-scored once. Safe for threads sharing the model (the service's engines)."""
+        """:meth:`prepare` for candidate faces, remembered by a 128-bit digest of each face's vector: a gallery face
+        that comes back as a candidate (identify serving one probe at a time) is projected and cohort-scored once.
+        Safe for threads sharing the model (the service's engines)."""
         if self.memo_size <= 0 or len(rows) > self.memo_size:
             return self.prepare(rows)
-        z = self.transform(rows)
         keys = [hashlib.blake2b(r, digest_size=16).digest() for r in np.ascontiguousarray(rows, np.float32)]
         memo = self._gallery_memo()
-        c, missing = memo.get(keys)
+        z, c, missing = memo.get(keys)
         if missing:
-            c[missing] = self.cohort_term(z[missing])
-            memo.put([keys[i] for i in missing], c[missing])
+            zm, cm = self.prepare(rows[missing])
+            memo.put([keys[i] for i in missing], zm, cm)
+            if z is None:  # nothing known yet: these are all the rows
+                return zm, cm
+            z[missing], c[missing] = zm, cm
         return z, c
 
     def _gallery_memo(self) -> _Memo:
@@ -263,32 +265,37 @@ _MEMO_LOCK = threading.Lock()
 
 
 class _Memo:
-    """Cohort terms of prepared gallery faces: ``c[slots[key]]``, at most ``capacity`` (full: starts afresh)."""
+    """Prepared gallery faces: row ``slots[key]`` of ``z`` (projections) and ``c`` (cohort terms), at most
+    ``capacity`` (full: starts afresh)."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity, self.n = capacity, 0
         self.slots: dict[bytes, int] = {}
+        self.z: np.ndarray | None = None
         self.c = np.empty(0)
         self.lock = threading.Lock()
 
-    def get(self, keys: list[bytes]) -> tuple[np.ndarray, list[int]]:
-        """(the terms, NaN where unknown; the positions of the unknown keys)."""
-        c = np.full(len(keys), np.nan)
+    def get(self, keys: list[bytes]) -> tuple[np.ndarray | None, np.ndarray | None, list[int]]:
+        """(projections, cohort terms) of these faces, the rows of unknown ones to be filled, and their positions
+        (None, None, all positions when the memo is empty)."""
         with self.lock:
             slots = np.fromiter((self.slots.get(k, -1) for k in keys), np.int64, len(keys))
-            known = slots >= 0
-            c[known] = self.c[slots[known]]
-        return c, np.flatnonzero(~known).tolist()
+            if self.z is None:
+                return None, None, list(range(len(keys)))
+            z, c = self.z[slots], self.c[slots]  # unknown faces (slot -1) get a row to overwrite
+        return z, c, np.flatnonzero(slots < 0).tolist()
 
-    def put(self, keys: list[bytes], c: np.ndarray) -> None:
+    def put(self, keys: list[bytes], z: np.ndarray, c: np.ndarray) -> None:
         with self.lock:
             if self.n + len(keys) > self.capacity:  # full: start afresh
                 self.slots, self.n = {}, 0
             n = self.n
-            if n + len(keys) > len(self.c):  # grow geometrically, up to the capacity
+            if self.z is None or n + len(keys) > len(self.z):  # grow geometrically, up to the capacity
                 size = min(self.capacity, max(n + len(keys), 2 * len(self.c), 1024))
+                old = np.empty((0, z.shape[1]), z.dtype) if self.z is None else self.z[:n]
+                self.z = np.concatenate([old, np.empty((size - n, z.shape[1]), z.dtype)])
                 self.c = np.concatenate([self.c[:n], np.empty(size - n)])
-            self.c[n:n + len(keys)] = c
+            self.z[n:n + len(keys)], self.c[n:n + len(keys)] = z, c
             self.slots.update(zip(keys, range(n, n + len(keys)), strict=True))
             self.n = n + len(keys)
 
