@@ -65,12 +65,12 @@ def load(data: str, cache: str, lowres: int | None, seed: int, depth: int, max_p
 
 def make_net(args: argparse.Namespace) -> FineTunedNet:
     """The image-level network of ``--net``: the script's defaults, overridden by the options given."""
-    given = {k: getattr(args, k) for k in ("trainable", "epochs", "batch_size", "lr", "margin", "max_pairs", "holdout")
-             if getattr(args, k) is not None}
+    given = {k: getattr(args, k) for k in ("trainable", "epochs", "batch_size", "lr", "margin", "max_pairs", "holdout",
+                                           "triplet_weight") if getattr(args, k) is not None}
+    if args.net != "distilled" and "triplet_weight" in given:
+        raise SystemExit("--triplet-weight is for --net distilled")
     kw = {**DEFAULTS[args.net], **given, "seed": args.seed, "cache_path": args.cache,
           "central_fraction": args.central_fraction}
-    if args.net == "distilled" and {"margin", "max_pairs"} & kw.keys():
-        raise SystemExit("--margin and --max-pairs are triplet settings: not for --net distilled")
     return NETS[args.net](**kw)
 
 
@@ -148,8 +148,10 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=None, help="default: 4 (finetuned)")
     ap.add_argument("--batch-size", type=int, default=None, help="default: 256 (finetuned)")
     ap.add_argument("--lr", type=float, default=None, help="default: 1e-4 (finetuned)")
-    ap.add_argument("--margin", type=float, default=None, help="default: 0.1 (finetuned only)")
-    ap.add_argument("--max-pairs", type=int, default=None, help="default: 20,000 (finetuned only)")
+    ap.add_argument("--margin", type=float, default=None, help="triplet margin (default: 0.1)")
+    ap.add_argument("--max-pairs", type=int, default=None, help="mined lookalike pairs used (default: 20,000)")
+    ap.add_argument("--triplet-weight", type=float, default=None,
+                    help="distilled: weight of the lookalike triplet loss added to the distillation (default: 0)")
     ap.add_argument("--holdout", type=float, default=None, help="train people held out to pick the epoch")
     ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads of this process")
     ap.add_argument("--json", default=None, help="also write every row and the training stats here")
