@@ -1,23 +1,18 @@
-"""Fine-tuned or distilled face network on LFW (seed 0): as a lookalike disambiguator and as the base matcher.
+"""Fine-tuned face network on LFW (seed 0): as a lookalike disambiguator and as the base matcher.
 
 For each resolution (full, ~20 px faces): mine lookalike pairs on the train faces, fine-tune the top of
-dlib's network on them (``--net finetuned``: :class:`~lookalike.disambiguators.finetuned.FineTunedNet`) or
-distil it from full-resolution to the protocol's resolution on every train image (``--net distilled``:
-:class:`~lookalike.disambiguators.distilled.DistilledNet`), then compare on test
+dlib's network on them (:class:`~lookalike.disambiguators.finetuned.FineTunedNet`), then compare on test
 
-* ``lookalike-best[lda]`` vs ``lookalike-best[finetuned]`` (or ``[distilled]``): the best lookalike
-  re-ranker (every selection scheme, normaliser and fusion weight tuned by val rank-1) with the
-  embedding-level disambiguators vs the image-level one (both fitted on train only), evaluated as the benchmark does
+* ``lookalike-best[lda]`` vs ``lookalike-best[finetuned]``: the best lookalike re-ranker (every selection
+  scheme, normaliser and fusion weight tuned by val rank-1) with the embedding-level disambiguators vs the
+  image-level one (both fitted on train only), evaluated as the benchmark does
   (:func:`lookalike.rerank.lookalike.rerank_faces`: the fine-tuned net's own embeddings of the probes and candidates);
-* ``finetuned-base`` (or ``distilled-base``): every probe and gallery image re-embedded with the fine-tuned
-  network and re-searched (adaptation rather than disambiguation).
+* ``finetuned-base``: every probe and gallery image re-embedded with the fine-tuned network and re-searched
+  (adaptation rather than disambiguation).
 
     PYTHONPATH=src .venv/bin/python benchmarks/finetune_lfw.py [--lowres full 20] [--json out.json]
     PYTHONPATH=src .venv/bin/python benchmarks/finetune_lfw.py --data ../shared/data/orl --max-people 40 \\
         --lowres 20 --epochs 2   # a quick run
-    PYTHONPATH=src .venv/bin/python benchmarks/finetune_lfw.py --net distilled --lowres 20 --seed 1
-    PYTHONPATH=src .venv/bin/python benchmarks/finetune_lfw.py --net distilled --lowres 20 \\
-        --data ../shared/data/pubfig --central-fraction 0.9
 """
 
 from __future__ import annotations
@@ -33,10 +28,8 @@ from lookalike.benchmark import sample_people
 from lookalike.data.folders import load_folders
 from lookalike.data.protocol import make_protocol
 from lookalike.disambiguators.base import Disambiguator
-from lookalike.disambiguators.distilled import DistilledNet
 from lookalike.disambiguators.finetuned import FineTunedNet
 from lookalike.experiment import FaceSet, SearchSplit, build_split, embed_protocol, search
-from lookalike.matchers.align import FaceAligner
 from lookalike.matchers.cache import EmbeddingCache
 from lookalike.metrics import evaluate, first_hits, mcnemar
 from lookalike.mining import default_miner
@@ -45,33 +38,15 @@ from lookalike.rerank import NORMS, DisambiguatorPool, LookalikeReranker, all_se
 from lookalike.rerank.lookalike import rerank_faces
 from lookalike.rerank.tuning import LabelledLists
 
-NETS = {"finetuned": FineTunedNet, "distilled": DistilledNet}
-# this script's settings where --trainable etc. are not given (the distilled net: its class defaults)
-DEFAULTS = {"finetuned": {"trainable": "last", "epochs": 4, "batch_size": 256, "lr": 1e-4, "margin": 0.1,
-                          "max_pairs": 20_000, "holdout": 0.2},
-            "distilled": {}}
 
-
-def load(data: str, cache: str, lowres: int | None, seed: int, depth: int, max_people: int | None,
-         central_fraction: float) -> tuple[FaceSet, SearchSplit, SearchSplit]:
+def load(data: str, cache: str, lowres: int | None, seed: int, depth: int,
+         max_people: int | None) -> tuple[FaceSet, SearchSplit, SearchSplit]:
     table = load_folders(data)
     if max_people:
         table = sample_people(table, max_people, seed)
     p = make_protocol(table, seed=seed, lowres=lowres)
-    f = embed_protocol(p, matcher="torch", cache=EmbeddingCache(cache), aligner=FaceAligner(central_fraction),
-                       workers=2, progress=False)
+    f = embed_protocol(p, matcher="torch", cache=EmbeddingCache(cache), workers=2, progress=False)
     return f.faces("train"), build_split(f, "val", depth=depth), build_split(f, "test", depth=depth)
-
-
-def make_net(args: argparse.Namespace) -> FineTunedNet:
-    """The image-level network of ``--net``: the script's defaults, overridden by the options given."""
-    given = {k: getattr(args, k) for k in ("trainable", "epochs", "batch_size", "lr", "margin", "max_pairs", "holdout",
-                                           "triplet_weight") if getattr(args, k) is not None}
-    if args.net != "distilled" and "triplet_weight" in given:
-        raise SystemExit("--triplet-weight is for --net distilled")
-    kw = {**DEFAULTS[args.net], **given, "seed": args.seed, "cache_path": args.cache,
-          "central_fraction": args.central_fraction}
-    return NETS[args.net](**kw)
 
 
 def reembed(split: SearchSplit, net: FineTunedNet, depth: int) -> SearchSplit:
@@ -95,11 +70,13 @@ def run(train: FaceSet, val: SearchSplit, test: SearchSplit, args: argparse.Name
 
     t0 = time.perf_counter()
     pool = DisambiguatorPool(default_miner(seed=args.seed), seed=args.seed)  # mines train once for both
-    net = pool.get(make_net(args), train)
+    net = FineTunedNet(trainable=args.trainable, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                       margin=args.margin, max_pairs=args.max_pairs, holdout=args.holdout, seed=args.seed,
+                       cache_path=args.cache)
+    net = pool.get(net, train)
     info["mining"] = {k: v for k, v in next(iter(pool.mining_stats.values())).items() if k != "miners"}
     info["fit"] = {**net.stats, "params": net.get_params()}
-    info["train_s"] = round(time.perf_counter() - t0, 1)
-    print(f"  {args.net} net trained in {info['train_s']}s (incl. mining): {net.stats}", flush=True)
+    print(f"  fine-tuned in {time.perf_counter() - t0:.0f}s: {net.stats}", flush=True)
 
     t0 = time.perf_counter()
     for s in (val, test):  # every image once (memoised per (path, lowres) inside the net)
@@ -110,22 +87,19 @@ def run(train: FaceSet, val: SearchSplit, test: SearchSplit, args: argparse.Name
 
     val_lists = LabelledLists.search(val.probes, val.gallery, args.depth)
     methods: list[tuple[str, list[Disambiguator]]] = [("lookalike-best[lda]", default_disambiguators(args.seed)),
-                                                      (f"lookalike-best[{args.net}]", [net])]
+                                                      ("lookalike-best[finetuned]", [net])]
     for name, ds in methods:
         t0 = time.perf_counter()
         m = LookalikeReranker(ds, all_selections(), NORMS, pool=pool, name=name, seed=args.seed).fit(train, val_lists)
         pos = test.positions(rerank_faces(m, test.probes, test.gallery, test.lists))
         rows.append(row(name, pos, base_hits, time.perf_counter() - t0))
         info[name] = {k: v for k, v in m.stats.items() if k != "disambiguator_stats"}
-        info[name]["fit_s"] = round(time.perf_counter() - t0, 1)
-        print(f"  {name}: val rank-1 {m.stats['val_rank1']:.4f} (val baseline {m.stats['val_base_rank1']:.4f}), "
-              f"{m.stats['selection']}, {m.stats['normaliser']} weight {m.stats['weight']}", flush=True)
 
     t0 = time.perf_counter()
     ft_test = reembed(test, net, args.depth)
-    rows.append(row(f"{args.net}-base", ft_test.positions(), base_hits, time.perf_counter() - t0))
+    rows.append(row("finetuned-base", ft_test.positions(), base_hits, time.perf_counter() - t0))
     ft_val = reembed(val, net, args.depth)
-    info[f"{args.net}-base"] = {"val_rank1": evaluate(ft_val.positions())["rank1"],
+    info["finetuned-base"] = {"val_rank1": evaluate(ft_val.positions())["rank1"],
                               "val_base_rank1": evaluate(val.positions())["rank1"]}
     info["embed_failed"] = net.stats.get("embed_failed", 0)
     return rows, info
@@ -137,22 +111,16 @@ def main() -> None:
                     help="folder-per-identity dataset (default: LFW)")
     ap.add_argument("--max-people", type=int, default=None, help="a seeded subset of this many people (quick runs)")
     ap.add_argument("--cache", default="cache/lookalike.sqlite")
-    ap.add_argument("--central-fraction", type=float, default=0.45,
-                    help="aligner fallback crop for undetected faces (0.9 for tight crops such as PubFig)")
-    ap.add_argument("--net", choices=sorted(NETS), default="finetuned",
-                    help="finetuned (lookalike triplets) or distilled (full-res teacher -> low-res student)")
     ap.add_argument("--lowres", nargs="+", default=["full", "20"], help="'full' and/or face widths in pixels")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--depth", type=int, default=100)
-    ap.add_argument("--trainable", default=None, help="default: last (finetuned), the class's (distilled)")
-    ap.add_argument("--epochs", type=int, default=None, help="default: 4 (finetuned)")
-    ap.add_argument("--batch-size", type=int, default=None, help="default: 256 (finetuned)")
-    ap.add_argument("--lr", type=float, default=None, help="default: 1e-4 (finetuned)")
-    ap.add_argument("--margin", type=float, default=None, help="triplet margin (default: 0.1)")
-    ap.add_argument("--max-pairs", type=int, default=None, help="mined lookalike pairs used (default: 20,000)")
-    ap.add_argument("--triplet-weight", type=float, default=None,
-                    help="distilled: weight of the lookalike triplet loss added to the distillation (default: 0)")
-    ap.add_argument("--holdout", type=float, default=None, help="train people held out to pick the epoch")
+    ap.add_argument("--trainable", default="last")
+    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--margin", type=float, default=0.1)
+    ap.add_argument("--max-pairs", type=int, default=20_000)
+    ap.add_argument("--holdout", type=float, default=0.2, help="train people held out to pick the epoch")
     ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads of this process")
     ap.add_argument("--json", default=None, help="also write every row and the training stats here")
     args = ap.parse_args()
@@ -161,8 +129,7 @@ def main() -> None:
     for lr in args.lowres:
         t0 = time.perf_counter()
         lowres = None if lr == "full" else int(lr)
-        train, val, test = load(args.data, args.cache, lowres, args.seed, args.depth, args.max_people,
-                                args.central_fraction)
+        train, val, test = load(args.data, args.cache, lowres, args.seed, args.depth, args.max_people)
         print(f"\n== {args.data} seed {args.seed}, {'full resolution' if lowres is None else f'{lowres} px'}: "
               f"{len(train)} train images, val {len(val.probes)} probes / {len(val.gallery)} gallery, "
               f"test {len(test.probes)} probes / {len(test.gallery)} gallery", flush=True)

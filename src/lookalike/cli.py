@@ -117,10 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--index", choices=("numpy", "faiss"), default="numpy", help="gallery search implementation")
     b.add_argument("--depth", type=POSITIVE, default=100, help="candidate list length kept per probe (default: 100)")
     b.add_argument("--no-rerank", action="store_true", help="baseline only: no re-ranking methods")
-    b.add_argument("--disambiguator", choices=("lda", "finetuned", "distilled"), default="lda",
-                   help="lookalike disambiguator: lda (embedding level, seconds), finetuned (the face network's "
-                        "last block fine-tuned on lookalike pairs; ~1.5 min training on 2 CPU cores for LFW) or "
-                        "distilled (its last 2 blocks distilled from full-resolution to --lowres faces; ~4.5 min)")
+    b.add_argument("--disambiguator", choices=("lda", "finetuned"), default="lda",
+                   help="lookalike disambiguator: lda (embedding level, seconds) or finetuned (the face network's "
+                        "last block fine-tuned on lookalike pairs; ~1.5 min training on 2 CPU cores for LFW)")
     b.add_argument("--model", default=None, metavar="M.lkm",
                    help="evaluate this trained model as it is (or 'default': the one shipped for the run's faces): "
                         "the test lists re-ranked by it (method lookalike-model) beside the baseline; nothing is "
@@ -139,9 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--model", required=True, help="output model file (.lkm)")
     t.add_argument("--lowres-apply", choices=("both", "probes"), default="both",
                    help="the model's faces: probes and gallery degraded to --lowres (as TinyFace) or probes only")
-    t.add_argument("--disambiguator", choices=("lda", "finetuned", "distilled"), default="lda",
-                   help="lda (embedding level, seconds), finetuned (the network's last block, minutes) or distilled "
-                        "(the network's top distilled from full-resolution to --lowres faces, minutes)")
+    t.add_argument("--disambiguator", choices=("lda", "finetuned"), default="lda",
+                   help="lda (embedding level, seconds) or finetuned (the network's last block, minutes)")
     t.add_argument("--seed", type=int, default=0, help="seed of the validation split and the fits")
     t.add_argument("--val-fraction", type=FRACTION_OPEN, default=0.3, help="fraction of people used for validation")
     t.add_argument("--depth", type=POSITIVE, default=100, help="candidate list length the model re-ranks")

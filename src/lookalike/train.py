@@ -21,17 +21,16 @@ from lookalike.model import LookalikeModel
 
 
 def check_degrade_support(disambiguator: str, lowres: int | None, degrade: str) -> None:
-    """A clear error for a combination not supported yet: the image-level disambiguators read their chips
+    """A clear error for a combination not supported yet: the image-level disambiguator reads its chips
     with the bicubic degradation only."""
-    if disambiguator in ("finetuned", "distilled") and lowres is not None and degrade != "bicubic":
-        raise ValueError(f"--disambiguator {disambiguator} supports --degrade bicubic only, got {degrade!r}")
+    if disambiguator == "finetuned" and lowres is not None and degrade != "bicubic":
+        raise ValueError(f"--disambiguator finetuned supports --degrade bicubic only, got {degrade!r}")
 
 
 def make_disambiguators(kind: str, seed: int = 0, cache: str | None = None) -> list:
     """The disambiguators a model chooses among: ``lda`` (embedding level; see
-    :func:`lookalike.rerank.default_disambiguators`), ``finetuned`` (image level: the face network's top
-    fine-tuned on mined lookalike pairs, at the protocol's resolution) or ``distilled`` (image level: the
-    network's top distilled from its full-resolution embeddings to the protocol's resolution)."""
+    :func:`lookalike.rerank.default_disambiguators`) or ``finetuned`` (image level: the face network's top
+    fine-tuned on mined lookalike pairs, at the protocol's resolution)."""
     if kind == "lda":
         from lookalike.rerank import default_disambiguators
 
@@ -40,11 +39,7 @@ def make_disambiguators(kind: str, seed: int = 0, cache: str | None = None) -> l
         from lookalike.disambiguators.finetuned import FineTunedNet
 
         return [FineTunedNet(seed=seed, cache_path=cache)]
-    if kind == "distilled":
-        from lookalike.disambiguators.distilled import DistilledNet
-
-        return [DistilledNet(seed=seed, cache_path=cache)]
-    raise ValueError(f"unknown disambiguator {kind!r}; choose lda, finetuned or distilled")
+    raise ValueError(f"unknown disambiguator {kind!r}; choose lda or finetuned")
 
 
 def check_trainable(identities, roles) -> None:

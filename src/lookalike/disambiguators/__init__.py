@@ -1,7 +1,6 @@
 """Disambiguators: pair scorers trained on mined genuine vs lookalike pairs, used to re-rank the top."""
 
 from lookalike.disambiguators.base import Disambiguator, EmbeddingDisambiguator
-from lookalike.disambiguators.distilled import DistilledNet
 from lookalike.disambiguators.finetuned import FineTunedNet
 from lookalike.disambiguators.joint_bayesian import JointBayesian
 from lookalike.disambiguators.lda import LookalikeLDA
@@ -9,7 +8,6 @@ from lookalike.disambiguators.projection import LookalikeProjection
 
 __all__ = [
     "Disambiguator",
-    "DistilledNet",
     "EmbeddingDisambiguator",
     "FineTunedNet",
     "JointBayesian",

@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -31,9 +30,6 @@ from lookalike.matchers.base import CHIP_SIZE
 from lookalike.matchers.cache import DEFAULT_CACHE, EmbeddingCache
 from lookalike.matchers.torch_resnet import DlibResNet, build_dlib_resnet, fuse_affine, preprocess
 from lookalike.mining import Pairs
-
-if TYPE_CHECKING:
-    from lookalike.matchers.align import FaceAligner
 
 Key = tuple[str, int]  # (path, lowres); lowres 0 = full resolution
 
@@ -71,8 +67,7 @@ class FineTunedNet(Disambiguator):
     genuine pairs) whose triplets are held out to pick the best epoch (epoch 0 = dlib's weights, so a
     fine-tuning that does not generalise is undone); ``cache_path``: embedding cache holding the alignments
     (read only; images without a cached alignment are aligned here); ``weights``: dlib .dat to start from
-    (default: the shipped model); ``device``: torch device; ``embed_batch``: chips per forward pass;
-    ``central_fraction``: the aligner's fallback crop for undetected faces (the dataset's, as in ``benchmark``).
+    (default: the shipped model); ``device``: torch device; ``embed_batch``: chips per forward pass.
 
     Unfitted, :meth:`embed_chips` is dlib's own network (L2-normalised descriptors). torch's thread count is
     the caller's (set it in the application, not here). Learned state: the trained layers' weights in
@@ -85,13 +80,12 @@ class FineTunedNet(Disambiguator):
                  margin: float = 0.1, hard_weight: float = 0.5, anchor_decay: float = 1e-3,
                  max_pairs: int | None = 50_000, holdout: float = 0.2, seed: int = 0,
                  cache_path: str | None = str(DEFAULT_CACHE), weights: str | None = None, device: str = "cpu",
-                 embed_batch: int = 64, central_fraction: float = 0.45) -> None:
+                 embed_batch: int = 64) -> None:
         super().__init__()
         self.trainable, self.epochs, self.batch_size, self.lr = trainable, epochs, batch_size, lr
         self.margin, self.hard_weight, self.anchor_decay = margin, hard_weight, anchor_decay
         self.max_pairs, self.holdout, self.seed = max_pairs, holdout, seed
         self.cache_path, self.weights, self.device, self.embed_batch = cache_path, weights, device, embed_batch
-        self.central_fraction = central_fraction
         self._net: DlibResNet | None = None
         self._fused: DlibResNet | None = None  # inference copy of _net (affines folded), rebuilt on change
         self._emb: dict[Key, np.ndarray] = {}  # embed_faces memo (NaN rows: image failed)
@@ -147,28 +141,22 @@ class FineTunedNet(Disambiguator):
                 out[s:s + len(z)] = z.float().cpu().numpy()
         return out
 
-    def _io(self) -> tuple[EmbeddingCache, FaceAligner]:
-        """The embedding cache (in memory when ``cache_path`` is absent) and the aligner, opened once."""
-        from lookalike.matchers.align import FaceAligner
-
-        if self._aligner is None:
-            self._aligner = FaceAligner(central_fraction=self.central_fraction)
-        if self._cache is None:
-            use = self.cache_path is not None and Path(self.cache_path).exists()
-            self._cache = EmbeddingCache(self.cache_path if use else None)
-        return self._cache, self._aligner
-
     def _chips(self, paths: Sequence[str], lowres: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         """Aligned chips of images, each degraded to its ``lowres`` (0 = full), and the ok mask."""
         from lookalike.embed import read_chips
+        from lookalike.matchers.align import FaceAligner
 
-        cache, aligner = self._io()
+        if self._aligner is None:
+            self._aligner = FaceAligner()
+        if self._cache is None:
+            use = self.cache_path is not None and Path(self.cache_path).exists()
+            self._cache = EmbeddingCache(self.cache_path if use else None)
         chips = np.zeros((len(paths), CHIP_SIZE, CHIP_SIZE, 3), np.uint8)
         ok = np.zeros(len(paths), bool)
         lowres = np.asarray(lowres, np.int64)
         for lr in np.unique(lowres):
             rows = np.flatnonzero(lowres == lr)
-            chips[rows], ok[rows] = read_chips([str(paths[i]) for i in rows], cache, aligner,
+            chips[rows], ok[rows] = read_chips([str(paths[i]) for i in rows], self._cache, self._aligner,
                                                int(lr) or None, align_missing=True)
         return chips, ok
 
@@ -219,10 +207,14 @@ class FineTunedNet(Disambiguator):
     # ---------------------------------------------------------------------------------------------
     # fitting
 
-    def _start(self) -> tuple[int, list[torch.nn.Parameter]]:
-        """Back to dlib's weights (every fit starts there) with only the trainable layers' parameters
-        requiring gradients: (frozen layer count, those parameters)."""
-        self._net = None
+    def _fit(self, train: FaceSet, pairs: Pairs) -> None:
+        rng = np.random.default_rng(self.seed)
+        t0 = time.perf_counter()
+        look, gen = pairs.lookalike, pairs.genuine
+        if self.max_pairs is not None and len(look) > self.max_pairs:
+            look = look.subset(np.argsort(-look.scores, kind="stable")[: self.max_pairs])
+        pairs = gen + look
+        self._net = None  # every fit starts from dlib's weights
         net, cut = self.net_, self._cut()
         for p in net.parameters():
             p.requires_grad_(False)
@@ -230,69 +222,7 @@ class FineTunedNet(Disambiguator):
         params = [p for m in head for p in m.parameters()]
         for p in params:
             p.requires_grad_(True)
-        return cut, params
-
-    def _train(self, params: list[torch.nn.Parameter], batches: Callable[[], Iterator[tuple[torch.Tensor, int]]],
-               held_loss: Callable[[], float] | None) -> tuple[list[float], list[float], int]:
-        """Adam on ``params`` for ``epochs`` passes of ``batches()`` ((loss, rows) per batch; the anchor decay
-        towards the starting weights is added here), keeping the epoch (0 = the start) with the lowest
-        ``held_loss()`` when given: (mean train loss per epoch, held-out loss per epoch, chosen epoch)."""
         init = [p.detach().clone() for p in params]
-        held = [held_loss()] if held_loss else []
-        best = (held[0], 0, init) if held else None
-        opt = torch.optim.Adam(params, lr=self.lr)
-        losses = []
-        for epoch in range(1, self.epochs + 1):
-            total, count = 0.0, 0
-            for loss, n in batches():
-                if self.anchor_decay:
-                    loss = loss + self.anchor_decay * sum(((p - q) ** 2).sum() for p, q in zip(params, init,
-                                                                                           strict=True))
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                total, count = total + float(loss.detach()) * n, count + n
-            losses.append(total / max(count, 1))
-            if held_loss:
-                held.append(held_loss())
-                if held[-1] < best[0]:
-                    best = (held[-1], epoch, [p.detach().clone() for p in params])
-        if best is None:
-            return losses, held, self.epochs
-        with torch.no_grad():  # back to the best epoch on the held-out data
-            for p, q in zip(params, best[2], strict=True):
-                p.copy_(q)
-        return losses, held, best[1]
-
-    def _done(self, params: list[torch.nn.Parameter]) -> None:
-        for p in params:
-            p.requires_grad_(False)
-        self._changed()
-
-    def _used_pairs(self, pairs: Pairs) -> Pairs:
-        """The genuine pairs and the (at most ``max_pairs``) highest-scoring lookalike pairs."""
-        look = pairs.lookalike
-        if self.max_pairs is not None and len(look) > self.max_pairs:
-            look = look.subset(np.argsort(-look.scores, kind="stable")[: self.max_pairs])
-        return pairs.genuine + look
-
-    def _triplet_loss(self, z: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Margin loss of (B, 3, D) anchor / positive / mined-negative embeddings whose people are ``ids`` (3B,
-        in the same order), plus ``hard_weight`` x the in-batch hardest negative's; and the triplet accuracy."""
-        pos = (z[:, 0] * z[:, 1]).sum(1)
-        neg = (z[:, 0] * z[:, 2]).sum(1)
-        mined = F.relu(self.margin + neg - pos)
-        # in-batch hardest negative: the most similar image of another person among the batch rows
-        sim = z[:, 0] @ z.reshape(-1, z.shape[-1]).T
-        other = ids[None, :] != ids[0::3][:, None]
-        hard = F.relu(self.margin + torch.where(other, sim, torch.full_like(sim, -2.0)).max(1).values - pos)
-        return mined.mean() + self.hard_weight * hard.mean(), (neg < pos).float().mean()
-
-    def _fit(self, train: FaceSet, pairs: Pairs) -> None:
-        rng = np.random.default_rng(self.seed)
-        t0 = time.perf_counter()
-        pairs = self._used_pairs(pairs)
-        cut, params = self._start()
 
         # the frozen layers, once per used train row (in its protocol resolution)
         used = np.unique(np.concatenate([pairs.left, pairs.right]))
@@ -308,7 +238,16 @@ class FineTunedNet(Disambiguator):
             rows, inv = np.unique(local[t.reshape(-1)], return_inverse=True)
             z = self._head(self._head_input(acts[torch.as_tensor(rows)], cut), cut)
             z = z[torch.as_tensor(inv.reshape(-1, 3))]  # (B, 3, D)
-            return self._triplet_loss(z, id_t[torch.as_tensor(local[t.reshape(-1)])])
+            pos = (z[:, 0] * z[:, 1]).sum(1)
+            neg = (z[:, 0] * z[:, 2]).sum(1)
+            mined = F.relu(self.margin + neg - pos)
+            # in-batch hardest negative: the most similar image of another person among the batch rows
+            zb = z.reshape(-1, z.shape[-1])
+            idb = id_t[torch.as_tensor(local[t.reshape(-1)])]
+            sim = z[:, 0] @ zb.T
+            other = idb[None, :] != idb[0::3][:, None]
+            hard = F.relu(self.margin + torch.where(other, sim, torch.full_like(sim, -2.0)).max(1).values - pos)
+            return mined.mean() + self.hard_weight * hard.mean(), (neg < pos).float().mean()
 
         if len(pairs.lookalike) == 0 or len(pairs.genuine) == 0:
             raise ValueError(f"no usable genuine/lookalike pairs: {int((~ok).sum())} of {len(ok)} train images "
@@ -333,24 +272,44 @@ class FineTunedNet(Disambiguator):
             return (float(np.average([float(a) for a, _ in out], weights=w)),
                     float(np.average([float(b) for _, b in out], weights=w)))
 
-        def batches() -> Iterator[tuple[torch.Tensor, int]]:
+        loss0, acc0 = evaluate_fixed(fixed)
+        held_losses = [evaluate_fixed(held_t)[0]]
+        best = (held_losses[0], 0, [p.detach().clone() for p in params])
+        opt = torch.optim.Adam(params, lr=self.lr)
+        losses = []
+        for epoch in range(1, self.epochs + 1):
             t = triplets(pairs, rng)  # fresh positives each epoch
             t = t[rng.permutation(len(t))]
+            total = 0.0
             for s in range(0, len(t), self.batch_size):
-                yield batch_loss(t[s:s + self.batch_size])[0], len(t[s:s + self.batch_size])
-
-        loss0, acc0 = evaluate_fixed(fixed)
-        losses, held_losses, best_epoch = self._train(params, batches,
-                                                      (lambda: evaluate_fixed(held_t)[0]) if len(held_t) else None)
+                loss, _ = batch_loss(t[s:s + self.batch_size])
+                if self.anchor_decay:
+                    loss = loss + self.anchor_decay * sum(((p - q) ** 2).sum() for p, q in zip(params, init,
+                                                                                           strict=True))
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total += float(loss.detach()) * len(t[s:s + self.batch_size])
+            losses.append(total / len(t))
+            held_losses.append(evaluate_fixed(held_t)[0])
+            if len(held_t) and held_losses[-1] < best[0]:
+                best = (held_losses[-1], epoch, [p.detach().clone() for p in params])
+        if len(held_t):  # back to the best epoch on the held-out people
+            with torch.no_grad():
+                for p, q in zip(params, best[2], strict=True):
+                    p.copy_(q)
         loss1, acc1 = evaluate_fixed(fixed)
-        self._done(params)
+        for p in net.parameters():
+            p.requires_grad_(False)
+        self._changed()
         self.stats = {"n_triplets": int(len(fixed)), "n_train_images": int(len(used)),
                       "failed_images": int((~ok).sum()), "frozen_layers": cut,
                       "trainable_params": int(sum(p.numel() for p in params)),
                       "loss_init": round(loss0, 5), "loss_final": round(loss1, 5),
                       "triplet_acc_init": round(acc0, 4), "triplet_acc_final": round(acc1, 4),
                       "epoch_losses": [round(x, 5) for x in losses], "n_holdout_triplets": int(len(held_t)),
-                      "holdout_losses": [round(x, 5) for x in held_losses], "best_epoch": best_epoch,
+                      "holdout_losses": [round(x, 5) for x in held_losses],
+                      "best_epoch": best[1] if len(held_t) else self.epochs,
                       "activations_s": round(t_acts, 1), "fit_s": round(time.perf_counter() - t0, 1)}
 
     # ---------------------------------------------------------------------------------------------
