@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from lookalike.data.images import load_image  # noqa: E402
 from lookalike.gallery import Gallery  # noqa: E402
-from lookalike.identify import Identifier, prepare_gallery  # noqa: E402
+from lookalike.identify import MEMO_SIZE, Identifier, prepare_gallery  # noqa: E402
 from lookalike.index import (  # noqa: E402
     INDEXES,
     ApproximateIndex,
@@ -222,6 +222,8 @@ def main() -> None:
                    help="approximate indexes, kind:param=value,...; the first is the one on the last line")
     p.add_argument("--model", default="default", help="the lookalike model that re-ranks (.lkm; default: shipped)")
     p.add_argument("--photos", type=int, default=20, help="real photos timed for detection + alignment + embedding")
+    p.add_argument("--no-prepare", action="store_true",
+                   help="do not prepare the galleries for re-ranking: each search prepares its own candidates")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workdir", default=None, help="where the galleries' vectors.npy go (default: a temp dir)")
     args = p.parse_args()
@@ -253,9 +255,11 @@ def main() -> None:
         vectors, synthetic = write_gallery(work / f"vectors_{n}.npy", real_gallery, n, rng)
         results, built = {}, {}
         prepared = copy.deepcopy(model)  # a fresh memo for each gallery, shared by its indexes
+        prepared.disambiguator_.memo_size = MEMO_SIZE  # as identify sets it
         t0 = time.perf_counter()
         with BLAS.limit(limits=int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1)), user_api="blas"):
-            prepare_gallery(prepared, vectors)
+            if not args.no_prepare:
+                prepare_gallery(prepared, vectors)
         prepare_lines.append(f"| {n:,} | {time.perf_counter() - t0:.1f} |")
         for name in ("numpy", "faiss_flat", *(a for a in args.ann if n <= (parse_ann(a)[3] or n))):
             ix, seconds, extra, rss = build(name, vectors, work / f"index_{n}_{name.split(':')[0]}", built)
