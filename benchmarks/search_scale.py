@@ -263,7 +263,8 @@ def main() -> None:
         prepare_lines.append(f"| {n:,} | {time.perf_counter() - t0:.1f} |")
         for name in ("numpy", "faiss_flat", *(a for a in args.ann if n <= (parse_ann(a)[3] or n))):
             ix, seconds, extra, rss = build(name, vectors, work / f"index_{n}_{name.split(':')[0]}", built)
-            m = measure(ix, vectors, probes, args, prepared)
+            # unprepared: a fresh memo for each index (its candidates would be the previous index's)
+            m = measure(ix, vectors, probes, args, copy.deepcopy(prepared) if args.no_prepare else prepared)
             results[name] = m
             ref = results["numpy"]["ids"]
             mb = (extra + vectors.nbytes) / 2**20
