@@ -26,7 +26,7 @@ from lookalike.model import LookalikeModel
 SCHEMA_VERSION = 1
 LOOKALIKE_FPIR = 0.01  # two subjects are lookalikes when they match each other above the gallery's 1%-FPIR score
 MAX_NONMATED = 2000  # gallery images searched (seeded sample) to set the gallery's own thresholds
-MEMO_SIZE = 2_000_000  # gallery faces whose disambiguator cohort terms identify keeps (~120 bytes each)
+MEMO_SIZE = 2_000_000  # gallery faces whose disambiguator projection and cohort term identify keeps (~620 B each)
 
 
 @dataclass
