@@ -286,6 +286,39 @@ def test_an_append_cut_short_is_rewritten_from_the_store(tmp_path: Path) -> None
         assert g.vectors_source_ == "file" and len(g.vectors_) == 107
 
 
+def test_a_postgres_gallery_keeps_vector_files_in_the_folder_its_url_names(tmp_path: Path) -> None:
+    """``?vectors=DIR``: a PostgreSQL gallery's matrix is memory-mapped from DIR and its approximate index saved
+    there and reused; after another client enrolls, the files catch up with the database on the next refresh."""
+    import uuid
+
+    import psycopg
+    from conftest import pg_base
+
+    base = pg_base()
+    schema = f"lookalike_test_{uuid.uuid4().hex[:12]}"
+    folder = tmp_path / "faces.vectors"
+    url = f"{base}?schema={schema}&vectors={folder}"
+    try:
+        with _gallery(url, subjects=20, per=5) as g:
+            assert g.vector_dir == folder and g.vectors_source_.startswith("store")
+            probes = _probes(g)
+            expect = g.search(probes, k=10)
+        with Gallery.open(url) as g:
+            assert (g.vectors_source_, g.index_source_) == ("file", "saved")
+            assert isinstance(g.vectors_, np.memmap) or isinstance(g.vectors_.base, np.memmap)
+            _assert_same_lists(g.search(probes, k=10), expect)
+            with Gallery.open(f"{base}?schema={schema}") as other:  # another client, without local files
+                assert other.vector_dir is None and other.vectors_source_ == "store"
+                _add(other, 5, 4, seed=7)
+            assert g.refresh() and len(g.vectors_) == 120
+            assert read_vectors(folder).state["count"] == 120
+        with Gallery.open(url) as g:
+            assert g.vectors_source_ == "file" and len(g.vectors_) == 120
+    finally:
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
 # --- vector files that disagree with the database ----------------------------------------------------------------
 def _forge(db: Path, rows: slice = slice(None), extra_dim: int = 0, **state) -> None:
     """Rewrite the vector files, consistent with themselves, with other rows, dimension or state."""

@@ -158,8 +158,8 @@ class Gallery:
         self.lowres = int(meta["lowres"]) if meta.get("lowres") else None
         self.preprocess = meta["preprocess"]
         self.dim = int(meta["dim"]) if meta.get("dim") else None
-        path = getattr(store, "path", None)
-        self.vector_dir = vector_dir(path) if path is not None else None
+        path, elsewhere = getattr(store, "path", None), getattr(store, "vectors_dir", None)
+        self.vector_dir = vector_dir(path) if path is not None else Path(elsewhere) if elsewhere else None
         # an approximate index of the gallery's own spec is kept beside its vectors; exact ones need no state
         self._saves_index = own and self.vector_dir is not None and issubclass(INDEXES[self._kind], ApproximateIndex)
         self.generation_ = -1

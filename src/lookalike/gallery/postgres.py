@@ -1,7 +1,10 @@
-"""The gallery store in PostgreSQL (psycopg 3): ``postgresql://user@host:port/db[?schema=NAME]``.
+"""The gallery store in PostgreSQL (psycopg 3): ``postgresql://user@host:port/db[?schema=NAME][&vectors=DIR]``.
 
-``schema`` (a lookalike parameter, removed before connecting) keeps the gallery's tables in a PostgreSQL schema of
-its own, created if needed, so several galleries (or other applications) can share one database.
+Two lookalike parameters, removed before connecting: ``schema`` keeps the gallery's tables in a PostgreSQL schema
+of its own, created if needed, so several galleries (or other applications) can share one database; ``vectors``
+keeps the gallery's vector files in the folder ``DIR`` on this machine (as beside a SQLite gallery: the matrix
+memory-mapped by every process that opens it, the approximate index saved), brought up to date from the database
+whenever it has moved on, e.g. after another machine enrolled faces.
 """
 
 from __future__ import annotations
@@ -13,16 +16,19 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 from lookalike.gallery.sql import SQLStore, _Rows
 from lookalike.gallery.store import StoreError
 
+OURS = ("schema", "vectors")  # the URL's lookalike parameters
 
-def split_url(url: str) -> tuple[str, str | None]:
-    """(libpq connection URL, schema name or None)."""
+
+def split_url(url: str) -> tuple[str, str | None, str | None]:
+    """(libpq connection URL, schema name or None, vectors folder or None)."""
     base, _, qs = url.partition("?")
     query = parse_qsl(qs, keep_blank_values=True)
-    schema = next((v for k, v in query if k == "schema"), None)
-    rest = urlencode([(k, v) for k, v in query if k != "schema"])
-    if schema is not None and not schema:
-        raise StoreError(f"empty schema name in {redact(url)}")
-    return base + ("?" + rest if rest else ""), schema
+    schema, vectors = (next((v for k, v in query if k == name), None) for name in OURS)
+    rest = urlencode([(k, v) for k, v in query if k not in OURS])
+    for name, value in zip(OURS, (schema, vectors), strict=True):
+        if value is not None and not value:
+            raise StoreError(f"empty {name} parameter in {redact(url)}")
+    return base + ("?" + rest if rest else ""), schema, vectors
 
 
 def redact(url: str) -> str:
@@ -54,7 +60,7 @@ CREATE TRIGGER reviews_no_change BEFORE UPDATE OR DELETE ON reviews
         except ImportError as e:
             raise StoreError("PostgreSQL galleries need psycopg: pip install 'lookalike[postgres]'") from e
         self.url = redact(url)
-        conninfo, self.schema = split_url(url)
+        conninfo, self.schema, self.vectors_dir = split_url(url)
         try:
             self._conn = psycopg.connect(conninfo, autocommit=True, connect_timeout=connect_timeout)
         except psycopg.Error as e:
