@@ -82,7 +82,7 @@ def _init_worker(matcher: str | Matcher, aligner: FaceAligner, lowres: int | Non
     Only the pool's own processes get a thread count: the calling process's torch settings are left alone.
     ``matcher``: a name, or a :class:`Matcher` instance used as is.
     """
-    if threads is not None and matcher == "torch":
+    if threads is not None and matcher in ("torch", "torch-flip"):
         import torch
 
         torch.set_num_threads(threads)

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from lookalike.matchers.base import Matcher
 
-MATCHERS = ("dlib", "torch")
+MATCHERS = ("dlib", "torch", "torch-flip")
 
 
 def get_matcher(name: str) -> Matcher:
-    """A matcher by short name: ``dlib`` (dlib-bin's own network) or ``torch`` (its PyTorch port)."""
+    """A matcher by short name: ``dlib`` (dlib-bin's own network), ``torch`` (its PyTorch port) or ``torch-flip``
+    (the port with flip test-time augmentation: each chip and its mirror, embeddings averaged)."""
+    if name == "torch-flip":
+        from lookalike.matchers.flip import FlipAveraged
+
+        return FlipAveraged(get_matcher("torch"))
     if name == "dlib":
         from lookalike.matchers.dlib_resnet import DlibResNetMatcher
 
@@ -22,6 +27,8 @@ def get_matcher(name: str) -> Matcher:
 
 def matcher_name(name: str) -> str:
     """The cache name of a matcher (its model and weights), without loading it."""
+    if name == "torch-flip":
+        return matcher_name("torch") + "+flip"
     if name == "dlib":
         from lookalike.matchers.dlib_resnet import DlibResNetMatcher
 

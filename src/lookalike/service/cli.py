@@ -23,7 +23,9 @@ def add_parser(sub) -> None:
                         "PostgreSQL a folder per database under ~/.local/share/lookalike)")
     s.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB,
                    help=f"largest request body in MB (default: {DEFAULT_MAX_UPLOAD_MB})")
-    s.add_argument("--matcher", choices=("torch", "dlib"), default=None,
+    from lookalike.matchers import MATCHERS
+
+    s.add_argument("--matcher", choices=MATCHERS, default=None,
                    help="matcher of a gallery this creates (default: the model's, else torch)")
     s.add_argument("--engines", type=int, default=2, help="concurrent search/enrol workers (default: 2)")
     s.add_argument("--create-token", action="store_true",
