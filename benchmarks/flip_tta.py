@@ -1,8 +1,8 @@
 """Flip test-time augmentation at ~20 px, ablated as adaptation vs adaptation + disambiguation.
 
-Every face (train, validation, test) is embedded a second time from its mirrored chip, through the project's one
-chip pipeline (the network of :class:`~lookalike.disambiguators.finetuned.FineTunedNet`, unfitted: dlib's), and
-its vector becomes the L2-normalised sum of the two. Rows (test rank-1, exact McNemar p against the baseline):
+Every face (train, validation, test) is embedded by ``--matcher torch-flip`` too (:mod:`lookalike.matchers.flip`:
+each chip and its mirror embedded by dlib's network, averaged), on the same protocol. Rows (test rank-1, exact
+McNemar p against the baseline):
 
 * ``baseline`` / ``lookalike-best[lda]``: the matcher's vectors, the saved-model method as the benchmark fits it;
 * ``flip-base`` (adaptation): probes and gallery searched with the flip-averaged vectors;
@@ -22,7 +22,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -30,10 +29,8 @@ from finetune_lfw import row  # noqa: E402
 
 from lookalike.data.folders import load_folders  # noqa: E402
 from lookalike.data.protocol import make_protocol  # noqa: E402
-from lookalike.disambiguators.finetuned import FineTunedNet  # noqa: E402
-from lookalike.experiment import FaceSet, SearchSplit, build_split, embed_protocol, search  # noqa: E402
+from lookalike.experiment import FaceSet, SearchSplit, build_split, embed_protocol  # noqa: E402
 from lookalike.matchers.align import FaceAligner  # noqa: E402
-from lookalike.matchers.base import l2_normalize  # noqa: E402
 from lookalike.matchers.cache import EmbeddingCache  # noqa: E402
 from lookalike.metrics import evaluate, first_hits  # noqa: E402
 from lookalike.mining import default_miner  # noqa: E402
@@ -43,31 +40,13 @@ from lookalike.rerank.lookalike import rerank_faces  # noqa: E402
 from lookalike.rerank.tuning import LabelledLists  # noqa: E402
 
 
-def load(args: argparse.Namespace) -> tuple[FaceSet, SearchSplit, SearchSplit]:
+def load(args: argparse.Namespace, matcher: str) -> tuple[FaceSet, SearchSplit, SearchSplit]:
     """(train faces, validation split, test split) of the benchmark's protocol, embedded through the cache."""
     p = make_protocol(load_folders(args.data), seed=args.seed, lowres=args.lowres)
     aligner = FaceAligner(central_fraction=args.central_fraction) if args.central_fraction is not None else None
-    f = embed_protocol(p, matcher="torch", cache=EmbeddingCache(args.cache), aligner=aligner, workers=2,
+    f = embed_protocol(p, matcher=matcher, cache=EmbeddingCache(args.cache), aligner=aligner, workers=2,
                        progress=False)
     return f.faces("train"), build_split(f, "val", depth=args.depth), build_split(f, "test", depth=args.depth)
-
-
-class Mirrored(FineTunedNet):
-    """dlib's network (unfitted) embedding each chip mirrored left to right."""
-
-    def embed_chips(self, chips: np.ndarray) -> np.ndarray:
-        return super().embed_chips(np.ascontiguousarray(np.asarray(chips)[:, :, ::-1]))
-
-
-def flipped(faces: FaceSet, net: Mirrored) -> FaceSet:
-    """The faces with flip-averaged vectors (a face whose mirrored chip failed keeps its own vector)."""
-    return FaceSet(faces.paths, faces.identities, l2_normalize(faces.vectors + np.nan_to_num(net.embed_faces(faces))),
-                   faces.lowres)
-
-
-def flipped_split(split: SearchSplit, net: Mirrored, depth: int) -> SearchSplit:
-    return search(split.name, flipped(split.probes, net), flipped(split.gallery, net), split.is_distractor, depth,
-                  notes=split.notes)
 
 
 def best(train: FaceSet, val: SearchSplit, test: SearchSplit, depth: int, seed: int, name: str) -> tuple:
@@ -89,12 +68,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads of this process")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    train, val, test = load(args)
-    net = Mirrored(cache_path=args.cache)
+    train, val, test = load(args, "torch")
     t0 = time.perf_counter()
-    ftrain, fval, ftest = flipped(train, net), flipped_split(val, net, args.depth), flipped_split(test, net, args.depth)
-    print(f"{args.data} seed {args.seed}, {args.lowres} px: mirrored embeddings in {time.perf_counter() - t0:.0f} s "
-          f"({net.stats.get('embed_failed', 0)} failed)", flush=True)
+    ftrain, fval, ftest = load(args, "torch-flip")
+    print(f"{args.data} seed {args.seed}, {args.lowres} px: torch-flip embeddings in {time.perf_counter() - t0:.0f} s "
+          f"(cached ones are read)", flush=True)
     base_hits = first_hits(test.positions()) == 0
     plain_pos, plain_val = best(train, val, test, args.depth, args.seed, "lookalike-best[lda]")
     flip_pos, flip_val = best(ftrain, fval, ftest, args.depth, args.seed, "flip lookalike-best[lda]")
