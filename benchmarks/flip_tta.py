@@ -1,4 +1,4 @@
-"""Flip test-time augmentation at ~20 px, ablated as adaptation vs adaptation + disambiguation.
+"""Flip test-time augmentation (~20 px, or full resolution), ablated as adaptation vs adaptation + disambiguation.
 
 Every face (train, validation, test) is embedded by ``--matcher torch-flip`` too (:mod:`lookalike.matchers.flip`:
 each chip and its mirror embedded by dlib's network, averaged), on the same protocol. Rows (test rank-1, exact
@@ -42,7 +42,7 @@ from lookalike.rerank.tuning import LabelledLists  # noqa: E402
 
 def load(args: argparse.Namespace, matcher: str) -> tuple[FaceSet, SearchSplit, SearchSplit]:
     """(train faces, validation split, test split) of the benchmark's protocol, embedded through the cache."""
-    p = make_protocol(load_folders(args.data), seed=args.seed, lowres=args.lowres)
+    p = make_protocol(load_folders(args.data), seed=args.seed, lowres=args.lowres or None)
     aligner = FaceAligner(central_fraction=args.central_fraction) if args.central_fraction is not None else None
     f = embed_protocol(p, matcher=matcher, cache=EmbeddingCache(args.cache), aligner=aligner, workers=2,
                        progress=False)
@@ -61,7 +61,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default="../shared/data/lfw")
     ap.add_argument("--cache", default="cache/lookalike.sqlite")
-    ap.add_argument("--lowres", type=int, default=20)
+    ap.add_argument("--lowres", type=int, default=20, help="face width in pixels; 0 = full resolution")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--depth", type=int, default=100)
     ap.add_argument("--central-fraction", type=float, default=None, help="as the embedding cache was made with")
