@@ -256,11 +256,13 @@ def main() -> None:
         results, built = {}, {}
         prepared = copy.deepcopy(model)  # a fresh memo for each gallery, shared by its indexes
         prepared.disambiguator_.memo_size = MEMO_SIZE  # as identify sets it
-        t0 = time.perf_counter()
-        with BLAS.limit(limits=int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1)), user_api="blas"):
-            if not args.no_prepare:
+        if args.no_prepare:
+            prepare_lines.append(f"| {n:,} | not prepared (--no-prepare) |")
+        else:
+            t0 = time.perf_counter()
+            with BLAS.limit(limits=int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1)), user_api="blas"):
                 prepare_gallery(prepared, vectors)
-        prepare_lines.append(f"| {n:,} | {time.perf_counter() - t0:.1f} |")
+            prepare_lines.append(f"| {n:,} | {time.perf_counter() - t0:.1f} |")
         for name in ("numpy", "faiss_flat", *(a for a in args.ann if n <= (parse_ann(a)[3] or n))):
             ix, seconds, extra, rss = build(name, vectors, work / f"index_{n}_{name.split(':')[0]}", built)
             # unprepared: a fresh memo for each index (its candidates would be the previous index's)

@@ -27,7 +27,7 @@ from lookalike.data.images import (
     lowres_chip_size,
     seed_from_key,
 )
-from lookalike.matchers import get_matcher, matcher_name
+from lookalike.matchers import TORCH_MATCHERS, get_matcher, matcher_name
 from lookalike.matchers.align import Alignment, FaceAligner
 from lookalike.matchers.base import Matcher
 from lookalike.matchers.cache import EmbeddingCache, content_key
@@ -82,7 +82,7 @@ def _init_worker(matcher: str | Matcher, aligner: FaceAligner, lowres: int | Non
     Only the pool's own processes get a thread count: the calling process's torch settings are left alone.
     ``matcher``: a name, or a :class:`Matcher` instance used as is.
     """
-    if threads is not None and matcher in ("torch", "torch-flip"):
+    if threads is not None and matcher in TORCH_MATCHERS:
         import torch
 
         torch.set_num_threads(threads)

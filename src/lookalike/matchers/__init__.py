@@ -5,6 +5,7 @@ from __future__ import annotations
 from lookalike.matchers.base import Matcher
 
 MATCHERS = ("dlib", "torch", "torch-flip")
+TORCH_MATCHERS = ("torch", "torch-flip")  # the ones that run on torch (and use its intra-op threads)
 
 
 def get_matcher(name: str) -> Matcher:

@@ -24,11 +24,11 @@ def start_server(db: str, data_dir: Path, port: int, *extra: str, token: str, lo
     exits or does not answer within ``timeout`` seconds. Output goes to ``log`` (appended) or nowhere."""
     import httpx
 
-    out = open(log, "ab") if log else subprocess.DEVNULL
-    proc = subprocess.Popen([sys.executable, "-m", "lookalike.cli", "serve", "--db", db, "--data-dir", str(data_dir),
-                             "--port", str(port), "--engines", "1", *extra],
-                            env={**os.environ, **(env or {}), "LOOKALIKE_TOKEN": token}, stdout=out,
-                            stderr=subprocess.STDOUT)
+    with open(log, "ab") if log else open(os.devnull, "wb") as out:  # the child keeps its own copy
+        proc = subprocess.Popen([sys.executable, "-m", "lookalike.cli", "serve", "--db", db, "--data-dir",
+                                 str(data_dir), "--port", str(port), "--engines", "1", *extra],
+                                env={**os.environ, **(env or {}), "LOOKALIKE_TOKEN": token}, stdout=out,
+                                stderr=subprocess.STDOUT)
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
 
+from lookalike.gallery.store import GalleryStore
 from lookalike.service.auth import SESSION_COOKIE, Session, bearer
 from lookalike.service.core import ServiceError
+
+T = TypeVar("T")
 
 # Pages use only this origin's scripts, styles and images (no inline script, no framing).
 HEADERS = {
@@ -42,16 +48,15 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
-def _with_store(request: Request, method: str, value: str) -> str | bool | None:
-    """``request.app.state.tokens.<method>(value, store)`` on one of the service's stores."""
-    service, tokens = request.app.state.service, request.app.state.tokens
-    with service.engine() as e:
-        return getattr(tokens, method)(value, e.gallery.store)
+def _with_store(request: Request, ask: Callable[[str, GalleryStore], T], value: str) -> T:
+    """``ask(value, store)`` on one of the service's stores (``ask``: a method of the app's token checker)."""
+    with request.app.state.service.engine() as e:
+        return ask(value, e.gallery.store)
 
 
 async def token_match(request: Request, token: str | None) -> str | None:
     """Which valid token ``token`` is (:meth:`TokenChecker.match`), or None."""
-    return await run_in_threadpool(_with_store, request, "match", token) if token else None
+    return await run_in_threadpool(_with_store, request, request.app.state.tokens.match, token) if token else None
 
 
 async def token_ok(request: Request, token: str | None) -> bool:
@@ -76,7 +81,7 @@ def page_session(request: Request) -> Session | None:
 async def live_session(request: Request) -> Session | None:
     """:func:`page_session` whose login token is still valid; a session of a revoked token is ended."""
     s = page_session(request)
-    if s is not None and not await run_in_threadpool(_with_store, request, "alive", s.token):
+    if s is not None and not await run_in_threadpool(_with_store, request, request.app.state.tokens.alive, s.token):
         request.app.state.sessions.drop(request.cookies.get(SESSION_COOKIE))
         return None
     return s
