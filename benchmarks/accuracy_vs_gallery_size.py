@@ -5,8 +5,9 @@ The LFW test people of a benchmark run are enrolled as in the run (one image eac
 run's test probes; distractors are added from every other LFW image and its mirrored copy (seeded order).
 ``--pool test`` takes only the run's test-half distractors (never seen in training) and their mirrors;
 ``--pool all`` adds the train and validation people's images too — those people were seen by the model
-(mining, the LDA and its cohort), so that curve is optimistic for the model. Prints a Markdown table and
-writes ``--plot``.
+(mining, the LDA and its cohort), so that curve is optimistic for the model. A flip-averaged matcher
+(``torch-flip``, the default at low resolution) embeds an image and its mirror alike, so its pool has no mirrors.
+The baseline is the model's own matcher. Prints a Markdown table and writes ``--plot``.
 
     python benchmarks/accuracy_vs_gallery_size.py --run runs/lfw-lowres20 --cache /work/cache/lookalike.sqlite
 """
@@ -21,7 +22,7 @@ import numpy as np
 from lookalike.data.protocol import Protocol
 from lookalike.embed import embed_paths, read_chips
 from lookalike.index import make_index
-from lookalike.matchers import get_matcher
+from lookalike.matchers import AUGMENTED, get_matcher
 from lookalike.matchers.cache import EmbeddingCache
 from lookalike.metrics import RankedLists, mcnemar
 from lookalike.model import LookalikeModel
@@ -65,8 +66,10 @@ def main() -> None:
                                                           "val_distractor")
     pool_rows = np.flatnonzero(np.isin(t.roles, roles))
     probes, enrolled = embed(probe_rows, model.lowres), embed(enrolled_rows, model.gallery_lowres)
-    pool = np.concatenate([embed(pool_rows, model.gallery_lowres),
-                           mirrored(list(t.paths[pool_rows]), model, cache, model.gallery_lowres)])
+    pool = embed(pool_rows, model.gallery_lowres)
+    with_mirrors = model.matcher not in AUGMENTED  # a flip-averaged mirror is the image itself
+    if with_mirrors:
+        pool = np.concatenate([pool, mirrored(list(t.paths[pool_rows]), model, cache, model.gallery_lowres)])
     pool = pool[np.isfinite(pool).all(1)]
     pool = pool[np.random.default_rng(args.seed).permutation(len(pool))]
     keep = np.isfinite(probes).all(1)
@@ -75,8 +78,9 @@ def main() -> None:
     enrolled, enrolled_ids = enrolled[ok], t.identities[enrolled_rows][ok]
     mated = np.isin(probe_ids, enrolled_ids)
     probes, probe_ids = probes[mated], probe_ids[mated]
-    print(f"{len(probes)} probes, {len(enrolled)} enrolled, distractor pool {len(pool)} ({args.pool}: images + "
-          f"mirrors); model {model.describe_short()['selection']}, lowres {model.lowres}")
+    print(f"{len(probes)} probes, {len(enrolled)} enrolled, distractor pool {len(pool)} ({args.pool}: images"
+          f"{' + mirrors' if with_mirrors else ''}); matcher {model.matcher}, model "
+          f"{model.describe_short()['selection']}, lowres {model.lowres}")
     rows = []
     for n in sorted({min(s, len(pool)) for s in args.sizes}):
         gallery = np.concatenate([enrolled, pool[:n]])

@@ -83,8 +83,9 @@ def test_benchmark_on_orl(tmp_path: Path, orl_dir: Path) -> None:
     g = m["methods"]["lookalike-global"]
     assert g["rank1"] <= g["rank5"] <= g["rank50"] <= 1.0 and "mcnemar_p" in g and 0 <= g["mAP"] <= 1
     assert m["open_set"]["lookalike-global"] == {"n_mated": 72, "n_nonmated": 0}  # ORL: no distractors
+    assert m["config"]["matcher"] == "torch-flip"  # the default at low resolution, with the plain one beside it
     assert set(m["paired"]["lookalike-best"]) == {"lookalike-disamb-only", "lookalike-global",
-                                                  "kreciprocal-transductive"}
+                                                  "kreciprocal-transductive", "baseline-plain"}
     report = (out / "report.md").read_text()
     assert "`lookalike-global` is the saved model's disambiguator" in report and "`lookalike-best` vs" in report
     # a rerun reuses the cache: nothing is embedded again and the numbers are the same

@@ -27,7 +27,7 @@ def test_shipped_model_loads_without_pickle_and_records_its_training():
         meta = json.loads(str(z["__model__"]))
     assert meta["format"] == "lookalike-model"
     model = LookalikeModel.load(SHIPPED)
-    assert (model.matcher, model.lowres, model.lowres_apply, model.degrade) == ("torch", 20, "both", "bicubic")
+    assert (model.matcher, model.lowres, model.lowres_apply, model.degrade) == ("torch-flip", 20, "both", "bicubic")
     data = model.training_["data_fingerprint"]
     assert data["file"] == "lfw-without-pubfig.csv" and data["people"] == LFW_PEOPLE - PUBFIG_IN_LFW
     assert model.training_["n_train_people"] < data["people"]  # the rest are its validation people
@@ -42,9 +42,13 @@ def test_shipped_model_left_out_the_pubfig_people(lfw_dir: Path, shared_data: Pa
 
 
 def test_default_resolves_for_a_gallery_of_its_preprocessing(tmp_path: Path):
-    # the same network under either matcher's name; the crop fallback (central fraction) is the gallery's own
-    with Gallery.create(tmp_path / "low.sqlite", matcher=FAST_MATCHER, lowres=20, aligner=FaceAligner(0.9)) as g:
+    # a new 20 px gallery gets the flip matcher by default; the crop fallback (central fraction) is its own
+    with Gallery.create(tmp_path / "low.sqlite", lowres=20, aligner=FaceAligner(0.9)) as g:
         assert load_model("default", g).training_ == LookalikeModel.load(SHIPPED).training_
+    with Gallery.create(tmp_path / "plain.sqlite", matcher=FAST_MATCHER, lowres=20) as g:  # embedded without flip
+        with pytest.raises(ValueError, match=r"no default model for a gallery of 'lowres20-chip22' faces "
+                                             r"\(dlib-resnet-v1,.*default-lowres20\.lkm \(dlib-resnet-v1\+flip"):
+            load_model("default", g)
     with Gallery.create(tmp_path / "full.sqlite", matcher=FAST_MATCHER) as g:
         with pytest.raises(ValueError, match=r"no default model for a gallery of 'full' faces .*default-lowres20\.lkm"):
             load_model("default", g)

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
-import numpy as np
+import csv
+import json
+from pathlib import Path
 
-from lookalike.matchers import MATCHERS, get_matcher, matcher_name
+import numpy as np
+import pytest
+
+from lookalike.cli import main
+from lookalike.gallery import Gallery
+from lookalike.matchers import MATCHERS, default_matcher, get_matcher, matcher_name
 from lookalike.matchers.base import l2_normalize
+from lookalike.model import LookalikeModel
 
 
 def _chips(n: int = 3, seed: int = 0) -> np.ndarray:
@@ -27,3 +35,38 @@ def test_flip_matcher_averages_a_chip_with_its_mirror() -> None:
 def test_flip_matcher_has_its_own_cache_name() -> None:
     assert "torch-flip" in MATCHERS
     assert matcher_name("torch-flip") == matcher_name("torch") + "+flip" == get_matcher("torch-flip").name
+
+
+def test_default_matcher_is_flip_for_low_resolution_faces_only(tmp_path: Path) -> None:
+    assert default_matcher(20) == default_matcher(12) == "torch-flip" and default_matcher(None) == "torch"
+    assert LookalikeModel(lowres=20).matcher == "torch-flip" and LookalikeModel().matcher == "torch"
+    assert LookalikeModel("dlib", lowres=20).matcher == "dlib"  # a named matcher is kept
+    with Gallery.create(tmp_path / "low.sqlite", lowres=20) as g:
+        assert g.matcher == "torch-flip" and g.matcher_name == matcher_name("torch-flip")
+    with Gallery.create(tmp_path / "full.sqlite") as g:
+        assert g.matcher == "torch"
+
+
+def test_benchmark_of_a_flip_matcher_reports_the_plain_baseline_beside_it(orl_dir: Path, tmp_path: Path) -> None:
+    """No --matcher at --lowres: torch-flip, and the run also searches its test split with plain torch
+    (``baseline-plain``), which is exactly what a ``--matcher torch`` run calls its baseline."""
+    data = tmp_path / "data.csv"
+    with open(data, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "identity"])
+        w.writerows([str(orl_dir / f"s{k}" / f"{n}.pgm"), f"s{k}"] for k in range(1, 21)
+                    for n in (range(1, 5) if k <= 14 else (1,)))
+    common = ["--data", str(data), "--cache", str(tmp_path / "c.sqlite"), "--lowres", "16", "--workers", "1",
+              "--no-progress", "--no-rerank"]
+    assert main(["benchmark", *common, "--out", str(tmp_path / "flip")]) == 0
+    assert main(["benchmark", *common, "--out", str(tmp_path / "plain"), "--matcher", "torch"]) == 0
+    flip = json.loads((tmp_path / "flip" / "metrics.json").read_text())
+    plain = json.loads((tmp_path / "plain" / "metrics.json").read_text())
+    assert flip["config"]["matcher"] == "torch-flip" and plain["config"]["matcher"] == "torch"
+    assert "baseline-plain" not in plain["methods"]
+    got, want = flip["methods"]["baseline-plain"], plain["methods"]["baseline"]
+    assert got["rank1"] == want["rank1"] and got["mAP"] == pytest.approx(want["mAP"])
+    assert flip["open_set"]["baseline-plain"] == plain["open_set"]["baseline"]
+    r, p = np.load(tmp_path / "flip" / "rankings.npz"), np.load(tmp_path / "plain" / "rankings.npz")
+    np.testing.assert_array_equal(r["baseline-plain.indices"], p["baseline.indices"])
+    assert not np.array_equal(r["baseline.indices"], p["baseline.indices"])  # the flipped lists differ

@@ -68,7 +68,7 @@ def test_orl_lowres_probes_only(orl_features):
     test_rows = np.isin(protocol.table.roles, ("probe", "gallery"))
     low = make_protocol(protocol.table.select(test_rows), lowres=16, lowres_apply="probes")
     assert low.table.roles.tolist() == protocol.table.roles[test_rows].tolist()
-    features = embed_protocol(low, cache=cache, workers=1, progress=False)
+    features = embed_protocol(low, "torch", cache=cache, workers=1, progress=False)
     probe_rows = low.table.roles == "probe"
     # only the probes are new work: the gallery comes from the cache, the probes' alignments too
     assert features.embeddings.computed == int(probe_rows.sum()) == 20

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,7 @@ from lookalike.embed import read_chips
 from lookalike.experiment import ProtocolFeatures, SearchSplit, build_split, embed_protocol
 from lookalike.index import row_positions
 from lookalike.io import atomic_write, save_npz, write_json
+from lookalike.matchers import AUGMENTED, default_matcher
 from lookalike.matchers.align import FaceAligner
 from lookalike.matchers.cache import DEFAULT_CACHE, EmbeddingCache
 from lookalike.metrics import RankedLists, cmc_curve, evaluate, first_hits, fnir_at_fpir, mcnemar
@@ -35,7 +36,8 @@ from lookalike.versions import versions
 
 TRANSDUCTIVE = "kreciprocal-transductive"
 GLOBAL = "lookalike-global"
-PAIRED = ("lookalike-disamb-only", GLOBAL, TRANSDUCTIVE)  # what lookalike-best is compared with, probe by probe
+PLAIN = "baseline-plain"  # a test-time-augmented matcher's plain version (torch for torch-flip) on the same split
+PAIRED = ("lookalike-disamb-only", GLOBAL, TRANSDUCTIVE, PLAIN)  # what lookalike-best is compared with, per probe
 
 # A method that ranks the whole gallery itself: its top lists, each probe's mate positions, its non-mated searches
 FullSearch = tuple[RankedLists, list[np.ndarray], RankedLists | None]
@@ -51,7 +53,7 @@ class BenchmarkConfig:
     lowres: int | None = None
     lowres_apply: str = "both"
     degrade: str = "bicubic"
-    matcher: str = "torch"
+    matcher: str | None = None  # None: the model's (with ``model``), else :func:`~lookalike.matchers.default_matcher`
     index: str = "numpy"
     depth: int = 100
     workers: int = 2
@@ -127,6 +129,7 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
     check_lowres(cfg.lowres)
     check_degrade(cfg.degrade)
     model = fixed_model(cfg) if cfg.model else None
+    cfg = replace(cfg, matcher=cfg.matcher or (model.matcher if model is not None else default_matcher(cfg.lowres)))
     train = cfg.rerank and model is None
     if train:
         from lookalike.train import check_degrade_support
@@ -174,6 +177,9 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
     base_hits = first_hits(test.positions()) < 1
     open_set = {"baseline": open_set_metrics(test, test.lists, test.nonmated)}
     rerank_stats: dict = {}
+    if cfg.matcher in AUGMENTED:
+        rerank_stats[PLAIN] = run_plain_baseline(cfg, protocol, cache, aligner, test, methods, rankings, ranks,
+                                                 open_set, base_hits, timing)
     if model is not None:
         rerank_stats = run_fixed_model(model, cfg, test, methods, rankings, open_set, base_hits, timing)
     elif cfg.rerank:
@@ -196,7 +202,8 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
                      "skipped_probes": test.notes["skipped_probes"], "skipped_gallery": test.notes["skipped_gallery"],
                      "dataset_notes": table.notes},
         "methods": methods,
-        "paired": {"lookalike-best": paired_rank1(test, rankings, "lookalike-best")},
+        "paired": {n: paired_rank1(test, rankings, n, others) for n, others in
+                   (("lookalike-best", PAIRED), (FIXED_MODEL, (PLAIN,))) if n in rankings},
         "open_set": open_set,
         "timing": {**timing, "total_s": time.perf_counter() - t0},
         "embedding": features.embeddings.summary(),
@@ -223,17 +230,41 @@ def fixed_model(cfg: BenchmarkConfig) -> LookalikeModel:
 
     if not cfg.rerank:
         raise ValueError("--model re-ranks with a trained model: drop --no-rerank")
-    name, aligner = matcher_name(cfg.matcher), FaceAligner(cfg.central_fraction)
+    aligner = FaceAligner(cfg.central_fraction)
     if cfg.model == DEFAULT:
         gallery_lowres = cfg.lowres if cfg.lowres_apply == "both" else None
-        model = default_model(name, aligner, preprocess_key(gallery_lowres, cfg.degrade))
+        model = default_model(matcher_name(cfg.matcher or default_matcher(cfg.lowres)), aligner,
+                              preprocess_key(gallery_lowres, cfg.degrade))
     else:
         model = LookalikeModel.load(cfg.model)
-    model.check_run(name, aligner, cfg.lowres, cfg.lowres_apply, cfg.degrade, what=f"--model {cfg.model}")
+    model.check_run(matcher_name(cfg.matcher or model.matcher), aligner, cfg.lowres, cfg.lowres_apply, cfg.degrade,
+                    what=f"--model {cfg.model}")
     if model.reach > cfg.depth:
         raise ValueError(f"--model {cfg.model} re-ranks the first {model.reach} candidates: use --depth "
                          f"{model.reach} or more")
     return model
+
+
+def run_plain_baseline(cfg: BenchmarkConfig, protocol, cache: EmbeddingCache, aligner: FaceAligner,
+                       test: SearchSplit, methods: dict, rankings: dict, ranks: dict, open_set: dict,
+                       base_hits: np.ndarray, timing: dict) -> dict:
+    """``baseline-plain``: the run's test split searched with the plain matcher that ``cfg.matcher`` augments
+    (``torch`` for ``torch-flip``), so a run shows what the augmentation alone adds (adaptation) beside what
+    re-ranking adds; lookalike-best is compared with it probe by probe. Skipped with a note when the plain
+    matcher keeps other images than the augmented one."""
+    plain = AUGMENTED[cfg.matcher]
+    t = time.perf_counter()
+    features = embed_protocol(protocol, plain, cache, aligner, cfg.workers, cfg.progress)
+    split = build_split(features, "test", cfg.depth, cfg.index)
+    timing[f"{PLAIN}_s"] = time.perf_counter() - t
+    if not (np.array_equal(split.probes.paths, test.probes.paths)
+            and np.array_equal(split.gallery.paths, test.gallery.paths)):
+        return {"skipped": f"the {plain} matcher kept other probe or gallery images than {cfg.matcher}"}
+    rankings[PLAIN], ranks[PLAIN] = split.lists, split.base_ranks
+    methods[PLAIN] = score_method(PLAIN, test, split.lists, base_hits, cfg.n_boot, cfg.seed, split.base_ranks)
+    open_set[PLAIN] = open_set_metrics(split, split.lists, split.nonmated)
+    return {"matcher": plain, "setting": f"the test split searched with {plain}: {cfg.matcher} without its "
+                                         "test-time augmentation"}
 
 
 def run_fixed_model(model: LookalikeModel, cfg: BenchmarkConfig, test: SearchSplit, methods: dict, rankings: dict,
@@ -491,7 +522,7 @@ def write_outputs(out: Path, metrics: dict, test: SearchSplit, rankings: dict[st
 
 
 def best_method(methods: dict[str, dict]) -> str | None:
-    candidates = {k: v for k, v in methods.items() if k != "baseline"}
+    candidates = {k: v for k, v in methods.items() if k not in ("baseline", PLAIN)}
     return max(candidates, key=lambda k: candidates[k]["rank1"]) if candidates else None
 
 

@@ -75,9 +75,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--degrade", choices=DEGRADE_KINDS, default=None,
                    help="how --lowres degrades faces: bicubic (resize down and up; default) or realistic (per image, "
                         "seeded by its content: random blur, downsampling, sensor noise, JPEG 30-90, resize up)")
-    p.add_argument("--matcher", choices=MATCHERS, default="torch",
-                   help="embedding model: torch (the PyTorch port of dlib's network, default), torch-flip (the same, "
-                        "each chip averaged with its mirror: twice the cost) or dlib (dlib-bin)")
+    p.add_argument("--matcher", choices=MATCHERS, default=None,
+                   help="embedding model: torch (the PyTorch port of dlib's network), torch-flip (the same, each chip "
+                        "averaged with its mirror: twice the cost) or dlib (dlib-bin); default: torch-flip with "
+                        "--lowres, torch at full resolution (chosen on validation, see README)")
     p.add_argument("--workers", type=POSITIVE, default=2, help="processes for detection and embedding (default: 2)")
     p.add_argument("--cache", default=str(DEFAULT_CACHE),
                    help=f"embedding cache (SQLite; 'none' for none; default: {DEFAULT_CACHE})")

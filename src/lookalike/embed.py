@@ -27,7 +27,7 @@ from lookalike.data.images import (
     lowres_chip_size,
     seed_from_key,
 )
-from lookalike.matchers import TORCH_MATCHERS, get_matcher, matcher_name
+from lookalike.matchers import TORCH_MATCHERS, default_matcher, get_matcher, matcher_name
 from lookalike.matchers.align import Alignment, FaceAligner
 from lookalike.matchers.base import Matcher
 from lookalike.matchers.cache import EmbeddingCache, content_key
@@ -125,13 +125,14 @@ def _process(items: list[tuple[int, str, str, Alignment | None]]) -> list[tuple]
     return out
 
 
-def embed_paths(paths: list[str] | np.ndarray, matcher: str | Matcher = "torch", aligner: FaceAligner | None = None,
+def embed_paths(paths: list[str] | np.ndarray, matcher: str | Matcher | None = None, aligner: FaceAligner | None = None,
                 lowres: int | None = None, cache: EmbeddingCache | None = None, workers: int = 2,
                 batch_size: int = 16, progress: bool = True, desc: str = "embed", engine: str = "local",
                 ray_address: str | None = None, pool=None, degrade: str = "bicubic") -> Embeddings:
     """Embed every image of ``paths``; finished batches are written to ``cache`` as they complete.
 
-    ``matcher``: a name (see :data:`lookalike.matchers.MATCHERS`) or a :class:`Matcher` (picklable).
+    ``matcher``: a name (see :data:`lookalike.matchers.MATCHERS`; None: :func:`~lookalike.matchers.default_matcher`)
+    or a :class:`Matcher` (picklable).
     ``engine="local"``: ``workers`` local processes. ``engine="ray"``: a Ray Data pipeline of ``workers``
     actors with one CPU each, each loading the models once; ``ray_address`` connects to an existing cluster
     (e.g. ``"auto"``), else a local Ray instance with ``workers`` CPUs is started (and shut down after).
@@ -143,6 +144,7 @@ def embed_paths(paths: list[str] | np.ndarray, matcher: str | Matcher = "torch",
     t0 = time.perf_counter()
     lowres = check_lowres(lowres)
     check_degrade(degrade)
+    matcher = matcher or default_matcher(lowres)
     aligner = aligner or FaceAligner()
     cache = cache or EmbeddingCache(None)
     paths = [str(p) for p in paths]

@@ -19,6 +19,7 @@ from lookalike.data.images import DEGRADE_KINDS, check_degrade
 from lookalike.disambiguators.base import Disambiguator
 from lookalike.faces import FaceSet
 from lookalike.io import atomic_write
+from lookalike.matchers import default_matcher
 from lookalike.matchers.align import FaceAligner
 from lookalike.metrics import RankedLists, calibrated_threshold, threshold_at_fpir
 from lookalike.rerank import NORMS, all_selections, default_disambiguators
@@ -63,14 +64,14 @@ class LookalikeModel:
     Learned state (set by :meth:`fit` or :meth:`load`): ``reranker_``, ``thresholds_``, ``training_``.
     """
 
-    def __init__(self, matcher: str = "torch", lowres: int | None = None, aligner: FaceAligner | None = None,
+    def __init__(self, matcher: str | None = None, lowres: int | None = None, aligner: FaceAligner | None = None,
                  disambiguators: Sequence[Disambiguator] | None = None, selections: Sequence[Selection] | None = None,
                  normalisers: Sequence[str] = NORMS, weights: Sequence[float] = DEFAULT_WEIGHTS, depth: int = 100,
                  fpirs: Sequence[float] = FPIRS, seed: int = 0, pool: DisambiguatorPool | None = None,
                  lowres_apply: str = "both", degrade: str = "bicubic") -> None:
         if lowres_apply not in ("both", "probes"):
             raise ValueError(f"lowres_apply must be 'both' or 'probes', got {lowres_apply!r}")
-        self.matcher, self.lowres, self.aligner = matcher, lowres, aligner or FaceAligner()
+        self.matcher, self.lowres, self.aligner = matcher or default_matcher(lowres), lowres, aligner or FaceAligner()
         self.lowres_apply, self.degrade = lowres_apply, check_degrade(degrade)
         self.disambiguators = list(disambiguators) if disambiguators else default_disambiguators(seed)
         self.selections = list(selections) if selections else all_selections()

@@ -15,6 +15,7 @@ import numpy as np
 
 from lookalike.data.protocol import make_protocol
 from lookalike.experiment import embed_protocol
+from lookalike.matchers import default_matcher
 from lookalike.matchers.align import FaceAligner
 from lookalike.matchers.cache import EmbeddingCache
 from lookalike.model import LookalikeModel
@@ -63,7 +64,7 @@ def data_fingerprint(data: str | Path, identities: np.ndarray) -> dict:
     return out
 
 
-def train_model(data: str | Path, matcher: str = "torch", lowres: int | None = None, lowres_apply: str = "both",
+def train_model(data: str | Path, matcher: str | None = None, lowres: int | None = None, lowres_apply: str = "both",
                 disambiguator: str = "lda", seed: int = 0, val_fraction: float = 0.3, depth: int = 100,
                 cache: str | None = None, central_fraction: float = 0.45, workers: int = 2,
                 max_people: int | None = None, progress: bool = True,
@@ -83,6 +84,7 @@ def train_model(data: str | Path, matcher: str = "torch", lowres: int | None = N
     counts = protocol.counts()
     check_trainable(protocol.table.identities, protocol.table.roles)
     aligner = FaceAligner(central_fraction=central_fraction)
+    matcher = matcher or default_matcher(lowres)
     store = EmbeddingCache(cache)
     try:
         features = embed_protocol(protocol, matcher, store, aligner, workers, progress)

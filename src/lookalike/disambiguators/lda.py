@@ -26,11 +26,11 @@ class LookalikeLDA(EmbeddingDisambiguator):
 
     def __init__(self, dim: int | None = None, shrink: float | str = "auto", center: bool = True,
                  power: float = 0.0, shrink_grid: tuple[float, ...] = SHRINK_GRID, holdout: float = 0.25,
-                 cohort_n: int = 0, cohort_beta: float = 0.5, seed: int = 0) -> None:
+                 cohort_n: int = 0, cohort_beta: float = 0.5, cohort_size: int | None = None, seed: int = 0) -> None:
         super().__init__()
         self.dim, self.shrink, self.center, self.power = dim, shrink, center, power
         self.shrink_grid, self.holdout, self.seed = tuple(shrink_grid), holdout, seed
-        self.cohort_n, self.cohort_beta = cohort_n, cohort_beta
+        self.cohort_n, self.cohort_beta, self.cohort_size = cohort_n, cohort_beta, cohort_size
         self.mean_: np.ndarray | None = None
         self.components_: np.ndarray | None = None
         self.cohort_: np.ndarray | None = None
@@ -54,9 +54,17 @@ class LookalikeLDA(EmbeddingDisambiguator):
             scores = self._select_shrink(x, train.identities, pairs)
             shrink = max(scores, key=lambda s: (scores[s], s)) if scores else FALLBACK_SHRINK
         self.mean_, self.components_, evals = self._solve(x, pairs, float(shrink))
-        self.cohort_ = self.transform(x).astype(np.float32) if self.cohort_n > 0 else None
+        self.cohort_ = self._cohort(x) if self.cohort_n > 0 else None
         self.stats = {"eig_top": evals[:5].round(3).tolist(), "dim": int(len(evals)), "shrink": float(shrink),
                       "holdout_rank1": scores}
+
+    def _cohort(self, x: np.ndarray) -> np.ndarray:
+        """The projected (float32, as :meth:`transform` returns them) train faces, or a seeded sample of
+        ``cohort_size`` of them: each probe's cohort term reads the whole cohort, so its size is most of what
+        re-ranking one search costs."""
+        if self.cohort_size is not None and self.cohort_size < len(x):
+            x = x[np.sort(np.random.default_rng(self.seed).choice(len(x), self.cohort_size, replace=False))]
+        return self.transform(x)
 
     def _select_shrink(self, x: np.ndarray, ids: np.ndarray, pairs: Pairs) -> dict[float, float]:
         """Rank-1 of a small closed-set search among held-out train people (identity-disjoint from the

@@ -31,7 +31,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--lowres", type=_lowres, default=None, metavar="PX",
                    help="degrade faces to about PX pixels across (new gallery; must match an existing one)")
     e.add_argument("--matcher", choices=MATCHERS, default=None,
-                   help="embedding model of a new gallery (default torch); must match an existing one")
+                   help="embedding model of a new gallery (default: torch-flip with --lowres, else torch); must "
+                        "match an existing one")
     e.add_argument("--central-fraction", type=FRACTION, default=None,
                    help="aligner fallback for a new gallery (default 0.45, see `lookalike embed --help`)")
     e.add_argument("--index", type=_index_spec, default=None, metavar="SPEC",
@@ -121,7 +122,7 @@ def _open_or_create(args: argparse.Namespace):
     try:
         gallery = Gallery.open(args.db)
     except NoGalleryError:  # the fallback for undetected faces is the gallery's own: --central-fraction
-        return Gallery.create(args.db, matcher=args.matcher or "torch", lowres=args.lowres,
+        return Gallery.create(args.db, matcher=args.matcher, lowres=args.lowres,
                               aligner=_with_fallback(geometry or FaceAligner(), args.central_fraction),
                               index=args.index or "numpy")
     try:

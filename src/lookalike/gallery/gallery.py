@@ -48,7 +48,7 @@ from lookalike.index import (
     make_index,
     parse_index_spec,
 )
-from lookalike.matchers import MATCHERS, matcher_name
+from lookalike.matchers import MATCHERS, default_matcher, matcher_name
 from lookalike.matchers.align import FaceAligner
 from lookalike.matchers.cache import EmbeddingCache, content_key
 
@@ -170,11 +170,12 @@ class Gallery:
 
     # --- lifecycle -------------------------------------------------------------------------------------
     @classmethod
-    def create(cls, path_or_url: str | Path, matcher: str = "torch", lowres: int | None = None,
+    def create(cls, path_or_url: str | Path, matcher: str | None = None, lowres: int | None = None,
                aligner: FaceAligner | None = None, index: str = DEFAULT_INDEX) -> Gallery:
         """A new, empty gallery recording the matcher, aligner and preprocessing every image will go through, and
         the search ``index`` spec (``numpy``, ``faiss``: exact; ``hnsw``, ``ivf``, ``pq`` with parameters, e.g.
         ``hnsw:m=32,ef_search=128``: approximate, re-scored exactly)."""
+        matcher = matcher or default_matcher(lowres)
         if matcher not in MATCHERS:
             raise ValueError(f"unknown matcher {matcher!r}; choose one of {MATCHERS}")
         if lowres is not None and (isinstance(lowres, bool) or not isinstance(lowres, int) or lowres < 2):

@@ -6,6 +6,20 @@ from lookalike.matchers.base import Matcher
 
 MATCHERS = ("dlib", "torch", "torch-flip")
 TORCH_MATCHERS = ("torch", "torch-flip")  # the ones that run on torch (and use its intra-op threads)
+AUGMENTED = {"torch-flip": "torch"}  # a test-time-augmented matcher -> the plain one it averages
+
+
+def default_matcher(lowres: int | None) -> str:
+    """The matcher used where none is named: ``torch-flip`` for degraded (``lowres``) faces, ``torch`` at full
+    resolution.
+
+    The rule, written before measuring (``benchmarks/flip_tta.py``): flip averaging is adopted at a resolution when
+    the whole method (lookalike re-ranking tuned on validation) on flip-averaged vectors beats it on plain vectors in
+    *validation* rank-1 on every split measured there. ~20 px: LFW seeds 0 and 1 and PubFig all win (65.17 -> 68.16,
+    64.32 -> 67.75, 68.80 -> 74.49); full resolution: LFW seed 0 loses (95.67 -> 95.27). Other face sizes than
+    20 px follow the low-resolution choice without a validation run of their own.
+    """
+    return "torch" if lowres is None else "torch-flip"
 
 
 def get_matcher(name: str) -> Matcher:

@@ -14,6 +14,9 @@ __all__ = ["AlphaQE", "DisambiguatorOnly", "DisambiguatorPool", "KReciprocal", "
            "selection_grid"]
 
 NORMS = ("zscore", "llr")
+# Train faces in the disambiguator's cohort (a seeded sample; None: all). Chosen by the rule written in
+# benchmarks/cohort_size.py, on validation splits only (see README "Cohort size").
+COHORT_SIZE: int | None = None
 
 
 def selection_grid() -> dict[str, list[Selection]]:
@@ -36,14 +39,16 @@ def all_selections() -> list[Selection]:
     return [Everything(), *(s for sels in selection_grid().values() for s in sels)]
 
 
-def default_disambiguators(seed: int = 0) -> list[Disambiguator]:
+def default_disambiguators(seed: int = 0, cohort_size: int | None = COHORT_SIZE) -> list[Disambiguator]:
     """The embedding-level disambiguators a lookalike re-ranker chooses among on val: lookalike discriminant
     analysis (shrinkage chosen on held-out train people) with directions unweighted or weighted by their
     lookalike/genuine ratio (power 0, 0.5, 1), with and without train-cohort score normalisation (50
-    nearest train faces, the usual adaptive-normalisation cohort size)."""
+    nearest train faces, the usual adaptive-normalisation cohort size, among ``cohort_size`` train faces:
+    see :data:`COHORT_SIZE`)."""
     from lookalike.disambiguators import LookalikeLDA
 
-    return [LookalikeLDA(power=p, cohort_n=n, cohort_beta=1.0, seed=seed) for p in (0.0, 0.5, 1.0) for n in (0, 50)]
+    return [LookalikeLDA(power=p, cohort_n=n, cohort_beta=1.0, cohort_size=cohort_size if n else None, seed=seed)
+            for p in (0.0, 0.5, 1.0) for n in (0, 50)]
 
 
 def default_methods(seed: int = 0, disambiguators: list[Disambiguator] | None = None,

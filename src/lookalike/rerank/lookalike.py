@@ -105,11 +105,12 @@ class LookalikeReranker(Reranker):
 
         settings = [{"d": d, "s": s, "n": n, "w": w} for d, s, n, w in
                     itertools.product(range(len(fitted)), range(len(masks)), self.normalisers, self.weights)]
-        best, (r1, _), table = grid_search(settings, quality)
+        best, (r1, mrr), table = grid_search(settings, quality)
         self.disambiguator_ = fitted[best["d"]]
         self.selection_ = self.selections[best["s"]]
         self.fusion_ = fusions[best["d"], best["s"], best["n"]].with_weight(best["w"])
-        self.stats.update({"val_base_rank1": val.quality()[0], "val_rank1": r1, "selection": repr(self.selection_),
+        self.stats.update({"val_base_rank1": val.quality()[0], "val_rank1": r1, "val_mrr": mrr,
+                           "selection": repr(self.selection_),
                            "normaliser": self.fusion_.normaliser, "weight": self.fusion_.weight,
                            "disambiguator": repr_params(self.disambiguator_),
                            "disambiguator_stats": self.disambiguator_.stats, "grid_size": len(table)})

@@ -146,7 +146,7 @@ class Service:
                 Gallery.create(self.db, matcher=model.matcher, lowres=model.gallery_lowres,
                                aligner=model.aligner).close()
             else:
-                Gallery.create(self.db, matcher=matcher or "torch").close()
+                Gallery.create(self.db, matcher=matcher).close()
         self.files = ImageFiles(data_dir if data_dir is not None else default_data_dir(self.db))
         self._engines: queue.Queue[Engine] = queue.Queue()
         self._all: list[Engine] = []

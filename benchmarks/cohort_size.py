@@ -1,0 +1,99 @@
+"""How many train faces the disambiguator's cohort needs: validation rank-1 of the saved model per cohort size.
+
+Each probe's cohort term reads every cohort face (its similarity to all of them, then the mean of the 50
+nearest), so the cohort's size is most of what re-ranking one search costs once the gallery is prepared
+(issue 7: re-ranking may add at most 10% to search + re-rank at 100,000 subjects). This refits the saved
+model (``LookalikeModel``: mining, the LDA grid, selection, normaliser, weight, all tuned on validation exactly
+as ``lookalike benchmark`` does) on benchmark runs' own protocols with the cohort capped at a seeded sample of
+``--sizes`` train faces (0: all of them) and prints **validation** rank-1 and MRR only; nothing here reads
+the test split.
+
+The rule, written before the first run: ``COHORT_SIZE`` (``lookalike.rerank``) is the smallest size of
+500, 1000 and 2000 whose validation rank-1 is at most 0.2 points below the whole train cohort's on every
+split run (LFW seeds 0 and 1 and PubFig at ~20 px with the default torch-flip matcher; LFW seed 0 and PubFig
+at full resolution); if none qualifies, the whole cohort (None).
+
+    python benchmarks/cohort_size.py --cache /work/cache/lookalike.sqlite \\
+        --runs runs/lfw-lowres20 runs/lfw-lowres20-s1 runs/pubfig-lowres20 runs/lfw runs/pubfig
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from lookalike.data.protocol import Protocol
+from lookalike.experiment import build_split, embed_protocol
+from lookalike.matchers.align import FaceAligner
+from lookalike.matchers.cache import EmbeddingCache
+from lookalike.model import LookalikeModel
+from lookalike.rerank import DisambiguatorPool, default_disambiguators
+
+TOLERANCE = 0.002  # rank-1 (fraction) a smaller cohort may lose on validation
+CANDIDATES = (500, 1000, 2000)
+
+
+def validation_scores(run: Path, sizes: list[int], cache: str) -> dict[int, dict]:
+    """{size: validation rank-1, MRR, cohort faces and the model's choices} for one benchmark run's protocol."""
+    config = json.loads((run / "metrics.json").read_text())["config"]
+    protocol = Protocol.load(run / "protocol")
+    aligner = FaceAligner(config["central_fraction"])
+    store = EmbeddingCache(cache)
+    try:
+        features = embed_protocol(protocol, config["matcher"], store, aligner, progress=False)
+    finally:
+        store.close()
+    train, val = features.faces("train"), build_split(features, "val", config["depth"])
+    seed, pool, out = config["seed"], DisambiguatorPool(seed=config["seed"]), {}
+    for size in sizes:
+        t = time.perf_counter()
+        model = LookalikeModel(config["matcher"], protocol.lowres, aligner,
+                               default_disambiguators(seed, cohort_size=size or None),
+                               lowres_apply=protocol.lowres_apply, degrade=protocol.degrade, depth=config["depth"],
+                               seed=seed, pool=pool)
+        model.fit(train, val.probes, val.gallery)
+        st, d = model.reranker_.stats, model.disambiguator_
+        cohort = getattr(d, "cohort_", None)
+        out[size] = {"val_rank1": st["val_rank1"], "val_mrr": st.get("val_mrr"), "chosen": st["disambiguator"],
+                     "cohort_faces": 0 if cohort is None else len(cohort), "train_faces": len(train),
+                     "seconds": round(time.perf_counter() - t, 1)}
+    return out
+
+
+def choose(results: dict[str, dict[int, dict]]) -> int | None:
+    """The rule of the module docstring."""
+    for size in CANDIDATES:
+        if all(r[size]["val_rank1"] >= r[0]["val_rank1"] - TOLERANCE for r in results.values()):
+            return size
+    return None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", nargs="+", required=True, help="benchmark output folders (protocol/, metrics.json)")
+    ap.add_argument("--sizes", nargs="+", type=int, default=[0, *CANDIDATES], help="cohort sizes (0: all)")
+    ap.add_argument("--cache", default="cache/lookalike.sqlite")
+    ap.add_argument("--out", default=None, help="write the results as JSON here")
+    args = ap.parse_args()
+    sizes = sorted(set(args.sizes) | {0})
+    results = {}
+    for run in args.runs:
+        results[run] = validation_scores(Path(run), sizes, args.cache)
+        print(f"\n{run}")
+        print("| cohort | cohort faces | val rank-1 | val MRR | chosen disambiguator | s |")
+        print("|---|---|---|---|---|---|")
+        for size, r in results[run].items():
+            mrr = "–" if r["val_mrr"] is None else f"{100 * r['val_mrr']:.2f}"
+            print(f"| {size or 'all'} | {r['cohort_faces']} | {100 * r['val_rank1']:.2f} | {mrr} | {r['chosen']} "
+                  f"| {r['seconds']} |")
+    chosen = choose(results) if set(CANDIDATES) <= set(sizes) else "not decided (run every candidate size)"
+    print(f"\nrule: the smallest of {CANDIDATES} within {100 * TOLERANCE:.1f} points of the whole cohort's validation "
+          f"rank-1 on every run -> COHORT_SIZE = {chosen}")
+    if args.out:
+        Path(args.out).write_text(json.dumps({"results": results, "chosen": chosen}, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
