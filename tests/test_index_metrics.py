@@ -244,3 +244,4 @@ def test_bootstrap_ci():
     assert ci[0] <= narrow[0] <= narrow[1] <= ci[1]
     assert bootstrap_ci(np.ones(5)) == [1.0, 1.0]
     assert all(np.isnan(bootstrap_ci(np.array([]))))
+    assert all(np.isnan(bootstrap_ci(values, n_boot=0)))  # no interval asked for: none, not a crash

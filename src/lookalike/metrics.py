@@ -60,9 +60,10 @@ def first_hits(positions: list[np.ndarray]) -> np.ndarray:
 
 
 def bootstrap_ci(values: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> list[float]:
-    """Percentile bootstrap interval of the mean of per-probe values (resampling probes)."""
+    """Percentile bootstrap interval of the mean of per-probe values (resampling probes); NaNs when there are no
+    values or ``n_boot`` is 0 (no interval asked for)."""
     values = np.asarray(values, np.float64)
-    if len(values) == 0:
+    if len(values) == 0 or n_boot <= 0:
         return [float("nan"), float("nan")]
     rng = np.random.default_rng(seed)
     means = np.empty(n_boot)

@@ -1,0 +1,157 @@
+"""A pair-level disambiguator trained only on mined pairs (genuine vs lookalike): does it make re-ranking the
+top of the list matter, and does it beat the LDA grid on validation?
+
+The LDA disambiguator is a metric (whitened cosine): valid for any pair, so re-ranking the top of the list with
+it and ranking the whole gallery with it agree (README: ``lookalike-best`` ~ ``lookalike-global``). A classifier
+that has only seen lookalike impostors is specialised to the top of the list, where every candidate already
+looks like the probe. Here: features of a pair in the LDA space (elementwise product and absolute difference of
+the L2-normalised projections, symmetric in the two faces) and a small MLP (or a logistic regression) trained
+with class-balanced binary cross-entropy on the mined pairs of the train people.
+
+Printed for each benchmark run's protocol, **validation only**: rank-1 of the saved model (``LookalikeModel``,
+every choice tuned on validation as the benchmark does) with the LDA grid alone and with the pair classifiers
+added; and, for the pair classifier alone, rank-1 when it re-ranks the top of the list (``lookalike-best`` with
+only it in the grid) against the same classifier ranking the whole validation gallery (global).
+
+The rule, written before the first run: the pair classifier joins the default grid if the saved model with it in
+the grid beats the LDA-only model's validation rank-1 on every run given (LFW seeds 0 and 1 and PubFig at ~20 px,
+flip matcher); otherwise it is not added to the library and the README notes the numbers.
+
+    python benchmarks/pair_classifier.py --cache /work/cache/lookalike.sqlite \\
+        --runs runs/lfw-lowres20 runs/lfw-lowres20-s1 runs/pubfig-lowres20
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lookalike.data.protocol import Protocol
+from lookalike.disambiguators.base import Disambiguator, distinct_rows
+from lookalike.disambiguators.lda import LookalikeLDA
+from lookalike.experiment import build_split, embed_protocol
+from lookalike.faces import FaceSet
+from lookalike.matchers.align import FaceAligner
+from lookalike.matchers.cache import EmbeddingCache
+from lookalike.metrics import evaluate
+from lookalike.mining import Pairs
+from lookalike.model import LookalikeModel
+from lookalike.rerank import DisambiguatorPool, default_disambiguators
+
+
+class PairClassifier(Disambiguator):
+    """Logit of "same person" from [z1 * z2, |z1 - z2|] in a lookalike-LDA space; ``hidden`` 0: logistic
+    regression, else an MLP with one hidden layer of that width."""
+
+    def __init__(self, hidden: int = 64, epochs: int = 30, lr: float = 1e-3, weight_decay: float = 1e-4,
+                 seed: int = 0) -> None:
+        super().__init__()
+        self.hidden, self.epochs, self.lr, self.weight_decay, self.seed = hidden, epochs, lr, weight_decay, seed
+        self.lda_: LookalikeLDA | None = None
+        self.net_: torch.nn.Module | None = None
+
+    def _net(self, d: int) -> torch.nn.Module:
+        if self.hidden:
+            return torch.nn.Sequential(torch.nn.Linear(2 * d, self.hidden), torch.nn.ReLU(),
+                                       torch.nn.Linear(self.hidden, 1))
+        return torch.nn.Linear(2 * d, 1)
+
+    @staticmethod
+    def _features(a: np.ndarray, b: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.concatenate([a * b, np.abs(a - b)], axis=-1).astype(np.float32))
+
+    def _fit(self, train: FaceSet, pairs: Pairs) -> None:
+        torch.manual_seed(self.seed)
+        self.lda_ = LookalikeLDA(power=0.5, seed=self.seed).fit(train, pairs)
+        z = self.lda_.transform(train.vectors)
+        x = self._features(z[pairs.left], z[pairs.right])
+        y = torch.from_numpy(pairs.labels.astype(np.float32))
+        pos = float(y.mean())
+        weight = torch.where(y > 0, 0.5 / pos, 0.5 / (1 - pos))
+        self.net_ = self._net(z.shape[1])
+        opt = torch.optim.Adam(self.net_.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        gen = torch.Generator().manual_seed(self.seed)
+        for _ in range(self.epochs):
+            for idx in torch.randperm(len(y), generator=gen).split(512):
+                loss = torch.nn.functional.binary_cross_entropy_with_logits(self.net_(x[idx])[:, 0], y[idx],
+                                                                            weight=weight[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        self.stats = {"pairs": len(y), "genuine_share": round(pos, 4), "final_loss": round(loss.item(), 4)}
+
+    def _score_lists(self, probes: np.ndarray, candidates: np.ndarray, ids: np.ndarray | None) -> np.ndarray:
+        rows, inverse = distinct_rows(candidates, ids)
+        zp, zc = self.lda_.transform(probes), self.lda_.transform(rows)[inverse]
+        with torch.no_grad():
+            return self.net_(self._features(np.broadcast_to(zp[:, None], zc.shape), zc))[..., 0].numpy()
+
+    def _state(self) -> dict[str, np.ndarray]:
+        raise NotImplementedError("experiment only")
+
+    def _set_state(self, state: dict[str, np.ndarray]) -> None:
+        raise NotImplementedError("experiment only")
+
+
+def validation(run: Path, cache: str) -> dict:
+    config = json.loads((run / "metrics.json").read_text())["config"]
+    protocol = Protocol.load(run / "protocol")
+    aligner = FaceAligner(config["central_fraction"])
+    store = EmbeddingCache(cache)
+    try:
+        features = embed_protocol(protocol, config["matcher"], store, aligner, progress=False)
+    finally:
+        store.close()
+    train, val = features.faces("train"), build_split(features, "val", config["depth"])
+    seed, pool, out = config["seed"], DisambiguatorPool(seed=config["seed"]), {}
+    lda = default_disambiguators(seed)
+    pair = [PairClassifier(hidden=64, seed=seed), PairClassifier(hidden=0, seed=seed)]
+
+    def model(ds: list[Disambiguator]) -> LookalikeModel:
+        m = LookalikeModel(config["matcher"], protocol.lowres, aligner, ds, lowres_apply=protocol.lowres_apply,
+                           degrade=protocol.degrade, depth=config["depth"], seed=seed, pool=pool)
+        return m.fit(train, val.probes, val.gallery)
+
+    out["base"] = evaluate(val.positions(), n_boot=0)["rank1"]
+    for name, ds in (("lda", lda), ("lda+pair", lda + pair), ("mlp", pair[:1]), ("lr", pair[1:])):
+        t = time.perf_counter()
+        m = model(ds)
+        out[name] = {"val_rank1": m.reranker_.stats["val_rank1"], "chosen": m.reranker_.stats["disambiguator"],
+                     "selection": m.reranker_.stats["selection"], "seconds": round(time.perf_counter() - t, 1)}
+    for name, d in (("mlp", pair[0]), ("lr", pair[1]), ("lda", None)):
+        d = d if d is not None else model(lda).disambiguator_
+        fitted = pool.get(d, train)
+        scores = fitted.score_matrix(val.probes.vectors, val.gallery.vectors)
+        hits = val.gallery.identities[scores.argmax(1)] == val.probes.identities
+        out[f"{name}_global_rank1"] = float(hits.mean())
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", nargs="+", required=True)
+    ap.add_argument("--cache", default="cache/lookalike.sqlite")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    results = {}
+    for run in args.runs:
+        r = results[run] = validation(Path(run), args.cache)
+        print(f"\n{run}: validation rank-1, baseline {100 * r['base']:.2f}")
+        for name in ("lda", "lda+pair", "mlp", "lr"):
+            print(f"  model with {name:9s} {100 * r[name]['val_rank1']:.2f}  chose {r[name]['chosen'][:40]} "
+                  f"{r[name]['selection']} ({r[name]['seconds']} s)")
+        print(f"  global (whole gallery): mlp {100 * r['mlp_global_rank1']:.2f}, lr {100 * r['lr_global_rank1']:.2f}, "
+              f"lda {100 * r['lda_global_rank1']:.2f}")
+    adopt = all(r["lda+pair"]["val_rank1"] > r["lda"]["val_rank1"] for r in results.values())
+    print(f"\nrule: adopt the pair classifier if lda+pair beats lda on every run's validation -> {adopt}")
+    if args.out:
+        Path(args.out).write_text(json.dumps({"results": results, "adopt": adopt}, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
