@@ -16,8 +16,8 @@ def default_matcher(lowres: int | None) -> str:
     The rule, written before measuring (``benchmarks/flip_tta.py``): flip averaging is adopted at a resolution when
     the whole method (lookalike re-ranking tuned on validation) on flip-averaged vectors beats it on plain vectors in
     *validation* rank-1 on every split measured there. ~20 px: LFW seeds 0 and 1 and PubFig all win (65.17 -> 68.16,
-    64.32 -> 67.75, 68.80 -> 74.49); full resolution: LFW seed 0 loses (95.67 -> 95.27). Other face sizes than
-    20 px follow the low-resolution choice without a validation run of their own.
+    64.32 -> 67.75, 68.80 -> 74.49); full resolution: LFW seed 0 loses (95.67 -> 95.27). At 12 and 32 px (LFW
+    seed 0) flipping wins on validation too (22.38 -> 26.48, 89.52 -> 91.65).
     """
     return "torch" if lowres is None else "torch-flip"
 
