@@ -16,7 +16,16 @@ from lookalike.cli import main
 from lookalike.gallery import Gallery, StoreError, VectorsMismatchError
 from lookalike.gallery.store import NewImage
 from lookalike.gallery.vectors import read_vectors, vector_dir, write_vectors
-from lookalike.index import HNSWIndex, NumpyIndex, format_index_spec, parse_index_spec
+from lookalike.index import (
+    HNSWIndex,
+    IndexMismatchError,
+    NumpyIndex,
+    build_index,
+    fingerprint,
+    format_index_spec,
+    load_index,
+    parse_index_spec,
+)
 from lookalike.matchers.cache import EmbeddingCache
 
 DIM = 16
@@ -213,15 +222,18 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> EmbeddingCache:
 def test_enrolment_appends_to_the_saved_index(tmp_path: Path, face_folders: Path, cache: EmbeddingCache) -> None:
     paths = sorted(str(p) for p in face_folders.glob("*/*"))
     subjects = [Path(p).parent.name for p in paths]
-    half = len(paths) // 2
+    first, second = slice(0, None, 2), slice(1, None, 2)  # interleaved: subjects with 2+ images in both
     db = tmp_path / "g.sqlite"
     with Gallery.create(db, matcher=FAST_MATCHER, index="hnsw:m=8") as g:
-        g.enroll(paths[:half], subjects[:half], cache=cache, workers=1, progress=False, chunk_size=4)
+        g.enroll(paths[first], subjects[first], cache=cache, workers=1, progress=False, chunk_size=4)
     with Gallery.open(db) as g:
-        assert (g.index_source_, len(g.index_)) == ("saved", half)
+        assert (g.index_source_, len(g.index_)) == ("saved", len(paths[first]))
         index = g.index_
-        g.enroll(paths[half:], subjects[half:], cache=cache, workers=1, progress=False, chunk_size=4)
+        g.enroll(paths[second], subjects[second], cache=cache, workers=1, progress=False, chunk_size=4)
         assert g.index_ is index and len(index) == len(paths)  # appended, not rebuilt
+        pairs = set(zip(g.subject_codes_.tolist(), g.subjects_.tolist(), strict=True))  # codes appended, not redone
+        assert len(pairs) == len(set(g.subject_codes_.tolist())) == len(set(subjects)) == len(set(g.subjects_))
+        assert set(subjects[first]) & set(subjects[second])  # subjects in both halves keep their first code
         probes = np.asarray(g.vectors_)[::5].copy()
         got = g.search(probes, k=5)
     with Gallery.open(db) as g:
@@ -229,6 +241,25 @@ def test_enrolment_appends_to_the_saved_index(tmp_path: Path, face_folders: Path
         _assert_same_lists(g.search(probes, k=5), got)
     with Gallery.open(db, index="numpy") as exact:
         _assert_same_lists(exact.search(probes, k=5), got)
+
+
+@pytest.mark.parametrize("spec", ["numpy", "hnsw:m=8"])
+def test_an_index_fingerprint_is_continued_as_it_grows(tmp_path: Path, spec: str) -> None:
+    """Saving after each enrolment hashes only the new rows; the checksum is that of all the vectors."""
+    kind, params = parse_index_spec(spec)
+    rng = np.random.default_rng(3)
+    v = _unit(rng.standard_normal((700, DIM)))
+    index = build_index(kind, v[:300], **params)
+    assert index.fingerprint() == fingerprint(v[:300])
+    for stop in (301, 500, 700):
+        index.add(v[len(index):stop])
+        assert index.fingerprint() == fingerprint(v[:stop])
+    index.save(tmp_path / "ix", with_vectors=False)
+    loaded = load_index(tmp_path / "ix", v)
+    loaded.add(v[:5])
+    assert loaded.fingerprint() == fingerprint(np.concatenate([v, v[:5]]))
+    with pytest.raises(IndexMismatchError):
+        load_index(tmp_path / "ix", v[:699])
 
 
 def _inodes(folder: Path) -> dict[str, int]:

@@ -42,10 +42,18 @@ class IndexMismatchError(ValueError):
 def fingerprint(vectors: np.ndarray, rows: int = 1 << 16) -> dict[str, Any]:
     """Count, dim and BLAKE2b checksum of float32 (N, D) vectors (read in row chunks: fine on a memory map)."""
     v = np.asarray(vectors)
-    h = hashlib.blake2b(digest_size=16)
-    for s in range(0, len(v), rows):
+    return _fingerprint(v, _hash_rows(hashlib.blake2b(digest_size=16), v, 0, rows))
+
+
+def _hash_rows(h, v: np.ndarray, start: int, rows: int = 1 << 16):
+    """``h`` updated with the bytes of float32 rows ``start:`` of ``v`` (a stream: chunking does not matter)."""
+    for s in range(start, len(v), rows):
         h.update(np.ascontiguousarray(v[s:s + rows], np.float32).tobytes())
-    return {"n": int(v.shape[0]), "dim": int(v.shape[1]), "checksum": h.hexdigest()}
+    return h
+
+
+def _fingerprint(v: np.ndarray, h) -> dict[str, Any]:
+    return {"n": int(v.shape[0]), "dim": int(v.shape[1]), "checksum": h.copy().hexdigest()}
 
 
 class _Rows:
@@ -153,6 +161,16 @@ class Index(ABC):
 
     def __init__(self, dim: int) -> None:
         self.dim = dim
+        self._hashed: tuple[int, Any] | None = None  # (rows hashed, their running checksum): see fingerprint()
+
+    def fingerprint(self) -> dict[str, Any]:
+        """:func:`fingerprint` of :attr:`vectors`, continued from the rows hashed last time (indexes only grow:
+        saving after each enrolment then hashes the new rows, not a million old ones)."""
+        v = np.asarray(self.vectors)
+        done, h = self._hashed if self._hashed is not None and self._hashed[0] <= len(v) else \
+            (0, hashlib.blake2b(digest_size=16))
+        self._hashed = (len(v), _hash_rows(h, v, done))
+        return _fingerprint(v, h)
 
     @abstractmethod
     def add(self, vectors: np.ndarray) -> None:
@@ -195,7 +213,7 @@ class Index(ABC):
         v = np.asarray(vectors)
         if v.ndim != 2 or v.shape != (len(self), self.dim):
             return False
-        return fingerprint(v) == fingerprint(self.vectors)
+        return fingerprint(v) == self.fingerprint()
 
     def save(self, folder: str | Path, with_vectors: bool = True) -> Path:
         """Write the index to ``folder``; ``with_vectors=False`` when the caller keeps the vectors file itself."""
@@ -206,7 +224,7 @@ class Index(ABC):
                 np.save(f, self.vectors)
         self._save_state(folder)
         write_json(folder / META, {"format": FORMAT, "kind": self.kind, "dim": self.dim, "params": self.params(),
-                                   "learned": self.learned(), "vectors": fingerprint(self.vectors)})
+                                   "learned": self.learned(), "vectors": self.fingerprint()})
         return folder
 
     def _save_state(self, folder: Path) -> None:
@@ -686,7 +704,8 @@ def load_index(folder: str | Path, vectors: np.ndarray | None = None) -> Index:
             raise FileNotFoundError(f"{folder}: no {VECTORS}; pass the vectors the index was built for")
         vectors = np.load(folder / VECTORS, mmap_mode="r")
     v = _as_rows(vectors, dim)
-    got = fingerprint(v)
+    h = _hash_rows(hashlib.blake2b(digest_size=16), v, 0)
+    got = _fingerprint(v, h)
     if got != want:
         raise IndexMismatchError(
             f"{folder}: index built for {want.get('n')} x {want.get('dim')} vectors (checksum {want.get('checksum')}), "
@@ -696,6 +715,7 @@ def load_index(folder: str | Path, vectors: np.ndarray | None = None) -> Index:
     except TypeError as e:
         raise ValueError(f"{folder / META}: bad parameters for {kind} ({e})") from None
     ix._rows = _Rows(dim, v)  # searched in place
+    ix._hashed = (len(v), h)
     if cls is NumpyIndex:
         return ix
     for name, value in learned.items():

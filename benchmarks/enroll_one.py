@@ -1,0 +1,87 @@
+"""Enrolling one face at a time into a large gallery (what the service does for each photo it is sent).
+
+For each ``--sizes`` N: a SQLite gallery with the ``--index`` spec holding 200 real LFW faces plus synthetic
+distractor subjects up to N subjects (timing only), searched once (the index is built and saved), then ``--repeats``
+single real LFW faces enrolled one by one (``Gallery.enroll``: embedding from the warm cache, the store's
+transaction, the vector files appended, the index extended and saved), each followed by a search; then the
+gallery reopened and searched. Prints a Markdown table of seconds; the first enrolment of a process also builds
+what later ones reuse (the subject-code table, the growable vector buffer, the index checksum).
+
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/enroll_one.py --cache /work/cache/lookalike.sqlite \\
+        --sizes 100000 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from identify_latency import pad  # noqa: E402
+
+from lookalike.gallery import Gallery  # noqa: E402
+from lookalike.matchers.cache import EmbeddingCache  # noqa: E402
+
+HEADLINE = "ivf:nlist=1024,storage=PQ128x4fs,nprobe=384,overfetch=8"
+
+
+def run(n: int, spec: str, photos: list[Path], cache: EmbeddingCache, repeats: int, workdir: str | None) -> dict:
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        db = Path(tmp) / "g.sqlite"
+        g = Gallery.create(db, index=spec)
+        seed = photos[:200]
+        g.enroll([str(p) for p in seed], [p.parent.name for p in seed], cache=cache, progress=False)
+        t = time.perf_counter()
+        pad(g, n, 0)
+        g.search(np.asarray(g.vectors_[:1]), k=5)
+        prepared, faces = time.perf_counter() - t, len(g.vectors_)
+        enrol, search = [], []
+        for p in photos[200:200 + repeats]:
+            t = time.perf_counter()
+            rep = g.enroll([str(p)], [p.parent.name], cache=cache, progress=False)
+            t1 = time.perf_counter()
+            g.search(np.asarray(g.vectors_[:1]), k=5)
+            enrol.append(t1 - t)
+            search.append(time.perf_counter() - t1)
+            assert rep.added == 1, rep
+        g.close()
+        t = time.perf_counter()
+        with Gallery.open(db) as g2:
+            g2.search(np.asarray(g2.vectors_[:1]), k=5)
+            assert (len(g2.vectors_), g2.index_source_) == (faces + repeats, "saved"), (len(g2.vectors_),
+                                                                                         g2.index_source_)
+        reopen = time.perf_counter() - t
+    return {"n": faces, "prepared": prepared, "first": enrol[0], "later": float(np.median(enrol[1:])) if repeats > 1
+            else float("nan"), "search": float(np.median(search)), "reopen": reopen}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default="../shared/data/lfw", help="real photos (folder per person)")
+    ap.add_argument("--cache", default="cache/lookalike.sqlite", help="embedding cache (warm: embedding is free)")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    ap.add_argument("--index", default=HEADLINE, help=f"gallery index spec (default: {HEADLINE})")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--workdir", default=None)
+    args = ap.parse_args()
+    photos = sorted(Path(args.data).glob("*/*.jpg"))
+    if len(photos) < 200 + args.repeats:
+        raise SystemExit(f"need {200 + args.repeats} photos under {args.data}")
+    cache = EmbeddingCache(args.cache)
+    rows = [run(n, args.index, photos, cache, args.repeats, args.workdir) for n in args.sizes]
+    print(f"\nEnrolling one face at a time (index {args.index}; seconds; later = median of {args.repeats - 1})\n")
+    print("| gallery faces | padding + first search s | first enrolment s | later enrolments s | search s | "
+          "reopen + search s |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['n']:,} | {r['prepared']:.1f} | {r['first']:.3f} | {r['later']:.3f} | {r['search']:.4f} | "
+              f"{r['reopen']:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
