@@ -24,10 +24,9 @@ import json
 import time
 from pathlib import Path
 
-from lookalike.data.protocol import Protocol
-from lookalike.experiment import build_split, embed_protocol
+from lookalike.benchmark import run_features
+from lookalike.experiment import build_split
 from lookalike.matchers.align import FaceAligner
-from lookalike.matchers.cache import EmbeddingCache
 from lookalike.model import LookalikeModel
 from lookalike.rerank import DisambiguatorPool, default_disambiguators
 
@@ -37,14 +36,8 @@ CANDIDATES = (500, 1000, 2000)
 
 def validation_scores(run: Path, sizes: list[int], cache: str) -> dict[int, dict]:
     """{size: validation rank-1, MRR, cohort faces and the model's choices} for one benchmark run's protocol."""
-    config = json.loads((run / "metrics.json").read_text())["config"]
-    protocol = Protocol.load(run / "protocol")
-    aligner = FaceAligner(config["central_fraction"])
-    store = EmbeddingCache(cache)
-    try:
-        features = embed_protocol(protocol, config["matcher"], store, aligner, progress=False)
-    finally:
-        store.close()
+    config, features = run_features(run, cache)
+    protocol, aligner = features.protocol, FaceAligner(config["central_fraction"])
     train, val = features.faces("train"), build_split(features, "val", config["depth"])
     seed, pool, out = config["seed"], DisambiguatorPool(seed=config["seed"]), {}
     for size in sizes:

@@ -31,13 +31,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lookalike.data.protocol import Protocol
+from lookalike.benchmark import run_features
 from lookalike.disambiguators.base import Disambiguator, distinct_rows
 from lookalike.disambiguators.lda import LookalikeLDA
-from lookalike.experiment import build_split, embed_protocol
+from lookalike.experiment import build_split
 from lookalike.faces import FaceSet
 from lookalike.matchers.align import FaceAligner
-from lookalike.matchers.cache import EmbeddingCache
 from lookalike.metrics import evaluate
 from lookalike.mining import Pairs
 from lookalike.model import LookalikeModel
@@ -99,14 +98,8 @@ class PairClassifier(Disambiguator):
 
 
 def validation(run: Path, cache: str) -> dict:
-    config = json.loads((run / "metrics.json").read_text())["config"]
-    protocol = Protocol.load(run / "protocol")
-    aligner = FaceAligner(config["central_fraction"])
-    store = EmbeddingCache(cache)
-    try:
-        features = embed_protocol(protocol, config["matcher"], store, aligner, progress=False)
-    finally:
-        store.close()
+    config, features = run_features(run, cache)
+    protocol, aligner = features.protocol, FaceAligner(config["central_fraction"])
     train, val = features.faces("train"), build_split(features, "val", config["depth"])
     seed, pool, out = config["seed"], DisambiguatorPool(seed=config["seed"]), {}
     lda = default_disambiguators(seed)

@@ -21,7 +21,7 @@ from lookalike.disambiguators.base import Disambiguator
 from lookalike.embed import read_chips
 from lookalike.experiment import ProtocolFeatures, SearchSplit, build_split, embed_protocol
 from lookalike.index import row_positions
-from lookalike.io import atomic_write, save_npz, write_json
+from lookalike.io import atomic_write, read_json, save_npz, write_json
 from lookalike.matchers import AUGMENTED, default_matcher
 from lookalike.matchers.align import FaceAligner
 from lookalike.matchers.cache import DEFAULT_CACHE, EmbeddingCache
@@ -551,6 +551,22 @@ def write_examples(path: Path, test: SearchSplit, before: RankedLists, after: Ra
     mates = [set(np.flatnonzero(enrolled & (test.gallery.identities == test.probes.identities[q])).tolist())
              if q in qs else set() for q in range(len(test.probes))]
     plot_examples(rows, probe_chips, gallery_chips, before.indices, after.indices, mates, path)
+
+
+def run_features(out: str | Path, cache: str | None = str(DEFAULT_CACHE), workers: int = 2
+                 ) -> tuple[dict, ProtocolFeatures]:
+    """A benchmark run's saved protocol embedded again (through the cache) with the run's matcher and aligner:
+    (the run's config from ``metrics.json``, the features), for experiments on the run's own splits."""
+    from lookalike.data.protocol import Protocol
+
+    out = Path(out)
+    config = read_json(out / "metrics.json")["config"]
+    store = EmbeddingCache(cache)
+    try:
+        return config, embed_protocol(Protocol.load(out / "protocol"), config["matcher"], store,
+                                      FaceAligner(config["central_fraction"]), workers, progress=False)
+    finally:
+        store.close()
 
 
 def replay_saved_model(out: str | Path, cache: str | None = str(DEFAULT_CACHE), workers: int = 2) -> dict:
