@@ -17,6 +17,7 @@ from lookalike.benchmark import replay_saved_model
 from lookalike.cli import main
 from lookalike.gallery import Gallery
 from lookalike.identify import Identifier, identify
+from lookalike.matchers.cache import EmbeddingCache
 from lookalike.model import LookalikeModel
 
 
@@ -203,6 +204,25 @@ def test_image_level_model_trains_saves_and_identifies(system, orl_dir, cache_pa
     assert face["candidates"][0]["subject"] == "s6"
     finals = [c["final_score"] for c in face["candidates"]]
     assert finals == sorted(finals, reverse=True) and all(np.isfinite(finals))
+
+
+def test_readme_python_path_at_low_resolution_uses_the_flip_matcher(system, orl_dir, cache_path, tmp_path):
+    """The README's ten lines with no matcher named: a 16 px model gets torch-flip, the gallery made from it too,
+    and identify re-ranks (ORL people s21..s40 train, s1..s20 enrolled)."""
+    from lookalike import train_model
+
+    _, _, root = system
+    model, _ = train_model(root / "train.csv", lowres=16, cache=str(cache_path), depth=20, workers=1,
+                           progress=False)
+    model.save(tmp_path / "m.lkm")
+    assert model.matcher == "torch-flip"
+    with Gallery.create(tmp_path / "g.sqlite", matcher=model.matcher, lowres=model.gallery_lowres) as gallery:
+        gallery.enroll([str(orl_dir / f"s{k}" / "1.pgm") for k in range(1, 21)], [f"s{k}" for k in range(1, 21)],
+                       cache=EmbeddingCache(str(cache_path)), workers=1, progress=False)
+        assert gallery.matcher_name == model.matcher_name_
+        doc = identify([orl_dir / "s4" / "8.pgm"], gallery, LookalikeModel.load(tmp_path / "m.lkm"), top=5)
+    face = doc["results"][0]["faces"][0]
+    assert doc["model"]["matcher"] == "dlib-resnet-v1+flip" and face["candidates"][0]["subject"] == "s4"
 
 
 def test_train_refuses_too_few_people_before_any_work(orl_dir, tmp_path, capsys):
