@@ -84,6 +84,7 @@ def test_benchmark_on_orl(tmp_path: Path, orl_dir: Path) -> None:
     assert g["rank1"] <= g["rank5"] <= g["rank50"] <= 1.0 and "mcnemar_p" in g and 0 <= g["mAP"] <= 1
     assert m["open_set"]["lookalike-global"] == {"n_mated": 72, "n_nonmated": 0}  # ORL: no distractors
     assert m["config"]["matcher"] == "torch-flip"  # the default at low resolution, with the plain one beside it
+    assert m["rerank_stats"]["baseline-plain"]["matcher"] == "torch" and "baseline-plain" in m["methods"]
     assert set(m["paired"]["lookalike-best"]) == {"lookalike-disamb-only", "lookalike-global",
                                                   "kreciprocal-transductive", "baseline-plain"}
     report = (out / "report.md").read_text()

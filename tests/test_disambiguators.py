@@ -25,6 +25,7 @@ def search_rank1(d: Disambiguator, split) -> float:
 
 
 @pytest.mark.parametrize("make", [lambda: LookalikeLDA(), lambda: LookalikeLDA(dim=12, power=0.5, cohort_n=5),
+                                  lambda: LookalikeLDA(cohort_n=5, cohort_size=40),
                                   lambda: LookalikeProjection(epochs=3, init="identity"), lambda: JointBayesian()])
 def test_fit_score_and_roundtrip(data, make, tmp_path):
     train, pairs, test = data
@@ -88,6 +89,18 @@ def test_cohort_term_penalises_crowded_faces(data):
     p = normed.transform(test.probes.vectors)
     expected = normed.cohort_term(p)[:, None] + term[test.lists.indices]
     np.testing.assert_allclose(diff, expected, atol=1e-5)
+
+
+def test_a_capped_cohort_is_a_seeded_sample_of_the_projected_train_faces(data):
+    train, pairs, _ = data
+    whole = LookalikeLDA(shrink=0.5, cohort_n=5).fit(train, pairs)
+    capped = [LookalikeLDA(shrink=0.5, cohort_n=5, cohort_size=40, seed=s).fit(train, pairs) for s in (0, 0, 1)]
+    assert len(whole.cohort_) == len(train) and all(len(c.cohort_) == 40 for c in capped)
+    np.testing.assert_array_equal(capped[0].cohort_, capped[1].cohort_)  # same seed, same sample
+    assert not np.array_equal(capped[0].cohort_, capped[2].cohort_)
+    rows = {r.tobytes() for r in whole.cohort_}
+    assert all(r.tobytes() in rows for r in capped[0].cohort_)  # rows of the whole cohort, not new faces
+    assert LookalikeLDA(cohort_n=5, cohort_size=10**6).fit(train, pairs).cohort_.shape == whole.cohort_.shape
 
 
 @pytest.mark.parametrize("n_people", [5, 6, 7])

@@ -13,7 +13,7 @@ import numpy as np
 from lookalike.data.folders import load_folders
 from lookalike.data.images import check_degrade, check_lowres
 from lookalike.data.manifest import load_manifest
-from lookalike.data.protocol import make_protocol, rerank_problem, saved_settings
+from lookalike.data.protocol import Protocol, make_protocol, rerank_problem, saved_settings
 from lookalike.data.screen import DUPLICATE_HEADER, printable, screen_table
 from lookalike.data.table import FaceTable
 from lookalike.data.tinyface import load_tinyface
@@ -181,9 +181,9 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
         rerank_stats[PLAIN] = run_plain_baseline(cfg, protocol, cache, aligner, test, methods, rankings, ranks,
                                                  open_set, base_hits, timing)
     if model is not None:
-        rerank_stats = run_fixed_model(model, cfg, test, methods, rankings, open_set, base_hits, timing)
+        rerank_stats |= run_fixed_model(model, cfg, test, methods, rankings, open_set, base_hits, timing)
     elif cfg.rerank:
-        rerank_stats = run_rerankers(cfg, features, test, methods, rankings, ranks, open_set, base_hits, timing,
+        rerank_stats |= run_rerankers(cfg, features, test, methods, rankings, ranks, open_set, base_hits, timing,
                                      out)
 
     counts = protocol.counts()
@@ -245,7 +245,7 @@ def fixed_model(cfg: BenchmarkConfig) -> LookalikeModel:
     return model
 
 
-def run_plain_baseline(cfg: BenchmarkConfig, protocol, cache: EmbeddingCache, aligner: FaceAligner,
+def run_plain_baseline(cfg: BenchmarkConfig, protocol: Protocol, cache: EmbeddingCache, aligner: FaceAligner,
                        test: SearchSplit, methods: dict, rankings: dict, ranks: dict, open_set: dict,
                        base_hits: np.ndarray, timing: dict) -> dict:
     """``baseline-plain``: the run's test split searched with the plain matcher that ``cfg.matcher`` augments
@@ -557,8 +557,6 @@ def run_features(out: str | Path, cache: str | None = str(DEFAULT_CACHE), worker
                  ) -> tuple[dict, ProtocolFeatures]:
     """A benchmark run's saved protocol embedded again (through the cache) with the run's matcher and aligner:
     (the run's config from ``metrics.json``, the features), for experiments on the run's own splits."""
-    from lookalike.data.protocol import Protocol
-
     out = Path(out)
     config = read_json(out / "metrics.json")["config"]
     store = EmbeddingCache(cache)
