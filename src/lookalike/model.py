@@ -292,8 +292,11 @@ def default_model(matcher: str | None = None, aligner: FaceAligner | None = None
     for _, m in models:
         if not _differences(want, m.preprocessing):
             return m
+    flipped = any(not _differences({**want, "matcher": f"{matcher}+flip"}, m.preprocessing) for _, m in models)
+    hint = ("; the gallery's faces were embedded without flip averaging (an earlier default): enrol its photos into "
+            "a new gallery with --model default, or " if flipped else "; ") + TRAIN_HINT
     raise ValueError(f"no default model for a gallery of {preprocess!r} faces ({matcher}, aligner {want['aligner']}); "
-                     f"default models: {shipped}; {TRAIN_HINT}")
+                     f"default models: {shipped}{hint}")
 
 
 def load_model(spec: str | Path, gallery=None) -> LookalikeModel:
