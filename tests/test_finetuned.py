@@ -199,3 +199,16 @@ def test_failed_images_get_nan_embeddings_and_lists_stay_finite(orl, tmp_path):
     np.testing.assert_allclose(s[:, 3:], np.repeat(good.mean(1, keepdims=True), 2, 1), atol=1e-6)
     # a probe whose image failed: a whole list of fill values, still finite
     assert np.isfinite(d.score_lists(zb[:1], candidates[:1])).all()
+
+
+def test_chips_are_aligned_with_the_datas_central_fraction(orl):
+    """Uncached images are aligned as the data was (a tight-crop dataset's --central-fraction), not with the
+    default fallback; the setting is a parameter, so a saved model keeps it."""
+    faces = orl[0]
+    for fraction in (0.45, 0.9):
+        d = small(central_fraction=fraction)
+        chips, ok = d._chips(list(faces.paths[:2]), [0, 0])
+        assert ok.all() and d._aligner.central_fraction == fraction and d.get_params()["central_fraction"] == fraction
+        want, _ = read_chips(list(faces.paths[:2]), EmbeddingCache(None), FaceAligner(fraction), None,
+                             align_missing=True)
+        np.testing.assert_array_equal(chips, want)

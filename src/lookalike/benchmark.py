@@ -415,7 +415,7 @@ def run_rerankers(cfg: BenchmarkConfig, features: ProtocolFeatures, test: Search
     stats["mining"] = mining_report(train, out / "mining")
     timing["mining_report_s"] = time.perf_counter() - t
     pool = DisambiguatorPool(seed=cfg.seed)
-    disambiguators = make_disambiguators(cfg.disambiguator, cfg.seed, cfg.cache)
+    disambiguators = make_disambiguators(cfg.disambiguator, cfg.seed, cfg.cache, cfg.central_fraction)
     protocol = features.protocol
     model = LookalikeModel(cfg.matcher, protocol.lowres, FaceAligner(cfg.central_fraction), disambiguators,
                            lowres_apply=protocol.lowres_apply, degrade=protocol.degrade, depth=cfg.depth,

@@ -28,10 +28,11 @@ def check_degrade_support(disambiguator: str, lowres: int | None, degrade: str) 
         raise ValueError(f"--disambiguator finetuned supports --degrade bicubic only, got {degrade!r}")
 
 
-def make_disambiguators(kind: str, seed: int = 0, cache: str | None = None) -> list:
+def make_disambiguators(kind: str, seed: int = 0, cache: str | None = None, central_fraction: float = 0.45) -> list:
     """The disambiguators a model chooses among: ``lda`` (embedding level; see
     :func:`lookalike.rerank.default_disambiguators`) or ``finetuned`` (image level: the face network's top
-    fine-tuned on mined lookalike pairs, at the protocol's resolution)."""
+    fine-tuned on mined lookalike pairs, at the protocol's resolution, its chips aligned as the data's were:
+    ``central_fraction``)."""
     if kind == "lda":
         from lookalike.rerank import default_disambiguators
 
@@ -39,7 +40,7 @@ def make_disambiguators(kind: str, seed: int = 0, cache: str | None = None) -> l
     if kind == "finetuned":
         from lookalike.disambiguators.finetuned import FineTunedNet
 
-        return [FineTunedNet(seed=seed, cache_path=cache)]
+        return [FineTunedNet(seed=seed, cache_path=cache, central_fraction=central_fraction)]
     raise ValueError(f"unknown disambiguator {kind!r}; choose lda or finetuned")
 
 
@@ -94,7 +95,7 @@ def train_model(data: str | Path, matcher: str | None = None, lowres: int | None
     check_trainable(protocol.table.identities[ok], protocol.table.roles[ok])
     train = features.faces("train")
     val_probes, val_gallery = features.faces("val_probe"), features.faces("val_gallery", "val_distractor")
-    model = LookalikeModel(matcher, lowres, aligner, make_disambiguators(disambiguator, seed, cache),
+    model = LookalikeModel(matcher, lowres, aligner, make_disambiguators(disambiguator, seed, cache, central_fraction),
                            lowres_apply=lowres_apply, degrade=degrade, depth=depth, seed=seed)
     model.fit(train, val_probes, val_gallery)
     model.training_.update({"data": str(data), "data_fingerprint": data_fingerprint(data, table.identities),

@@ -80,8 +80,9 @@ class FineTunedNet(Disambiguator):
                  margin: float = 0.1, hard_weight: float = 0.5, anchor_decay: float = 1e-3,
                  max_pairs: int | None = 50_000, holdout: float = 0.2, seed: int = 0,
                  cache_path: str | None = str(DEFAULT_CACHE), weights: str | None = None, device: str = "cpu",
-                 embed_batch: int = 64) -> None:
+                 embed_batch: int = 64, central_fraction: float = 0.45) -> None:
         super().__init__()
+        self.central_fraction = central_fraction  # the data's aligner fallback, as its embeddings were made
         self.trainable, self.epochs, self.batch_size, self.lr = trainable, epochs, batch_size, lr
         self.margin, self.hard_weight, self.anchor_decay = margin, hard_weight, anchor_decay
         self.max_pairs, self.holdout, self.seed = max_pairs, holdout, seed
@@ -147,7 +148,7 @@ class FineTunedNet(Disambiguator):
         from lookalike.matchers.align import FaceAligner
 
         if self._aligner is None:
-            self._aligner = FaceAligner()
+            self._aligner = FaceAligner(self.central_fraction)
         if self._cache is None:
             use = self.cache_path is not None and Path(self.cache_path).exists()
             self._cache = EmbeddingCache(self.cache_path if use else None)
