@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from lookalike.data.images import load_image  # noqa: E402
 from lookalike.gallery import Gallery  # noqa: E402
-from lookalike.identify import MEMO_SIZE, Identifier, prepare_gallery  # noqa: E402
+from lookalike.identify import MEMO_SIZE, Identifier, list_depth, prepare_gallery  # noqa: E402
 from lookalike.index import (  # noqa: E402
     INDEXES,
     ApproximateIndex,
@@ -176,8 +176,9 @@ def detect_embed_seconds(model: LookalikeModel, data: str, n: int, seed: int) ->
 def rerank_one(model: LookalikeModel, probe: np.ndarray, scores: np.ndarray, ids: np.ndarray,
                vectors: np.ndarray) -> None:
     """Re-rank one probe's list as :meth:`lookalike.identify.Identifier.search_face` does: its first
-    ``max(20, reach)`` candidates, by their vectors (one BLAS thread, as identify's CLI sets)."""
-    k = min(len(ids), max(20, model.reach))
+    :func:`~lookalike.identify.list_depth` candidates for a top 20, by their vectors (one BLAS thread, as identify's
+    CLI sets)."""
+    k = min(len(ids), list_depth(model, 20))
     with BLAS.limit(limits=1, user_api="blas"):
         model.rerank(probe[None], RankedLists(np.arange(k)[None], scores[None, :k]), vectors[ids[:k]][None])
 

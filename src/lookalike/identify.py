@@ -125,10 +125,7 @@ class Identifier:
         """The candidate list and decision for one face (the JSON schema's ``faces[]`` item)."""
         calibration = self.calibration()
         t = time.perf_counter()
-        # the model moves only its first `reach` candidates and fuses scores candidate by candidate, so a list
-        # cut to max(top, reach) gives the same first `top` candidates as the full depth, for less work
-        k = max(top, self.model.reach) if self.model is not None else top
-        lists = self.gallery.search(face.vector[None], k=k)
+        lists = self.gallery.search(face.vector[None], k=list_depth(self.model, top))
         self._tick("search_s", t)
         k = lists.scores.shape[1]
         base = RankedLists(np.arange(k)[None], lists.scores)
@@ -203,6 +200,13 @@ class Identifier:
         except ImageError as e:
             return {"photo": str(path), "status": e.reason, "message": str(e), "faces": []}
         return self.identify_image(image, str(path), top, fpir)
+
+
+def list_depth(model: LookalikeModel | None, top: int) -> int:
+    """How many candidates to fetch for a list of ``top``: the model moves only its first ``reach`` candidates and
+    fuses scores candidate by candidate, so a list cut to max(top, reach) gives the same first ``top`` candidates
+    as the full depth, for less work."""
+    return top if model is None else max(top, model.reach)
 
 
 def prepare_gallery(model: LookalikeModel | None, vectors: np.ndarray, block: int = 4096,
