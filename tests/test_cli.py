@@ -88,6 +88,7 @@ def test_benchmark_on_orl(tmp_path: Path, orl_dir: Path) -> None:
     assert set(m["paired"]["lookalike-best"]) == {"lookalike-disamb-only", "lookalike-global",
                                                   "kreciprocal-transductive", "baseline-plain"}
     report = (out / "report.md").read_text()
+    assert "`baseline-plain` is the same test split searched with `torch`" in report
     assert "`lookalike-global` is the saved model's disambiguator" in report and "`lookalike-best` vs" in report
     # a rerun reuses the cache: nothing is embedded again and the numbers are the same
     assert main(args) == 0

@@ -170,6 +170,12 @@ def write_report(path: str | Path, metrics: dict, images: list[tuple[str, str]])
                   "over all test probes and the gallery together (an evaluation-only baseline), with the paper's "
                   f"k1={st['k1']}, k2={st['k2']}, λ={st['lam']}, untuned; its score is the negative final distance.",
                   ""]
+    plain = metrics.get("rerank_stats", {}).get("baseline-plain")
+    if plain:
+        lines += [f"`baseline-plain`: {plain['skipped']}." if "skipped" in plain else
+                  f"`baseline` is the run's matcher (`{p['matcher']}`); `baseline-plain` is the same test split "
+                  f"searched with `{plain['matcher']}`, the matcher without its test-time augmentation: the gap "
+                  "between them is what the augmentation adds, the rest of the table what re-ranking adds on top.", ""]
     lines += disambiguator_sentence(metrics)
     lines += paired_section(metrics.get("paired", {}))
     lines += fixed_model_section(metrics)
