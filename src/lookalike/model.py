@@ -19,7 +19,7 @@ from lookalike.data.images import DEGRADE_KINDS, check_degrade
 from lookalike.disambiguators.base import Disambiguator
 from lookalike.faces import FaceSet
 from lookalike.io import atomic_write
-from lookalike.matchers import default_matcher
+from lookalike.matchers import default_matcher, flipped_name
 from lookalike.matchers.align import FaceAligner
 from lookalike.metrics import RankedLists, calibrated_threshold, threshold_at_fpir
 from lookalike.rerank import NORMS, all_selections, default_disambiguators
@@ -292,7 +292,7 @@ def default_model(matcher: str | None = None, aligner: FaceAligner | None = None
     for _, m in models:
         if not _differences(want, m.preprocessing):
             return m
-    flipped = any(not _differences({**want, "matcher": f"{matcher}+flip"}, m.preprocessing) for _, m in models)
+    flipped = any(not _differences({**want, "matcher": flipped_name(matcher)}, m.preprocessing) for _, m in models)
     hint = ("; the gallery's faces were embedded without flip averaging (an earlier default): enrol its photos into "
             "a new gallery with --model default, or " if flipped else "; ") + TRAIN_HINT
     raise ValueError(f"no default model for a gallery of {preprocess!r} faces ({matcher}, aligner {want['aligner']}); "

@@ -166,6 +166,7 @@ class Gallery:
         self.vectors_source_ = self.index_source_ = ""
         self.index_: Index | None = None
         self._pending: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+        self._vectors_buf: np.ndarray | None = None  # the growable storage behind vectors_ (see _append_vectors)
         self._load(read_files=not rebuild_vectors)
 
     # --- lifecycle -------------------------------------------------------------------------------------
@@ -407,7 +408,7 @@ class Gallery:
         full), so an enrolment copies the new rows, not a million old ones."""
         old = np.asarray(self.vectors_).reshape(-1, vectors.shape[1])
         n, need = len(old), len(old) + len(vectors)
-        buf = self.__dict__.get("_vectors_buf")
+        buf = self._vectors_buf
         if buf is None or old.base is not buf or len(buf) < need:  # none yet, loaded or rewritten since, or full
             buf = np.empty((max(need, n + n // 4, 1024), vectors.shape[1]), np.float32)
             buf[:n] = old

@@ -22,6 +22,11 @@ def default_matcher(lowres: int | None) -> str:
     return "torch" if lowres is None else "torch-flip"
 
 
+def flipped_name(name: str) -> str:
+    """The cache name of a matcher's flip-averaged version, from the matcher's own cache name."""
+    return f"{name}+flip"
+
+
 def get_matcher(name: str) -> Matcher:
     """A matcher by short name: ``dlib`` (dlib-bin's own network), ``torch`` (its PyTorch port) or ``torch-flip``
     (the port with flip test-time augmentation: each chip and its mirror, embeddings averaged)."""
@@ -43,7 +48,7 @@ def get_matcher(name: str) -> Matcher:
 def matcher_name(name: str) -> str:
     """The cache name of a matcher (its model and weights), without loading it."""
     if name == "torch-flip":
-        return matcher_name("torch") + "+flip"
+        return flipped_name(matcher_name("torch"))
     if name == "dlib":
         from lookalike.matchers.dlib_resnet import DlibResNetMatcher
 

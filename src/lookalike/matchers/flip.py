@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from lookalike.matchers import flipped_name
 from lookalike.matchers.base import Matcher, l2_normalize
 
 
@@ -14,7 +15,7 @@ class FlipAveraged(Matcher):
 
     def __init__(self, base: Matcher) -> None:
         self.base = base
-        self.name, self.dim, self.chip_size = f"{base.name}+flip", base.dim, base.chip_size
+        self.name, self.dim, self.chip_size = flipped_name(base.name), base.dim, base.chip_size
 
     def descriptors(self, chips: np.ndarray) -> np.ndarray:
         chips = np.asarray(chips)
