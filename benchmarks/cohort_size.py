@@ -24,10 +24,8 @@ import json
 import time
 from pathlib import Path
 
-from lookalike.benchmark import run_features
+from lookalike.benchmark import run_features, run_model
 from lookalike.experiment import build_split
-from lookalike.matchers.align import FaceAligner
-from lookalike.model import LookalikeModel
 from lookalike.rerank import DisambiguatorPool, default_disambiguators
 
 TOLERANCE = 0.002  # rank-1 (fraction) a smaller cohort may lose on validation
@@ -36,16 +34,12 @@ CANDIDATES = (500, 1000, 2000)
 
 def validation_scores(run: Path, sizes: list[int], cache: str) -> dict[int, dict]:
     """{size: validation rank-1, MRR, cohort faces and the model's choices} for one benchmark run's protocol."""
-    config, features = run_features(run, cache)
-    protocol, aligner = features.protocol, FaceAligner(config["central_fraction"])
-    train, val = features.faces("train"), build_split(features, "val", config["depth"])
-    seed, pool, out = config["seed"], DisambiguatorPool(seed=config["seed"]), {}
+    cfg, features = run_features(run, cache)
+    train, val = features.faces("train"), build_split(features, "val", cfg.depth)
+    pool, out = DisambiguatorPool(seed=cfg.seed), {}
     for size in sizes:
         t = time.perf_counter()
-        model = LookalikeModel(config["matcher"], protocol.lowres, aligner,
-                               default_disambiguators(seed, cohort_size=size or None),
-                               lowres_apply=protocol.lowres_apply, degrade=protocol.degrade, depth=config["depth"],
-                               seed=seed, pool=pool)
+        model = run_model(cfg, features.protocol, default_disambiguators(cfg.seed, cohort_size=size or None), pool)
         model.fit(train, val.probes, val.gallery)
         st, d = model.reranker_.stats, model.disambiguator_
         cohort = getattr(d, "cohort_", None)

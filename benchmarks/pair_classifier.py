@@ -33,15 +33,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lookalike.benchmark import run_features
+from lookalike.benchmark import run_features, run_model
 from lookalike.disambiguators.base import Disambiguator, distinct_rows
 from lookalike.disambiguators.lda import LookalikeLDA
 from lookalike.experiment import build_split
 from lookalike.faces import FaceSet
-from lookalike.matchers.align import FaceAligner
 from lookalike.metrics import evaluate
 from lookalike.mining import Pairs
-from lookalike.model import LookalikeModel
 from lookalike.rerank import DisambiguatorPool, default_disambiguators
 
 
@@ -126,29 +124,24 @@ class Stacked(Disambiguator):
 
 
 def validation(run: Path, cache: str) -> dict:
-    config, features = run_features(run, cache)
-    protocol, aligner = features.protocol, FaceAligner(config["central_fraction"])
-    train, val = features.faces("train"), build_split(features, "val", config["depth"])
-    seed, pool, out = config["seed"], DisambiguatorPool(seed=config["seed"]), {}
+    cfg, features = run_features(run, cache)
+    train, val = features.faces("train"), build_split(features, "val", cfg.depth)
+    seed, pool, out = cfg.seed, DisambiguatorPool(seed=cfg.seed), {}
     lda = default_disambiguators(seed)
     pair = [PairClassifier(hidden=64, seed=seed), PairClassifier(hidden=0, seed=seed)]
     stacked = [Stacked(power=p, cohort_n=n, gamma=g, seed=seed) for p in (0.0, 0.5) for n in (0, 50)
                for g in (0.01, 0.03, 0.1)]
 
-    def model(ds: list[Disambiguator]) -> LookalikeModel:
-        m = LookalikeModel(config["matcher"], protocol.lowres, aligner, ds, lowres_apply=protocol.lowres_apply,
-                           degrade=protocol.degrade, depth=config["depth"], seed=seed, pool=pool)
-        return m.fit(train, val.probes, val.gallery)
-
     out["base"] = evaluate(val.positions(), n_boot=0)["rank1"]
+    models = {}
     for name, ds in (("lda", lda), ("lda+pair", lda + pair), ("mlp", pair[:1]), ("lr", pair[1:]),
                      ("lda+stacked", lda + stacked)):
         t = time.perf_counter()
-        m = model(ds)
+        m = models[name] = run_model(cfg, features.protocol, ds, pool).fit(train, val.probes, val.gallery)
         out[name] = {"val_rank1": m.reranker_.stats["val_rank1"], "chosen": m.reranker_.stats["disambiguator"],
                      "selection": m.reranker_.stats["selection"], "seconds": round(time.perf_counter() - t, 1)}
-    for name, d in (("mlp", pair[0]), ("lr", pair[1]), ("lda", None), ("lda+stacked", "chosen")):
-        d = model(lda).disambiguator_ if d is None else model(lda + stacked).disambiguator_ if d == "chosen" else d
+    for name, d in (("mlp", pair[0]), ("lr", pair[1]), ("lda", models["lda"].disambiguator_),
+                    ("lda+stacked", models["lda+stacked"].disambiguator_)):
         fitted = pool.get(d, train)
         scores = fitted.score_matrix(val.probes.vectors, val.gallery.vectors)
         hits = val.gallery.identities[scores.argmax(1)] == val.probes.identities

@@ -25,9 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lookalike.benchmark import run_features
+from lookalike.benchmark import run_features, run_model
 from lookalike.experiment import build_split
-from lookalike.matchers.align import FaceAligner
 from lookalike.model import LookalikeModel
 from lookalike.rerank.lookalike import DEFAULT_WEIGHTS
 from lookalike.rerank.selection import reorder
@@ -84,13 +83,11 @@ def main() -> None:
           "| per tertile: top1 (CV) |")
     print("|---|---|---|---|---|---|")
     for run in args.runs:
-        config, features = run_features(run, args.cache)
-        protocol, seed = features.protocol, config["seed"]
-        train, split = features.faces("train"), build_split(features, "val", config["depth"])
-        model = LookalikeModel(config["matcher"], protocol.lowres, FaceAligner(config["central_fraction"]),
-                               lowres_apply=protocol.lowres_apply, degrade=protocol.degrade, depth=config["depth"],
-                               seed=seed).fit(train, split.probes, split.gallery)
-        val = LabelledLists.search(split.probes, split.gallery, config["depth"])
+        cfg, features = run_features(run, args.cache)
+        seed = cfg.seed
+        train, split = features.faces("train"), build_split(features, "val", cfg.depth)
+        model = run_model(cfg, features.protocol).fit(train, split.probes, split.gallery)
+        val = LabelledLists.search(split.probes, split.gallery, cfg.depth)
         hits, rr = per_probe(model, val)
         mean = train.vectors.mean(0)
         covariates = {"typicality": val.probes.vectors @ (mean / np.linalg.norm(mean)),

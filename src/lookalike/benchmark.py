@@ -416,10 +416,7 @@ def run_rerankers(cfg: BenchmarkConfig, features: ProtocolFeatures, test: Search
     timing["mining_report_s"] = time.perf_counter() - t
     pool = DisambiguatorPool(seed=cfg.seed)
     disambiguators = make_disambiguators(cfg.disambiguator, cfg.seed, cfg.cache, cfg.central_fraction)
-    protocol = features.protocol
-    model = LookalikeModel(cfg.matcher, protocol.lowres, FaceAligner(cfg.central_fraction), disambiguators,
-                           lowres_apply=protocol.lowres_apply, degrade=protocol.degrade, depth=cfg.depth,
-                           seed=cfg.seed, pool=pool)
+    model = run_model(cfg, features.protocol, disambiguators, pool)
     methods_: list = [m for m in default_methods(cfg.seed, disambiguators, pool) if m.name != "lookalike-best"]
     stats[TRANSDUCTIVE] = run_transductive(cfg, test, methods, rankings, ranks, open_set, base_hits, timing)
     for method in [*methods_, model]:
@@ -553,16 +550,26 @@ def write_examples(path: Path, test: SearchSplit, before: RankedLists, after: Ra
     plot_examples(rows, probe_chips, gallery_chips, before.indices, after.indices, mates, path)
 
 
+def run_model(cfg: BenchmarkConfig, protocol: Protocol, disambiguators: list[Disambiguator] | None = None,
+              pool=None) -> LookalikeModel:
+    """The unfitted model a run of ``cfg`` fits on ``protocol`` (its matcher, resolution, degradation, aligner,
+    list depth and seed), choosing among ``disambiguators`` (default: the LDA grid)."""
+    return LookalikeModel(cfg.matcher, protocol.lowres, FaceAligner(cfg.central_fraction), disambiguators,
+                          lowres_apply=protocol.lowres_apply, degrade=protocol.degrade, depth=cfg.depth, seed=cfg.seed,
+                          pool=pool)
+
+
 def run_features(out: str | Path, cache: str | None = str(DEFAULT_CACHE), workers: int = 2
-                 ) -> tuple[dict, ProtocolFeatures]:
+                 ) -> tuple[BenchmarkConfig, ProtocolFeatures]:
     """A benchmark run's saved protocol embedded again (through the cache) with the run's matcher and aligner:
     (the run's config from ``metrics.json``, the features), for experiments on the run's own splits."""
     out = Path(out)
-    config = read_json(out / "metrics.json")["config"]
+    saved = read_json(out / "metrics.json")["config"]
+    cfg = BenchmarkConfig(**{k: v for k, v in saved.items() if k in BenchmarkConfig.__dataclass_fields__})
     store = EmbeddingCache(cache)
     try:
-        return config, embed_protocol(Protocol.load(out / "protocol"), config["matcher"], store,
-                                      FaceAligner(config["central_fraction"]), workers, progress=False)
+        return cfg, embed_protocol(Protocol.load(out / "protocol"), cfg.matcher, store,
+                                   FaceAligner(cfg.central_fraction), workers, progress=False)
     finally:
         store.close()
 
