@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import itertools
 import json
 import threading
 from abc import ABC, abstractmethod
@@ -214,12 +215,12 @@ class EmbeddingDisambiguator(Disambiguator):
         return z, self.cohort_term(z)
 
     def _prepare_gallery(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`prepare` for candidate faces, remembered by a 128-bit digest of each face's vector: a gallery face
-        that comes back as a candidate (identify serving one probe at a time) is projected and cohort-scored once.
-        Safe for threads sharing the model (the service's engines)."""
+        """:meth:`prepare` for candidate faces, remembered by each face's vector: a gallery face that comes back as a
+        candidate (identify serving one probe at a time) is projected and cohort-scored once. Safe for threads
+        sharing the model (the service's engines)."""
         if self.memo_size <= 0 or len(rows) > self.memo_size:
             return self.prepare(rows)
-        keys = [hashlib.blake2b(r, digest_size=16).digest() for r in np.ascontiguousarray(rows, np.float32)]
+        keys = face_keys(rows)
         memo = self._gallery_memo()
         z, c, missing = memo.get(keys)
         if missing:
@@ -270,22 +271,22 @@ class _Memo:
 
     def __init__(self, capacity: int) -> None:
         self.capacity, self.n = capacity, 0
-        self.slots: dict[bytes, int] = {}
+        self.slots: dict[int, int] = {}
         self.z: np.ndarray | None = None
         self.c = np.empty(0)
         self.lock = threading.Lock()
 
-    def get(self, keys: list[bytes]) -> tuple[np.ndarray | None, np.ndarray | None, list[int]]:
+    def get(self, keys: list[int]) -> tuple[np.ndarray | None, np.ndarray | None, list[int]]:
         """(projections, cohort terms) of these faces, the rows of unknown ones to be filled, and their positions
         (None, None, all positions when the memo is empty)."""
         with self.lock:
-            slots = np.fromiter((self.slots.get(k, -1) for k in keys), np.int64, len(keys))
+            slots = np.fromiter(map(self.slots.get, keys, itertools.repeat(-1)), np.int64, len(keys))
             if self.z is None:
                 return None, None, list(range(len(keys)))
             z, c = self.z[slots], self.c[slots]  # unknown faces (slot -1) get a row to overwrite
         return z, c, np.flatnonzero(slots < 0).tolist()
 
-    def put(self, keys: list[bytes], z: np.ndarray, c: np.ndarray) -> None:
+    def put(self, keys: list[int], z: np.ndarray, c: np.ndarray) -> None:
         with self.lock:
             if self.n + len(keys) > self.capacity:  # full: start afresh
                 self.slots, self.n = {}, 0
@@ -298,6 +299,15 @@ class _Memo:
             self.z[n:n + len(keys)], self.c[n:n + len(keys)] = z, c
             self.slots.update(zip(keys, range(n, n + len(keys)), strict=True))
             self.n = n + len(keys)
+
+
+def face_keys(vectors: np.ndarray) -> list[int]:
+    """A key per (N, D) float32 vector for the prepared-face memo: Python's 64-bit hash of its bytes (salted per
+    process, as the memo is). Two distinct faces share a key with odds of about 1e-13 per lookup among two million
+    remembered faces; computing it is a few microseconds for a candidate list (a cryptographic digest per row cost
+    several times more of each probe's re-ranking)."""
+    rows = np.ascontiguousarray(vectors, np.float32)
+    return list(map(hash, rows.view(np.dtype((np.void, rows.shape[1] * 4))).ravel().tolist()))
 
 
 def distinct_rows(candidates: np.ndarray, ids: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
