@@ -87,7 +87,13 @@ def test_benchmark_on_orl(tmp_path: Path, orl_dir: Path) -> None:
     assert m["rerank_stats"]["baseline-plain"]["matcher"] == "torch" and "baseline-plain" in m["methods"]
     assert set(m["paired"]["lookalike-best"]) == {"lookalike-disamb-only", "lookalike-global",
                                                   "kreciprocal-transductive", "baseline-plain"}
+    # the transductive setting over the saved model's disambiguator space, labelled and paired with the plain one
+    assert rankings["lookalike-transductive.indices"].shape == rankings["baseline.indices"].shape
+    assert "disambiguator space" in stats["lookalike-transductive"]["space"]
+    assert stats["kreciprocal-transductive"]["space"] == "the matcher's vectors"
+    assert set(m["paired"]["lookalike-transductive"]) == {"kreciprocal-transductive"}
     report = (out / "report.md").read_text()
+    assert "`lookalike-transductive` is the same over the saved model's disambiguator space" in report
     assert "`baseline-plain` is the same test split searched with `torch`" in report
     assert "`lookalike-global` is the saved model's disambiguator" in report and "`lookalike-best` vs" in report
     # a rerun reuses the cache: nothing is embedded again and the numbers are the same

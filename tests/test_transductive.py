@@ -115,3 +115,21 @@ def test_benchmark_lists_ranks_and_nonmated(split):
     assert not own.any()
     np.testing.assert_allclose(nonmated.scores[:, 0], -np.min(np.where(
         split.gallery.identities[None, :] == split.gallery.identities[distractors][:, None], np.inf, d[q:]), 1))
+
+
+def test_benchmark_search_in_a_disambiguator_space_projects_every_face_first(split):
+    """``space``: the same k-reciprocal re-ranking over the disambiguator's projections of probes and gallery."""
+
+    class Halve:  # a stand-in projection: keeps the first half of each vector
+        input = "embedding"
+
+        def transform(self, x):
+            return np.asarray(x)[:, : x.shape[1] // 2]
+
+    lists, _, _ = transductive_search(split, depth=20, space=Halve())
+    q, distractors = len(split.probes), np.flatnonzero(split.is_distractor)
+    half = split.probes.vectors.shape[1] // 2
+    d = kreciprocal_transductive(split.probes.vectors[:, :half], split.gallery.vectors[:, :half],
+                                 queries=np.concatenate([np.arange(q), q + distractors]))
+    np.testing.assert_array_equal(lists.indices, np.argsort(d[:q], axis=1, kind="stable")[:, :20])
+    assert not np.array_equal(lists.indices, transductive_search(split, depth=20)[0].indices)

@@ -35,6 +35,7 @@ from lookalike.rerank.tuning import LabelledLists
 from lookalike.versions import versions
 
 TRANSDUCTIVE = "kreciprocal-transductive"
+LOOKALIKE_TRANSDUCTIVE = "lookalike-transductive"  # the same, over the saved model's disambiguator space
 GLOBAL = "lookalike-global"
 PLAIN = "baseline-plain"  # a test-time-augmented matcher's plain version (torch for torch-flip) on the same split
 PAIRED = ("lookalike-disamb-only", GLOBAL, TRANSDUCTIVE, PLAIN)  # what lookalike-best is compared with, per probe
@@ -203,7 +204,8 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
                      "dataset_notes": table.notes},
         "methods": methods,
         "paired": {n: paired_rank1(test, rankings, n, others) for n, others in
-                   (("lookalike-best", PAIRED), (FIXED_MODEL, (PLAIN,))) if n in rankings},
+                   (("lookalike-best", PAIRED), (FIXED_MODEL, (PLAIN,)), (LOOKALIKE_TRANSDUCTIVE, (TRANSDUCTIVE,)))
+                   if n in rankings},
         "open_set": open_set,
         "timing": {**timing, "total_s": time.perf_counter() - t0},
         "embedding": features.embeddings.summary(),
@@ -335,13 +337,18 @@ def full_ranking_search(test: SearchSplit, scores: np.ndarray, depth: int) -> Fu
     return top_lists(mated, depth), ranks, nonmated
 
 
-def transductive_search(test: SearchSplit, depth: int, k1: int = 20, k2: int = 6,
-                        lam: float = 0.3) -> FullSearch:
+def transductive_search(test: SearchSplit, depth: int, k1: int = 20, k2: int = 6, lam: float = 0.3,
+                        space: Disambiguator | None = None) -> FullSearch:
     """The paper's transductive k-reciprocal re-ranking over every test probe and the whole gallery at once,
-    with its defaults (not tuned). Score = -(final distance). Lists, mate ranks and non-mated searches as
-    :func:`full_ranking_search` (each distractor is a member of the same joint set)."""
+    with its defaults (not tuned). Score = -(final distance). ``space``: an embedding-level disambiguator whose
+    projection (:meth:`transform`; no cohort terms) the faces are mapped into first (default: the matcher's
+    vectors). Lists, mate ranks and non-mated searches as :func:`full_ranking_search` (each distractor is a
+    member of the same joint set)."""
     q, distractors = len(test.probes), np.flatnonzero(test.is_distractor)
-    scores = -kreciprocal_transductive(test.probes.vectors, test.gallery.vectors, k1, k2, lam,
+    probes, gallery = test.probes.vectors, test.gallery.vectors
+    if space is not None:
+        probes, gallery = space.transform(probes), space.transform(gallery)
+    scores = -kreciprocal_transductive(probes, gallery, k1, k2, lam,
                                        queries=np.concatenate([np.arange(q), q + distractors]))
     return full_ranking_search(test, scores, depth)
 
@@ -371,13 +378,19 @@ def run_full_ranking(name: str, search: Callable[[], FullSearch], cfg: Benchmark
 
 
 def run_transductive(cfg: BenchmarkConfig, test: SearchSplit, methods: dict, rankings: dict, ranks: dict,
-                     open_set: dict, base_hits: np.ndarray, timing: dict) -> dict:
-    """Score :func:`transductive_search` like every other method; returns its stats."""
-    changed = run_full_ranking(TRANSDUCTIVE, lambda: transductive_search(test, cfg.depth, **PAPER_SETTINGS), cfg,
-                               test, methods, rankings, ranks, open_set, base_hits, timing)
+                     open_set: dict, base_hits: np.ndarray, timing: dict, space: Disambiguator | None = None) -> dict:
+    """Score :func:`transductive_search` like every other method (``kreciprocal-transductive``; with ``space``,
+    the saved model's disambiguator, ``lookalike-transductive``); returns its stats."""
+    if space is not None and space.input != "embedding":
+        return {"skipped": f"{type(space).__name__} scores images: it has no space over the matcher's embeddings"}
+    name = TRANSDUCTIVE if space is None else LOOKALIKE_TRANSDUCTIVE
+    changed = run_full_ranking(name, lambda: transductive_search(test, cfg.depth, **PAPER_SETTINGS, space=space),
+                               cfg, test, methods, rankings, ranks, open_set, base_hits, timing)
+    where = "the matcher's vectors" if space is None else \
+        f"the saved model's disambiguator space ({repr_params(space)}: its projection, without cohort terms)"
     return {"setting": "transductive: all test probes and the gallery together (an evaluation baseline)",
-            **PAPER_SETTINGS, "score": "negative final distance", "joint_set": len(test.probes) + len(test.gallery),
-            **changed}
+            "space": where, **PAPER_SETTINGS, "score": "negative final distance",
+            "joint_set": len(test.probes) + len(test.gallery), **changed}
 
 
 def run_global(cfg: BenchmarkConfig, disambiguator: Disambiguator, test: SearchSplit, methods: dict,
@@ -436,6 +449,8 @@ def run_rerankers(cfg: BenchmarkConfig, features: ProtocolFeatures, test: Search
         open_set[name] = open_set_metrics(test, lists, nonmated)
         stats[name] = method.reranker_.stats if isinstance(method, LookalikeModel) else method.stats
     stats[GLOBAL] = run_global(cfg, model.disambiguator_, test, methods, rankings, ranks, open_set, base_hits, timing)
+    stats[LOOKALIKE_TRANSDUCTIVE] = run_transductive(cfg, test, methods, rankings, ranks, open_set, base_hits, timing,
+                                                     model.disambiguator_)
     return stats
 
 

@@ -168,8 +168,10 @@ def write_report(path: str | Path, metrics: dict, images: list[tuple[str, str]])
         lines += ["`kreciprocal` re-ranks each probe's own list from that probe and its candidates alone; "
                   "`kreciprocal-transductive` is the authors' transductive setting: one k-reciprocal re-ranking "
                   "over all test probes and the gallery together (an evaluation-only baseline), with the paper's "
-                  f"k1={st['k1']}, k2={st['k2']}, λ={st['lam']}, untuned; its score is the negative final distance.",
-                  ""]
+                  f"k1={st['k1']}, k2={st['k2']}, λ={st['lam']}, untuned; its score is the negative final distance."
+                  + (" `lookalike-transductive` is the same over the saved model's disambiguator space (the faces "
+                     "projected by it, no cohort terms): the transductive setting with the lookalike model's metric."
+                     if "lookalike-transductive" in metrics["methods"] else ""), ""]
     plain = metrics.get("rerank_stats", {}).get("baseline-plain")
     if plain:
         lines += [f"`baseline-plain`: {plain['skipped']}." if "skipped" in plain else
