@@ -1,8 +1,8 @@
 """Rebuild the default model shipped with lookalike: LFW without the PubFig people, faces at 20 px.
 
     python benchmarks/default_model.py [--lfw ../shared/data/lfw] [--overlap ../shared/data/pubfig-lfw-overlap.txt]
-        [--misspelt benchmarks/pubfig-people-misspelt-in-lfw.txt] [--out runs/default-model] [--model src/lookalike/models/default-lowres20.lkm]
-        [--cache cache/lookalike.sqlite]
+        [--misspelt benchmarks/pubfig-people-misspelt-in-lfw.txt] [--out runs/default-model]
+        [--model src/lookalike/models/default-lowres20.lkm] [--cache cache/lookalike.sqlite]
 
 (``make default-model`` runs it.) Writes OUT/lfw-without-pubfig.csv (the training manifest: every LFW image
 except those of the people PubFig shares with LFW — the overlap list, and three PubFig people whose LFW folder
