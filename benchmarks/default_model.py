@@ -28,15 +28,10 @@ LOWRES = 20
 
 
 def overlap_folders(path: str | Path) -> set[str]:
-    """The LFW folder names of the people listed in ``path`` (PubFig spelling, one a line)."""
-    names = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
-    return {n.replace(" ", "_") for n in names}
-
-
-def misspelt_folders(path: str | Path) -> set[str]:
-    """LFW folder names, one a line (``#`` starts a comment): PubFig people LFW spells differently."""
+    """The LFW folder names of the people listed in ``path``, one a line (``#`` starts a comment), spelt with
+    spaces (PubFig's list) or underscores (LFW's folders)."""
     lines = (line.split("#", 1)[0].strip() for line in Path(path).read_text(encoding="utf-8").splitlines())
-    return {line for line in lines if line}
+    return {line.replace(" ", "_") for line in lines if line}
 
 
 def write_manifest(lfw: str | Path, exclude: set[str], csv_path: Path) -> dict[str, int]:
@@ -79,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache", default="cache/lookalike.sqlite", help="embedding cache (as the Makefile's)")
     args = p.parse_args(argv)
     out = Path(args.out)
-    counts = write_manifest(args.lfw, overlap_folders(args.overlap) | misspelt_folders(args.misspelt), out / MANIFEST)
+    counts = write_manifest(args.lfw, overlap_folders(args.overlap) | overlap_folders(args.misspelt), out / MANIFEST)
     print(f"{out / MANIFEST}: {counts['people']} people, {counts['images']} images (left out "
           f"{counts['excluded_people']} PubFig people, {counts['excluded_images']} images)")
     cmd = train_command(out / MANIFEST, Path(args.model), args.cache)
