@@ -19,13 +19,12 @@ at full resolution); if none qualifies, the whole cohort (None).
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
 from pathlib import Path
 
-from lookalike.benchmark import run_features, run_model
-from lookalike.experiment import build_split
+from validation_runs import runs_parser, save_json, validation_data
+
+from lookalike.benchmark import run_model
 from lookalike.rerank import DisambiguatorPool, default_disambiguators
 
 TOLERANCE = 0.002  # rank-1 (fraction) a smaller cohort may lose on validation
@@ -34,8 +33,7 @@ CANDIDATES = (500, 1000, 2000)
 
 def validation_scores(run: Path, sizes: list[int], cache: str) -> dict[int, dict]:
     """{size: validation rank-1, MRR, cohort faces and the model's choices} for one benchmark run's protocol."""
-    cfg, features = run_features(run, cache)
-    train, val = features.faces("train"), build_split(features, "val", cfg.depth)
+    cfg, features, train, val = validation_data(run, cache)
     pool, out = DisambiguatorPool(seed=cfg.seed), {}
     for size in sizes:
         t = time.perf_counter()
@@ -58,11 +56,8 @@ def choose(results: dict[str, dict[int, dict]]) -> int | None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", nargs="+", required=True, help="benchmark output folders (protocol/, metrics.json)")
+    ap = runs_parser(__doc__)
     ap.add_argument("--sizes", nargs="+", type=int, default=[0, *CANDIDATES], help="cohort sizes (0: all)")
-    ap.add_argument("--cache", default="cache/lookalike.sqlite")
-    ap.add_argument("--out", default=None, help="write the results as JSON here")
     args = ap.parse_args()
     sizes = sorted(set(args.sizes) | {0})
     results = {}
@@ -78,8 +73,7 @@ def main() -> None:
     chosen = choose(results) if set(CANDIDATES) <= set(sizes) else "not decided (run every candidate size)"
     print(f"\nrule: the smallest of {CANDIDATES} within {100 * TOLERANCE:.1f} points of the whole cohort's validation "
           f"rank-1 on every run -> COHORT_SIZE = {chosen}")
-    if args.out:
-        Path(args.out).write_text(json.dumps({"results": results, "chosen": chosen}, indent=2, default=str))
+    save_json(args.out, {"results": results, "chosen": chosen})
 
 
 if __name__ == "__main__":

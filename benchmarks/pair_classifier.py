@@ -25,18 +25,16 @@ LDA power 0 or 0.5, with or without its cohort), so the classifier only corrects
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from validation_runs import runs_parser, save_json, validation_data
 
-from lookalike.benchmark import run_features, run_model
+from lookalike.benchmark import run_model
 from lookalike.disambiguators.base import Disambiguator, distinct_rows
 from lookalike.disambiguators.lda import LookalikeLDA
-from lookalike.experiment import build_split
 from lookalike.faces import FaceSet
 from lookalike.metrics import evaluate
 from lookalike.mining import Pairs
@@ -124,8 +122,7 @@ class Stacked(Disambiguator):
 
 
 def validation(run: Path, cache: str) -> dict:
-    cfg, features = run_features(run, cache)
-    train, val = features.faces("train"), build_split(features, "val", cfg.depth)
+    cfg, features, train, val = validation_data(run, cache)
     seed, pool, out = cfg.seed, DisambiguatorPool(seed=cfg.seed), {}
     lda = default_disambiguators(seed)
     pair = [PairClassifier(hidden=64, seed=seed), PairClassifier(hidden=0, seed=seed)]
@@ -150,11 +147,7 @@ def validation(run: Path, cache: str) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", nargs="+", required=True)
-    ap.add_argument("--cache", default="cache/lookalike.sqlite")
-    ap.add_argument("--out", default=None)
-    args = ap.parse_args()
+    args = runs_parser(__doc__).parse_args()
     results = {}
     for run in args.runs:
         r = results[run] = validation(Path(run), args.cache)
@@ -167,8 +160,7 @@ def main() -> None:
     adopt = {g: all(r[g]["val_rank1"] > r["lda"]["val_rank1"] for r in results.values())
              for g in ("lda+pair", "lda+stacked")}
     print(f"\nrule: adopt a grid if it beats lda on every run's validation -> {adopt}")
-    if args.out:
-        Path(args.out).write_text(json.dumps({"results": results, "adopt": adopt}, indent=2, default=str))
+    save_json(args.out, {"results": results, "adopt": adopt})
 
 
 if __name__ == "__main__":

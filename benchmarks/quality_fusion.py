@@ -20,13 +20,12 @@ and LFW with the realistic degradation); otherwise nothing is built and the READ
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
+from validation_runs import runs_parser, save_json, validation_data
 
-from lookalike.benchmark import run_features, run_model
-from lookalike.experiment import build_split
+from lookalike.benchmark import run_model
 from lookalike.model import LookalikeModel
 from lookalike.rerank.lookalike import DEFAULT_WEIGHTS
 from lookalike.rerank.selection import reorder
@@ -74,18 +73,14 @@ def cross_validated(hits: np.ndarray, rr: np.ndarray, q: np.ndarray | None, seed
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", nargs="+", required=True)
-    ap.add_argument("--cache", default="cache/lookalike.sqlite")
-    args = ap.parse_args()
+    args = runs_parser(__doc__).parse_args()
     wins = {"typicality": [], "top1": []}
     print("| run | val probes | chosen weight | single weight (CV) | per tertile: typicality (CV) "
           "| per tertile: top1 (CV) |")
     print("|---|---|---|---|---|---|")
     for run in args.runs:
-        cfg, features = run_features(run, args.cache)
+        cfg, features, train, split = validation_data(run, args.cache)
         seed = cfg.seed
-        train, split = features.faces("train"), build_split(features, "val", cfg.depth)
         model = run_model(cfg, features.protocol).fit(train, split.probes, split.gallery)
         val = LabelledLists.search(split.probes, split.gallery, cfg.depth)
         hits, rr = per_probe(model, val)
@@ -101,6 +96,7 @@ def main() -> None:
     adopt = [k for k, v in wins.items() if all(v)]
     print(f"\nrule: per-tertile weights for a covariate that beats the single weight on every run -> "
           f"{', '.join(adopt) or 'none'}")
+    save_json(args.out, {"wins": wins, "adopt": adopt})
 
 
 if __name__ == "__main__":

@@ -197,12 +197,7 @@ class EmbeddingDisambiguator(Disambiguator):
         """(N,) ``cohort_beta / 2`` times the mean similarity of each projected face to its nearest cohort."""
         if self.cohort_ is None or self.cohort_n <= 0 or self.cohort_beta == 0:
             return np.zeros(len(z))
-        n = min(self.cohort_n, len(self.cohort_))
-        out = np.empty(len(z))
-        for s in range(0, len(z), block):
-            sim = z[s:s + block] @ self.cohort_.T
-            out[s:s + block] = np.partition(sim, sim.shape[1] - n, axis=1)[:, -n:].mean(1)
-        return self.cohort_beta / 2 * out
+        return self.cohort_beta / 2 * nearest_mean(z, self.cohort_, self.cohort_n, block)
 
     # Gallery faces whose projection and cohort term are kept between calls (0: none). Identify, serving one probe
     # at a time, turns it on; evaluation leaves it off, so a result never depends on earlier calls (a face prepared
@@ -308,6 +303,16 @@ def face_keys(vectors: np.ndarray) -> list[int]:
     several times more of each probe's re-ranking)."""
     rows = np.ascontiguousarray(vectors, np.float32)
     return list(map(hash, rows.view(np.dtype((np.void, rows.shape[1] * 4))).ravel().tolist()))
+
+
+def nearest_mean(z: np.ndarray, cohort: np.ndarray, n: int, block: int = 4096) -> np.ndarray:
+    """(N,) each row of ``z``'s mean similarity to its ``n`` nearest rows of ``cohort`` (all of them when fewer)."""
+    n = min(n, len(cohort))
+    out = np.empty(len(z))
+    for s in range(0, len(z), block):
+        sim = z[s:s + block] @ cohort.T
+        out[s:s + block] = np.partition(sim, sim.shape[1] - n, axis=1)[:, -n:].mean(1)
+    return out
 
 
 def distinct_rows(candidates: np.ndarray, ids: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
