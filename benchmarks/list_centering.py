@@ -28,10 +28,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-from validation_runs import runs_parser, save_json, validation_data
+from validation_runs import ExperimentDisambiguator, runs_parser, save_json, validation_data
 
 from lookalike.benchmark import run_model
-from lookalike.disambiguators.base import Disambiguator, distinct_rows, l2n
+from lookalike.disambiguators.base import distinct_rows, l2n
 from lookalike.disambiguators.lda import LookalikeLDA
 from lookalike.faces import FaceSet
 from lookalike.metrics import evaluate
@@ -39,7 +39,7 @@ from lookalike.mining import Pairs
 from lookalike.rerank import DisambiguatorPool, default_disambiguators
 
 
-class ListCentered(Disambiguator):
+class ListCentered(ExperimentDisambiguator):
     """``inner``'s projected cosine after subtracting ``alpha`` times the mean of the list's first ``k``
     candidates from the probe and from every candidate, minus ``inner``'s cohort terms."""
 
@@ -60,12 +60,6 @@ class ListCentered(Disambiguator):
         pc = l2n(zp - m)
         cc = l2n((zc - m[:, None]).reshape(q * kk, d)).reshape(q, kk, d)
         return np.einsum("qd,qkd->qk", pc, cc) - cp[:, None] - cr[inverse]
-
-    def _state(self) -> dict[str, np.ndarray]:
-        raise NotImplementedError("experiment only")
-
-    def _set_state(self, state: dict[str, np.ndarray]) -> None:
-        raise NotImplementedError("experiment only")
 
 
 def validation(run: Path, cache: str) -> dict:

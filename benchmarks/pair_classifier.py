@@ -30,10 +30,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from validation_runs import runs_parser, save_json, validation_data
+from validation_runs import ExperimentDisambiguator, runs_parser, save_json, validation_data
 
 from lookalike.benchmark import run_model
-from lookalike.disambiguators.base import Disambiguator, distinct_rows
+from lookalike.disambiguators.base import distinct_rows
 from lookalike.disambiguators.lda import LookalikeLDA
 from lookalike.faces import FaceSet
 from lookalike.metrics import evaluate
@@ -41,7 +41,7 @@ from lookalike.mining import Pairs
 from lookalike.rerank import DisambiguatorPool, default_disambiguators
 
 
-class PairClassifier(Disambiguator):
+class PairClassifier(ExperimentDisambiguator):
     """Logit of "same person" from [z1 * z2, |z1 - z2|] in a lookalike-LDA space; ``hidden`` 0: logistic
     regression, else an MLP with one hidden layer of that width."""
 
@@ -88,14 +88,8 @@ class PairClassifier(Disambiguator):
         with torch.no_grad():
             return self.net_(self._features(np.broadcast_to(zp[:, None], zc.shape), zc))[..., 0].numpy()
 
-    def _state(self) -> dict[str, np.ndarray]:
-        raise NotImplementedError("experiment only")
 
-    def _set_state(self, state: dict[str, np.ndarray]) -> None:
-        raise NotImplementedError("experiment only")
-
-
-class Stacked(Disambiguator):
+class Stacked(ExperimentDisambiguator):
     """LDA score + ``gamma`` * a pair MLP's logit, both fitted on the same mined pairs."""
 
     def __init__(self, power: float = 0.5, cohort_n: int = 50, gamma: float = 0.03, hidden: int = 64,
@@ -113,12 +107,6 @@ class Stacked(Disambiguator):
     def _score_lists(self, probes: np.ndarray, candidates: np.ndarray, ids: np.ndarray | None) -> np.ndarray:
         return self.lda_.score_lists(probes, candidates, ids) + self.gamma * self.pair_.score_lists(probes, candidates,
                                                                                                     ids)
-
-    def _state(self) -> dict[str, np.ndarray]:
-        raise NotImplementedError("experiment only")
-
-    def _set_state(self, state: dict[str, np.ndarray]) -> None:
-        raise NotImplementedError("experiment only")
 
 
 def validation(run: Path, cache: str) -> dict:

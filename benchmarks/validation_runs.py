@@ -8,9 +8,22 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
+
 from lookalike.benchmark import BenchmarkConfig, run_features
+from lookalike.disambiguators.base import Disambiguator
 from lookalike.experiment import ProtocolFeatures, SearchSplit, build_split
 from lookalike.faces import FaceSet
+
+
+class ExperimentDisambiguator(Disambiguator):
+    """A disambiguator a validation script tries: never saved (it has no file format)."""
+
+    def _state(self) -> dict[str, np.ndarray]:
+        raise NotImplementedError("experiment only")
+
+    def _set_state(self, state: dict[str, np.ndarray]) -> None:
+        raise NotImplementedError("experiment only")
 
 
 def runs_parser(doc: str) -> argparse.ArgumentParser:
