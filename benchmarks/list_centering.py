@@ -24,13 +24,11 @@ the README notes the numbers.
 from __future__ import annotations
 
 import copy
-import time
 from pathlib import Path
 
 import numpy as np
-from validation_runs import ExperimentDisambiguator, runs_parser, save_json, validation_data
+from validation_runs import ExperimentDisambiguator, fit_grids, print_grids, runs_parser, save_json, validation_data
 
-from lookalike.benchmark import run_model
 from lookalike.disambiguators.base import distinct_rows, l2n
 from lookalike.disambiguators.lda import LookalikeLDA
 from lookalike.faces import FaceSet
@@ -64,18 +62,11 @@ class ListCentered(ExperimentDisambiguator):
 
 def validation(run: Path, cache: str) -> dict:
     cfg, features, train, val = validation_data(run, cache)
-    seed, pool, out = cfg.seed, DisambiguatorPool(seed=cfg.seed), {}
-    lda = default_disambiguators(seed)
+    lda = default_disambiguators(cfg.seed)
     centred = [ListCentered(inner, k, alpha) for inner in lda for k in (5, 10, 20) for alpha in (0.5, 1.0)]
-    out["base"] = evaluate(val.positions(), n_boot=0)["rank1"]
-    for name, ds in (("lda", lda), ("lda+centred", lda + centred), ("centred", centred)):
-        t = time.perf_counter()
-        m = run_model(cfg, features.protocol, ds, pool).fit(train, val.probes, val.gallery)
-        st = m.reranker_.stats
-        out[name] = {"val_rank1": st["val_rank1"], "val_mrr": st["val_mrr"], "chosen": st["disambiguator"],
-                     "selection": st["selection"], "weight": st["weight"],
-                     "seconds": round(time.perf_counter() - t, 1)}
-    return out
+    grids, _ = fit_grids(cfg, features, train, val, {"lda": lda, "lda+centred": lda + centred, "centred": centred},
+                         DisambiguatorPool(seed=cfg.seed))
+    return {"base": evaluate(val.positions(), n_boot=0)["rank1"], "grids": grids}
 
 
 def main() -> None:
@@ -83,12 +74,8 @@ def main() -> None:
     results = {}
     for run in args.runs:
         r = results[run] = validation(Path(run), args.cache)
-        print(f"\n{run}: validation rank-1, baseline {100 * r['base']:.2f}")
-        for name in ("lda", "lda+centred", "centred"):
-            print(f"  model with {name:11s} {100 * r[name]['val_rank1']:.2f} (MRR {100 * r[name]['val_mrr']:.2f}) "
-                  f"chose {r[name]['chosen'][:60]} {r[name]['selection']} w {r[name]['weight']} "
-                  f"({r[name]['seconds']} s)")
-    adopt = all(r["lda+centred"]["val_rank1"] > r["lda"]["val_rank1"] for r in results.values())
+        print_grids(run, r["base"], r["grids"])
+    adopt = all(r["grids"]["lda+centred"]["val_rank1"] > r["grids"]["lda"]["val_rank1"] for r in results.values())
     print(f"\nrule: adopt ListCentered if lda+centred beats lda on every run's validation -> {adopt}")
     save_json(args.out, {"results": results, "adopt": adopt})
 

@@ -25,14 +25,12 @@ LDA power 0 or 0.5, with or without its cohort), so the classifier only corrects
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from validation_runs import ExperimentDisambiguator, runs_parser, save_json, validation_data
+from validation_runs import ExperimentDisambiguator, fit_grids, print_grids, runs_parser, save_json, validation_data
 
-from lookalike.benchmark import run_model
 from lookalike.disambiguators.base import distinct_rows
 from lookalike.disambiguators.lda import LookalikeLDA
 from lookalike.faces import FaceSet
@@ -118,13 +116,8 @@ def validation(run: Path, cache: str) -> dict:
                for g in (0.01, 0.03, 0.1)]
 
     out["base"] = evaluate(val.positions(), n_boot=0)["rank1"]
-    models = {}
-    for name, ds in (("lda", lda), ("lda+pair", lda + pair), ("mlp", pair[:1]), ("lr", pair[1:]),
-                     ("lda+stacked", lda + stacked)):
-        t = time.perf_counter()
-        m = models[name] = run_model(cfg, features.protocol, ds, pool).fit(train, val.probes, val.gallery)
-        out[name] = {"val_rank1": m.reranker_.stats["val_rank1"], "chosen": m.reranker_.stats["disambiguator"],
-                     "selection": m.reranker_.stats["selection"], "seconds": round(time.perf_counter() - t, 1)}
+    grids = {"lda": lda, "lda+pair": lda + pair, "mlp": pair[:1], "lr": pair[1:], "lda+stacked": lda + stacked}
+    out["grids"], models = fit_grids(cfg, features, train, val, grids, pool)
     for name, d in (("mlp", pair[0]), ("lr", pair[1]), ("lda", models["lda"].disambiguator_),
                     ("lda+stacked", models["lda+stacked"].disambiguator_)):
         fitted = pool.get(d, train)
@@ -139,13 +132,10 @@ def main() -> None:
     results = {}
     for run in args.runs:
         r = results[run] = validation(Path(run), args.cache)
-        print(f"\n{run}: validation rank-1, baseline {100 * r['base']:.2f}")
-        for name in ("lda", "lda+pair", "mlp", "lr", "lda+stacked"):
-            print(f"  model with {name:9s} {100 * r[name]['val_rank1']:.2f}  chose {r[name]['chosen'][:40]} "
-                  f"{r[name]['selection']} ({r[name]['seconds']} s)")
+        print_grids(run, r["base"], r["grids"])
         print(f"  global (whole gallery): mlp {100 * r['mlp_global_rank1']:.2f}, lr {100 * r['lr_global_rank1']:.2f}, "
               f"lda {100 * r['lda_global_rank1']:.2f}, lda+stacked's choice {100 * r['lda+stacked_global_rank1']:.2f}")
-    adopt = {g: all(r[g]["val_rank1"] > r["lda"]["val_rank1"] for r in results.values())
+    adopt = {g: all(r["grids"][g]["val_rank1"] > r["grids"]["lda"]["val_rank1"] for r in results.values())
              for g in ("lda+pair", "lda+stacked")}
     print(f"\nrule: adopt a grid if it beats lda on every run's validation -> {adopt}")
     save_json(args.out, {"results": results, "adopt": adopt})

@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 
 import numpy as np
 
-from lookalike.benchmark import BenchmarkConfig, run_features
+from lookalike.benchmark import BenchmarkConfig, run_features, run_model
 from lookalike.disambiguators.base import Disambiguator
 from lookalike.experiment import ProtocolFeatures, SearchSplit, build_split
 from lookalike.faces import FaceSet
+from lookalike.model import LookalikeModel
+from lookalike.rerank import DisambiguatorPool
 
 
 class ExperimentDisambiguator(Disambiguator):
@@ -39,6 +42,29 @@ def validation_data(run: str | Path, cache: str) -> tuple[BenchmarkConfig, Proto
     """(the run's config, its protocol's features, the train faces, the validation split)."""
     cfg, features = run_features(run, cache)
     return cfg, features, features.faces("train"), build_split(features, "val", cfg.depth)
+
+
+def fit_grids(cfg: BenchmarkConfig, features: ProtocolFeatures, train: FaceSet, val: SearchSplit,
+              grids: dict[str, list[Disambiguator]], pool: DisambiguatorPool
+              ) -> tuple[dict[str, dict], dict[str, LookalikeModel]]:
+    """The saved model (every choice tuned on validation, as the benchmark does) fitted with each grid of
+    disambiguators: ({grid: validation rank-1, MRR, the choices, seconds}, {grid: the fitted model})."""
+    out, models = {}, {}
+    for name, ds in grids.items():
+        t = time.perf_counter()
+        m = models[name] = run_model(cfg, features.protocol, ds, pool).fit(train, val.probes, val.gallery)
+        st = m.reranker_.stats
+        out[name] = {"val_rank1": st["val_rank1"], "val_mrr": st["val_mrr"], "chosen": st["disambiguator"],
+                     "selection": st["selection"], "weight": st["weight"], "seconds": round(time.perf_counter() - t, 1)}
+    return out, models
+
+
+def print_grids(run: str, base_rank1: float, results: dict[str, dict]) -> None:
+    """One run's validation rank-1 per grid, as :func:`fit_grids` gives them."""
+    print(f"\n{run}: validation rank-1, baseline {100 * base_rank1:.2f}")
+    for name, r in results.items():
+        print(f"  model with {name:11s} {100 * r['val_rank1']:.2f} (MRR {100 * r['val_mrr']:.2f}) chose "
+              f"{r['chosen'][:60]} {r['selection']} w {r['weight']} ({r['seconds']} s)")
 
 
 def save_json(path: str | Path | None, results: dict) -> None:
