@@ -19,12 +19,10 @@ at full resolution); if none qualifies, the whole cohort (None).
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
-from validation_runs import runs_parser, save_json, validation_data
+from validation_runs import fit_grids, runs_parser, save_json, validation_data
 
-from lookalike.benchmark import run_model
 from lookalike.rerank import DisambiguatorPool, default_disambiguators
 
 TOLERANCE = 0.002  # rank-1 (fraction) a smaller cohort may lose on validation
@@ -34,16 +32,11 @@ CANDIDATES = (500, 1000, 2000)
 def validation_scores(run: Path, sizes: list[int], cache: str) -> dict[int, dict]:
     """{size: validation rank-1, MRR, cohort faces and the model's choices} for one benchmark run's protocol."""
     cfg, features, train, val = validation_data(run, cache)
-    pool, out = DisambiguatorPool(seed=cfg.seed), {}
-    for size in sizes:
-        t = time.perf_counter()
-        model = run_model(cfg, features.protocol, default_disambiguators(cfg.seed, cohort_size=size or None), pool)
-        model.fit(train, val.probes, val.gallery)
-        st, d = model.reranker_.stats, model.disambiguator_
-        cohort = getattr(d, "cohort_", None)
-        out[size] = {"val_rank1": st["val_rank1"], "val_mrr": st.get("val_mrr"), "chosen": st["disambiguator"],
-                     "cohort_faces": 0 if cohort is None else len(cohort), "train_faces": len(train),
-                     "seconds": round(time.perf_counter() - t, 1)}
+    grids = {size: default_disambiguators(cfg.seed, cohort_size=size or None) for size in sizes}
+    out, models = fit_grids(cfg, features, train, val, grids, DisambiguatorPool(seed=cfg.seed))
+    for size, r in out.items():
+        cohort = getattr(models[size].disambiguator_, "cohort_", None)
+        r.update(cohort_faces=0 if cohort is None else len(cohort), train_faces=len(train))
     return out
 
 
@@ -67,9 +60,8 @@ def main() -> None:
         print("| cohort | cohort faces | val rank-1 | val MRR | chosen disambiguator | s |")
         print("|---|---|---|---|---|---|")
         for size, r in results[run].items():
-            mrr = "–" if r["val_mrr"] is None else f"{100 * r['val_mrr']:.2f}"
-            print(f"| {size or 'all'} | {r['cohort_faces']} | {100 * r['val_rank1']:.2f} | {mrr} | {r['chosen']} "
-                  f"| {r['seconds']} |")
+            print(f"| {size or 'all'} | {r['cohort_faces']} | {100 * r['val_rank1']:.2f} | {100 * r['val_mrr']:.2f} "
+                  f"| {r['chosen']} | {r['seconds']} |")
     chosen = choose(results) if set(CANDIDATES) <= set(sizes) else "not decided (run every candidate size)"
     print(f"\nrule: the smallest of {CANDIDATES} within {100 * TOLERANCE:.1f} points of the whole cohort's validation "
           f"rank-1 on every run -> COHORT_SIZE = {chosen}")

@@ -45,8 +45,8 @@ def validation_data(run: str | Path, cache: str) -> tuple[BenchmarkConfig, Proto
 
 
 def fit_grids(cfg: BenchmarkConfig, features: ProtocolFeatures, train: FaceSet, val: SearchSplit,
-              grids: dict[str, list[Disambiguator]], pool: DisambiguatorPool
-              ) -> tuple[dict[str, dict], dict[str, LookalikeModel]]:
+              grids: dict[str | int, list[Disambiguator]], pool: DisambiguatorPool
+              ) -> tuple[dict[str | int, dict], dict[str | int, LookalikeModel]]:
     """The saved model (every choice tuned on validation, as the benchmark does) fitted with each grid of
     disambiguators: ({grid: validation rank-1, MRR, the choices, seconds}, {grid: the fitted model})."""
     out, models = {}, {}
