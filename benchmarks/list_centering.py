@@ -27,7 +27,7 @@ import copy
 from pathlib import Path
 
 import numpy as np
-from validation_runs import ExperimentDisambiguator, fit_grids, print_grids, runs_parser, save_json, validation_data
+from validation_runs import ExperimentDisambiguator, fit_grids, grid_runs, save_json, validation_data
 
 from lookalike.disambiguators.base import distinct_rows, l2n
 from lookalike.disambiguators.lda import LookalikeLDA
@@ -70,11 +70,7 @@ def validation(run: Path, cache: str) -> dict:
 
 
 def main() -> None:
-    args = runs_parser(__doc__).parse_args()
-    results = {}
-    for run in args.runs:
-        r = results[run] = validation(Path(run), args.cache)
-        print_grids(run, r["base"], r["grids"])
+    args, results = grid_runs(__doc__, validation)
     adopt = all(r["grids"]["lda+centred"]["val_rank1"] > r["grids"]["lda"]["val_rank1"] for r in results.values())
     print(f"\nrule: adopt ListCentered if lda+centred beats lda on every run's validation -> {adopt}")
     save_json(args.out, {"results": results, "adopt": adopt})

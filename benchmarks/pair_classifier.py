@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from validation_runs import ExperimentDisambiguator, fit_grids, print_grids, runs_parser, save_json, validation_data
+from validation_runs import ExperimentDisambiguator, fit_grids, grid_runs, save_json, validation_data
 
 from lookalike.disambiguators.base import distinct_rows
 from lookalike.disambiguators.lda import LookalikeLDA
@@ -127,14 +127,13 @@ def validation(run: Path, cache: str) -> dict:
     return out
 
 
+def show_global(r: dict) -> None:
+    print(f"  global (whole gallery): mlp {100 * r['mlp_global_rank1']:.2f}, lr {100 * r['lr_global_rank1']:.2f}, "
+          f"lda {100 * r['lda_global_rank1']:.2f}, lda+stacked's choice {100 * r['lda+stacked_global_rank1']:.2f}")
+
+
 def main() -> None:
-    args = runs_parser(__doc__).parse_args()
-    results = {}
-    for run in args.runs:
-        r = results[run] = validation(Path(run), args.cache)
-        print_grids(run, r["base"], r["grids"])
-        print(f"  global (whole gallery): mlp {100 * r['mlp_global_rank1']:.2f}, lr {100 * r['lr_global_rank1']:.2f}, "
-              f"lda {100 * r['lda_global_rank1']:.2f}, lda+stacked's choice {100 * r['lda+stacked_global_rank1']:.2f}")
+    args, results = grid_runs(__doc__, validation, show_global)
     adopt = {g: all(r["grids"][g]["val_rank1"] > r["grids"]["lda"]["val_rank1"] for r in results.values())
              for g in ("lda+pair", "lda+stacked")}
     print(f"\nrule: adopt a grid if it beats lda on every run's validation -> {adopt}")

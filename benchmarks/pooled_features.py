@@ -28,7 +28,7 @@ import copy
 from pathlib import Path
 
 import numpy as np
-from validation_runs import ExperimentDisambiguator, fit_grids, print_grids, runs_parser, save_json, validation_data
+from validation_runs import ExperimentDisambiguator, fit_grids, grid_runs, save_json, validation_data
 
 from lookalike.disambiguators.base import distinct_rows
 from lookalike.disambiguators.lda import LookalikeLDA
@@ -144,11 +144,7 @@ def validation(run: Path, cache: str) -> dict:
 
 
 def main() -> None:
-    args = runs_parser(__doc__).parse_args()
-    results = {}
-    for run in args.runs:
-        r = results[run] = validation(Path(run), args.cache)
-        print_grids(run, r["base"], r["grids"])
+    args, results = grid_runs(__doc__, validation)
     decision = {}
     for res in sorted({r["lowres"] or 0 for r in results.values()}):
         runs = [r for r in results.values() if (r["lowres"] or 0) == res]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +66,21 @@ def print_grids(run: str, base_rank1: float, results: dict[str, dict]) -> None:
     for name, r in results.items():
         print(f"  model with {name:11s} {100 * r['val_rank1']:.2f} (MRR {100 * r['val_mrr']:.2f}) chose "
               f"{r['chosen'][:60]} {r['selection']} w {r['weight']} ({r['seconds']} s)")
+
+
+def grid_runs(doc: str, validation: Callable[[Path, str], dict],
+              show: Callable[[dict], None] | None = None) -> tuple[argparse.Namespace, dict[str, dict]]:
+    """Parse :func:`runs_parser`'s command line, run ``validation(run, cache)`` on each run (a dict with the
+    validation baseline ``base`` and :func:`fit_grids`' ``grids``), print each as it comes (:func:`print_grids`, then
+    ``show``): (the arguments, {run: its result})."""
+    args = runs_parser(doc).parse_args()
+    results = {}
+    for run in args.runs:
+        r = results[run] = validation(Path(run), args.cache)
+        print_grids(run, r["base"], r["grids"])
+        if show is not None:
+            show(r)
+    return args, results
 
 
 def save_json(path: str | Path | None, results: dict) -> None:
