@@ -23,6 +23,7 @@ the README notes the numbers.
 
 from __future__ import annotations
 
+import argparse
 import copy
 from pathlib import Path
 
@@ -60,8 +61,8 @@ class ListCentered(ExperimentDisambiguator):
         return np.einsum("qd,qkd->qk", pc, cc) - cp[:, None] - cr[inverse]
 
 
-def validation(run: Path, cache: str) -> dict:
-    cfg, features, train, val = validation_data(run, cache)
+def validation(run: Path, args: argparse.Namespace) -> dict:
+    cfg, features, train, val = validation_data(run, args.cache)
     lda = default_disambiguators(cfg.seed)
     centred = [ListCentered(inner, k, alpha) for inner in lda for k in (5, 10, 20) for alpha in (0.5, 1.0)]
     grids, _ = fit_grids(cfg, features, train, val, {"lda": lda, "lda+centred": lda + centred, "centred": centred},

@@ -25,6 +25,7 @@ LDA power 0 or 0.5, with or without its cohort), so the classifier only corrects
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import numpy as np
@@ -107,8 +108,8 @@ class Stacked(ExperimentDisambiguator):
                                                                                                     ids)
 
 
-def validation(run: Path, cache: str) -> dict:
-    cfg, features, train, val = validation_data(run, cache)
+def validation(run: Path, args: argparse.Namespace) -> dict:
+    cfg, features, train, val = validation_data(run, args.cache)
     seed, pool, out = cfg.seed, DisambiguatorPool(seed=cfg.seed), {}
     lda = default_disambiguators(seed)
     pair = [PairClassifier(hidden=64, seed=seed), PairClassifier(hidden=0, seed=seed)]

@@ -68,15 +68,19 @@ def print_grids(run: str, base_rank1: float, results: dict[str, dict]) -> None:
               f"{r['chosen'][:60]} {r['selection']} w {r['weight']} ({r['seconds']} s)")
 
 
-def grid_runs(doc: str, validation: Callable[[Path, str], dict],
-              show: Callable[[dict], None] | None = None) -> tuple[argparse.Namespace, dict[str, dict]]:
-    """Parse :func:`runs_parser`'s command line, run ``validation(run, cache)`` on each run (a dict with the
-    validation baseline ``base`` and :func:`fit_grids`' ``grids``), print each as it comes (:func:`print_grids`, then
-    ``show``): (the arguments, {run: its result})."""
-    args = runs_parser(doc).parse_args()
+def grid_runs(doc: str, validation: Callable[[Path, argparse.Namespace], dict],
+              show: Callable[[dict], None] | None = None,
+              options: Callable[[argparse.ArgumentParser], None] | None = None) -> tuple[argparse.Namespace, dict]:
+    """Parse :func:`runs_parser`'s command line (plus what ``options`` adds to it), run ``validation(run, args)`` on
+    each run (a dict with the validation baseline ``base`` and :func:`fit_grids`' ``grids``), print each as it comes
+    (:func:`print_grids`, then ``show``): (the arguments, {run: its result})."""
+    ap = runs_parser(doc)
+    if options is not None:
+        options(ap)
+    args = ap.parse_args()
     results = {}
     for run in args.runs:
-        r = results[run] = validation(Path(run), args.cache)
+        r = results[run] = validation(Path(run), args)
         print_grids(run, r["base"], r["grids"])
         if show is not None:
             show(r)
