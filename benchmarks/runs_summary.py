@@ -1,0 +1,82 @@
+"""One table of several benchmark runs: the saved model (``lookalike-best``) against the baselines and the
+comparisons the accuracy issue asks for, read from each run's ``metrics.json`` (nothing is recomputed).
+
+    python benchmarks/runs_summary.py runs/lfw runs/lfw-s1 runs/pubfig runs/lfw-lowres20 runs/lfw-lowres20-s1 \\
+        runs/pubfig-lowres20 runs/pubfig-lowres20-s1 [--out summary]
+
+Prints Markdown (rank-1 %, 95% bootstrap CI, exact McNemar p, probes fixed / broken) and with ``--out`` writes
+``summary.md`` and ``summary.json`` there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+BEST = "lookalike-best"
+AGAINST = ("baseline-plain", "lookalike-disamb-only", "lookalike-global", "kreciprocal-transductive")
+
+
+def run_row(run: Path) -> dict:
+    """The figures of one run: its protocol, the baselines' and the saved model's rank-1, and the paired tests of
+    the saved model against each method of :data:`AGAINST` the run has."""
+    m = json.loads((run / "metrics.json").read_text())
+    methods, cfg = m["methods"], m["config"]
+    plain = "baseline-plain" if "baseline-plain" in methods else "baseline"
+    paired = dict(m.get("paired", {}).get(BEST, {}))
+    if plain == "baseline":  # full resolution: the run's matcher is the plain one
+        b = methods[BEST]
+        paired["baseline-plain"] = {"rank1_diff": b["rank1"] - methods["baseline"]["rank1"],
+                                    "mcnemar_p": b["mcnemar_p"], "fixed": b["fixed"], "broken": b["broken"]}
+    probes = m["protocol"].get("n_probes_searched", m["protocol"].get("n_probes"))
+    return {"run": str(run), "data": Path(cfg["data"]).name, "seed": cfg["seed"], "lowres": cfg.get("lowres"),
+            "degrade": cfg.get("degrade", "bicubic"), "probes": probes,
+            "plain": methods[plain]["rank1"], "baseline": methods["baseline"]["rank1"],
+            "best": methods[BEST]["rank1"], "best_ci": methods[BEST]["rank1_ci95"],
+            "paired": {k: paired[k] for k in AGAINST if k in paired}}
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.2f}"
+
+
+def markdown(rows: list[dict]) -> str:
+    head = ("| data | seed | face | probes | plain baseline | run's baseline | `lookalike-best` [95% CI] | "
+            + " | ".join(f"vs {k}: diff (p; fixed / broken)" for k in AGAINST) + " |")
+    lines = [head, "|" + "---|" * (7 + len(AGAINST))]
+    for r in rows:
+        cells = []
+        for k in AGAINST:
+            p = r["paired"].get(k)
+            cells.append("–" if p is None else f"{100 * p['rank1_diff']:+.2f} ({p['mcnemar_p']:.2g}; "
+                                               f"{p['fixed']} / {p['broken']})")
+        face = "full" if not r["lowres"] else f"~{r['lowres']} px" + ("" if r["degrade"] == "bicubic"
+                                                                      else f" {r['degrade']}")
+        ci = f"[{pct(r['best_ci'][0])}, {pct(r['best_ci'][1])}]"
+        lines.append(f"| {r['data']} | {r['seed']} | {face} | {r['probes']} | {pct(r['plain'])} | {pct(r['baseline'])} "
+                     f"| {pct(r['best'])} {ci} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("runs", nargs="+", help="benchmark output folders (each with metrics.json)")
+    ap.add_argument("--out", default=None, help="write summary.md and summary.json into this folder")
+    args = ap.parse_args()
+    missing = [r for r in args.runs if not (Path(r) / "metrics.json").is_file()]
+    if missing:
+        sys.exit(f"runs_summary: error: no metrics.json in {', '.join(missing)}")
+    rows = [run_row(Path(r)) for r in args.runs]
+    text = markdown(rows)
+    print(text)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "summary.md").write_text(text)
+        (out / "summary.json").write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()

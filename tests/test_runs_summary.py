@@ -1,0 +1,55 @@
+"""benchmarks/runs_summary.py: one table of several runs from their metrics.json (the real table is in README)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "runs_summary.py"
+
+
+@pytest.fixture(scope="module")
+def summary():
+    spec = importlib.util.spec_from_file_location("runs_summary", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run(folder: Path, lowres: int | None, base: float, best: float, plain: float | None = None) -> Path:
+    best_m = {"rank1": best, "rank1_ci95": [best - 0.01, best + 0.01], "mcnemar_p": 0.02, "fixed": 7, "broken": 2}
+    methods = {"baseline": {"rank1": base}, "lookalike-best": best_m}
+    paired = {"lookalike-best": {"lookalike-global": {"rank1_diff": 0.001, "mcnemar_p": 1.0, "fixed": 1, "broken": 0}}}
+    if plain is not None:
+        methods["baseline-plain"] = {"rank1": plain}
+        paired["lookalike-best"]["baseline-plain"] = {"rank1_diff": best - plain, "mcnemar_p": 1e-5, "fixed": 30,
+                                                      "broken": 4}
+    folder.mkdir()
+    (folder / "metrics.json").write_text(json.dumps({
+        "methods": methods, "paired": paired, "protocol": {"n_probes": 120, "n_probes_searched": 100},
+        "config": {"data": "../shared/data/lfw", "seed": 1, "lowres": lowres, "degrade": "bicubic"}}))
+    return folder
+
+
+def test_rows_compare_the_saved_model_with_the_plain_baseline(summary, tmp_path):
+    full = summary.run_row(_run(tmp_path / "full", None, 0.90, 0.92))
+    low = summary.run_row(_run(tmp_path / "low", 20, 0.52, 0.56, plain=0.48))
+    # full resolution: the run's own baseline is the plain matcher, and the saved model's test against it is used
+    assert full["plain"] == 0.90 and full["paired"]["baseline-plain"]["fixed"] == 7
+    assert full["paired"]["baseline-plain"]["rank1_diff"] == pytest.approx(0.02)
+    assert low["plain"] == 0.48 and low["baseline"] == 0.52 and low["paired"]["baseline-plain"]["fixed"] == 30
+    assert low["probes"] == 100 and "kreciprocal-transductive" not in low["paired"]
+    table = summary.markdown([full, low]).splitlines()
+    assert len(table) == 4
+    assert "| lfw | 1 | ~20 px | 100 | 48.00 | 52.00 | 56.00 [55.00, 57.00] | +8.00 (1e-05; 30 / 4) |" in table[3]
+    assert table[3].endswith("| – | +0.10 (1; 1 / 0) | – |")
+
+
+def test_a_folder_without_metrics_is_a_one_line_error(tmp_path):
+    r = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path)], capture_output=True, text=True)
+    assert r.returncode == 1 and r.stderr.strip() == f"runs_summary: error: no metrics.json in {tmp_path}"
