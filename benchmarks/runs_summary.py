@@ -15,6 +15,8 @@ import json
 import sys
 from pathlib import Path
 
+from lookalike.io import atomic_write, write_json
+
 BEST = "lookalike-best"
 AGAINST = ("baseline-plain", "lookalike-disamb-only", "lookalike-global", "kreciprocal-transductive")
 
@@ -35,7 +37,7 @@ def run_row(run: Path) -> dict:
             "degrade": cfg.get("degrade", "bicubic"), "probes": probes,
             "plain": methods[plain]["rank1"], "baseline": methods["baseline"]["rank1"],
             "best": methods[BEST]["rank1"], "best_ci": methods[BEST]["rank1_ci95"],
-            "paired": {k: paired[k] for k in AGAINST if k in paired}}
+            "paired": {k: paired[k] for k in AGAINST if k in paired}, "versions": m.get("versions", {})}
 
 
 def pct(x: float) -> str:
@@ -72,10 +74,9 @@ def main() -> None:
     text = markdown(rows)
     print(text)
     if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "summary.md").write_text(text)
-        (out / "summary.json").write_text(json.dumps(rows, indent=2))
+        with atomic_write(Path(args.out) / "summary.md") as f:
+            f.write(text)
+        write_json(Path(args.out) / "summary.json", rows)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from lookalike.benchmark import BenchmarkConfig, run_features, run_model
 from lookalike.disambiguators.base import Disambiguator
 from lookalike.experiment import ProtocolFeatures, SearchSplit, build_split
 from lookalike.faces import FaceSet
+from lookalike.io import atomic_write
 from lookalike.model import LookalikeModel
 from lookalike.rerank import DisambiguatorPool
 
@@ -90,4 +91,5 @@ def grid_runs(doc: str, validation: Callable[[Path, argparse.Namespace], dict],
 def save_json(path: str | Path | None, results: dict) -> None:
     """Write ``results`` as JSON to ``path`` (nothing when None)."""
     if path:
-        Path(path).write_text(json.dumps(results, indent=2, default=str))
+        with atomic_write(path) as f:
+            json.dump(results, f, indent=2, default=str)
