@@ -4,6 +4,7 @@ log in, record a verdict by clicking, check it reached the audit table, and save
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,18 @@ CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="no /usr/bin/chromium (apt-get install chromium)")
+IMAGES_LOADED = "Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)"
+
+
+def wait_for_images(page, seconds: float = 30.0) -> None:
+    """Until every image of the page has loaded. Polled from here with ``page.evaluate``: Playwright's
+    ``wait_for_function`` evaluates its predicate again with ``eval`` in the page whenever the first check fails,
+    which the page's Content-Security-Policy (``script-src 'self'``) rightly refuses (seen on a loaded machine)."""
+    deadline = time.monotonic() + seconds
+    while not page.evaluate(IMAGES_LOADED):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the page's images did not load within {seconds} s")
+        page.wait_for_timeout(100)
 
 
 def test_review_page_in_a_browser(orl_dir: Path, tmp_path: Path):
@@ -49,7 +62,7 @@ def test_review_page_in_a_browser(orl_dir: Path, tmp_path: Path):
             assert not card.locator(".score").is_visible()  # scores hidden until asked for
             page.check("#show-scores")
             assert card.locator(".score").is_visible()
-            page.wait_for_function("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
+            wait_for_images(page)
             card.locator("input[value=match]").check()
             card.locator("input[name=reviewer]").fill("Examiner B")
             card.locator("textarea[name=note]").fill("clicked in the browser")
@@ -57,7 +70,7 @@ def test_review_page_in_a_browser(orl_dir: Path, tmp_path: Path):
             page.wait_for_selector("text=Recorded:")
             ARTIFACTS.mkdir(exist_ok=True)
             shot = ARTIFACTS / "review-page.png"
-            page.wait_for_function("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
+            wait_for_images(page)
             page.screenshot(path=str(shot), full_page=True)
             print(f"screenshot: {shot}")
             browser.close()
