@@ -25,13 +25,11 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFilter
-from validation_runs import fit_grids, runs_parser, save_json, validation_data
+from validation_runs import ExperimentMatcher, embed_rows, fit_grids, runs_parser, save_json, validation_data
 
-from lookalike.embed import embed_paths
 from lookalike.experiment import search
 from lookalike.faces import FaceSet
 from lookalike.matchers.base import Matcher
-from lookalike.matchers.cache import EmbeddingCache
 from lookalike.metrics import evaluate
 from lookalike.rerank import DisambiguatorPool, default_disambiguators
 
@@ -39,44 +37,26 @@ SETTINGS = {"unsharp": ((2, 50), (2, 100), (4, 100)),  # (radius px, percent)
             "blur": ((1, 0), (2, 0))}  # (radius px, unused)
 
 
-class FilteredFlip(Matcher):
-    """The flip matcher on unsharp-masked (``kind="unsharp"``) or blurred (``"blur"``) chips; the model loads on
-    first use (pickles light into the embedding processes)."""
+class FilteredFlip(ExperimentMatcher):
+    """The flip matcher on unsharp-masked (``kind="unsharp"``) or blurred (``"blur"``) chips."""
 
     dim = 128
 
     def __init__(self, kind: str, radius: float, percent: int) -> None:
-        self.kind, self.radius, self.percent, self._net = kind, radius, percent, None
+        self.kind, self.radius, self.percent = kind, radius, percent
         self.name = f"dlib-resnet-v1+flip+{kind}{radius}" + (f"-{percent}" if kind == "unsharp" else "")
 
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_net": None}
-
     def descriptors(self, chips: np.ndarray) -> np.ndarray:
-        if self._net is None:  # in an embedding process: one torch thread each, as the named matchers get
-            import torch
-
-            from lookalike.matchers import get_matcher
-
-            torch.set_num_threads(1)
-            self._net = get_matcher("torch-flip")
         f = ImageFilter.UnsharpMask(self.radius, self.percent, 0) if self.kind == "unsharp" \
             else ImageFilter.GaussianBlur(self.radius)
         sharp = np.stack([np.asarray(Image.fromarray(c).filter(f)) for c in np.asarray(chips)])
-        return self._net.descriptors(sharp)
+        return self.net().descriptors(sharp)
 
 
 def reembed(faces: FaceSet, matcher: Matcher, cache: str, degrade: str) -> FaceSet:
     """``faces`` with their vectors from ``matcher`` (each at its own resolution)."""
-    vectors = np.zeros_like(faces.vectors)
-    for res in np.unique(faces.lowres):
-        rows = np.flatnonzero(faces.lowres == res)
-        emb = embed_paths(faces.paths[rows], matcher, lowres=int(res) or None, cache=EmbeddingCache(cache),
-                          desc=f"{matcher.name} ({int(res) or 'full'})", degrade=degrade)
-        if not emb.ok.all():
-            raise RuntimeError(f"{(~emb.ok).sum()} faces failed")
-        vectors[rows] = emb.vectors
-    return FaceSet(faces.paths, faces.identities, vectors, faces.lowres)
+    return FaceSet(faces.paths, faces.identities, embed_rows(faces.paths, faces.lowres, matcher, cache, degrade),
+                   faces.lowres)
 
 
 def validation(run: Path, cache: str, kind: str) -> dict:

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from validation_runs import ExperimentDisambiguator, fit_grids, grid_runs, save_json, validation_data
+from validation_runs import ExperimentDisambiguator, fit_grids, global_rank1, grid_runs, save_json, validation_data
 
 from lookalike.disambiguators.base import distinct_rows
 from lookalike.disambiguators.lda import LookalikeLDA
@@ -121,10 +121,7 @@ def validation(run: Path, args: argparse.Namespace) -> dict:
     out["grids"], models = fit_grids(cfg, features, train, val, grids, pool)
     for name, d in (("mlp", pair[0]), ("lr", pair[1]), ("lda", models["lda"].disambiguator_),
                     ("lda+stacked", models["lda+stacked"].disambiguator_)):
-        fitted = pool.get(d, train)
-        scores = fitted.score_matrix(val.probes.vectors, val.gallery.vectors)
-        hits = val.gallery.identities[scores.argmax(1)] == val.probes.identities
-        out[f"{name}_global_rank1"] = float(hits.mean())
+        out[f"{name}_global_rank1"] = global_rank1(pool.get(d, train), val)
     return out
 
 

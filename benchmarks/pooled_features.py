@@ -37,13 +37,21 @@ import copy
 from pathlib import Path
 
 import numpy as np
-from validation_runs import ExperimentDisambiguator, fit_grids, grid_runs, save_json, validation_data
+from validation_runs import (
+    ExperimentDisambiguator,
+    ExperimentMatcher,
+    embed_rows,
+    fit_grids,
+    global_rank1,
+    grid_runs,
+    save_json,
+    validation_data,
+)
 
 from lookalike.disambiguators.base import distinct_rows
 from lookalike.disambiguators.lda import LookalikeLDA
-from lookalike.embed import embed_paths
 from lookalike.faces import FaceSet
-from lookalike.matchers.base import Matcher, l2_normalize
+from lookalike.matchers.base import l2_normalize
 from lookalike.metrics import evaluate
 from lookalike.mining import Pairs
 from lookalike.rerank import DisambiguatorPool, default_disambiguators
@@ -51,29 +59,19 @@ from lookalike.rerank import DisambiguatorPool, default_disambiguators
 PARTS = {"pooled": slice(0, 256), "grid": slice(256, 1280)}
 
 
-class PooledFeatures(Matcher):
+class PooledFeatures(ExperimentMatcher):
     """The network's trunk output, average-pooled whole (256-d) and over a 2x2 grid (1,024-d), each part
-    L2-normalised, for the chip and its mirror (the mirror's grid mirrored back), summed. The model loads on
-    first use (so the object pickles light into the embedding processes)."""
+    L2-normalised, for the chip and its mirror (the mirror's grid mirrored back), summed."""
 
-    name, dim = "dlib-resnet-v1-pooled-g1g2+flip", 1280
-
-    def __init__(self) -> None:
-        self._net = None
-
-    def __getstate__(self) -> dict:
-        return {"_net": None}
+    name, dim, base = "dlib-resnet-v1-pooled-g1g2+flip", 1280, "torch"
 
     def descriptors(self, chips: np.ndarray) -> np.ndarray:
         import torch
         import torch.nn.functional as F
 
-        from lookalike.matchers.torch_resnet import TorchResNetMatcher, preprocess
+        from lookalike.matchers.torch_resnet import preprocess
 
-        if self._net is None:  # in an embedding process: one torch thread each, as the named matchers get
-            torch.set_num_threads(1)
-            self._net = TorchResNetMatcher()
-        m = self._net
+        m = self.net()
         out = np.zeros((len(chips), self.dim), np.float32)
         with torch.inference_mode():
             for mirror in (False, True):
@@ -143,20 +141,9 @@ class Summed(ExperimentDisambiguator):
 
 def feature_table(sets: list[FaceSet], protocol, cache: str) -> dict[bytes, np.ndarray]:
     """Each face's pooled features (in its own resolution), keyed by its matcher embedding."""
-    from lookalike.matchers.cache import EmbeddingCache
-
-    paths = np.concatenate([s.paths for s in sets])
-    vectors = np.concatenate([s.vectors for s in sets])
-    lowres = np.concatenate([s.lowres for s in sets])
-    table = FeatureTable()
-    for res in np.unique(lowres):
-        rows = np.flatnonzero(lowres == res)
-        emb = embed_paths(paths[rows], PooledFeatures(), lowres=int(res) or None, cache=EmbeddingCache(cache),
-                          desc=f"pooled features ({int(res) or 'full'})", degrade=protocol.degrade)
-        if not emb.ok.all():
-            raise RuntimeError(f"{(~emb.ok).sum()} faces failed to give pooled features")
-        table.update(zip(vector_keys(vectors[rows]), emb.vectors, strict=True))
-    return table
+    paths, lowres = np.concatenate([s.paths for s in sets]), np.concatenate([s.lowres for s in sets])
+    pooled = embed_rows(paths, lowres, PooledFeatures(), cache, protocol.degrade)
+    return FeatureTable(zip(vector_keys(np.concatenate([s.vectors for s in sets])), pooled, strict=True))
 
 
 def validation(run: Path, args: argparse.Namespace) -> dict:
@@ -173,8 +160,7 @@ def validation(run: Path, args: argparse.Namespace) -> dict:
     pool = DisambiguatorPool(seed=cfg.seed)
     out, models = fit_grids(cfg, features, train, val, grids, pool)
     for name, m in models.items():  # the chosen disambiguator ranking the whole validation gallery
-        scores = pool.get(m.disambiguator_, train).score_matrix(val.probes.vectors, val.gallery.vectors)
-        out[name]["global_rank1"] = float((val.gallery.identities[scores.argmax(1)] == val.probes.identities).mean())
+        out[name]["global_rank1"] = global_rank1(pool.get(m.disambiguator_, train), val)
     return {"lowres": features.protocol.lowres, "base": evaluate(val.positions(), n_boot=0)["rank1"], "grids": out}
 
 

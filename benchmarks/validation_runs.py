@@ -14,11 +14,34 @@ import numpy as np
 
 from lookalike.benchmark import BenchmarkConfig, run_features, run_model
 from lookalike.disambiguators.base import Disambiguator
+from lookalike.embed import embed_paths
 from lookalike.experiment import ProtocolFeatures, SearchSplit, build_split
 from lookalike.faces import FaceSet
 from lookalike.io import atomic_write
+from lookalike.matchers import get_matcher
+from lookalike.matchers.base import Matcher
+from lookalike.matchers.cache import EmbeddingCache
 from lookalike.model import LookalikeModel
 from lookalike.rerank import DisambiguatorPool
+
+
+class ExperimentMatcher(Matcher):
+    """A matcher a validation script embeds faces with (its own cache ``name``), built on the library's matcher
+    ``base`` (a :func:`~lookalike.matchers.get_matcher` name), which loads on first use: the object pickles light
+    into the embedding processes, and each process gets one torch thread, as the named matchers do."""
+
+    base = "torch-flip"
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_net": None}
+
+    def net(self) -> Matcher:
+        if self.__dict__.get("_net") is None:
+            import torch
+
+            torch.set_num_threads(1)  # only ever called inside an embedding process
+            self._net = get_matcher(self.base)
+        return self._net
 
 
 class ExperimentDisambiguator(Disambiguator):
@@ -44,6 +67,28 @@ def validation_data(run: str | Path, cache: str) -> tuple[BenchmarkConfig, Proto
     """(the run's config, its protocol's features, the train faces, the validation split)."""
     cfg, features = run_features(run, cache)
     return cfg, features, features.faces("train"), build_split(features, "val", cfg.depth)
+
+
+def embed_rows(paths: np.ndarray, lowres: np.ndarray, matcher: Matcher, cache: str, degrade: str) -> np.ndarray:
+    """``matcher``'s vectors of these images, each at its own resolution (``lowres`` 0: full), through the cache;
+    a RuntimeError if any image fails (they all embedded once already)."""
+    out = None
+    for res in np.unique(lowres):
+        rows = np.flatnonzero(lowres == res)
+        emb = embed_paths(paths[rows], matcher, lowres=int(res) or None, cache=EmbeddingCache(cache),
+                          desc=f"{matcher.name} ({int(res) or 'full'})", degrade=degrade)
+        if not emb.ok.all():
+            raise RuntimeError(f"{matcher.name}: {(~emb.ok).sum()} faces failed")
+        out = np.zeros((len(paths), emb.vectors.shape[1]), np.float32) if out is None else out
+        out[rows] = emb.vectors
+    return out
+
+
+def global_rank1(disambiguator: Disambiguator, val: SearchSplit) -> float:
+    """Validation rank-1 of a fitted disambiguator ranking the whole validation gallery by itself (the probes'
+    part of the benchmark's ``lookalike-global``, :func:`lookalike.benchmark.global_search`)."""
+    scores = disambiguator.score_matrix(val.probes.vectors, val.gallery.vectors)
+    return float((val.gallery.identities[scores.argmax(1)] == val.probes.identities).mean())
 
 
 def fit_grids(cfg: BenchmarkConfig, features: ProtocolFeatures, train: FaceSet, val: SearchSplit,
