@@ -185,6 +185,42 @@ def test_a_tampered_or_foreign_saved_index_is_rebuilt(tmp_path: Path, damage) ->
         assert g.index_source_ == "saved"  # re-saved in good order
 
 
+def test_the_vectors_are_hashed_on_opening_only_when_their_file_changed(tmp_path: Path, monkeypatch) -> None:
+    """A saved index is reused without re-hashing vectors.npy while the file is the one it was saved beside (its
+    recorded size, modification time and inode); once the file is rewritten its rows are hashed and checked."""
+    import lookalike.index as index_module
+    hashed = []
+    real = index_module._hash_rows
+    monkeypatch.setattr(index_module, "_hash_rows", lambda h, v, start, *a: hashed.append(len(v) - start) or
+                        real(h, v, start, *a))
+    db = tmp_path / "g.sqlite"
+    with _gallery(db) as g:
+        probes = _probes(g)
+        expect = g.search(probes, k=10)
+    hashed.clear()
+    with Gallery.open(db) as g:
+        assert g.index_source_ == "saved" and sum(hashed) == 0
+        _assert_same_lists(g.search(probes, k=10), expect)
+        _add(g, subjects=5, per=2, seed=7)  # faces added: the index is saved again, its rows hashed once
+        assert sum(hashed) == len(g.vectors_) == 310
+        grown = g.search(probes, k=10)
+    hashed.clear()
+    with Gallery.open(db) as g:
+        assert (g.index_source_, sum(hashed)) == ("saved", 0)
+        _assert_same_lists(g.search(probes, k=10), grown)
+    path = vector_dir(db) / "vectors.npy"
+    path.write_bytes(path.read_bytes())  # the same rows, another modification time: hashed, found equal, reused
+    with Gallery.open(db) as g:
+        assert (g.index_source_, sum(hashed)) == ("saved", 310)
+    for stamp in ({"size": 1}, "[1, 2"):  # a stamp of another file, or an unreadable one: hashed, not trusted
+        hashed.clear()
+        (vector_dir(db) / "index" / "vectors-stamp.json").write_text(json.dumps(stamp) if isinstance(stamp, dict)
+                                                                     else stamp)
+        with Gallery.open(db) as g:
+            assert (g.index_source_, sum(hashed)) == ("saved", 310)
+            _assert_same_lists(g.search(probes, k=10), grown)
+
+
 def test_exact_and_overridden_indexes_save_nothing(tmp_path: Path) -> None:
     with _gallery(tmp_path / "e.sqlite", index="numpy") as g:
         assert g.index_source_ == "built"

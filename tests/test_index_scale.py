@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import mmap
+import time
 
 import numpy as np
 import pytest
 
 from lookalike.index import (
+    ApproximateIndex,
     FaissIndex,
     HNSWIndex,
     IndexMismatchError,
@@ -116,6 +118,32 @@ def test_ann_recall_and_exact_rescoring(kind, params):
     weak = make_index(kind, 32, overfetch=1, **({"ef_search": 1, "m": 4} if kind == "hnsw" else {"nprobe": 1}))
     weak.add(g)
     assert _recall(weak.search(q, 20)[1], ref) < _recall(i, ref)
+
+
+def test_fast_scan_searches_from_several_threads_keep_their_scan_choice(monkeypatch):
+    """A single query scans its lists on all FAISS threads (implementation 14), a batch splits the queries (0):
+    the choice is set on the shared FAISS index, so concurrent searches must not change it under each other."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(5)
+    g, q = _clustered(rng, 3000, 32), _clustered(rng, 16, 32)
+    ix = make_index("ivf", 32, nprobe=8, storage="PQ32x4fs", overfetch=8)
+    ix.add(g)
+    want = {n: ix.search(q[:n], 10) for n in (1, 16)}
+    seen, base = [], ApproximateIndex._candidates
+
+    def slow(self, queries, fetch):  # the FAISS call, with a window for another thread to change the setting
+        before = self._index.implem
+        time.sleep(0.005)
+        seen.append((len(queries), before, self._index.implem))
+        return base(self, queries, fetch)
+
+    monkeypatch.setattr(ApproximateIndex, "_candidates", slow)
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda n: (n, ix.search(q[:n], 10)), [1, 16] * 20))
+    assert len(seen) == 40 and all(b == a == (14 if n == 1 else 0) for n, b, a in seen), seen
+    for n, (_, i) in got:
+        np.testing.assert_array_equal(i, want[n][1])
 
 
 @pytest.mark.parametrize("kind", ["hnsw", "ivf"])

@@ -22,6 +22,7 @@ detected and rebuilt.
 from __future__ import annotations
 
 import hashlib
+import threading
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -537,6 +538,7 @@ class IVFIndex(ApproximateIndex):
             raise ValueError(f"ivf: storage {storage!r} is not a FAISS code for {dim}-d vectors") from None
         self.nlist, self.nprobe, self.storage = nlist, nprobe, storage
         self.nlist_: int | None = None
+        self._implem_lock = threading.Lock()  # FAISS's scan choice is a setting of the index, not of one search
 
     def params(self) -> dict[str, Any]:
         return {"nlist": self.nlist, "nprobe": self.nprobe, "storage": self.storage, "overfetch": self.overfetch}
@@ -571,10 +573,13 @@ class IVFIndex(ApproximateIndex):
 
     def _candidates(self, queries: np.ndarray, fetch: int) -> tuple[np.ndarray, np.ndarray]:
         # 4-bit fast-scan lists (storage ``PQ<m>x4fs``): one query scans its lists on all FAISS threads (FAISS's
-        # implementation 14), a batch splits the queries between threads (its default)
-        if hasattr(self._index, "implem"):
+        # implementation 14), a batch splits the queries between threads (its default); the choice is set on the
+        # shared index, so searches from several threads (the service) take turns rather than swap it mid-scan
+        if not hasattr(self._index, "implem"):
+            return super()._candidates(queries, fetch)
+        with self._implem_lock:
             self._index.implem = 14 if len(queries) == 1 else 0
-        return super()._candidates(queries, fetch)
+            return super()._candidates(queries, fetch)
 
 
 class PQIndex(ApproximateIndex):
@@ -673,12 +678,15 @@ def format_index_spec(kind: str, params: dict[str, Any]) -> str:
     return ":".join([kind, ",".join(f"{k}={v}" for k, v in params.items())]) if params else kind
 
 
-def load_index(folder: str | Path, vectors: np.ndarray | None = None) -> Index:
+def load_index(folder: str | Path, vectors: np.ndarray | None = None,
+               known: dict[str, Any] | None = None) -> Index:
     """Load an index saved by :meth:`Index.save`.
 
     ``vectors``: the (N, D) float32 vectors it is for (e.g. a gallery's memory-mapped ``vectors.npy``); by
     default the folder's own ``vectors.npy``, memory-mapped. Raises :class:`IndexMismatchError` when they are not
-    the vectors the index was built for (count, dim or checksum differ): rebuild the index then.
+    the vectors the index was built for (count, dim or checksum differ): rebuild the index then. ``known``: the
+    :func:`fingerprint` of ``vectors`` when the caller knows it (e.g. a file unchanged since it was recorded), so
+    they are not hashed again (half a second for a million faces); their count and dim are still checked.
     """
     folder = Path(folder)
     if not (folder / META).is_file():
@@ -704,8 +712,9 @@ def load_index(folder: str | Path, vectors: np.ndarray | None = None) -> Index:
             raise FileNotFoundError(f"{folder}: no {VECTORS}; pass the vectors the index was built for")
         vectors = np.load(folder / VECTORS, mmap_mode="r")
     v = _as_rows(vectors, dim)
-    h = _hash_rows(hashlib.blake2b(digest_size=16), v, 0)
-    got = _fingerprint(v, h)
+    known = known if known is not None and (known.get("n"), known.get("dim")) == v.shape else None
+    h = None if known is not None else _hash_rows(hashlib.blake2b(digest_size=16), v, 0)
+    got = known if known is not None else _fingerprint(v, h)
     if got != want:
         raise IndexMismatchError(
             f"{folder}: index built for {want.get('n')} x {want.get('dim')} vectors (checksum {want.get('checksum')}), "
@@ -715,7 +724,7 @@ def load_index(folder: str | Path, vectors: np.ndarray | None = None) -> Index:
     except TypeError as e:
         raise ValueError(f"{folder / META}: bad parameters for {kind} ({e})") from None
     ix._rows = _Rows(dim, v)  # searched in place
-    ix._hashed = (len(v), h)
+    ix._hashed = None if h is None else (len(v), h)
     if cls is NumpyIndex:
         return ix
     for name, value in learned.items():

@@ -299,6 +299,7 @@ class Gallery:
         self.generation_ = snap.generation
         self.image_ids_, self.subjects_, self.paths_ = snap.image_ids, snap.subjects, snap.paths
         self.vectors_, self.vectors_source_ = vectors, source
+        self._code_subjects(snap.subject_ids)
         self._open_index(reuse=source == "file")
         if source != "file":
             self._save(append=read_files)  # a rebuild asked for rewrites the files whole
@@ -372,7 +373,6 @@ class Gallery:
     def _open_index(self, reuse: bool) -> None:
         """The search index over ``vectors_``: the saved one when ``reuse`` and it was built for exactly these
         vectors with this spec, else built (``index_source_`` says which)."""
-        self._code_subjects()
         if reuse and self._saves_index and len(self.vectors_):
             try:
                 self.index_ = self._saved_index()
@@ -393,14 +393,14 @@ class Gallery:
         self.index_ = build_index(self._kind, self.vectors_, **self._params) if len(self.vectors_) else None
         self.index_source_ = "built" if self.index_ is not None else ""
 
-    def _code_subjects(self) -> None:
-        """An integer code per row's subject (equal subjects, equal codes), for consolidating search results."""
-        if len(self.subjects_):
-            names, codes = np.unique(self.subjects_, return_inverse=True)
-        else:
-            names, codes = np.zeros(0, object), np.zeros(0, np.int64)
+    def _code_subjects(self, keys: np.ndarray) -> None:
+        """An integer code per row's subject (equal subjects, equal codes), for consolidating search results.
+
+        ``keys``: an integer per row, equal exactly for rows of the same subject (the store's subject ids, or the
+        codes of before): sorting integers, not names, takes 0.05 s for a million faces instead of 0.4 s."""
+        _, first, codes = np.unique(np.asarray(keys, np.int64), return_index=True, return_inverse=True)
         self.subject_codes_ = codes.astype(np.int64).ravel()
-        self._subject_names = names
+        self._subject_names = self.subjects_[first]
         self._subject_code: dict[str, int] | None = None  # name -> code, made when rows are appended
 
     def _append_vectors(self, vectors: np.ndarray) -> None:
@@ -581,7 +581,7 @@ class Gallery:
             self.image_ids_, self.subjects_, self.paths_ = (self.image_ids_[keep], self.subjects_[keep],
                                                             self.paths_[keep])
             self.vectors_ = np.asarray(self.vectors_)[keep]
-            self._code_subjects()
+            self._code_subjects(self.subject_codes_[keep])
             self._build_index()
             self._save()
         else:

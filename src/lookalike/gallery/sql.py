@@ -286,16 +286,16 @@ class SQLStore(GalleryStore):
         with self._transaction():
             gen = int(self._exec("SELECT generation FROM state WHERE id = 1").fetchone()[0])
             rows = self._exec(
-                f"SELECT i.id, s.name, i.path{', e.vector' if with_vectors else ''} FROM images i "
+                f"SELECT i.id, i.subject_id, s.name, i.path{', e.vector' if with_vectors else ''} FROM images i "
                 "JOIN subjects s ON s.id = i.subject_id "
                 "JOIN embeddings e ON e.image_id = i.id WHERE s.removed IS NULL AND i.status = 'ok' "
                 "AND e.matcher = ? AND e.preprocess = ? ORDER BY i.id", (matcher, preprocess)).fetchall()
-        ids = np.asarray([r[0] for r in rows], np.int64)
-        subjects = np.asarray([r[1] for r in rows], dtype=object)
-        paths = np.asarray([r[2] for r in rows], dtype=object)
-        vectors = (np.stack([np.frombuffer(bytes(r[3]), np.float32) for r in rows]) if rows and with_vectors
+        ids, subject_ids = (np.fromiter((r[c] for r in rows), np.int64, len(rows)) for c in (0, 1))
+        subjects = np.asarray([r[2] for r in rows], dtype=object)
+        paths = np.asarray([r[3] for r in rows], dtype=object)
+        vectors = (np.stack([np.frombuffer(bytes(r[4]), np.float32) for r in rows]) if rows and with_vectors
                    else np.zeros((0, 0), np.float32))
-        return Snapshot(gen, ids, subjects, paths, vectors)
+        return Snapshot(gen, ids, subjects, paths, vectors, subject_ids)
 
     def get_image(self, image_id: int) -> ImageRecord | None:
         with self._transaction():

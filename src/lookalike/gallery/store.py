@@ -91,6 +91,7 @@ class Snapshot:
     subjects: np.ndarray  # (N,) object
     paths: np.ndarray  # (N,) object
     vectors: np.ndarray  # (N, D) float32, or (0, 0) when not asked for
+    subject_ids: np.ndarray  # (N,) int64: the store's id of each row's subject (equal subjects, equal ids)
 
 
 @dataclass

@@ -2,9 +2,10 @@
 
 ``vectors.npy`` (memory-mappable float32 (N, D)), ``ids.npy`` (int64 image ids, one per row) and ``state.json``
 (store generation, matcher, dim, count); ``index/`` holds an approximate search index built over them
-(:meth:`lookalike.index.Index.save`). Each file is replaced atomically, ``state.json`` last, under an exclusive
-lock; readers take a shared lock. The gallery checks the files against the store (see
-:meth:`~lookalike.gallery.gallery.Gallery.refresh`) and the index against the vectors.
+(:meth:`lookalike.index.Index.save`) and the stamp of the ``vectors.npy`` it was saved beside (size, modification
+time, inode: while they are unchanged the index is trusted without re-hashing the vectors). Each file is replaced
+atomically, ``state.json`` last, under an exclusive lock; readers take a shared lock. The gallery checks the files
+against the store (see :meth:`~lookalike.gallery.gallery.Gallery.refresh`) and the index against the vectors.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from lookalike.index import Index, load_index
-from lookalike.io import atomic_write, write_json
+from lookalike.io import atomic_write, read_json, write_json
 
 VECTORS, IDS, STATE, LOCK, INDEX = "vectors.npy", "ids.npy", "state.json", ".lock", "index"
+STAMP = "vectors-stamp.json"  # in INDEX: the stamp of VECTORS when the index was saved
 
 
 class VectorFilesError(ValueError):
@@ -182,16 +184,37 @@ def _grown_header(path: Path, rows: int) -> tuple[int, bytes] | None:
 
 def read_index(folder: Path, vectors: np.ndarray) -> Index:
     """The index saved in ``folder/index`` for exactly ``vectors`` (:func:`lookalike.index.load_index`: OSError
-    when there is none, ValueError when it is unreadable or was built for other vectors)."""
+    when there is none, ValueError when it is unreadable or was built for other vectors).
+
+    ``vectors`` are the rows of ``vectors.npy``: while that file is the one the index was saved beside (the size,
+    modification time and inode recorded then), the fingerprint recorded with them stands for theirs (no hashing)."""
     with _locked(folder, exclusive=False):
-        return load_index(folder / INDEX, vectors)
+        stamp = _read_stamp(folder)
+        known = stamp.pop("vectors", None) if stamp == {**_stamp(folder), "vectors": stamp.get("vectors")} else None
+        return load_index(folder / INDEX, vectors, known=known if isinstance(known, dict) else None)
 
 
 def write_index(folder: Path, index: Index, still_current) -> bool:
     """Save ``index`` (without its vectors: they are ``vectors.npy``) to ``folder/index`` if ``still_current()``
-    holds under the lock."""
+    holds under the lock, with the stamp of ``vectors.npy`` and the fingerprint of its rows."""
     with _locked(folder, exclusive=True):
         if not still_current():
             return False
+        (folder / INDEX / STAMP).unlink(missing_ok=True)
         index.save(folder / INDEX, with_vectors=False)
+        write_json(folder / INDEX / STAMP, {**_stamp(folder), "vectors": index.fingerprint()})
     return True
+
+
+def _stamp(folder: Path) -> dict[str, int]:
+    """Size, modification time (ns) and inode of ``vectors.npy``: any write to it changes one of them."""
+    st = os.stat(folder / VECTORS)
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino}
+
+
+def _read_stamp(folder: Path) -> dict:
+    try:
+        stamp = read_json(folder / INDEX / STAMP)
+    except (OSError, ValueError):
+        return {}
+    return stamp if isinstance(stamp, dict) else {}
