@@ -350,6 +350,26 @@ def test_older_schema_is_migrated_on_open(db: str, monkeypatch: pytest.MonkeyPat
         s._exec("SELECT note FROM subjects")
 
 
+def test_page_sessions_are_kept_by_hash_and_expire(db: str) -> None:
+    """The service's page sessions in the store: upserted, read back, dropped; expired ones deleted on a write;
+    a session write changes nothing a search depends on (the generation)."""
+    from lookalike.gallery.store import SessionRecord
+
+    _create(db).close()
+    with open_store(db) as s:
+        gen = s.generation()
+        s.put_session(SessionRecord("a" * 64, "csrf-a", 1000.0, False, "", ""), now=500.0)
+        s.put_session(SessionRecord("b" * 64, "csrf-b", 2000.0, True, "env", "Examiner A"), now=500.0)
+        assert s.get_session("a" * 64) == SessionRecord("a" * 64, "csrf-a", 1000.0, False, "", "")
+        s.put_session(SessionRecord("a" * 64, "csrf-a", 3000.0, True, "7", "Examiner B"), now=500.0)  # replaced
+        assert s.get_session("a" * 64) == SessionRecord("a" * 64, "csrf-a", 3000.0, True, "7", "Examiner B")
+        s.put_session(SessionRecord("c" * 64, "csrf-c", 4000.0, False, "", ""), now=2500.0)  # b expired: deleted
+        assert s.get_session("b" * 64) is None and s.get_session("c" * 64) is not None
+        s.drop_session("a" * 64)
+        s.drop_session("never-there")
+        assert s.get_session("a" * 64) is None and s.generation() == gen
+
+
 def test_not_a_gallery_is_refused(tmp_path: Path) -> None:
     from lookalike.matchers.cache import EmbeddingCache
 

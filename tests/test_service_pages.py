@@ -3,7 +3,9 @@ with its verdict form, identify and enrol pages; plus one test of the service wi
 
 from __future__ import annotations
 
+import hashlib
 import re
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -94,6 +96,34 @@ def test_review_page_and_verdict(site):
     assert "Recorded:" in page and "same ear shape" in page
     r = client.post(f"/review/{sid}", data={**form, "subject": "nobody", "csrf": csrf})
     assert r.status_code == 422 and "not a candidate" in r.text
+
+
+def test_a_login_outlives_a_restart_and_holds_across_processes(site, tmp_path: Path):
+    """Page sessions live in the gallery's database (under a hash of the cookie): a restarted service, or another
+    service process on the same gallery, knows the examiner; logging out on one ends the session on every one."""
+    client, service, sid = site
+    client.cookies.clear()
+    csrf = login(client)
+    cookie = client.cookies.get("lookalike_session")
+    top = service.get_search(sid)["result"]["results"][0]["faces"][0]["candidates"][0]["subject"]
+    form = {"subject": top, "verdict": "inconclusive", "reviewer": "Examiner R", "note": "", "csrf": csrf}
+    assert client.post(f"/review/{sid}", data=form).status_code == 303  # the session remembers the reviewer
+    con = sqlite3.connect(service.db)
+    stored = [r[0] for r in con.execute("SELECT id_hash FROM sessions")]
+    con.close()
+    assert stored and cookie not in stored and hashlib.sha256(cookie.encode()).hexdigest() in stored
+    other = Service(service.db, data_dir=tmp_path / "images", engines=1)  # a restart, or a second process
+    try:
+        client2 = TestClient(create_app(other, TokenChecker(TOKEN)), follow_redirects=False)
+        client2.cookies.set("lookalike_session", cookie)
+        page = client2.get(f"/review/{sid}")
+        assert page.status_code == 200 and csrf_of(page.text) == csrf and 'value="Examiner R"' in page.text
+        r = client2.post("/logout", data={"csrf": csrf})
+        assert r.status_code == 303
+    finally:
+        other.close()
+    r = client.get(f"/review/{sid}")  # logged out there: logged out here too
+    assert r.status_code == 303 and r.headers["location"].startswith("/login")
 
 
 def test_identify_and_enrol_pages(site, orl_dir: Path):

@@ -21,6 +21,7 @@ from lookalike.gallery.store import (
     ReviewRecord,
     SchemaError,
     SearchRecord,
+    SessionRecord,
     Snapshot,
     StoreError,
     Subject,
@@ -28,7 +29,7 @@ from lookalike.gallery.store import (
     check_verdict,
 )
 
-TABLES = ("state", "meta", "subjects", "images", "embeddings", "searches", "reviews", "tokens")
+TABLES = ("state", "meta", "subjects", "images", "embeddings", "searches", "reviews", "tokens", "sessions")
 
 # {ID}: auto-increment primary key that never reuses ids; {BLOB}: bytes column.
 SCHEMA = """
@@ -57,8 +58,13 @@ TOKENS = """CREATE TABLE tokens (id {ID}, label TEXT NOT NULL DEFAULT '', salt T
     created TEXT NOT NULL);
 """
 
+# Page sessions of the web service, under the SHA-256 of the session id (the cookie's value is never stored).
+SESSIONS = """CREATE TABLE sessions (id_hash TEXT PRIMARY KEY, csrf TEXT NOT NULL, expires DOUBLE PRECISION NOT NULL,
+    authenticated INTEGER NOT NULL, token TEXT NOT NULL DEFAULT '', reviewer TEXT NOT NULL DEFAULT '');
+"""
+
 # Statements that take a database from version v to v + 1 ({ID} and {BLOB} as in SCHEMA).
-MIGRATIONS: dict[int, list[str]] = {1: [TOKENS]}
+MIGRATIONS: dict[int, list[str]] = {1: [TOKENS], 2: [SESSIONS]}
 
 _CHUNK = 500
 
@@ -97,7 +103,7 @@ class SQLStore(GalleryStore):
                                       f"PostgreSQL, name a schema of the gallery's own with ?schema=NAME)")
                 if create is False:
                     raise NoGalleryError(f"no gallery in {self.url} (create one with `lookalike enroll`)")
-                schema = SCHEMA.replace("{TOKENS}", TOKENS).format(ID=self.ID, BLOB=self.BLOB)
+                schema = SCHEMA.replace("{TOKENS}", TOKENS + SESSIONS).format(ID=self.ID, BLOB=self.BLOB)
                 for s in _statements(schema) + _statements(self.APPEND_ONLY):
                     self._exec(s)
                 self._exec("INSERT INTO state (id, schema_version, generation) VALUES (1, ?, 0)",
@@ -365,6 +371,26 @@ class SQLStore(GalleryStore):
     def revoke_token(self, token_id: int) -> bool:
         with self._transaction(write=True):
             return self._exec("DELETE FROM tokens WHERE id = ?", (int(token_id),)).rowcount > 0
+
+    def put_session(self, record: SessionRecord, now: float) -> None:
+        r = record
+        with self._transaction(write=True):
+            self._exec("DELETE FROM sessions WHERE expires < ?", (float(now),))
+            self._exec("INSERT INTO sessions (id_hash, csrf, expires, authenticated, token, reviewer) "
+                       "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id_hash) DO UPDATE SET csrf = excluded.csrf, "
+                       "expires = excluded.expires, authenticated = excluded.authenticated, "
+                       "token = excluded.token, reviewer = excluded.reviewer",
+                       (r.key, r.csrf, float(r.expires), int(r.authenticated), r.token, r.reviewer))
+
+    def get_session(self, key: str) -> SessionRecord | None:
+        with self._transaction():
+            row = self._exec("SELECT id_hash, csrf, expires, authenticated, token, reviewer FROM sessions "
+                             "WHERE id_hash = ?", (key,)).fetchone()
+        return None if row is None else SessionRecord(row[0], row[1], float(row[2]), bool(row[3]), row[4], row[5])
+
+    def drop_session(self, key: str) -> None:
+        with self._transaction(write=True):
+            self._exec("DELETE FROM sessions WHERE id_hash = ?", (key,))
 
 
 def _image_record(r) -> ImageRecord:

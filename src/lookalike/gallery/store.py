@@ -15,7 +15,7 @@ import numpy as np
 
 # Version of the database layout this code writes; older layouts are migrated on open, newer ones refused.
 # 2: ``tokens`` (hashed API tokens of the web service).
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 VERDICTS = ("match", "non-match", "inconclusive")
 
@@ -112,6 +112,18 @@ class ReviewRecord:
     reviewer: str
     note: str
     created: str
+
+
+@dataclass
+class SessionRecord:
+    """A page session of the web service, under the SHA-256 of its id (the cookie's value is never stored)."""
+
+    key: str
+    csrf: str
+    expires: float  # seconds since the epoch
+    authenticated: bool
+    token: str  # which token logged it in (see lookalike.service.auth.TokenChecker.match)
+    reviewer: str
 
 
 @dataclass
@@ -245,6 +257,16 @@ class GalleryStore(ABC):
     @abstractmethod
     def revoke_token(self, token_id: int) -> bool:
         """Delete a token (it stops working at once, and so do the page sessions it opened); False if unknown."""
+
+    @abstractmethod
+    def put_session(self, record: SessionRecord, now: float) -> None:
+        """Insert or replace a page session; sessions expired by ``now`` (seconds since the epoch) are deleted."""
+
+    @abstractmethod
+    def get_session(self, key: str) -> SessionRecord | None: ...
+
+    @abstractmethod
+    def drop_session(self, key: str) -> None: ...
 
 
 def check_verdict(verdict: str) -> str:

@@ -41,7 +41,7 @@ def create_app(service: Service, tokens: TokenChecker, max_upload_mb: float = DE
                               "leads, not identifications.")
     app.state.service = service
     app.state.tokens = tokens
-    app.state.sessions = Sessions()
+    app.state.sessions = Sessions(service.sessions_store)
 
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, exc: ServiceError):

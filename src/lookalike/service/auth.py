@@ -2,8 +2,8 @@
 
 A token is 32 random bytes (URL-safe base64). The store keeps only a per-token salt and
 ``sha256(salt + token)``; a token given by the environment (``LOOKALIKE_TOKEN``) is hashed the same way in
-memory. Pages log in with a token and get a session cookie (HttpOnly, SameSite=Strict); every form POST carries
-the session's CSRF token in a hidden field.
+memory. Pages log in with a token and get a session cookie (HttpOnly, SameSite=Strict), the session kept in the
+gallery's database under a hash of its id; every form POST carries the session's CSRF token in a hidden field.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from lookalike.gallery.store import GalleryStore
+from lookalike.gallery.store import GalleryStore, SessionRecord
 
 SESSION_COOKIE = "lookalike_session"
 SESSION_SECONDS = 12 * 3600
@@ -93,20 +93,28 @@ class Session:
 
 
 class Sessions:
-    """Page sessions in this process's memory (a restart logs everyone out)."""
+    """Page sessions, by the id in their cookie.
 
-    def __init__(self, seconds: int = SESSION_SECONDS) -> None:
+    With a ``store`` (a connection of their own, used under a lock) they are kept in the gallery's database under
+    the SHA-256 of their id, so a restart of the service, or another service process on the same gallery, keeps
+    examiners logged in; without one, in this process's memory. Flash messages stay in this process.
+    """
+
+    def __init__(self, store: GalleryStore | None = None, seconds: int = SESSION_SECONDS) -> None:
         self.seconds = seconds
-        self._sessions: dict[str, Session] = {}
+        self._store = store
+        self._sessions: dict[str, Session] = {}  # without a store
+        self._flash: dict[str, tuple[float, list[str]]] = {}  # key -> (last used, messages)
         self._lock = threading.Lock()
 
     def get(self, sid: str | None) -> Session | None:
         if not sid:
             return None
+        key = _key(sid)
         with self._lock:
-            s = self._sessions.get(sid)
+            s = self._sessions.get(key) if self._store is None else self._read(key)
             if s is not None and s.expires < time.time():
-                del self._sessions[sid]
+                self._forget(key)
                 s = None
             return s
 
@@ -115,14 +123,53 @@ class Sessions:
         s = Session(secrets.token_urlsafe(32), time.time() + self.seconds, authenticated, token)
         with self._lock:
             now = time.time()
-            for k in [k for k, v in self._sessions.items() if v.expires < now]:
-                del self._sessions[k]
-            self._sessions[sid] = s
+            if self._store is None:
+                for k in [k for k, v in self._sessions.items() if v.expires < now]:
+                    del self._sessions[k]
+            for k in [k for k, (used, _) in self._flash.items() if used < now - self.seconds]:
+                del self._flash[k]
+            self._write(_key(sid), s, now)
         return sid, s
+
+    def save(self, sid: str | None, session: Session) -> None:
+        """Keep a change to ``session`` (e.g. its reviewer name)."""
+        if sid:
+            with self._lock:
+                self._write(_key(sid), session, time.time())
 
     def drop(self, sid: str | None) -> None:
         with self._lock:
-            self._sessions.pop(sid or "", None)
+            self._forget(_key(sid or ""))
+
+    def _read(self, key: str) -> Session | None:
+        r = self._store.get_session(key)
+        return None if r is None else Session(r.csrf, r.expires, r.authenticated, r.token, r.reviewer,
+                                              self._messages(key))
+
+    def _messages(self, key: str, messages: list[str] | None = None) -> list[str]:
+        """The flash messages of a session (kept by this process, as long as the session lives)."""
+        messages = messages if messages is not None else self._flash.get(key, (0.0, []))[1]
+        self._flash[key] = (time.time(), messages)
+        return messages
+
+    def _write(self, key: str, s: Session, now: float) -> None:
+        self._messages(key, s.flash)
+        if self._store is None:
+            self._sessions[key] = s
+        else:
+            self._store.put_session(SessionRecord(key, s.csrf, s.expires, s.authenticated, s.token, s.reviewer), now)
+
+    def _forget(self, key: str) -> None:
+        self._flash.pop(key, None)
+        if self._store is None:
+            self._sessions.pop(key, None)
+        else:
+            self._store.drop_session(key)
+
+
+def _key(sid: str) -> str:
+    """What a session is kept under: the SHA-256 of its id (a copy of the database logs nobody in)."""
+    return hashlib.sha256(sid.encode("utf-8")).hexdigest()
 
 
 def csrf_ok(session: Session | None, submitted: str | None) -> bool:

@@ -155,6 +155,7 @@ class Service:
             self._all.append(e)
             self._engines.put(e)
         self.store = self._all[0].gallery.store  # for describing; requests use engines
+        self.sessions_store = open_store(self.db, create=False)  # the page sessions' own connection (auth.Sessions)
         self._stop = threading.Event()
         if model is not None:  # the gallery's faces prepared for re-ranking in the background (requests meanwhile
             # prepare their own candidates): a one-off that keeps each search's re-ranking cheap at any gallery size
@@ -168,6 +169,7 @@ class Service:
         self._stop.set()
         for e in self._all:
             e.close()
+        self.sessions_store.close()
 
     @contextmanager
     def engine(self) -> Iterator[Engine]:

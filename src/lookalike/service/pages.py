@@ -95,14 +95,14 @@ async def login(request: Request, token: Annotated[str, Form()] = "", csrf: Anno
                 next: Annotated[str, Form()] = "/"):
     sessions = request.app.state.sessions
     old_sid = request.cookies.get(SESSION_COOKIE)
-    session = sessions.get(old_sid)
+    session = await run_in_threadpool(sessions.get, old_sid)
     if not csrf_ok(session, csrf):
         return forbidden(request, session)
     which = await token_match(request, token.strip())
     if which is None:
         return render(request, "login.html", session, 401, next=safe_next(next), error="That token is not valid.")
-    sessions.drop(old_sid)  # a fresh session id after login (no session fixation)
-    sid, _ = sessions.new(authenticated=True, token=which)
+    await run_in_threadpool(sessions.drop, old_sid)  # a fresh session id after login (no session fixation)
+    sid, _ = await run_in_threadpool(sessions.new, True, which)
     response = RedirectResponse(safe_next(next), status_code=303)
     set_session_cookie(request, response, sid, sessions.seconds)
     return response
@@ -154,6 +154,7 @@ async def record_verdict(request: Request, search_id: int, session: FormPost, su
     except ServiceError as e:
         return review_page(request, session, search_id, e.status, error=e.message)
     session.reviewer = reviewer.strip()
+    await run_in_threadpool(request.app.state.sessions.save, request.cookies.get(SESSION_COOKIE), session)
     session.flash.append(f"Recorded: {subject} — {verdict} (by {reviewer.strip()}).")
     return RedirectResponse(f"/review/{search_id}", status_code=303)
 

@@ -80,9 +80,9 @@ def page_session(request: Request) -> Session | None:
 
 async def live_session(request: Request) -> Session | None:
     """:func:`page_session` whose login token is still valid; a session of a revoked token is ended."""
-    s = page_session(request)
+    s = await run_in_threadpool(page_session, request)
     if s is not None and not await run_in_threadpool(_with_store, request, request.app.state.tokens.alive, s.token):
-        request.app.state.sessions.drop(request.cookies.get(SESSION_COOKIE))
+        await run_in_threadpool(request.app.state.sessions.drop, request.cookies.get(SESSION_COOKIE))
         return None
     return s
 
