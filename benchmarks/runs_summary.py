@@ -4,8 +4,9 @@ comparisons the accuracy issue asks for, read from each run's ``metrics.json`` (
     python benchmarks/runs_summary.py runs/lfw runs/lfw-s1 runs/pubfig runs/lfw-lowres20 runs/lfw-lowres20-s1 \\
         runs/pubfig-lowres20 runs/pubfig-lowres20-s1 [--out summary]
 
-Prints Markdown (rank-1 %, 95% bootstrap CI, exact McNemar p, probes fixed / broken) and with ``--out`` writes
-``summary.md`` and ``summary.json`` there.
+Prints Markdown (rank-1 %, 95% bootstrap CI, exact McNemar p, probes fixed / broken), then a table per setting (data,
+face size, degradation) over its seeds: the saved model's gain over the plain baseline on each seed, their mean and
+range, and on how many seeds p < 0.01. With ``--out`` it writes ``summary.md`` and ``summary.json`` there.
 """
 
 from __future__ import annotations
@@ -54,11 +55,43 @@ def markdown(rows: list[dict]) -> str:
             p = r["paired"].get(k)
             cells.append("–" if p is None else f"{100 * p['rank1_diff']:+.2f} ({p['mcnemar_p']:.2g}; "
                                                f"{p['fixed']} / {p['broken']})")
-        face = "full" if not r["lowres"] else f"~{r['lowres']} px" + ("" if r["degrade"] == "bicubic"
-                                                                      else f" {r['degrade']}")
         ci = f"[{pct(r['best_ci'][0])}, {pct(r['best_ci'][1])}]"
-        lines.append(f"| {r['data']} | {r['seed']} | {face} | {r['probes']} | {pct(r['plain'])} | {pct(r['baseline'])} "
-                     f"| {pct(r['best'])} {ci} | " + " | ".join(cells) + " |")
+        lines.append(f"| {r['data']} | {r['seed']} | {face(r)} | {r['probes']} | {pct(r['plain'])} | "
+                     f"{pct(r['baseline'])} | {pct(r['best'])} {ci} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def face(r: dict) -> str:
+    """``full``, ``~20 px`` or ``~20 px realistic``."""
+    if not r["lowres"]:
+        return "full"
+    return f"~{r['lowres']} px" + ("" if r["degrade"] == "bicubic" else f" {r['degrade']}")
+
+
+def by_setting(rows: list[dict]) -> list[dict]:
+    """Per (data, face): the seeds and the saved model's gain over the plain baseline (and its p) on each."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["data"], face(r)), []).append(r)
+    out = []
+    for (data, f), rs in groups.items():
+        rs = sorted(rs, key=lambda r: r["seed"])
+        gains = [r["paired"]["baseline-plain"]["rank1_diff"] for r in rs]
+        ps = [r["paired"]["baseline-plain"]["mcnemar_p"] for r in rs]
+        out.append({"data": data, "face": f, "seeds": [r["seed"] for r in rs], "gains": gains, "p": ps,
+                    "mean": sum(gains) / len(gains), "min": min(gains), "max": max(gains),
+                    "significant": sum(p < 0.01 for p in ps)})
+    return out
+
+
+def markdown_by_setting(settings: list[dict]) -> str:
+    lines = ["| data | face | seeds | gain over the plain baseline, per seed | mean | range | seeds at p < 0.01 |",
+             "|---|---|---|---|---|---|---|"]
+    for s in settings:
+        per = ", ".join(f"{100 * g:+.2f}" for g in s["gains"])
+        lines.append(f"| {s['data']} | {s['face']} | {', '.join(map(str, s['seeds']))} | {per} | "
+                     f"{100 * s['mean']:+.2f} | {100 * s['min']:+.2f} to {100 * s['max']:+.2f} | "
+                     f"{s['significant']} of {len(s['seeds'])} |")
     return "\n".join(lines) + "\n"
 
 
@@ -71,12 +104,13 @@ def main() -> None:
     if missing:
         sys.exit(f"runs_summary: error: no metrics.json in {', '.join(missing)}")
     rows = [run_row(Path(r)) for r in args.runs]
-    text = markdown(rows)
+    settings = by_setting(rows)
+    text = markdown(rows) + "\n" + markdown_by_setting(settings)
     print(text)
     if args.out:
         with atomic_write(Path(args.out) / "summary.md") as f:
             f.write(text)
-        write_json(Path(args.out) / "summary.json", rows)
+        write_json(Path(args.out) / "summary.json", {"runs": rows, "settings": settings})
 
 
 if __name__ == "__main__":

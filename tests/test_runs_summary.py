@@ -18,7 +18,7 @@ def summary():
     return load_script("runs_summary")
 
 
-def _run(folder: Path, lowres: int | None, base: float, best: float, plain: float | None = None) -> Path:
+def _run(folder: Path, lowres: int | None, base: float, best: float, plain: float | None = None, seed: int = 1) -> Path:
     best_m = {"rank1": best, "rank1_ci95": [best - 0.01, best + 0.01], "mcnemar_p": 0.02, "fixed": 7, "broken": 2}
     methods = {"baseline": {"rank1": base}, "lookalike-best": best_m}
     paired = {"lookalike-best": {"lookalike-global": {"rank1_diff": 0.001, "mcnemar_p": 1.0, "fixed": 1, "broken": 0}}}
@@ -29,7 +29,7 @@ def _run(folder: Path, lowres: int | None, base: float, best: float, plain: floa
     folder.mkdir()
     (folder / "metrics.json").write_text(json.dumps({
         "methods": methods, "paired": paired, "protocol": {"n_probes": 120, "n_probes_searched": 100},
-        "config": {"data": "../shared/data/lfw", "seed": 1, "lowres": lowres, "degrade": "bicubic"}}))
+        "config": {"data": "../shared/data/lfw", "seed": seed, "lowres": lowres, "degrade": "bicubic"}}))
     return folder
 
 
@@ -45,6 +45,17 @@ def test_rows_compare_the_saved_model_with_the_plain_baseline(summary, tmp_path)
     assert len(table) == 4
     assert "| lfw | 1 | ~20 px | 100 | 48.00 | 52.00 | 56.00 [55.00, 57.00] | +8.00 (1e-05; 30 / 4) |" in table[3]
     assert table[3].endswith("| – | +0.10 (1; 1 / 0) | – |")
+
+
+def test_settings_summarise_the_gain_over_seeds(summary, tmp_path):
+    rows = [summary.run_row(_run(tmp_path / f"low{seed}", 20, 0.52, best, plain=0.48, seed=seed))
+            for seed, best in ((2, 0.50), (0, 0.56))] + [summary.run_row(_run(tmp_path / "full", None, 0.90, 0.92))]
+    low, full = summary.by_setting(rows)
+    assert low["seeds"] == [0, 2] and low["gains"] == pytest.approx([0.08, 0.02]) and low["mean"] == pytest.approx(0.05)
+    assert low["significant"] == 2 and full["seeds"] == [1] and full["significant"] == 0  # full: p 0.02
+    table = summary.markdown_by_setting([low, full]).splitlines()
+    assert table[2] == "| lfw | ~20 px | 0, 2 | +8.00, +2.00 | +5.00 | +2.00 to +8.00 | 2 of 2 |"
+    assert table[3] == "| lfw | full | 1 | +2.00 | +2.00 | +2.00 to +2.00 | 0 of 1 |"
 
 
 def test_a_folder_without_metrics_is_a_one_line_error(tmp_path):

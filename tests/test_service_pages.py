@@ -118,6 +118,10 @@ def test_a_login_outlives_a_restart_and_holds_across_processes(site, tmp_path: P
         client2.cookies.set("lookalike_session", cookie)
         page = client2.get(f"/review/{sid}")
         assert page.status_code == 200 and csrf_of(page.text) == csrf and 'value="Examiner R"' in page.text
+        without_env = TestClient(create_app(other, TokenChecker(None)), follow_redirects=False)
+        without_env.cookies.set("lookalike_session", cookie)  # logged in with LOOKALIKE_TOKEN, which it lacks
+        assert without_env.get(f"/review/{sid}").status_code == 303
+        assert client2.get(f"/review/{sid}").status_code == 200  # not logged out where the token is valid
         r = client2.post("/logout", data={"csrf": csrf})
         assert r.status_code == 303
     finally:

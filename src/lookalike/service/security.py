@@ -9,7 +9,7 @@ from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
 
 from lookalike.gallery.store import GalleryStore
-from lookalike.service.auth import SESSION_COOKIE, Session, bearer
+from lookalike.service.auth import ENV_TOKEN, SESSION_COOKIE, Session, bearer
 from lookalike.service.core import ServiceError
 
 T = TypeVar("T")
@@ -79,10 +79,12 @@ def page_session(request: Request) -> Session | None:
 
 
 async def live_session(request: Request) -> Session | None:
-    """:func:`page_session` whose login token is still valid; a session of a revoked token is ended."""
+    """:func:`page_session` whose login token is still valid; a session of a revoked token is ended. (One opened
+    with ``LOOKALIKE_TOKEN`` is not valid on a server of the same gallery that has none, but lives on elsewhere.)"""
     s = await run_in_threadpool(page_session, request)
     if s is not None and not await run_in_threadpool(_with_store, request, request.app.state.tokens.alive, s.token):
-        await run_in_threadpool(request.app.state.sessions.drop, request.cookies.get(SESSION_COOKIE))
+        if s.token != ENV_TOKEN:
+            await run_in_threadpool(request.app.state.sessions.drop, request.cookies.get(SESSION_COOKIE))
         return None
     return s
 
