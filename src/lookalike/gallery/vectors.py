@@ -218,3 +218,26 @@ def _read_stamp(folder: Path) -> dict:
     except (OSError, ValueError):
         return {}
     return stamp if isinstance(stamp, dict) else {}
+
+
+def read_derived(folder: Path | None, name: str, key: dict) -> dict | None:
+    """A value computed from the gallery's vectors (e.g. identify's calibration), saved in ``folder`` by
+    :func:`write_derived` for ``key`` (the generation and settings it was computed at); None when there is none,
+    it is unreadable, or it was saved for another key."""
+    if folder is None:
+        return None
+    try:
+        saved = read_json(folder / f"derived-{name}.json")
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(saved, dict) and saved.get("key") == key and isinstance(saved.get("value"), dict)
+    return saved["value"] if ok else None
+
+
+def write_derived(folder: Path | None, name: str, key: dict, value: dict) -> None:
+    """Save ``value`` for ``key`` (atomically; a gallery this process cannot write to is left as it is)."""
+    if folder is not None:
+        try:
+            write_json(folder / f"derived-{name}.json", {"key": key, "value": value})
+        except OSError:
+            pass
