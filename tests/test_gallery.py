@@ -350,6 +350,31 @@ def test_older_schema_is_migrated_on_open(db: str, monkeypatch: pytest.MonkeyPat
         s._exec("SELECT note FROM subjects")
 
 
+def test_subjects_are_listed_by_prefix_and_page_and_counted_without_a_listing(db: str) -> None:
+    from lookalike.gallery.store import NewImage
+
+    _create(db).close()
+    with open_store(db) as s:
+        v = np.ones(4, np.float32) / 2
+        for name in ("ann", "anna", "bob", "Ann", "zoë", "annex"):
+            s.add_subject(name)
+        s.add_images([NewImage("anna", "/x/1", "1" * 40, "ok", embedding=v), NewImage("anna", "/x/2", "2" * 40, "ok",
+                      embedding=v), NewImage("bob", "/x/3", "3" * 40, "no_face", message="none")], "m", "p")
+        s.delete_subject("annex")
+        names = lambda **kw: [x.name for x in s.list_subjects(**kw)]  # noqa: E731
+        everyone = names()
+        assert sorted(everyone) == everyone and set(everyone) == {"ann", "anna", "bob", "Ann", "zoë"}
+        assert names(prefix="ann") == ["ann", "anna"] and names(prefix="ann", include_removed=True)[-1] == "annex"
+        assert names(prefix="zo") == ["zoë"] and names(prefix="%") == [] and names(prefix="_nn") == []
+        pages, after = [], None
+        while page := names(after=after, limit=2):  # paging by the last name seen gives everyone once, in order
+            pages.append(page)
+            after = page[-1]
+        assert [n for p in pages for n in p] == everyone and len(pages) == 3
+        assert [x.n_images for x in s.list_subjects(prefix="anna")] == [2]
+        assert s.count_subjects() == {"subjects": 5, "searchable": 1, "removed": 1, "images": 2, "skipped": 1}
+
+
 def test_page_sessions_are_kept_by_hash_and_expire(db: str) -> None:
     """The service's page sessions in the store: upserted, read back, dropped; expired ones deleted on a write;
     a session write changes nothing a search depends on (the generation)."""

@@ -70,6 +70,16 @@ def test_enrol_identify_review_round_trip(served, orl_dir: Path):
     assert body["added"] == 2 and all(i["status"] == "ok" and i["image_id"] for i in body["images"])
     image_ids = [i["image_id"] for i in body["images"]]
     assert {s["name"] for s in c.get("/api/subjects", headers=AUTH).json()} >= {name, "s1", "s4"}
+    everyone = [s["name"] for s in c.get("/api/subjects", headers=AUTH).json()]
+    pages, after = [], None
+    while page := c.get("/api/subjects", params={"limit": 2, **({"after": after} if after else {})},
+                        headers=AUTH).json():
+        pages.append([s["name"] for s in page])
+        after = pages[-1][-1]
+    assert [n for p in pages for n in p] == everyone and max(map(len, pages)) == 2
+    assert [s["name"] for s in c.get("/api/subjects", params={"prefix": "Jos"}, headers=AUTH).json()] == [name]
+    for bad in ({"limit": 0}, {"limit": "x"}, {"prefix": "x" * 101}):
+        assert c.get("/api/subjects", params=bad, headers=AUTH).status_code == 422
     got = c.get(f"/api/subjects/{name}", headers=AUTH).json()
     assert [i["id"] for i in got["images"]] == image_ids and got["images"][0]["detection"] == "detected"
 

@@ -150,6 +150,24 @@ def test_identify_and_enrol_pages(site, orl_dir: Path):
                     data={"csrf": csrf, "name": "../etc"})
     assert r.status_code == 422 and "../etc" not in [s["name"] for s in service.list_subjects()]
 
+    page = client.get("/enrol?prefix=New")  # the list narrowed by a prefix; the heading counts every subject
+    assert page.status_code == 200 and f"Subjects ({service.count_subjects()})" in page.text
+    assert "<td>New Person</td>" in page.text and "<td>s1</td>" not in page.text
+    assert "<td>s1</td>" in client.get("/enrol").text
+
+
+def test_the_enrol_page_lists_a_bounded_number_of_subjects(site, monkeypatch):
+    """A gallery may hold millions of subjects: the page lists the first ENROL_PAGE_SUBJECTS by name."""
+    from lookalike.service import pages
+
+    client, service, _ = site
+    client.cookies.clear()
+    login(client)
+    monkeypatch.setattr(pages, "ENROL_PAGE_SUBJECTS", 2)
+    html = client.get("/enrol").text
+    assert html.count("<tr><td>") == 2 and "The first 2 by name" in html
+    assert f"Subjects ({service.count_subjects()})" in html and service.count_subjects() > 2
+
 
 def test_service_with_a_trained_model(orl_dir: Path, tmp_path: Path):
     """A model trained on ORL (dlib matcher) re-ranks the service's candidate lists."""

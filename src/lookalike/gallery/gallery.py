@@ -253,14 +253,12 @@ class Gallery:
         return self.store.list_images(subject)
 
     def stats(self) -> dict:
-        subjects = self.store.list_subjects(include_removed=True)
-        live = [s for s in subjects if s.removed is None]
+        n = self.store.count_subjects()
         self.refresh()
         return {"store": self.store.url, "schema_version": self.store.schema_version(),
-                "generation": self.generation_, "subjects": len(live),
-                "subjects_searchable": int(sum(s.n_images > 0 for s in live)),
-                "subjects_removed": len(subjects) - len(live), "images": int(sum(s.n_images for s in live)),
-                "images_skipped": int(sum(s.n_skipped for s in live)), "vectors": len(self.image_ids_),
+                "generation": self.generation_, "subjects": n["subjects"], "subjects_searchable": n["searchable"],
+                "subjects_removed": n["removed"], "images": n["images"], "images_skipped": n["skipped"],
+                "vectors": len(self.image_ids_),
                 "vectors_source": self.vectors_source_, "index": self.index, "index_source": self.index_source_,
                 "matcher": self.matcher, "matcher_name": self.matcher_name, "aligner": self.aligner.name,
                 "preprocess": self.preprocess, "dim": self.dim}

@@ -206,20 +206,45 @@ class SQLStore(GalleryStore):
     _SUBJECTS = ("SELECT s.id, s.name, s.created, s.removed, "
                  "COALESCE(SUM(CASE WHEN i.status = 'ok' THEN 1 ELSE 0 END), 0), "
                  "COALESCE(SUM(CASE WHEN i.status <> 'ok' THEN 1 ELSE 0 END), 0) "
-                 "FROM subjects s LEFT JOIN images i ON i.subject_id = s.id ")
+                 "FROM {subjects} s LEFT JOIN images i ON i.subject_id = s.id ")  # {subjects}: a table or a query
 
     def get_subject(self, name: str) -> Subject | None:
         with self._transaction():
-            row = self._exec(self._SUBJECTS + "WHERE s.name = ? GROUP BY s.id, s.name, s.created, s.removed",
+            row = self._exec(self._SUBJECTS.format(subjects="subjects")
+                             + "WHERE s.name = ? GROUP BY s.id, s.name, s.created, s.removed",
                              (name,)).fetchone()
         return Subject(*row[:4], int(row[4]), int(row[5])) if row else None
 
-    def list_subjects(self, include_removed: bool = False) -> list[Subject]:
-        where = "" if include_removed else "WHERE s.removed IS NULL "
+    def list_subjects(self, include_removed: bool = False, prefix: str = "", after: str | None = None,
+                      limit: int | None = None) -> list[Subject]:
+        where, params = [] if include_removed else ["removed IS NULL"], []
+        if prefix:
+            where.append("substr(name, 1, ?) = ?")
+            params += [len(prefix), prefix]
+        if after is not None:
+            where.append("name > ?")
+            params.append(after)
+        # the subjects first (by the name index, so a page of a million is quick), then their image counts
+        chosen = ("SELECT id, name, created, removed FROM subjects" + (" WHERE " + " AND ".join(where) if where else "")
+                  + " ORDER BY name" + (" LIMIT ?" if limit is not None else ""))
+        params += [int(limit)] if limit is not None else []
         with self._transaction():
-            rows = self._exec(self._SUBJECTS + where + "GROUP BY s.id, s.name, s.created, s.removed "
-                              "ORDER BY s.name").fetchall()
+            rows = self._exec(self._SUBJECTS.format(subjects=f"({chosen})")
+                              + "GROUP BY s.id, s.name, s.created, s.removed ORDER BY s.name", params).fetchall()
         return [Subject(*r[:4], int(r[4]), int(r[5])) for r in rows]
+
+    def count_subjects(self) -> dict[str, int]:
+        with self._transaction():
+            removed, live = (int(x) for x in self._exec(
+                "SELECT COALESCE(SUM(CASE WHEN removed IS NULL THEN 0 ELSE 1 END), 0), "
+                "COALESCE(SUM(CASE WHEN removed IS NULL THEN 1 ELSE 0 END), 0) FROM subjects").fetchone())
+            searchable, images, skipped = (int(x) for x in self._exec(
+                "SELECT COUNT(DISTINCT CASE WHEN i.status = 'ok' THEN i.subject_id END), "
+                "COALESCE(SUM(CASE WHEN i.status = 'ok' THEN 1 ELSE 0 END), 0), "
+                "COALESCE(SUM(CASE WHEN i.status <> 'ok' THEN 1 ELSE 0 END), 0) "
+                "FROM images i JOIN subjects s ON s.id = i.subject_id WHERE s.removed IS NULL").fetchone())
+        return {"subjects": live, "searchable": searchable, "removed": removed, "images": images,
+                "skipped": skipped}
 
     def delete_subject(self, name: str) -> int:
         with self._transaction(write=True):

@@ -187,8 +187,15 @@ class GalleryStore(ABC):
         """The subject (removed ones too), or None if it was never enrolled."""
 
     @abstractmethod
-    def list_subjects(self, include_removed: bool = False) -> list[Subject]:
-        """Subjects by name, with their image counts."""
+    def list_subjects(self, include_removed: bool = False, prefix: str = "", after: str | None = None,
+                      limit: int | None = None) -> list[Subject]:
+        """Subjects by name, with their image counts: those whose name starts with ``prefix``, after the name
+        ``after`` (to page through), at most ``limit``."""
+
+    @abstractmethod
+    def count_subjects(self) -> dict[str, int]:
+        """``subjects`` (not removed), ``searchable`` (of those, with an image), ``removed``, ``images`` and
+        ``skipped`` (of the subjects not removed), counted in the database (no listing)."""
 
     @abstractmethod
     def delete_subject(self, name: str) -> int:

@@ -55,9 +55,12 @@ def create_subject(body: SubjectIn, request: Request) -> dict:
     return service(request).create_subject(body.name)
 
 
-@router.get("/subjects", dependencies=[Depends(require_reader)], summary="list the subjects")
-def list_subjects(request: Request) -> list[dict]:
-    return service(request).list_subjects()
+@router.get("/subjects", dependencies=[Depends(require_reader)],
+            summary="list the subjects by name (all, or a page: ?limit=1000&after=<last name of the previous page>)")
+def list_subjects(request: Request, prefix: Annotated[str, Query(max_length=100)] = "",
+                  after: Annotated[str | None, Query(max_length=100)] = None,
+                  limit: Annotated[int | None, Query(ge=1, le=100_000)] = None) -> list[dict]:
+    return service(request).list_subjects(prefix, after, limit)
 
 
 @router.get("/subjects/{name}", dependencies=[Depends(require_reader)], summary="a subject and its images")

@@ -197,9 +197,15 @@ class Service:
             e.gallery.store.add_subject(name)
         return self.get_subject(name)
 
-    def list_subjects(self) -> list[dict]:
+    def list_subjects(self, prefix: str = "", after: str | None = None, limit: int | None = None) -> list[dict]:
+        """Subjects by name: those starting with ``prefix``, after the name ``after`` (page by the last name
+        of the previous page), at most ``limit``."""
         with self.engine() as e:
-            return [_subject_dict(s) for s in e.gallery.store.list_subjects()]
+            return [_subject_dict(s) for s in e.gallery.store.list_subjects(prefix=prefix, after=after, limit=limit)]
+
+    def count_subjects(self) -> int:
+        with self.engine() as e:
+            return e.gallery.store.count_subjects()["subjects"]
 
     def _live_subject(self, e: Engine, name: str):
         s = e.gallery.store.get_subject(name)

@@ -181,9 +181,20 @@ async def identify(request: Request, file: Annotated[UploadFile, File()], sessio
     return RedirectResponse(f"/review/{ids[0]}", status_code=303)
 
 
+ENROL_PAGE_SUBJECTS = 200  # subjects listed on the enrol page (a prefix narrows them; a gallery may hold millions)
+
+
+def subjects_context(svc: Service, prefix: str = "") -> dict:
+    """The enrol page's subject list: the first :data:`ENROL_PAGE_SUBJECTS` by name (starting with ``prefix``)
+    and how many subjects there are."""
+    prefix = prefix.strip()[:100]
+    return {"subjects": svc.list_subjects(prefix, limit=ENROL_PAGE_SUBJECTS), "n_subjects": svc.count_subjects(),
+            "prefix": prefix, "page_size": ENROL_PAGE_SUBJECTS}
+
+
 @router.get("/enrol", response_class=HTMLResponse)
-def enrol_form(request: Request, session: LoggedIn):
-    return render(request, "enrol.html", session, subjects=service(request).list_subjects())
+def enrol_form(request: Request, session: LoggedIn, prefix: str = ""):
+    return render(request, "enrol.html", session, **subjects_context(service(request), prefix))
 
 
 @router.post("/enrol", response_class=HTMLResponse)
@@ -194,6 +205,7 @@ async def enrol(request: Request, files: Annotated[list[UploadFile], File()], se
     try:
         report = await run_in_threadpool(svc.add_images, name, uploads, precropped, True)
     except ServiceError as e:
-        return render(request, "enrol.html", session, e.status, subjects=svc.list_subjects(), error=e.message,
-                      name=name)
-    return render(request, "enrol.html", session, subjects=svc.list_subjects(), report=report, name=name)
+        context = await run_in_threadpool(subjects_context, svc)
+        return render(request, "enrol.html", session, e.status, error=e.message, name=name, **context)
+    context = await run_in_threadpool(subjects_context, svc)
+    return render(request, "enrol.html", session, report=report, name=name, **context)
