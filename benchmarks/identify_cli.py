@@ -1,0 +1,80 @@
+"""One photo identified from the command line against a large gallery: the whole ``lookalike identify`` command.
+
+For each ``--sizes`` N: a SQLite gallery (``--index`` spec) of 200 real LFW faces plus synthetic subjects up to N
+(timing only), then ``lookalike identify PHOTO --db G.sqlite --format json`` run ``--repeats`` times as a new
+process (wall clock: start-up, opening the gallery, detection, embedding, the gallery's calibration, search). The
+first run computes the gallery's calibration and saves it; later runs read it. Prints a Markdown table of seconds.
+
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/identify_cli.py --cache /work/cache/lookalike.sqlite \\
+        --sizes 100000 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from enroll_one import HEADLINE  # noqa: E402
+from identify_latency import pad  # noqa: E402
+
+from lookalike.gallery import Gallery  # noqa: E402
+from lookalike.matchers.cache import EmbeddingCache  # noqa: E402
+
+
+def run(n: int, spec: str, photos: list[Path], cache: EmbeddingCache, repeats: int, workdir: str | None) -> dict:
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        db = Path(tmp) / "g.sqlite"
+        with Gallery.create(db, index=spec) as g:
+            seed = photos[:200]
+            g.enroll([str(p) for p in seed], [p.parent.name for p in seed], cache=cache, progress=False)
+            pad(g, n, 0)
+            g.search(np.asarray(g.vectors_[:1]), k=5)  # the index built and saved, as after an enrolment
+            faces = len(g.vectors_)
+        probe = photos[200]
+        cmd = [sys.executable, "-m", "lookalike.cli", "identify", str(probe), "--db", str(db), "--format", "json"]
+        times, docs = [], []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+            times.append(time.perf_counter() - t)
+            docs.append(json.loads(out))
+        same = all({**d, "timing": None} == {**docs[0], "timing": None} for d in docs)
+        stages = docs[-1]["timing"]
+    return {"n": faces, "first": times[0], "later": float(np.median(times[1:])) if repeats > 1 else float("nan"),
+            "same": same, **stages}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default="../shared/data/lfw", help="real photos (folder per person)")
+    ap.add_argument("--cache", default="cache/lookalike.sqlite", help="embedding cache (warm: enrolment is fast)")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    ap.add_argument("--index", default=HEADLINE, help=f"gallery index spec (default: {HEADLINE})")
+    ap.add_argument("--repeats", type=int, default=4)
+    ap.add_argument("--workdir", default=None)
+    args = ap.parse_args()
+    photos = sorted(Path(args.data).glob("*/*.jpg"))
+    if len(photos) < 201:
+        raise SystemExit(f"identify_cli: error: need 201 photos under {args.data}")
+    cache = EmbeddingCache(args.cache)
+    rows = [run(n, args.index, photos, cache, args.repeats, args.workdir) for n in args.sizes]
+    print(f"\nOne photo, `lookalike identify` as a new process (index {args.index}; seconds; later = median of "
+          f"{args.repeats - 1})\n")
+    print("| gallery faces | first run (calibrates) | later runs | of which detect + align | embed | search | "
+          "same output every run |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['n']:,} | {r['first']:.2f} | {r['later']:.2f} | {r['detect_align_s']:.2f} | {r['embed_s']:.2f} "
+              f"| {r['search_s']:.3f} | {r['same']} |")
+
+
+if __name__ == "__main__":
+    main()
