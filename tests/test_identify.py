@@ -301,10 +301,5 @@ def test_the_gallery_calibration_needs_two_searchable_subjects(tmp_path):
         add(g, "cat", 2)
         cal = ident.calibration()
         assert cal["n_nonmated"] == 5 and set(cal["thresholds"]) == {0.001, 0.01, 0.1}
-    with Gallery.open(tmp_path / "g.sqlite") as g:  # another process: the saved calibration, nothing searched
-        again = Identifier(g)
-        again._calibrate = None
-        assert again.calibration() == cal
-        g.remove("ann")  # a new generation: searched again
-        again._calibrate = Identifier(g)._calibrate
-        assert again.calibration()["n_nonmated"] == 0
+        g.remove("ann")  # cat's faces alone: no non-mated search
+        assert ident.calibration()["n_nonmated"] == 0

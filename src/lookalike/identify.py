@@ -15,18 +15,17 @@ from pathlib import Path
 
 import numpy as np
 
+from lookalike.calibration import MAX_NONMATED, NonMatedSample, current, summary
 from lookalike.data.images import ImageError, degrade, load_image
 from lookalike.embed import face_chip
 from lookalike.gallery import Gallery
 from lookalike.gallery.vectors import read_derived, write_derived
 from lookalike.matchers import get_matcher
 from lookalike.matchers.align import Alignment
-from lookalike.metrics import RankedLists, calibrated_threshold, threshold_at_fpir
+from lookalike.metrics import RankedLists, calibrated_threshold
 from lookalike.model import LookalikeModel
 
 SCHEMA_VERSION = 1
-LOOKALIKE_FPIR = 0.01  # two subjects are lookalikes when they match each other above the gallery's 1%-FPIR score
-MAX_NONMATED = 2000  # gallery images searched (seeded sample) to set the gallery's own thresholds
 MEMO_SIZE = 2_000_000  # gallery faces whose disambiguator projection and cohort term identify keeps (~620 B each)
 
 
@@ -61,6 +60,7 @@ class Identifier:
         self.aligner = gallery.aligner  # the model's geometry (checked) with the gallery's fallback for crops
         self._matcher = None
         self._calibration: tuple[int, dict] | None = None
+        self._sample: NonMatedSample | None = None  # the gallery's calibration sample
         self.timing: dict[str, float] = {}
 
     # --- faces -----------------------------------------------------------------------------------------
@@ -95,36 +95,23 @@ class Identifier:
 
     # --- calibration from the gallery itself -------------------------------------------------------------
     def calibration(self) -> dict:
-        """The base matcher's own thresholds on this gallery: each of (a seeded sample of) its images searched
-        against the other subjects; the lookalike threshold is the 1%-FPIR one. Computed once per gallery
-        generation and kept beside the gallery's vector files, so a later process (each ``identify`` from the
-        command line) reads it instead of searching the sample again (about a second at a million faces)."""
+        """The base matcher's own thresholds on this gallery (:mod:`lookalike.calibration`: a seeded sample of its
+        faces searched against the other subjects, kept up to date as faces are added); the lookalike threshold is
+        the 1%-FPIR one. The sample is kept beside the gallery's vector files, so a later process (each
+        ``identify`` from the command line) reads it instead of searching it again."""
         self.gallery.refresh()
         gen = self.gallery.generation_
         if self._calibration is None or self._calibration[0] != gen:
             g = self.gallery
-            key = {"generation": gen, "matcher": g.matcher_name, "preprocess": g.preprocess, "sample": MAX_NONMATED}
-            saved = read_derived(g.vector_dir, "calibration", key)
-            if saved is None:
-                saved = self._calibrate()
-                write_derived(g.vector_dir, "calibration", key, saved)
-            thresholds = {float(f): float(t) for f, t in saved["thresholds"]}
-            self._calibration = (gen, {"thresholds": thresholds, "n_nonmated": int(saved["n_nonmated"]),
-                                       "lookalike": thresholds.get(LOOKALIKE_FPIR, np.inf)})
+            key = {"matcher": g.matcher_name, "preprocess": g.preprocess, "sample": MAX_NONMATED}
+            if self._sample is None:
+                self._sample = NonMatedSample.from_dict(read_derived(g.vector_dir, "calibration", key))
+            sample = current(self._sample, g)
+            if sample is not self._sample:
+                write_derived(g.vector_dir, "calibration", key, sample.as_dict())
+            self._sample = sample
+            self._calibration = (gen, summary(sample))
         return self._calibration[1]
-
-    def _calibrate(self) -> dict:
-        """``thresholds`` ([FPIR, threshold] pairs) and ``n_nonmated`` from the gallery's non-mated searches."""
-        g = self.gallery
-        n = len(g.image_ids_)
-        rows = np.random.default_rng(0).choice(n, min(n, MAX_NONMATED), replace=False) if n else np.zeros(0, int)
-        top = np.zeros(0, np.float32)
-        if len(rows) and int(g.subject_codes_.max()) > 0:  # searchable faces of two subjects or more
-            lists = g.search(np.asarray(g.vectors_)[rows], k=2)
-            own = lists.subjects[:, 0] == g.subjects_[rows]
-            top = np.where(own, lists.scores[:, 1], lists.scores[:, 0])
-        pairs = [[f, float(threshold_at_fpir(top, f))] for f in (0.001, 0.01, 0.1)] if len(top) else []
-        return {"thresholds": pairs, "n_nonmated": int(len(top))}
 
     def threshold(self, fpir: float, calibration: dict | None = None) -> float:
         """The decision threshold at ``fpir``: the model's, else the gallery's own (``calibration``: this

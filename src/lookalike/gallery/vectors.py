@@ -222,8 +222,8 @@ def _read_stamp(folder: Path) -> dict:
 
 def read_derived(folder: Path | None, name: str, key: dict) -> dict | None:
     """A value computed from the gallery's vectors (e.g. identify's calibration), saved in ``folder`` by
-    :func:`write_derived` for ``key`` (the generation and settings it was computed at); None when there is none,
-    it is unreadable, or it was saved for another key."""
+    :func:`write_derived` for ``key`` (the settings it was computed with); None when there is none, it is
+    unreadable, or it was saved for another key."""
     if folder is None:
         return None
     try:
