@@ -395,6 +395,19 @@ def test_page_sessions_are_kept_by_hash_and_expire(db: str) -> None:
         assert s.get_session("a" * 64) is None and s.generation() == gen
 
 
+def test_a_schema_2_gallery_gets_its_sessions_table(db: str) -> None:
+    from lookalike.gallery.store import SessionRecord
+
+    _create(db).close()
+    with open_store(db) as s:
+        s._exec("DROP TABLE sessions")
+        s._exec("UPDATE state SET schema_version = 2")
+    with open_store(db) as s:  # migrated on opening
+        assert s.schema_version() == 3
+        s.put_session(SessionRecord("k" * 64, "c", 9e9, True, "1", ""), now=0.0)
+        assert s.get_session("k" * 64).authenticated
+
+
 def test_not_a_gallery_is_refused(tmp_path: Path) -> None:
     from lookalike.matchers.cache import EmbeddingCache
 

@@ -15,6 +15,7 @@ import numpy as np
 
 # Version of the database layout this code writes; older layouts are migrated on open, newer ones refused.
 # 2: ``tokens`` (hashed API tokens of the web service).
+# 3: ``sessions`` (the web service's page sessions, under a hash of their id).
 SCHEMA_VERSION = 3
 
 VERDICTS = ("match", "non-match", "inconclusive")
