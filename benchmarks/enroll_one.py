@@ -60,19 +60,30 @@ def run(n: int, spec: str, photos: list[Path], cache: EmbeddingCache, repeats: i
             else float("nan"), "search": float(np.median(search)), "reopen": reopen}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def gallery_args(doc: str, repeats: int) -> argparse.ArgumentParser:
+    """The options of the large-gallery benchmarks (this one, ``identify_cli.py``): real photos and their cache,
+    gallery sizes, index spec, repeats, where the temporary galleries go."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--data", default="../shared/data/lfw", help="real photos (folder per person)")
     ap.add_argument("--cache", default="cache/lookalike.sqlite", help="embedding cache (warm: embedding is free)")
     ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     ap.add_argument("--index", default=HEADLINE, help=f"gallery index spec (default: {HEADLINE})")
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--workdir", default=None)
-    args = ap.parse_args()
+    ap.add_argument("--repeats", type=int, default=repeats)
+    ap.add_argument("--workdir", default=None, help="folder for the temporary galleries")
+    return ap
+
+
+def real_photos(args: argparse.Namespace, needed: int) -> tuple[list[Path], EmbeddingCache]:
+    """The photos under ``--data`` (sorted; at least ``needed``, else a one-line exit) and the ``--cache``."""
     photos = sorted(Path(args.data).glob("*/*.jpg"))
-    if len(photos) < 200 + args.repeats:
-        raise SystemExit(f"need {200 + args.repeats} photos under {args.data}")
-    cache = EmbeddingCache(args.cache)
+    if len(photos) < needed:
+        raise SystemExit(f"{Path(sys.argv[0]).stem}: error: need {needed} photos under {args.data}")
+    return photos, EmbeddingCache(args.cache)
+
+
+def main() -> None:
+    args = gallery_args(__doc__, repeats=5).parse_args()
+    photos, cache = real_photos(args, 200 + args.repeats)
     rows = [run(n, args.index, photos, cache, args.repeats, args.workdir) for n in args.sizes]
     print(f"\nEnrolling one face at a time (index {args.index}; seconds; later = median of {args.repeats - 1})\n")
     print("| gallery faces | padding + first search s | first enrolment s | later enrolments s | search s | "

@@ -11,7 +11,6 @@ first run computes the gallery's calibration and saves it; later runs read it. P
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from enroll_one import HEADLINE  # noqa: E402
+from enroll_one import gallery_args, real_photos  # noqa: E402
 from identify_latency import pad  # noqa: E402
 
 from lookalike.gallery import Gallery  # noqa: E402
@@ -53,18 +52,8 @@ def run(n: int, spec: str, photos: list[Path], cache: EmbeddingCache, repeats: i
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default="../shared/data/lfw", help="real photos (folder per person)")
-    ap.add_argument("--cache", default="cache/lookalike.sqlite", help="embedding cache (warm: enrolment is fast)")
-    ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
-    ap.add_argument("--index", default=HEADLINE, help=f"gallery index spec (default: {HEADLINE})")
-    ap.add_argument("--repeats", type=int, default=4)
-    ap.add_argument("--workdir", default=None)
-    args = ap.parse_args()
-    photos = sorted(Path(args.data).glob("*/*.jpg"))
-    if len(photos) < 201:
-        raise SystemExit(f"identify_cli: error: need 201 photos under {args.data}")
-    cache = EmbeddingCache(args.cache)
+    args = gallery_args(__doc__, repeats=4).parse_args()
+    photos, cache = real_photos(args, 201)
     rows = [run(n, args.index, photos, cache, args.repeats, args.workdir) for n in args.sizes]
     print(f"\nOne photo, `lookalike identify` as a new process (index {args.index}; seconds; later = median of "
           f"{args.repeats - 1})\n")
