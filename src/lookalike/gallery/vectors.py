@@ -189,9 +189,11 @@ def read_index(folder: Path, vectors: np.ndarray) -> Index:
     ``vectors`` are the rows of ``vectors.npy``: while that file is the one the index was saved beside (the size,
     modification time and inode recorded then), the fingerprint recorded with them stands for theirs (no hashing)."""
     with _locked(folder, exclusive=False):
-        stamp = _read_stamp(folder)
-        known = stamp.pop("vectors", None) if stamp == {**_stamp(folder), "vectors": stamp.get("vectors")} else None
-        return load_index(folder / INDEX, vectors, known=known if isinstance(known, dict) else None)
+        stamp = _json_object(folder / INDEX / STAMP)
+        known = stamp.pop("vectors", None)
+        if stamp != _stamp(folder) or not isinstance(known, dict):
+            known = None  # another file, or no stamp: the vectors are hashed
+        return load_index(folder / INDEX, vectors, known=known)
 
 
 def write_index(folder: Path, index: Index, still_current) -> bool:
@@ -212,26 +214,21 @@ def _stamp(folder: Path) -> dict[str, int]:
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino}
 
 
-def _read_stamp(folder: Path) -> dict:
+def _json_object(path: Path) -> dict:
+    """The JSON object in ``path``; {} when it is absent, unreadable or not an object."""
     try:
-        stamp = read_json(folder / INDEX / STAMP)
+        obj = read_json(path)
     except (OSError, ValueError):
         return {}
-    return stamp if isinstance(stamp, dict) else {}
+    return obj if isinstance(obj, dict) else {}
 
 
 def read_derived(folder: Path | None, name: str, key: dict) -> dict | None:
     """A value computed from the gallery's vectors (e.g. identify's calibration), saved in ``folder`` by
     :func:`write_derived` for ``key`` (the settings it was computed with); None when there is none, it is
     unreadable, or it was saved for another key."""
-    if folder is None:
-        return None
-    try:
-        saved = read_json(folder / f"derived-{name}.json")
-    except (OSError, ValueError):
-        return None
-    ok = isinstance(saved, dict) and saved.get("key") == key and isinstance(saved.get("value"), dict)
-    return saved["value"] if ok else None
+    saved = _json_object(folder / f"derived-{name}.json") if folder is not None else {}
+    return saved["value"] if saved.get("key") == key and isinstance(saved.get("value"), dict) else None
 
 
 def write_derived(folder: Path | None, name: str, key: dict, value: dict) -> None:

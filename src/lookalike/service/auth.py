@@ -93,17 +93,13 @@ class Session:
 
 
 class Sessions:
-    """Page sessions, by the id in their cookie.
+    """Page sessions, by the id in their cookie, kept in the gallery's database (``store``: a connection of their
+    own, used under a lock) under the SHA-256 of their id, so a restart of the service, or another service process
+    on the same gallery, keeps examiners logged in. Flash messages stay in this process."""
 
-    With a ``store`` (a connection of their own, used under a lock) they are kept in the gallery's database under
-    the SHA-256 of their id, so a restart of the service, or another service process on the same gallery, keeps
-    examiners logged in; without one, in this process's memory. Flash messages stay in this process.
-    """
-
-    def __init__(self, store: GalleryStore | None = None, seconds: int = SESSION_SECONDS) -> None:
+    def __init__(self, store: GalleryStore, seconds: int = SESSION_SECONDS) -> None:
         self.seconds = seconds
         self._store = store
-        self._sessions: dict[str, Session] = {}  # without a store
         self._flash: dict[str, tuple[float, list[str]]] = {}  # key -> (last used, messages)
         self._lock = threading.Lock()
 
@@ -112,20 +108,19 @@ class Sessions:
             return None
         key = _key(sid)
         with self._lock:
-            s = self._sessions.get(key) if self._store is None else self._read(key)
-            if s is not None and s.expires < time.time():
+            r = self._store.get_session(key)
+            if r is None:
+                return None
+            if r.expires < time.time():
                 self._forget(key)
-                s = None
-            return s
+                return None
+            return Session(r.csrf, r.expires, r.authenticated, r.token, r.reviewer, self._messages(key))
 
     def new(self, authenticated: bool = False, token: str = "") -> tuple[str, Session]:
         sid = secrets.token_urlsafe(32)
         s = Session(secrets.token_urlsafe(32), time.time() + self.seconds, authenticated, token)
         with self._lock:
             now = time.time()
-            if self._store is None:
-                for k in [k for k, v in self._sessions.items() if v.expires < now]:
-                    del self._sessions[k]
             for k in [k for k, (used, _) in self._flash.items() if used < now - self.seconds]:
                 del self._flash[k]
             self._write(_key(sid), s, now)
@@ -141,11 +136,6 @@ class Sessions:
         with self._lock:
             self._forget(_key(sid or ""))
 
-    def _read(self, key: str) -> Session | None:
-        r = self._store.get_session(key)
-        return None if r is None else Session(r.csrf, r.expires, r.authenticated, r.token, r.reviewer,
-                                              self._messages(key))
-
     def _messages(self, key: str, messages: list[str] | None = None) -> list[str]:
         """The flash messages of a session (kept by this process, as long as the session lives)."""
         messages = messages if messages is not None else self._flash.get(key, (0.0, []))[1]
@@ -154,17 +144,11 @@ class Sessions:
 
     def _write(self, key: str, s: Session, now: float) -> None:
         self._messages(key, s.flash)
-        if self._store is None:
-            self._sessions[key] = s
-        else:
-            self._store.put_session(SessionRecord(key, s.csrf, s.expires, s.authenticated, s.token, s.reviewer), now)
+        self._store.put_session(SessionRecord(key, s.csrf, s.expires, s.authenticated, s.token, s.reviewer), now)
 
     def _forget(self, key: str) -> None:
         self._flash.pop(key, None)
-        if self._store is None:
-            self._sessions.pop(key, None)
-        else:
-            self._store.drop_session(key)
+        self._store.drop_session(key)
 
 
 def _key(sid: str) -> str:
