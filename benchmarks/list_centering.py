@@ -28,7 +28,14 @@ import copy
 from pathlib import Path
 
 import numpy as np
-from validation_runs import ExperimentDisambiguator, fit_grids, grid_runs, save_json, validation_data
+from validation_runs import (
+    ExperimentDisambiguator,
+    beats_everywhere,
+    fit_grids,
+    grid_runs,
+    save_json,
+    validation_data,
+)
 
 from lookalike.disambiguators.base import distinct_rows, l2n
 from lookalike.disambiguators.lda import LookalikeLDA
@@ -72,7 +79,7 @@ def validation(run: Path, args: argparse.Namespace) -> dict:
 
 def main() -> None:
     args, results = grid_runs(__doc__, validation)
-    adopt = all(r["grids"]["lda+centred"]["val_rank1"] > r["grids"]["lda"]["val_rank1"] for r in results.values())
+    adopt = beats_everywhere(results, "lda+centred")
     print(f"\nrule: adopt ListCentered if lda+centred beats lda on every run's validation -> {adopt}")
     save_json(args.out, {"results": results, "adopt": adopt})
 

@@ -30,7 +30,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from validation_runs import ExperimentDisambiguator, fit_grids, global_rank1, grid_runs, save_json, validation_data
+from validation_runs import (
+    ExperimentDisambiguator,
+    beats_everywhere,
+    fit_grids,
+    global_rank1,
+    grid_runs,
+    save_json,
+    validation_data,
+)
 
 from lookalike.disambiguators.base import distinct_rows
 from lookalike.disambiguators.lda import LookalikeLDA
@@ -132,8 +140,7 @@ def show_global(r: dict) -> None:
 
 def main() -> None:
     args, results = grid_runs(__doc__, validation, show_global)
-    adopt = {g: all(r["grids"][g]["val_rank1"] > r["grids"]["lda"]["val_rank1"] for r in results.values())
-             for g in ("lda+pair", "lda+stacked")}
+    adopt = {g: beats_everywhere(results, g) for g in ("lda+pair", "lda+stacked")}
     print(f"\nrule: adopt a grid if it beats lda on every run's validation -> {adopt}")
     save_json(args.out, {"results": results, "adopt": adopt})
 

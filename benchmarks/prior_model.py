@@ -23,7 +23,14 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from validation_runs import ExperimentDisambiguator, fit_grids, grid_runs, save_json, validation_data
+from validation_runs import (
+    ExperimentDisambiguator,
+    beats_everywhere,
+    fit_grids,
+    grid_runs,
+    save_json,
+    validation_data,
+)
 
 from lookalike.disambiguators.base import Disambiguator
 from lookalike.faces import FaceSet
@@ -67,7 +74,7 @@ def validation(run: Path, args: argparse.Namespace) -> dict:
 
 def main() -> None:
     args, results = grid_runs(__doc__, validation)
-    adopt = all(r["grids"]["lda+prior"]["val_rank1"] > r["grids"]["lda"]["val_rank1"] for r in results.values())
+    adopt = beats_everywhere(results, "lda+prior")
     print(f"\nrule: build the option if lda+prior beats lda on every run's validation -> {adopt}")
     save_json(args.out, {"results": results, "adopt": adopt})
 

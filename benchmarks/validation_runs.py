@@ -133,6 +133,12 @@ def grid_runs(doc: str, validation: Callable[[Path, argparse.Namespace], dict],
     return args, results
 
 
+def beats_everywhere(results: dict[str, dict], grid: str, baseline: str = "lda") -> bool:
+    """The written rule of the grid-comparing scripts: ``grid``'s saved model beats ``baseline``'s on validation
+    rank-1 on every run."""
+    return all(r["grids"][grid]["val_rank1"] > r["grids"][baseline]["val_rank1"] for r in results.values())
+
+
 def save_json(path: str | Path | None, results: dict) -> None:
     """Write ``results`` as JSON to ``path`` (nothing when None)."""
     if path:
