@@ -77,6 +77,13 @@ def test_enrol_identify_review_round_trip(served, orl_dir: Path):
         pages.append([s["name"] for s in page])
         after = pages[-1][-1]
     assert [n for p in pages for n in p] == everyone and max(map(len, pages)) == 2
+    linked, url = [], "/api/subjects?limit=2"  # the same pages, following each full page's Link header
+    while url:
+        r = c.get(url, headers=AUTH)
+        linked.append([s["name"] for s in r.json()])
+        url = r.links.get("next", {}).get("url")
+    assert [n for p in linked for n in p] == everyone and len(linked[-1]) < 2
+    assert "link" not in c.get("/api/subjects", headers=AUTH).headers  # fewer subjects than a default page
     assert [s["name"] for s in c.get("/api/subjects", params={"prefix": "Jos"}, headers=AUTH).json()] == [name]
     for bad in ({"limit": 0}, {"limit": "x"}, {"prefix": "x" * 101}):
         assert c.get("/api/subjects", params=bad, headers=AUTH).status_code == 422

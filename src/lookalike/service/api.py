@@ -19,6 +19,7 @@ from lookalike.service.security import require_reader, require_token
 router = APIRouter(prefix="/api")
 ImageId = Annotated[int, Field(ge=1, le=2**62)]
 SearchId = Annotated[int, Field(ge=1, le=2**62)]
+SUBJECTS_PAGE = 1000  # subjects a listing returns unless asked for another page size
 
 
 def service(request: Request) -> Service:
@@ -56,11 +57,16 @@ def create_subject(body: SubjectIn, request: Request) -> dict:
 
 
 @router.get("/subjects", dependencies=[Depends(require_reader)],
-            summary="list the subjects by name (all, or a page: ?limit=1000&after=<last name of the previous page>)")
-def list_subjects(request: Request, prefix: Annotated[str, Query(max_length=100)] = "",
+            summary=f"list the subjects by name, a page at a time (?limit=, default {SUBJECTS_PAGE}; a full page "
+                    "carries a Link: <...>; rel=\"next\" header for the next one)")
+def list_subjects(request: Request, response: Response, prefix: Annotated[str, Query(max_length=100)] = "",
                   after: Annotated[str | None, Query(max_length=100)] = None,
-                  limit: Annotated[int | None, Query(ge=1, le=100_000)] = None) -> list[dict]:
-    return service(request).list_subjects(prefix, after, limit)
+                  limit: Annotated[int, Query(ge=1, le=100_000)] = SUBJECTS_PAGE) -> list[dict]:
+    page = service(request).list_subjects(prefix, after, limit)
+    if len(page) == limit:  # there may be more: say where the next page starts
+        nxt = request.url.include_query_params(after=page[-1]["name"], limit=limit)
+        response.headers["Link"] = f'<{nxt}>; rel="next"'
+    return page
 
 
 @router.get("/subjects/{name}", dependencies=[Depends(require_reader)], summary="a subject and its images")
