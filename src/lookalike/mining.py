@@ -235,6 +235,22 @@ class UnionMiner(Miner):
         return pairs
 
 
+def triplets(pairs: Pairs, rng: np.random.Generator) -> np.ndarray:
+    """(T, 3) rows (anchor, positive, negative): every lookalike pair in both directions whose anchor has a
+    genuine mate, with one mate drawn at random per row."""
+    g, look = pairs.genuine, pairs.lookalike
+    a_g = np.concatenate([g.left, g.right])
+    m_g = np.concatenate([g.right, g.left])
+    order = np.argsort(a_g, kind="stable")
+    a_g, m_g = a_g[order], m_g[order]
+    anchors = np.concatenate([look.left, look.right])
+    negatives = np.concatenate([look.right, look.left])
+    start, stop = np.searchsorted(a_g, anchors, "left"), np.searchsorted(a_g, anchors, "right")
+    ok = stop > start
+    pick = start[ok] + (rng.random(ok.sum()) * (stop[ok] - start[ok])).astype(np.int64)
+    return np.stack([anchors[ok], m_g[pick], negatives[ok]], 1).astype(np.int64)
+
+
 def default_miner(k: int = 10, seed: int = 0) -> Miner:
     """Genuine pairs plus each image's ``k`` nearest impostors and every impostor above a true mate."""
     return UnionMiner([GenuineMiner(seed=seed), TopKImpostorMiner(k), HardImpostorMiner(0.0, 2 * k)])

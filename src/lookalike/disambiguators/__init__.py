@@ -2,15 +2,11 @@
 
 from lookalike.disambiguators.base import Disambiguator, EmbeddingDisambiguator
 from lookalike.disambiguators.finetuned import FineTunedNet
-from lookalike.disambiguators.joint_bayesian import JointBayesian
 from lookalike.disambiguators.lda import LookalikeLDA
-from lookalike.disambiguators.projection import LookalikeProjection
 
 __all__ = [
     "Disambiguator",
     "EmbeddingDisambiguator",
     "FineTunedNet",
-    "JointBayesian",
     "LookalikeLDA",
-    "LookalikeProjection",
 ]

@@ -24,12 +24,11 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from lookalike.disambiguators.base import Disambiguator
-from lookalike.disambiguators.projection import triplets
 from lookalike.faces import FaceSet
 from lookalike.matchers.base import CHIP_SIZE
 from lookalike.matchers.cache import DEFAULT_CACHE, EmbeddingCache
 from lookalike.matchers.torch_resnet import DlibResNet, build_dlib_resnet, fuse_affine, preprocess
-from lookalike.mining import Pairs
+from lookalike.mining import Pairs, triplets
 
 Key = tuple[str, int]  # (path, lowres); lowres 0 = full resolution
 
