@@ -250,6 +250,50 @@ def test_two_galleries_on_one_store_see_each_others_changes(db: str, face_folder
             assert a.stats()["vectors"] == b.stats()["vectors"] == N_IMAGES - 1
 
 
+def _same_as_a_fresh_load(g: Gallery) -> None:
+    with Gallery.open(g.store.url) as fresh:
+        fresh.refresh()
+        assert np.array_equal(g.image_ids_, fresh.image_ids_) and np.array_equal(g.vectors_, fresh.vectors_)
+        assert list(g.subjects_) == list(fresh.subjects_) and list(g.paths_) == list(fresh.paths_)
+        code_of = dict(zip(g.subjects_, g.subject_codes_, strict=True))  # one code per subject, distinct
+        assert [code_of[s] for s in g.subjects_] == list(g.subject_codes_)
+        assert len(set(code_of.values())) == len(code_of)
+
+
+def test_another_galleries_additions_are_caught_up_without_a_reload(db: str, face_folders: Path,
+        cache: EmbeddingCache, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A gallery behind by other processes' enrolments reads only the added rows; a removal, or added rows whose
+    ids are not above the ones it holds (PostgreSQL ids can commit out of order), make it reload everything."""
+    paths, subjects = _table(face_folders)
+
+    def enroll(g: Gallery, *people: str) -> None:
+        rows = [i for i, s in enumerate(subjects) if s in people]
+        g.enroll([paths[i] for i in rows], [subjects[i] for i in rows], cache=cache, workers=1, progress=False,
+                 chunk_size=2)
+
+    with _create(db) as a:
+        enroll(a, *[s for s in PERSON_COUNTS if s not in ("p08", "p09", "p10")])
+        with Gallery.open(db) as b:
+            b.refresh()
+            loads = []
+            real_load = b._load
+            monkeypatch.setattr(b, "_load", lambda *x, **k: (loads.append(1), real_load(*x, **k))[1])
+            enroll(a, "p08")  # several generations (chunks of 2), and a subject created without images
+            enroll(a, "p09")
+            a.store.add_subject("nobody yet")
+            probe = a.vectors_[-1:]
+            assert b.search(probe, k=1).subjects[0, 0] == "p09" and loads == []
+            assert b.generation_ == a.store.generation()
+            _same_as_a_fresh_load(b)
+            a.remove("p00")
+            assert "p00" not in set(b.search(probe, k=100).subjects[0]) and loads == [1]
+            _same_as_a_fresh_load(b)
+            b.image_ids_[-1] += 10**6  # as if b held a row committed above the ids of the next enrolment
+            enroll(a, "p10")
+            assert "p10" in set(b.search(probe, k=100).subjects[0]) and loads == [1, 1]
+            _same_as_a_fresh_load(b)
+
+
 # --- the vector files beside a SQLite gallery ------------------------------------------------------------------
 def _break_count(d: Path) -> None:
     state = json.loads((d / "state.json").read_text())
@@ -345,8 +389,8 @@ def test_older_schema_is_migrated_on_open(db: str, monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(gallery_store, "SCHEMA_VERSION", v + 1)
     monkeypatch.setattr(gallery_sql, "MIGRATIONS", {**gallery_sql.MIGRATIONS,
                                                     v: ["ALTER TABLE subjects ADD COLUMN note TEXT"]})
-    with open_store(db) as s:
-        assert s.schema_version() == v + 1 and s.generation() == gen + 1
+    with open_store(db) as s:  # a migration changes nothing a search reads: the generation stays
+        assert s.schema_version() == v + 1 and s.generation() == gen
         s._exec("SELECT note FROM subjects")
 
 
@@ -395,17 +439,24 @@ def test_page_sessions_are_kept_by_hash_and_expire(db: str) -> None:
         assert s.get_session("a" * 64) is None and s.generation() == gen
 
 
-def test_a_schema_2_gallery_gets_its_sessions_table(db: str) -> None:
+def test_a_schema_2_gallery_gets_its_sessions_and_changes_tables(db: str) -> None:
     from lookalike.gallery.store import SessionRecord
 
     _create(db).close()
     with open_store(db) as s:
         s._exec("DROP TABLE sessions")
+        s._exec("DROP TABLE changes")
         s._exec("UPDATE state SET schema_version = 2")
+        gen = s.generation()
     with open_store(db) as s:  # migrated on opening
-        assert s.schema_version() == 3
+        assert s.schema_version() == gallery_store.SCHEMA_VERSION == 4
         s.put_session(SessionRecord("k" * 64, "c", 9e9, True, "1", ""), now=0.0)
         assert s.get_session("k" * 64).authenticated
+        assert s.generation() == gen and s.changes_since(gen)[1].size == 0  # nothing since: nothing to read
+        s.add_subject("ann")  # a subject without images adds nothing a search reads; a removal is a reload
+        assert s.changes_since(gen)[0] == gen + 1 and s.changes_since(gen)[1].size == 0
+        s.delete_subject("ann")
+        assert s.changes_since(gen) == (gen + 2, None) and s.changes_since(gen - 1)[1] is None
 
 
 def test_not_a_gallery_is_refused(tmp_path: Path) -> None:

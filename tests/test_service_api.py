@@ -15,6 +15,7 @@ pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from lookalike.gallery import Gallery, StoreError, open_store  # noqa: E402
+from lookalike.gallery.store import SCHEMA_VERSION  # noqa: E402
 from lookalike.service.app import create_app  # noqa: E402
 from lookalike.service.auth import Sessions, TokenChecker, hash_token  # noqa: E402
 from lookalike.service.core import Service, create_token_in  # noqa: E402
@@ -343,16 +344,17 @@ def test_serve_refuses_to_start_without_a_token(tmp_path: Path, capsys, monkeypa
     assert "no API token" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("version,drop", [(1, "DROP TABLE tokens; DROP TABLE sessions;"), (2, "DROP TABLE sessions;")])
+@pytest.mark.parametrize("version,drop", [(1, "DROP TABLE tokens; DROP TABLE sessions; DROP TABLE changes;"),
+                                          (2, "DROP TABLE sessions; DROP TABLE changes;"), (3, "DROP TABLE changes;")])
 def test_old_schema_is_migrated_and_newer_refused(tmp_path: Path, version: int, drop: str):
     db = tmp_path / "g.sqlite"
     Gallery.create(db, matcher=FAST_MATCHER).close()
     con = sqlite3.connect(db)
     con.executescript(f"{drop} UPDATE state SET schema_version = {version};")
     con.close()
-    service = Service(str(db), data_dir=tmp_path / "images", engines=1)  # migrates to version 3
+    service = Service(str(db), data_dir=tmp_path / "images", engines=1)  # migrates to the current version
     try:
-        assert service.store.schema_version() == 3
+        assert service.store.schema_version() == SCHEMA_VERSION
         create_token_in(str(db))
         assert len(service.store.list_tokens()) == 1
         sid, _ = Sessions(service.sessions_store).new(authenticated=True, token="1")

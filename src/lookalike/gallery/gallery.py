@@ -3,8 +3,9 @@
 The store (SQLite file or PostgreSQL) is the truth. The matrix of enrolled vectors is kept in step with it: beside
 a SQLite gallery in ``G.sqlite.vectors/`` (checked against the store on every load: brought up to date when it is
 older than the store, refused when it disagrees with it at the same generation), for PostgreSQL in process memory
-only. :meth:`Gallery.refresh` (run at the start of every search) reloads it when the store's generation moved, so a
-second process sees another's enrolment on its next search.
+only. :meth:`Gallery.refresh` (run at the start of every search) brings it up to date when the store's generation
+moved, so a second process sees another's enrolment on its next search: by reading just the added rows when adding
+is all that happened (the store records what each generation added), else by reloading it.
 
 The search index is named by a spec (``numpy``, ``hnsw:m=32``...; :func:`lookalike.index.parse_index_spec`)
 recorded in the store when the gallery is created. An approximate index is saved in ``G.sqlite.vectors/index/``
@@ -276,7 +277,27 @@ class Gallery:
         gen = self.store.generation()
         if gen == self.generation_:
             return False
-        self._load()
+        if not self._catch_up():
+            self._load()
+        return True
+
+    def _catch_up(self) -> bool:
+        """Append the images other processes added since :attr:`generation_` (read by id, not the whole gallery)
+        when adding is all that changed; False when a reload is needed instead: something else changed, the
+        change records are gone, or the new rows' ids are not all above the loaded ones (in PostgreSQL two
+        enrolments can commit out of id order, and the vectors are kept in id order)."""
+        if self.generation_ < 0 or not len(self.image_ids_):
+            return False
+        gen, added = self.store.changes_since(self.generation_)
+        if added is None:
+            return False
+        snap = self.store.snapshot(self.matcher_name, self.preprocess, image_ids=added)
+        if len(snap.image_ids) and (snap.image_ids[0] <= self.image_ids_[-1] or snap.vectors.shape[1] != self.dim):
+            return False
+        if len(snap.image_ids):
+            self._pending.append((snap.image_ids, snap.subjects, snap.paths, snap.vectors))
+            self._flush()
+        self.generation_ = gen
         return True
 
     def _load(self, read_files: bool = True) -> None:

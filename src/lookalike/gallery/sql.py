@@ -29,7 +29,8 @@ from lookalike.gallery.store import (
     check_verdict,
 )
 
-TABLES = ("state", "meta", "subjects", "images", "embeddings", "searches", "reviews", "tokens", "sessions")
+TABLES = ("state", "meta", "subjects", "images", "embeddings", "searches", "reviews", "tokens", "sessions",
+          "changes")
 
 # {ID}: auto-increment primary key that never reuses ids; {BLOB}: bytes column.
 SCHEMA = """
@@ -63,8 +64,15 @@ SESSIONS = """CREATE TABLE sessions (id_hash TEXT PRIMARY KEY, csrf TEXT NOT NUL
     authenticated INTEGER NOT NULL, token TEXT NOT NULL DEFAULT '', reviewer TEXT NOT NULL DEFAULT '');
 """
 
-# Statements that take a database from version v to v + 1 ({ID} and {BLOB} as in SCHEMA).
-MIGRATIONS: dict[int, list[str]] = {1: [TOKENS], 2: [SESSIONS]}
+# What each generation changed: the ids of the images it added (a JSON list), or NULL for any other change (a
+# removal, meta): a process behind by additions only reads the added rows instead of the whole gallery.
+CHANGES = """CREATE TABLE changes (generation BIGINT PRIMARY KEY, added TEXT);
+"""
+KEEP_CHANGES = 10_000  # generations of changes kept; a process further behind reloads everything
+
+# Statements that take a database from version v to v + 1 ({ID} and {BLOB} as in SCHEMA). None changes what a
+# search reads, so a migration leaves the generation (and the vector files beside a gallery) alone.
+MIGRATIONS: dict[int, list[str]] = {1: [TOKENS], 2: [SESSIONS], 3: [CHANGES]}
 
 _CHUNK = 500
 
@@ -103,7 +111,7 @@ class SQLStore(GalleryStore):
                                       f"PostgreSQL, name a schema of the gallery's own with ?schema=NAME)")
                 if create is False:
                     raise NoGalleryError(f"no gallery in {self.url} (create one with `lookalike enroll`)")
-                schema = SCHEMA.replace("{TOKENS}", TOKENS + SESSIONS).format(ID=self.ID, BLOB=self.BLOB)
+                schema = SCHEMA.replace("{TOKENS}", TOKENS + SESSIONS + CHANGES).format(ID=self.ID, BLOB=self.BLOB)
                 for s in _statements(schema) + _statements(self.APPEND_ONLY):
                     self._exec(s)
                 self._exec("INSERT INTO state (id, schema_version, generation) VALUES (1, ?, 0)",
@@ -122,8 +130,6 @@ class SQLStore(GalleryStore):
                     for statement in _statements(s.format(ID=self.ID, BLOB=self.BLOB)):
                         self._exec(statement)
                 self._exec("UPDATE state SET schema_version = ? WHERE id = 1", (v + 1,))
-            if version < _store.SCHEMA_VERSION:
-                self._bump()
 
     _depth = 0  # open nested transactions (0: none)
 
@@ -163,9 +169,26 @@ class SQLStore(GalleryStore):
     def _lock_schema(self) -> None:
         """Serialise concurrent creation (no-op where the write transaction already does)."""
 
-    def _bump(self) -> int:
-        return int(self._exec("UPDATE state SET generation = generation + 1 WHERE id = 1 RETURNING generation")
-                   .fetchone()[0])
+    def _bump(self, added: list[int] | None = None) -> int:
+        """The next generation, recorded with what it changed: ``added`` image ids, or None for anything else.
+
+        Called last in a writing transaction: the state row's lock, held to the commit, orders generations as
+        their transactions commit, so a reader that sees generation g sees the record of every generation <= g."""
+        gen = int(self._exec("UPDATE state SET generation = generation + 1 WHERE id = 1 RETURNING generation")
+                  .fetchone()[0])
+        self._exec("INSERT INTO changes (generation, added) VALUES (?, ?)",
+                   (gen, None if added is None else json.dumps(added)))
+        self._exec("DELETE FROM changes WHERE generation <= ?", (gen - KEEP_CHANGES,))
+        return gen
+
+    def changes_since(self, generation: int) -> tuple[int, np.ndarray | None]:
+        with self._transaction():
+            gen = int(self._exec("SELECT generation FROM state WHERE id = 1").fetchone()[0])
+            rows = self._exec("SELECT added FROM changes WHERE generation > ? AND generation <= ? ORDER BY generation",
+                              (int(generation), gen)).fetchall()
+        if generation > gen or len(rows) != gen - generation or any(r[0] is None for r in rows):
+            return gen, None
+        return gen, np.asarray([i for r in rows for i in json.loads(r[0])], np.int64)
 
     # --- state -----------------------------------------------------------------------------------------
     def schema_version(self) -> int:
@@ -200,7 +223,7 @@ class SQLStore(GalleryStore):
     def add_subject(self, name: str) -> int:
         with self._transaction(write=True):
             sid = self._subject_id(_check_name(name))
-            self._bump()
+            self._bump(added=[])  # a subject without images: nothing a search reads
             return sid
 
     _SUBJECTS = ("SELECT s.id, s.name, s.created, s.removed, "
@@ -282,7 +305,7 @@ class SQLStore(GalleryStore):
                     self._exec("INSERT INTO embeddings (image_id, matcher, preprocess, vector) VALUES (?, ?, ?, ?)",
                                (image_id, matcher, preprocess, np.asarray(im.embedding, np.float32).tobytes()))
                 out.image_ids.append(image_id)
-            out.generation = self._bump()
+            out.generation = self._bump(added=[i for i in out.image_ids if i is not None])
         return out
 
     _IMAGES = ("SELECT i.id, s.name, i.path, i.sha1, i.status, i.message, i.method, i.n_faces, i.box, i.landmarks, "
@@ -313,14 +336,21 @@ class SQLStore(GalleryStore):
             self._bump()
         return n
 
-    def snapshot(self, matcher: str, preprocess: str, with_vectors: bool = True) -> Snapshot:
+    def snapshot(self, matcher: str, preprocess: str, with_vectors: bool = True,
+                 image_ids: np.ndarray | None = None) -> Snapshot:
+        query = (f"SELECT i.id, i.subject_id, s.name, i.path{', e.vector' if with_vectors else ''} FROM images i "
+                 "JOIN subjects s ON s.id = i.subject_id "
+                 "JOIN embeddings e ON e.image_id = i.id WHERE s.removed IS NULL AND i.status = 'ok' "
+                 "AND e.matcher = ? AND e.preprocess = ? ")
         with self._transaction():
             gen = int(self._exec("SELECT generation FROM state WHERE id = 1").fetchone()[0])
-            rows = self._exec(
-                f"SELECT i.id, i.subject_id, s.name, i.path{', e.vector' if with_vectors else ''} FROM images i "
-                "JOIN subjects s ON s.id = i.subject_id "
-                "JOIN embeddings e ON e.image_id = i.id WHERE s.removed IS NULL AND i.status = 'ok' "
-                "AND e.matcher = ? AND e.preprocess = ? ORDER BY i.id", (matcher, preprocess)).fetchall()
+            if image_ids is None:
+                rows = self._exec(query + "ORDER BY i.id", (matcher, preprocess)).fetchall()
+            else:
+                rows = []
+                for chunk in _chunks(sorted({int(i) for i in image_ids})):
+                    rows += self._exec(query + f"AND i.id IN ({','.join('?' * len(chunk))}) ORDER BY i.id",
+                                       (matcher, preprocess, *chunk)).fetchall()
         ids, subject_ids = (np.fromiter((r[c] for r in rows), np.int64, len(rows)) for c in (0, 1))
         subjects = np.asarray([r[2] for r in rows], dtype=object)
         paths = np.asarray([r[3] for r in rows], dtype=object)

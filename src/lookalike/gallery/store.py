@@ -16,7 +16,8 @@ import numpy as np
 # Version of the database layout this code writes; older layouts are migrated on open, newer ones refused.
 # 2: ``tokens`` (hashed API tokens of the web service).
 # 3: ``sessions`` (the web service's page sessions, under a hash of their id).
-SCHEMA_VERSION = 3
+# 4: ``changes`` (the images each generation added, so another process catches up without reloading everything).
+SCHEMA_VERSION = 4
 
 VERDICTS = ("match", "non-match", "inconclusive")
 
@@ -226,9 +227,15 @@ class GalleryStore(ABC):
         """Delete images (and their embeddings); returns how many were deleted."""
 
     @abstractmethod
-    def snapshot(self, matcher: str, preprocess: str, with_vectors: bool = True) -> Snapshot:
-        """Every embedded image of non-removed subjects, by id, read in one transaction (``vectors`` is
-        (0, 0) without ``with_vectors``)."""
+    def snapshot(self, matcher: str, preprocess: str, with_vectors: bool = True,
+                 image_ids: np.ndarray | None = None) -> Snapshot:
+        """Every embedded image of non-removed subjects (or those of ``image_ids``), by id, read in one transaction
+        (``vectors`` is (0, 0) without ``with_vectors``)."""
+
+    @abstractmethod
+    def changes_since(self, generation: int) -> tuple[int, np.ndarray | None]:
+        """(the current generation, the ids of the images added since ``generation``), or (current, None) when
+        something else changed meanwhile (a removal, meta) or the record of a generation is gone: then reload."""
 
     @abstractmethod
     def get_image(self, image_id: int) -> ImageRecord | None:
