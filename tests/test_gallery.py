@@ -262,8 +262,11 @@ def _same_as_a_fresh_load(g: Gallery) -> None:
 
 def test_another_galleries_additions_are_caught_up_without_a_reload(db: str, face_folders: Path,
         cache: EmbeddingCache, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A gallery behind by other processes' enrolments reads only the added rows; a removal, or added rows whose
-    ids are not above the ones it holds (PostgreSQL ids can commit out of order), make it reload everything."""
+    """A gallery behind by other processes' enrolments reads only the added rows (mapping the shared vector files
+    when the enrolling process wrote them, else bringing them up to date); a removal, or added rows whose ids are
+    not above the ones it holds (PostgreSQL ids can commit out of order), make it reload everything."""
+    from lookalike.gallery.vectors import saved_generation
+
     paths, subjects = _table(face_folders)
 
     def enroll(g: Gallery, *people: str) -> None:
@@ -271,26 +274,41 @@ def test_another_galleries_additions_are_caught_up_without_a_reload(db: str, fac
         g.enroll([paths[i] for i in rows], [subjects[i] for i in rows], cache=cache, workers=1, progress=False,
                  chunk_size=2)
 
+    def counting_loads(g: Gallery) -> list:
+        loads, real = [], g._load
+        monkeypatch.setattr(g, "_load", lambda *x, **k: (loads.append(1), real(*x, **k))[1])
+        return loads
+
     with _create(db) as a:
-        enroll(a, *[s for s in PERSON_COUNTS if s not in ("p08", "p09", "p10")])
+        enroll(a, *[s for s in PERSON_COUNTS if s not in ("p08", "p09", "p10", "p11")])
         with Gallery.open(db) as b:
             b.refresh()
-            loads = []
-            real_load = b._load
-            monkeypatch.setattr(b, "_load", lambda *x, **k: (loads.append(1), real_load(*x, **k))[1])
-            enroll(a, "p08")  # several generations (chunks of 2), and a subject created without images
+            a_loads, b_loads = counting_loads(a), counting_loads(b)
+            enroll(a, "p08")  # several generations (chunks of 2)
             enroll(a, "p09")
-            a.store.add_subject("nobody yet")
             probe = a.vectors_[-1:]
-            assert b.search(probe, k=1).subjects[0, 0] == "p09" and loads == []
+            assert b.search(probe, k=1).subjects[0, 0] == "p09" and b_loads == []
             assert b.generation_ == a.store.generation()
+            if b.vector_dir is not None:  # the enrolling gallery wrote the files: b maps them, no private copy
+                assert isinstance(b.vectors_, np.memmap) and np.shares_memory(b.index_.vectors, b.vectors_)
             _same_as_a_fresh_load(b)
+            a.store.add_subject("p10")  # as the service creates a subject: a's next enrolment finds the store moved
+            enroll(a, "p10")
+            assert "p10" in set(b.search(probe, k=100).subjects[0]) and "p10" in set(a.search(probe, k=100).subjects[0])
+            assert a_loads == b_loads == [] and a.generation_ == b.generation_ == a.store.generation()
+            if b.vector_dir is not None:  # the files were behind: brought up to date (appended), not rewritten
+                assert saved_generation(b.vector_dir) == a.store.generation()
+                with Gallery.open(db) as fresh:
+                    fresh.refresh()
+                    assert fresh.vectors_source_ == "file"
+            _same_as_a_fresh_load(b)
+            _same_as_a_fresh_load(a)
             a.remove("p00")
-            assert "p00" not in set(b.search(probe, k=100).subjects[0]) and loads == [1]
+            assert "p00" not in set(b.search(probe, k=100).subjects[0]) and b_loads == [1]
             _same_as_a_fresh_load(b)
             b.image_ids_[-1] += 10**6  # as if b held a row committed above the ids of the next enrolment
-            enroll(a, "p10")
-            assert "p10" in set(b.search(probe, k=100).subjects[0]) and loads == [1, 1]
+            enroll(a, "p11")
+            assert "p11" in set(b.search(probe, k=100).subjects[0]) and b_loads == [1, 1]
             _same_as_a_fresh_load(b)
 
 

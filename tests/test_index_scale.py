@@ -93,6 +93,26 @@ def test_memmap_index_equals_in_memory_index_without_copy(tmp_path):
     np.testing.assert_array_equal(np.load(tmp_path / "vectors.npy"), g)
 
 
+@pytest.mark.parametrize("kind,params", [("numpy", {}), ("faiss", {}), ("hnsw", {"m": 8}),
+                                         ("ivf", {"nlist": 20, "nprobe": 4})])
+def test_add_in_place_searches_the_given_rows_like_add(tmp_path, kind, params):
+    """Rows another process appended to the shared vector files: the index adds them and searches the file in
+    place (kinds that keep their own copy just add); the same results as adding them."""
+    rng = np.random.default_rng(5)
+    g, q = _clustered(rng, 1500, 16), _clustered(rng, 30, 16)
+    np.save(tmp_path / "vectors.npy", g)
+    mm = np.load(tmp_path / "vectors.npy", mmap_mode="r")
+    shared, copied = build_index(kind, mm[:1200], **params), build_index(kind, g[:1200], **params)
+    shared.add_in_place(g[1200:], mm)
+    copied.add(g[1200:])
+    assert len(shared) == len(copied) == 1500
+    for a, b in zip(shared.search(q, 25), copied.search(q, 25), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert np.shares_memory(shared.vectors, mm) == (kind != "faiss")
+    with pytest.raises(ValueError, match="rows must hold"):
+        shared.add_in_place(g[:3], mm)
+
+
 # ----------------------------------------------------------------------------------------------- approximate
 
 

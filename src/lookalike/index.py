@@ -177,6 +177,14 @@ class Index(ABC):
     def add(self, vectors: np.ndarray) -> None:
         """Append (N, dim) vectors."""
 
+    def add_in_place(self, vectors: np.ndarray, rows: np.ndarray) -> None:
+        """:meth:`add` ``vectors`` that are already the last rows of ``rows`` (all the vectors, e.g. a gallery's
+        memory-mapped vector files, shared between processes): kinds that search their vectors in place then search
+        ``rows`` instead of copying; others (their own copy, e.g. FAISS flat) just add."""
+        if len(rows) != len(self) + len(vectors):
+            raise ValueError(f"rows must hold the {len(self)} indexed vectors and the {len(vectors)} added")
+        self.add(vectors)
+
     @abstractmethod
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(scores, ids), each (Q, k'), best first (ties by id), with k' = min(k, len(self))."""
@@ -269,6 +277,11 @@ class NumpyIndex(Index):
 
     def add(self, vectors: np.ndarray) -> None:
         self._rows.append(self._check(vectors))
+
+    def add_in_place(self, vectors: np.ndarray, rows: np.ndarray) -> None:
+        if len(rows) != len(self) + len(vectors):
+            raise ValueError(f"rows must hold the {len(self)} indexed vectors and the {len(vectors)} added")
+        self._rows = _Rows(self.dim, self._check(rows))
 
     def __len__(self) -> int:
         return len(self.vectors)
@@ -420,6 +433,17 @@ class ApproximateIndex(Index):
         if self._index is None:
             self._start(v)
         self._rows.append(v)
+        self._index.add(v)
+
+    def add_in_place(self, vectors: np.ndarray, rows: np.ndarray) -> None:
+        v = self._check(vectors)
+        if len(rows) != len(self) + len(v):
+            raise ValueError(f"rows must hold the {len(self)} indexed vectors and the {len(v)} added")
+        if len(v) == 0:
+            return
+        if self._index is None:
+            self._start(v)
+        self._rows = _Rows(self.dim, self._check(rows))
         self._index.add(v)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

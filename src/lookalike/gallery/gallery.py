@@ -35,6 +35,7 @@ from lookalike.gallery.vectors import (
     VectorFilesError,
     read_index,
     read_vectors,
+    saved_generation,
     vector_dir,
     write_index,
     write_vectors,
@@ -294,11 +295,32 @@ class Gallery:
         snap = self.store.snapshot(self.matcher_name, self.preprocess, image_ids=added)
         if len(snap.image_ids) and (snap.image_ids[0] <= self.image_ids_[-1] or snap.vectors.shape[1] != self.dim):
             return False
+        matrix = self._saved_matrix(gen, snap) if len(snap.image_ids) else None
         if len(snap.image_ids):
             self._pending.append((snap.image_ids, snap.subjects, snap.paths, snap.vectors))
-            self._flush()
+            self._flush(matrix)
         self.generation_ = gen
+        if matrix is None and self.vector_dir is not None and saved_generation(self.vector_dir) != gen:
+            self._save()  # files behind (e.g. the enrolling process did not know its generation): append the rows
         return True
+
+    def _saved_matrix(self, gen: int, added: Snapshot) -> np.ndarray | None:
+        """The vector files' (memory-mapped, shared between processes) matrix when the enrolling process has already
+        written them at ``gen`` holding exactly our rows followed by ``added``'s; else None (then the new rows are
+        appended to a private copy)."""
+        if self.vector_dir is None:
+            return None
+        try:
+            saved = read_vectors(self.vector_dir)
+        except VectorFilesError:
+            return None
+        if saved is None:
+            return None
+        st, n, ours = saved.state, len(self.image_ids_), (self.matcher_name, self.preprocess)
+        same = (st["generation"] == gen and (st["matcher"], st.get("preprocess")) == ours
+                and np.array_equal(saved.ids, np.concatenate([self.image_ids_, added.image_ids]))
+                and np.array_equal(saved.vectors[n:], added.vectors))
+        return saved.vectors if same else None
 
     def _load(self, read_files: bool = True) -> None:
         """Load the vectors (the saved files unless ``read_files`` is False, else the store) and the index."""
@@ -444,9 +466,10 @@ class Gallery:
         new = np.fromiter((code.setdefault(str(s), len(code)) for s in subjects), np.int64, len(subjects))
         self.subject_codes_ = np.concatenate([self.subject_codes_, new])
 
-    def _flush(self) -> None:
-        """Append the vectors enrolled by this object since the last search to the index (rebuilt instead when
-        it would be better so: see :meth:`lookalike.index.Index.outgrown`)."""
+    def _flush(self, matrix: np.ndarray | None = None) -> None:
+        """Append the vectors enrolled by this object (or caught up on) since the last search to the index (rebuilt
+        instead when it would be better so: see :meth:`lookalike.index.Index.outgrown`). ``matrix``: the whole
+        matrix with the new rows already in it (the shared vector files), instead of appending to ours."""
         if not self._pending:
             return
         ids, subjects, paths, vectors = (np.concatenate([p[i] for p in self._pending]) for i in range(4))
@@ -454,10 +477,15 @@ class Gallery:
         self.image_ids_ = np.concatenate([self.image_ids_, ids])
         self.subjects_ = np.concatenate([self.subjects_, subjects])
         self.paths_ = np.concatenate([self.paths_, paths])
-        self._append_vectors(vectors)
+        if matrix is not None:
+            self.vectors_ = matrix
+        else:
+            self._append_vectors(vectors)
         self._code_new_subjects(subjects)
         if self.index_ is None or self.index_.outgrown(len(self.vectors_)):
             self._build_index()
+        elif matrix is not None:
+            self.index_.add_in_place(vectors, matrix)
         else:
             self.index_.add(vectors)
 
@@ -581,9 +609,8 @@ class Gallery:
                                       np.asarray([r.subject for _, r in new], dtype=object),
                                       np.asarray([r.path for _, r in new], dtype=object),
                                       np.stack([r.embedding for _, r in new]).astype(np.float32)))
-        else:
-            self._pending = []
-            self.generation_ = -1  # someone else wrote too: reload from the store on the next search
+        else:  # someone else wrote too: this chunk's rows come with theirs on the next refresh (by id, or a reload)
+            self._flush()
 
     def remove(self, subject: str) -> int:
         """Remove a subject: delete its images and embeddings (the name stays, marked removed). Returns the

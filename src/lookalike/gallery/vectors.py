@@ -72,6 +72,14 @@ def read_vectors(folder: Path) -> VectorFiles | None:
         return _read(folder)
 
 
+def saved_generation(folder: Path) -> int | None:
+    """The generation the files were written at (None: none written, or unreadable)."""
+    try:
+        return _read_state(folder / STATE)["generation"] if (folder / STATE).is_file() else None
+    except VectorFilesError:
+        return None
+
+
 def _read(folder: Path) -> VectorFiles:
     """:func:`read_vectors` for a caller holding the folder's lock."""
     state = _read_state(folder / STATE)
