@@ -19,6 +19,7 @@ from conftest import FAST_MATCHER, PERSON_COUNTS, pg_base, write_synthetic
 
 from lookalike.cli import main
 from lookalike.gallery import Gallery, SchemaError, StoreError, VectorsMismatchError, open_store
+from lookalike.gallery import gallery as gallery_module
 from lookalike.gallery import sql as gallery_sql
 from lookalike.gallery import store as gallery_store
 from lookalike.gallery.vectors import vector_dir
@@ -280,7 +281,7 @@ def test_another_galleries_additions_are_caught_up_without_a_reload(db: str, fac
         return loads
 
     with _create(db) as a:
-        enroll(a, *[s for s in PERSON_COUNTS if s not in ("p08", "p09", "p10", "p11")])
+        enroll(a, *[s for s in PERSON_COUNTS if s not in ("p08", "p09", "p10", "p11", "p12", "p13")])
         with Gallery.open(db) as b:
             b.refresh()
             a_loads, b_loads = counting_loads(a), counting_loads(b)
@@ -309,6 +310,11 @@ def test_another_galleries_additions_are_caught_up_without_a_reload(db: str, fac
             b.image_ids_[-1] += 10**6  # as if b held a row committed above the ids of the next enrolment
             enroll(a, "p11")
             assert "p11" in set(b.search(probe, k=100).subjects[0]) and b_loads == [1, 1]
+            _same_as_a_fresh_load(b)
+            monkeypatch.setattr(gallery_module, "CATCH_UP_ROWS", 0)  # more rows than that beside vector files: reload
+            enroll(a, "p12", "p13")  # 3 rows, more than a sixteenth of b's
+            assert {"p12", "p13"} <= set(b.search(probe, k=100).subjects[0])
+            assert b_loads == ([1, 1, 1] if b.vector_dir is not None else [1, 1])
             _same_as_a_fresh_load(b)
 
 

@@ -134,6 +134,12 @@ def _index_spec(recorded: str | None, override: str | None, url: str) -> tuple[s
     return kind, params, (kind, params) == own
 
 
+# A gallery with vector files catches up on at most this many added rows, or a sixteenth of what it holds, by
+# reading them from the store (with their vectors, ~20 us a row in SQLite); more, and a reload, which reads the
+# rows without vectors (~1.2 us a row) and maps the files, is cheaper.
+CATCH_UP_ROWS = 1000
+
+
 class Gallery:
     """Enrolled faces in a store, searchable per subject. Use :meth:`create` or :meth:`open`.
 
@@ -290,8 +296,9 @@ class Gallery:
         if self.generation_ < 0 or not len(self.image_ids_):
             return False
         gen, added = self.store.changes_since(self.generation_)
-        if added is None:
-            return False
+        if added is None or (self.vector_dir is not None and len(added) > max(CATCH_UP_ROWS,
+                                                                              len(self.image_ids_) // 16)):
+            return False  # many rows: a reload reads the vectors from the files, faster than rows from the store
         snap = self.store.snapshot(self.matcher_name, self.preprocess, image_ids=added)
         if len(snap.image_ids) and (snap.image_ids[0] <= self.image_ids_[-1] or snap.vectors.shape[1] != self.dim):
             return False
