@@ -7,9 +7,9 @@ transaction, the vector files appended, the index extended and saved), each foll
 gallery's own calibration that an identify without a model needs (``Identifier.calibration``, brought up to date
 with the new face), and by the next search of a second gallery object open on the same database (another
 process of a service: it catches up on the added face; the same run also times, on a third object, the whole
-reload it did before, ``Gallery._load``); then the gallery reopened and searched. Prints a Markdown table of seconds; the first
-enrolment of a process also builds what later ones reuse (the subject-code table, the growable vector buffer, the
-index checksum).
+reload it did before, ``Gallery._load``); then the gallery reopened and searched. Prints a Markdown table of
+seconds; the first enrolment of a process also builds what later ones reuse (the subject-code table, the growable
+vector buffer, the index checksum).
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/enroll_one.py --cache /work/cache/lookalike.sqlite \\
         --sizes 100000 1000000
