@@ -98,6 +98,41 @@ def test_review_page_and_verdict(site):
     assert r.status_code == 422 and "not a candidate" in r.text
 
 
+def test_the_case_report_is_one_self_contained_file(site, orl_dir: Path):
+    """The review's case report: downloaded as one HTML file holding the faces inline (no link back to the service),
+    the candidate list with scores and groups, the decision and every verdict; a candidate whose subject was removed
+    since is marked, not an error; logged out: to the login page; an unknown search: 404."""
+    client, service, sid = site
+    client.cookies.clear()
+    assert client.get(f"/review/{sid}/report.html").status_code == 303
+    csrf = login(client)
+    assert f'href="/review/{sid}/report.html"' in client.get(f"/review/{sid}").text
+    faces = service.get_search(sid)["result"]["results"][0]["faces"][0]["candidates"]
+    form = {"subject": faces[0]["subject"], "verdict": "non-match", "reviewer": "Examiner <b>C</b>",
+            "note": "scar <script>alert(1)</script>", "csrf": csrf}
+    assert client.post(f"/review/{sid}", data=form).status_code == 303
+    r = client.get(f"/review/{sid}/report.html")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert r.headers["content-disposition"] == f'attachment; filename="search-{sid}-report.html"'
+    html = r.text
+    assert "investigative leads, not identifications" in html and f"Search #{sid}" in html
+    assert html.count("data:image/png;base64,") == 2 + len(faces)  # probe face, probe photo, each candidate
+    assert not re.search(r'(src|href)="/', html) and "<script>" not in html  # nothing fetched; notes escaped
+    assert "Examiner &lt;b&gt;C&lt;/b&gt;" in html and "scar &lt;script&gt;" in html
+    assert all(c["subject"] in html for c in faces) and f"{faces[0]['final_score']:.4f}" in html
+    gone = Service(service.db, data_dir=service.files.root, engines=1)
+    try:  # another process removes a candidate's subject: the report still comes, the face marked as gone
+        gone.add_images("s9", [Upload("1.pgm", orl_bytes(orl_dir, 9, 1))], create=True)
+        doc = gone.identify(Upload("probe.pgm", orl_bytes(orl_dir, 9, 2)), top=4)
+        sid2 = doc["results"][0]["faces"][0]["search_id"]
+        gone.delete_subject("s9")
+    finally:
+        gone.close()
+    r = client.get(f"/review/{sid2}/report.html")
+    assert r.status_code == 200 and "no longer in the gallery" in r.text
+    assert client.get("/review/999999/report.html").status_code == 404
+
+
 def test_a_login_outlives_a_restart_and_holds_across_processes(site, tmp_path: Path):
     """Page sessions live in the gallery's database (under a hash of the cookie): a restarted service, or another
     service process on the same gallery, knows the examiner; logging out on one ends the session on every one."""

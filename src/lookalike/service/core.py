@@ -409,7 +409,7 @@ class Service:
             image = decode_image(data, f"search {search_id}")
             if not face:
                 return png(image, PHOTO_SIDE)
-            box = tuple(_search_face(self.get_search(search_id)["result"]).get("box", ()))
+            box = tuple(search_face(self.get_search(search_id)["result"]).get("box", ()))
             with self.engine() as e:
                 al = e.identifier.aligner
                 faces = al.align_all(image)
@@ -432,7 +432,7 @@ class Service:
         if not isinstance(note, str) or len(note) > MAX_NOTE or "\x00" in note:
             raise ServiceError(422, "bad_note", f"a note is text of at most {MAX_NOTE} characters")
         search = self.get_search(search_id)
-        candidates = {c["subject"] for c in _search_face(search["result"]).get("candidates", [])}
+        candidates = {c["subject"] for c in search_face(search["result"]).get("candidates", [])}
         if not isinstance(subject, str) or subject not in candidates:
             raise ServiceError(422, "not_a_candidate", f"{subject!r} is not a candidate of search {search_id}")
         with self.engine() as e:
@@ -441,13 +441,14 @@ class Service:
         return rec.__dict__
 
 
-def _search_face(result: dict) -> dict:
+def search_face(result: dict) -> dict:
+    """The searched face of a stored search's result ({} when it has none)."""
     faces = [f for r in result.get("results", []) for f in r.get("faces", [])]
     return faces[0] if faces else {}
 
 
 def _search_summary(rec, n_reviews: int) -> dict:
-    face = _search_face(rec.result)
+    face = search_face(rec.result)
     photo = (rec.result.get("results") or [{}])[0].get("photo", "")
     cands = face.get("candidates", [])
     return {"id": rec.id, "created": rec.created, "photo": photo, "face": face.get("index"),

@@ -6,6 +6,8 @@ form carries the session's CSRF token in a hidden field, checked on POST.
 
 from __future__ import annotations
 
+import base64
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -14,8 +16,9 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
+from lookalike import __version__
 from lookalike.service.auth import SESSION_COOKIE, Session, csrf_ok
-from lookalike.service.core import VERDICTS, Service, ServiceError, Upload
+from lookalike.service.core import VERDICTS, Service, ServiceError, Upload, search_face
 from lookalike.service.security import live_session, page_session, set_session_cookie, token_match
 
 router = APIRouter(include_in_schema=False)
@@ -135,14 +138,46 @@ def review_page(request: Request, session: Session, search_id: int, status: int 
         search = service(request).get_search(search_id)
     except ServiceError as e:
         return render(request, "error.html", session, e.status, message=e.message)
-    faces = [f for r in search["result"]["results"] for f in r["faces"]]
-    face = faces[0] if faces else {"candidates": []}
+    face = search_face(search["result"]) or {"candidates": []}
     by_subject: dict[str, list[dict]] = {}
     for r in search["reviews"]:
         by_subject.setdefault(r["subject"], []).append(r)
     return render(request, "review.html", session, status, search=search, face=face, reviews=by_subject,
                   verdicts=VERDICTS, error=error, result=search["result"],
                   photo=search["result"]["results"][0]["photo"] if search["result"]["results"] else "")
+
+
+@router.get("/review/{search_id}/report.html", response_class=HTMLResponse)
+def review_report(request: Request, search_id: int, session: LoggedIn):
+    """The search for the case record: one self-contained HTML file (faces inline, no links back to the service) with
+    the probe, the candidate list, the decision, every verdict and what produced them; downloaded, printable."""
+    svc = service(request)
+    try:
+        search = svc.get_search(search_id)
+    except ServiceError as e:
+        return render(request, "error.html", session, e.status, message=e.message)
+    result = search["result"]
+    face = search_face(result) or {"candidates": []}
+    images = {"probe_face": _inline(lambda: svc.probe_png(search_id, face=True)),
+              "probe_photo": _inline(lambda: svc.probe_png(search_id, face=False))}
+    for c in face["candidates"]:
+        images[c["image_id"]] = _inline(lambda i=c["image_id"]: svc.image_png(i, face=True))
+    reviews: dict[str, list[dict]] = {}
+    for r in search["reviews"]:
+        reviews.setdefault(r["subject"], []).append(r)
+    html = templates.get_template("report.html").render(
+        search=search, result=result, face=face, images=images, reviews=reviews, version=__version__,
+        photo=result["results"][0]["photo"] if result["results"] else "",
+        written=datetime.now(UTC).isoformat(timespec="seconds")[:19].replace("T", " "))
+    return HTMLResponse(html, headers={"Content-Disposition": f'attachment; filename="search-{search_id}-report.html"'})
+
+
+def _inline(render_png) -> str:
+    """A PNG as a data: URL for a self-contained page ("" when the image is gone, e.g. its subject removed since)."""
+    try:
+        return "data:image/png;base64," + base64.b64encode(render_png()).decode()
+    except ServiceError:
+        return ""
 
 
 @router.post("/review/{search_id}", response_class=HTMLResponse)
