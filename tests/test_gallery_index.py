@@ -267,6 +267,7 @@ def test_enrolment_appends_to_the_saved_index(tmp_path: Path, face_folders: Path
         index = g.index_
         g.enroll(paths[second], subjects[second], cache=cache, workers=1, progress=False, chunk_size=4)
         assert g.index_ is index and len(index) == len(paths)  # appended, not rebuilt
+        assert np.shares_memory(index.vectors, g.vectors_)  # it searches the gallery's matrix: no second copy
         pairs = set(zip(g.subject_codes_.tolist(), g.subjects_.tolist(), strict=True))  # codes appended, not redone
         assert len(pairs) == len(set(g.subject_codes_.tolist())) == len(set(subjects)) == len(set(g.subjects_))
         assert set(subjects[first]) & set(subjects[second])  # subjects in both halves keep their first code

@@ -178,9 +178,9 @@ class Index(ABC):
         """Append (N, dim) vectors."""
 
     def add_in_place(self, vectors: np.ndarray, rows: np.ndarray) -> None:
-        """:meth:`add` ``vectors`` that are already the last rows of ``rows`` (all the vectors, e.g. a gallery's
-        memory-mapped vector files, shared between processes): kinds that search their vectors in place then search
-        ``rows`` instead of copying; others (their own copy, e.g. FAISS flat) just add."""
+        """:meth:`add` ``vectors`` that are already the last rows of ``rows`` (all the vectors: a gallery's own growing
+        matrix, or its memory-mapped vector files shared between processes): kinds that search their vectors in place
+        then search ``rows`` instead of copying them; others (their own copy, e.g. FAISS flat) just add."""
         if len(rows) != len(self) + len(vectors):
             raise ValueError(f"rows must hold the {len(self)} indexed vectors and the {len(vectors)} added")
         self.add(vectors)

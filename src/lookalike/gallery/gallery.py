@@ -491,10 +491,8 @@ class Gallery:
         self._code_new_subjects(subjects)
         if self.index_ is None or self.index_.outgrown(len(self.vectors_)):
             self._build_index()
-        elif matrix is not None:
-            self.index_.add_in_place(vectors, matrix)
-        else:
-            self.index_.add(vectors)
+        else:  # the index searches our matrix (or the shared files) in place: no second copy of the vectors
+            self.index_.add_in_place(vectors, self.vectors_)
 
     # --- writing ---------------------------------------------------------------------------------------
     def enroll(self, paths: list[str] | np.ndarray, subjects: list[str] | np.ndarray,
