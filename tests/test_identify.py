@@ -16,7 +16,7 @@ from PIL import Image
 from lookalike.benchmark import replay_saved_model
 from lookalike.cli import main
 from lookalike.gallery import Gallery
-from lookalike.identify import Identifier, identify
+from lookalike.identify import Identifier, identify, result_faces
 from lookalike.matchers.cache import EmbeddingCache
 from lookalike.model import LookalikeModel
 
@@ -125,6 +125,34 @@ def test_identify_cli_table_and_csv(system, orl_dir, capsys, tmp_path):
                  "--top", "3", "--out", str(dest)]) == 0
     rows = list(csv.DictReader(io.StringIO(dest.read_text())))
     assert len(rows) == 10 * 3 and {r["rank"] for r in rows} == {"1", "2", "3"}
+
+
+def test_identify_cli_html_shows_the_faces_to_compare(system, orl_dir, tmp_path, cache_path):
+    """--format html: one self-contained page, the probe's aligned face and every candidate's enrolled face inline;
+    a photo that is not an image is listed with its status; a candidate whose file is gone shows an empty frame."""
+    model, db, root = system
+    dest = tmp_path / "o.html"
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("not an image <script>")
+    assert main(["identify", str(orl_dir / "s3" / "7.pgm"), str(bad), "--db", str(db), "--model", str(model),
+                 "--format", "html", "--top", "3", "--out", str(dest)]) == 0
+    page = dest.read_text()
+    assert page.startswith("<!doctype html>") and "investigative leads, not identifications" in page
+    assert page.count("data:image/png;base64,") == 1 + 3 and "<script>" not in page
+    assert "#1 <b>s3</b>" in page and "notes.jpg: unreadable" in page
+    for k in (1, 2):  # a gallery of copies, one of which then disappears
+        (tmp_path / "g" / f"s{k}").mkdir(parents=True)
+        (tmp_path / "g" / f"s{k}" / "1.pgm").write_bytes((orl_dir / f"s{k}" / "1.pgm").read_bytes())
+    with Gallery.create(tmp_path / "g.sqlite", matcher=FAST_MATCHER) as g:
+        g.enroll([str(tmp_path / "g" / f"s{k}" / "1.pgm") for k in (1, 2)], ["s1", "s2"],
+                 cache=EmbeddingCache(cache_path), workers=1, progress=False)
+        (tmp_path / "g" / "s2" / "1.pgm").unlink()
+        probe = str(orl_dir / "s1" / "2.pgm")
+        one = {"results": [{"photo": probe, "status": "ok", "faces": [{"index": 0, "box": [0, 0, 1, 1], "candidates": [
+            {"image_id": int(i)} for i in g.image_ids_]}]}]}
+        faces = result_faces(one, g)
+    assert faces[("probe", probe, 0)] is not None  # no face at that box: the first face found
+    assert [faces[("image", int(i))] is None for i in g.image_ids_] == [False, True]
 
 
 def test_identify_every_face_and_bad_input(system, orl_dir, tmp_path):

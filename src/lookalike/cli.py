@@ -159,7 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--top", type=POSITIVE, default=20, help="candidates listed per face (default: 20)")
     i.add_argument("--fpir", type=FRACTION_OPEN, default=0.01,
                    help="false-positive identification rate of the decision (0.001, 0.01 or 0.1; default 0.01)")
-    i.add_argument("--format", choices=("table", "json", "csv"), default="table", help="output format")
+    i.add_argument("--format", choices=("table", "json", "csv", "html"), default="table",
+                   help="output format (html: one page with the probe's and each candidate's face, to compare)")
     i.add_argument("--out", default=None, help="write the output to this file instead of standard output")
     add_blas_threads(i)
 
@@ -312,8 +313,8 @@ def blas_threads(n: int):
 
 def cmd_identify(args: argparse.Namespace) -> int:
     from lookalike.gallery import Gallery
-    from lookalike.identify import identify
-    from lookalike.identify_format import format_csv, format_table
+    from lookalike.identify import identify, result_faces
+    from lookalike.identify_format import format_csv, format_html, format_table
     from lookalike.io import write_json
     from lookalike.model import load_model
 
@@ -323,13 +324,14 @@ def cmd_identify(args: argparse.Namespace) -> int:
     with Gallery.open(args.db) as gallery, blas_threads(args.blas_threads):
         model = load_model(args.model, gallery) if args.model else None
         result = identify(paths, gallery, model, args.top, args.fpir)
+        faces = result_faces(result, gallery) if args.format == "html" else {}
     if args.format == "json":
         if args.out:
             write_json(args.out, result)
         else:
             print(json.dumps(result, indent=2))
     else:
-        text = format_table(result) if args.format == "table" else format_csv(result)
+        text = {"table": format_table, "csv": format_csv}.get(args.format, lambda r: format_html(r, faces))(result)
         if args.out:
             from lookalike.io import atomic_write
 

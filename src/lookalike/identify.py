@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from lookalike.calibration import MAX_NONMATED, NonMatedSample, current, summary
-from lookalike.data.images import ImageError, degrade, load_image
+from lookalike.data.images import ImageError, degrade, encode_png, load_image
 from lookalike.embed import face_chip
 from lookalike.gallery import Gallery
 from lookalike.gallery.vectors import read_derived, write_derived
@@ -238,3 +238,33 @@ def identify(photos: list[str | Path], gallery: Gallery, model: LookalikeModel |
     return {"schema_version": SCHEMA_VERSION, "gallery": str(gallery.store.url),
             "model": None if model is None else model.describe_short(), "fpir": fpir, "top": top,
             "results": results, "timing": {k: round(v, 4) for k, v in ident.timing.items()}}
+
+
+def result_faces(result: dict, gallery: Gallery) -> dict:
+    """PNG bytes of what :func:`lookalike.identify_format.format_html` shows: each searched face of each photo (under
+    ``("probe", photo, face index)``: the photo aligned again, the face at the reported box) and each candidate's
+    enrolled face (under ``("image", image id)``); None where a face cannot be cut now (e.g. its file moved)."""
+    out: dict = {}
+    for r in result["results"]:
+        if r["status"] != "ok":
+            continue
+        try:
+            image = load_image(r["photo"])
+        except ImageError:
+            image = None
+        for f in r["faces"]:
+            chip = None if image is None else gallery.aligner.chip_at(image, f["box"])
+            out["probe", r["photo"], f["index"]] = None if chip is None else encode_png(chip)
+            for c in f["candidates"]:
+                key = ("image", c["image_id"])
+                if key not in out:
+                    out[key] = _enrolled_face(gallery, c["image_id"])
+    return out
+
+
+def _enrolled_face(gallery: Gallery, image_id: int) -> bytes | None:
+    record = gallery.store.get_image(image_id)
+    try:
+        return None if record is None else encode_png(gallery.enrolled_chip(record))
+    except (ImageError, ValueError):
+        return None

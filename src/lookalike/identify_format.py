@@ -1,8 +1,11 @@
-"""``lookalike identify`` output for people (a table) and spreadsheets (CSV), from the JSON result."""
+"""``lookalike identify`` output for people (a table, or an HTML page with the faces) and spreadsheets (CSV), from
+the JSON result."""
 
 from __future__ import annotations
 
+import base64
 import csv
+import html
 import io
 
 CSV_FIELDS = ("photo", "photo_status", "face", "box", "detection", "rank", "subject", "image", "base_score",
@@ -50,3 +53,52 @@ def format_csv(result: dict) -> str:
                             "lookalike_group": c["lookalike_group"] or "", "ambiguous": f["ambiguous"],
                             "decision_subject": f["decision"]["subject"] or "", "enrolled": f["decision"]["enrolled"]})
     return buf.getvalue()
+
+
+HTML_STYLE = """body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#111}h2{font-size:1.05em;margin:1.6em 0 .4em}
+.leads{border:2px solid #a60;background:#fff4e5;padding:.4em .8em}.ambiguous{color:#b00;font-weight:bold}
+.row{display:flex;flex-wrap:wrap;gap:.6em;align-items:flex-start}.card{border:1px solid #bbb;padding:.4em;width:150px}
+.probe{border:2px solid #333}.card img{width:150px;height:150px;image-rendering:pixelated;display:block}
+.g{outline:3px solid #d80}.muted{color:#666;font-size:.9em}.gone{width:150px;height:150px;background:#eee}"""
+
+
+def format_html(result: dict, faces: dict) -> str:
+    """One self-contained page (faces inline as PNG) for people to compare: per face, the probe's aligned face, the
+    decision and each candidate's enrolled face with its rank, subject, scores and lookalike group. ``faces``: PNG
+    bytes (or None) under ``("probe", photo, face index)`` and ``("image", image id)`` (see
+    :func:`lookalike.identify.result_faces`)."""
+    e = html.escape
+    model = result.get("model")
+    how = (f"re-ranked by {model['disambiguator']} ({model['selection']}, weight {model['weight']})" if model
+           else "no model: the base matcher's order")
+    out = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>lookalike identify</title>"
+           f"<style>{HTML_STYLE}</style></head><body><h1>lookalike identify</h1>",
+           "<p class='leads'>Results are <strong>investigative leads, not identifications</strong>: a person must "
+           "compare the faces, and a candidate list never establishes who someone is.</p>",
+           f"<p class='muted'>gallery {e(str(result['gallery']))}; {e(how)}; decisions at FPIR {result['fpir']:g}</p>"]
+    for r in result["results"]:
+        if r["status"] != "ok":
+            out.append(f"<h2>{e(r['photo'])}: {e(r['status'])}</h2><p>{e(r.get('message', ''))}</p>")
+            continue
+        for f in r["faces"]:
+            d = f["decision"]
+            verdict = f"top subject {d['subject']}" if d["enrolled"] else "not enrolled (no candidate above threshold)"
+            out.append(f"<h2>{e(r['photo'])} · face {f['index']} · box {e(str(tuple(f['box'])))} ({e(f['detection'])})"
+                       f": {e(verdict)}</h2>")
+            if f["ambiguous"]:
+                out.append("<p class='ambiguous'>Ambiguous: the top candidates are lookalikes of each other.</p>")
+            cards = [_card(faces.get(("probe", r["photo"], f["index"])), "probe face", "probe", "card probe")]
+            for c in f["candidates"]:
+                group = f"lookalike group {c['lookalike_group']}" if c["lookalike_group"] else ""
+                text = (f"#{c['rank']} <b>{e(c['subject'])}</b><br>final {c['final_score']:.4f} · base "
+                        f"{c['base_score']:.4f}<br>base rank {c['base_rank']} → {c['rank']}<br>{group}")
+                cards.append(_card(faces.get(("image", c["image_id"])), f"face of {c['subject']}", text,
+                                   "card g" if group else "card"))
+            out.append("<div class='row'>" + "".join(cards) + "</div>")
+    return "\n".join(out) + "\n</body></html>\n"
+
+
+def _card(png: bytes | None, alt: str, text: str, cls: str) -> str:
+    pic = (f"<img src='data:image/png;base64,{base64.b64encode(png).decode()}' alt='{html.escape(alt)}'>" if png
+           else "<div class='gone' title='face unavailable'></div>")
+    return f"<div class='{cls}'>{pic}{text}</div>"

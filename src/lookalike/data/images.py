@@ -179,3 +179,13 @@ def degrade(chip: np.ndarray, face_px: int, kind: str = "bicubic", seed: int | N
     with Image.open(buf) as jpeg:
         out = jpeg.convert("RGB").resize((size, size), Image.BICUBIC)
     return np.asarray(out, dtype=np.uint8)
+
+
+def encode_png(array: np.ndarray, side: int | None = None) -> bytes:
+    """An (H, W[, 3]) uint8 image as PNG bytes, shrunk to at most ``side`` pixels on its longer side."""
+    img = Image.fromarray(array)
+    if side is not None and max(img.size) > side:
+        img.thumbnail((side, side), Image.BICUBIC)
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()

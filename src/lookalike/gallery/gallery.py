@@ -27,7 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from lookalike import __version__
-from lookalike.embed import embed_paths, preprocess_key, worker_pool
+from lookalike.embed import embed_paths, face_chip, preprocess_key, worker_pool
 from lookalike.gallery import open_store
 from lookalike.gallery.store import GalleryStore, ImageRecord, NewImage, Snapshot, StoreError, VectorsMismatchError
 from lookalike.gallery.vectors import (
@@ -51,7 +51,7 @@ from lookalike.index import (
     parse_index_spec,
 )
 from lookalike.matchers import MATCHERS, default_matcher, matcher_name
-from lookalike.matchers.align import FaceAligner
+from lookalike.matchers.align import Alignment, FaceAligner
 from lookalike.matchers.cache import EmbeddingCache, content_key
 
 FORMAT = "lookalike-gallery"
@@ -638,6 +638,15 @@ class Gallery:
         else:
             self.generation_ = -1
         return n
+
+    def enrolled_chip(self, record: ImageRecord) -> np.ndarray:
+        """An enrolled image's aligned face chip (full resolution), cut from its file with the landmarks stored at
+        enrolment. :class:`~lookalike.data.images.ImageError` when the file is unreadable now; ValueError when the
+        image has no aligned face (it was skipped)."""
+        if record.box is None or record.landmarks is None:
+            raise ValueError(f"image {record.id} has no aligned face ({record.status})")
+        alignment = Alignment(record.method or "detected", record.n_faces, record.box, record.landmarks)
+        return face_chip(record.path, self.aligner, alignment)[0]
 
     # --- searching -------------------------------------------------------------------------------------
     def search(self, vectors: np.ndarray, k: int = 20) -> SubjectLists:

@@ -113,6 +113,13 @@ class FaceAligner:
             out.append(Alignment(method, n, (rect.left(), rect.top(), rect.right(), rect.bottom()), landmarks))
         return out
 
+    def chip_at(self, image: np.ndarray, box: tuple[int, int, int, int] | list[int]) -> np.ndarray | None:
+        """The aligned chip of the face found at ``box`` in ``image`` (as a search reports it), else of the first face
+        found; None when none is."""
+        faces = self.align_all(image)
+        match = [a for a in faces if tuple(a.box) == tuple(box)] or faces
+        return self.chip(image, match[0]) if match else None
+
     def chip(self, image: np.ndarray, alignment: Alignment) -> np.ndarray:
         """The aligned (chip_size, chip_size, 3) uint8 chip."""
         import dlib

@@ -10,7 +10,6 @@ on one database see each other's changes.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import queue
 import re
@@ -22,13 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from lookalike.data.images import ImageError, decode_image, degrade, load_image, sniff_image_type
+from lookalike.data.images import ImageError, decode_image, degrade, encode_png, load_image, sniff_image_type
 from lookalike.gallery import Gallery, is_postgres_url, open_store
 from lookalike.gallery.store import VERDICTS, GalleryStore, NoGalleryError, StoreError
 from lookalike.identify import SCHEMA_VERSION, Identifier, prepare_gallery
-from lookalike.matchers.align import Alignment, FaceAligner
+from lookalike.matchers.align import FaceAligner
 from lookalike.matchers.cache import EmbeddingCache
 from lookalike.model import LookalikeModel
 from lookalike.service.files import ImageFiles
@@ -99,15 +97,6 @@ def check_image(upload: Upload) -> tuple[str, np.ndarray]:
     except ImageError as e:
         status = 413 if e.reason == "too_large" else 422
         raise ServiceError(status, e.reason, str(e)) from None
-
-
-def png(array: np.ndarray, side: int | None = None) -> bytes:
-    img = Image.fromarray(array)
-    if side is not None and max(img.size) > side:
-        img.thumbnail((side, side), Image.BICUBIC)
-    buf = io.BytesIO()
-    img.save(buf, "PNG")
-    return buf.getvalue()
 
 
 class Engine:
@@ -320,16 +309,14 @@ class Service:
 
         def render() -> bytes:
             try:
-                image = load_image(rec.path)
+                if not face:
+                    return encode_png(load_image(rec.path), PHOTO_SIDE)
+                with self.engine() as e:
+                    return encode_png(e.gallery.enrolled_chip(rec))
             except ImageError as err:
                 raise ServiceError(404, "image_file_missing", f"image {image_id}: {err}") from None
-            if not face:
-                return png(image, PHOTO_SIDE)
-            if rec.box is None or rec.landmarks is None:
-                raise ServiceError(404, "no_face", f"image {image_id} has no aligned face ({rec.status})")
-            with self.engine() as e:
-                al = Alignment(rec.method or "detected", rec.n_faces, rec.box, rec.landmarks)
-                return png(e.identifier.aligner.chip(image, al))
+            except ValueError as err:
+                raise ServiceError(404, "no_face", str(err)) from None
 
         return self._rendered(("image", image_id, rec.sha1, face), render)
 
@@ -408,15 +395,13 @@ class Service:
             data, _ = self.probe(search_id)
             image = decode_image(data, f"search {search_id}")
             if not face:
-                return png(image, PHOTO_SIDE)
-            box = tuple(search_face(self.get_search(search_id)["result"]).get("box", ()))
+                return encode_png(image, PHOTO_SIDE)
+            box = search_face(self.get_search(search_id)["result"]).get("box", ())
             with self.engine() as e:
-                al = e.identifier.aligner
-                faces = al.align_all(image)
-                match = [a for a in faces if tuple(a.box) == box] or faces
-                if not match:
-                    raise ServiceError(404, "no_face", f"no face in the probe of search {search_id}")
-                return png(al.chip(image, match[0]))
+                chip = e.identifier.aligner.chip_at(image, box)
+            if chip is None:
+                raise ServiceError(404, "no_face", f"no face in the probe of search {search_id}")
+            return encode_png(chip)
 
         return self._rendered(("probe", search_id, face), render)
 
