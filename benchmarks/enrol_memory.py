@@ -17,13 +17,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from enroll_one import gallery_args, real_photos  # noqa: E402
-from identify_latency import pad  # noqa: E402
+from enroll_one import gallery_args, padded_gallery, real_photos  # noqa: E402
 
-from lookalike.gallery import Gallery  # noqa: E402
 from lookalike.matchers.cache import EmbeddingCache  # noqa: E402
 
 CHILD = """
@@ -51,15 +47,9 @@ print(json.dumps({"opened": opened, "enrolled": rss(), "peak": peak}))
 def run(n: int, spec: str, photos: list[Path], cache: EmbeddingCache, repeats: int, workdir: str | None) -> dict:
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         db = Path(tmp) / "g.sqlite"
-        with Gallery.create(db, index=spec) as g:
-            seed = photos[:200]
-            g.enroll([str(p) for p in seed], [p.parent.name for p in seed], cache=cache, progress=False)
-            pad(g, n, 0)
-            g.search(np.asarray(g.vectors_[:1]), k=5)
-            faces = len(g.vectors_)
+        faces = padded_gallery(db, n, spec, photos, cache)
         child = [sys.executable, "-c", CHILD, str(db), str(cache.path), *map(str, photos[200:200 + repeats])]
-        out = subprocess.run(child,
-                             capture_output=True, text=True, check=True)
+        out = subprocess.run(child, capture_output=True, text=True, check=True)
         return {"n": faces, **json.loads(out.stdout.strip().splitlines()[-1])}
 
 

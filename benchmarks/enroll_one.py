@@ -82,6 +82,17 @@ def run(n: int, spec: str, photos: list[Path], cache: EmbeddingCache, repeats: i
             "reopen": reopen, "follow": float(np.median(follow)), "reload": float(np.median(reload))}
 
 
+def padded_gallery(db: Path, n: int, spec: str, photos: list[Path], cache: EmbeddingCache) -> int:
+    """A SQLite gallery at ``db`` (closed again): the first 200 ``photos`` enrolled and synthetic subjects up to ``n``
+    faces, searched once (its index built and saved, as after an enrolment). Returns its number of faces."""
+    with Gallery.create(db, index=spec) as g:
+        seed = photos[:200]
+        g.enroll([str(p) for p in seed], [p.parent.name for p in seed], cache=cache, progress=False)
+        pad(g, n, 0)
+        g.search(np.asarray(g.vectors_[:1]), k=5)
+        return len(g.vectors_)
+
+
 def gallery_args(doc: str, repeats: int) -> argparse.ArgumentParser:
     """The options of the large-gallery benchmarks (this one, ``identify_cli.py``): real photos and their cache,
     gallery sizes, index spec, repeats, where the temporary galleries go."""

@@ -21,22 +21,15 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from enroll_one import gallery_args, real_photos  # noqa: E402
-from identify_latency import pad  # noqa: E402
+from enroll_one import gallery_args, padded_gallery, real_photos  # noqa: E402
 
-from lookalike.gallery import Gallery  # noqa: E402
 from lookalike.matchers.cache import EmbeddingCache  # noqa: E402
 
 
 def run(n: int, spec: str, photos: list[Path], cache: EmbeddingCache, repeats: int, workdir: str | None) -> dict:
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         db = Path(tmp) / "g.sqlite"
-        with Gallery.create(db, index=spec) as g:
-            seed = photos[:200]
-            g.enroll([str(p) for p in seed], [p.parent.name for p in seed], cache=cache, progress=False)
-            pad(g, n, 0)
-            g.search(np.asarray(g.vectors_[:1]), k=5)  # the index built and saved, as after an enrolment
-            faces = len(g.vectors_)
+        faces = padded_gallery(db, n, spec, photos, cache)
         probe = photos[200]
         cmd = [sys.executable, "-m", "lookalike.cli", "identify", str(probe), "--db", str(db), "--format", "json"]
         times, docs = [], []
