@@ -131,6 +131,13 @@ def test_the_case_report_is_one_self_contained_file(site, orl_dir: Path):
     r = client.get(f"/review/{sid2}/report.html")
     assert r.status_code == 200 and "no longer in the gallery" in r.text
     assert client.get("/review/999999/report.html").status_code == 404
+    client.cookies.clear()  # the same file through the API, for a client with a token
+    api = client.get(f"/api/searches/{sid}/report.html", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert api.status_code == 200 and api.headers["content-disposition"] == r.headers["content-disposition"].replace(
+        str(sid2), str(sid)) and api.text.count("data:image/png;base64,") == 2 + len(faces)
+    assert client.get(f"/api/searches/{sid}/report.html").status_code == 401
+    missing = client.get("/api/searches/999999/report.html", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "unknown_search"
 
 
 def test_a_login_outlives_a_restart_and_holds_across_processes(site, tmp_path: Path):

@@ -10,10 +10,12 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
 from lookalike import __version__
 from lookalike.service.core import MAX_TOP, Service, Upload
+from lookalike.service.pages import report_response
 from lookalike.service.security import require_reader, require_token
 
 router = APIRouter(prefix="/api")
@@ -154,6 +156,13 @@ def probe_photo(search_id: SearchId, request: Request) -> Response:
             summary="the searched face, aligned, as a PNG", response_class=Response)
 def probe_face(search_id: SearchId, request: Request) -> Response:
     return Response(service(request).probe_png(search_id, face=True), media_type="image/png")
+
+
+@router.get("/searches/{search_id}/report.html", dependencies=[Depends(require_reader)],
+            summary="the search as a self-contained HTML case report (faces inline, verdicts, audit trail)",
+            response_class=HTMLResponse)
+def search_report(search_id: SearchId, request: Request) -> HTMLResponse:
+    return report_response(service(request), search_id)
 
 
 @router.post("/searches/{search_id}/reviews", status_code=201, dependencies=[Depends(require_token)],

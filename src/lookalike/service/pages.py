@@ -149,13 +149,17 @@ def review_page(request: Request, session: Session, search_id: int, status: int 
 
 @router.get("/review/{search_id}/report.html", response_class=HTMLResponse)
 def review_report(request: Request, search_id: int, session: LoggedIn):
-    """The search for the case record: one self-contained HTML file (faces inline, no links back to the service) with
-    the probe, the candidate list, the decision, every verdict and what produced them; downloaded, printable."""
-    svc = service(request)
     try:
-        search = svc.get_search(search_id)
+        return report_response(service(request), search_id)
     except ServiceError as e:
         return render(request, "error.html", session, e.status, message=e.message)
+
+
+def report_response(svc: Service, search_id: int) -> HTMLResponse:
+    """The search for the case record: one self-contained HTML file (faces inline, no links back to the service) with
+    the probe, the candidate list, the decision, every verdict and what produced them; downloaded, printable. Raises
+    :class:`ServiceError` for an unknown search."""
+    search = svc.get_search(search_id)
     result = search["result"]
     face = search_face(result) or {"candidates": []}
     images = {"probe_face": _inline(lambda: svc.probe_png(search_id, face=True)),
