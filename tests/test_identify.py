@@ -13,6 +13,7 @@ import pytest
 from conftest import FAST_MATCHER, write_synthetic
 from PIL import Image
 
+import lookalike
 from lookalike.benchmark import replay_saved_model
 from lookalike.cli import main
 from lookalike.gallery import Gallery
@@ -81,6 +82,7 @@ def test_identify_cli_json(system, orl_dir, capsys):
     assert main(["identify", *probes, "--db", str(db), "--model", str(model), "--format", "json", "--top", "5"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["schema_version"] == 1 and doc["model"]["matcher"] == "dlib-resnet-v1"
+    assert doc["lookalike_version"] == lookalike.__version__  # what produced the result, recorded with it
     faces = [r["faces"][0] for r in doc["results"]]
     for f in faces:
         assert f["candidate_list_length"] == 5 == len(f["candidates"])

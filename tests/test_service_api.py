@@ -94,7 +94,7 @@ def test_enrol_identify_review_round_trip(served, orl_dir: Path):
     r = c.post("/api/identify", files=upload(orl_bytes(orl_dir, 5, 7)), data={"top": "3"}, headers=AUTH)
     assert r.status_code == 200, r.text
     doc = r.json()
-    assert doc["schema_version"] == 1 and doc["top"] == 3 and doc["model"] is None
+    assert doc["schema_version"] == 1 and doc["top"] == 3 and doc["model"] is None and doc["lookalike_version"]
     (face,) = doc["results"][0]["faces"]
     assert face["candidates"][0]["subject"] == name and len(face["candidates"]) == 3
     assert {"rank", "subject", "image_id", "base_score", "base_rank", "final_score", "lookalike_group"} <= \

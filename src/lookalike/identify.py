@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lookalike import __version__
 from lookalike.calibration import MAX_NONMATED, NonMatedSample, current, summary
 from lookalike.data.images import ImageError, degrade, encode_png, load_image
 from lookalike.embed import face_chip
@@ -234,8 +235,14 @@ def identify(photos: list[str | Path], gallery: Gallery, model: LookalikeModel |
     ident = Identifier(gallery, model)
     if model is not None and len(photos) * max(top, model.reach) >= len(gallery.vectors_):
         ident.prepare_gallery()  # cheaper than preparing the candidates photo by photo
-    results = [ident.identify_path(p, top, fpir) for p in photos]
-    return {"schema_version": SCHEMA_VERSION, "gallery": str(gallery.store.url),
+    return result_document(ident, [ident.identify_path(p, top, fpir) for p in photos], top, fpir)
+
+
+def result_document(ident: Identifier, results: list[dict], top: int, fpir: float) -> dict:
+    """The identify JSON document (``schema_version`` 1) around per-photo ``results``: the gallery, the model, the
+    settings, the lookalike version that produced it and the identifier's stage timings."""
+    model = ident.model
+    return {"schema_version": SCHEMA_VERSION, "lookalike_version": __version__, "gallery": str(ident.gallery.store.url),
             "model": None if model is None else model.describe_short(), "fpir": fpir, "top": top,
             "results": results, "timing": {k: round(v, 4) for k, v in ident.timing.items()}}
 

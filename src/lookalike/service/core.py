@@ -25,7 +25,7 @@ import numpy as np
 from lookalike.data.images import ImageError, decode_image, degrade, encode_png, load_image, sniff_image_type
 from lookalike.gallery import Gallery, is_postgres_url, open_store
 from lookalike.gallery.store import VERDICTS, GalleryStore, NoGalleryError, StoreError
-from lookalike.identify import SCHEMA_VERSION, Identifier, prepare_gallery
+from lookalike.identify import Identifier, prepare_gallery, result_document
 from lookalike.matchers.align import FaceAligner
 from lookalike.matchers.cache import EmbeddingCache
 from lookalike.model import LookalikeModel
@@ -355,10 +355,7 @@ class Service:
                 raise ServiceError(422, "many_faces", f"{name}: {len(faces)} faces; at most {MAX_FACES} are searched "
                                                       "per photo (crop the photo)")
             results = [ident.search_face(f, top, fpir) for f in faces]
-            doc = {"schema_version": SCHEMA_VERSION, "gallery": str(e.gallery.store.url),
-                   "model": None if self.model is None else self.model.describe_short(), "fpir": fpir, "top": top,
-                   "results": [{"photo": name, "status": "ok", "faces": results}],
-                   "timing": {k: round(v, 4) for k, v in ident.timing.items()}}
+            doc = result_document(ident, [{"photo": name, "status": "ok", "faces": results}], top, fpir)
             sha1 = hashlib.sha1(upload.data).hexdigest()
             for face in results:
                 one = {**doc, "results": [{"photo": name, "status": "ok", "faces": [face]}]}
