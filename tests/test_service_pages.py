@@ -15,6 +15,7 @@ from service_support import TOKEN, orl_bytes
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
+import lookalike  # noqa: E402
 from lookalike.gallery import Gallery  # noqa: E402
 from lookalike.service.app import create_app  # noqa: E402
 from lookalike.service.auth import TokenChecker  # noqa: E402
@@ -116,6 +117,7 @@ def test_the_case_report_is_one_self_contained_file(site, orl_dir: Path):
     assert r.headers["content-disposition"] == f'attachment; filename="search-{sid}-report.html"'
     html = r.text
     assert "investigative leads, not identifications" in html and f"Search #{sid}" in html
+    assert f"UTC, by lookalike {lookalike.__version__}" in html  # the version that searched, not only the one writing
     assert html.count("data:image/png;base64,") == 2 + len(faces)  # probe face, probe photo, each candidate
     assert not re.search(r'(src|href)="/', html) and "<script>" not in html  # nothing fetched; notes escaped
     assert "Examiner &lt;b&gt;C&lt;/b&gt;" in html and "scar &lt;script&gt;" in html
