@@ -175,6 +175,11 @@ def test_identify_every_face_and_bad_input(system, orl_dir, tmp_path):
     assert {f["candidates"][0]["subject"] for f in two["faces"]} == {"s4", "s5"}
     assert noise["faces"][0]["detection"] == "pre-cropped"
     assert empty["status"] == "empty" and text["status"] == "unreadable" and not empty["faces"]
+    with Gallery.open(db) as gallery:  # the HTML page's faces: each photo searched for faces once, not once a face
+        calls, real = [], gallery.aligner.align_all
+        gallery.aligner.align_all = lambda image: (calls.append(1), real(image))[1]
+        faces = result_faces(doc, gallery)
+    assert calls == [1, 1] and all(faces["probe", two["photo"], f["index"]] is not None for f in two["faces"])
 
 
 def test_model_for_other_preprocessing_is_refused(system, tmp_path):

@@ -249,7 +249,7 @@ def result_document(ident: Identifier, results: list[dict], top: int, fpir: floa
 
 def result_faces(result: dict, gallery: Gallery) -> dict:
     """PNG bytes of what :func:`lookalike.identify_format.format_html` shows: each searched face of each photo (under
-    ``("probe", photo, face index)``: the photo aligned again, the face at the reported box) and each candidate's
+    ``("probe", photo, face index)``: each photo aligned again once, the face at the reported box) and each candidate's
     enrolled face (under ``("image", image id)``); None where a face cannot be cut now (e.g. its file moved)."""
     out: dict = {}
     for r in result["results"]:
@@ -259,8 +259,9 @@ def result_faces(result: dict, gallery: Gallery) -> dict:
             image = load_image(r["photo"])
         except ImageError:
             image = None
-        for f in r["faces"]:
-            chip = None if image is None else gallery.aligner.chip_at(image, f["box"])
+        chips = [None] * len(r["faces"]) if image is None else gallery.aligner.chips_at(
+            image, [f["box"] for f in r["faces"]])
+        for f, chip in zip(r["faces"], chips, strict=True):
             out["probe", r["photo"], f["index"]] = None if chip is None else encode_png(chip)
             for c in f["candidates"]:
                 key = ("image", c["image_id"])

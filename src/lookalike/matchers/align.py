@@ -113,12 +113,15 @@ class FaceAligner:
             out.append(Alignment(method, n, (rect.left(), rect.top(), rect.right(), rect.bottom()), landmarks))
         return out
 
-    def chip_at(self, image: np.ndarray, box: tuple[int, int, int, int] | list[int]) -> np.ndarray | None:
-        """The aligned chip of the face found at ``box`` in ``image`` (as a search reports it), else of the first face
-        found; None when none is."""
+    def chips_at(self, image: np.ndarray, boxes: list) -> list[np.ndarray | None]:
+        """For each box (as a search reports a face's), the aligned chip of the face found there in ``image``, else
+        of the first face found; None when none is. The image is searched for faces once."""
         faces = self.align_all(image)
-        match = [a for a in faces if tuple(a.box) == tuple(box)] or faces
-        return self.chip(image, match[0]) if match else None
+        out = []
+        for box in boxes:
+            match = [a for a in faces if tuple(a.box) == tuple(box)] or faces
+            out.append(self.chip(image, match[0]) if match else None)
+        return out
 
     def chip(self, image: np.ndarray, alignment: Alignment) -> np.ndarray:
         """The aligned (chip_size, chip_size, 3) uint8 chip."""

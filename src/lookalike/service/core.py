@@ -395,7 +395,7 @@ class Service:
                 return encode_png(image, PHOTO_SIDE)
             box = search_face(self.get_search(search_id)["result"]).get("box", ())
             with self.engine() as e:
-                chip = e.identifier.aligner.chip_at(image, box)
+                (chip,) = e.identifier.aligner.chips_at(image, [box])
             if chip is None:
                 raise ServiceError(404, "no_face", f"no face in the probe of search {search_id}")
             return encode_png(chip)
