@@ -138,13 +138,18 @@ def review_page(request: Request, session: Session, search_id: int, status: int 
         search = service(request).get_search(search_id)
     except ServiceError as e:
         return render(request, "error.html", session, e.status, message=e.message)
-    face = search_face(search["result"]) or {"candidates": []}
-    by_subject: dict[str, list[dict]] = {}
+    return render(request, "review.html", session, status, verdicts=VERDICTS, error=error, **search_view(search))
+
+
+def search_view(search: dict) -> dict:
+    """What the review page and the case report show of a stored search: the search, its result, its face (the
+    candidates), the probe photo's name and the verdicts by candidate subject."""
+    result = search["result"]
+    reviews: dict[str, list[dict]] = {}
     for r in search["reviews"]:
-        by_subject.setdefault(r["subject"], []).append(r)
-    return render(request, "review.html", session, status, search=search, face=face, reviews=by_subject,
-                  verdicts=VERDICTS, error=error, result=search["result"],
-                  photo=search["result"]["results"][0]["photo"] if search["result"]["results"] else "")
+        reviews.setdefault(r["subject"], []).append(r)
+    return {"search": search, "result": result, "face": search_face(result) or {"candidates": []},
+            "photo": result["results"][0]["photo"] if result["results"] else "", "reviews": reviews}
 
 
 @router.get("/review/{search_id}/report.html", response_class=HTMLResponse)
@@ -159,20 +164,13 @@ def report_response(svc: Service, search_id: int) -> HTMLResponse:
     """The search for the case record: one self-contained HTML file (faces inline, no links back to the service) with
     the probe, the candidate list, the decision, every verdict and what produced them; downloaded, printable. Raises
     :class:`ServiceError` for an unknown search."""
-    search = svc.get_search(search_id)
-    result = search["result"]
-    face = search_face(result) or {"candidates": []}
+    view = search_view(svc.get_search(search_id))
     images = {"probe_face": _inline(lambda: svc.probe_png(search_id, face=True)),
               "probe_photo": _inline(lambda: svc.probe_png(search_id, face=False))}
-    for c in face["candidates"]:
+    for c in view["face"]["candidates"]:
         images[c["image_id"]] = _inline(lambda i=c["image_id"]: svc.image_png(i, face=True))
-    reviews: dict[str, list[dict]] = {}
-    for r in search["reviews"]:
-        reviews.setdefault(r["subject"], []).append(r)
-    html = templates.get_template("report.html").render(
-        search=search, result=result, face=face, images=images, reviews=reviews, version=__version__,
-        photo=result["results"][0]["photo"] if result["results"] else "",
-        written=datetime.now(UTC).isoformat(timespec="seconds")[:19].replace("T", " "))
+    written = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
+    html = templates.get_template("report.html").render(images=images, version=__version__, written=written, **view)
     return HTMLResponse(html, headers={"Content-Disposition": f'attachment; filename="search-{search_id}-report.html"'})
 
 
