@@ -181,8 +181,13 @@ class Index(ABC):
         """:meth:`add` ``vectors`` that are already the last rows of ``rows`` (all the vectors: a gallery's own growing
         matrix, or its memory-mapped vector files shared between processes): kinds that search their vectors in place
         then search ``rows`` instead of copying them; others (their own copy, e.g. FAISS flat) just add."""
-        if len(rows) != len(self) + len(vectors):
-            raise ValueError(f"rows must hold the {len(self)} indexed vectors and the {len(vectors)} added")
+        v = self._check(vectors)
+        if len(rows) != len(self) + len(v):
+            raise ValueError(f"rows must hold the {len(self)} indexed vectors and the {len(v)} added")
+        self._add_in_place(v, self._check(rows))
+
+    def _add_in_place(self, vectors: np.ndarray, rows: np.ndarray) -> None:
+        """:meth:`add_in_place` for checked arrays; kinds that keep their own copy add."""
         self.add(vectors)
 
     @abstractmethod
@@ -278,10 +283,8 @@ class NumpyIndex(Index):
     def add(self, vectors: np.ndarray) -> None:
         self._rows.append(self._check(vectors))
 
-    def add_in_place(self, vectors: np.ndarray, rows: np.ndarray) -> None:
-        if len(rows) != len(self) + len(vectors):
-            raise ValueError(f"rows must hold the {len(self)} indexed vectors and the {len(vectors)} added")
-        self._rows = _Rows(self.dim, self._check(rows))
+    def _add_in_place(self, vectors: np.ndarray, rows: np.ndarray) -> None:
+        self._rows = _Rows(self.dim, rows)
 
     def __len__(self) -> int:
         return len(self.vectors)
@@ -435,16 +438,13 @@ class ApproximateIndex(Index):
         self._rows.append(v)
         self._index.add(v)
 
-    def add_in_place(self, vectors: np.ndarray, rows: np.ndarray) -> None:
-        v = self._check(vectors)
-        if len(rows) != len(self) + len(v):
-            raise ValueError(f"rows must hold the {len(self)} indexed vectors and the {len(v)} added")
-        if len(v) == 0:
+    def _add_in_place(self, vectors: np.ndarray, rows: np.ndarray) -> None:
+        if len(vectors) == 0:
             return
         if self._index is None:
-            self._start(v)
-        self._rows = _Rows(self.dim, self._check(rows))
-        self._index.add(v)
+            self._start(vectors)
+        self._rows = _Rows(self.dim, rows)
+        self._index.add(vectors)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         queries = self._check(queries)
