@@ -331,7 +331,8 @@ def cmd_identify(args: argparse.Namespace) -> int:
         else:
             print(json.dumps(result, indent=2))
     else:
-        text = {"table": format_table, "csv": format_csv}.get(args.format, lambda r: format_html(r, faces))(result)
+        text = (format_table(result) if args.format == "table" else format_csv(result) if args.format == "csv"
+                else format_html(result, faces))
         if args.out:
             from lookalike.io import atomic_write
 

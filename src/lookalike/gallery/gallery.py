@@ -300,10 +300,11 @@ class Gallery:
                                                                               len(self.image_ids_) // 16)):
             return False  # many rows: a reload reads the vectors from the files, faster than rows from the store
         snap = self.store.snapshot(self.matcher_name, self.preprocess, image_ids=added)
-        if len(snap.image_ids) and (snap.image_ids[0] <= self.image_ids_[-1] or snap.vectors.shape[1] != self.dim):
-            return False
-        matrix = self._saved_matrix(gen, snap) if len(snap.image_ids) else None
+        matrix = None
         if len(snap.image_ids):
+            if snap.image_ids[0] <= self.image_ids_[-1] or snap.vectors.shape[1] != self.dim:
+                return False
+            matrix = self._saved_matrix(gen, snap)
             self._pending.append((snap.image_ids, snap.subjects, snap.paths, snap.vectors))
             self._flush(matrix)
         self.generation_ = gen
