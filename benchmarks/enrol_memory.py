@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from enroll_one import gallery_args, padded_gallery, real_photos  # noqa: E402
+from enroll_one import gallery_args, padded_gallery, print_table, real_photos  # noqa: E402
 
 from lookalike.matchers.cache import EmbeddingCache  # noqa: E402
 
@@ -57,11 +57,9 @@ def main() -> None:
     args = gallery_args(__doc__, repeats=3).parse_args()
     photos, cache = real_photos(args, 200 + args.repeats)
     rows = [run(n, args.index, photos, cache, args.repeats, args.workdir) for n in args.sizes]
-    print(f"\nA process opening the gallery and enrolling {args.repeats} faces (index {args.index}; VmRSS, MB)\n")
-    print("| gallery faces | after opening and a search | after the enrolments | peak |")
-    print("|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['n']:,} | {r['opened']} | {r['enrolled']} | {r['peak']} |")
+    print_table(f"A process opening the gallery and enrolling {args.repeats} faces (index {args.index}; VmRSS, MB)",
+                {"gallery faces": "{n:,}", "after opening and a search": "{opened}",
+                 "after the enrolments": "{enrolled}", "peak": "{peak}"}, rows)
 
 
 if __name__ == "__main__":

@@ -93,6 +93,16 @@ def padded_gallery(db: Path, n: int, spec: str, photos: list[Path], cache: Embed
         return len(g.vectors_)
 
 
+def print_table(title: str, columns: dict[str, str], rows: list[dict]) -> None:
+    """``title``, then a Markdown table of ``rows``: a column per ``columns`` item (header -> ``str.format`` pattern
+    over a row's fields)."""
+    print(f"\n{title}\n")
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
+    for r in rows:
+        print("| " + " | ".join(pattern.format(**r) for pattern in columns.values()) + " |")
+
+
 def gallery_args(doc: str, repeats: int) -> argparse.ArgumentParser:
     """The options of the large-gallery benchmarks (this one, ``identify_cli.py``): real photos and their cache,
     gallery sizes, index spec, repeats, where the temporary galleries go."""
@@ -118,14 +128,12 @@ def main() -> None:
     args = gallery_args(__doc__, repeats=5).parse_args()
     photos, cache = real_photos(args, 200 + args.repeats)
     rows = [run(n, args.index, photos, cache, args.repeats, args.workdir) for n in args.sizes]
-    print(f"\nEnrolling one face at a time (index {args.index}; seconds; later = median of {args.repeats - 1})\n")
-    print("| gallery faces | padding + first search s | first enrolment s | later enrolments s | search s | "
-          "calibration after an enrolment s | another process's next search s | its reload, the previous way s | "
-          "reopen + search s |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['n']:,} | {r['prepared']:.1f} | {r['first']:.3f} | {r['later']:.3f} | {r['search']:.4f} | "
-              f"{r['calibrate']:.4f} | {r['follow']:.4f} | {r['reload']:.2f} | {r['reopen']:.2f} |")
+    print_table(f"Enrolling one face at a time (index {args.index}; seconds; later = median of {args.repeats - 1})",
+                {"gallery faces": "{n:,}", "padding + first search s": "{prepared:.1f}",
+                 "first enrolment s": "{first:.3f}", "later enrolments s": "{later:.3f}", "search s": "{search:.4f}",
+                 "calibration after an enrolment s": "{calibrate:.4f}",
+                 "another process's next search s": "{follow:.4f}", "its reload, the previous way s": "{reload:.2f}",
+                 "reopen + search s": "{reopen:.2f}"}, rows)
 
 
 if __name__ == "__main__":

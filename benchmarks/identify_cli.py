@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from enroll_one import gallery_args, padded_gallery, real_photos  # noqa: E402
+from enroll_one import gallery_args, padded_gallery, print_table, real_photos  # noqa: E402
 
 from lookalike.matchers.cache import EmbeddingCache  # noqa: E402
 
@@ -48,14 +48,11 @@ def main() -> None:
     args = gallery_args(__doc__, repeats=4).parse_args()
     photos, cache = real_photos(args, 201)
     rows = [run(n, args.index, photos, cache, args.repeats, args.workdir) for n in args.sizes]
-    print(f"\nOne photo, `lookalike identify` as a new process (index {args.index}; seconds; later = median of "
-          f"{args.repeats - 1})\n")
-    print("| gallery faces | first run (calibrates) | later runs | of which detect + align | embed | search | "
-          "same output every run |")
-    print("|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['n']:,} | {r['first']:.2f} | {r['later']:.2f} | {r['detect_align_s']:.2f} | {r['embed_s']:.2f} "
-              f"| {r['search_s']:.3f} | {r['same']} |")
+    print_table(f"One photo, `lookalike identify` as a new process (index {args.index}; seconds; later = median of "
+                f"{args.repeats - 1})",
+                {"gallery faces": "{n:,}", "first run (calibrates)": "{first:.2f}", "later runs": "{later:.2f}",
+                 "of which detect + align": "{detect_align_s:.2f}", "embed": "{embed_s:.2f}",
+                 "search": "{search_s:.3f}", "same output every run": "{same}"}, rows)
 
 
 if __name__ == "__main__":
