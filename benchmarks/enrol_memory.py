@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from enroll_one import gallery_args, padded_gallery, print_table, real_photos  # noqa: E402
+from enroll_one import gallery_runs, padded_gallery, print_table  # noqa: E402
 
 from lookalike.matchers.cache import EmbeddingCache  # noqa: E402
 
@@ -54,9 +54,7 @@ def run(n: int, spec: str, photos: list[Path], cache: EmbeddingCache, repeats: i
 
 
 def main() -> None:
-    args = gallery_args(__doc__, repeats=3).parse_args()
-    photos, cache = real_photos(args, 200 + args.repeats)
-    rows = [run(n, args.index, photos, cache, args.repeats, args.workdir) for n in args.sizes]
+    args, rows = gallery_runs(__doc__, 3, run)
     print_table(f"A process opening the gallery and enrolling {args.repeats} faces (index {args.index}; VmRSS, MB)",
                 {"gallery faces": "{n:,}", "after opening and a search": "{opened}",
                  "after the enrolments": "{enrolled}", "peak": "{peak}"}, rows)

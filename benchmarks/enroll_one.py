@@ -21,6 +21,7 @@ import argparse
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +94,16 @@ def padded_gallery(db: Path, n: int, spec: str, photos: list[Path], cache: Embed
         return len(g.vectors_)
 
 
+def gallery_runs(doc: str, repeats: int, run: Callable[..., dict], extra: int | None = None
+                 ) -> tuple[argparse.Namespace, list[dict]]:
+    """Parse :func:`gallery_args`' command line and call ``run(n, index spec, photos, cache, repeats, workdir)`` for
+    each gallery size: (the arguments, the rows). ``extra``: real photos needed beyond the 200 enrolled first
+    (default: one per repeat)."""
+    args = gallery_args(doc, repeats).parse_args()
+    photos, cache = real_photos(args, 200 + (args.repeats if extra is None else extra))
+    return args, [run(n, args.index, photos, cache, args.repeats, args.workdir) for n in args.sizes]
+
+
 def print_table(title: str, columns: dict[str, str], rows: list[dict]) -> None:
     """``title``, then a Markdown table of ``rows``: a column per ``columns`` item (header -> ``str.format`` pattern
     over a row's fields)."""
@@ -125,9 +136,7 @@ def real_photos(args: argparse.Namespace, needed: int) -> tuple[list[Path], Embe
 
 
 def main() -> None:
-    args = gallery_args(__doc__, repeats=5).parse_args()
-    photos, cache = real_photos(args, 200 + args.repeats)
-    rows = [run(n, args.index, photos, cache, args.repeats, args.workdir) for n in args.sizes]
+    args, rows = gallery_runs(__doc__, 5, run)
     print_table(f"Enrolling one face at a time (index {args.index}; seconds; later = median of {args.repeats - 1})",
                 {"gallery faces": "{n:,}", "padding + first search s": "{prepared:.1f}",
                  "first enrolment s": "{first:.3f}", "later enrolments s": "{later:.3f}", "search s": "{search:.4f}",

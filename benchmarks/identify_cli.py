@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from enroll_one import gallery_args, padded_gallery, print_table, real_photos  # noqa: E402
+from enroll_one import gallery_runs, padded_gallery, print_table  # noqa: E402
 
 from lookalike.matchers.cache import EmbeddingCache  # noqa: E402
 
@@ -45,9 +45,7 @@ def run(n: int, spec: str, photos: list[Path], cache: EmbeddingCache, repeats: i
 
 
 def main() -> None:
-    args = gallery_args(__doc__, repeats=4).parse_args()
-    photos, cache = real_photos(args, 201)
-    rows = [run(n, args.index, photos, cache, args.repeats, args.workdir) for n in args.sizes]
+    args, rows = gallery_runs(__doc__, 4, run, extra=1)
     print_table(f"One photo, `lookalike identify` as a new process (index {args.index}; seconds; later = median of "
                 f"{args.repeats - 1})",
                 {"gallery faces": "{n:,}", "first run (calibrates)": "{first:.2f}", "later runs": "{later:.2f}",
