@@ -20,6 +20,8 @@ from lookalike.io import atomic_write, write_json
 
 BEST = "lookalike-best"
 AGAINST = ("baseline-plain", "lookalike-disamb-only", "lookalike-global", "kreciprocal-transductive")
+BATCH = "lookalike-batch"
+BATCH_AGAINST = ("baseline-plain", "kreciprocal-transductive", BEST)
 
 
 def run_row(run: Path) -> dict:
@@ -34,11 +36,22 @@ def run_row(run: Path) -> dict:
         paired["baseline-plain"] = {"rank1_diff": b["rank1"] - methods["baseline"]["rank1"],
                                     "mcnemar_p": b["mcnemar_p"], "fixed": b["fixed"], "broken": b["broken"]}
     probes = m["protocol"].get("n_probes_searched", m["protocol"].get("n_probes"))
+    batch = None
+    if BATCH in methods:
+        b, bp = methods[BATCH], dict(m["paired"].get(BATCH, {}))
+        if plain == "baseline":
+            bp["baseline-plain"] = {"rank1_diff": b["rank1"] - methods["baseline"]["rank1"],
+                                    "mcnemar_p": b["mcnemar_p"], "fixed": b["fixed"], "broken": b["broken"]}
+        tuning = m["rerank_stats"][BATCH]["tuning"]
+        batch = {"rank1": b["rank1"], "transductive": methods.get("kreciprocal-transductive", {}).get("rank1"),
+                 "kept": tuning["kept"], "val_rank1": tuning["val_rank1"],
+                 "per_photo_val_rank1": tuning["per_photo_val_rank1"],
+                 "setting": m["rerank_stats"][BATCH]["batch"], "paired": {k: bp[k] for k in BATCH_AGAINST if k in bp}}
     return {"run": str(run), "data": Path(cfg["data"]).name, "seed": cfg["seed"], "lowres": cfg.get("lowres"),
             "degrade": cfg.get("degrade", "bicubic"), "probes": probes,
             "plain": methods[plain]["rank1"], "baseline": methods["baseline"]["rank1"],
             "best": methods[BEST]["rank1"], "best_ci": methods[BEST]["rank1_ci95"],
-            "paired": {k: paired[k] for k in AGAINST if k in paired}, "versions": m.get("versions", {})}
+            "paired": {k: paired[k] for k in AGAINST if k in paired}, "batch": batch, "versions": m.get("versions", {})}
 
 
 def pct(x: float) -> str:
@@ -58,6 +71,29 @@ def markdown(rows: list[dict]) -> str:
         ci = f"[{pct(r['best_ci'][0])}, {pct(r['best_ci'][1])}]"
         lines.append(f"| {r['data']} | {r['seed']} | {face(r)} | {r['probes']} | {pct(r['plain'])} | "
                      f"{pct(r['baseline'])} | {pct(r['best'])} {ci} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def markdown_batch(rows: list[dict]) -> str:
+    """The batch setting (every test probe re-ranked together) of the runs that have it: ``lookalike-batch`` against
+    the plain baseline, the transductive k-reciprocal (the same setting) and the per-photo saved model."""
+    head = ("| data | seed | face | plain baseline | `lookalike-best` (per photo) | `kreciprocal-transductive` | "
+            "`lookalike-batch` | " + " | ".join(f"vs {k}: diff (p; fixed / broken)" for k in BATCH_AGAINST)
+            + " | validation rank-1: per photo → batch (kept) |")
+    lines = [head, "|" + "---|" * (8 + len(BATCH_AGAINST))]
+    for r in rows:
+        b = r["batch"]
+        if b is None:
+            continue
+        cells = []
+        for k in BATCH_AGAINST:
+            p = b["paired"].get(k)
+            cells.append("–" if p is None else f"{100 * p['rank1_diff']:+.2f} ({p['mcnemar_p']:.2g}; "
+                                               f"{p['fixed']} / {p['broken']})")
+        kt = "–" if b["transductive"] is None else pct(b["transductive"])
+        lines.append(f"| {r['data']} | {r['seed']} | {face(r)} | {pct(r['plain'])} | {pct(r['best'])} | {kt} | "
+                     f"{pct(b['rank1'])} | " + " | ".join(cells) + f" | {pct(b['per_photo_val_rank1'])} → "
+                     f"{pct(b['val_rank1'])} ({'yes' if b['kept'] else 'no'}) |")
     return "\n".join(lines) + "\n"
 
 
@@ -106,6 +142,8 @@ def main() -> None:
     rows = [run_row(Path(r)) for r in args.runs]
     settings = by_setting(rows)
     text = markdown(rows) + "\n" + markdown_by_setting(settings)
+    if any(r["batch"] for r in rows):
+        text += "\nBatch setting (every test probe re-ranked together; `identify --batch`):\n\n" + markdown_batch(rows)
     print(text)
     if args.out:
         with atomic_write(Path(args.out) / "summary.md") as f:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from lookalike.cli import main
+from lookalike.model import LookalikeModel
 
 
 @pytest.mark.parametrize("command", ["embed", "benchmark"])
@@ -92,9 +93,14 @@ def test_benchmark_on_orl(tmp_path: Path, orl_dir: Path) -> None:
     assert "disambiguator space" in stats["lookalike-transductive"]["space"]
     assert stats["kreciprocal-transductive"]["space"] == "the matcher's vectors"
     assert set(m["paired"]["lookalike-transductive"]) == {"kreciprocal-transductive"}
+    # the saved model's batch setting over every test probe together (or its per-photo lists), paired with both
+    assert rankings["lookalike-batch.indices"].shape == rankings["baseline.indices"].shape
+    assert stats["lookalike-batch"]["tuning"] == LookalikeModel.load(out / "model.lkm").batch_tuning_
+    assert set(m["paired"]["lookalike-batch"]) == {"lookalike-best", "kreciprocal-transductive", "baseline-plain"}
     report = (out / "report.md").read_text()
     assert "`lookalike-transductive` is the same over the saved model's disambiguator space" in report
     assert "`baseline-plain` is the same test split searched with `torch`" in report
+    assert "`lookalike-batch` is the model's batch setting" in report
     assert "`lookalike-global` is the saved model's disambiguator" in report and "`lookalike-best` vs" in report
     # a rerun reuses the cache: nothing is embedded again and the numbers are the same
     assert main(args) == 0

@@ -94,6 +94,48 @@ def test_identify_cli_json(system, orl_dir, capsys):
     assert faces[0]["decision"]["threshold"] == LookalikeModel.load(model).threshold(0.01)
 
 
+def test_identify_batch_reranks_the_photos_together(system, orl_dir, capsys):
+    """``--batch``: with a batch setting every face's list is re-ordered together (batch distances ascending), each
+    candidate keeping its per-photo final score and each decision its per-photo threshold test; a model without
+    one searches face by face, says so, and gives the per-photo result."""
+    from lookalike.rerank.batch import BatchReranker, BatchSetting
+
+    model_path, db, _ = system
+    photos = [orl_dir / f"s{k}" / f"{n}.pgm" for k in (1, 2, 3, 4) for n in (5, 6, 7, 8)]
+    model = LookalikeModel.load(model_path)
+    model.batch_ = None
+    with Gallery.open(db) as gallery:
+        alone = identify(photos, gallery, model, top=20)
+        fallback = identify(photos, gallery, model, top=20, batch=True)
+        model.batch_ = BatchReranker(model.disambiguator_)
+        model.batch_.setting_ = BatchSetting(10, 3, 0.3)
+        together = identify(photos, gallery, model, top=20, batch=True)
+        model.batch_.min_batch_ = 17
+        too_few = identify(photos, gallery, model, top=20, batch=True)
+    assert "fewer than the model's minimum batch of 17" in too_few["batch"]["note"]
+    assert too_few["results"] == alone["results"]
+    assert "batch" not in alone and fallback["batch"]["reranked_together"] is False
+    assert "no batch setting" in fallback["batch"]["note"] and fallback["results"] == alone["results"]
+    assert together["batch"] == {"reranked_together": True, "note": None, "setting": {"k1": 10, "k2": 3, "lam": 0.3},
+                                 "faces": 16}
+    changed = 0
+    for a, b in zip(alone["results"], together["results"], strict=True):
+        fa, fb = a["faces"][0], b["faces"][0]
+        dist = [c["batch_distance"] for c in fb["candidates"]]
+        assert dist == sorted(dist) and len(dist) == 20  # the 20 enrolled subjects, in batch order
+        per_photo = {c["image_id"]: c["final_score"] for c in fa["candidates"]}
+        together_scores = {c["image_id"]: c["final_score"] for c in fb["candidates"]}
+        assert together_scores == pytest.approx(per_photo, abs=1e-4)  # searched in one block: last bits differ
+        assert fb["decision"]["enrolled"] == fa["decision"]["enrolled"]
+        changed += [c["image_id"] for c in fa["candidates"]] != [c["image_id"] for c in fb["candidates"]]
+    assert changed > 0
+    capsys.readouterr()
+    assert main(["identify", *map(str, photos[:2]), "--db", str(db), "--model", str(model_path), "--batch",
+                 "--format", "json"]) == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out)["batch"]["reranked_together"] is False and "--batch: " in out.err
+
+
 def test_identify_runs_blas_on_the_threads_asked_for(system, orl_dir, monkeypatch):
     """identify's NumPy BLAS runs on one thread by default (more only spin against the face network's threads)."""
     from threadpoolctl import threadpool_info
@@ -285,7 +327,12 @@ def test_benchmark_evaluates_a_fixed_model(system, orl_dir, cache_path, tmp_path
     out = tmp_path / "fixed"
     assert main(["benchmark", *common, "--out", str(out), "--model", str(model_path)]) == 0
     m = json.loads((out / "metrics.json").read_text())
-    assert list(m["methods"]) == ["baseline", "lookalike-model"] and not (out / "model.lkm").exists()
+    assert list(m["methods"]) == ["baseline", "lookalike-model", "lookalike-model-batch"]
+    assert not (out / "model.lkm").exists()
+    batch = m["rerank_stats"]["lookalike-model-batch"]  # the model's batch setting, or its per-photo lists
+    assert batch["tuning"] == LookalikeModel.load(model_path).batch_tuning_ and "rule" in batch["tuning"]
+    if batch["batch"] is None:
+        assert m["methods"]["lookalike-model-batch"]["rank1"] == m["methods"]["lookalike-model"]["rank1"]
     fixed = m["methods"]["lookalike-model"]
     assert {"rank1_ci95", "mcnemar_p", "fixed", "broken"} <= set(fixed)
     assert set(m["open_set"]["lookalike-model"]["calibrated"]) == {"0.001", "0.01", "0.1"}

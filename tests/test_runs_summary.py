@@ -61,3 +61,29 @@ def test_settings_summarise_the_gain_over_seeds(summary, tmp_path):
 def test_a_folder_without_metrics_is_a_one_line_error(tmp_path):
     r = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path)], capture_output=True, text=True)
     assert r.returncode == 1 and r.stderr.strip() == f"runs_summary: error: no metrics.json in {tmp_path}"
+
+
+def test_batch_table_compares_the_batch_setting_with_both_settings(summary, tmp_path):
+    """Runs with a ``lookalike-batch`` row get the batch table: against the plain baseline (at full resolution the
+    run's own baseline and the row's McNemar test), the transductive k-reciprocal and the per-photo model."""
+    rows = []
+    for name, lowres, plain in (("low", 20, 0.48), ("full", None, None)):
+        folder = _run(tmp_path / name, lowres, 0.52, 0.56, plain=plain)
+        m = json.loads((folder / "metrics.json").read_text())
+        m["methods"]["lookalike-batch"] = {"rank1": 0.61, "mcnemar_p": 1e-4, "fixed": 20, "broken": 3}
+        m["methods"]["kreciprocal-transductive"] = {"rank1": 0.58}
+        vs = {"rank1_diff": 0.03, "mcnemar_p": 0.002, "fixed": 9, "broken": 4}
+        m["paired"]["lookalike-batch"] = {"kreciprocal-transductive": vs, "lookalike-best": vs}
+        if plain is not None:
+            m["paired"]["lookalike-batch"]["baseline-plain"] = {"rank1_diff": 0.13, "mcnemar_p": 1e-9, "fixed": 40,
+                                                                "broken": 2}
+        m["rerank_stats"] = {"lookalike-batch": {"batch": {"k1": 30, "k2": 3, "lam": 0.7}, "tuning": {
+            "kept": True, "val_rank1": 0.7, "per_photo_val_rank1": 0.65}}}
+        (folder / "metrics.json").write_text(json.dumps(m))
+        rows.append(summary.run_row(folder))
+    rows.append(summary.run_row(_run(tmp_path / "old", 20, 0.52, 0.56, plain=0.48)))  # no batch row: left out
+    table = summary.markdown_batch(rows).splitlines()
+    assert len(table) == 4
+    assert table[2] == ("| lfw | 1 | ~20 px | 48.00 | 56.00 | 58.00 | 61.00 | +13.00 (1e-09; 40 / 2) | "
+                        "+3.00 (0.002; 9 / 4) | +3.00 (0.002; 9 / 4) | 65.00 → 70.00 (yes) |")
+    assert table[3].startswith("| lfw | 1 | full | 52.00 | 56.00 | 58.00 | 61.00 | +9.00 (0.0001; 20 / 3) |")

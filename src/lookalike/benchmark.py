@@ -37,6 +37,7 @@ from lookalike.versions import versions
 TRANSDUCTIVE = "kreciprocal-transductive"
 LOOKALIKE_TRANSDUCTIVE = "lookalike-transductive"  # the same, over the saved model's disambiguator space
 GLOBAL = "lookalike-global"
+BATCH = "lookalike-batch"  # the saved model's batch setting: every test probe re-ranked together
 PLAIN = "baseline-plain"  # a test-time-augmented matcher's plain version (torch for torch-flip) on the same split
 PAIRED = ("lookalike-disamb-only", GLOBAL, TRANSDUCTIVE, PLAIN)  # what lookalike-best is compared with, per probe
 
@@ -204,7 +205,9 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
                      "dataset_notes": table.notes},
         "methods": methods,
         "paired": {n: paired_rank1(test, rankings, n, others) for n, others in
-                   (("lookalike-best", PAIRED), (FIXED_MODEL, (PLAIN,)), (LOOKALIKE_TRANSDUCTIVE, (TRANSDUCTIVE,)))
+                   (("lookalike-best", PAIRED), (FIXED_MODEL, (PLAIN,)), (LOOKALIKE_TRANSDUCTIVE, (TRANSDUCTIVE,)),
+                                  (BATCH, ("lookalike-best", TRANSDUCTIVE, PLAIN)),
+                                  (f"{FIXED_MODEL}-batch", (FIXED_MODEL, PLAIN)))
                    if n in rankings},
         "open_set": open_set,
         "timing": {**timing, "total_s": time.perf_counter() - t0},
@@ -283,7 +286,8 @@ def run_fixed_model(model: LookalikeModel, cfg: BenchmarkConfig, test: SearchSpl
     open_set[FIXED_MODEL] = {**open_set_metrics(test, lists, nonmated),
                              "calibrated": calibrated_open_set(test, lists, nonmated, model.thresholds_)}
     return {FIXED_MODEL: {"file": str(cfg.model), **model.describe_short(), "training": model.training_,
-                          "tuning": model.reranker_.stats}}
+                          "tuning": model.reranker_.stats},
+            **run_batch(cfg, model, test, methods, rankings, open_set, base_hits, timing, nonmated, FIXED_MODEL)}
 
 
 def calibrated_open_set(test: SearchSplit, lists: RankedLists, nonmated: RankedLists | None,
@@ -306,12 +310,16 @@ def check_rerank(identities: np.ndarray, roles: np.ndarray) -> None:
         raise ValueError(f"too few people for re-ranking: {problem}; use --no-rerank for the baseline only")
 
 
-def open_set_metrics(test: SearchSplit, lists: RankedLists, nonmated: RankedLists | None) -> dict:
+def open_set_metrics(test: SearchSplit, lists: RankedLists, nonmated: RankedLists | None,
+                     top_scores: np.ndarray | None = None) -> dict:
     """FNIR and DIR at FPIR 1% and 10% from a method's final scores: its re-ranked test lists (mated searches)
-    and its re-ranked non-mated searches (each distractor against the rest of the gallery)."""
+    and its re-ranked non-mated searches (each distractor against the rest of the gallery). ``top_scores``: the
+    mated searches' decision scores when they are not the lists' first scores (batch re-ranking decides *whether*
+    by the per-photo score and *who* by its own order)."""
     hits = test.gallery.identities[lists.indices[:, 0]] == test.probes.identities
     n_nonmated = 0 if nonmated is None else len(nonmated.scores)
-    rates = fnir_at_fpir(lists.scores[:, 0], hits, nonmated.scores[:, 0]) if n_nonmated else {}
+    top = lists.scores[:, 0] if top_scores is None else top_scores
+    rates = fnir_at_fpir(top, hits, nonmated.scores[:, 0]) if n_nonmated else {}
     return {**rates, "n_mated": len(test.probes), "n_nonmated": n_nonmated}
 
 
@@ -407,6 +415,28 @@ def run_global(cfg: BenchmarkConfig, disambiguator: Disambiguator, test: SearchS
             "disambiguator": what, "score": "the disambiguator's score (no fusion)", **changed}
 
 
+def run_batch(cfg: BenchmarkConfig, model: LookalikeModel, test: SearchSplit, methods: dict, rankings: dict,
+              open_set: dict, base_hits: np.ndarray, timing: dict, nonmated: RankedLists | None,
+              per_photo: str = "lookalike-best") -> dict:
+    """Score the model's batch re-ranking (``lookalike-batch``; ``lookalike-model-batch`` for a fixed model): every
+    test probe re-ranked together, as ``identify --batch`` does with many photos; the per-photo lists (method
+    ``per_photo``) where the model has no batch setting. Open set: whether a probe is enrolled is decided by its
+    per-photo score, whom by the batch order (``nonmated``: the model's per-photo non-mated searches)."""
+    name = BATCH if per_photo == "lookalike-best" else f"{per_photo}-batch"
+    alone = rankings[per_photo]
+    t = time.perf_counter()
+    together = model.batch_ is not None and len(test.probes) >= model.batch_.min_batch_  # as identify --batch decides
+    lists = model.rerank_batch(test.probes.vectors, test.lists, test.candidates) if together else alone
+    timing[f"{name}_s"] = time.perf_counter() - t
+    rankings[name] = lists
+    methods[name] = score_method(name, test, lists, base_hits, cfg.n_boot, cfg.seed)
+    open_set[name] = open_set_metrics(test, lists, nonmated, top_scores=alone.scores[:, 0])
+    return {name: {"setting": "batch: every test probe re-ranked together by the model (identify --batch)",
+                   "batch": None if model.batch_ is None else model.batch_.setting_.to_dict(),
+                   "reranked_together": together, "tuning": model.batch_tuning_, "lists_changed_vs_per_photo":
+                       int((lists.indices != alone.indices).any(1).sum())}}
+
+
 def run_rerankers(cfg: BenchmarkConfig, features: ProtocolFeatures, test: SearchSplit, methods: dict,
                   rankings: dict, ranks: dict, open_set: dict, base_hits: np.ndarray, timing: dict,
                   out: Path) -> dict:
@@ -448,6 +478,8 @@ def run_rerankers(cfg: BenchmarkConfig, features: ProtocolFeatures, test: Search
                                                                    test.gallery, test.nonmated)
         open_set[name] = open_set_metrics(test, lists, nonmated)
         stats[name] = method.reranker_.stats if isinstance(method, LookalikeModel) else method.stats
+        if isinstance(method, LookalikeModel):
+            stats |= run_batch(cfg, method, test, methods, rankings, open_set, base_hits, timing, nonmated)
     stats[GLOBAL] = run_global(cfg, model.disambiguator_, test, methods, rankings, ranks, open_set, base_hits, timing)
     stats[LOOKALIKE_TRANSDUCTIVE] = run_transductive(cfg, test, methods, rankings, ranks, open_set, base_hits, timing,
                                                      model.disambiguator_)

@@ -161,6 +161,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="false-positive identification rate of the decision (0.001, 0.01 or 0.1; default 0.01)")
     i.add_argument("--format", choices=("table", "json", "csv", "html"), default="table",
                    help="output format (html: one page with the probe's and each candidate's face, to compare)")
+    i.add_argument("--batch", action="store_true",
+                   help="re-rank all the faces together, for many photos of the same few unknown people (frames of "
+                        "one video, one case's photos): each face's neighbours among the others help decide who it "
+                        "is. Uses the model's batch setting, tuned on validation; a model without one (batch "
+                        "re-ranking did not win on its validation split) searches face by face and says so")
     i.add_argument("--out", default=None, help="write the output to this file instead of standard output")
     add_blas_threads(i)
 
@@ -323,7 +328,7 @@ def cmd_identify(args: argparse.Namespace) -> int:
         raise ValueError("no probe photos given")
     with Gallery.open(args.db) as gallery, blas_threads(args.blas_threads):
         model = load_model(args.model, gallery) if args.model else None
-        result = identify(paths, gallery, model, args.top, args.fpir)
+        result = identify(paths, gallery, model, args.top, args.fpir, batch=args.batch)
         faces = result_faces(result, gallery) if args.format == "html" else {}
     if args.format == "json":
         if args.out:
@@ -340,6 +345,8 @@ def cmd_identify(args: argparse.Namespace) -> int:
                 f.write(text)
         else:
             print(text, end="")
+    if args.batch and result["batch"]["note"]:
+        print(f"--batch: {result['batch']['note']}", file=sys.stderr)
     n_faces = sum(len(r["faces"]) for r in result["results"])
     unusable = [r for r in result["results"] if r["status"] not in ("ok",)]
     print(f"{len(paths)} photos, {n_faces} faces searched; {len(unusable)} photos without a usable face"

@@ -140,14 +140,65 @@ class Identifier:
         else:
             final = base
         self._tick("rerank_s", t)
-        order, scores = final.indices[0, :top], final.scores[0, :top]
-        groups = self._lookalike_groups(lists.vectors[0, order], calibration["lookalike"])
-        cands = [{"rank": r + 1, "subject": str(lists.subjects[0, j]), "image_id": int(lists.image_ids[0, j]),
-                  "image": str(lists.paths[0, j]), "base_score": round(float(lists.scores[0, j]), 6),
+        return self._face_result(face, lists, 0, final.indices[0, :top], final.scores[0, :top], final.scores[0, 0],
+                                 calibration, fpir)
+
+    def batch_note(self, n_faces: int) -> str | None:
+        """Why :meth:`search_batch` would search ``n_faces`` faces one by one (None when it re-ranks them together)."""
+        if self.model is None:
+            return "no lookalike model: every face is searched alone"
+        if self.model.batch_ is None:
+            return ("the model has no batch setting (on its validation split re-ranking the probes together did not "
+                    "beat searching them one by one): every face is searched alone")
+        if n_faces < self.model.batch_.min_batch_:
+            return (f"{n_faces} faces are fewer than the model's minimum batch of {self.model.batch_.min_batch_} (on "
+                    "its validation split smaller batches did not beat searching face by face): every face is "
+                    "searched alone")
+        return None
+
+    def search_batch(self, faces: list[ProbeFace], top: int = 20, fpir: float = 0.01) -> list[dict]:
+        """Every face searched, then all their lists re-ranked together by the model's batch setting
+        (:mod:`lookalike.rerank.batch`): for many photos of the same few people. Whether a face's person is enrolled
+        is decided by its own (per-photo) final score, whom by the batch order; each candidate also has its
+        ``batch_distance``. Face by face (:meth:`search_face`) when :meth:`batch_note` says so."""
+        if self.batch_note(len(faces)) is not None:
+            return [self.search_face(f, top, fpir) for f in faces]
+        if not faces:
+            return []
+        calibration = self.calibration()
+        vectors = np.stack([f.vector for f in faces])
+        t = time.perf_counter()
+        lists = self.gallery.search(vectors, k=max(top, self.model.depth))
+        self._tick("search_s", t)
+        q, k = lists.scores.shape
+        t = time.perf_counter()
+        per_photo = self.model.rerank(vectors, RankedLists(np.tile(np.arange(k), (q, 1)), lists.scores), lists.vectors)
+        fused = np.empty_like(per_photo.scores)
+        np.put_along_axis(fused, per_photo.indices, per_photo.scores, 1)  # each base position's final score
+        batch = self.model.rerank_batch(vectors, RankedLists(lists.image_ids, lists.scores), lists.vectors)
+        self._tick("rerank_s", t)
+        out = []
+        for i, face in enumerate(faces):
+            order = np.argsort(lists.image_ids[i], kind="stable")
+            order = order[np.searchsorted(lists.image_ids[i], batch.indices[i], sorter=order)][:top]
+            out.append(self._face_result(face, lists, i, order, fused[i, order], per_photo.scores[i, 0], calibration,
+                                         fpir, -batch.scores[i, :top]))
+        return out
+
+    def _face_result(self, face: ProbeFace, lists, row: int, order: np.ndarray, scores: np.ndarray, top_score: float,
+                     calibration: dict, fpir: float, batch_distances: np.ndarray | None = None) -> dict:
+        """One face's ``faces[]`` item: candidates ``order`` (positions in row ``row`` of ``lists``) with their final
+        ``scores``, the decision from ``top_score``; with ``batch_distances``, each candidate's batch distance."""
+        groups = self._lookalike_groups(lists.vectors[row, order], calibration["lookalike"])
+        cands = [{"rank": r + 1, "subject": str(lists.subjects[row, j]), "image_id": int(lists.image_ids[row, j]),
+                  "image": str(lists.paths[row, j]), "base_score": round(float(lists.scores[row, j]), 6),
                   "base_rank": int(j) + 1, "final_score": round(float(scores[r]), 6),
                   "lookalike_group": groups[r]} for r, j in enumerate(order)]
+        if batch_distances is not None:
+            for c, d in zip(cands, batch_distances, strict=True):
+                c["batch_distance"] = round(float(d), 6)
         threshold = self.threshold(fpir, calibration)
-        enrolled = bool(len(cands)) and float(scores[0]) >= threshold
+        enrolled = bool(len(cands)) and float(top_score) >= threshold
         return {**face.describe(), "status": "searched", "candidate_list_length": len(cands), "candidates": cands,
                 "ambiguous": bool(len(cands)) and groups[0] is not None,
                 "decision": {"fpir": fpir, "threshold": threshold, "enrolled": enrolled,
@@ -197,11 +248,23 @@ class Identifier:
 
     def identify_path(self, path: str | Path, top: int = 20, fpir: float = 0.01) -> dict:
         """One photo file; an unusable file gives ``status`` with the reason instead of faces."""
+        result, faces = self._photo_faces(path)
+        return {**result, "faces": [self.search_face(f, top, fpir) for f in faces]}
+
+    def identify_batch(self, paths: list[str | Path], top: int = 20, fpir: float = 0.01) -> list[dict]:
+        """Every face of every photo re-ranked together (:meth:`search_batch`); one result per photo."""
+        photos = [self._photo_faces(p) for p in paths]
+        searched = iter(self.search_batch([f for _, faces in photos for f in faces], top, fpir))
+        return [{**result, "faces": [next(searched) for _ in faces]} for result, faces in photos]
+
+    def _photo_faces(self, path: str | Path) -> tuple[dict, list[ProbeFace]]:
+        """A photo's result header (``photo``, ``status``, ``message`` when unusable) and its faces."""
         try:
             image = load_image(path)
         except ImageError as e:
-            return {"photo": str(path), "status": e.reason, "message": str(e), "faces": []}
-        return self.identify_image(image, str(path), top, fpir)
+            return {"photo": str(path), "status": e.reason, "message": str(e)}, []
+        faces = self.faces(image)
+        return {"photo": str(path), "status": "ok" if faces else "no_face"}, faces
 
 
 def list_depth(model: LookalikeModel | None, top: int) -> int:
@@ -230,21 +293,30 @@ def prepare_gallery(model: LookalikeModel | None, vectors: np.ndarray, block: in
 
 
 def identify(photos: list[str | Path], gallery: Gallery, model: LookalikeModel | None = None, top: int = 20,
-             fpir: float = 0.01) -> dict:
-    """Identify every face of every photo; the whole result as the documented JSON document."""
+             fpir: float = 0.01, batch: bool = False) -> dict:
+    """Identify every face of every photo (``batch``: all of them re-ranked together, see
+    :meth:`Identifier.search_batch`); the whole result as the documented JSON document."""
     ident = Identifier(gallery, model)
     if model is not None and len(photos) * max(top, model.reach) >= len(gallery.vectors_):
         ident.prepare_gallery()  # cheaper than preparing the candidates photo by photo
-    return result_document(ident, [ident.identify_path(p, top, fpir) for p in photos], top, fpir)
+    results = ident.identify_batch(photos, top, fpir) if batch else [ident.identify_path(p, top, fpir) for p in photos]
+    return result_document(ident, results, top, fpir, batch)
 
 
-def result_document(ident: Identifier, results: list[dict], top: int, fpir: float) -> dict:
+def result_document(ident: Identifier, results: list[dict], top: int, fpir: float, batch: bool = False) -> dict:
     """The identify JSON document (``schema_version`` 1) around per-photo ``results``: the gallery, the model, the
-    settings, the lookalike version that produced it and the identifier's stage timings."""
+    settings, the lookalike version that produced it and the identifier's stage timings; with ``batch``, how the
+    batch was re-ranked."""
     model = ident.model
-    return {"schema_version": SCHEMA_VERSION, "lookalike_version": __version__, "gallery": str(ident.gallery.store.url),
-            "model": None if model is None else model.describe_short(), "fpir": fpir, "top": top,
-            "results": results, "timing": {k: round(v, 4) for k, v in ident.timing.items()}}
+    doc = {"schema_version": SCHEMA_VERSION, "lookalike_version": __version__, "gallery": str(ident.gallery.store.url),
+           "model": None if model is None else model.describe_short(), "fpir": fpir, "top": top,
+           "results": results, "timing": {k: round(v, 4) for k, v in ident.timing.items()}}
+    if batch:
+        n_faces = sum(len(r["faces"]) for r in results)
+        note = ident.batch_note(n_faces)
+        doc["batch"] = {"reranked_together": note is None, "note": note,
+                        "setting": None if note else model.batch_.setting_.to_dict(), "faces": n_faces}
+    return doc
 
 
 def result_faces(result: dict, gallery: Gallery) -> dict:

@@ -23,6 +23,7 @@ from lookalike.matchers import default_matcher, flipped_name
 from lookalike.matchers.align import FaceAligner
 from lookalike.metrics import RankedLists, calibrated_threshold, threshold_at_fpir
 from lookalike.rerank import NORMS, all_selections, default_disambiguators
+from lookalike.rerank.batch import BatchReranker, BatchSetting
 from lookalike.rerank.fusion import WeightedFusion
 from lookalike.rerank.lookalike import DEFAULT_WEIGHTS, DisambiguatorPool, LookalikeReranker, rerank_faces
 from lookalike.rerank.selection import Selection, selection_from_dict
@@ -30,6 +31,9 @@ from lookalike.rerank.tuning import LabelledLists, nonmated_lists
 
 FORMAT, FORMAT_VERSION = "lookalike-model", 1
 FPIRS = (0.001, 0.01, 0.1)
+BATCH_RULE = ("batch re-ranking kept only if its validation rank-1 (all val probes re-ranked together) is above the "
+              "per-photo model's; its minimum batch is the smallest of 10, 50, 200, 1000 val probes whose random "
+              "batches still beat it (else all val probes)")
 
 
 def aligner_settings(aligner: FaceAligner) -> dict:
@@ -61,7 +65,9 @@ class LookalikeModel:
     TinyFace; ``probes``: probes only), ``degrade`` (how: ``bicubic`` or ``realistic``, see
     :func:`lookalike.data.images.degrade`), ``aligner``; the grid (``disambiguators``, ``selections``,
     ``normalisers``, ``weights``), list ``depth``, the ``fpirs`` to calibrate thresholds at, and ``seed``.
-    Learned state (set by :meth:`fit` or :meth:`load`): ``reranker_``, ``thresholds_``, ``training_``.
+    Learned state (set by :meth:`fit` or :meth:`load`): ``reranker_``, ``thresholds_``, ``training_``, and
+    ``batch_``: the re-ranker for many photos searched together (:mod:`lookalike.rerank.batch`), kept only when it
+    beats the per-photo lists on validation (None otherwise).
     """
 
     def __init__(self, matcher: str | None = None, lowres: int | None = None, aligner: FaceAligner | None = None,
@@ -80,6 +86,8 @@ class LookalikeModel:
         self.reranker_: LookalikeReranker | None = None
         self.thresholds_: dict[float, float] = {}
         self.training_: dict = {}
+        self.batch_: BatchReranker | None = None
+        self.batch_tuning_: dict = {}
         self.matcher_name_ = ""
 
     # ------------------------------------------------------------------------------------------------
@@ -95,6 +103,7 @@ class LookalikeModel:
         val = LabelledLists.search(val_probes, val_gallery, self.depth)
         self.reranker_ = LookalikeReranker(self.disambiguators, self.selections, self.normalisers, self.weights,
                                            pool=self.pool, name="lookalike-best", seed=self.seed).fit(train, val)
+        self._fit_batch(train, val)
         top = self._nonmated_top(FaceSet.concat(val_probes, val_gallery), val_gallery)
         self.thresholds_ = {f: threshold_at_fpir(top, f) for f in self.fpirs}
         self.matcher_name_ = matcher_name(self.matcher)
@@ -104,6 +113,21 @@ class LookalikeModel:
                           "val_rank1": self.reranker_.stats["val_rank1"], "seed": self.seed,
                           "fit_s": round(time.perf_counter() - t0, 2)}
         return self
+
+    def _fit_batch(self, train: FaceSet, val: LabelledLists) -> None:
+        """Tune batch re-ranking on every val probe at once; keep it only if its val rank-1 is above the per-photo
+        model's (the rule, recorded in ``batch_tuning_``)."""
+        self.batch_, self.batch_tuning_ = None, {"rule": BATCH_RULE}
+        if self.disambiguator_.input != "embedding":
+            self.batch_tuning_["skipped"] = "an image-level disambiguator has no projection to re-rank a batch in"
+            return
+        batch = BatchReranker(self.disambiguator_).fit(train, val)
+        kept = batch.stats["val_rank1"] > self.reranker_.stats["val_rank1"]
+        if kept:
+            batch.choose_min_batch(val, self.reranker_.stats["val_rank1"], seed=self.seed)
+        self.batch_ = batch if kept else None
+        self.batch_tuning_.update({**batch.stats, "per_photo_val_rank1": self.reranker_.stats["val_rank1"],
+                                   "kept": kept})
 
     def _nonmated_top(self, probes: FaceSet, gallery: FaceSet) -> np.ndarray:
         lists = nonmated_lists(probes, gallery, self.depth)
@@ -126,6 +150,14 @@ class LookalikeModel:
         if self.reranker_ is None:
             raise RuntimeError("the model is not trained: fit or load it first")
         return self.reranker_.rerank(probes, lists, candidates, features)
+
+    def rerank_batch(self, probes: np.ndarray, lists: RankedLists, candidates: np.ndarray) -> RankedLists:
+        """Every probe's list re-ordered together (:class:`~lookalike.rerank.batch.BatchReranker`; scores: negative
+        final distances); a ValueError when the model has no batch setting."""
+        if self.batch_ is None:
+            raise ValueError("this model has no batch setting: on its validation split re-ranking the probes together "
+                             "did not beat searching them one by one")
+        return self.batch_.rerank(probes, lists, candidates)
 
     @property
     def reach(self) -> int:
@@ -190,7 +222,10 @@ class LookalikeModel:
                 "preprocess": {"lowres": self.lowres, "lowres_apply": self.lowres_apply, "degrade": self.degrade,
                                "gallery_key": self.gallery_preprocess},
                 "depth": self.depth, "disambiguator": d_meta, "selection": r.selection_.to_dict(),
-                "fusion": r.fusion_.to_dict(), "thresholds": {f"{f:g}": t for f, t in self.thresholds_.items()},
+                "fusion": r.fusion_.to_dict(),
+                "batch": None if self.batch_ is None else {**self.batch_.setting_.to_dict(),
+                                                           "min_batch": self.batch_.min_batch_},
+                "batch_tuning": self.batch_tuning_, "thresholds": {f"{f:g}": t for f, t in self.thresholds_.items()},
                 "training": self.training_, "tuning": {k: v for k, v in r.stats.items()
                                                        if k not in ("disambiguator_stats",)},
                 "versions": versions()}
@@ -251,6 +286,11 @@ class LookalikeModel:
         model.thresholds_ = {float(f): float(t) for f, t in meta["thresholds"].items()}
         model.fpirs = tuple(model.thresholds_)
         model.training_ = meta.get("training", {})
+        model.batch_tuning_ = meta.get("batch_tuning", {})
+        if meta.get("batch"):  # files written before batch re-ranking existed have none
+            model.batch_ = BatchReranker(disambiguator)
+            model.batch_.setting_ = BatchSetting.from_dict(meta["batch"])
+            model.batch_.min_batch_ = int(meta["batch"].get("min_batch", 1))  # files without a guard: none
         model.meta_ = meta
         return model
 

@@ -53,6 +53,26 @@ def open_set_section(open_set: dict[str, dict]) -> list[str]:
                     ""]
 
 
+def batch_sentence(metrics: dict) -> list[str]:
+    """Markdown lines saying what the batch row (``lookalike-batch`` or ``lookalike-model-batch``) is."""
+    for name, st in metrics.get("rerank_stats", {}).items():
+        if name.endswith("-batch") and "tuning" in st:
+            t = st["tuning"]
+            if "skipped" in t:
+                return [f"`{name}`: the model has no batch setting ({t['skipped']}); its per-photo lists.", ""]
+            how = (f"k-reciprocal re-ranking in the model's disambiguator space with k1={st['batch']['k1']}, "
+                   f"k2={st['batch']['k2']}, λ={st['batch']['lam']}" if st.get("reranked_together", st["batch"]) else
+                   "none: the model has no batch setting, or more test probes than its minimum batch, so these are "
+                   "its per-photo lists")
+            return [f"`{name}` is the model's batch setting, what `identify --batch` does with many photos: every "
+                    f"test probe re-ranked together ({how}). Chosen on validation by the rule \"{t['rule']}\": "
+                    f"validation rank-1 {100 * t['per_photo_val_rank1']:.2f} per photo, "
+                    f"{100 * t['val_rank1']:.2f} as a batch. It is the same setting as `kreciprocal-transductive` "
+                    "(all test probes at once), not what one photo gets; its open-set decision (whether the person "
+                    "is enrolled) is the per-photo score's, the batch order only chooses whom.", ""]
+    return []
+
+
 def disambiguator_sentence(metrics: dict) -> list[str]:
     """Markdown lines saying what ``lookalike-disamb-only`` and ``lookalike-global`` are (when they ran)."""
     st = metrics.get("rerank_stats", {}).get("lookalike-global")
@@ -172,6 +192,7 @@ def write_report(path: str | Path, metrics: dict, images: list[tuple[str, str]])
                   + (" `lookalike-transductive` is the same over the saved model's disambiguator space (the faces "
                      "projected by it, no cohort terms): the transductive setting with the lookalike model's metric."
                      if "lookalike-transductive" in metrics["methods"] else ""), ""]
+    lines += batch_sentence(metrics)
     plain = metrics.get("rerank_stats", {}).get("baseline-plain")
     if plain:
         lines += [f"`baseline-plain`: {plain['skipped']}." if "skipped" in plain else
