@@ -129,6 +129,14 @@ def test_identify_batch_reranks_the_photos_together(system, orl_dir, capsys):
         assert fb["decision"]["enrolled"] == fa["decision"]["enrolled"]
         changed += [c["image_id"] for c in fa["candidates"]] != [c["image_id"] for c in fb["candidates"]]
     assert changed > 0
+    from lookalike.identify_format import format_csv, format_table
+
+    table = format_table(together)
+    assert "batch: 16 faces re-ranked together (k1=10, k2=3, λ=0.3)" in table and "   batch  group" in table
+    rows = list(csv.DictReader(io.StringIO(format_csv(together))))
+    assert len(rows) == 16 * 20 and all(float(r["batch_distance"]) >= 0 for r in rows)
+    assert "batch: " in format_table(fallback) and "batch" not in format_table(alone).splitlines()[0]
+    assert {r["batch_distance"] for r in csv.DictReader(io.StringIO(format_csv(alone)))} == {""}
     capsys.readouterr()
     assert main(["identify", *map(str, photos[:2]), "--db", str(db), "--model", str(model_path), "--batch",
                  "--format", "json"]) == 0

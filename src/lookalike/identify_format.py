@@ -9,7 +9,21 @@ import html
 import io
 
 CSV_FIELDS = ("photo", "photo_status", "face", "box", "detection", "rank", "subject", "image", "base_score",
-              "base_rank", "final_score", "lookalike_group", "ambiguous", "decision_subject", "enrolled")
+              "base_rank", "final_score", "lookalike_group", "ambiguous", "decision_subject", "enrolled",
+              "batch_distance")
+
+
+def batch_line(result: dict) -> str:
+    """How a ``--batch`` result was ordered (empty for a photo-by-photo result)."""
+    b = result.get("batch")
+    if not b:
+        return ""
+    if not b["reranked_together"]:
+        return f"batch: {b['note']}"
+    s = b["setting"]
+    return (f"batch: {b['faces']} faces re-ranked together (k1={s['k1']}, k2={s['k2']}, λ={s['lam']}); candidates in "
+            "batch order (ascending batch distance), each with its per-photo final score; decisions from the "
+            "per-photo score")
 
 
 def format_table(result: dict) -> str:
@@ -18,6 +32,8 @@ def format_table(result: dict) -> str:
     how = (f"model: {model['disambiguator']} ({model['selection']}, weight {model['weight']})" if model
            else "no model: base matcher")
     lines.append(f"gallery {result['gallery']}; {how}; decisions at FPIR {result['fpir']:g}")
+    if batch_line(result):
+        lines.append(batch_line(result))
     for r in result["results"]:
         if r["status"] != "ok":
             lines += ["", f"{r['photo']}: {r['status']}" + (f" — {r['message']}" if r.get("message") else "")]
@@ -27,12 +43,14 @@ def format_table(result: dict) -> str:
             verdict = f"top subject {d['subject']}" if d["enrolled"] else "not enrolled (no candidate above threshold)"
             lines += ["", f"{r['photo']} face {f['index']} box {tuple(f['box'])} ({f['detection']}): {verdict}"
                       + ("; AMBIGUOUS: the top candidates are lookalikes of each other" if f["ambiguous"] else "")]
+            batch = any("batch_distance" in c for c in f["candidates"])
             lines.append(f"{'rank':>4}  {'subject':<28} {'final':>8} {'base':>8}  {'base→final':>10}  "
-                         f"{'group':>5}  image")
+                         + (f"{'batch':>7}  " if batch else "") + f"{'group':>5}  image")
             for c in f["candidates"]:
                 g = c["lookalike_group"] or ""
+                dist = f"{c['batch_distance']:>7.4f}  " if batch else ""
                 lines.append(f"{c['rank']:>4}  {c['subject'][:28]:<28} {c['final_score']:>8.4f} {c['base_score']:>8.4f}"
-                             f"  {c['base_rank']:>4} → {c['rank']:<3}  {g!s:>5}  {c['image']}")
+                             f"  {c['base_rank']:>4} → {c['rank']:<3}  {dist}{g!s:>5}  {c['image']}")
     return "\n".join(lines) + "\n"
 
 
@@ -51,7 +69,8 @@ def format_csv(result: dict) -> str:
                             "subject": c["subject"], "image": c["image"], "base_score": c["base_score"],
                             "base_rank": c["base_rank"], "final_score": c["final_score"],
                             "lookalike_group": c["lookalike_group"] or "", "ambiguous": f["ambiguous"],
-                            "decision_subject": f["decision"]["subject"] or "", "enrolled": f["decision"]["enrolled"]})
+                            "decision_subject": f["decision"]["subject"] or "", "enrolled": f["decision"]["enrolled"],
+                            "batch_distance": c.get("batch_distance", "")})
     return buf.getvalue()
 
 
@@ -76,6 +95,8 @@ def format_html(result: dict, faces: dict) -> str:
            "<p class='leads'>Results are <strong>investigative leads, not identifications</strong>: a person must "
            "compare the faces, and a candidate list never establishes who someone is.</p>",
            f"<p class='muted'>gallery {e(str(result['gallery']))}; {e(how)}; decisions at FPIR {result['fpir']:g}</p>"]
+    if batch_line(result):
+        out.append(f"<p class='muted'>{e(batch_line(result))}</p>")
     for r in result["results"]:
         if r["status"] != "ok":
             out.append(f"<h2>{e(r['photo'])}: {e(r['status'])}</h2><p>{e(r.get('message', ''))}</p>")
@@ -90,8 +111,9 @@ def format_html(result: dict, faces: dict) -> str:
             cards = [_card(faces.get(("probe", r["photo"], f["index"])), "probe face", "probe", "card probe")]
             for c in f["candidates"]:
                 group = f"lookalike group {c['lookalike_group']}" if c["lookalike_group"] else ""
+                batch = f"<br>batch distance {c['batch_distance']:.4f}" if "batch_distance" in c else ""
                 text = (f"#{c['rank']} <b>{e(c['subject'])}</b><br>final {c['final_score']:.4f} · base "
-                        f"{c['base_score']:.4f}<br>base rank {c['base_rank']} → {c['rank']}<br>{group}")
+                        f"{c['base_score']:.4f}<br>base rank {c['base_rank']} → {c['rank']}{batch}<br>{group}")
                 cards.append(_card(faces.get(("image", c["image_id"])), f"face of {c['subject']}", text,
                                    "card g" if group else "card"))
             out.append("<div class='row'>" + "".join(cards) + "</div>")
