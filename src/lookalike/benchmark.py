@@ -206,8 +206,7 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
         "methods": methods,
         "paired": {n: paired_rank1(test, rankings, n, others) for n, others in
                    (("lookalike-best", PAIRED), (FIXED_MODEL, (PLAIN,)), (LOOKALIKE_TRANSDUCTIVE, (TRANSDUCTIVE,)),
-                                  (BATCH, ("lookalike-best", TRANSDUCTIVE, PLAIN)),
-                                  (f"{FIXED_MODEL}-batch", (FIXED_MODEL, PLAIN)))
+                    (BATCH, ("lookalike-best", TRANSDUCTIVE, PLAIN)), (f"{FIXED_MODEL}-batch", (FIXED_MODEL, PLAIN)))
                    if n in rankings},
         "open_set": open_set,
         "timing": {**timing, "total_s": time.perf_counter() - t0},

@@ -23,7 +23,7 @@ from lookalike.matchers import default_matcher, flipped_name
 from lookalike.matchers.align import FaceAligner
 from lookalike.metrics import RankedLists, calibrated_threshold, threshold_at_fpir
 from lookalike.rerank import NORMS, all_selections, default_disambiguators
-from lookalike.rerank.batch import BatchReranker, BatchSetting
+from lookalike.rerank.batch import BATCH_SIZES, BatchReranker, BatchSetting
 from lookalike.rerank.fusion import WeightedFusion
 from lookalike.rerank.lookalike import DEFAULT_WEIGHTS, DisambiguatorPool, LookalikeReranker, rerank_faces
 from lookalike.rerank.selection import Selection, selection_from_dict
@@ -32,8 +32,8 @@ from lookalike.rerank.tuning import LabelledLists, nonmated_lists
 FORMAT, FORMAT_VERSION = "lookalike-model", 1
 FPIRS = (0.001, 0.01, 0.1)
 BATCH_RULE = ("batch re-ranking kept only if its validation rank-1 (all val probes re-ranked together) is above the "
-              "per-photo model's; its minimum batch is the smallest of 10, 50, 200, 1000 val probes whose random "
-              "batches still beat it (else all val probes)")
+              f"per-photo model's; its minimum batch is the smallest of {', '.join(map(str, BATCH_SIZES))} val probes "
+              "whose random batches still beat it (else all val probes)")
 
 
 def aligner_settings(aligner: FaceAligner) -> dict:

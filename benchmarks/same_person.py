@@ -1,0 +1,78 @@
+"""Photos known to show one person: one template, or a batch, against searching photo by photo (a measured lead).
+
+    python benchmarks/same_person.py --runs runs/lfw-lowres20 runs/lfw-lowres20-s1 runs/pubfig-lowres20 runs/lfw \\
+        [--cache /work/cache/lookalike.sqlite]
+
+An investigator often knows that several photos show the same unknown person (frames of one track). For each run
+(a ``lookalike benchmark`` folder with ``model.lkm``) the test probes are grouped by identity, and each group is
+searched three ways with the saved model, nothing tuned: photo by photo (``lookalike-best``); as one batch
+(``LookalikeModel.rerank_batch``, whatever the model's minimum batch); and as one *template*, the L2-normalised mean
+of the group's embeddings searched against the whole gallery and re-ranked by the per-photo model. Rank-1 is read
+per probe (each probe of a group gets its group's answer for the batch and template ways), and per person (each
+person counts once: the mean over people of the fraction of their probes answered right, so LFW's 529 photos of one
+man weigh as one). Prints a Markdown table; no ``identify`` option exists for it yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+from batch_size import run_vectors
+
+from lookalike.matchers.base import l2_normalize
+from lookalike.metrics import RankedLists
+from lookalike.model import LookalikeModel
+
+
+def template_first(model: LookalikeModel, probes: np.ndarray, gallery: np.ndarray, groups: list[np.ndarray],
+                   depth: int) -> np.ndarray:
+    """Each group's template (mean embedding) searched and re-ranked: the gallery row it ranks first, per probe."""
+    t = l2_normalize(np.stack([probes[g].mean(0) for g in groups]).astype(np.float32))
+    scores = t @ gallery.T
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :depth]
+    lists = RankedLists(order, np.take_along_axis(scores, order, 1).astype(np.float32))
+    first = model.rerank(t, lists, gallery[order]).indices[:, 0]
+    out = np.empty(len(probes), np.int64)
+    for g, f in zip(groups, first, strict=True):
+        out[g] = f
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--runs", nargs="+", required=True, help="benchmark output folders with model.lkm")
+    p.add_argument("--cache", default="cache/lookalike.sqlite", help="the runs' embedding cache")
+    args = p.parse_args(argv)
+    print("| run | people | probes a person (median, max) | per probe: photo by photo / one batch a person / one "
+          "template a person | per person: the same |\n|---|---|---|---|---|")
+    for run in map(Path, args.runs):
+        model = LookalikeModel.load(run / "model.lkm")
+        r = np.load(run / "rankings.npz")
+        probes, gallery = run_vectors(run, model, args.cache)
+        base = RankedLists(r["baseline.indices"], r["baseline.scores"])
+        probe_ids = r["probe_ids"]
+        mated = r["gallery_ids"][None, :] == probe_ids[:, None]
+        groups = [np.flatnonzero(probe_ids == pid) for pid in np.unique(probe_ids)]
+        alone = model.rerank(probes, base, gallery[base.indices]).indices[:, 0]
+        batch = np.empty(len(probes), np.int64)
+        if model.batch_ is not None:
+            for g in groups:
+                lists = RankedLists(base.indices[g], base.scores[g])
+                batch[g] = model.rerank_batch(probes[g], lists, gallery[lists.indices]).indices[:, 0]
+        template = template_first(model, probes, gallery, groups, base.depth)
+        sizes = [len(g) for g in groups]
+        hits = [mated[np.arange(len(f)), f] for f in (alone, batch, template)]
+        per_probe = [f"{100 * h.mean():.2f}" for h in hits]
+        per_person = [f"{100 * np.mean([h[g].mean() for g in groups]):.2f}" for h in hits]
+        if model.batch_ is None:
+            per_probe[1] = per_person[1] = "–"
+        print(f"| {run} | {len(groups)} | {int(np.median(sizes))}, {max(sizes)} | {' / '.join(per_probe)} | "
+              f"{' / '.join(per_person)} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
