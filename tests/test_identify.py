@@ -232,6 +232,47 @@ def test_identify_every_face_and_bad_input(system, orl_dir, tmp_path):
     assert calls == [1, 1] and all(faces["probe", two["photo"], f["index"]] is not None for f in two["faces"])
 
 
+def test_identify_same_person_searches_one_template(system, orl_dir, tmp_path, capsys):
+    """``--same-person``: the faces of photos with one face become one template (their embeddings' normalised mean),
+    searched like a face and reported last; a photo with several faces or none is left out with its status."""
+    from lookalike.identify import TemplateFace
+    from lookalike.matchers.base import l2_normalize
+
+    model_path, db, _ = system
+    a, b = Image.open(orl_dir / "s4" / "8.pgm"), Image.open(orl_dir / "s5" / "8.pgm")
+    pair = Image.new("L", (a.width + b.width + 40, a.height + 40), 255)
+    pair.paste(a, (10, 20))
+    pair.paste(b, (a.width + 30, 20))
+    pair.save(tmp_path / "two.png")
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    photos = [orl_dir / "s6" / f"{n}.pgm" for n in (5, 6, 7, 8)] + [tmp_path / "two.png", tmp_path / "empty.jpg"]
+    model = LookalikeModel.load(model_path)
+    with Gallery.open(db) as gallery:
+        doc = identify(photos, gallery, model, top=5, same_person=True)
+        ident = Identifier(gallery, model)
+        vectors = [ident.faces(np.asarray(Image.open(p).convert("RGB")))[0].vector for p in photos[:4]]
+        by_hand = ident.search_face(TemplateFace(l2_normalize(np.mean(vectors, 0)[None])[0], []), top=5)
+        with pytest.raises(ValueError, match="no photo with exactly one usable face"):
+            identify(photos[4:], gallery, model, same_person=True)
+        with pytest.raises(ValueError, match="choose one"):
+            identify(photos, gallery, model, batch=True, same_person=True)
+    *each, template = doc["results"]
+    assert [r.get("in_template", False) for r in each] == [True, True, True, True, False, False]
+    assert [r["status"] for r in each[4:]] == ["many_faces", "empty"] and all(not r["faces"] for r in each)
+    (face,) = template["faces"]
+    assert template["photo"] == "template of 4 photos" and face["detection"] == "template"
+    assert face["template_of"] == [str(p) for p in photos[:4]] and face["candidates"][0]["subject"] == "s6"
+    assert [c["image_id"] for c in face["candidates"]] == [c["image_id"] for c in by_hand["candidates"]]
+    assert [c["final_score"] for c in face["candidates"]] == pytest.approx([c["final_score"] for c in
+                                                                           by_hand["candidates"]], abs=1e-5)
+    assert "not on templates" in face["decision"]["note"]
+    capsys.readouterr()
+    assert main(["identify", *map(str, photos[:4]), "--db", str(db), "--model", str(model_path), "--same-person",
+                 "--top", "3"]) == 0
+    out = capsys.readouterr()
+    assert "template of 4 photos face 0 box () (template)" in out.out and "one template of 4 faces" in out.err
+
+
 def test_model_for_other_preprocessing_is_refused(system, tmp_path):
     model_path, _, _ = system
     g = Gallery.create(tmp_path / "low.sqlite", matcher=FAST_MATCHER, lowres=16)

@@ -166,6 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "one video, one case's photos): each face's neighbours among the others help decide who it "
                         "is. Uses the model's batch setting, tuned on validation; a model without one (batch "
                         "re-ranking did not win on its validation split) searches face by face and says so")
+    i.add_argument("--same-person", action="store_true",
+                   help="the photos all show one unknown person (one track, one case): their faces, one a photo, are "
+                        "searched as one template (the mean of their embeddings), reported after the photos; a photo "
+                        "with several faces is left out")
     i.add_argument("--out", default=None, help="write the output to this file instead of standard output")
     add_blas_threads(i)
 
@@ -328,7 +332,7 @@ def cmd_identify(args: argparse.Namespace) -> int:
         raise ValueError("no probe photos given")
     with Gallery.open(args.db) as gallery, blas_threads(args.blas_threads):
         model = load_model(args.model, gallery) if args.model else None
-        result = identify(paths, gallery, model, args.top, args.fpir, batch=args.batch)
+        result = identify(paths, gallery, model, args.top, args.fpir, batch=args.batch, same_person=args.same_person)
         faces = result_faces(result, gallery) if args.format == "html" else {}
     if args.format == "json":
         if args.out:
@@ -349,7 +353,9 @@ def cmd_identify(args: argparse.Namespace) -> int:
         print(f"--batch: {result['batch']['note']}", file=sys.stderr)
     n_faces = sum(len(r["faces"]) for r in result["results"])
     unusable = [r for r in result["results"] if r["status"] not in ("ok",)]
-    print(f"{len(paths)} photos, {n_faces} faces searched; {len(unusable)} photos without a usable face"
+    searched = (f"one template of {sum(bool(r.get('in_template')) for r in result['results'])} faces searched"
+                if args.same_person else f"{n_faces} faces searched")
+    print(f"{len(paths)} photos, {searched}; {len(unusable)} photos without a usable face"
           + (f" ({', '.join(sorted({r['status'] for r in unusable}))})" if unusable else ""), file=sys.stderr)
     return 0
 

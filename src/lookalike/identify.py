@@ -23,6 +23,7 @@ from lookalike.gallery import Gallery
 from lookalike.gallery.vectors import read_derived, write_derived
 from lookalike.matchers import get_matcher
 from lookalike.matchers.align import Alignment
+from lookalike.matchers.base import l2_normalize
 from lookalike.metrics import RankedLists, calibrated_threshold
 from lookalike.model import LookalikeModel
 
@@ -43,6 +44,18 @@ class ProbeFace:
         pre_cropped = self.alignment.method == "central"
         return {"index": self.index, "box": list(self.alignment.box),
                 "detection": "pre-cropped" if pre_cropped else "detected", "faces_in_photo": self.alignment.n_faces}
+
+
+@dataclass
+class TemplateFace:
+    """The faces of several photos known to show one person, searched as one: their embeddings' normalised mean."""
+
+    vector: np.ndarray
+    photos: list[str]
+
+    def describe(self) -> dict:
+        return {"index": 0, "box": [], "detection": "template", "faces_in_photo": len(self.photos),
+                "template_of": self.photos}
 
 
 class Identifier:
@@ -123,7 +136,7 @@ class Identifier:
         return calibrated_threshold(th, fpir) if th else float("-inf")
 
     # --- search ------------------------------------------------------------------------------------------
-    def search_face(self, face: ProbeFace, top: int = 20, fpir: float = 0.01) -> dict:
+    def search_face(self, face: ProbeFace | TemplateFace, top: int = 20, fpir: float = 0.01) -> dict:
         """The candidate list and decision for one face (the JSON schema's ``faces[]`` item)."""
         calibration = self.calibration()
         t = time.perf_counter()
@@ -185,8 +198,22 @@ class Identifier:
                                          fpir, -batch.scores[i, :top]))
         return out
 
-    def _face_result(self, face: ProbeFace, lists, row: int, order: np.ndarray, scores: np.ndarray, top_score: float,
-                     calibration: dict, fpir: float, batch_distances: np.ndarray | None = None) -> dict:
+    def search_template(self, faces: list[ProbeFace], photos: list[str], top: int = 20, fpir: float = 0.01) -> dict:
+        """``faces`` (one a photo, in ``photos``) known to show one person, searched as one template: the L2-normalised
+        mean of their embeddings, re-ranked by the per-photo model. The decision thresholds its final score at the
+        model's per-photo calibration (templates are not calibrated separately: the result says so)."""
+        if not faces:
+            raise ValueError("--same-person: no photo with exactly one usable face to build a template from")
+        if self.model is not None and self.model.disambiguator_.input == "image":
+            raise ValueError("--same-person needs a model whose disambiguator reads embeddings (this one reads images)")
+        template = l2_normalize(np.mean([f.vector for f in faces], axis=0, dtype=np.float64)[None].astype(np.float32))
+        result = self.search_face(TemplateFace(template[0], photos), top, fpir)
+        result["decision"]["note"] = "threshold calibrated on single photos, not on templates"
+        return result
+
+    def _face_result(self, face: ProbeFace | TemplateFace, lists, row: int, order: np.ndarray, scores: np.ndarray,
+                     top_score: float, calibration: dict, fpir: float,
+                     batch_distances: np.ndarray | None = None) -> dict:
         """One face's ``faces[]`` item: candidates ``order`` (positions in row ``row`` of ``lists``) with their final
         ``scores``, the decision from ``top_score``; with ``batch_distances``, each candidate's batch distance."""
         groups = self._lookalike_groups(lists.vectors[row, order], calibration["lookalike"])
@@ -251,6 +278,24 @@ class Identifier:
         result, faces = self._photo_faces(path)
         return {**result, "faces": [self.search_face(f, top, fpir) for f in faces]}
 
+    def identify_same_person(self, paths: list[str | Path], top: int = 20, fpir: float = 0.01) -> list[dict]:
+        """Photos known to show one person: each photo with exactly one face adds it to one template
+        (:meth:`search_template`), whose result comes last, as a result of its own; a photo with several faces is
+        left out (status ``many_faces``: which face would be the person is not known)."""
+        results, faces = [], []
+        for path in paths:
+            result, found = self._photo_faces(path)
+            if len(found) > 1:
+                result = {**result, "status": "many_faces",
+                          "message": f"{len(found)} faces: --same-person uses photos with one face (crop the photo)"}
+            elif found:
+                faces.append(found[0])
+                result["in_template"] = True
+            results.append({**result, "faces": []})
+        names = [r["photo"] for r in results if r.get("in_template")]
+        template = self.search_template(faces, names, top, fpir)
+        return [*results, {"photo": f"template of {len(names)} photos", "status": "ok", "faces": [template]}]
+
     def identify_batch(self, paths: list[str | Path], top: int = 20, fpir: float = 0.01) -> list[dict]:
         """Every face of every photo re-ranked together (:meth:`search_batch`); one result per photo."""
         photos = [self._photo_faces(p) for p in paths]
@@ -293,13 +338,17 @@ def prepare_gallery(model: LookalikeModel | None, vectors: np.ndarray, block: in
 
 
 def identify(photos: list[str | Path], gallery: Gallery, model: LookalikeModel | None = None, top: int = 20,
-             fpir: float = 0.01, batch: bool = False) -> dict:
+             fpir: float = 0.01, batch: bool = False, same_person: bool = False) -> dict:
     """Identify every face of every photo (``batch``: all of them re-ranked together, see
-    :meth:`Identifier.search_batch`); the whole result as the documented JSON document."""
+    :meth:`Identifier.search_batch`; ``same_person``: the photos show one person, searched as one template, see
+    :meth:`Identifier.identify_same_person`); the whole result as the documented JSON document."""
+    if batch and same_person:
+        raise ValueError("--batch and --same-person are two ways to search many photos: choose one")
     ident = Identifier(gallery, model)
     if model is not None and len(photos) * max(top, model.reach) >= len(gallery.vectors_):
         ident.prepare_gallery()  # cheaper than preparing the candidates photo by photo
-    results = ident.identify_batch(photos, top, fpir) if batch else [ident.identify_path(p, top, fpir) for p in photos]
+    results = (ident.identify_batch(photos, top, fpir) if batch else ident.identify_same_person(photos, top, fpir)
+               if same_person else [ident.identify_path(p, top, fpir) for p in photos])
     return result_document(ident, results, top, fpir, batch)
 
 
