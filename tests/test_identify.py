@@ -207,13 +207,18 @@ def test_identify_cli_html_shows_the_faces_to_compare(system, orl_dir, tmp_path,
     assert [faces[("image", int(i))] is None for i in g.image_ids_] == [False, True]
 
 
-def test_identify_every_face_and_bad_input(system, orl_dir, tmp_path):
-    model_path, db, _ = system
+def two_faces(orl_dir: Path, path: Path) -> None:
+    """A photo of two ORL people (s4 and s5) side by side."""
     a, b = Image.open(orl_dir / "s4" / "8.pgm"), Image.open(orl_dir / "s5" / "8.pgm")
     pair = Image.new("L", (a.width + b.width + 40, a.height + 40), 255)
     pair.paste(a, (10, 20))
     pair.paste(b, (a.width + 30, 20))
-    pair.save(tmp_path / "two.png")
+    pair.save(path)
+
+
+def test_identify_every_face_and_bad_input(system, orl_dir, tmp_path):
+    model_path, db, _ = system
+    two_faces(orl_dir, tmp_path / "two.png")
     write_synthetic(tmp_path / "noise.png", 3, size=(40, 40))
     (tmp_path / "empty.jpg").write_bytes(b"")
     (tmp_path / "text.jpg").write_text("not an image")
@@ -239,11 +244,7 @@ def test_identify_same_person_searches_one_template(system, orl_dir, tmp_path, c
     from lookalike.matchers.base import l2_normalize
 
     model_path, db, _ = system
-    a, b = Image.open(orl_dir / "s4" / "8.pgm"), Image.open(orl_dir / "s5" / "8.pgm")
-    pair = Image.new("L", (a.width + b.width + 40, a.height + 40), 255)
-    pair.paste(a, (10, 20))
-    pair.paste(b, (a.width + 30, 20))
-    pair.save(tmp_path / "two.png")
+    two_faces(orl_dir, tmp_path / "two.png")
     (tmp_path / "empty.jpg").write_bytes(b"")
     photos = [orl_dir / "s6" / f"{n}.pgm" for n in (5, 6, 7, 8)] + [tmp_path / "two.png", tmp_path / "empty.jpg"]
     model = LookalikeModel.load(model_path)
