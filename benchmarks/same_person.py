@@ -41,13 +41,35 @@ def template_first(model: LookalikeModel, probes: np.ndarray, gallery: np.ndarra
     return out
 
 
+def search(model: LookalikeModel, queries: np.ndarray, gallery: np.ndarray, depth: int,
+           exclude: np.ndarray | None = None) -> RankedLists:
+    """The queries searched against the whole gallery and re-ranked by the model; ``exclude`` (Q, N) True where a
+    gallery row must not be a candidate (a non-mated search)."""
+    scores = queries @ gallery.T
+    if exclude is not None:
+        scores[exclude] = -np.inf
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :depth]
+    lists = RankedLists(order, np.take_along_axis(scores, order, 1).astype(np.float32))
+    return model.rerank(queries, lists, gallery[order])
+
+
+def open_set(model: LookalikeModel, queries: np.ndarray, mated: np.ndarray, gallery: np.ndarray,
+             depth: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per query, at the model's 1%-FPIR threshold: (right at rank 1 and above it, its non-mated search above it)."""
+    t = model.threshold(0.01)
+    found = search(model, queries, gallery, depth)
+    right = mated[np.arange(len(queries)), found.indices[:, 0]] & (found.scores[:, 0] >= t)
+    return right, search(model, queries, gallery, depth, exclude=mated).scores[:, 0] >= t
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", nargs="+", required=True, help="benchmark output folders with model.lkm")
     p.add_argument("--cache", default="cache/lookalike.sqlite", help="the runs' embedding cache")
     args = p.parse_args(argv)
     print("| run | people | probes a person (median, max) | per probe: photo by photo / one batch a person / one "
-          "template a person | per person: the same |\n|---|---|---|---|---|")
+          "template a person | per person: the same | at the 1%-FPIR threshold: FPIR photo / template | DIR photo / "
+          "template (per person) |\n|---|---|---|---|---|---|---|")
     for run in map(Path, args.runs):
         model = LookalikeModel.load(run / "model.lkm")
         r = np.load(run / "rankings.npz")
@@ -69,8 +91,13 @@ def main(argv: list[str] | None = None) -> int:
         per_person = [f"{100 * np.mean([h[g].mean() for g in groups]):.2f}" for h in hits]
         if model.batch_ is None:
             per_probe[1] = per_person[1] = "–"
+        right_p, false_p = open_set(model, probes, mated, gallery, base.depth)
+        t = l2_normalize(np.stack([probes[g].mean(0) for g in groups]).astype(np.float32))
+        right_t, false_t = open_set(model, t, mated[[g[0] for g in groups]], gallery, base.depth)
+        fpir = f"{100 * false_p.mean():.2f} / {100 * false_t.mean():.2f}"
+        dir_ = f"{100 * np.mean([right_p[g].mean() for g in groups]):.2f} / {100 * right_t.mean():.2f}"
         print(f"| {run} | {len(groups)} | {int(np.median(sizes))}, {max(sizes)} | {' / '.join(per_probe)} | "
-              f"{' / '.join(per_person)} |", flush=True)
+              f"{' / '.join(per_person)} | {fpir} | {dir_} |", flush=True)
     return 0
 
 

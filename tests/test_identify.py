@@ -266,12 +266,14 @@ def test_identify_same_person_searches_one_template(system, orl_dir, tmp_path, c
     assert [c["image_id"] for c in face["candidates"]] == [c["image_id"] for c in by_hand["candidates"]]
     assert [c["final_score"] for c in face["candidates"]] == pytest.approx([c["final_score"] for c in
                                                                            by_hand["candidates"]], abs=1e-5)
-    assert "not on templates" in face["decision"]["note"]
+    assert face["decision"]["enrolled"] is None and face["decision"]["subject"] is None  # thresholds: single photos
+    assert "calibrated on single photos" in face["decision"]["note"]
     capsys.readouterr()
     assert main(["identify", *map(str, photos[:4]), "--db", str(db), "--model", str(model_path), "--same-person",
                  "--top", "3"]) == 0
     out = capsys.readouterr()
-    assert "template of 4 photos face 0 box () (template)" in out.out and "one template of 4 faces" in out.err
+    assert "template of 4 photos face 0 box () (template): no decision (not decided for a template" in out.out
+    assert "one template of 4 faces" in out.err
 
 
 def test_model_for_other_preprocessing_is_refused(system, tmp_path):

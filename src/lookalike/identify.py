@@ -28,6 +28,8 @@ from lookalike.metrics import RankedLists, calibrated_threshold
 from lookalike.model import LookalikeModel
 
 SCHEMA_VERSION = 1
+TEMPLATE_NOTE = ("not decided for a template: the thresholds are calibrated on single photos, and templates of many "
+                 "photos pass them far more often than the FPIR asked for; compare the candidates' faces")
 MEMO_SIZE = 2_000_000  # gallery faces whose disambiguator projection and cohort term identify keeps (~620 B each)
 
 
@@ -200,15 +202,17 @@ class Identifier:
 
     def search_template(self, faces: list[ProbeFace], photos: list[str], top: int = 20, fpir: float = 0.01) -> dict:
         """``faces`` (one a photo, in ``photos``) known to show one person, searched as one template: the L2-normalised
-        mean of their embeddings, re-ranked by the per-photo model. The decision thresholds its final score at the
-        model's per-photo calibration (templates are not calibrated separately: the result says so)."""
+        mean of their embeddings, re-ranked by the per-photo model. No enrolled / not-enrolled decision is made: the
+        thresholds are calibrated on single photos, and templates cross them far more often than 1 in 100 non-mated
+        searches (``benchmarks/same_person.py``); the result says so."""
         if not faces:
             raise ValueError("--same-person: no photo with exactly one usable face to build a template from")
         if self.model is not None and self.model.disambiguator_.input == "image":
             raise ValueError("--same-person needs a model whose disambiguator reads embeddings (this one reads images)")
         template = l2_normalize(np.mean([f.vector for f in faces], axis=0, dtype=np.float64)[None].astype(np.float32))
         result = self.search_face(TemplateFace(template[0], photos), top, fpir)
-        result["decision"]["note"] = "threshold calibrated on single photos, not on templates"
+        result["decision"] = {"fpir": fpir, "threshold": None, "enrolled": None, "subject": None,
+                              "note": TEMPLATE_NOTE}
         return result
 
     def _face_result(self, face: ProbeFace | TemplateFace, lists, row: int, order: np.ndarray, scores: np.ndarray,

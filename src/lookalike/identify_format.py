@@ -26,6 +26,14 @@ def batch_line(result: dict) -> str:
             "per-photo score")
 
 
+def verdict(decision: dict) -> str:
+    """The decision in words (a template's is not made: its thresholds are not calibrated)."""
+    if decision["enrolled"] is None:
+        return f"no decision ({decision.get('note', 'not calibrated')})"
+    return f"top subject {decision['subject']}" if decision["enrolled"] else \
+        "not enrolled (no candidate above threshold)"
+
+
 def format_table(result: dict) -> str:
     lines = []
     model = result.get("model")
@@ -39,9 +47,8 @@ def format_table(result: dict) -> str:
             lines += ["", f"{r['photo']}: {r['status']}" + (f" — {r['message']}" if r.get("message") else "")]
             continue
         for f in r["faces"]:
-            d = f["decision"]
-            verdict = f"top subject {d['subject']}" if d["enrolled"] else "not enrolled (no candidate above threshold)"
-            lines += ["", f"{r['photo']} face {f['index']} box {tuple(f['box'])} ({f['detection']}): {verdict}"
+            lines += ["", f"{r['photo']} face {f['index']} box {tuple(f['box'])} ({f['detection']}): "
+                      f"{verdict(f['decision'])}"
                       + ("; AMBIGUOUS: the top candidates are lookalikes of each other" if f["ambiguous"] else "")]
             batch = any("batch_distance" in c for c in f["candidates"])
             lines.append(f"{'rank':>4}  {'subject':<28} {'final':>8} {'base':>8}  {'base→final':>10}  "
@@ -63,13 +70,15 @@ def format_csv(result: dict) -> str:
             w.writerow({"photo": r["photo"], "photo_status": r["status"]})
             continue
         for f in r["faces"]:
+            enrolled = f["decision"]["enrolled"]
             for c in f["candidates"]:
                 w.writerow({"photo": r["photo"], "photo_status": r["status"], "face": f["index"],
                             "box": " ".join(map(str, f["box"])), "detection": f["detection"], "rank": c["rank"],
                             "subject": c["subject"], "image": c["image"], "base_score": c["base_score"],
                             "base_rank": c["base_rank"], "final_score": c["final_score"],
                             "lookalike_group": c["lookalike_group"] or "", "ambiguous": f["ambiguous"],
-                            "decision_subject": f["decision"]["subject"] or "", "enrolled": f["decision"]["enrolled"],
+                            "decision_subject": f["decision"]["subject"] or "",
+                            "enrolled": "" if enrolled is None else enrolled,
                             "batch_distance": c.get("batch_distance", "")})
     return buf.getvalue()
 
@@ -102,10 +111,8 @@ def format_html(result: dict, faces: dict) -> str:
             out.append(f"<h2>{e(r['photo'])}: {e(r['status'])}</h2><p>{e(r.get('message', ''))}</p>")
             continue
         for f in r["faces"]:
-            d = f["decision"]
-            verdict = f"top subject {d['subject']}" if d["enrolled"] else "not enrolled (no candidate above threshold)"
             out.append(f"<h2>{e(r['photo'])} · face {f['index']} · box {e(str(tuple(f['box'])))} ({e(f['detection'])})"
-                       f": {e(verdict)}</h2>")
+                       f": {e(verdict(f['decision']))}</h2>")
             if f["ambiguous"]:
                 out.append("<p class='ambiguous'>Ambiguous: the top candidates are lookalikes of each other.</p>")
             cards = [_card(faces.get(("probe", r["photo"], f["index"])), "probe face", "probe", "card probe")]
