@@ -272,7 +272,7 @@ def test_identify_same_person_searches_one_template(system, orl_dir, tmp_path, c
     assert main(["identify", *map(str, photos[:4]), "--db", str(db), "--model", str(model_path), "--same-person",
                  "--top", "3"]) == 0
     out = capsys.readouterr()
-    assert "template of 4 photos face 0 box () (template): no decision (not decided for a template" in out.out
+    assert "template of 4 photos (template): no decision (not decided for a template" in out.out
     assert "one template of 4 faces" in out.err
 
 

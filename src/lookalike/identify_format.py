@@ -34,6 +34,13 @@ def verdict(decision: dict) -> str:
         "not enrolled (no candidate above threshold)"
 
 
+def where(photo: str, face: dict, sep: str = " ") -> str:
+    """``photo face 0 box (l, t, r, b) (detected)``; a template is its own name."""
+    if face["detection"] == "template":
+        return f"{photo} (template)"
+    return f"{photo}{sep}face {face['index']}{sep}box {tuple(face['box'])} ({face['detection']})"
+
+
 def format_table(result: dict) -> str:
     lines = []
     model = result.get("model")
@@ -47,8 +54,7 @@ def format_table(result: dict) -> str:
             lines += ["", f"{r['photo']}: {r['status']}" + (f" — {r['message']}" if r.get("message") else "")]
             continue
         for f in r["faces"]:
-            lines += ["", f"{r['photo']} face {f['index']} box {tuple(f['box'])} ({f['detection']}): "
-                      f"{verdict(f['decision'])}"
+            lines += ["", f"{where(r['photo'], f)}: {verdict(f['decision'])}"
                       + ("; AMBIGUOUS: the top candidates are lookalikes of each other" if f["ambiguous"] else "")]
             batch = any("batch_distance" in c for c in f["candidates"])
             lines.append(f"{'rank':>4}  {'subject':<28} {'final':>8} {'base':>8}  {'base→final':>10}  "
@@ -111,8 +117,7 @@ def format_html(result: dict, faces: dict) -> str:
             out.append(f"<h2>{e(r['photo'])}: {e(r['status'])}</h2><p>{e(r.get('message', ''))}</p>")
             continue
         for f in r["faces"]:
-            out.append(f"<h2>{e(r['photo'])} · face {f['index']} · box {e(str(tuple(f['box'])))} ({e(f['detection'])})"
-                       f": {e(verdict(f['decision']))}</h2>")
+            out.append(f"<h2>{e(where(r['photo'], f, ' · '))}: {e(verdict(f['decision']))}</h2>")
             if f["ambiguous"]:
                 out.append("<p class='ambiguous'>Ambiguous: the top candidates are lookalikes of each other.</p>")
             cards = [_card(faces.get(("probe", r["photo"], f["index"])), "probe face", "probe", "card probe")]
