@@ -19,24 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from lookalike.embed import embed_paths
-from lookalike.matchers.cache import EmbeddingCache
+from lookalike.benchmark import saved_run_vectors
 from lookalike.metrics import RankedLists
 from lookalike.model import LookalikeModel
-
-
-def run_vectors(run: Path, model: LookalikeModel, cache: str) -> tuple[np.ndarray, np.ndarray]:
-    """The run's test probes' and gallery's vectors, from the embedding cache (as the run embedded them)."""
-    r = np.load(run / "rankings.npz")
-    store = EmbeddingCache(cache)
-    try:
-        probes = embed_paths(r["probe_paths"], model.matcher, model.aligner, model.lowres, store, 2, progress=False,
-                             degrade=model.degrade)
-        gallery = embed_paths(r["gallery_paths"], model.matcher, model.aligner, model.gallery_lowres, store, 2,
-                              progress=False, degrade=model.degrade)
-    finally:
-        store.close()
-    return probes.vectors, gallery.vectors
 
 
 def batched_rank1(model: LookalikeModel, probes: np.ndarray, gallery: np.ndarray, base: RankedLists,
@@ -66,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"| {run} | the model has no batch setting (validation) |" + " |" * (len(head) - 2))
             continue
         r = np.load(run / "rankings.npz")
-        probes, gallery = run_vectors(run, model, args.cache)
+        probes, gallery = saved_run_vectors(run, model, args.cache)
         base = RankedLists(r["baseline.indices"], r["baseline.scores"])
         probe_ids = r["probe_ids"]
         mated = r["gallery_ids"][None, :] == probe_ids[:, None]

@@ -24,6 +24,14 @@ BATCH = "lookalike-batch"
 BATCH_AGAINST = ("baseline-plain", "kreciprocal-transductive", BEST)
 
 
+def against_baseline(methods: dict, name: str) -> dict:
+    """``name``'s paired test against the run's own baseline, as a "vs baseline-plain" entry: at full resolution the
+    run's matcher is the plain one, and every method's McNemar test is already against it."""
+    m = methods[name]
+    return {"rank1_diff": m["rank1"] - methods["baseline"]["rank1"], "mcnemar_p": m["mcnemar_p"], "fixed": m["fixed"],
+            "broken": m["broken"]}
+
+
 def run_row(run: Path) -> dict:
     """The figures of one run: its protocol, the baselines' and the saved model's rank-1, and the paired tests of
     the saved model against each method of :data:`AGAINST` the run has."""
@@ -31,17 +39,14 @@ def run_row(run: Path) -> dict:
     methods, cfg = m["methods"], m["config"]
     plain = "baseline-plain" if "baseline-plain" in methods else "baseline"
     paired = dict(m.get("paired", {}).get(BEST, {}))
-    if plain == "baseline":  # full resolution: the run's matcher is the plain one
-        b = methods[BEST]
-        paired["baseline-plain"] = {"rank1_diff": b["rank1"] - methods["baseline"]["rank1"],
-                                    "mcnemar_p": b["mcnemar_p"], "fixed": b["fixed"], "broken": b["broken"]}
+    if plain == "baseline":
+        paired["baseline-plain"] = against_baseline(methods, BEST)
     probes = m["protocol"].get("n_probes_searched", m["protocol"].get("n_probes"))
     batch = None
     if BATCH in methods:
         b, bp = methods[BATCH], dict(m["paired"].get(BATCH, {}))
         if plain == "baseline":
-            bp["baseline-plain"] = {"rank1_diff": b["rank1"] - methods["baseline"]["rank1"],
-                                    "mcnemar_p": b["mcnemar_p"], "fixed": b["fixed"], "broken": b["broken"]}
+            bp["baseline-plain"] = against_baseline(methods, BATCH)
         tuning = m["rerank_stats"][BATCH]["tuning"]
         batch = {"rank1": b["rank1"], "transductive": methods.get("kreciprocal-transductive", {}).get("rank1"),
                  "kept": tuning["kept"], "val_rank1": tuning["val_rank1"],

@@ -20,25 +20,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from batch_size import run_vectors
 
-from lookalike.matchers.base import l2_normalize
+from lookalike.benchmark import saved_run_vectors
+from lookalike.identify import template_vector
 from lookalike.metrics import RankedLists
 from lookalike.model import LookalikeModel
-
-
-def template_first(model: LookalikeModel, probes: np.ndarray, gallery: np.ndarray, groups: list[np.ndarray],
-                   depth: int) -> np.ndarray:
-    """Each group's template (mean embedding) searched and re-ranked: the gallery row it ranks first, per probe."""
-    t = l2_normalize(np.stack([probes[g].mean(0) for g in groups]).astype(np.float32))
-    scores = t @ gallery.T
-    order = np.argsort(-scores, axis=1, kind="stable")[:, :depth]
-    lists = RankedLists(order, np.take_along_axis(scores, order, 1).astype(np.float32))
-    first = model.rerank(t, lists, gallery[order]).indices[:, 0]
-    out = np.empty(len(probes), np.int64)
-    for g, f in zip(groups, first, strict=True):
-        out[g] = f
-    return out
 
 
 def search(model: LookalikeModel, queries: np.ndarray, gallery: np.ndarray, depth: int,
@@ -53,11 +39,12 @@ def search(model: LookalikeModel, queries: np.ndarray, gallery: np.ndarray, dept
     return model.rerank(queries, lists, gallery[order])
 
 
-def open_set(model: LookalikeModel, queries: np.ndarray, mated: np.ndarray, gallery: np.ndarray,
-             depth: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per query, at the model's 1%-FPIR threshold: (right at rank 1 and above it, its non-mated search above it)."""
+def open_set(model: LookalikeModel, queries: np.ndarray, mated: np.ndarray, gallery: np.ndarray, depth: int,
+             found: RankedLists | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per query, at the model's 1%-FPIR threshold: (right at rank 1 and above it, its non-mated search above it);
+    ``found``: the queries' own :func:`search` when the caller already has it."""
     t = model.threshold(0.01)
-    found = search(model, queries, gallery, depth)
+    found = search(model, queries, gallery, depth) if found is None else found
     right = mated[np.arange(len(queries)), found.indices[:, 0]] & (found.scores[:, 0] >= t)
     return right, search(model, queries, gallery, depth, exclude=mated).scores[:, 0] >= t
 
@@ -73,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     for run in map(Path, args.runs):
         model = LookalikeModel.load(run / "model.lkm")
         r = np.load(run / "rankings.npz")
-        probes, gallery = run_vectors(run, model, args.cache)
+        probes, gallery = saved_run_vectors(run, model, args.cache)
         base = RankedLists(r["baseline.indices"], r["baseline.scores"])
         probe_ids = r["probe_ids"]
         mated = r["gallery_ids"][None, :] == probe_ids[:, None]
@@ -84,7 +71,11 @@ def main(argv: list[str] | None = None) -> int:
             for g in groups:
                 lists = RankedLists(base.indices[g], base.scores[g])
                 batch[g] = model.rerank_batch(probes[g], lists, gallery[lists.indices]).indices[:, 0]
-        template = template_first(model, probes, gallery, groups, base.depth)
+        templates = np.stack([template_vector(probes[g]) for g in groups])
+        found_t = search(model, templates, gallery, base.depth)
+        template = np.empty(len(probes), np.int64)
+        for g, f in zip(groups, found_t.indices[:, 0], strict=True):
+            template[g] = f
         sizes = [len(g) for g in groups]
         hits = [mated[np.arange(len(f)), f] for f in (alone, batch, template)]
         per_probe = [f"{100 * h.mean():.2f}" for h in hits]
@@ -92,8 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         if model.batch_ is None:
             per_probe[1] = per_person[1] = "–"
         right_p, false_p = open_set(model, probes, mated, gallery, base.depth)
-        t = l2_normalize(np.stack([probes[g].mean(0) for g in groups]).astype(np.float32))
-        right_t, false_t = open_set(model, t, mated[[g[0] for g in groups]], gallery, base.depth)
+        right_t, false_t = open_set(model, templates, mated[[g[0] for g in groups]], gallery, base.depth, found_t)
         fpir = f"{100 * false_p.mean():.2f} / {100 * false_t.mean():.2f}"
         dir_ = f"{100 * np.mean([right_p[g].mean() for g in groups]):.2f} / {100 * right_t.mean():.2f}"
         print(f"| {run} | {len(groups)} | {int(np.median(sizes))}, {max(sizes)} | {' / '.join(per_probe)} | "

@@ -620,14 +620,13 @@ def run_features(out: str | Path, cache: str | None = str(DEFAULT_CACHE), worker
         store.close()
 
 
-def replay_saved_model(out: str | Path, cache: str | None = str(DEFAULT_CACHE), workers: int = 2) -> dict:
-    """Load a run's ``model.lkm``, re-embed its test probes and gallery (through the cache) and re-rank its
-    baseline lists: the result must equal the run's ``lookalike-best`` lists exactly."""
+def saved_run_vectors(out: str | Path, model: LookalikeModel, cache: str | None = str(DEFAULT_CACHE),
+                      workers: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """A run's test probes' and gallery's vectors (``rankings.npz`` order), embedded again through the cache as
+    ``model`` (the run's ``model.lkm``) prepares faces."""
     from lookalike.embed import embed_paths
 
-    out = Path(out)
-    r = np.load(out / "rankings.npz")
-    model = LookalikeModel.load(out / "model.lkm")
+    r = np.load(Path(out) / "rankings.npz")
     store = EmbeddingCache(cache)
     try:
         probes = embed_paths(r["probe_paths"], model.matcher, model.aligner, model.lowres, store, workers,
@@ -636,8 +635,18 @@ def replay_saved_model(out: str | Path, cache: str | None = str(DEFAULT_CACHE), 
                               progress=False, degrade=model.degrade)
     finally:
         store.close()
+    return probes.vectors, gallery.vectors
+
+
+def replay_saved_model(out: str | Path, cache: str | None = str(DEFAULT_CACHE), workers: int = 2) -> dict:
+    """Load a run's ``model.lkm``, re-embed its test probes and gallery (through the cache) and re-rank its
+    baseline lists: the result must equal the run's ``lookalike-best`` lists exactly."""
+    out = Path(out)
+    r = np.load(out / "rankings.npz")
+    model = LookalikeModel.load(out / "model.lkm")
+    probes, gallery = saved_run_vectors(out, model, cache, workers)
     base = RankedLists(r["baseline.indices"], r["baseline.scores"])
-    again = model.rerank(probes.vectors, base, gallery.vectors[base.indices])
+    again = model.rerank(probes, base, gallery[base.indices])
     run_rank1 = float(np.mean(r["gallery_ids"][r["lookalike-best.indices"][:, 0]] == r["probe_ids"]))
     return {"identical_indices": bool(np.array_equal(again.indices, r["lookalike-best.indices"])),
             "identical_scores": bool(np.array_equal(again.scores, r["lookalike-best.scores"])),

@@ -209,8 +209,7 @@ class Identifier:
             raise ValueError("--same-person: no photo with exactly one usable face to build a template from")
         if self.model is not None and self.model.disambiguator_.input == "image":
             raise ValueError("--same-person needs a model whose disambiguator reads embeddings (this one reads images)")
-        template = l2_normalize(np.mean([f.vector for f in faces], axis=0, dtype=np.float64)[None].astype(np.float32))
-        result = self.search_face(TemplateFace(template[0], photos), top, fpir)
+        result = self.search_face(TemplateFace(template_vector(np.stack([f.vector for f in faces])), photos), top, fpir)
         result["decision"] = {"fpir": fpir, "threshold": None, "enrolled": None, "subject": None,
                               "note": TEMPLATE_NOTE}
         return result
@@ -273,9 +272,8 @@ class Identifier:
     # --- photos ------------------------------------------------------------------------------------------
     def identify_image(self, image: np.ndarray, name: str = "", top: int = 20, fpir: float = 0.01) -> dict:
         """Every face of one decoded photo."""
-        faces = self.faces(image)
-        return {"photo": name, "status": "ok" if faces else "no_face", "faces": [self.search_face(f, top, fpir)
-                                                                              for f in faces]}
+        result, faces = self._image_faces(image, name)
+        return {**result, "faces": [self.search_face(f, top, fpir) for f in faces]}
 
     def identify_path(self, path: str | Path, top: int = 20, fpir: float = 0.01) -> dict:
         """One photo file; an unusable file gives ``status`` with the reason instead of faces."""
@@ -312,8 +310,16 @@ class Identifier:
             image = load_image(path)
         except ImageError as e:
             return {"photo": str(path), "status": e.reason, "message": str(e)}, []
+        return self._image_faces(image, str(path))
+
+    def _image_faces(self, image: np.ndarray, name: str) -> tuple[dict, list[ProbeFace]]:
         faces = self.faces(image)
-        return {"photo": str(path), "status": "ok" if faces else "no_face"}, faces
+        return {"photo": name, "status": "ok" if faces else "no_face"}, faces
+
+
+def template_vector(vectors: np.ndarray) -> np.ndarray:
+    """One person's faces (N, D) as one template: the L2-normalised mean of their embeddings (float32)."""
+    return l2_normalize(np.mean(vectors, axis=0, dtype=np.float64)[None].astype(np.float32))[0]
 
 
 def list_depth(model: LookalikeModel | None, top: int) -> int:

@@ -63,16 +63,16 @@ class JointDistances:
         union = candidates.reshape(q * k, -1)[first]
         self.q, self.where = q, q + inverse.reshape(q, k)
         self.d = joint_distances(np.concatenate([space.transform(probes), space.transform(union)]))
-        self._encoded: dict[tuple[int, int], np.ndarray] = {}
+        self.original = np.take_along_axis(self.d[:q], self.where, 1)  # (Q, K) each probe to its candidates
+        self._jaccard: tuple[tuple[int, int], np.ndarray] | None = None  # the last (k1, k2)'s, kept for its lams
 
     def final(self, setting: BatchSetting) -> np.ndarray:
         key = (setting.k1, setting.k2)
-        if key not in self._encoded:
+        if self._jaccard is None or self._jaccard[0] != key:
             v = kreciprocal_encoding(self.d, setting.k1, setting.k2)
             jac = jaccard(v, np.arange(self.q), np.arange(self.q, len(self.d)))
-            self._encoded = {key: np.take_along_axis(jac, self.where - self.q, 1)}  # one setting's kept at a time
-        original = np.take_along_axis(self.d[:self.q], self.where, 1)
-        return (1 - setting.lam) * self._encoded[key] + setting.lam * original
+            self._jaccard = key, np.take_along_axis(jac, self.where - self.q, 1)
+        return (1 - setting.lam) * self._jaccard[1] + setting.lam * self.original
 
 
 def order_by_distance(lists: RankedLists, distances: np.ndarray) -> RankedLists:
