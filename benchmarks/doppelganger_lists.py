@@ -66,6 +66,10 @@ class DoppelgangerLists(ExperimentDisambiguator):
         np.add.at(sums, who, z)
         self.library_ = l2n(sums)
 
+    def transform(self, vectors: np.ndarray) -> np.ndarray:
+        """The inner LDA's projection (the space the model's batch setting re-ranks in)."""
+        return self.inner_.transform(vectors)
+
     def lists(self, z: np.ndarray) -> np.ndarray:
         """(N, P) each projected face's rank-weighted list of its ``k`` nearest library people, L2-normalised."""
         sim = z @ self.library_.T
