@@ -114,3 +114,14 @@ def pg_base() -> str:
         except psycopg.OperationalError as e:
             errors.append(f"{url}: {str(e).strip().splitlines()[0] if str(e).strip() else e}")
     pytest.skip("no PostgreSQL server: " + "; ".join(errors))
+
+
+@pytest.fixture(scope="session")
+def synthetic_model():
+    """A model fitted on synthetic faces (32-d), and more people of the same world to enrol."""
+    from lookalike.model import LookalikeModel
+    from lookalike.rerank.synthetic import synthetic_faces, synthetic_split
+
+    train = synthetic_faces(120, seed=1, prefix="tr")
+    val = synthetic_split(synthetic_faces(60, seed=2, prefix="va"), "val")
+    return LookalikeModel(depth=20).fit(train, val.probes, val.gallery), synthetic_faces(150, seed=4, prefix="ga")

@@ -137,3 +137,32 @@ def test_batch_size_script_reranks_each_batch_on_its_own(space):
                               test.candidates[i:i + 1]).indices[0, 0] for i in range(n)]
     assert script.batched_rank1(model, p, g, test.lists, mated, [np.array([i]) for i in range(n)]) == \
         pytest.approx(np.mean(mated[np.arange(n), one]))
+
+
+def test_identify_batch_keeps_each_faces_per_photo_final_scores(tmp_path, synthetic_model):
+    """``Identifier.search_batch``: every face's candidates carry the final scores its own search gives, and its
+    decision is the same, though the lists of the batch hold different faces at the same positions (a model that
+    re-ranks every list: a candidate known only by its position must not be taken for another list's)."""
+    import copy
+
+    from lookalike.gallery import Gallery
+    from lookalike.identify import Identifier, TemplateFace
+
+    fitted, people = synthetic_model
+    model = copy.copy(fitted)
+    model.batch_ = BatchReranker(model.disambiguator_)
+    model.batch_.setting_, model.batch_.min_batch_ = BatchSetting(10, 3, 0.3), 1
+    with Gallery.create(tmp_path / "g.sqlite", matcher=model.matcher) as g:
+        g.add_embeddings(people.identities[:300], people.vectors[:300])
+        ident = Identifier(g, model)
+        faces = [TemplateFace(v, [f"probe {i}"]) for i, v in enumerate(people.vectors[300:340])]
+        alone = [ident.search_face(f, top=10) for f in faces]
+        together = ident.search_batch(faces, top=10)
+    moved = 0
+    for a, b in zip(alone, together, strict=True):
+        mine = {c["image_id"]: c["final_score"] for c in a["candidates"]}
+        assert {c["image_id"]: c["final_score"] for c in b["candidates"] if c["image_id"] in mine} == \
+            pytest.approx(mine, abs=1e-4)
+        assert b["decision"] == a["decision"]
+        moved += any(c["base_rank"] != c["rank"] for c in a["candidates"])
+    assert moved > 10  # the model re-ranks these lists

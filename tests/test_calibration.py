@@ -11,7 +11,6 @@ from conftest import FAST_MATCHER
 
 from lookalike import calibration
 from lookalike.gallery import Gallery
-from lookalike.gallery.store import NewImage
 from lookalike.gallery.vectors import vector_dir
 from lookalike.identify import Identifier
 
@@ -20,13 +19,7 @@ DIM = 16
 
 def _add(g: Gallery, subjects: list[str], rng: np.random.Generator) -> None:
     v = rng.standard_normal((len(subjects), DIM)).astype(np.float32)
-    v /= np.linalg.norm(v, axis=1, keepdims=True)
-    if g.dim is None:
-        g.store.set_meta({"dim": str(DIM)})
-    start = len(g.image_ids_)
-    g.store.add_images([NewImage(s, f"/x/{start + i}", f"{start + i:040d}", "ok", method="synthetic", embedding=v[i])
-                        for i, s in enumerate(subjects)], g.matcher_name, g.preprocess)
-    g.refresh()
+    g.add_embeddings(subjects, v / np.linalg.norm(v, axis=1, keepdims=True))
 
 
 def _brute_top(g: Gallery, rows: list[int]) -> np.ndarray:
@@ -94,5 +87,69 @@ def test_the_sample_is_kept_for_the_next_process(tmp_path: Path, small_sample, m
     for damage in ("[1, 2", '{"key": {}, "value": {}}', saved.replace('"positions": [', '"positions": [9999, ')):
         path.write_text(damage)
         with Gallery.open(db) as g:  # unreadable, or not a sample: drawn again
-            assert Identifier(g).calibration() == calibration.summary(real(g))
+            assert Identifier(g).calibration() == {**calibration.summary(real(g)), "model": None}
     assert len(draws) == 3
+
+
+def test_a_models_thresholds_come_from_the_gallery_when_its_sample_is_large_enough(tmp_path: Path, synthetic_model,
+                                                                                   monkeypatch) -> None:
+    """With a model, each sampled gallery face is searched like a probe without its own subject and re-ranked: its
+    first final score equals a brute-force search of the other subjects re-ranked the same way; the thresholds at
+    the FPIRs the sample is large enough for replace the model's, the others stay the model's; the result is kept
+    beside the gallery and searched again only when the model changes or the gallery grows by over 10%."""
+    from lookalike.metrics import RankedLists, threshold_at_fpir
+
+    model, people = synthetic_model
+    monkeypatch.setattr(calibration, "MIN_SEARCHES", 10)  # 10 / 0.1 = 100 searches for FPIR 10%, 1,000 for 1%
+    monkeypatch.setattr(calibration, "MAX_NONMATED", 200)
+    db = tmp_path / "g.sqlite"
+    with Gallery.create(db, matcher=model.matcher) as g:
+        g.add_embeddings(people.identities[:400], people.vectors[:400])
+        ident = Identifier(g, model)
+        cal = ident.calibration()
+        sample = ident._sample
+        pos = np.asarray(sample.positions)
+        v = np.asarray(g.vectors_)
+        sims = v[pos] @ v.T
+        sims[g.subject_codes_[pos][:, None] == g.subject_codes_[None, :]] = -np.inf
+        tops = []  # each sampled face's best image per other subject, best first (the gallery's lists), re-ranked
+        for i in range(len(pos)):
+            order = np.argsort(-sims[i], kind="stable")
+            seen, rows = set(), []
+            for j in order[np.isfinite(sims[i, order])]:
+                if g.subject_codes_[j] not in seen:
+                    seen.add(g.subject_codes_[j])
+                    rows.append(j)
+                if len(rows) == model.reach:
+                    break
+            rows = np.asarray(rows)
+            lists = RankedLists(np.arange(len(rows))[None], sims[i, rows][None].astype(np.float32))
+            tops.append(model.rerank(v[pos[i]][None], lists, v[rows][None]).scores[0, 0])
+        assert cal["model"]["n_nonmated"] == len(pos) == 200
+        assert np.allclose(ident._model_top.top, tops, atol=1e-5)
+        assert set(cal["model"]["thresholds"]) == {0.1}
+        assert ident.threshold(0.1) == (threshold_at_fpir(np.asarray(tops), 0.1), "gallery")
+        assert ident.threshold(0.01) == (model.threshold(0.01), "model")  # 200 searches are too few for 1%
+    searched = []
+    real = calibration.model_top
+    monkeypatch.setattr(calibration, "model_top", lambda *a: searched.append(1) or real(*a))
+    with Gallery.open(db) as g:
+        assert Identifier(g, model).calibration()["model"] == cal["model"] and not searched  # read from beside it
+        g.add_embeddings(people.identities[400:430], people.vectors[400:430])  # +7.5%: kept
+        assert Identifier(g, model).calibration()["model"] == cal["model"] and not searched
+        g.add_embeddings(people.identities[430:], people.vectors[430:])  # over 10% more: searched again
+        assert Identifier(g, model).calibration()["model"]["n_nonmated"] > 0 and len(searched) == 1
+    with Gallery.open(db) as g, pytest.MonkeyPatch.context() as m:
+        m.setattr(type(model), "fingerprint", lambda self: "another model")
+        Identifier(g, model).calibration()
+        assert len(searched) == 2  # another model: its own scores
+
+
+def test_without_a_model_or_with_a_small_gallery_the_models_thresholds_decide(tmp_path: Path, synthetic_model):
+    model, people = synthetic_model
+    with Gallery.create(tmp_path / "g.sqlite", matcher=model.matcher) as g:
+        g.add_embeddings(people.identities[:60], people.vectors[:60])
+        cal = Identifier(g, model).calibration()
+        assert cal["model"]["n_nonmated"] == 60 and cal["model"]["thresholds"] == {}
+        assert Identifier(g, model).threshold(0.1) == (model.threshold(0.1), "model")
+        assert Identifier(g).calibration()["model"] is None and Identifier(g).threshold(0.1)[1] == "gallery"

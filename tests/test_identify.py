@@ -415,23 +415,17 @@ def test_benchmark_refuses_a_model_for_other_faces(system, orl_dir, tmp_path, ca
 def test_the_gallery_calibration_needs_two_searchable_subjects(tmp_path):
     """Without a model the thresholds come from the gallery's own non-mated searches: none while every searchable
     face is one subject's (an empty subject does not count), then one per sampled face; a removal recounts."""
-    from lookalike.gallery.store import NewImage
-
     rng = np.random.default_rng(0)
 
     def add(g: Gallery, subject: str, n: int) -> None:
         v = rng.standard_normal((n, 16)).astype(np.float32)
-        v /= np.linalg.norm(v, axis=1, keepdims=True)
-        if g.dim is None:
-            g.store.set_meta({"dim": "16"})
-        g.store.add_images([NewImage(subject, f"/x/{subject}/{i}", f"{subject:>8}{i:032d}", "ok", method="synthetic",
-                                     embedding=v[i]) for i in range(n)], g.matcher_name, g.preprocess)
+        g.add_embeddings([subject] * n, v / np.linalg.norm(v, axis=1, keepdims=True))
 
     with Gallery.create(tmp_path / "g.sqlite", matcher=FAST_MATCHER) as g:
         add(g, "ann", 3)
         g.store.add_subject("bob")  # enrolled, no face yet
         ident = Identifier(g)
-        assert ident.calibration() == {"thresholds": {}, "n_nonmated": 0, "lookalike": np.inf}
+        assert ident.calibration() == {"thresholds": {}, "n_nonmated": 0, "lookalike": np.inf, "model": None}
         add(g, "cat", 2)
         cal = ident.calibration()
         assert cal["n_nonmated"] == 5 and set(cal["thresholds"]) == {0.001, 0.01, 0.1}

@@ -1,5 +1,8 @@
-"""A gallery's own open-set calibration, for identification without a model: a seeded sample of its faces, each
-with its best score against the other subjects (its top non-mated score), and thresholds at FPIR 0.1%, 1%, 10%.
+"""A gallery's own open-set calibration: a seeded sample of its faces, each with its best score against the other
+subjects (its top non-mated score), and thresholds at FPIR 0.1%, 1%, 10%: on the base score for identification
+without a model, and, with a model, on the final score of the same faces searched and re-ranked by it
+(:func:`model_top`), because the highest non-mated score grows with the gallery searched and a model's own
+thresholds come from its validation gallery (``benchmarks/threshold_drift.py``).
 
 It follows the gallery as faces are added: the sampled faces' top scores are raised by the new faces alone (exact
 inner products, milliseconds), so a service that enrols between searches does not search its 2,000 faces again
@@ -9,16 +12,23 @@ held the whole gallery (2,000 faces or fewer), or when the gallery has doubled s
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from lookalike.gallery import Gallery
-from lookalike.metrics import threshold_at_fpir
+from lookalike.metrics import RankedLists, threshold_at_fpir
+
+if TYPE_CHECKING:
+    from lookalike.model import LookalikeModel
 
 MAX_NONMATED = 2000  # gallery faces in the sample
 FPIRS = (0.001, 0.01, 0.1)
 LOOKALIKE_FPIR = 0.01  # two subjects are lookalikes when they match each other above the gallery's 1%-FPIR score
+MIN_SEARCHES = 10  # a model's threshold at FPIR f is the gallery's once its sample has MIN_SEARCHES / f searches
+MODEL_REGROW = 0.1  # a model's calibration on the gallery is searched again once the gallery has grown by this share
 
 
 @dataclass
@@ -100,3 +110,71 @@ def summary(s: NonMatedSample) -> dict:
     top = top[np.isfinite(top)]
     thresholds = {f: threshold_at_fpir(top, f) for f in FPIRS} if len(top) else {}
     return {"thresholds": thresholds, "n_nonmated": int(len(top)), "lookalike": thresholds.get(LOOKALIKE_FPIR, np.inf)}
+
+
+@dataclass
+class ModelTop:
+    """A model's top non-mated final scores on a gallery's sample (:func:`model_top`), for the gallery's first
+    ``rows_at`` rows (``last_id``: the image id of row ``rows_at - 1``), the model and the sample named by
+    ``key``."""
+
+    key: str
+    rows_at: int
+    last_id: int
+    top: list[float]
+
+    @classmethod
+    def from_dict(cls, d: object) -> ModelTop | None:
+        """The value :meth:`as_dict` wrote, or None for anything else."""
+        try:
+            m = cls(**d)  # type: ignore[arg-type]
+            ok = isinstance(m.key, str) and isinstance(m.rows_at, int) and isinstance(m.last_id, int) \
+                and all(isinstance(t, float | int) for t in m.top)
+        except TypeError:
+            return None
+        return m if ok else None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def model_key(s: NonMatedSample, model_fingerprint: str) -> str:
+    """What a :class:`ModelTop` was computed for: the model and the sampled faces."""
+    return hashlib.sha1(f"{model_fingerprint} {s.ids}".encode()).hexdigest()[:16]
+
+
+def model_top(s: NonMatedSample, g: Gallery, model: LookalikeModel) -> np.ndarray:
+    """Each sampled face's first final score when it is searched like a probe against the other subjects (its own
+    subject left out of its list) and re-ranked by ``model``; -inf where no other subject has a face."""
+    pos = np.asarray(s.positions, np.int64)
+    reach = model.reach
+    if not len(pos) or int(g.subject_codes_.max(initial=0)) == 0:
+        return np.full(len(pos), -np.inf)
+    vectors = np.asarray(g.vectors_)[pos]
+    lists = g.search(vectors, k=reach + 1)
+    own = lists.subjects == g.subjects_[pos][:, None]
+    keep = np.argsort(own, axis=1, kind="stable")[:, : lists.scores.shape[1] - 1]  # the other subjects, in order
+    scores = np.take_along_axis(lists.scores, keep, 1)
+    candidates = np.take_along_axis(lists.vectors, keep[:, :, None], 1)
+    return model.rerank(vectors, RankedLists.of_scores(scores), candidates).scores[:, 0].astype(np.float64)
+
+
+def model_current(m: ModelTop | None, s: NonMatedSample, g: Gallery, model: LookalikeModel,
+                  fingerprint: str) -> ModelTop:
+    """``m`` while it still describes this model, sample and gallery (no face removed, grown by at most
+    :data:`MODEL_REGROW`), else computed again."""
+    n = len(g.image_ids_)
+    key = model_key(s, fingerprint)
+    if m is not None and m.key == key and 0 < m.rows_at <= n <= (1 + MODEL_REGROW) * m.rows_at \
+            and int(g.image_ids_[m.rows_at - 1]) == m.last_id:
+        return m
+    return ModelTop(key, n, int(g.image_ids_[n - 1]) if n else -1, model_top(s, g, model).tolist())
+
+
+def model_summary(m: ModelTop) -> dict:
+    """``thresholds`` (FPIR -> threshold) at the FPIRs the sample is large enough for (:data:`MIN_SEARCHES`) and
+    ``n_nonmated``."""
+    top = np.asarray(m.top, np.float64)
+    top = top[np.isfinite(top)]
+    return {"thresholds": {f: threshold_at_fpir(top, f) for f in FPIRS if len(top) >= MIN_SEARCHES / f},
+            "n_nonmated": int(len(top))}

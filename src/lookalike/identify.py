@@ -16,7 +16,15 @@ from pathlib import Path
 import numpy as np
 
 from lookalike import __version__
-from lookalike.calibration import MAX_NONMATED, NonMatedSample, current, summary
+from lookalike.calibration import (
+    MAX_NONMATED,
+    ModelTop,
+    NonMatedSample,
+    current,
+    model_current,
+    model_summary,
+    summary,
+)
 from lookalike.data.images import ImageError, degrade, encode_png, load_image
 from lookalike.embed import face_chip
 from lookalike.gallery import Gallery
@@ -77,6 +85,7 @@ class Identifier:
         self._matcher = None
         self._calibration: tuple[int, dict] | None = None
         self._sample: NonMatedSample | None = None  # the gallery's calibration sample
+        self._model_top: ModelTop | None = None  # the model's final scores on it
         self.timing: dict[str, float] = {}
 
     # --- faces -----------------------------------------------------------------------------------------
@@ -111,10 +120,12 @@ class Identifier:
 
     # --- calibration from the gallery itself -------------------------------------------------------------
     def calibration(self) -> dict:
-        """The base matcher's own thresholds on this gallery (:mod:`lookalike.calibration`: a seeded sample of its
-        faces searched against the other subjects, kept up to date as faces are added); the lookalike threshold is
-        the 1%-FPIR one. The sample is kept beside the gallery's vector files, so a later process (each
-        ``identify`` from the command line) reads it instead of searching it again."""
+        """The gallery's own thresholds (:mod:`lookalike.calibration`: a seeded sample of its faces searched against
+        the other subjects, kept up to date as faces are added): on the base score (``thresholds``; the lookalike
+        threshold is the 1%-FPIR one) and, with an embedding-level model, on the model's final score (``model``:
+        ``thresholds`` at the FPIRs the sample is large enough for, ``n_nonmated``). Both are kept beside the
+        gallery's vector files, so a later process (each ``identify`` from the command line) reads them instead of
+        searching again."""
         self.gallery.refresh()
         gen = self.gallery.generation_
         if self._calibration is None or self._calibration[0] != gen:
@@ -126,16 +137,34 @@ class Identifier:
             if sample is not self._sample:
                 write_derived(g.vector_dir, "calibration", key, sample.as_dict())
             self._sample = sample
-            self._calibration = (gen, summary(sample))
+            self._calibration = (gen, {**summary(sample), "model": self._model_calibration(sample, key)})
         return self._calibration[1]
 
-    def threshold(self, fpir: float, calibration: dict | None = None) -> float:
-        """The decision threshold at ``fpir``: the model's, else the gallery's own (``calibration``: this
-        gallery's :meth:`calibration`, when the caller already has it)."""
+    def _model_calibration(self, sample: NonMatedSample, key: dict) -> dict | None:
+        """The model's thresholds on this gallery's sample (None without an embedding-level model)."""
+        if self.model is None or self.model.disambiguator_.input != "embedding":
+            return None
+        g, fingerprint = self.gallery, self.model.fingerprint()
+        saved = self._model_top or ModelTop.from_dict(read_derived(g.vector_dir, "model-calibration", key))
+        top = model_current(saved, sample, g, self.model, fingerprint)
+        if top is not saved:
+            write_derived(g.vector_dir, "model-calibration", key, top.as_dict())
+        self._model_top = top
+        return model_summary(top)
+
+    def threshold(self, fpir: float, calibration: dict | None = None) -> tuple[float, str]:
+        """(the decision threshold at ``fpir``, where it was calibrated): with a model, on this gallery when its sample
+        holds enough non-mated searches for ``fpir`` (``"gallery"``), else on the model's validation people
+        (``"model"``); without one, the gallery's own base-score threshold (``calibration``: this gallery's
+        :meth:`calibration`, when the caller already has it)."""
+        calibration = calibration or self.calibration()
         if self.model is not None:
-            return self.model.threshold(fpir)
-        th = (calibration or self.calibration())["thresholds"]
-        return calibrated_threshold(th, fpir) if th else float("-inf")
+            own = (calibration.get("model") or {}).get("thresholds", {})
+            if any(np.isclose(f, fpir) for f in own):
+                return calibrated_threshold(own, fpir), "gallery"
+            return self.model.threshold(fpir), "model"
+        th = calibration["thresholds"]
+        return (calibrated_threshold(th, fpir) if th else float("-inf")), "gallery"
 
     # --- search ------------------------------------------------------------------------------------------
     def search_face(self, face: ProbeFace | TemplateFace, top: int = 20, fpir: float = 0.01) -> dict:
@@ -187,9 +216,9 @@ class Identifier:
         self._tick("search_s", t)
         q, k = lists.scores.shape
         t = time.perf_counter()
-        per_photo = self.model.rerank(vectors, RankedLists(np.tile(np.arange(k), (q, 1)), lists.scores), lists.vectors)
+        per_photo = self.model.rerank(vectors, RankedLists.of_scores(lists.scores), lists.vectors)
         fused = np.empty_like(per_photo.scores)
-        np.put_along_axis(fused, per_photo.indices, per_photo.scores, 1)  # each base position's final score
+        np.put_along_axis(fused, per_photo.indices % max(k, 1), per_photo.scores, 1)  # each base position's final
         batch = self.model.rerank_batch(vectors, RankedLists(lists.image_ids, lists.scores), lists.vectors)
         self._tick("rerank_s", t)
         out = []
@@ -210,8 +239,8 @@ class Identifier:
         if self.model is not None and self.model.disambiguator_.input == "image":
             raise ValueError("--same-person needs a model whose disambiguator reads embeddings (this one reads images)")
         result = self.search_face(TemplateFace(template_vector(np.stack([f.vector for f in faces])), photos), top, fpir)
-        result["decision"] = {"fpir": fpir, "threshold": None, "enrolled": None, "subject": None,
-                              "note": TEMPLATE_NOTE}
+        result["decision"] = {"fpir": fpir, "threshold": None, "calibrated_on": None, "enrolled": None,
+                              "subject": None, "note": TEMPLATE_NOTE}
         return result
 
     def _face_result(self, face: ProbeFace | TemplateFace, lists, row: int, order: np.ndarray, scores: np.ndarray,
@@ -227,11 +256,11 @@ class Identifier:
         if batch_distances is not None:
             for c, d in zip(cands, batch_distances, strict=True):
                 c["batch_distance"] = round(float(d), 6)
-        threshold = self.threshold(fpir, calibration)
+        threshold, where = self.threshold(fpir, calibration)
         enrolled = bool(len(cands)) and float(top_score) >= threshold
         return {**face.describe(), "status": "searched", "candidate_list_length": len(cands), "candidates": cands,
                 "ambiguous": bool(len(cands)) and groups[0] is not None,
-                "decision": {"fpir": fpir, "threshold": threshold, "enrolled": enrolled,
+                "decision": {"fpir": fpir, "threshold": threshold, "calibrated_on": where, "enrolled": enrolled,
                              "subject": cands[0]["subject"] if enrolled else None}}
 
     @staticmethod

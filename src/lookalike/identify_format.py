@@ -26,12 +26,16 @@ def batch_line(result: dict) -> str:
             "per-photo score")
 
 
+CALIBRATED_ON = {"gallery": "this gallery", "model": "the model's validation people"}
+
+
 def verdict(decision: dict) -> str:
     """The decision in words (a template's is not made: its thresholds are not calibrated)."""
     if decision["enrolled"] is None:
         return f"no decision ({decision.get('note', 'not calibrated')})"
-    return f"top subject {decision['subject']}" if decision["enrolled"] else \
-        "not enrolled (no candidate above threshold)"
+    where = CALIBRATED_ON.get(decision.get("calibrated_on"), "")
+    return (f"top subject {decision['subject']}" if decision["enrolled"] else
+            "not enrolled (no candidate above threshold)") + (f"; threshold calibrated on {where}" if where else "")
 
 
 def where(photo: str, face: dict, sep: str = " ") -> str:

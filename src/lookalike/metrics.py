@@ -32,6 +32,14 @@ class RankedLists:
     def depth(self) -> int:
         return self.indices.shape[1]
 
+    @classmethod
+    def of_scores(cls, scores: np.ndarray) -> RankedLists:
+        """Lists of (Q, K) base scores whose candidates are known by position only: each index is its row's offset
+        plus its position (``index % K``), so no two lists share one (re-rankers take indices as gallery rows, and
+        the same position in two lists is not the same face)."""
+        q, k = scores.shape
+        return cls(np.arange(q * k).reshape(q, k), scores)
+
 
 def mate_positions(lists: RankedLists, probe_ids: np.ndarray, gallery_ids: np.ndarray,
                    base_ranks: list[np.ndarray]) -> list[np.ndarray]:

@@ -230,6 +230,22 @@ class LookalikeModel:
                                                        if k not in ("disambiguator_stats",)},
                 "versions": versions()}
 
+    def fingerprint(self) -> str:
+        """A short hash of what the model's final scores depend on: its disambiguator (class, parameters, train set,
+        learned arrays), selection, fusion, depth and preprocessing (e.g. to key a calibration computed with it)."""
+        import hashlib
+
+        r = self.reranker_
+        if r is None:
+            raise RuntimeError("the model is not trained: fit or load it first")
+        d_meta, state = r.disambiguator_.to_state()
+        h = hashlib.sha1(json.dumps([d_meta["class"], d_meta["params"], d_meta["fitted_on"], r.selection_.to_dict(),
+                                     r.fusion_.to_dict(), self.depth, self.preprocessing], default=str,
+                                    sort_keys=True).encode())
+        for k in sorted(state):
+            h.update(np.ascontiguousarray(state[k]).tobytes())
+        return h.hexdigest()[:16]
+
     def describe_short(self) -> dict:
         """What a result records about the model that produced it."""
         r = self.reranker_

@@ -14,6 +14,7 @@ and reused while it matches the vectors; enrolment appends to it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -617,6 +618,25 @@ class Gallery:
                                       np.stack([r.embedding for _, r in new]).astype(np.float32)))
         else:  # someone else wrote too: this chunk's rows come with theirs on the next refresh (by id, or a reload)
             self._flush()
+
+    def add_embeddings(self, subjects: list[str] | np.ndarray, vectors: np.ndarray, source: str = "embedding") -> None:
+        """Add faces already embedded with this gallery's matcher and preprocessing (``vectors`` (N, D), one row per
+        ``subjects[i]``), without images: for measuring with vectors computed elsewhere (each is stored with the
+        path ``<source>/<row>`` and a hash of its vector). Nothing checks that they came from the gallery's
+        matcher."""
+        vectors = np.asarray(vectors, np.float32)
+        if vectors.ndim != 2 or len(vectors) != len(subjects):
+            raise ValueError(f"expected one (D,) vector per subject, got {vectors.shape} for {len(subjects)} subjects")
+        if self.dim is None:
+            self.store.set_meta({"dim": str(vectors.shape[1])})
+        elif vectors.shape[1] != self.dim:
+            raise ValueError(f"{vectors.shape[1]}-d vectors, the gallery holds {self.dim}-d ones")
+        start = len(self.image_ids_)
+        self.store.add_images([NewImage(str(s), f"{source}/{start + i}", hashlib.sha1(v.tobytes()).hexdigest(), "ok",
+                                        method=source, embedding=v) for i, (s, v) in enumerate(zip(subjects, vectors,
+                                                                                                    strict=True))],
+                              self.matcher_name, self.preprocess)
+        self.refresh()
 
     def remove(self, subject: str) -> int:
         """Remove a subject: delete its images and embeddings (the name stays, marked removed). Returns the
