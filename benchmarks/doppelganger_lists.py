@@ -32,11 +32,9 @@ from pathlib import Path
 import numpy as np
 from validation_runs import (
     ExperimentDisambiguator,
-    beats_everywhere,
+    adoption_main,
     fit_grids,
     global_rank1,
-    grid_runs,
-    save_json,
     validation_data,
 )
 
@@ -106,10 +104,7 @@ def show_global(r: dict) -> None:
 
 
 def main() -> None:
-    args, results = grid_runs(__doc__, validation, show_global)
-    adopt = beats_everywhere(results, "lda+doppel")
-    print(f"\nrule: adopt DoppelgangerLists if lda+doppel beats lda on every run's validation -> {adopt}")
-    save_json(args.out, {"results": results, "adopt": adopt})
+    adoption_main(__doc__, validation, "lda+doppel", "adopt DoppelgangerLists", show_global)
 
 
 if __name__ == "__main__":

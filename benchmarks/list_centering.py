@@ -30,10 +30,8 @@ from pathlib import Path
 import numpy as np
 from validation_runs import (
     ExperimentDisambiguator,
-    beats_everywhere,
+    adoption_main,
     fit_grids,
-    grid_runs,
-    save_json,
     validation_data,
 )
 
@@ -78,10 +76,7 @@ def validation(run: Path, args: argparse.Namespace) -> dict:
 
 
 def main() -> None:
-    args, results = grid_runs(__doc__, validation)
-    adopt = beats_everywhere(results, "lda+centred")
-    print(f"\nrule: adopt ListCentered if lda+centred beats lda on every run's validation -> {adopt}")
-    save_json(args.out, {"results": results, "adopt": adopt})
+    adoption_main(__doc__, validation, "lda+centred", "adopt ListCentered")
 
 
 if __name__ == "__main__":

@@ -39,6 +39,16 @@ def search(model: LookalikeModel, queries: np.ndarray, gallery: np.ndarray, dept
     return model.rerank(queries, lists, gallery[order])
 
 
+def saved_run(run: Path, cache: str) -> tuple[LookalikeModel, dict, np.ndarray, np.ndarray, RankedLists, np.ndarray]:
+    """A benchmark run's model, its ``rankings.npz``, test probe and gallery vectors, baseline lists and (Q, N) mask of
+    each probe's mates."""
+    model = LookalikeModel.load(run / "model.lkm")
+    r = dict(np.load(run / "rankings.npz", allow_pickle=False))
+    probes, gallery = saved_run_vectors(run, model, cache)
+    mated = r["gallery_ids"][None, :] == r["probe_ids"][:, None]
+    return model, r, probes, gallery, RankedLists(r["baseline.indices"], r["baseline.scores"]), mated
+
+
 def open_set(model: LookalikeModel, queries: np.ndarray, mated: np.ndarray, gallery: np.ndarray, depth: int,
              found: RankedLists | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per query, at the model's 1%-FPIR threshold: (right at rank 1 and above it, its non-mated search above it);
@@ -58,12 +68,8 @@ def main(argv: list[str] | None = None) -> int:
           "template a person | per person: the same | at the 1%-FPIR threshold: FPIR photo / template | DIR photo / "
           "template (per person) |\n|---|---|---|---|---|---|---|")
     for run in map(Path, args.runs):
-        model = LookalikeModel.load(run / "model.lkm")
-        r = np.load(run / "rankings.npz")
-        probes, gallery = saved_run_vectors(run, model, args.cache)
-        base = RankedLists(r["baseline.indices"], r["baseline.scores"])
+        model, r, probes, gallery, base, mated = saved_run(run, args.cache)
         probe_ids = r["probe_ids"]
-        mated = r["gallery_ids"][None, :] == probe_ids[:, None]
         groups = [np.flatnonzero(probe_ids == pid) for pid in np.unique(probe_ids)]
         alone = model.rerank(probes, base, gallery[base.indices]).indices[:, 0]
         batch = np.empty(len(probes), np.int64)

@@ -17,19 +17,17 @@ subjects and re-ranked by the model) when the sample holds enough searches for t
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
-from same_person import search
+from same_person import saved_run, search
+from validation_runs import runs_parser
 
-from lookalike.benchmark import saved_run_vectors
 from lookalike.calibration import FPIRS
 from lookalike.gallery import Gallery
 from lookalike.identify import Identifier
-from lookalike.metrics import RankedLists
 from lookalike.model import LookalikeModel
 
 
@@ -44,18 +42,11 @@ def identify_thresholds(model: LookalikeModel, subjects: np.ndarray, vectors: np
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--runs", nargs="+", required=True, help="benchmark output folders with model.lkm")
-    p.add_argument("--cache", default="cache/lookalike.sqlite", help="the runs' embedding cache")
-    args = p.parse_args(argv)
+    args = runs_parser(__doc__).parse_args(argv)
     print("| run | gallery faces | validation searches | FPIR asked | threshold: model / identify (calibrated on) | "
           "FPIR obtained: model / identify | DIR: model / identify |\n|---|---|---|---|---|---|---|")
     for run in map(Path, args.runs):
-        model = LookalikeModel.load(run / "model.lkm")
-        r = np.load(run / "rankings.npz")
-        probes, gallery = saved_run_vectors(run, model, args.cache)
-        base = RankedLists(r["baseline.indices"], r["baseline.scores"])
-        mated = r["gallery_ids"][None, :] == r["probe_ids"][:, None]
+        model, r, probes, gallery, base, mated = saved_run(run, args.cache)
         found = model.rerank(probes, base, gallery[base.indices])
         first_right = mated[np.arange(len(probes)), found.indices[:, 0]]
         enrolled = mated.any(1)

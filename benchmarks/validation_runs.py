@@ -144,3 +144,13 @@ def save_json(path: str | Path | None, results: dict) -> None:
     if path:
         with atomic_write(path) as f:
             json.dump(results, f, indent=2, default=str)
+
+
+def adoption_main(doc: str, validation: Callable[[Path, argparse.Namespace], dict], grid: str, rule: str,
+                  show: Callable[[dict], None] | None = None) -> None:
+    """A grid-comparing script's main: :func:`grid_runs`, then its written rule (``rule``, e.g. "adopt X", holds if
+    ``grid``'s saved model beats the LDA grid's on every run's validation), printed and saved with the results."""
+    args, results = grid_runs(doc, validation, show)
+    adopt = beats_everywhere(results, grid)
+    print(f"\nrule: {rule} if {grid} beats lda on every run's validation -> {adopt}")
+    save_json(args.out, {"results": results, "adopt": adopt})
