@@ -142,6 +142,36 @@ def test_openapi_and_health(served):
 
 
 # --- bad requests: 4xx, a JSON error, nothing written -------------------------------------------------------
+def test_several_photos_searched_together(served, orl_dir: Path):
+    """``/api/identify/many``: ``batch`` searches every face of every photo (without a model, one by one, and says
+    so), stores each as a search and reports an unusable photo in place; ``same-person`` searches the photos' faces
+    as one template (a photo of several faces left out), undecided and not stored."""
+    c = served.client
+    before = len(c.get("/api/searches", headers=AUTH).json())
+    files = (upload(orl_bytes(orl_dir, 1, 5), "a.pgm", "files") + upload(orl_bytes(orl_dir, 2, 5), "b.pgm", "files")
+             + upload(b"%PDF-1.4 hello", "c.pdf", "files"))
+    r = c.post("/api/identify/many", files=files, data={"mode": "batch", "top": "3"}, headers=AUTH)
+    assert r.status_code == 200, r.text
+    doc = r.json()
+    assert doc["batch"]["reranked_together"] is False and "no lookalike model" in doc["batch"]["note"]
+    a, b, pdf = doc["results"]
+    assert [a["photo"], b["photo"], pdf["status"], pdf["faces"]] == ["a.pgm", "b.pgm", "not_an_image", []]
+    assert [x["faces"][0]["candidates"][0]["subject"] for x in (a, b)] == ["s1", "s2"]
+    ids = [x["faces"][0]["search_id"] for x in (a, b)]
+    assert len(c.get("/api/searches", headers=AUTH).json()) == before + 2
+    assert c.get(f"/api/searches/{ids[1]}/probe", headers=AUTH).content == orl_bytes(orl_dir, 2, 5)
+    files = (upload(orl_bytes(orl_dir, 3, 5), "x.pgm", "files") + upload(orl_bytes(orl_dir, 3, 6), "y.pgm", "files")
+             + upload(many_faces_png(orl_dir), "group.png", "files"))
+    r = c.post("/api/identify/many", files=files, data={"mode": "same-person"}, headers=AUTH)
+    assert r.status_code == 200, r.text
+    *photos, template = r.json()["results"]
+    assert [p.get("in_template", False) for p in photos] == [True, True, False] and photos[2]["status"] == "many_faces"
+    (face,) = template["faces"]
+    assert face["detection"] == "template" and face["template_of"] == ["x.pgm", "y.pgm"]
+    assert face["candidates"][0]["subject"] == "s3" and face["decision"]["enrolled"] is None
+    assert "search_id" not in face and len(c.get("/api/searches", headers=AUTH).json()) == before + 2
+
+
 def _cases(face: bytes, enrolled_1: bytes, enrolled_2: bytes, many: bytes) -> dict:
     """``face``: a new image of an enrolled person; ``enrolled_*``: images of s1 already enrolled."""
     big = b"\xff\xd8\xff" + b"\0" * (1536 * 1024)  # 1.5 MB > the 1 MB limit of these apps
@@ -187,6 +217,15 @@ def _cases(face: bytes, enrolled_1: bytes, enrolled_2: bytes, many: bytes) -> di
         "identify/decompression bomb": ("post", "/api/identify", {"files": upload(bomb_png(), "b.png")}, 413,
                                         "too_large"),
         "identify/no face": ("post", "/api/identify", {"files": upload(no_face_png(), "n.png")}, 422, "no_face"),
+        "identify many/missing token": ("post", "/api/identify/many", {
+            "files": upload(face, "a.pgm", "files"), "data": {"mode": "batch"}}, 401, "missing_token"),
+        "identify many/bad mode": ("post", "/api/identify/many", {
+            "files": upload(face, "a.pgm", "files"), "data": {"mode": "together"}}, 422, "invalid_request"),
+        "identify many/too many files": ("post", "/api/identify/many", {
+            "files": upload(face, "a.pgm", "files") * 21, "data": {"mode": "batch"}}, 413, "too_many_files"),
+        "identify many/no usable face": ("post", "/api/identify/many", {
+            "files": upload(no_face_png(), "n.png", "files") + upload(b"%PDF-1.4", "a.pdf", "files"),
+            "data": {"mode": "same-person"}}, 422, "no_face"),
         "enrol/no face": ("post", "/api/subjects/s1/images", {"files": upload(no_face_png(), "n.png", "files")}, 422,
                           "no_face"),
         "enrol/many faces": ("post", "/api/subjects/s1/images", {"files": upload(many, "g.png", "files")}, 422,

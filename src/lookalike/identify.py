@@ -310,26 +310,35 @@ class Identifier:
         return {**result, "faces": [self.search_face(f, top, fpir) for f in faces]}
 
     def identify_same_person(self, paths: list[str | Path], top: int = 20, fpir: float = 0.01) -> list[dict]:
-        """Photos known to show one person: each photo with exactly one face adds it to one template
-        (:meth:`search_template`), whose result comes last, as a result of its own; a photo with several faces is
-        left out (status ``many_faces``: which face would be the person is not known)."""
+        """Photo files known to show one person: :meth:`same_person_results` of their faces."""
+        return self.same_person_results([self._photo_faces(p) for p in paths], top, fpir)
+
+    def same_person_results(self, photos: list[tuple[dict, list[ProbeFace]]], top: int = 20,
+                            fpir: float = 0.01) -> list[dict]:
+        """Photos known to show one person, each (its result header, its faces): each photo with exactly one face adds
+        it to one template (:meth:`search_template`), whose result comes last, as a result of its own; a photo with
+        several faces is left out (status ``many_faces``: which face would be the person is not known)."""
         results, faces = [], []
-        for path in paths:
-            result, found = self._photo_faces(path)
+        for result, found in photos:
             if len(found) > 1:
                 result = {**result, "status": "many_faces",
                           "message": f"{len(found)} faces: --same-person uses photos with one face (crop the photo)"}
             elif found:
                 faces.append(found[0])
-                result["in_template"] = True
+                result = {**result, "in_template": True}
             results.append({**result, "faces": []})
         names = [r["photo"] for r in results if r.get("in_template")]
         template = self.search_template(faces, names, top, fpir)
         return [*results, {"photo": f"template of {len(names)} photos", "status": "ok", "faces": [template]}]
 
     def identify_batch(self, paths: list[str | Path], top: int = 20, fpir: float = 0.01) -> list[dict]:
-        """Every face of every photo re-ranked together (:meth:`search_batch`); one result per photo."""
-        photos = [self._photo_faces(p) for p in paths]
+        """Photo files re-ranked together: :meth:`batch_results` of their faces."""
+        return self.batch_results([self._photo_faces(p) for p in paths], top, fpir)
+
+    def batch_results(self, photos: list[tuple[dict, list[ProbeFace]]], top: int = 20,
+                      fpir: float = 0.01) -> list[dict]:
+        """Every face of every photo (each: its result header, its faces) re-ranked together
+        (:meth:`search_batch`); one result per photo."""
         searched = iter(self.search_batch([f for _, faces in photos for f in faces], top, fpir))
         return [{**result, "faces": [next(searched) for _ in faces]} for result, faces in photos]
 

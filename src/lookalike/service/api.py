@@ -128,6 +128,17 @@ async def identify(request: Request, file: Annotated[UploadFile, File()],
     return await run_in_threadpool(service(request).identify, upload, top, fpir, precropped)
 
 
+@router.post("/identify/many", dependencies=[Depends(require_token)],
+             summary="search several photos together (multipart field 'files'; mode 'batch': every face re-ranked "
+                     "together, each with its search_id; 'same-person': one template of the photos' faces)")
+async def identify_many(request: Request, files: Annotated[list[UploadFile], File()],
+                        mode: Annotated[Literal["batch", "same-person"], Form()],
+                        top: Annotated[int, Form(ge=1, le=MAX_TOP)] = 20, fpir: Annotated[float, Form()] = 0.01,
+                        precropped: Annotated[bool, Form()] = False) -> dict:
+    uploads = await _uploads(files)
+    return await run_in_threadpool(service(request).identify_many, uploads, mode, top, fpir, precropped)
+
+
 @router.get("/searches", dependencies=[Depends(require_token)], summary="the latest searches")
 def list_searches(request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict]:
     return service(request).list_searches(limit)

@@ -37,6 +37,7 @@ MAX_FILES = 20  # images per enrolment request
 MAX_FACES = 20  # faces searched per probe photo
 FPIRS = (0.001, 0.01, 0.1)
 MAX_TOP = 100
+MANY_MODES = ("batch", "same-person")  # how POST /api/identify/many searches several photos
 MAX_NOTE = 2000
 PHOTO_SIDE = 800  # longest side of the PNG renditions of photos
 MEDIA_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "gif": "image/gif", "bmp": "image/bmp",
@@ -97,6 +98,28 @@ def check_image(upload: Upload) -> tuple[str, np.ndarray]:
     except ImageError as e:
         status = 413 if e.reason == "too_large" else 422
         raise ServiceError(status, e.reason, str(e)) from None
+
+
+def check_settings(top: int, fpir: float) -> None:
+    """A search's ``top`` and ``fpir``, or a 422 ServiceError."""
+    if isinstance(top, bool) or not isinstance(top, int) or not 1 <= top <= MAX_TOP:
+        raise ServiceError(422, "bad_top", f"top must be an integer from 1 to {MAX_TOP}")
+    if not any(np.isclose(fpir, f) for f in FPIRS):
+        raise ServiceError(422, "bad_fpir", f"fpir must be one of {', '.join(map(str, FPIRS))}")
+
+
+def photo_faces(ident: Identifier, upload: Upload, image: np.ndarray, precropped: bool) -> tuple[dict, list]:
+    """(the photo's result header, its faces) for a decoded upload; a 422 ServiceError when no face is found (a
+    photo without a detected face is searched whole only when ``precropped``) or it has more than MAX_FACES."""
+    name = label(upload.name)
+    faces = ident.faces(image)
+    if not faces or (faces[0].alignment.method == "central" and not precropped):
+        raise ServiceError(422, "no_face", f"{name}: no face found (send precropped=true for a photo that is a "
+                                           "tightly cropped face)")
+    if len(faces) > MAX_FACES:
+        raise ServiceError(422, "many_faces", f"{name}: {len(faces)} faces; at most {MAX_FACES} are searched per "
+                                              "photo (crop the photo)")
+    return {"photo": name, "status": "ok"}, faces
 
 
 class Engine:
@@ -336,31 +359,63 @@ class Service:
     def identify(self, upload: Upload, top: int = 20, fpir: float = 0.01, precropped: bool = False) -> dict:
         """Every face of an uploaded photo searched; each face's result is stored as a search (with the probe
         photo). Returns the ``lookalike identify --format json`` document, each face with its ``search_id``."""
-        if isinstance(top, bool) or not isinstance(top, int) or not 1 <= top <= MAX_TOP:
-            raise ServiceError(422, "bad_top", f"top must be an integer from 1 to {MAX_TOP}")
-        if not any(np.isclose(fpir, f) for f in FPIRS):
-            raise ServiceError(422, "bad_fpir", f"fpir must be one of {', '.join(map(str, FPIRS))}")
+        check_settings(top, fpir)
         _, image = check_image(upload)
-        name = label(upload.name)
         with self.engine() as e:
-            ident = e.identifier
-            if len(e.gallery.image_ids_) == 0:
-                raise ServiceError(409, "empty_gallery", "the gallery has no enrolled images yet")
-            ident.timing = {}
-            faces = ident.faces(image)
-            if not faces or (faces[0].alignment.method == "central" and not precropped):
-                raise ServiceError(422, "no_face", f"{name}: no face found (send precropped=true for a photo that "
-                                                   "is a tightly cropped face)")
-            if len(faces) > MAX_FACES:
-                raise ServiceError(422, "many_faces", f"{name}: {len(faces)} faces; at most {MAX_FACES} are searched "
-                                                      "per photo (crop the photo)")
+            ident = self._identifier(e)
+            result, faces = photo_faces(ident, upload, image, precropped)
             results = [ident.search_face(f, top, fpir) for f in faces]
-            doc = result_document(ident, [{"photo": name, "status": "ok", "faces": results}], top, fpir)
-            sha1 = hashlib.sha1(upload.data).hexdigest()
-            for face in results:
-                one = {**doc, "results": [{"photo": name, "status": "ok", "faces": [face]}]}
-                face["search_id"] = e.gallery.store.add_search(upload.data, sha1, one)
+            doc = result_document(ident, [{**result, "faces": results}], top, fpir)
+            self._store_searches(e, doc, [upload])
         return doc
+
+    def identify_many(self, uploads: list[Upload], mode: str, top: int = 20, fpir: float = 0.01,
+                      precropped: bool = False) -> dict:
+        """Several photos searched together (``identify --batch`` or ``--same-person``): ``mode`` ``batch`` re-ranks
+        every face of every photo together, ``same-person`` searches the photos' faces as one template. A photo that
+        cannot be used gets its status and message in the document instead of stopping the request. Each face
+        searched on its own list (batch) is stored as a search and gets its ``search_id``; a template is not stored
+        (it has no one probe photo to review against)."""
+        check_settings(top, fpir)
+        if mode not in MANY_MODES:
+            raise ServiceError(422, "bad_mode", f"mode must be one of {', '.join(MANY_MODES)}")
+        if not 1 <= len(uploads) <= MAX_FILES:
+            raise ServiceError(413 if uploads else 422, "too_many_files" if uploads else "no_files",
+                               f"send 1 to {MAX_FILES} photos")
+        with self.engine() as e:
+            ident = self._identifier(e)
+            photos = []
+            for upload in uploads:
+                try:
+                    photos.append(photo_faces(ident, upload, check_image(upload)[1], precropped))
+                except ServiceError as err:
+                    photos.append(({"photo": label(upload.name), "status": err.code, "message": err.message}, []))
+            try:
+                results = (ident.batch_results(photos, top, fpir) if mode == "batch" else
+                           ident.same_person_results(photos, top, fpir))
+            except ValueError as err:  # no usable face for a template
+                raise ServiceError(422, "no_face", str(err)) from None
+            doc = result_document(ident, results, top, fpir, batch=mode == "batch")
+            if mode == "batch":
+                self._store_searches(e, doc, uploads)
+        return doc
+
+    @staticmethod
+    def _identifier(e: Engine) -> Identifier:
+        if len(e.gallery.image_ids_) == 0:
+            raise ServiceError(409, "empty_gallery", "the gallery has no enrolled images yet")
+        e.identifier.timing = {}
+        return e.identifier
+
+    @staticmethod
+    def _store_searches(e: Engine, doc: dict, uploads: list[Upload]) -> None:
+        """Each searched face of the document's photos (in ``uploads`` order) stored as a search with its photo, the
+        face's result alone in a copy of the document; sets each face's ``search_id``."""
+        for upload, result in zip(uploads, doc["results"], strict=False):
+            sha1 = hashlib.sha1(upload.data).hexdigest()
+            for face in result["faces"]:
+                one = {**doc, "results": [{**result, "faces": [face]}]}
+                face["search_id"] = e.gallery.store.add_search(upload.data, sha1, one)
 
     # --- searches and reviews --------------------------------------------------------------------------
     def list_searches(self, limit: int = 100) -> list[dict]:
