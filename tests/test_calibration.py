@@ -127,9 +127,11 @@ def test_a_models_thresholds_come_from_the_gallery_when_its_sample_is_large_enou
             tops.append(model.rerank(v[pos[i]][None], lists, v[rows][None]).scores[0, 0])
         assert cal["model"]["n_nonmated"] == len(pos) == 200
         assert np.allclose(ident._model_top.top, tops, atol=1e-5)
-        assert set(cal["model"]["thresholds"]) == {0.1}
+        assert cal["model"]["enough"] == {0.001: False, 0.01: False, 0.1: True}
         assert ident.threshold(0.1) == (threshold_at_fpir(np.asarray(tops), 0.1), "gallery")
-        assert ident.threshold(0.01) == (model.threshold(0.01), "model")  # 200 searches are too few for 1%
+        for f in (0.01, 0.001):  # 200 searches are too few: the stricter of the model's and the sample's
+            sample_t = threshold_at_fpir(np.asarray(tops), f)
+            assert ident.threshold(f) == max((sample_t, "gallery-sample"), (model.threshold(f), "model"))
     searched = []
     real = calibration.model_top
     monkeypatch.setattr(calibration, "model_top", lambda *a: searched.append(1) or real(*a))
@@ -145,11 +147,23 @@ def test_a_models_thresholds_come_from_the_gallery_when_its_sample_is_large_enou
         assert len(searched) == 2  # another model: its own scores
 
 
-def test_without_a_model_or_with_a_small_gallery_the_models_thresholds_decide(tmp_path: Path, synthetic_model):
+def test_a_small_gallery_takes_the_stricter_threshold_and_one_subject_the_models(tmp_path: Path, synthetic_model,
+                                                                                monkeypatch):
+    """Too few sampled searches for an FPIR: whichever of the model's and the sample's thresholds is higher (the
+    label says which); no non-mated search at all (one subject): the model's; no model: the gallery's base score."""
     model, people = synthetic_model
     with Gallery.create(tmp_path / "g.sqlite", matcher=model.matcher) as g:
         g.add_embeddings(people.identities[:60], people.vectors[:60])
-        cal = Identifier(g, model).calibration()
-        assert cal["model"]["n_nonmated"] == 60 and cal["model"]["thresholds"] == {}
-        assert Identifier(g, model).threshold(0.1) == (model.threshold(0.1), "model")
+        ident = Identifier(g, model)
+        cal = ident.calibration()
+        assert cal["model"]["n_nonmated"] == 60 and not any(cal["model"]["enough"].values())
+        sample_t, model_t = cal["model"]["thresholds"][0.1], model.threshold(0.1)
+        assert ident.threshold(0.1) == max((sample_t, "gallery-sample"), (model_t, "model"))
+        monkeypatch.setattr(model, "thresholds_", {**model.thresholds_, 0.1: sample_t - 1})
+        assert ident.threshold(0.1) == (sample_t, "gallery-sample")
+        monkeypatch.setattr(model, "thresholds_", {**model.thresholds_, 0.1: sample_t + 1})
+        assert ident.threshold(0.1) == (sample_t + 1, "model")
         assert Identifier(g).calibration()["model"] is None and Identifier(g).threshold(0.1)[1] == "gallery"
+    with Gallery.create(tmp_path / "one.sqlite", matcher=model.matcher) as g:
+        g.add_embeddings(["ann"] * 3, people.vectors[:3])
+        assert Identifier(g, model).threshold(0.01) == (model.threshold(0.01), "model")

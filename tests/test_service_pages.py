@@ -235,4 +235,5 @@ def test_service_with_a_trained_model(orl_dir: Path, tmp_path: Path):
     assert doc["model"]["matcher"] == model.matcher_name_ and len(face["candidates"]) == 5
     assert face["candidates"][0]["subject"] == "s15"
     assert sorted(c["base_rank"] for c in face["candidates"]) == [1, 2, 3, 4, 5]
-    assert face["decision"]["threshold"] == pytest.approx(model.threshold(0.01))
+    assert face["decision"]["calibrated_on"] in ("model", "gallery-sample")
+    assert face["decision"]["threshold"] >= model.threshold(0.01) - 1e-9  # never more lenient than the model's

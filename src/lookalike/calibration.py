@@ -172,9 +172,9 @@ def model_current(m: ModelTop | None, s: NonMatedSample, g: Gallery, model: Look
 
 
 def model_summary(m: ModelTop) -> dict:
-    """``thresholds`` (FPIR -> threshold) at the FPIRs the sample is large enough for (:data:`MIN_SEARCHES`) and
-    ``n_nonmated``."""
+    """``thresholds`` (FPIR -> threshold) from the sample at every FPIR (none without non-mated searches), ``enough``
+    (FPIR -> whether the sample holds :data:`MIN_SEARCHES` / FPIR searches) and ``n_nonmated``."""
     top = np.asarray(m.top, np.float64)
     top = top[np.isfinite(top)]
-    return {"thresholds": {f: threshold_at_fpir(top, f) for f in FPIRS if len(top) >= MIN_SEARCHES / f},
-            "n_nonmated": int(len(top))}
+    return {"thresholds": {f: threshold_at_fpir(top, f) for f in FPIRS} if len(top) else {},
+            "enough": {f: len(top) >= MIN_SEARCHES / f for f in FPIRS}, "n_nonmated": int(len(top))}

@@ -153,18 +153,23 @@ class Identifier:
         return model_summary(top)
 
     def threshold(self, fpir: float, calibration: dict | None = None) -> tuple[float, str]:
-        """(the decision threshold at ``fpir``, where it was calibrated): with a model, on this gallery when its sample
-        holds enough non-mated searches for ``fpir`` (``"gallery"``), else on the model's validation people
-        (``"model"``); without one, the gallery's own base-score threshold (``calibration``: this gallery's
-        :meth:`calibration`, when the caller already has it)."""
+        """(the decision threshold at ``fpir``, where it was calibrated). With a model: on this gallery when its
+        sample holds enough non-mated searches for ``fpir`` (``"gallery"``); else the stricter of the model's
+        threshold (calibrated on its validation people: ``"model"``) and the sample's (``"gallery-sample"``), as
+        neither can be trusted to hold the FPIR on this gallery. Without one: the gallery's own base-score
+        threshold. ``calibration``: this gallery's :meth:`calibration`, when the caller already has it."""
         calibration = calibration or self.calibration()
-        if self.model is not None:
-            own = (calibration.get("model") or {}).get("thresholds", {})
-            if any(np.isclose(f, fpir) for f in own):
-                return calibrated_threshold(own, fpir), "gallery"
-            return self.model.threshold(fpir), "model"
-        th = calibration["thresholds"]
-        return (calibrated_threshold(th, fpir) if th else float("-inf")), "gallery"
+        if self.model is None:
+            th = calibration["thresholds"]
+            return (calibrated_threshold(th, fpir) if th else float("-inf")), "gallery"
+        own = calibration.get("model") or {"thresholds": {}, "enough": {}}
+        mine = self.model.threshold(fpir)
+        if not own["thresholds"]:
+            return mine, "model"
+        theirs = calibrated_threshold(own["thresholds"], fpir)
+        if calibrated_threshold(own["enough"], fpir):
+            return theirs, "gallery"
+        return (theirs, "gallery-sample") if theirs > mine else (mine, "model")
 
     # --- search ------------------------------------------------------------------------------------------
     def search_face(self, face: ProbeFace | TemplateFace, top: int = 20, fpir: float = 0.01) -> dict:
