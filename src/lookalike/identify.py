@@ -123,7 +123,7 @@ class Identifier:
         """The gallery's own thresholds (:mod:`lookalike.calibration`: a seeded sample of its faces searched against
         the other subjects, kept up to date as faces are added): on the base score (``thresholds``; the lookalike
         threshold is the 1%-FPIR one) and, with an embedding-level model, on the model's final score (``model``:
-        ``thresholds`` at the FPIRs the sample is large enough for, ``n_nonmated``). Both are kept beside the
+        :func:`~lookalike.calibration.model_summary`; :meth:`threshold` decides which to use). Both are kept beside the
         gallery's vector files, so a later process (each ``identify`` from the command line) reads them instead of
         searching again."""
         self.gallery.refresh()
@@ -167,7 +167,7 @@ class Identifier:
         if not own["thresholds"]:
             return mine, "model"
         theirs = calibrated_threshold(own["thresholds"], fpir)
-        if calibrated_threshold(own["enough"], fpir):
+        if any(np.isclose(f, fpir) and ok for f, ok in own["enough"].items()):
             return theirs, "gallery"
         return (theirs, "gallery-sample") if theirs > mine else (mine, "model")
 
