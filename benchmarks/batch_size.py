@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lookalike.benchmark import saved_run_vectors
+from lookalike.benchmark import load_saved_run
 from lookalike.metrics import RankedLists
 from lookalike.model import LookalikeModel
 
@@ -46,15 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     head = ["run", "per photo (`lookalike-best`)"] + [f"B = {b or 'all'}" for b in args.sizes] + ["one person a batch"]
     print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
     for run in map(Path, args.runs):
-        model = LookalikeModel.load(run / "model.lkm")
-        if model.batch_ is None:
+        if LookalikeModel.load(run / "model.lkm").batch_ is None:
             print(f"| {run} | the model has no batch setting (validation) |" + " |" * (len(head) - 2))
             continue
-        r = np.load(run / "rankings.npz")
-        probes, gallery = saved_run_vectors(run, model, args.cache)
-        base = RankedLists(r["baseline.indices"], r["baseline.scores"])
+        model, r, probes, gallery, base, mated = load_saved_run(run, args.cache)
         probe_ids = r["probe_ids"]
-        mated = r["gallery_ids"][None, :] == probe_ids[:, None]
         alone = model.rerank(probes, base, gallery[base.indices]).indices[:, 0]
         order = np.random.default_rng(args.seed).permutation(len(probes))
         cells = [f"{100 * np.mean(mated[np.arange(len(probes)), alone]):.2f}"]

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lookalike.benchmark import saved_run_vectors
+from lookalike.benchmark import load_saved_run
 from lookalike.identify import template_vector
 from lookalike.metrics import RankedLists
 from lookalike.model import LookalikeModel
@@ -37,16 +37,6 @@ def search(model: LookalikeModel, queries: np.ndarray, gallery: np.ndarray, dept
     order = np.argsort(-scores, axis=1, kind="stable")[:, :depth]
     lists = RankedLists(order, np.take_along_axis(scores, order, 1).astype(np.float32))
     return model.rerank(queries, lists, gallery[order])
-
-
-def saved_run(run: Path, cache: str) -> tuple[LookalikeModel, dict, np.ndarray, np.ndarray, RankedLists, np.ndarray]:
-    """A benchmark run's model, its ``rankings.npz``, test probe and gallery vectors, baseline lists and (Q, N) mask of
-    each probe's mates."""
-    model = LookalikeModel.load(run / "model.lkm")
-    r = dict(np.load(run / "rankings.npz", allow_pickle=False))
-    probes, gallery = saved_run_vectors(run, model, cache)
-    mated = r["gallery_ids"][None, :] == r["probe_ids"][:, None]
-    return model, r, probes, gallery, RankedLists(r["baseline.indices"], r["baseline.scores"]), mated
 
 
 def open_set(model: LookalikeModel, queries: np.ndarray, mated: np.ndarray, gallery: np.ndarray, depth: int,
@@ -68,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
           "template a person | per person: the same | at the 1%-FPIR threshold: FPIR photo / template | DIR photo / "
           "template (per person) |\n|---|---|---|---|---|---|---|")
     for run in map(Path, args.runs):
-        model, r, probes, gallery, base, mated = saved_run(run, args.cache)
+        model, r, probes, gallery, base, mated = load_saved_run(run, args.cache)
         probe_ids = r["probe_ids"]
         groups = [np.flatnonzero(probe_ids == pid) for pid in np.unique(probe_ids)]
         alone = model.rerank(probes, base, gallery[base.indices]).indices[:, 0]

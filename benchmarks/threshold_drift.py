@@ -19,25 +19,34 @@ from __future__ import annotations
 
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-from same_person import saved_run, search
+from same_person import search
 from validation_runs import runs_parser
 
+from lookalike.benchmark import load_saved_run
 from lookalike.calibration import FPIRS
 from lookalike.gallery import Gallery
 from lookalike.identify import Identifier
 from lookalike.model import LookalikeModel
 
 
-def identify_thresholds(model: LookalikeModel, subjects: np.ndarray, vectors: np.ndarray) -> dict[float, tuple]:
-    """{FPIR: (threshold, where it was calibrated)} as ``identify`` decides on a gallery of these faces."""
+@contextmanager
+def gallery_identifier(model: LookalikeModel, subjects: np.ndarray, vectors: np.ndarray) -> Iterator[Identifier]:
+    """``identify``'s :class:`Identifier` with ``model`` on a temporary gallery of these faces (SQLite)."""
     with tempfile.TemporaryDirectory() as tmp, \
             Gallery.create(Path(tmp) / "g.sqlite", matcher=model.matcher, lowres=model.gallery_lowres,
                            aligner=model.aligner) as g:
         g.add_embeddings(subjects.astype(str), vectors)
-        ident = Identifier(g, model)
+        yield Identifier(g, model)
+
+
+def identify_thresholds(model: LookalikeModel, subjects: np.ndarray, vectors: np.ndarray) -> dict[float, tuple]:
+    """{FPIR: (threshold, where it was calibrated)} as ``identify`` decides on a gallery of these faces."""
+    with gallery_identifier(model, subjects, vectors) as ident:
         return {f: ident.threshold(f) for f in FPIRS}
 
 
@@ -46,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     print("| run | gallery faces | validation searches | FPIR asked | threshold: model / identify (calibrated on) | "
           "FPIR obtained: model / identify | DIR: model / identify |\n|---|---|---|---|---|---|---|")
     for run in map(Path, args.runs):
-        model, r, probes, gallery, base, mated = saved_run(run, args.cache)
+        model, r, probes, gallery, base, mated = load_saved_run(run, args.cache)
         found = model.rerank(probes, base, gallery[base.indices])
         first_right = mated[np.arange(len(probes)), found.indices[:, 0]]
         enrolled = mated.any(1)

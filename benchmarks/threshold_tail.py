@@ -19,15 +19,14 @@ within a factor 1.5 of the FPIR (0.67%-1.5%, 6.7%-15%); otherwise nothing change
 from __future__ import annotations
 
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
-from same_person import saved_run, search
+from same_person import search
+from threshold_drift import gallery_identifier
 from validation_runs import runs_parser
 
-from lookalike.gallery import Gallery
-from lookalike.identify import Identifier
+from lookalike.benchmark import load_saved_run
 from lookalike.metrics import threshold_at_fpir
 
 EULER = 0.5772156649015329
@@ -42,11 +41,7 @@ def gumbel_threshold(top: np.ndarray, fpir: float) -> float:
 
 def sample_tops(model, subjects: np.ndarray, vectors: np.ndarray) -> np.ndarray:
     """The model's top non-mated final scores on a gallery's calibration sample, as ``identify`` computes them."""
-    with tempfile.TemporaryDirectory() as tmp, \
-            Gallery.create(Path(tmp) / "g.sqlite", matcher=model.matcher, lowres=model.gallery_lowres,
-                           aligner=model.aligner) as g:
-        g.add_embeddings(subjects.astype(str), vectors)
-        ident = Identifier(g, model)
+    with gallery_identifier(model, subjects, vectors) as ident:
         ident.calibration()
         top = np.asarray(ident._model_top.top)
     return top[np.isfinite(top)]
@@ -58,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
           "test FPIR |\n|---|---|---|---|---|")
     passed = True
     for run in map(Path, args.runs):
-        model, r, probes, gallery, base, mated = saved_run(run, args.cache)
+        model, r, probes, gallery, base, mated = load_saved_run(run, args.cache)
         top = sample_tops(model, r["gallery_ids"], gallery)
         rng = np.random.default_rng(0)
         for f in (0.01, 0.1):

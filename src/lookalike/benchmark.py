@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -620,13 +621,27 @@ def run_features(out: str | Path, cache: str | None = str(DEFAULT_CACHE), worker
         store.close()
 
 
-def saved_run_vectors(out: str | Path, model: LookalikeModel, cache: str | None = str(DEFAULT_CACHE),
-                      workers: int = 2) -> tuple[np.ndarray, np.ndarray]:
-    """A run's test probes' and gallery's vectors (``rankings.npz`` order), embedded again through the cache as
-    ``model`` (the run's ``model.lkm``) prepares faces."""
+class SavedRun(NamedTuple):
+    """A finished benchmark run, as the scripts that replay its saved model need it: the model (``model.lkm``), its
+    ``rankings.npz`` arrays, the test probes' and gallery's vectors embedded again (``rankings.npz`` order), the
+    baseline lists and the (Q, N) mask of each probe's mates."""
+
+    model: LookalikeModel
+    rankings: dict[str, np.ndarray]
+    probes: np.ndarray
+    gallery: np.ndarray
+    base: RankedLists
+    mated: np.ndarray
+
+
+def load_saved_run(out: str | Path, cache: str | None = str(DEFAULT_CACHE), workers: int = 2) -> SavedRun:
+    """A run's :class:`SavedRun`; its faces embedded again through the cache as its ``model.lkm`` prepares them."""
     from lookalike.embed import embed_paths
 
-    r = np.load(Path(out) / "rankings.npz")
+    out = Path(out)
+    model = LookalikeModel.load(out / "model.lkm")
+    with np.load(out / "rankings.npz", allow_pickle=False) as z:
+        r = dict(z)
     store = EmbeddingCache(cache)
     try:
         probes = embed_paths(r["probe_paths"], model.matcher, model.aligner, model.lowres, store, workers,
@@ -635,17 +650,14 @@ def saved_run_vectors(out: str | Path, model: LookalikeModel, cache: str | None 
                               progress=False, degrade=model.degrade)
     finally:
         store.close()
-    return probes.vectors, gallery.vectors
+    return SavedRun(model, r, probes.vectors, gallery.vectors, RankedLists(r["baseline.indices"], r["baseline.scores"]),
+                    r["gallery_ids"][None, :] == r["probe_ids"][:, None])
 
 
 def replay_saved_model(out: str | Path, cache: str | None = str(DEFAULT_CACHE), workers: int = 2) -> dict:
     """Load a run's ``model.lkm``, re-embed its test probes and gallery (through the cache) and re-rank its
     baseline lists: the result must equal the run's ``lookalike-best`` lists exactly."""
-    out = Path(out)
-    r = np.load(out / "rankings.npz")
-    model = LookalikeModel.load(out / "model.lkm")
-    probes, gallery = saved_run_vectors(out, model, cache, workers)
-    base = RankedLists(r["baseline.indices"], r["baseline.scores"])
+    model, r, probes, gallery, base, _ = load_saved_run(out, cache, workers)
     again = model.rerank(probes, base, gallery[base.indices])
     run_rank1 = float(np.mean(r["gallery_ids"][r["lookalike-best.indices"][:, 0]] == r["probe_ids"]))
     return {"identical_indices": bool(np.array_equal(again.indices, r["lookalike-best.indices"])),
