@@ -11,7 +11,8 @@ from lookalike.disambiguators import LookalikeLDA
 from lookalike.metrics import RankedLists
 from lookalike.mining import default_miner
 from lookalike.model import LookalikeModel
-from lookalike.rerank.batch import GRID, BatchReranker, BatchSetting, JointDistances, order_by_distance
+from lookalike.rerank.base import sort_by_score
+from lookalike.rerank.batch import GRID, BatchReranker, BatchSetting, JointDistances
 from lookalike.rerank.synthetic import synthetic_faces, synthetic_split
 from lookalike.rerank.transductive import kreciprocal_transductive
 from lookalike.rerank.tuning import LabelledLists
@@ -50,8 +51,7 @@ def test_fit_tunes_on_validation_and_reranks_with_the_other_probes(space):
     assert s.k1 in GRID["k1"] and s.k2 in GRID["k2"] and s.lam in GRID["lam"]
     assert batch.stats["grid_size"] == 45
     # the recorded validation rank-1 is the chosen setting's, and at least the base lists'
-    again = order_by_distance(val.lists, JointDistances(val.probes.vectors, val.lists, val.candidates,
-                                                        space).final(s))
+    again = sort_by_score(val.lists, -JointDistances(val.probes.vectors, val.lists, val.candidates, space).final(s))
     assert batch.stats["val_rank1"] == labelled.quality(again)[0] >= labelled.quality()[0]
     out = batch.rerank(test.probes.vectors, test.lists, test.candidates)  # the base class checks each list permutes
     assert (np.diff(out.scores, axis=1) <= 0).all()

@@ -19,7 +19,7 @@ import numpy as np
 from lookalike.disambiguators.base import Disambiguator
 from lookalike.faces import FaceSet
 from lookalike.metrics import RankedLists
-from lookalike.rerank.base import Reranker
+from lookalike.rerank.base import Reranker, sort_by_score
 from lookalike.rerank.transductive import jaccard, joint_distances, kreciprocal_encoding
 from lookalike.rerank.tuning import LabelledLists, grid_search
 
@@ -75,13 +75,6 @@ class JointDistances:
         return (1 - setting.lam) * self._jaccard[1] + setting.lam * self.original
 
 
-def order_by_distance(lists: RankedLists, distances: np.ndarray) -> RankedLists:
-    """Each list re-sorted by ascending distance (stable), its scores the negative distances."""
-    order = np.argsort(distances, axis=1, kind="stable")
-    return RankedLists(np.take_along_axis(lists.indices, order, 1),
-                       -np.take_along_axis(distances, order, 1).astype(np.float32))
-
-
 class BatchReranker(Reranker):
     """k-reciprocal re-ranking of a whole batch of probes in ``space`` (a fitted embedding-level disambiguator),
     its ``k1``, ``k2``, ``lam`` chosen from ``grid`` by validation rank-1 (ties: MRR) with every val probe in one
@@ -104,7 +97,7 @@ class BatchReranker(Reranker):
         settings = [{"k1": k1, "k2": k2, "lam": lam}
                     for k1, k2, lam in itertools.product(self.grid["k1"], self.grid["k2"], self.grid["lam"])]
         best, (r1, mrr), table = grid_search(
-            settings, lambda **s: val.quality(order_by_distance(val.lists, joint.final(BatchSetting(**s)))))
+            settings, lambda **s: val.quality(sort_by_score(val.lists, -joint.final(BatchSetting(**s)))))
         self.setting_ = BatchSetting(**best)
         self.stats.update({"val_rank1": r1, "val_mrr": mrr, "grid_size": len(table), **best})
         return self
@@ -135,4 +128,4 @@ class BatchReranker(Reranker):
         if self.setting_ is None:
             raise RuntimeError(f"{self.name}: fit first")
         joint = JointDistances(probes, lists, candidates, self.space, self.max_joint)
-        return order_by_distance(lists, joint.final(self.setting_))
+        return sort_by_score(lists, -joint.final(self.setting_))
