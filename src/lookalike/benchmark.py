@@ -425,7 +425,7 @@ def run_batch(cfg: BenchmarkConfig, model: LookalikeModel, test: SearchSplit, me
     name = BATCH if per_photo == "lookalike-best" else f"{per_photo}-batch"
     alone = rankings[per_photo]
     t = time.perf_counter()
-    together = model.batch_ is not None and len(test.probes) >= model.batch_.min_batch_  # as identify --batch decides
+    together = model.batch_note(len(test.probes)) is None  # as identify --batch decides
     lists = model.rerank_batch(test.probes.vectors, test.lists, test.candidates) if together else alone
     timing[f"{name}_s"] = time.perf_counter() - t
     rankings[name] = lists

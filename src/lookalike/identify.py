@@ -196,14 +196,7 @@ class Identifier:
         """Why :meth:`search_batch` would search ``n_faces`` faces one by one (None when it re-ranks them together)."""
         if self.model is None:
             return "no lookalike model: every face is searched alone"
-        if self.model.batch_ is None:
-            return ("the model has no batch setting (on its validation split re-ranking the probes together did not "
-                    "beat searching them one by one): every face is searched alone")
-        if n_faces < self.model.batch_.min_batch_:
-            return (f"{n_faces} faces are fewer than the model's minimum batch of {self.model.batch_.min_batch_} (on "
-                    "its validation split smaller batches did not beat searching face by face): every face is "
-                    "searched alone")
-        return None
+        return self.model.batch_note(n_faces)
 
     def search_batch(self, faces: list[ProbeFace], top: int = 20, fpir: float = 0.01) -> list[dict]:
         """Every face searched, then all their lists re-ranked together by the model's batch setting

@@ -151,6 +151,18 @@ class LookalikeModel:
             raise RuntimeError("the model is not trained: fit or load it first")
         return self.reranker_.rerank(probes, lists, candidates, features)
 
+    def batch_note(self, n_faces: int) -> str | None:
+        """Why ``n_faces`` faces would not be re-ranked together (None when they would be): the model has no batch
+        setting, or they are fewer than its minimum batch."""
+        if self.batch_ is None:
+            return ("the model has no batch setting (on its validation split re-ranking the probes together did not "
+                    "beat searching them one by one): every face is searched alone")
+        if n_faces < self.batch_.min_batch_:
+            return (f"{n_faces} faces are fewer than the model's minimum batch of {self.batch_.min_batch_} (on its "
+                    "validation split smaller batches did not beat searching face by face): every face is searched "
+                    "alone")
+        return None
+
     def rerank_batch(self, probes: np.ndarray, lists: RankedLists, candidates: np.ndarray) -> RankedLists:
         """Every probe's list re-ordered together (:class:`~lookalike.rerank.batch.BatchReranker`; scores: negative
         final distances); a ValueError when the model has no batch setting."""
