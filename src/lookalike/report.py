@@ -62,7 +62,7 @@ def batch_sentence(metrics: dict) -> list[str]:
                 return [f"`{name}`: the model has no batch setting ({t['skipped']}); its per-photo lists.", ""]
             how = (f"k-reciprocal re-ranking in the model's disambiguator space with k1={st['batch']['k1']}, "
                    f"k2={st['batch']['k2']}, λ={st['batch']['lam']}" if st.get("reranked_together", st["batch"]) else
-                   "none: the model has no batch setting, or more test probes than its minimum batch, so these are "
+                   "none: the model has no batch setting, or fewer test probes than its minimum batch, so these are "
                    "its per-photo lists")
             return [f"`{name}` is the model's batch setting, what `identify --batch` does with many photos: every "
                     f"test probe re-ranked together ({how}). Chosen on validation by the rule \"{t['rule']}\": "
