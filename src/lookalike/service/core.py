@@ -411,7 +411,7 @@ class Service:
     def _store_searches(e: Engine, doc: dict, uploads: list[Upload]) -> None:
         """Each searched face of the document's photos (in ``uploads`` order) stored as a search with its photo, the
         face's result alone in a copy of the document; sets each face's ``search_id``."""
-        for upload, result in zip(uploads, doc["results"], strict=False):
+        for upload, result in zip(uploads, doc["results"], strict=True):
             sha1 = hashlib.sha1(upload.data).hexdigest()
             for face in result["faces"]:
                 one = {**doc, "results": [{**result, "faces": [face]}]}
