@@ -30,20 +30,12 @@ import copy
 from pathlib import Path
 
 import numpy as np
-from validation_runs import (
-    ExperimentDisambiguator,
-    adoption_main,
-    fit_grids,
-    global_rank1,
-    validation_data,
-)
+from validation_runs import ExperimentDisambiguator, adoption_main, compare_with_lda
 
 from lookalike.disambiguators.base import distinct_rows, l2n
 from lookalike.disambiguators.lda import LookalikeLDA
 from lookalike.faces import FaceSet
-from lookalike.metrics import evaluate
 from lookalike.mining import Pairs
-from lookalike.rerank import DisambiguatorPool, default_disambiguators
 
 
 class DoppelgangerLists(ExperimentDisambiguator):
@@ -64,10 +56,6 @@ class DoppelgangerLists(ExperimentDisambiguator):
         np.add.at(sums, who, z)
         self.library_ = l2n(sums)
 
-    def transform(self, vectors: np.ndarray) -> np.ndarray:
-        """The inner LDA's projection (the space the model's batch setting re-ranks in)."""
-        return self.inner_.transform(vectors)
-
     def lists(self, z: np.ndarray) -> np.ndarray:
         """(N, P) each projected face's rank-weighted list of its ``k`` nearest library people, L2-normalised."""
         sim = z @ self.library_.T
@@ -87,15 +75,9 @@ class DoppelgangerLists(ExperimentDisambiguator):
 
 
 def validation(run: Path, args: argparse.Namespace) -> dict:
-    cfg, features, train, val = validation_data(run, args.cache)
-    lda = default_disambiguators(cfg.seed)
-    dopp = [DoppelgangerLists(inner, k, beta) for inner in lda for k in (20, 50) for beta in (0.3, 1.0, None)]
-    pool = DisambiguatorPool(seed=cfg.seed)
-    grids, models = fit_grids(cfg, features, train, val, {"lda": lda, "lda+doppel": lda + dopp, "doppel": dopp},
-                              pool)
-    for name, m in models.items():  # the chosen disambiguator ranking the whole validation gallery
-        grids[name]["global_rank1"] = global_rank1(pool.get(m.disambiguator_, train), val)
-    return {"base": evaluate(val.positions(), n_boot=0)["rank1"], "grids": grids}
+    return compare_with_lda(run, args.cache, "doppel", lambda lda, *_: [
+        DoppelgangerLists(inner, k, beta) for inner in lda for k in (20, 50) for beta in (0.3, 1.0, None)],
+        with_global=True)
 
 
 def show_global(r: dict) -> None:

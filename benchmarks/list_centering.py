@@ -28,19 +28,12 @@ import copy
 from pathlib import Path
 
 import numpy as np
-from validation_runs import (
-    ExperimentDisambiguator,
-    adoption_main,
-    fit_grids,
-    validation_data,
-)
+from validation_runs import ExperimentDisambiguator, adoption_main, compare_with_lda
 
 from lookalike.disambiguators.base import distinct_rows, l2n
 from lookalike.disambiguators.lda import LookalikeLDA
 from lookalike.faces import FaceSet
-from lookalike.metrics import evaluate
 from lookalike.mining import Pairs
-from lookalike.rerank import DisambiguatorPool, default_disambiguators
 
 
 class ListCentered(ExperimentDisambiguator):
@@ -67,12 +60,8 @@ class ListCentered(ExperimentDisambiguator):
 
 
 def validation(run: Path, args: argparse.Namespace) -> dict:
-    cfg, features, train, val = validation_data(run, args.cache)
-    lda = default_disambiguators(cfg.seed)
-    centred = [ListCentered(inner, k, alpha) for inner in lda for k in (5, 10, 20) for alpha in (0.5, 1.0)]
-    grids, _ = fit_grids(cfg, features, train, val, {"lda": lda, "lda+centred": lda + centred, "centred": centred},
-                         DisambiguatorPool(seed=cfg.seed))
-    return {"base": evaluate(val.positions(), n_boot=0)["rank1"], "grids": grids}
+    return compare_with_lda(run, args.cache, "centred", lambda lda, *_: [
+        ListCentered(inner, k, alpha) for inner in lda for k in (5, 10, 20) for alpha in (0.5, 1.0)])
 
 
 def main() -> None:

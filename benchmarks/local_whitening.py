@@ -30,19 +30,12 @@ import copy
 from pathlib import Path
 
 import numpy as np
-from validation_runs import (
-    ExperimentDisambiguator,
-    adoption_main,
-    fit_grids,
-    validation_data,
-)
+from validation_runs import ExperimentDisambiguator, adoption_main, compare_with_lda
 
 from lookalike.disambiguators.base import distinct_rows, l2n
 from lookalike.disambiguators.lda import LookalikeLDA
 from lookalike.faces import FaceSet
-from lookalike.metrics import evaluate
 from lookalike.mining import Pairs
-from lookalike.rerank import DisambiguatorPool, default_disambiguators
 
 
 class LocalWhitening(ExperimentDisambiguator):
@@ -67,10 +60,6 @@ class LocalWhitening(ExperimentDisambiguator):
         self.centres_, self.ids_ = l2n(means[people]), people
         self.global_ = self.offsets_.T @ self.offsets_ / len(self.offsets_)
 
-    def transform(self, vectors: np.ndarray) -> np.ndarray:
-        """The inner LDA's projection (the space the model's batch setting re-ranks in)."""
-        return self.inner_.transform(vectors)
-
     def _whitener(self, centre: np.ndarray) -> np.ndarray:
         near = self.ids_[np.argsort(-(self.centres_ @ centre))[: self.people]]
         off = self.offsets_[np.isin(self.owner_, near)]
@@ -91,12 +80,8 @@ class LocalWhitening(ExperimentDisambiguator):
 
 
 def validation(run: Path, args: argparse.Namespace) -> dict:
-    cfg, features, train, val = validation_data(run, args.cache)
-    lda = default_disambiguators(cfg.seed)
-    local = [LocalWhitening(inner, n, a) for inner in lda for n in (20, 100) for a in (0.5, 1.0)]
-    grids, _ = fit_grids(cfg, features, train, val, {"lda": lda, "lda+local": lda + local, "local": local},
-                         DisambiguatorPool(seed=cfg.seed))
-    return {"base": evaluate(val.positions(), n_boot=0)["rank1"], "grids": grids}
+    return compare_with_lda(run, args.cache, "local", lambda lda, *_: [
+        LocalWhitening(inner, n, a) for inner in lda for n in (20, 100) for a in (0.5, 1.0)])
 
 
 def main() -> None:

@@ -23,21 +23,16 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from validation_runs import (
-    ExperimentDisambiguator,
-    adoption_main,
-    fit_grids,
-    validation_data,
-)
+from validation_runs import ExperimentDisambiguator, adoption_main, compare_with_lda
 
+from lookalike.benchmark import BenchmarkConfig
 from lookalike.disambiguators.base import Disambiguator
+from lookalike.experiment import ProtocolFeatures
 from lookalike.faces import FaceSet
 from lookalike.matchers import default_matcher, matcher_name
 from lookalike.matchers.align import FaceAligner
-from lookalike.metrics import evaluate
 from lookalike.mining import Pairs
 from lookalike.model import default_model
-from lookalike.rerank import DisambiguatorPool, default_disambiguators
 
 
 class Prior(ExperimentDisambiguator):
@@ -48,7 +43,7 @@ class Prior(ExperimentDisambiguator):
         self.fitted = fitted
 
     def _fit(self, train: FaceSet, pairs: Pairs) -> None:
-        pass
+        self.inner_ = self.fitted
 
     def _score_lists(self, probes: np.ndarray, candidates: np.ndarray, ids: np.ndarray | None) -> np.ndarray:
         return self.fitted.score_lists(probes, candidates, ids)
@@ -57,17 +52,16 @@ class Prior(ExperimentDisambiguator):
         return f"Prior({type(self.fitted).__name__} of the shipped default model)"
 
 
-def validation(run: Path, args: argparse.Namespace) -> dict:
-    cfg, features, train, val = validation_data(run, args.cache)
-    shipped = default_model()
-    p = features.protocol
+def shipped_prior(run: Path, cfg: BenchmarkConfig, features: ProtocolFeatures) -> list[Disambiguator]:
+    """The shipped default model's disambiguator, checked against ``run``'s matcher and preprocessing."""
+    shipped, p = default_model(), features.protocol
     shipped.check_run(matcher_name(cfg.matcher or default_matcher(p.lowres)), FaceAligner(cfg.central_fraction),
                       p.lowres, p.lowres_apply, p.degrade, what=f"{run}: the default model")
-    lda = default_disambiguators(cfg.seed)
-    prior = [Prior(shipped.disambiguator_)]
-    grids, _ = fit_grids(cfg, features, train, val, {"lda": lda, "prior": prior, "lda+prior": lda + prior},
-                         DisambiguatorPool(seed=cfg.seed))
-    return {"base": evaluate(val.positions(), n_boot=0)["rank1"], "grids": grids}
+    return [Prior(shipped.disambiguator_)]
+
+
+def validation(run: Path, args: argparse.Namespace) -> dict:
+    return compare_with_lda(run, args.cache, "prior", lambda _, cfg, features: shipped_prior(run, cfg, features))
 
 
 def main() -> None:

@@ -21,8 +21,9 @@ from lookalike.io import atomic_write
 from lookalike.matchers import get_matcher
 from lookalike.matchers.base import Matcher
 from lookalike.matchers.cache import EmbeddingCache
+from lookalike.metrics import evaluate
 from lookalike.model import LookalikeModel
-from lookalike.rerank import DisambiguatorPool
+from lookalike.rerank import DisambiguatorPool, default_disambiguators
 
 
 class ExperimentMatcher(Matcher):
@@ -45,7 +46,14 @@ class ExperimentMatcher(Matcher):
 
 
 class ExperimentDisambiguator(Disambiguator):
-    """A disambiguator a validation script tries: never saved (it has no file format)."""
+    """A disambiguator a validation script tries: never saved (it has no file format). A variant built on a fitted
+    LDA (``inner_``) re-ranks a batch in that LDA's space."""
+
+    inner_: Disambiguator | None = None
+
+    def transform(self, vectors: np.ndarray) -> np.ndarray:
+        """The projection of the LDA the variant builds on: the space the saved model's batch setting re-ranks in."""
+        return self.inner_.transform(vectors)
 
     def _state(self) -> dict[str, np.ndarray]:
         raise NotImplementedError("experiment only")
@@ -104,6 +112,24 @@ def fit_grids(cfg: BenchmarkConfig, features: ProtocolFeatures, train: FaceSet, 
         out[name] = {"val_rank1": st["val_rank1"], "val_mrr": st["val_mrr"], "chosen": st["disambiguator"],
                      "selection": st["selection"], "weight": st["weight"], "seconds": round(time.perf_counter() - t, 1)}
     return out, models
+
+
+def compare_with_lda(run: Path, cache: str, name: str,
+                     variants: Callable[[list[Disambiguator], BenchmarkConfig, ProtocolFeatures], list[Disambiguator]],
+                     with_global: bool = False) -> dict:
+    """One run's validation for :func:`adoption_main`: the saved model fitted with the default grid's LDA variants
+    (``lda``), with ``variants(lda, cfg, features)`` added to them (``lda+NAME``) and with those alone (``NAME``).
+    {"base": the matcher's validation rank-1, "grids": :func:`fit_grids`' results}; ``with_global`` adds each
+    chosen disambiguator ranking the whole validation gallery (``global_rank1``)."""
+    cfg, features, train, val = validation_data(run, cache)
+    lda = default_disambiguators(cfg.seed)
+    extra = variants(lda, cfg, features)
+    pool = DisambiguatorPool(seed=cfg.seed)
+    grids, models = fit_grids(cfg, features, train, val, {"lda": lda, f"lda+{name}": lda + extra, name: extra}, pool)
+    if with_global:
+        for g, m in models.items():
+            grids[g]["global_rank1"] = global_rank1(pool.get(m.disambiguator_, train), val)
+    return {"base": evaluate(val.positions(), n_boot=0)["rank1"], "grids": grids}
 
 
 def print_grids(run: str, base_rank1: float, results: dict[str, dict]) -> None:
