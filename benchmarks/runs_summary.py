@@ -22,6 +22,8 @@ BEST = "lookalike-best"
 AGAINST = ("baseline-plain", "lookalike-disamb-only", "lookalike-global", "kreciprocal-transductive")
 BATCH = "lookalike-batch"
 BATCH_AGAINST = ("baseline-plain", "kreciprocal-transductive", BEST)
+OPEN_AGAINST = ("baseline-plain", "lookalike-disamb-only", "lookalike-global")
+FPIRS = ("0.01", "0.1")
 
 
 def against_baseline(methods: dict, name: str) -> dict:
@@ -53,10 +55,26 @@ def run_row(run: Path) -> dict:
                  "per_photo_val_rank1": tuning["per_photo_val_rank1"],
                  "setting": m["rerank_stats"][BATCH]["batch"], "paired": {k: bp[k] for k in BATCH_AGAINST if k in bp}}
     return {"run": str(run), "data": Path(cfg["data"]).name, "seed": cfg["seed"], "lowres": cfg.get("lowres"),
+            "open_set": open_set_row(m, plain),
             "degrade": cfg.get("degrade", "bicubic"), "probes": probes,
             "plain": methods[plain]["rank1"], "baseline": methods["baseline"]["rank1"],
             "best": methods[BEST]["rank1"], "best_ci": methods[BEST]["rank1_ci95"],
             "paired": {k: paired[k] for k in AGAINST if k in paired}, "batch": batch, "versions": m.get("versions", {})}
+
+
+def open_set_row(m: dict, plain: str) -> dict | None:
+    """The saved model's DIR at each FPIR with its CI, the plain baseline's, and the paired bootstrap tests of the
+    saved model against each method of :data:`OPEN_AGAINST` (None for a run without them: no distractors, or a
+    ``metrics.json`` older than the open-set statistics)."""
+    o, paired = m.get("open_set", {}), m.get("paired_open_set", {}).get(BEST, {})
+    if f"dir@fpir={FPIRS[0]}_ci95" not in o.get(BEST, {}) or plain not in paired:
+        return None
+    paired = {"baseline-plain" if k == plain else k: v for k, v in paired.items()}
+    return {f: {"plain": o[plain][f"dir@fpir={f}"], "plain_ci": o[plain][f"dir@fpir={f}_ci95"],
+                "best": o[BEST][f"dir@fpir={f}"], "best_ci": o[BEST][f"dir@fpir={f}_ci95"],
+                "paired": {k: {"diff": paired[k][f"dir@fpir={f}_diff"], "ci": paired[k][f"dir@fpir={f}_diff_ci95"],
+                               "p": paired[k][f"dir@fpir={f}_p"]} for k in OPEN_AGAINST if k in paired}}
+            for f in FPIRS}
 
 
 def pct(x: float) -> str:
@@ -99,6 +117,23 @@ def markdown_batch(rows: list[dict]) -> str:
         lines.append(f"| {r['data']} | {r['seed']} | {face(r)} | {pct(r['plain'])} | {pct(r['best'])} | {kt} | "
                      f"{pct(b['rank1'])} | " + " | ".join(cells) + f" | {pct(b['per_photo_val_rank1'])} → "
                      f"{pct(b['val_rank1'])} ({'yes' if b['kept'] else 'no'}) |")
+    return "\n".join(lines) + "\n"
+
+
+def markdown_open_set(rows: list[dict]) -> str:
+    """Open set of the runs that have its statistics: DIR at each FPIR of the plain baseline and the saved model
+    (bootstrap 95% CI), and the saved model minus each method of :data:`OPEN_AGAINST` (paired bootstrap CI, p)."""
+    head = ("| data | seed | face | FPIR | plain baseline DIR [95% CI] | `lookalike-best` DIR [95% CI] | "
+            + " | ".join(f"vs {k}: diff [95% CI] (p)" for k in OPEN_AGAINST) + " |")
+    lines = [head, "|" + "---|" * (6 + len(OPEN_AGAINST))]
+    for r in rows:
+        for f, o in (r["open_set"] or {}).items():
+            cells = ["–" if k not in o["paired"] else
+                     f"{100 * o['paired'][k]['diff']:+.2f} [{100 * o['paired'][k]['ci'][0]:+.2f}, "
+                     f"{100 * o['paired'][k]['ci'][1]:+.2f}] ({o['paired'][k]['p']:.2g})" for k in OPEN_AGAINST]
+            lines.append(f"| {r['data']} | {r['seed']} | {face(r)} | {pct(float(f))}% | {pct(o['plain'])} "
+                         f"[{pct(o['plain_ci'][0])}, {pct(o['plain_ci'][1])}] | {pct(o['best'])} "
+                         f"[{pct(o['best_ci'][0])}, {pct(o['best_ci'][1])}] | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -149,6 +184,9 @@ def main() -> None:
     text = markdown(rows) + "\n" + markdown_by_setting(settings)
     if any(r["batch"] for r in rows):
         text += "\nBatch setting (every test probe re-ranked together; `identify --batch`):\n\n" + markdown_batch(rows)
+    if any(r["open_set"] for r in rows):
+        text += ("\nOpen set (DIR at FPIR, each method thresholding its own final score; bootstrap over mated and "
+                 "non-mated searches; p: paired bootstrap, two-sided):\n\n" + markdown_open_set(rows))
     print(text)
     if args.out:
         with atomic_write(Path(args.out) / "summary.md") as f:

@@ -52,6 +52,15 @@ def test_saved_model_reproduces_the_benchmark_exactly(orl_dir, cache_path, tmp_p
     assert m["protocol"]["n_distractors"] > 0
     assert all("fnir@fpir=0.01" in o and o["n_nonmated"] == m["protocol"]["n_distractors"]
                for o in m["open_set"].values())
+    for o in m["open_set"].values():  # DIR with its bootstrap interval
+        lo, hi = o["dir@fpir=0.1_ci95"]
+        assert lo <= o["dir@fpir=0.1"] <= hi
+    paired = m["paired_open_set"]["lookalike-best"]  # DIR against each compared method on the same searches
+    assert set(paired) == {"baseline", *m["paired"]["lookalike-best"]}
+    for other, r in paired.items():
+        want = m["open_set"]["lookalike-best"]["dir@fpir=0.01"] - m["open_set"][other]["dir@fpir=0.01"]
+        assert r["dir@fpir=0.01_diff"] == pytest.approx(want) and 0 < r["dir@fpir=0.01_p"] <= 1
+    assert "Paired open set, same searches" in (out / "report.md").read_text()
 
 
 @pytest.fixture(scope="module")

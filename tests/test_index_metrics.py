@@ -7,14 +7,19 @@ import pytest
 
 from lookalike.index import FaissIndex, NumpyIndex, full_ranks, make_index
 from lookalike.metrics import (
+    OpenSetScores,
     RankedLists,
     average_precision,
     bootstrap_ci,
     cmc_curve,
+    dir_replicates,
     evaluate,
     first_hits,
+    fnir_at_fpir,
     mate_positions,
     mcnemar,
+    open_set_ci,
+    paired_dir,
 )
 
 
@@ -245,3 +250,62 @@ def test_bootstrap_ci():
     assert bootstrap_ci(np.ones(5)) == [1.0, 1.0]
     assert all(np.isnan(bootstrap_ci(np.array([]))))
     assert all(np.isnan(bootstrap_ci(values, n_boot=0)))  # no interval asked for: none, not a crash
+
+
+def _open_set(rng: np.random.Generator, m: int = 300, n: int = 400, shift: float = 1.5) -> OpenSetScores:
+    """Mated top scores above non-mated ones by ``shift`` on average, 80% of rank-1 candidates right."""
+    return OpenSetScores(rng.normal(shift, 1, m), rng.random(m) < 0.8, rng.normal(0, 1, n))
+
+
+def test_dir_replicates_are_the_point_estimate_on_each_resample():
+    rng = np.random.default_rng(3)
+    o = _open_set(rng)
+    o = OpenSetScores(o.mated_top.round(1), o.mated_hit, o.nonmated_top.round(1))  # ties at the threshold
+    for fpir in (0.01, 0.1):
+        reps = dir_replicates([o], fpir, n_boot=7, seed=5, chunk=7)[:, 0]
+        draw = np.random.default_rng(5)
+        mated, nonmated = draw.integers(0, 300, (7, 300)), draw.integers(0, 400, (7, 400))
+        want = [fnir_at_fpir(o.mated_top[a], o.mated_hit[a], o.nonmated_top[b], (fpir,))[f"dir@fpir={fpir:g}"]
+                for a, b in zip(mated, nonmated, strict=True)]
+        np.testing.assert_allclose(reps, want)
+    # one search of each kind: every resample is the data itself
+    one = OpenSetScores(np.array([0.9]), np.array([True]), np.array([0.9]))
+    assert (dir_replicates([one], 0.01, 5) == 0).all()  # a mate scoring the non-mated top is not above the threshold
+    higher = OpenSetScores(np.array([0.9]), np.array([True]), np.array([0.5]))
+    assert (dir_replicates([higher], 0.01, 5) == 1).all()
+
+
+def test_open_set_ci_holds_the_estimate_and_widens_with_fewer_searches():
+    rng = np.random.default_rng(0)
+    o = _open_set(rng, 2000, 2000)
+    ci = open_set_ci(o, n_boot=300, seed=1)
+    for f in (0.01, 0.1):
+        lo, hi = ci[f"dir@fpir={f:g}_ci95"]
+        assert lo < o.rates()[f"dir@fpir={f:g}"] < hi
+    small = _open_set(np.random.default_rng(0), 200, 200)
+    lo, hi = ci["dir@fpir=0.1_ci95"]
+    slo, shi = open_set_ci(small, n_boot=300, seed=1)["dir@fpir=0.1_ci95"]
+    assert shi - slo > hi - lo
+    assert open_set_ci(o, n_boot=300, seed=1) == ci  # reproducible
+    assert open_set_ci(o, n_boot=0) == {} and open_set_ci(OpenSetScores(o.mated_top, o.mated_hit, np.zeros(0))) == {}
+
+
+def test_paired_dir():
+    rng = np.random.default_rng(1)
+    old = _open_set(rng, 500, 500, shift=1.0)
+    same = paired_dir(old, old, n_boot=200, seed=0)
+    assert same["dir@fpir=0.01_diff"] == 0 and same["dir@fpir=0.01_diff_ci95"] == [0, 0]
+    assert same["dir@fpir=0.01_p"] == same["dir@fpir=0.1_p"] == 1.0
+    better = OpenSetScores(old.mated_top + 1.0, old.mated_hit, old.nonmated_top)  # every mate scores higher
+    r = paired_dir(better, old, n_boot=200, seed=0)
+    for f in ("0.01", "0.1"):
+        lo, hi = r[f"dir@fpir={f}_diff_ci95"]
+        assert 0 < lo <= r[f"dir@fpir={f}_diff"] <= hi
+        assert r[f"dir@fpir={f}_p"] == pytest.approx(2 / 201)  # no resample on the far side of zero
+    worse = paired_dir(old, better, n_boot=200, seed=0)
+    assert worse["dir@fpir=0.1_diff"] == -r["dir@fpir=0.1_diff"] and worse["dir@fpir=0.1_p"] == r["dir@fpir=0.1_p"]
+    # a small, noisy difference is not significant
+    noisy = OpenSetScores(old.mated_top + rng.normal(0, 0.05, 500), old.mated_hit, old.nonmated_top)
+    assert paired_dir(noisy, old, n_boot=200, seed=0)["dir@fpir=0.1_p"] > 0.05
+    with pytest.raises(ValueError, match="same searches"):
+        paired_dir(OpenSetScores(old.mated_top[:10], old.mated_hit[:10], old.nonmated_top), old, n_boot=10)

@@ -87,3 +87,29 @@ def test_batch_table_compares_the_batch_setting_with_both_settings(summary, tmp_
     assert table[2] == ("| lfw | 1 | ~20 px | 48.00 | 56.00 | 58.00 | 61.00 | +13.00 (1e-09; 40 / 2) | "
                         "+3.00 (0.002; 9 / 4) | +3.00 (0.002; 9 / 4) | 65.00 → 70.00 (yes) |")
     assert table[3].startswith("| lfw | 1 | full | 52.00 | 56.00 | 58.00 | 61.00 | +9.00 (0.0001; 20 / 3) |")
+
+
+def test_open_set_table_pairs_the_saved_model_with_the_plain_baseline(summary, tmp_path):
+    """Runs whose metrics.json has the open-set statistics get one row per FPIR: at full resolution the plain
+    baseline is the run's own (``baseline``), at ~20 px ``baseline-plain``; older runs are left out."""
+    rows = []
+    for name, lowres, plain in (("low", 20, 0.48), ("full", None, None)):
+        folder = _run(tmp_path / name, lowres, 0.52, 0.56, plain=plain)
+        m = json.loads((folder / "metrics.json").read_text())
+        base = "baseline" if plain is None else "baseline-plain"
+        m["open_set"] = {n: {**{f"dir@fpir={f}": d + (0.2 if f == "0.1" else 0) for f in ("0.01", "0.1")},
+                             **{f"dir@fpir={f}_ci95": [d - 0.02, d + 0.02] for f in ("0.01", "0.1")}}
+                         for n, d in ((base, 0.10), ("lookalike-best", 0.20))}
+        vs = {f"dir@fpir={f}_{k}": v for f in ("0.01", "0.1") for k, v in
+              (("diff", 0.10), ("diff_ci95", [0.05, 0.15]), ("p", 0.002))}
+        m["paired_open_set"] = {"lookalike-best": {base: vs, "lookalike-global": vs}}
+        (folder / "metrics.json").write_text(json.dumps(m))
+        rows.append(summary.run_row(folder))
+    rows.append(summary.run_row(_run(tmp_path / "old", 20, 0.52, 0.56, plain=0.48)))  # no statistics: left out
+    assert rows[1]["open_set"]["0.01"]["paired"]["baseline-plain"]["diff"] == 0.10 and rows[2]["open_set"] is None
+    table = summary.markdown_open_set(rows).splitlines()
+    assert len(table) == 6
+    assert table[2] == ("| lfw | 1 | ~20 px | 1.00% | 10.00 [8.00, 12.00] | 20.00 [18.00, 22.00] | "
+                        "+10.00 [+5.00, +15.00] (0.002) | – | +10.00 [+5.00, +15.00] (0.002) |")
+    assert table[3].startswith("| lfw | 1 | ~20 px | 10.00% | 30.00 [8.00, 12.00] | 40.00 ")
+    assert table[4].startswith("| lfw | 1 | full | 1.00% | 10.00 ")

@@ -26,7 +26,16 @@ from lookalike.io import atomic_write, read_json, save_npz, write_json
 from lookalike.matchers import AUGMENTED, default_matcher
 from lookalike.matchers.align import FaceAligner
 from lookalike.matchers.cache import DEFAULT_CACHE, EmbeddingCache
-from lookalike.metrics import RankedLists, cmc_curve, evaluate, first_hits, fnir_at_fpir, mcnemar
+from lookalike.metrics import (
+    OpenSetScores,
+    RankedLists,
+    cmc_curve,
+    evaluate,
+    first_hits,
+    mcnemar,
+    open_set_ci,
+    paired_dir,
+)
 from lookalike.model import LookalikeModel
 from lookalike.outputs import prepare_output_folder
 from lookalike.report import plot_cmc, plot_examples, write_report
@@ -178,7 +187,7 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
     ranks: dict[str, list[np.ndarray]] = {}  # mate positions of methods that rank the whole gallery themselves
     methods["baseline"] = score_method("baseline", test, test.lists, None, cfg.n_boot, cfg.seed)
     base_hits = first_hits(test.positions()) < 1
-    open_set = {"baseline": open_set_metrics(test, test.lists, test.nonmated)}
+    open_set = {"baseline": open_set_scores(test, test.lists, test.nonmated)}
     rerank_stats: dict = {}
     if cfg.matcher in AUGMENTED:
         rerank_stats[PLAIN] = run_plain_baseline(cfg, protocol, cache, aligner, test, methods, rankings, ranks,
@@ -205,11 +214,10 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
                      "skipped_probes": test.notes["skipped_probes"], "skipped_gallery": test.notes["skipped_gallery"],
                      "dataset_notes": table.notes},
         "methods": methods,
-        "paired": {n: paired_rank1(test, rankings, n, others) for n, others in
-                   (("lookalike-best", PAIRED), (FIXED_MODEL, (PLAIN,)), (LOOKALIKE_TRANSDUCTIVE, (TRANSDUCTIVE,)),
-                    (BATCH, ("lookalike-best", TRANSDUCTIVE, PLAIN)), (f"{FIXED_MODEL}-batch", (FIXED_MODEL, PLAIN)))
-                   if n in rankings},
-        "open_set": open_set,
+        "paired": {n: paired_rank1(test, rankings, n, others) for n, others in PAIRINGS if n in rankings},
+        "open_set": open_set_summary(open_set, cfg.n_boot, cfg.seed, None if model is None else model.thresholds_),
+        "paired_open_set": {n: paired_open_set(open_set, n, others, cfg.n_boot, cfg.seed)
+                            for n, others in PAIRINGS if n in open_set},
         "timing": {**timing, "total_s": time.perf_counter() - t0},
         "embedding": features.embeddings.summary(),
         "rerank_stats": rerank_stats,
@@ -223,6 +231,9 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
 
 
 FIXED_MODEL = "lookalike-model"
+PAIRINGS = (("lookalike-best", PAIRED), (FIXED_MODEL, (PLAIN,)), (LOOKALIKE_TRANSDUCTIVE, (TRANSDUCTIVE,)),
+            (BATCH, ("lookalike-best", TRANSDUCTIVE, PLAIN)), (f"{FIXED_MODEL}-batch", (FIXED_MODEL, PLAIN)))
+"""Each method paired with those it is compared with on the same probes (``paired`` and ``paired_open_set``)."""
 
 
 def fixed_model(cfg: BenchmarkConfig) -> LookalikeModel:
@@ -267,7 +278,7 @@ def run_plain_baseline(cfg: BenchmarkConfig, protocol: Protocol, cache: Embeddin
         return {"skipped": f"the {plain} matcher kept other probe or gallery images than {cfg.matcher}"}
     rankings[PLAIN], ranks[PLAIN] = split.lists, split.base_ranks
     methods[PLAIN] = score_method(PLAIN, test, split.lists, base_hits, cfg.n_boot, cfg.seed, split.base_ranks)
-    open_set[PLAIN] = open_set_metrics(split, split.lists, split.nonmated)
+    open_set[PLAIN] = open_set_scores(split, split.lists, split.nonmated)
     return {"matcher": plain, "setting": f"the test split searched with {plain}: {cfg.matcher} without its "
                                          "test-time augmentation"}
 
@@ -283,23 +294,20 @@ def run_fixed_model(model: LookalikeModel, cfg: BenchmarkConfig, test: SearchSpl
     timing[f"{FIXED_MODEL}_s"] = time.perf_counter() - t
     rankings[FIXED_MODEL] = lists
     methods[FIXED_MODEL] = score_method(FIXED_MODEL, test, lists, base_hits, cfg.n_boot, cfg.seed)
-    open_set[FIXED_MODEL] = {**open_set_metrics(test, lists, nonmated),
-                             "calibrated": calibrated_open_set(test, lists, nonmated, model.thresholds_)}
+    open_set[FIXED_MODEL] = open_set_scores(test, lists, nonmated)
     return {FIXED_MODEL: {"file": str(cfg.model), **model.describe_short(), "training": model.training_,
                           "tuning": model.reranker_.stats},
             **run_batch(cfg, model, test, methods, rankings, open_set, base_hits, timing, nonmated, FIXED_MODEL)}
 
 
-def calibrated_open_set(test: SearchSplit, lists: RankedLists, nonmated: RankedLists | None,
-                        thresholds: dict[float, float]) -> dict[str, dict]:
+def calibrated_open_set(outcomes: OpenSetScores, thresholds: dict[float, float]) -> dict[str, dict]:
     """At each threshold a model calibrated (on its own validation people) for an FPIR: the FPIR and DIR it
     reaches on this test split (how well its calibration transfers)."""
-    hits = test.gallery.identities[lists.indices[:, 0]] == test.probes.identities
-    top = lists.scores[:, 0]
     out = {}
     for f, t in thresholds.items():
-        fpir = float(np.mean(nonmated.scores[:, 0] >= t)) if nonmated is not None and len(nonmated.scores) else None
-        out[f"{f:g}"] = {"threshold": t, "fpir": fpir, "dir": float(np.mean(hits & (top >= t)))}
+        fpir = float(np.mean(outcomes.nonmated_top >= t)) if len(outcomes.nonmated_top) else None
+        out[f"{f:g}"] = {"threshold": t, "fpir": fpir,
+                         "dir": float(np.mean(outcomes.mated_hit & (outcomes.mated_top >= t)))}
     return out
 
 
@@ -310,17 +318,36 @@ def check_rerank(identities: np.ndarray, roles: np.ndarray) -> None:
         raise ValueError(f"too few people for re-ranking: {problem}; use --no-rerank for the baseline only")
 
 
-def open_set_metrics(test: SearchSplit, lists: RankedLists, nonmated: RankedLists | None,
-                     top_scores: np.ndarray | None = None) -> dict:
-    """FNIR and DIR at FPIR 1% and 10% from a method's final scores: its re-ranked test lists (mated searches)
-    and its re-ranked non-mated searches (each distractor against the rest of the gallery). ``top_scores``: the
-    mated searches' decision scores when they are not the lists' first scores (batch re-ranking decides *whether*
-    by the per-photo score and *who* by its own order)."""
+def open_set_scores(test: SearchSplit, lists: RankedLists, nonmated: RankedLists | None,
+                    top_scores: np.ndarray | None = None) -> OpenSetScores:
+    """A method's open-set outcomes from its final scores: its re-ranked test lists (mated searches) and its
+    re-ranked non-mated searches (each distractor against the rest of the gallery; none without distractors).
+    ``top_scores``: the mated searches' decision scores when they are not the lists' first scores (batch
+    re-ranking decides *whether* by the per-photo score and *who* by its own order)."""
     hits = test.gallery.identities[lists.indices[:, 0]] == test.probes.identities
-    n_nonmated = 0 if nonmated is None else len(nonmated.scores)
     top = lists.scores[:, 0] if top_scores is None else top_scores
-    rates = fnir_at_fpir(top, hits, nonmated.scores[:, 0]) if n_nonmated else {}
-    return {**rates, "n_mated": len(test.probes), "n_nonmated": n_nonmated}
+    return OpenSetScores(np.asarray(top, np.float64), hits,
+                         np.zeros(0) if nonmated is None else np.asarray(nonmated.scores[:, 0], np.float64))
+
+
+def open_set_summary(outcomes: dict[str, OpenSetScores], n_boot: int, seed: int,
+                     thresholds: dict[float, float] | None = None) -> dict[str, dict]:
+    """Each method's FNIR and DIR at FPIR 1% and 10%, DIR's bootstrap 95% CI and the search counts; with a fixed
+    model's ``thresholds``, how they fare on this split (``calibrated``)."""
+    out = {n: {**o.rates(), **open_set_ci(o, n_boot=n_boot, seed=seed), "n_mated": len(o.mated_top),
+               "n_nonmated": len(o.nonmated_top)} for n, o in outcomes.items()}
+    if thresholds is not None and FIXED_MODEL in outcomes:
+        out[FIXED_MODEL]["calibrated"] = calibrated_open_set(outcomes[FIXED_MODEL], thresholds)
+    return out
+
+
+def paired_open_set(outcomes: dict[str, OpenSetScores], name: str, others: tuple[str, ...], n_boot: int,
+                    seed: int) -> dict[str, dict]:
+    """DIR of ``name`` against the run's baseline and each of ``others`` it was run with, on the same searches
+    (:func:`paired_dir`; rank-1 has the baseline's McNemar test in every method's row, the open set has it here);
+    nothing without non-mated searches."""
+    return {o: paired_dir(outcomes[name], outcomes[o], n_boot=n_boot, seed=seed) for o in ("baseline", *others)
+            if o in outcomes and o != name and len(outcomes[o].nonmated_top)}
 
 
 def top_lists(scores: np.ndarray, depth: int) -> RankedLists:
@@ -381,7 +408,7 @@ def run_full_ranking(name: str, search: Callable[[], FullSearch], cfg: Benchmark
     timing[f"{name}_s"] = time.perf_counter() - t
     rankings[name] = lists
     methods[name] = score_method(name, test, lists, base_hits, cfg.n_boot, cfg.seed, ranks[name])
-    open_set[name] = open_set_metrics(test, lists, nonmated)
+    open_set[name] = open_set_scores(test, lists, nonmated)
     return {"lists_changed": int((lists.indices != test.lists.indices).any(axis=1).sum())}
 
 
@@ -430,7 +457,7 @@ def run_batch(cfg: BenchmarkConfig, model: LookalikeModel, test: SearchSplit, me
     timing[f"{name}_s"] = time.perf_counter() - t
     rankings[name] = lists
     methods[name] = score_method(name, test, lists, base_hits, cfg.n_boot, cfg.seed)
-    open_set[name] = open_set_metrics(test, lists, nonmated, top_scores=alone.scores[:, 0])
+    open_set[name] = open_set_scores(test, lists, nonmated, top_scores=alone.scores[:, 0])
     return {name: {"setting": "batch: every test probe re-ranked together by the model (identify --batch)",
                    "batch": None if model.batch_ is None else model.batch_.setting_.to_dict(),
                    "reranked_together": together, "tuning": model.batch_tuning_, "lists_changed_vs_per_photo":
@@ -476,7 +503,7 @@ def run_rerankers(cfg: BenchmarkConfig, features: ProtocolFeatures, test: Search
         methods[name] = score_method(name, test, lists, base_hits, cfg.n_boot, cfg.seed)
         nonmated = None if test.nonmated is None else rerank_faces(method, test.gallery.take(test.is_distractor),
                                                                    test.gallery, test.nonmated)
-        open_set[name] = open_set_metrics(test, lists, nonmated)
+        open_set[name] = open_set_scores(test, lists, nonmated)
         stats[name] = method.reranker_.stats if isinstance(method, LookalikeModel) else method.stats
         if isinstance(method, LookalikeModel):
             stats |= run_batch(cfg, method, test, methods, rankings, open_set, base_hits, timing, nonmated)

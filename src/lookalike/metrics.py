@@ -1,4 +1,5 @@
-"""Closed-set identification metrics as TinyFace's official script defines them, with statistics.
+"""Identification metrics with their statistics: closed set as TinyFace's official script defines them, open set
+(FNIR / DIR at FPIR) as NIST's FRVT does.
 
 A probe hits at rank k if any mated gallery image is among its top k; distractors never match. Average
 precision follows the official ``compute_AP`` (trapezoidal precision between consecutive hits).
@@ -142,4 +143,72 @@ def fnir_at_fpir(mated_top: np.ndarray, mated_hit: np.ndarray, nonmated_top: np.
         out[f"fnir@fpir={f:g}"] = fnir
         out[f"dir@fpir={f:g}"] = 1 - fnir
         out[f"threshold@fpir={f:g}"] = t
+    return out
+
+
+@dataclass(frozen=True)
+class OpenSetScores:
+    """One method's open-set outcomes on a test split, what FNIR at FPIR is computed from: each mated search's
+    decision score and whether its rank-1 candidate is the mate, and each non-mated search's top score."""
+
+    mated_top: np.ndarray
+    mated_hit: np.ndarray
+    nonmated_top: np.ndarray
+
+    def rates(self, fpirs: tuple[float, ...] = (0.01, 0.1)) -> dict[str, float]:
+        """:func:`fnir_at_fpir` of these searches."""
+        return fnir_at_fpir(self.mated_top, self.mated_hit, self.nonmated_top, fpirs)
+
+
+def dir_replicates(outcomes: list[OpenSetScores], fpir: float, n_boot: int, seed: int = 0,
+                   chunk: int = 100) -> np.ndarray:
+    """(n_boot, methods): DIR at ``fpir`` of each method on bootstrap resamples of its searches. The mated and the
+    non-mated searches are resampled independently, each resample sets its own threshold (so the interval holds
+    the threshold's uncertainty too), and every method gets the same resamples (so differences are paired: the
+    methods must hold the same searches in the same order)."""
+    first = outcomes[0]
+    m, n = len(first.mated_top), len(first.nonmated_top)
+    if any(len(o.mated_top) != m or len(o.nonmated_top) != n for o in outcomes):
+        raise ValueError("paired open-set outcomes must hold the same searches")
+    rng = np.random.default_rng(seed)
+    allowed = int(np.floor(fpir * n))
+    out = np.empty((n_boot, len(outcomes)))
+    for b0 in range(0, n_boot, chunk):
+        b = min(chunk, n_boot - b0)
+        mated, nonmated = rng.integers(0, m, (b, m)), rng.integers(0, n, (b, n))
+        for j, o in enumerate(outcomes):
+            # the (allowed + 1)-th highest non-mated top score of each resample, as threshold_at_fpir takes it
+            kth = -np.partition(-np.asarray(o.nonmated_top, np.float64)[nonmated], allowed, axis=1)[:, allowed]
+            t = np.nextafter(kth, np.inf)
+            hit = np.asarray(o.mated_hit, bool)[mated] & (np.asarray(o.mated_top, np.float64)[mated] >= t[:, None])
+            out[b0:b0 + b, j] = hit.mean(1)
+    return out
+
+
+def open_set_ci(outcomes: OpenSetScores, fpirs: tuple[float, ...] = (0.01, 0.1), n_boot: int = 1000,
+                seed: int = 0, level: float = 0.95) -> dict[str, list[float]]:
+    """Percentile bootstrap interval of DIR at each FPIR (:func:`dir_replicates`; FNIR's is one minus it)."""
+    if n_boot <= 0 or len(outcomes.mated_top) == 0 or len(outcomes.nonmated_top) == 0:
+        return {}
+    q = [(1 - level) / 2, (1 + level) / 2]
+    return {f"dir@fpir={f:g}_ci95": [float(x) for x in np.quantile(dir_replicates([outcomes], f, n_boot, seed), q)]
+            for f in fpirs}
+
+
+def paired_dir(new: OpenSetScores, old: OpenSetScores, fpirs: tuple[float, ...] = (0.01, 0.1), n_boot: int = 1000,
+               seed: int = 0, level: float = 0.95) -> dict[str, float | list[float]]:
+    """DIR of ``new`` minus ``old`` at each FPIR on the same searches, each thresholding its own scores: the
+    difference, its paired bootstrap interval and a two-sided bootstrap p-value (twice the share of resampled
+    differences on the far side of zero, counted with the observed one: never below 2 / (n_boot + 1))."""
+    if n_boot <= 0 or len(new.mated_top) == 0 or len(new.nonmated_top) == 0:
+        return {}
+    out: dict[str, float | list[float]] = {}
+    for f in fpirs:
+        key = f"dir@fpir={f:g}"
+        reps = dir_replicates([new, old], f, n_boot, seed)
+        delta = reps[:, 0] - reps[:, 1]
+        far = min(int((delta <= 0).sum()), int((delta >= 0).sum()))
+        out[f"{key}_diff"] = new.rates((f,))[key] - old.rates((f,))[key]
+        out[f"{key}_diff_ci95"] = [float(x) for x in np.quantile(delta, [(1 - level) / 2, (1 + level) / 2])]
+        out[f"{key}_p"] = min(1.0, 2 * (far + 1) / (n_boot + 1))
     return out

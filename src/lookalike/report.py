@@ -37,20 +37,36 @@ def rows_table(rows: list[dict], seconds_key: str) -> str:
     return method_table({r["method"]: r for r in rows}) + f"\nseconds: {times}"
 
 
-def open_set_section(open_set: dict[str, dict]) -> list[str]:
-    """Markdown lines: every method's FNIR and DIR at FPIR 1% and 10%, from its own final scores."""
+def _ci(o: dict, key: str) -> str:
+    lo, hi = o.get(f"{key}_ci95", [None, None])
+    return f"{_pct(lo)}–{_pct(hi)}"
+
+
+def open_set_section(open_set: dict[str, dict], paired: dict[str, dict[str, dict]] | None = None) -> list[str]:
+    """Markdown lines: every method's FNIR and DIR at FPIR 1% and 10%, from its own final scores, with DIR's
+    bootstrap CI; then DIR paired against other methods on the same searches (``paired``)."""
     measured = {k: o for k, o in open_set.items() if any(x.startswith("fnir") for x in o)}
     if not measured:
         return ["Open set: not measured (no distractors to search with).", ""]
     any_o = next(iter(measured.values()))
     lines = ["## Open-set identification (rank 1, %)", "",
-             "| method | FNIR @ FPIR 1% | DIR @ FPIR 1% | FNIR @ FPIR 10% | DIR @ FPIR 10% |", "|---|---|---|---|---|"]
+             "| method | FNIR @ FPIR 1% | DIR @ FPIR 1% | 95% CI | FNIR @ FPIR 10% | DIR @ FPIR 10% | 95% CI |",
+             "|---|---|---|---|---|---|---|"]
     for name, o in measured.items():
         lines.append(f"| {name} | {_pct(o.get('fnir@fpir=0.01'))} | {_pct(o.get('dir@fpir=0.01'))} | "
-                     f"{_pct(o.get('fnir@fpir=0.1'))} | {_pct(o.get('dir@fpir=0.1'))} |")
-    return lines + ["", f"{any_o['n_mated']} mated searches; {any_o['n_nonmated']} non-mated searches (each "
-                        "distractor against the rest of the gallery), each method thresholding its own final score.",
-                    ""]
+                     f"{_ci(o, 'dir@fpir=0.01')} | {_pct(o.get('fnir@fpir=0.1'))} | {_pct(o.get('dir@fpir=0.1'))} | "
+                     f"{_ci(o, 'dir@fpir=0.1')} |")
+    lines += ["", f"{any_o['n_mated']} mated searches; {any_o['n_nonmated']} non-mated searches (each distractor "
+                  "against the rest of the gallery), each method thresholding its own final score. CI: bootstrap "
+                  "over the mated and the non-mated searches, each resample setting its own threshold.", ""]
+    rows = [f"- `{name}` vs `{other}`: DIR @ FPIR 1% {100 * r['dir@fpir=0.01_diff']:+.2f} points "
+            f"[{_ci(r, 'dir@fpir=0.01_diff')}], p {r['dir@fpir=0.01_p']:.2g}; @ FPIR 10% "
+            f"{100 * r['dir@fpir=0.1_diff']:+.2f} [{_ci(r, 'dir@fpir=0.1_diff')}], p {r['dir@fpir=0.1_p']:.2g}"
+            for name, others in (paired or {}).items() for other, r in others.items() if r]
+    if rows:
+        lines += ["Paired open set, same searches (difference in DIR, paired bootstrap 95% CI and two-sided "
+                  "bootstrap p, whose smallest value is 2 / (resamples + 1)):", "", *rows, ""]
+    return lines
 
 
 def batch_sentence(metrics: dict) -> list[str]:
@@ -202,7 +218,7 @@ def write_report(path: str | Path, metrics: dict, images: list[tuple[str, str]])
     lines += disambiguator_sentence(metrics)
     lines += paired_section(metrics.get("paired", {}))
     lines += fixed_model_section(metrics)
-    lines += open_set_section(metrics.get("open_set", {}))
+    lines += open_set_section(metrics.get("open_set", {}), metrics.get("paired_open_set"))
     for title, img in images:
         lines += [f"## {title}", "", f"![{title}]({img})", ""]
     e = metrics.get("embedding", {})
