@@ -194,6 +194,8 @@ def test_evaluate_cmc_on_hand_made_positions():
     assert m["mAP"] == pytest.approx(np.mean([average_precision(p) for p in positions]))
     lo, hi = m["rank1_ci95"]
     assert 0 <= lo <= m["rank1"] <= hi <= 1
+    lo, hi = m["mAP_ci95"]
+    assert 0 <= lo < m["mAP"] < hi <= 1
     curve = cmc_curve(positions, max_rank=20)
     assert len(curve) == 20 and (np.diff(curve) >= 0).all()
     assert curve[0] == m["rank1"] and curve[9] == m["rank10"] and curve[19] == m["rank20"]
@@ -201,7 +203,7 @@ def test_evaluate_cmc_on_hand_made_positions():
 
 def test_evaluate_defaults_and_empty():
     m = evaluate([np.array([0]), np.array([4])], n_boot=10)
-    assert {"rank1", "rank5", "rank10", "rank20", "rank50", "mAP", "rank1_ci95"} <= set(m)
+    assert {"rank1", "rank5", "rank10", "rank20", "rank50", "mAP", "rank1_ci95", "mAP_ci95"} <= set(m)
     assert m["rank1"] == 0.5 and m["rank5"] == 1.0
     e = evaluate([], n_boot=10)
     assert np.isnan(e["rank1"]) and np.isnan(e["mAP"])

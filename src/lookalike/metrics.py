@@ -84,11 +84,13 @@ def bootstrap_ci(values: np.ndarray, n_boot: int = 1000, seed: int = 0, level: f
 
 def evaluate(positions: list[np.ndarray], ranks: tuple[int, ...] = RANKS, n_boot: int = 1000,
              seed: int = 0) -> dict:
-    """rank-k hit rates (fractions), mAP, and a bootstrap 95% CI on rank-1 over probes with mates."""
+    """rank-k hit rates (fractions), mAP, and bootstrap 95% CIs on rank-1 and mAP over probes with mates."""
     first = first_hits(positions)
     out = {f"rank{k}": float(np.mean(first < k)) if len(first) else float("nan") for k in ranks}
-    out["mAP"] = float(np.mean([average_precision(p) for p in positions])) if positions else float("nan")
+    aps = [average_precision(p) for p in positions]
+    out["mAP"] = float(np.mean(aps)) if positions else float("nan")
     out["rank1_ci95"] = bootstrap_ci(first < 1, n_boot, seed)
+    out["mAP_ci95"] = bootstrap_ci(np.asarray(aps), n_boot, seed)
     return out
 
 

@@ -15,17 +15,21 @@ def _pct(x: float) -> str:
     return "–" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{100 * x:.2f}"
 
 
+def _ci(o: dict, key: str) -> str:
+    lo, hi = o.get(f"{key}_ci95", [None, None])
+    return f"{_pct(lo)}–{_pct(hi)}"
+
+
 def method_table(methods: dict[str, dict]) -> str:
     """Markdown table of every method's metrics (percentages), with CI and paired statistics."""
-    head = ("| method | rank-1 | 95% CI | rank-5 | rank-10 | rank-20 | rank-50 | mAP | McNemar p | fixed | broken | "
-            "headroom fixed |")
-    lines = [head, "|" + "---|" * 12]
+    head = ("| method | rank-1 | 95% CI | rank-5 | rank-10 | rank-20 | rank-50 | mAP | 95% CI | McNemar p | fixed | "
+            "broken | headroom fixed |")
+    lines = [head, "|" + "---|" * 13]
     for name, m in methods.items():
-        lo, hi = m.get("rank1_ci95", [float("nan")] * 2)
         p = m.get("mcnemar_p")
         lines.append(
-            f"| {name} | {_pct(m['rank1'])} | {_pct(lo)}–{_pct(hi)} | {_pct(m['rank5'])} | {_pct(m['rank10'])} | "
-            f"{_pct(m['rank20'])} | {_pct(m.get('rank50'))} | {_pct(m['mAP'])} | "
+            f"| {name} | {_pct(m['rank1'])} | {_ci(m, 'rank1')} | {_pct(m['rank5'])} | {_pct(m['rank10'])} | "
+            f"{_pct(m['rank20'])} | {_pct(m.get('rank50'))} | {_pct(m['mAP'])} | {_ci(m, 'mAP')} | "
             f"{'–' if p is None else f'{p:.2g}'} | {m.get('fixed', '–')} | {m.get('broken', '–')} | "
             + (f"{m['headroom_fixed']} of {m['headroom']} |" if "headroom" in m else "– |"))
     return "\n".join(lines)
@@ -35,11 +39,6 @@ def rows_table(rows: list[dict], seconds_key: str) -> str:
     """:func:`method_table` of rows that each carry a ``method`` name, then each row's seconds."""
     times = ", ".join(f"{r['method']} {r[seconds_key]:.1f}" for r in rows)
     return method_table({r["method"]: r for r in rows}) + f"\nseconds: {times}"
-
-
-def _ci(o: dict, key: str) -> str:
-    lo, hi = o.get(f"{key}_ci95", [None, None])
-    return f"{_pct(lo)}–{_pct(hi)}"
 
 
 def open_set_section(open_set: dict[str, dict], paired: dict[str, dict[str, dict]] | None = None) -> list[str]:
