@@ -73,7 +73,8 @@ def open_set_row(m: dict, plain: str) -> dict | None:
     return {f: {"plain": o[plain][f"dir@fpir={f}"], "plain_ci": o[plain][f"dir@fpir={f}_ci95"],
                 "best": o[BEST][f"dir@fpir={f}"], "best_ci": o[BEST][f"dir@fpir={f}_ci95"],
                 "paired": {k: {"diff": paired[k][f"dir@fpir={f}_diff"], "ci": paired[k][f"dir@fpir={f}_diff_ci95"],
-                               "p": paired[k][f"dir@fpir={f}_p"]} for k in OPEN_AGAINST if k in paired}}
+                               "p": paired[k][f"dir@fpir={f}_p"], "p_floor": 2 / (m["config"]["n_boot"] + 1)}
+                           for k in OPEN_AGAINST if k in paired}}
             for f in FPIRS}
 
 
@@ -120,6 +121,12 @@ def markdown_batch(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def open_cell(p: dict) -> str:
+    """A paired open-set test: the difference [95% CI] (p; "≤ p" where no resample fell on the far side of zero)."""
+    bound = "≤ " if p["p"] <= p["p_floor"] + 1e-12 else ""
+    return f"{100 * p['diff']:+.2f} [{100 * p['ci'][0]:+.2f}, {100 * p['ci'][1]:+.2f}] ({bound}{p['p']:.2g})"
+
+
 def markdown_open_set(rows: list[dict]) -> str:
     """Open set of the runs that have its statistics: DIR at each FPIR of the plain baseline and the saved model
     (bootstrap 95% CI), and the saved model minus each method of :data:`OPEN_AGAINST` (paired bootstrap CI, p)."""
@@ -128,9 +135,7 @@ def markdown_open_set(rows: list[dict]) -> str:
     lines = [head, "|" + "---|" * (6 + len(OPEN_AGAINST))]
     for r in rows:
         for f, o in (r["open_set"] or {}).items():
-            cells = ["–" if k not in o["paired"] else
-                     f"{100 * o['paired'][k]['diff']:+.2f} [{100 * o['paired'][k]['ci'][0]:+.2f}, "
-                     f"{100 * o['paired'][k]['ci'][1]:+.2f}] ({o['paired'][k]['p']:.2g})" for k in OPEN_AGAINST]
+            cells = ["–" if k not in o["paired"] else open_cell(o["paired"][k]) for k in OPEN_AGAINST]
             lines.append(f"| {r['data']} | {r['seed']} | {face(r)} | {pct(float(f))}% | {pct(o['plain'])} "
                          f"[{pct(o['plain_ci'][0])}, {pct(o['plain_ci'][1])}] | {pct(o['best'])} "
                          f"[{pct(o['best_ci'][0])}, {pct(o['best_ci'][1])}] | " + " | ".join(cells) + " |")

@@ -60,7 +60,9 @@ def test_saved_model_reproduces_the_benchmark_exactly(orl_dir, cache_path, tmp_p
     for other, r in paired.items():
         want = m["open_set"]["lookalike-best"]["dir@fpir=0.01"] - m["open_set"][other]["dir@fpir=0.01"]
         assert r["dir@fpir=0.01_diff"] == pytest.approx(want) and 0 < r["dir@fpir=0.01_p"] <= 1
-    assert "Paired open set, same searches" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "Paired open set, same searches" in report and "![Open set: FNIR against FPIR](fnir_fpir.png)" in report
+    assert (out / "fnir_fpir.png").stat().st_size > 0
 
 
 @pytest.fixture(scope="module")

@@ -277,6 +277,14 @@ def test_dir_replicates_are_the_point_estimate_on_each_resample():
     assert (dir_replicates([higher], 0.01, 5) == 1).all()
 
 
+def test_fnir_curve_agrees_with_the_rates():
+    o = _open_set(np.random.default_rng(2))
+    curve = o.fnir_curve(np.array([1 / 400, 0.01, 0.1, 1.0]))
+    rates = o.rates()
+    assert curve[1] == pytest.approx(rates["fnir@fpir=0.01"]) and curve[2] == pytest.approx(rates["fnir@fpir=0.1"])
+    assert (np.diff(curve) <= 0).all() and curve[-1] == pytest.approx(1 - o.mated_hit.mean())  # FPIR 100%: no threshold
+
+
 def test_open_set_ci_holds_the_estimate_and_widens_with_fewer_searches():
     rng = np.random.default_rng(0)
     o = _open_set(rng, 2000, 2000)

@@ -101,7 +101,8 @@ def test_open_set_table_pairs_the_saved_model_with_the_plain_baseline(summary, t
                              **{f"dir@fpir={f}_ci95": [d - 0.02, d + 0.02] for f in ("0.01", "0.1")}}
                          for n, d in ((base, 0.10), ("lookalike-best", 0.20))}
         vs = {f"dir@fpir={f}_{k}": v for f in ("0.01", "0.1") for k, v in
-              (("diff", 0.10), ("diff_ci95", [0.05, 0.15]), ("p", 0.002))}
+              (("diff", 0.10), ("diff_ci95", [0.05, 0.15]), ("p", 2 / 1001))}
+        m["config"]["n_boot"] = 1000
         m["paired_open_set"] = {"lookalike-best": {base: vs, "lookalike-global": vs}}
         (folder / "metrics.json").write_text(json.dumps(m))
         rows.append(summary.run_row(folder))
@@ -110,6 +111,6 @@ def test_open_set_table_pairs_the_saved_model_with_the_plain_baseline(summary, t
     table = summary.markdown_open_set(rows).splitlines()
     assert len(table) == 6
     assert table[2] == ("| lfw | 1 | ~20 px | 1.00% | 10.00 [8.00, 12.00] | 20.00 [18.00, 22.00] | "
-                        "+10.00 [+5.00, +15.00] (0.002) | – | +10.00 [+5.00, +15.00] (0.002) |")
+                        "+10.00 [+5.00, +15.00] (≤ 0.002) | – | +10.00 [+5.00, +15.00] (≤ 0.002) |")
     assert table[3].startswith("| lfw | 1 | ~20 px | 10.00% | 30.00 [8.00, 12.00] | 40.00 ")
     assert table[4].startswith("| lfw | 1 | full | 1.00% | 10.00 ")

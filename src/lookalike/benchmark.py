@@ -38,7 +38,7 @@ from lookalike.metrics import (
 )
 from lookalike.model import LookalikeModel
 from lookalike.outputs import prepare_output_folder
-from lookalike.report import plot_cmc, plot_examples, write_report
+from lookalike.report import plot_cmc, plot_examples, plot_fnir_fpir, write_report
 from lookalike.rerank.lookalike import repr_params, rerank_faces
 from lookalike.rerank.transductive import PAPER_SETTINGS, kreciprocal_transductive
 from lookalike.rerank.tuning import LabelledLists
@@ -225,7 +225,7 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
         "config": asdict(cfg),
         "versions": versions(),
     }
-    write_outputs(out, metrics, test, rankings, features, cache, aligner, ranks)
+    write_outputs(out, metrics, test, rankings, features, cache, aligner, ranks, open_set)
     cache.close()
     return metrics
 
@@ -555,9 +555,11 @@ def write_set_aside(path: Path, features: ProtocolFeatures) -> int:
 
 def write_outputs(out: Path, metrics: dict, test: SearchSplit, rankings: dict[str, RankedLists],
                   features: ProtocolFeatures, cache: EmbeddingCache, aligner: FaceAligner,
-                  ranks: dict[str, list[np.ndarray]] | None = None) -> None:
-    """metrics.json, rankings.npz, ranked_baseline.csv, cmc.png, examples and report.md (``ranks``: mate
-    positions of methods that rank the whole gallery themselves)."""
+                  ranks: dict[str, list[np.ndarray]] | None = None,
+                  open_set: dict[str, OpenSetScores] | None = None) -> None:
+    """metrics.json, rankings.npz, ranked_baseline.csv, cmc.png, fnir_fpir.png, examples and report.md (``ranks``:
+    mate positions of methods that rank the whole gallery themselves; ``open_set``: each method's open-set
+    outcomes)."""
     write_json(out / "metrics.json", metrics)
     arrays = {"probe_paths": test.probes.paths.astype(str), "probe_ids": test.probes.identities.astype(str),
               "gallery_paths": test.gallery.paths.astype(str), "gallery_ids": test.gallery.identities.astype(str)}
@@ -579,6 +581,10 @@ def write_outputs(out: Path, metrics: dict, test: SearchSplit, rankings: dict[st
     title = f"CMC — {metrics['protocol']['name']}"
     plot_cmc(curves, out / "cmc.png", title)
     images = [("CMC", "cmc.png")]
+    measured = {n: o for n, o in (open_set or {}).items() if len(o.nonmated_top) and len(o.mated_top)}
+    if measured:
+        plot_fnir_fpir(measured, out / "fnir_fpir.png", f"FNIR against FPIR — {metrics['protocol']['name']}")
+        images.append(("Open set: FNIR against FPIR", "fnir_fpir.png"))
     mining = out / "mining"
     for png, caption in (("score_distributions.png", "Score distributions (train)"),
                          ("lookalike_montage.png", "Strongest lookalike pairs (train)")):

@@ -107,7 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("benchmark", help="run the closed-set identification protocol and write a report",
                        formatter_class=fmt,
                        description="Split people into train/test halves (seeded), enrol one image per test person,\n"
-                                   "search, re-rank, and write metrics.json, report.md, cmc.png and ranked lists.\n"
+                                   "search, re-rank, and write metrics.json, report.md, cmc.png, fnir_fpir.png and\n"
+                                   "ranked lists.\n"
                                    "--data OUT/protocol/protocol.csv reruns a saved protocol exactly: its seed,\n"
                                    "fractions and resolution come from protocol.json beside it.")
     _common(b)

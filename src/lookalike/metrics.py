@@ -161,6 +161,15 @@ class OpenSetScores:
         """:func:`fnir_at_fpir` of these searches."""
         return fnir_at_fpir(self.mated_top, self.mated_hit, self.nonmated_top, fpirs)
 
+    def fnir_curve(self, fpirs: np.ndarray) -> np.ndarray:
+        """FNIR at each of ``fpirs`` (thresholds as :func:`threshold_at_fpir` sets them), for an FNIR-FPIR plot."""
+        nonmated = np.sort(np.asarray(self.nonmated_top, np.float64))[::-1]
+        allowed = np.floor(np.asarray(fpirs) * len(nonmated)).astype(int)
+        t = np.where(allowed < len(nonmated), np.nextafter(nonmated[np.minimum(allowed, len(nonmated) - 1)], np.inf),
+                     -np.inf)
+        hit = np.asarray(self.mated_hit, bool)[None] & (np.asarray(self.mated_top)[None] >= t[:, None])
+        return 1 - hit.mean(1)
+
 
 def dir_replicates(outcomes: list[OpenSetScores], fpir: float, n_boot: int, seed: int = 0,
                    chunk: int = 100) -> np.ndarray:

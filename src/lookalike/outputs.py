@@ -11,9 +11,9 @@ from pathlib import Path
 from lookalike.data.folders import OUTPUT_MARKER
 
 # What `lookalike benchmark` writes into its --out folder (files and folders); nothing else there is touched.
-BENCHMARK_OUTPUTS = ("metrics.json", "report.md", "cmc.png", "examples.png", "rankings.npz", "ranked_baseline.csv",
-                     "images.csv", "skipped.csv", "duplicates.csv", "set_aside.csv", "disambiguator.npz", "model.lkm",
-                     "mining", "protocol")
+BENCHMARK_OUTPUTS = ("metrics.json", "report.md", "cmc.png", "fnir_fpir.png", "examples.png", "rankings.npz",
+                     "ranked_baseline.csv", "images.csv", "skipped.csv", "duplicates.csv", "set_aside.csv",
+                     "disambiguator.npz", "model.lkm", "mining", "protocol")
 
 
 def _check_writable(folder: Path, what: str) -> None:

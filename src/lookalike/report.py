@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from lookalike.io import atomic_write
+from lookalike.metrics import OpenSetScores
 
 RANK_KEYS = ("rank1", "rank5", "rank10", "rank20", "rank50", "mAP")
 
@@ -41,9 +42,11 @@ def rows_table(rows: list[dict], seconds_key: str) -> str:
     return method_table({r["method"]: r for r in rows}) + f"\nseconds: {times}"
 
 
-def open_set_section(open_set: dict[str, dict], paired: dict[str, dict[str, dict]] | None = None) -> list[str]:
+def open_set_section(open_set: dict[str, dict], paired: dict[str, dict[str, dict]] | None = None,
+                     n_boot: int | None = None) -> list[str]:
     """Markdown lines: every method's FNIR and DIR at FPIR 1% and 10%, from its own final scores, with DIR's
-    bootstrap CI; then DIR paired against other methods on the same searches (``paired``)."""
+    bootstrap CI; then DIR paired against other methods on the same searches (``paired``; a p at its floor for
+    ``n_boot`` resamples is shown as an upper bound)."""
     measured = {k: o for k, o in open_set.items() if any(x.startswith("fnir") for x in o)}
     if not measured:
         return ["Open set: not measured (no distractors to search with).", ""]
@@ -58,13 +61,18 @@ def open_set_section(open_set: dict[str, dict], paired: dict[str, dict[str, dict
     lines += ["", f"{any_o['n_mated']} mated searches; {any_o['n_nonmated']} non-mated searches (each distractor "
                   "against the rest of the gallery), each method thresholding its own final score. CI: bootstrap "
                   "over the mated and the non-mated searches, each resample setting its own threshold.", ""]
-    rows = [f"- `{name}` vs `{other}`: DIR @ FPIR 1% {100 * r['dir@fpir=0.01_diff']:+.2f} points "
-            f"[{_ci(r, 'dir@fpir=0.01_diff')}], p {r['dir@fpir=0.01_p']:.2g}; @ FPIR 10% "
-            f"{100 * r['dir@fpir=0.1_diff']:+.2f} [{_ci(r, 'dir@fpir=0.1_diff')}], p {r['dir@fpir=0.1_p']:.2g}"
+    def diff(r: dict, key: str) -> str:
+        lo, hi = r[f"{key}_diff_ci95"]
+        p = r[f"{key}_p"]
+        floor = n_boot is not None and p <= 2 / (n_boot + 1) + 1e-12  # no resample on the far side of zero
+        return (f"{100 * r[f'{key}_diff']:+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}], p {'≤ ' if floor else ''}"
+                f"{p:.2g}")
+
+    rows = [f"- `{name}` vs `{other}`: DIR @ FPIR 1% {diff(r, 'dir@fpir=0.01')}; @ FPIR 10% {diff(r, 'dir@fpir=0.1')}"
             for name, others in (paired or {}).items() for other, r in others.items() if r]
     if rows:
-        lines += ["Paired open set, same searches (difference in DIR, paired bootstrap 95% CI and two-sided "
-                  "bootstrap p, whose smallest value is 2 / (resamples + 1)):", "", *rows, ""]
+        lines += ["Paired open set, same searches (difference in DIR points, paired bootstrap 95% CI, two-sided "
+                  "bootstrap p):", "", *rows, ""]
     return lines
 
 
@@ -148,6 +156,28 @@ def plot_cmc(curves: dict[str, np.ndarray], path: str | Path, title: str = "CMC"
         fig.savefig(f, format="png", dpi=120)
 
 
+def plot_fnir_fpir(outcomes: dict[str, OpenSetScores], path: str | Path, title: str = "FNIR against FPIR") -> None:
+    """Every method's FNIR against FPIR (rank 1, each method thresholding its own scores), FPIR from one non-mated
+    search to all of them, on a log scale."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
+    for name, o in outcomes.items():
+        fpirs = np.geomspace(1 / len(o.nonmated_top), 1, 60)
+        ax.plot(100 * fpirs, 100 * o.fnir_curve(fpirs), label=name, lw=2 if name == "baseline" else 1.2,
+                color="black" if name == "baseline" else None)
+    ax.set_xscale("log")
+    ax.set_xlabel("FPIR (%): non-mated searches whose top score reaches the threshold")
+    ax.set_ylabel("FNIR (%): mated searches missed at rank 1")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=120)
+
+
 def plot_examples(rows: list[tuple[str, int]], probe_chips: np.ndarray, gallery_chips: dict[int, np.ndarray],
                   before: np.ndarray, after: np.ndarray, mates: list[set[int]], path: str | Path,
                   n_show: int = 5) -> None:
@@ -217,7 +247,8 @@ def write_report(path: str | Path, metrics: dict, images: list[tuple[str, str]])
     lines += disambiguator_sentence(metrics)
     lines += paired_section(metrics.get("paired", {}))
     lines += fixed_model_section(metrics)
-    lines += open_set_section(metrics.get("open_set", {}), metrics.get("paired_open_set"))
+    lines += open_set_section(metrics.get("open_set", {}), metrics.get("paired_open_set"),
+                              metrics.get("config", {}).get("n_boot"))
     for title, img in images:
         lines += [f"## {title}", "", f"![{title}]({img})", ""]
     e = metrics.get("embedding", {})
