@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -114,6 +115,26 @@ def pg_base() -> str:
         except psycopg.OperationalError as e:
             errors.append(f"{url}: {str(e).strip().splitlines()[0] if str(e).strip() else e}")
     pytest.skip("no PostgreSQL server: " + "; ".join(errors))
+
+
+@pytest.fixture
+def pg_url():
+    """A fresh PostgreSQL schema for one test (dropped afterwards): ``...?schema=lookalike_test_<random>``."""
+    import psycopg
+
+    base = pg_base()
+    schema = f"lookalike_test_{uuid.uuid4().hex[:12]}"
+    yield f"{base}?schema={schema}"
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db(request, tmp_path: Path) -> str:
+    """A gallery location for each backend."""
+    if request.param == "sqlite":
+        return str(tmp_path / "g.sqlite")
+    return request.getfixturevalue("pg_url")
 
 
 @pytest.fixture(scope="session")

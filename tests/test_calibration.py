@@ -11,7 +11,6 @@ from conftest import FAST_MATCHER
 
 from lookalike import calibration
 from lookalike.gallery import Gallery
-from lookalike.gallery.vectors import vector_dir
 from lookalike.identify import Identifier
 
 DIM = 16
@@ -67,13 +66,15 @@ def test_the_sample_is_drawn_again_after_a_removal_or_when_the_gallery_doubled(t
         assert calibration.extended(s, g) is None and len(calibration.current(s, g).positions) == 4
 
 
-def test_the_sample_is_kept_for_the_next_process(tmp_path: Path, small_sample, monkeypatch) -> None:
+def test_the_sample_is_kept_for_the_next_process(db: str, small_sample, monkeypatch) -> None:
+    """In the gallery's database (SQLite, or PostgreSQL with no vector files), so every later process reads it."""
     rng = np.random.default_rng(3)
-    db = tmp_path / "g.sqlite"
     with Gallery.create(db, matcher=FAST_MATCHER) as g:
         _add(g, [f"p{i % 30}" for i in range(100)], rng)
         cal = Identifier(g).calibration()
         assert cal["n_nonmated"] == 20 and set(cal["thresholds"]) == set(calibration.FPIRS)
+        gen = g.store.generation()
+        assert g.store.get_derived("calibration") is not None and g.generation_ == gen  # saved, not a change
     draws = []
     real = calibration.draw
     monkeypatch.setattr(calibration, "draw", lambda g: draws.append(1) or real(g))
@@ -82,13 +83,36 @@ def test_the_sample_is_kept_for_the_next_process(tmp_path: Path, small_sample, m
         _add(g, ["p1", "new"], rng)
         after = Identifier(g).calibration()
         assert not draws and after["n_nonmated"] == 20  # extended from the saved sample
-    path = vector_dir(db) / "derived-calibration.json"
-    saved = path.read_text()
+        saved = g.store.get_derived("calibration")
     for damage in ("[1, 2", '{"key": {}, "value": {}}', saved.replace('"positions": [', '"positions": [9999, ')):
-        path.write_text(damage)
         with Gallery.open(db) as g:  # unreadable, or not a sample: drawn again
+            g.store.put_derived("calibration", damage)
             assert Identifier(g).calibration() == {**calibration.summary(real(g)), "model": None}
     assert len(draws) == 3
+
+
+def test_a_gallery_that_cannot_be_written_still_identifies(tmp_path: Path, small_sample, monkeypatch) -> None:
+    """Saving a calibration is a convenience: where the database refuses the write, identify goes on (and the
+    next process computes it again)."""
+    import sqlite3
+
+    rng = np.random.default_rng(4)
+    db = tmp_path / "g.sqlite"
+    with Gallery.create(db, matcher=FAST_MATCHER) as g:
+        _add(g, [f"p{i % 30}" for i in range(100)], rng)
+    with Gallery.open(db) as g:
+        real_exec = g.store._exec
+
+        def refuse(sql: str, params=()):
+            if sql.startswith("INSERT INTO derived"):
+                raise sqlite3.OperationalError("attempt to write a readonly database")
+            return real_exec(sql, params)
+
+        monkeypatch.setattr(g.store, "_exec", refuse)
+        cal = Identifier(g).calibration()
+        assert cal["n_nonmated"] == 20 and g.store.get_derived("calibration") is None
+        assert g.store.put_derived("x", "{}") is False
+        g.store.add_subject("still-writable")  # the failed write left no transaction open
 
 
 def test_a_models_thresholds_come_from_the_gallery_when_its_sample_is_large_enough(tmp_path: Path, synthetic_model,

@@ -10,12 +10,11 @@ import sqlite3
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FAST_MATCHER, PERSON_COUNTS, pg_base, write_synthetic
+from conftest import FAST_MATCHER, PERSON_COUNTS, write_synthetic
 
 from lookalike.cli import main
 from lookalike.gallery import Gallery, SchemaError, StoreError, VectorsMismatchError, open_store
@@ -33,30 +32,10 @@ N_IMAGES = sum(PERSON_COUNTS.values())
 # --- fixtures ------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def pg_url():
-    """A fresh PostgreSQL schema for one test (dropped afterwards): ``...?schema=lookalike_test_<random>``."""
-    import psycopg
-
-    base = pg_base()
-    schema = f"lookalike_test_{uuid.uuid4().hex[:12]}"
-    yield f"{base}?schema={schema}"
-    with psycopg.connect(base, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-
-
 @pytest.fixture(scope="session")
 def cache(tmp_path_factory: pytest.TempPathFactory) -> EmbeddingCache:
     """One embedding cache for the module's tests (the synthetic faces are the same in every test)."""
     return EmbeddingCache(tmp_path_factory.mktemp("cache") / "embeddings.sqlite")
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def db(request, tmp_path: Path) -> str:
-    """A gallery location for each backend."""
-    if request.param == "sqlite":
-        return str(tmp_path / "g.sqlite")
-    return request.getfixturevalue("pg_url")
 
 
 def _table(root: Path) -> tuple[list[str], list[str]]:
@@ -463,19 +442,22 @@ def test_page_sessions_are_kept_by_hash_and_expire(db: str) -> None:
         assert s.get_session("a" * 64) is None and s.generation() == gen
 
 
-def test_a_schema_2_gallery_gets_its_sessions_and_changes_tables(db: str) -> None:
+def test_a_schema_2_gallery_gets_its_sessions_changes_and_derived_tables(db: str) -> None:
     from lookalike.gallery.store import SessionRecord
 
     _create(db).close()
     with open_store(db) as s:
         s._exec("DROP TABLE sessions")
         s._exec("DROP TABLE changes")
+        s._exec("DROP TABLE derived")
         s._exec("UPDATE state SET schema_version = 2")
         gen = s.generation()
     with open_store(db) as s:  # migrated on opening
-        assert s.schema_version() == gallery_store.SCHEMA_VERSION == 4
+        assert s.schema_version() == gallery_store.SCHEMA_VERSION == 5
         s.put_session(SessionRecord("k" * 64, "c", 9e9, True, "1", ""), now=0.0)
         assert s.get_session("k" * 64).authenticated
+        assert s.get_derived("calibration") is None and s.put_derived("calibration", '{"a": 1}')
+        assert s.put_derived("calibration", '{"a": 2}') and s.get_derived("calibration") == '{"a": 2}'  # replaced
         assert s.generation() == gen and s.changes_since(gen)[1].size == 0  # nothing since: nothing to read
         s.add_subject("ann")  # a subject without images adds nothing a search reads; a removal is a reload
         assert s.changes_since(gen)[0] == gen + 1 and s.changes_since(gen)[1].size == 0

@@ -384,12 +384,13 @@ def test_serve_refuses_to_start_without_a_token(tmp_path: Path, capsys, monkeypa
 
 
 @pytest.mark.parametrize("version,drop", [(1, "DROP TABLE tokens; DROP TABLE sessions; DROP TABLE changes;"),
-                                          (2, "DROP TABLE sessions; DROP TABLE changes;"), (3, "DROP TABLE changes;")])
+                                          (2, "DROP TABLE sessions; DROP TABLE changes;"), (3, "DROP TABLE changes;"),
+                                          (4, "")])
 def test_old_schema_is_migrated_and_newer_refused(tmp_path: Path, version: int, drop: str):
     db = tmp_path / "g.sqlite"
     Gallery.create(db, matcher=FAST_MATCHER).close()
     con = sqlite3.connect(db)
-    con.executescript(f"{drop} UPDATE state SET schema_version = {version};")
+    con.executescript(f"{drop} DROP TABLE derived; UPDATE state SET schema_version = {version};")
     con.close()
     service = Service(str(db), data_dir=tmp_path / "images", engines=1)  # migrates to the current version
     try:

@@ -28,7 +28,6 @@ from lookalike.calibration import (
 from lookalike.data.images import ImageError, degrade, encode_png, load_image
 from lookalike.embed import face_chip
 from lookalike.gallery import Gallery
-from lookalike.gallery.vectors import read_derived, write_derived
 from lookalike.matchers import get_matcher
 from lookalike.matchers.align import Alignment
 from lookalike.matchers.base import l2_normalize
@@ -123,19 +122,19 @@ class Identifier:
         """The gallery's own thresholds (:mod:`lookalike.calibration`: a seeded sample of its faces searched against
         the other subjects, kept up to date as faces are added): on the base score (``thresholds``; the lookalike
         threshold is the 1%-FPIR one) and, with an embedding-level model, on the model's final score (``model``:
-        :func:`~lookalike.calibration.model_summary`; :meth:`threshold` decides which to use). Both are kept beside the
-        gallery's vector files, so a later process (each ``identify`` from the command line) reads them instead of
-        searching again."""
+        :func:`~lookalike.calibration.model_summary`; :meth:`threshold` decides which to use). Both are kept in the
+        gallery's database (:meth:`Gallery.save_derived`), so a later process (each ``identify`` from the command
+        line, a service on another machine) reads them instead of searching again."""
         self.gallery.refresh()
         gen = self.gallery.generation_
         if self._calibration is None or self._calibration[0] != gen:
             g = self.gallery
             key = {"matcher": g.matcher_name, "preprocess": g.preprocess, "sample": MAX_NONMATED}
             if self._sample is None:
-                self._sample = NonMatedSample.from_dict(read_derived(g.vector_dir, "calibration", key))
+                self._sample = NonMatedSample.from_dict(g.derived("calibration", key))
             sample = current(self._sample, g)
             if sample is not self._sample:
-                write_derived(g.vector_dir, "calibration", key, sample.as_dict())
+                g.save_derived("calibration", key, sample.as_dict())
             self._sample = sample
             self._calibration = (gen, {**summary(sample), "model": self._model_calibration(sample, key)})
         return self._calibration[1]
@@ -145,10 +144,10 @@ class Identifier:
         if self.model is None or self.model.disambiguator_.input != "embedding":
             return None
         g, fingerprint = self.gallery, self.model.fingerprint()
-        saved = self._model_top or ModelTop.from_dict(read_derived(g.vector_dir, "model-calibration", key))
+        saved = self._model_top or ModelTop.from_dict(g.derived("model-calibration", key))
         top = model_current(saved, sample, g, self.model, fingerprint)
         if top is not saved:
-            write_derived(g.vector_dir, "model-calibration", key, top.as_dict())
+            g.save_derived("model-calibration", key, top.as_dict())
         self._model_top = top
         return model_summary(top)
 

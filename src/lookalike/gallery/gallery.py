@@ -272,6 +272,22 @@ class Gallery:
                 "matcher": self.matcher, "matcher_name": self.matcher_name, "aligner": self.aligner.name,
                 "preprocess": self.preprocess, "dim": self.dim}
 
+    # --- values computed from the vectors, kept for later processes ----------------------------------
+    def derived(self, name: str, key: dict) -> dict | None:
+        """The value saved by :meth:`save_derived` under ``name`` for ``key`` (the settings it was computed with);
+        None when there is none, it is unreadable, or it was saved for another key."""
+        try:
+            saved = json.loads(self.store.get_derived(name) or "{}")
+        except ValueError:
+            return None
+        ok = isinstance(saved, dict) and saved.get("key") == key and isinstance(saved.get("value"), dict)
+        return saved["value"] if ok else None
+
+    def save_derived(self, name: str, key: dict, value: dict) -> None:
+        """Keep ``value`` (e.g. identify's calibration) in the gallery's database, for every later process on any
+        machine; a database this process cannot write to is left as it is (the value is computed again)."""
+        self.store.put_derived(name, json.dumps({"key": key, "value": value}))
+
     # --- the vectors, kept in step with the store ------------------------------------------------------
     def refresh(self) -> bool:
         """Reload the vectors if the store changed since they were loaded; True if it did.

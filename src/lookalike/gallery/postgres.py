@@ -59,6 +59,7 @@ CREATE TRIGGER reviews_no_change BEFORE UPDATE OR DELETE ON reviews
             from psycopg import sql
         except ImportError as e:
             raise StoreError("PostgreSQL galleries need psycopg: pip install 'lookalike[postgres]'") from e
+        self.WRITE_ERRORS = (psycopg.Error,)
         self.url = redact(url)
         conninfo, self.schema, self.vectors_dir = split_url(url)
         try:

@@ -30,7 +30,7 @@ from lookalike.gallery.store import (
 )
 
 TABLES = ("state", "meta", "subjects", "images", "embeddings", "searches", "reviews", "tokens", "sessions",
-          "changes")
+          "changes", "derived")
 
 # {ID}: auto-increment primary key that never reuses ids; {BLOB}: bytes column.
 SCHEMA = """
@@ -70,9 +70,14 @@ CHANGES = """CREATE TABLE changes (generation BIGINT PRIMARY KEY, added TEXT);
 """
 KEEP_CHANGES = 10_000  # generations of changes kept; a process further behind reloads everything
 
+# Values computed from the gallery's vectors and kept for later processes (identify's calibrations), as JSON under a
+# name; writing one changes nothing a search reads, so it leaves the generation alone.
+DERIVED = """CREATE TABLE derived (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
 # Statements that take a database from version v to v + 1 ({ID} and {BLOB} as in SCHEMA). None changes what a
 # search reads, so a migration leaves the generation (and the vector files beside a gallery) alone.
-MIGRATIONS: dict[int, list[str]] = {1: [TOKENS], 2: [SESSIONS], 3: [CHANGES]}
+MIGRATIONS: dict[int, list[str]] = {1: [TOKENS], 2: [SESSIONS], 3: [CHANGES], 4: [DERIVED]}
 
 _CHUNK = 500
 
@@ -96,6 +101,7 @@ class SQLStore(GalleryStore):
     ID: str
     BLOB: str
     APPEND_ONLY: str  # DDL making ``reviews`` append-only
+    WRITE_ERRORS: tuple[type[Exception], ...]  # the driver's errors of a write that could not be made
 
     def _init_schema(self, create: bool | None, meta: dict[str, str] | None = None) -> None:
         """Create (``create`` True or None) or check (False or None) the tables; migrate older layouts.
@@ -111,7 +117,8 @@ class SQLStore(GalleryStore):
                                       f"PostgreSQL, name a schema of the gallery's own with ?schema=NAME)")
                 if create is False:
                     raise NoGalleryError(f"no gallery in {self.url} (create one with `lookalike enroll`)")
-                schema = SCHEMA.replace("{TOKENS}", TOKENS + SESSIONS + CHANGES).format(ID=self.ID, BLOB=self.BLOB)
+                schema = SCHEMA.replace("{TOKENS}", TOKENS + SESSIONS + CHANGES + DERIVED).format(ID=self.ID,
+                                                                                                BLOB=self.BLOB)
                 for s in _statements(schema) + _statements(self.APPEND_ONLY):
                     self._exec(s)
                 self._exec("INSERT INTO state (id, schema_version, generation) VALUES (1, ?, 0)",
@@ -446,6 +453,21 @@ class SQLStore(GalleryStore):
     def drop_session(self, key: str) -> None:
         with self._transaction(write=True):
             self._exec("DELETE FROM sessions WHERE id_hash = ?", (key,))
+
+    # --- derived values --------------------------------------------------------------------------------
+    def get_derived(self, name: str) -> str | None:
+        with self._transaction():
+            row = self._exec("SELECT value FROM derived WHERE name = ?", (name,)).fetchone()
+        return None if row is None else row[0]
+
+    def put_derived(self, name: str, value: str) -> bool:
+        try:
+            with self._transaction(write=True):
+                self._exec("INSERT INTO derived (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE "
+                           "SET value = excluded.value", (name, value))
+        except self.WRITE_ERRORS:
+            return False
+        return True
 
 
 def _image_record(r) -> ImageRecord:

@@ -16,6 +16,7 @@ class SQLiteStore(SQLStore):
 
     ID = "INTEGER PRIMARY KEY AUTOINCREMENT"
     BLOB = "BLOB"
+    WRITE_ERRORS = (sqlite3.Error,)
     APPEND_ONLY = """
 CREATE TRIGGER reviews_no_update BEFORE UPDATE ON reviews BEGIN SELECT RAISE(ABORT, 'reviews are append-only'); END;
 CREATE TRIGGER reviews_no_delete BEFORE DELETE ON reviews BEGIN SELECT RAISE(ABORT, 'reviews are append-only'); END;

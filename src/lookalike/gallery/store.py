@@ -17,7 +17,8 @@ import numpy as np
 # 2: ``tokens`` (hashed API tokens of the web service).
 # 3: ``sessions`` (the web service's page sessions, under a hash of their id).
 # 4: ``changes`` (the images each generation added, so another process catches up without reloading everything).
-SCHEMA_VERSION = 4
+# 5: ``derived`` (values computed from the vectors and kept for later processes: identify's calibrations).
+SCHEMA_VERSION = 5
 
 VERDICTS = ("match", "non-match", "inconclusive")
 
@@ -282,6 +283,15 @@ class GalleryStore(ABC):
 
     @abstractmethod
     def drop_session(self, key: str) -> None: ...
+
+    @abstractmethod
+    def get_derived(self, name: str) -> str | None:
+        """The value saved under ``name`` by :meth:`put_derived`, or None."""
+
+    @abstractmethod
+    def put_derived(self, name: str, value: str) -> bool:
+        """Save ``value`` under ``name`` (replacing it) without a new generation; False when the database could not
+        be written (read-only, locked past the timeout): a derived value can always be computed again."""
 
 
 def check_verdict(verdict: str) -> str:

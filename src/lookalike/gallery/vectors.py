@@ -229,20 +229,3 @@ def _json_object(path: Path) -> dict:
     except (OSError, ValueError):
         return {}
     return obj if isinstance(obj, dict) else {}
-
-
-def read_derived(folder: Path | None, name: str, key: dict) -> dict | None:
-    """A value computed from the gallery's vectors (e.g. identify's calibration), saved in ``folder`` by
-    :func:`write_derived` for ``key`` (the settings it was computed with); None when there is none, it is
-    unreadable, or it was saved for another key."""
-    saved = _json_object(folder / f"derived-{name}.json") if folder is not None else {}
-    return saved["value"] if saved.get("key") == key and isinstance(saved.get("value"), dict) else None
-
-
-def write_derived(folder: Path | None, name: str, key: dict, value: dict) -> None:
-    """Save ``value`` for ``key`` (atomically; a gallery this process cannot write to is left as it is)."""
-    if folder is not None:
-        try:
-            write_json(folder / f"derived-{name}.json", {"key": key, "value": value})
-        except OSError:
-            pass
