@@ -127,10 +127,15 @@ def test_a_models_thresholds_come_from_the_gallery_when_its_sample_is_large_enou
     monkeypatch.setattr(calibration, "MIN_SEARCHES", 10)  # 10 / 0.1 = 100 searches for FPIR 10%, 1,000 for 1%
     monkeypatch.setattr(calibration, "MAX_NONMATED", 200)
     db = tmp_path / "g.sqlite"
+    prepared = []  # rows of candidate faces the disambiguator projects and cohort-scores
+    real_prepare = type(model.disambiguator_)._prepare_gallery
+    monkeypatch.setattr(type(model.disambiguator_), "_prepare_gallery",
+                        lambda self, rows: prepared.append(len(rows)) or real_prepare(self, rows))
     with Gallery.create(db, matcher=model.matcher) as g:
         g.add_embeddings(people.identities[:400], people.vectors[:400])
         ident = Identifier(g, model)
         cal = ident.calibration()
+        assert sum(prepared) <= 400  # a gallery face in many sampled lists is prepared once, not once a list
         sample = ident._sample
         pos = np.asarray(sample.positions)
         v = np.asarray(g.vectors_)

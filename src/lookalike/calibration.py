@@ -156,7 +156,8 @@ def model_top(s: NonMatedSample, g: Gallery, model: LookalikeModel) -> np.ndarra
     keep = np.argsort(own, axis=1, kind="stable")[:, : lists.scores.shape[1] - 1]  # the other subjects, in order
     scores = np.take_along_axis(lists.scores, keep, 1)
     candidates = np.take_along_axis(lists.vectors, keep[:, :, None], 1)
-    return model.rerank(vectors, RankedLists.of_scores(scores), candidates).scores[:, 0].astype(np.float64)
+    ids = np.take_along_axis(lists.image_ids, keep, 1)  # a gallery face in many lists is prepared once
+    return model.rerank(vectors, RankedLists(ids, scores), candidates).scores[:, 0].astype(np.float64)
 
 
 def model_current(m: ModelTop | None, s: NonMatedSample, g: Gallery, model: LookalikeModel,
