@@ -67,6 +67,12 @@ class TemplateFace:
                 "template_of": self.photos}
 
 
+def _positions(ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Where each of ``wanted`` stands in the list ``ids`` (one list's distinct image ids)."""
+    order = np.argsort(ids, kind="stable")
+    return order[np.searchsorted(ids, wanted, sorter=order)]
+
+
 class Identifier:
     """Searches photos against ``gallery`` and re-ranks with ``model`` (None: the base matcher alone, with
     thresholds from the gallery itself). Holds the matcher and the gallery's calibration between calls."""
@@ -211,17 +217,18 @@ class Identifier:
         t = time.perf_counter()
         lists = self.gallery.search(vectors, k=max(top, self.model.depth))
         self._tick("search_s", t)
-        q, k = lists.scores.shape
+        q = len(lists.scores)
         t = time.perf_counter()
-        per_photo = self.model.rerank(vectors, RankedLists.of_scores(lists.scores), lists.vectors)
-        fused = np.empty_like(per_photo.scores)
-        np.put_along_axis(fused, per_photo.indices % max(k, 1), per_photo.scores, 1)  # each base position's final
-        batch = self.model.rerank_batch(vectors, RankedLists(lists.image_ids, lists.scores), lists.vectors)
+        base = RankedLists(lists.image_ids, lists.scores)  # by image id: a face in many lists is prepared once
+        per_photo = self.model.rerank(vectors, base, lists.vectors)
+        fused = np.empty_like(per_photo.scores)  # each base position's per-photo final score
+        for i in range(q):
+            fused[i, _positions(lists.image_ids[i], per_photo.indices[i])] = per_photo.scores[i]
+        batch = self.model.rerank_batch(vectors, base, lists.vectors)
         self._tick("rerank_s", t)
         out = []
         for i, face in enumerate(faces):
-            order = np.argsort(lists.image_ids[i], kind="stable")
-            order = order[np.searchsorted(lists.image_ids[i], batch.indices[i], sorter=order)][:top]
+            order = _positions(lists.image_ids[i], batch.indices[i])[:top]
             out.append(self._face_result(face, lists, i, order, fused[i, order], per_photo.scores[i, 0], calibration,
                                          fpir, -batch.scores[i, :top]))
         return out

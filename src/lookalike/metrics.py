@@ -18,8 +18,9 @@ RANKS = (1, 5, 10, 20, 50)
 class RankedLists:
     """Per-probe candidate lists, best first: the hand-off from search to re-ranking to evaluation.
 
-    ``indices`` are gallery rows (Q, K); ``scores`` their similarities (Q, K). Re-rankers permute each row's
-    top of the list; candidates beyond K keep their positions in the full ranking.
+    ``indices`` are gallery rows (Q, K), or any ids that name one gallery face each (identify uses image ids): a
+    re-ranker prepares a face found in many lists once; ``scores`` their similarities (Q, K). Re-rankers permute each
+    row's top of the list; candidates beyond K keep their positions in the full ranking.
     """
 
     indices: np.ndarray
@@ -32,14 +33,6 @@ class RankedLists:
     @property
     def depth(self) -> int:
         return self.indices.shape[1]
-
-    @classmethod
-    def of_scores(cls, scores: np.ndarray) -> RankedLists:
-        """Lists of (Q, K) base scores whose candidates are known by position only: each index is its row's offset
-        plus its position (``index % K``), so no two lists share one (re-rankers take indices as gallery rows, and
-        the same position in two lists is not the same face)."""
-        q, k = scores.shape
-        return cls(np.arange(q * k).reshape(q, k), scores)
 
 
 def mate_positions(lists: RankedLists, probe_ids: np.ndarray, gallery_ids: np.ndarray,
