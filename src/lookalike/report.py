@@ -136,46 +136,42 @@ def fixed_model_section(metrics: dict) -> list[str]:
     return lines + [""]
 
 
-def plot_cmc(curves: dict[str, np.ndarray], path: str | Path, title: str = "CMC") -> None:
-    """All methods' CMC curves on one plot."""
+def plot_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path, title: str, xlabel: str,
+                ylabel: str) -> None:
+    """Every method's (x, y) curve, in percent, on one plot with a log x axis: the baseline in black, the others in
+    ten colours and then dashed, the legend beside the plot (a run can have sixteen methods)."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(7, 4.5))
+    fig = Figure(figsize=(9, 4.5))
     ax = fig.subplots()
-    for name, c in curves.items():
-        ax.plot(np.arange(1, len(c) + 1), 100 * c, label=name, lw=2 if name == "baseline" else 1.2,
-                color="black" if name == "baseline" else None)
+    for i, (name, (x, y)) in enumerate(curves.items()):
+        base = name == "baseline"
+        ax.plot(x, 100 * y, label=name, lw=2 if base else 1.2, color="black" if base else f"C{i % 10}",
+                ls="-" if base or i <= 10 else "--")
     ax.set_xscale("log")
-    ax.set_xlabel("rank")
-    ax.set_ylabel("identification rate (%)")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
     with atomic_write(path, "wb") as f:
         fig.savefig(f, format="png", dpi=120)
+
+
+def plot_cmc(curves: dict[str, np.ndarray], path: str | Path, title: str = "CMC") -> None:
+    """All methods' CMC curves on one plot."""
+    plot_curves({n: (np.arange(1, len(c) + 1), c) for n, c in curves.items()}, path, title, "rank",
+                "identification rate (%)")
 
 
 def plot_fnir_fpir(outcomes: dict[str, OpenSetScores], path: str | Path, title: str = "FNIR against FPIR") -> None:
     """Every method's FNIR against FPIR (rank 1, each method thresholding its own scores), FPIR from one non-mated
-    search to all of them, on a log scale."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(7, 4.5))
-    ax = fig.subplots()
-    for name, o in outcomes.items():
-        fpirs = np.geomspace(1 / len(o.nonmated_top), 1, 60)
-        ax.plot(100 * fpirs, 100 * o.fnir_curve(fpirs), label=name, lw=2 if name == "baseline" else 1.2,
-                color="black" if name == "baseline" else None)
-    ax.set_xscale("log")
-    ax.set_xlabel("FPIR (%): non-mated searches whose top score reaches the threshold")
-    ax.set_ylabel("FNIR (%): mated searches missed at rank 1")
-    ax.set_title(title)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="upper right")
-    fig.tight_layout()
-    with atomic_write(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=120)
+    search to all of them."""
+    fpirs = {n: np.geomspace(1 / len(o.nonmated_top), 1, 60) for n, o in outcomes.items()}
+    plot_curves({n: (100 * fpirs[n], o.fnir_curve(fpirs[n])) for n, o in outcomes.items()}, path, title,
+                "FPIR (%): non-mated searches whose top score reaches the threshold",
+                "FNIR (%): mated searches missed at rank 1")
 
 
 def plot_examples(rows: list[tuple[str, int]], probe_chips: np.ndarray, gallery_chips: dict[int, np.ndarray],
