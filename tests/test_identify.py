@@ -63,6 +63,11 @@ def test_saved_model_reproduces_the_benchmark_exactly(orl_dir, cache_path, tmp_p
     report = (out / "report.md").read_text()
     assert "Paired open set, same searches" in report and "![Open set: FNIR against FPIR](fnir_fpir.png)" in report
     assert (out / "fnir_fpir.png").stat().st_size > 0
+    from lookalike.compare import compare, load_method  # the saved outcomes pair as the run paired them
+
+    r = compare(load_method(f"{out}:lookalike-best"), load_method(f"{out}:baseline"), seed=m["config"]["seed"])
+    assert r["rank1"]["mcnemar_p"] == pytest.approx(m["methods"]["lookalike-best"]["mcnemar_p"])
+    assert r["open_set"]["paired"] == m["paired_open_set"]["lookalike-best"]["baseline"]
 
 
 @pytest.fixture(scope="module")

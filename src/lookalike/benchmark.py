@@ -566,6 +566,9 @@ def write_outputs(out: Path, metrics: dict, test: SearchSplit, rankings: dict[st
     for name, lists in rankings.items():
         arrays[f"{name}.indices"] = lists.indices
         arrays[f"{name}.scores"] = lists.scores
+    for name, o in (open_set or {}).items():  # what `lookalike compare` pairs across runs
+        arrays[f"{name}.open_mated_top"] = o.mated_top
+        arrays[f"{name}.open_nonmated_top"] = o.nonmated_top
     save_npz(out / "rankings.npz", **arrays)
     base = rankings["baseline"]
     with atomic_write(out / "ranked_baseline.csv", "w", newline="") as f:

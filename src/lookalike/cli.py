@@ -148,6 +148,19 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--depth", type=POSITIVE, default=100, help="candidate list length the model re-ranks")
     t.add_argument("--max-people", type=POSITIVE, default=None, help="use a seeded subset of this many people")
 
+    c = sub.add_parser("compare", formatter_class=fmt,
+                       help="compare two benchmark runs (or two methods of one) on the same test probes",
+                       description="Rank-1 (exact McNemar test) and open-set DIR at FPIR 1% and 10% (paired\n"
+                                   "bootstrap) of A against B, from each run's rankings.npz. A and B: RUN or\n"
+                                   "RUN:METHOD (default method: lookalike-best, else lookalike-model, else baseline).\n"
+                                   "The runs must share their test probes: rerun a protocol with\n"
+                                   "--data OUT/protocol/protocol.csv.")
+    c.add_argument("a", metavar="A", help="RUN[:METHOD]")
+    c.add_argument("b", metavar="B", help="RUN[:METHOD]")
+    c.add_argument("--format", choices=("table", "json"), default="table")
+    c.add_argument("--n-boot", type=POSITIVE, default=1000, help="bootstrap resamples (default: 1000)")
+    c.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: 0)")
+
     i = sub.add_parser("identify", formatter_class=fmt, help="search every face of new photos against a gallery",
                        description="For every face of every photo: the candidate list per subject (base and final "
                                    "scores, base -> final rank, lookalike groups) and a decision at --fpir.")
@@ -321,6 +334,16 @@ def blas_threads(n: int):
     return threadpool_limits(limits=n, user_api="blas")
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    import json
+
+    from lookalike.compare import compare, format_comparison, load_method
+
+    result = compare(load_method(args.a), load_method(args.b), n_boot=args.n_boot, seed=args.seed)
+    print(json.dumps(result, indent=2) if args.format == "json" else format_comparison(result))
+    return 0
+
+
 def cmd_identify(args: argparse.Namespace) -> int:
     from lookalike.gallery import Gallery
     from lookalike.identify import identify, result_faces
@@ -370,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
             from lookalike.service.cli import cmd_serve
 
             return cmd_serve(args)
-        return {"embed": cmd_embed, "benchmark": cmd_benchmark, "train": cmd_train,
+        return {"embed": cmd_embed, "benchmark": cmd_benchmark, "train": cmd_train, "compare": cmd_compare,
                 "identify": cmd_identify, **GALLERY_COMMANDS}[args.command](args)
     except BrokenPipeError:  # the reader went away (`lookalike gallery list | head`): stop quietly
         import os
