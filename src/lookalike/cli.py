@@ -17,10 +17,12 @@ DESCRIPTION = """\
 commands:
   embed       detect, align and embed every image of a dataset into an .npz file
   benchmark   run the closed-set identification protocol, re-rank, and write a report
+  compare     pair two benchmark runs (or two methods of one) on the same test probes
   train       train a lookalike model on a labelled dataset and save it (.lkm)
   identify    search every face of new photos against a gallery
   enroll      add people's photos to a gallery
   gallery     inspect and edit a gallery
+  serve       serve a gallery over HTTP: enrol, identify, and review candidate lists
 
 Bad input is skipped with a reason and listed (skipped.csv); every command ends with a summary."""
 
@@ -157,7 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "--data OUT/protocol/protocol.csv.")
     c.add_argument("a", metavar="A", help="RUN[:METHOD]")
     c.add_argument("b", metavar="B", help="RUN[:METHOD]")
-    c.add_argument("--format", choices=("table", "json"), default="table")
+    c.add_argument("--format", choices=("table", "json"), default="table",
+                   help="table: Markdown for people (default); json: every figure, for machines")
     c.add_argument("--n-boot", type=POSITIVE, default=1000, help="bootstrap resamples (default: 1000)")
     c.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: 0)")
 
