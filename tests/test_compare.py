@@ -60,9 +60,16 @@ def test_cli_prints_a_table_or_json_and_refuses_what_cannot_be_paired(tmp_path: 
     doc = json.loads(capsys.readouterr().out)
     assert doc["rank1"]["b"] == pytest.approx(load_method(f"{run}:baseline").hits.mean())
     fewer = _run(tmp_path / "fewer", {"baseline": rng.random(100) < 0.5}, probes=100)
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "rankings.npz").write_bytes(b"PK\x03\x04 cut short")
+    save_npz(tmp_path / "other.npz", x=np.zeros(3))
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other.npz").rename(tmp_path / "other" / "rankings.npz")
     for args, message in (([str(run), str(fewer)], "did not search the same test probes"),
                           ([f"{run}:aqe", str(run)], "no method 'aqe'; it has baseline, lookalike-best"),
-                          ([str(tmp_path / "nothing"), str(run)], "no rankings.npz")):
+                          ([str(tmp_path / "nothing"), str(run)], "no rankings.npz"),
+                          ([str(tmp_path / "broken"), str(run)], "rankings.npz: unreadable"),
+                          ([str(run), str(tmp_path / "other")], "not a benchmark's rankings (no probe_paths")):
         assert main(["compare", *args]) == 2
         err = capsys.readouterr().err
         assert err.startswith("lookalike: error:") and message in err and err.count("\n") == 1

@@ -5,6 +5,7 @@ method thresholding its own final scores). Two models evaluated with ``benchmark
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +31,7 @@ class RunMethod:
 
 def load_method(spec: str) -> RunMethod:
     """``RUN`` or ``RUN:METHOD`` (a ``lookalike benchmark`` output folder and one of its methods; by default the
-    first of :data:`DEFAULT_METHODS` it has); a one-line ValueError for anything else."""
+    first of :data:`DEFAULT_METHODS` it has, else its first); a one-line ValueError for anything else."""
     run, method = Path(spec), None
     if not (run / "rankings.npz").is_file() and ":" in spec:
         head, _, method = spec.rpartition(":")
@@ -38,11 +39,17 @@ def load_method(spec: str) -> RunMethod:
     path = run / "rankings.npz"
     if not path.is_file():
         raise ValueError(f"{run}: no rankings.npz (not a `lookalike benchmark` output folder)")
-    with np.load(path, allow_pickle=False) as z:
-        data = {k: z[k] for k in z.files}
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            data = {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise ValueError(f"{path}: unreadable ({e})") from e
+    missing = [k for k in ("probe_paths", "probe_ids", "gallery_paths", "gallery_ids") if k not in data]
     methods = [k[: -len(".indices")] for k in data if k.endswith(".indices")]
+    if missing or not methods:
+        raise ValueError(f"{path}: not a benchmark's rankings (no {', '.join(missing) or 'ranked lists'})")
     if method is None:
-        method = next((m for m in DEFAULT_METHODS if m in methods), None)
+        method = next((m for m in DEFAULT_METHODS if m in methods), methods[0])
     if method not in methods:
         raise ValueError(f"{run}: no method {method!r}; it has {', '.join(methods)}")
     hits = data["gallery_ids"][data[f"{method}.indices"][:, 0]] == data["probe_ids"]
