@@ -55,6 +55,9 @@ def test_saved_model_reproduces_the_benchmark_exactly(orl_dir, cache_path, tmp_p
     for o in m["open_set"].values():  # DIR with its bootstrap interval
         lo, hi = o["dir@fpir=0.1_ci95"]
         assert lo <= o["dir@fpir=0.1"] <= hi
+    for other, r in m["paired"]["lookalike-best"].items():  # mAP paired on the same probes, as the methods' rows
+        want = m["methods"]["lookalike-best"]["mAP"] - m["methods"][other]["mAP"]
+        assert r["mAP_diff"] == pytest.approx(want) and 0 < r["mAP_p"] <= 1 and len(r["mAP_diff_ci95"]) == 2
     paired = m["paired_open_set"]["lookalike-best"]  # DIR against each compared method on the same searches
     assert set(paired) == {"baseline", *m["paired"]["lookalike-best"]}
     for other, r in paired.items():

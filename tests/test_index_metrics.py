@@ -20,6 +20,7 @@ from lookalike.metrics import (
     mcnemar,
     open_set_ci,
     paired_dir,
+    paired_mean,
 )
 
 
@@ -319,3 +320,15 @@ def test_paired_dir():
     assert paired_dir(noisy, old, n_boot=200, seed=0)["dir@fpir=0.1_p"] > 0.05
     with pytest.raises(ValueError, match="same searches"):
         paired_dir(OpenSetScores(old.mated_top[:10], old.mated_hit[:10], old.nonmated_top), old, n_boot=10)
+
+
+def test_paired_mean():
+    rng = np.random.default_rng(4)
+    old = rng.random(400)
+    assert paired_mean(old, old, n_boot=100) == {"diff": 0.0, "diff_ci95": [0.0, 0.0], "p": 1.0}
+    r = paired_mean(old + 0.05, old, n_boot=100)  # every probe better: no resample on the far side
+    assert r["diff"] == pytest.approx(0.05) and r["p"] == pytest.approx(2 / 101)
+    noisy = paired_mean(old + rng.normal(0, 0.2, 400), old, n_boot=500, seed=1)
+    lo, hi = noisy["diff_ci95"]
+    assert lo < noisy["diff"] < hi and noisy["p"] > 0.01
+    assert paired_mean([], [], n_boot=10) == {} and paired_mean(old, old, n_boot=0) == {}

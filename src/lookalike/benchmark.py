@@ -29,12 +29,14 @@ from lookalike.matchers.cache import DEFAULT_CACHE, EmbeddingCache
 from lookalike.metrics import (
     OpenSetScores,
     RankedLists,
+    average_precision,
     cmc_curve,
     evaluate,
     first_hits,
     mcnemar,
     open_set_ci,
     paired_dir,
+    paired_mean,
 )
 from lookalike.model import LookalikeModel
 from lookalike.outputs import prepare_output_folder
@@ -116,15 +118,23 @@ def score_method(name: str, split: SearchSplit, lists: RankedLists, base_hits: n
     return m
 
 
-def paired_rank1(test: SearchSplit, rankings: dict[str, RankedLists], name: str,
-                 others: tuple[str, ...] = PAIRED) -> dict[str, dict]:
-    """Rank-1 of ``name`` against each of ``others`` it was run with, on the same probes: the difference and
-    the exact McNemar test (fixed: probes ``name`` gets right and the other does not)."""
-    hits = {n: first_hits(test.positions(rankings[n])) < 1 for n in (name, *others) if n in rankings}
-    if name not in hits:
+def paired_closed_set(test: SearchSplit, rankings: dict[str, RankedLists], ranks: dict[str, list[np.ndarray]],
+                      name: str, others: tuple[str, ...], n_boot: int, seed: int) -> dict[str, dict]:
+    """Rank-1 and mAP of ``name`` against each of ``others`` it was run with, on the same probes: the rank-1
+    difference with the exact McNemar test (fixed: probes ``name`` gets right and the other does not), the mAP
+    difference with a paired bootstrap (:func:`~lookalike.metrics.paired_mean` of per-probe average precision)."""
+    positions = {n: test.positions(rankings[n], ranks.get(n)) for n in (name, *others) if n in rankings}
+    if name not in positions:
         return {}
-    return {o: {"rank1_diff": float(hits[name].mean() - hits[o].mean()), **mcnemar(hits[o], hits[name])}
-            for o in others if o in hits}
+    hits = {n: first_hits(p) < 1 for n, p in positions.items()}
+    ap = {n: np.array([average_precision(x) for x in p]) for n, p in positions.items()}
+    out = {}
+    for o in others:
+        if o in hits:
+            m = paired_mean(ap[name], ap[o], n_boot, seed)
+            out[o] = {"rank1_diff": float(hits[name].mean() - hits[o].mean()), **mcnemar(hits[o], hits[name]),
+                      **{f"mAP_{k}": v for k, v in m.items()}}
+    return out
 
 
 def headroom(base_first: np.ndarray, new_first: np.ndarray, depth: int = 10) -> dict:
@@ -214,7 +224,8 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
                      "skipped_probes": test.notes["skipped_probes"], "skipped_gallery": test.notes["skipped_gallery"],
                      "dataset_notes": table.notes},
         "methods": methods,
-        "paired": {n: paired_rank1(test, rankings, n, others) for n, others in PAIRINGS if n in rankings},
+        "paired": {n: paired_closed_set(test, rankings, ranks, n, others, cfg.n_boot, cfg.seed)
+                   for n, others in PAIRINGS if n in rankings},
         "open_set": open_set_summary(open_set, cfg.n_boot, cfg.seed, None if model is None else model.thresholds_),
         "paired_open_set": {n: paired_open_set(open_set, n, others, cfg.n_boot, cfg.seed)
                             for n, others in PAIRINGS if n in open_set},

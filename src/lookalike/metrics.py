@@ -211,8 +211,27 @@ def paired_dir(new: OpenSetScores, old: OpenSetScores, fpirs: tuple[float, ...] 
         key = f"dir@fpir={f:g}"
         reps = dir_replicates([new, old], f, n_boot, seed)
         delta = reps[:, 0] - reps[:, 1]
-        far = min(int((delta <= 0).sum()), int((delta >= 0).sum()))
         out[f"{key}_diff"] = new.rates((f,))[key] - old.rates((f,))[key]
         out[f"{key}_diff_ci95"] = [float(x) for x in np.quantile(delta, [(1 - level) / 2, (1 + level) / 2])]
-        out[f"{key}_p"] = min(1.0, 2 * (far + 1) / (n_boot + 1))
+        out[f"{key}_p"] = bootstrap_p(delta)
     return out
+
+
+def bootstrap_p(delta: np.ndarray) -> float:
+    """Two-sided bootstrap p-value of a difference from its resampled values ``delta``: twice the share of them on
+    the far side of zero, the observed difference counted with them (so never below 2 / (len(delta) + 1))."""
+    far = min(int((delta <= 0).sum()), int((delta >= 0).sum()))
+    return min(1.0, 2 * (far + 1) / (len(delta) + 1))
+
+
+def paired_mean(new: np.ndarray, old: np.ndarray, n_boot: int = 1000, seed: int = 0,
+                level: float = 0.95) -> dict[str, float | list[float]]:
+    """The mean of ``new`` minus ``old``, per-probe values on the same probes (e.g. average precision): the
+    difference, its paired bootstrap interval (probes resampled) and :func:`bootstrap_p`; {} without probes."""
+    d = np.asarray(new, np.float64) - np.asarray(old, np.float64)
+    if len(d) == 0 or n_boot <= 0:
+        return {}
+    means = d[np.random.default_rng(seed).integers(0, len(d), (n_boot, len(d)))].mean(1)
+    return {"diff": float(d.mean()), "diff_ci95": [float(x) for x in np.quantile(means, [(1 - level) / 2,
+                                                                                          (1 + level) / 2])],
+            "p": bootstrap_p(means)}

@@ -109,13 +109,18 @@ def disambiguator_sentence(metrics: dict) -> list[str]:
 
 
 def paired_section(paired: dict[str, dict[str, dict]]) -> list[str]:
-    """Markdown lines: a method's rank-1 against others on the same probes (difference, exact McNemar)."""
+    """Markdown lines: a method's rank-1 against others on the same probes (difference, exact McNemar), and its
+    mAP (difference, paired bootstrap CI and p) where the run has it."""
     lines = []
     for name, rows in paired.items():
         for other, r in rows.items():
-            lines.append(f"- `{name}` vs `{other}`: {100 * r['rank1_diff']:+.2f} rank-1 points, McNemar p "
-                         f"{r['mcnemar_p']:.2g} ({r['fixed']} fixed, {r['broken']} broken)")
-    return ["Paired rank-1, same probes:", "", *lines, ""] if lines else []
+            line = (f"- `{name}` vs `{other}`: {100 * r['rank1_diff']:+.2f} rank-1 points, McNemar p "
+                    f"{r['mcnemar_p']:.2g} ({r['fixed']} fixed, {r['broken']} broken)")
+            if "mAP_diff" in r:
+                lo, hi = r["mAP_diff_ci95"]
+                line += f"; mAP {100 * r['mAP_diff']:+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}], p {r['mAP_p']:.2g}"
+            lines.append(line)
+    return ["Paired rank-1 and mAP, same probes:", "", *lines, ""] if lines else []
 
 
 def fixed_model_section(metrics: dict) -> list[str]:
