@@ -21,6 +21,11 @@ def _ci(o: dict, key: str) -> str:
     return f"{_pct(lo)}–{_pct(hi)}"
 
 
+def _p(p: float, n_boot: int | None) -> str:
+    """A bootstrap p-value, "≤ p" at its floor for ``n_boot`` resamples (no resample on the far side of zero)."""
+    return f"{'≤ ' if n_boot is not None and p <= 2 / (n_boot + 1) + 1e-12 else ''}{p:.2g}"
+
+
 def method_table(methods: dict[str, dict]) -> str:
     """Markdown table of every method's metrics (percentages), with CI and paired statistics."""
     head = ("| method | rank-1 | 95% CI | rank-5 | rank-10 | rank-20 | rank-50 | mAP | 95% CI | McNemar p | fixed | "
@@ -63,10 +68,7 @@ def open_set_section(open_set: dict[str, dict], paired: dict[str, dict[str, dict
                   "over the mated and the non-mated searches, each resample setting its own threshold.", ""]
     def diff(r: dict, key: str) -> str:
         lo, hi = r[f"{key}_diff_ci95"]
-        p = r[f"{key}_p"]
-        floor = n_boot is not None and p <= 2 / (n_boot + 1) + 1e-12  # no resample on the far side of zero
-        return (f"{100 * r[f'{key}_diff']:+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}], p {'≤ ' if floor else ''}"
-                f"{p:.2g}")
+        return f"{100 * r[f'{key}_diff']:+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}], p {_p(r[f'{key}_p'], n_boot)}"
 
     rows = [f"- `{name}` vs `{other}`: DIR @ FPIR 1% {diff(r, 'dir@fpir=0.01')}; @ FPIR 10% {diff(r, 'dir@fpir=0.1')}"
             for name, others in (paired or {}).items() for other, r in others.items() if r]
@@ -108,9 +110,9 @@ def disambiguator_sentence(metrics: dict) -> list[str]:
             f"({st['disambiguator']}) used as the matcher: the whole gallery ranked by its score alone.", ""]
 
 
-def paired_section(paired: dict[str, dict[str, dict]]) -> list[str]:
+def paired_section(paired: dict[str, dict[str, dict]], n_boot: int | None = None) -> list[str]:
     """Markdown lines: a method's rank-1 against others on the same probes (difference, exact McNemar), and its
-    mAP (difference, paired bootstrap CI and p) where the run has it."""
+    mAP (difference, paired bootstrap CI and p, with ``n_boot`` resamples) where the run has it."""
     lines = []
     for name, rows in paired.items():
         for other, r in rows.items():
@@ -118,7 +120,8 @@ def paired_section(paired: dict[str, dict[str, dict]]) -> list[str]:
                     f"{r['mcnemar_p']:.2g} ({r['fixed']} fixed, {r['broken']} broken)")
             if "mAP_diff" in r:
                 lo, hi = r["mAP_diff_ci95"]
-                line += f"; mAP {100 * r['mAP_diff']:+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}], p {r['mAP_p']:.2g}"
+                line += (f"; mAP {100 * r['mAP_diff']:+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}], "
+                         f"p {_p(r['mAP_p'], n_boot)}")
             lines.append(line)
     return ["Paired rank-1 and mAP, same probes:", "", *lines, ""] if lines else []
 
@@ -246,7 +249,7 @@ def write_report(path: str | Path, metrics: dict, images: list[tuple[str, str]])
                   f"searched with `{plain['matcher']}`, the matcher without its test-time augmentation: the gap "
                   "between them is what the augmentation adds, the rest of the table what re-ranking adds on top.", ""]
     lines += disambiguator_sentence(metrics)
-    lines += paired_section(metrics.get("paired", {}))
+    lines += paired_section(metrics.get("paired", {}), metrics.get("config", {}).get("n_boot"))
     lines += fixed_model_section(metrics)
     lines += open_set_section(metrics.get("open_set", {}), metrics.get("paired_open_set"),
                               metrics.get("config", {}).get("n_boot"))
