@@ -34,8 +34,7 @@ from lookalike.metrics import (
     evaluate,
     first_hits,
     mcnemar,
-    open_set_ci,
-    paired_dir,
+    open_set_statistics,
     paired_mean,
 )
 from lookalike.model import LookalikeModel
@@ -216,6 +215,7 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
                          "duplicates": len(screened.duplicates), "probes set aside": set_aside},
               "files": {"skipped": str(out / "skipped.csv"), "duplicates": str(out / "duplicates.csv"),
                         "probes set aside": str(out / "set_aside.csv")}}
+    open_set_stats = open_set_summary(open_set, cfg.n_boot, cfg.seed, None if model is None else model.thresholds_)
     metrics = {
         "protocol": {**protocol.settings(), **counts, "data": str(cfg.data), "matcher": cfg.matcher,
                      "index": cfg.index, "depth": cfg.depth, "aligner": aligner.name,
@@ -226,9 +226,8 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
         "methods": methods,
         "paired": {n: paired_closed_set(test, rankings, ranks, n, others, cfg.n_boot, cfg.seed)
                    for n, others in PAIRINGS if n in rankings},
-        "open_set": open_set_summary(open_set, cfg.n_boot, cfg.seed, None if model is None else model.thresholds_),
-        "paired_open_set": {n: paired_open_set(open_set, n, others, cfg.n_boot, cfg.seed)
-                            for n, others in PAIRINGS if n in open_set},
+        "open_set": open_set_stats[0],
+        "paired_open_set": open_set_stats[1],
         "timing": {**timing, "total_s": time.perf_counter() - t0},
         "embedding": features.embeddings.summary(),
         "rerank_stats": rerank_stats,
@@ -342,23 +341,21 @@ def open_set_scores(test: SearchSplit, lists: RankedLists, nonmated: RankedLists
 
 
 def open_set_summary(outcomes: dict[str, OpenSetScores], n_boot: int, seed: int,
-                     thresholds: dict[float, float] | None = None) -> dict[str, dict]:
-    """Each method's FNIR and DIR at FPIR 1% and 10%, DIR's bootstrap 95% CI and the search counts; with a fixed
-    model's ``thresholds``, how they fare on this split (``calibrated``)."""
-    out = {n: {**o.rates(), **open_set_ci(o, n_boot=n_boot, seed=seed), "n_mated": len(o.mated_top),
-               "n_nonmated": len(o.nonmated_top)} for n, o in outcomes.items()}
+                     thresholds: dict[float, float] | None = None) -> tuple[dict[str, dict], dict[str, dict]]:
+    """One bootstrap of every method's open set (:func:`~lookalike.metrics.open_set_statistics`), read twice:
+    ({method: FNIR and DIR at FPIR 1% and 10%, DIR's 95% CI, the search counts; with a fixed model's
+    ``thresholds``, how they fare on this split (``calibrated``)}, {method: {method it is paired with: DIR's paired
+    difference}}). Each method of :data:`PAIRINGS` is paired with the run's baseline too (rank-1 has the baseline's
+    McNemar test in every method's row, the open set has it here); nothing without non-mated searches."""
+    pairs = {n: [o for o in ("baseline", *others) if o in outcomes and o != n and len(outcomes[o].nonmated_top)]
+             for n, others in PAIRINGS if n in outcomes}
+    cis, diffs = open_set_statistics(outcomes, tuple((n, o) for n, os in pairs.items() for o in os), n_boot=n_boot,
+                                     seed=seed)
+    summary = {n: {**o.rates(), **cis[n], "n_mated": len(o.mated_top), "n_nonmated": len(o.nonmated_top)}
+               for n, o in outcomes.items()}
     if thresholds is not None and FIXED_MODEL in outcomes:
-        out[FIXED_MODEL]["calibrated"] = calibrated_open_set(outcomes[FIXED_MODEL], thresholds)
-    return out
-
-
-def paired_open_set(outcomes: dict[str, OpenSetScores], name: str, others: tuple[str, ...], n_boot: int,
-                    seed: int) -> dict[str, dict]:
-    """DIR of ``name`` against the run's baseline and each of ``others`` it was run with, on the same searches
-    (:func:`paired_dir`; rank-1 has the baseline's McNemar test in every method's row, the open set has it here);
-    nothing without non-mated searches."""
-    return {o: paired_dir(outcomes[name], outcomes[o], n_boot=n_boot, seed=seed) for o in ("baseline", *others)
-            if o in outcomes and o != name and len(outcomes[o].nonmated_top)}
+        summary[FIXED_MODEL]["calibrated"] = calibrated_open_set(outcomes[FIXED_MODEL], thresholds)
+    return summary, {n: {o: diffs[n, o] for o in os} for n, os in pairs.items()}
 
 
 def top_lists(scores: np.ndarray, depth: int) -> RankedLists:

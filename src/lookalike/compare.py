@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lookalike.metrics import OpenSetScores, mcnemar, open_set_ci, paired_dir
+from lookalike.metrics import OpenSetScores, mcnemar, open_set_statistics
 
 DEFAULT_METHODS = ("lookalike-best", "lookalike-model", "baseline")  # the first a run has, when none is named
 
@@ -62,7 +62,7 @@ def load_method(spec: str) -> RunMethod:
 def compare(a: RunMethod, b: RunMethod, n_boot: int = 1000, seed: int = 0) -> dict:
     """``a`` against ``b`` on the same test probes (a ValueError when they are not): rank-1 of each, the difference
     and the exact McNemar test (fixed: probes ``a`` gets right and ``b`` does not); with both open sets on the same
-    gallery, each one's DIR with its CI and the paired difference (:func:`~lookalike.metrics.paired_dir`)."""
+    gallery, each one's DIR with its CI and the paired difference (:func:`~lookalike.metrics.open_set_statistics`)."""
     if not (np.array_equal(a.probe_paths, b.probe_paths) and np.array_equal(a.probe_ids, b.probe_ids)):
         raise ValueError(f"{a.label} and {b.label} did not search the same test probes: compare runs of one protocol "
                          "(`lookalike benchmark --data OUT/protocol/protocol.csv` reruns a saved one)")
@@ -78,10 +78,10 @@ def compare(a: RunMethod, b: RunMethod, n_boot: int = 1000, seed: int = 0) -> di
         out["open_set"] = None
         out["open_set_note"] = "not compared: the runs searched other galleries"
     else:
-        out["open_set"] = {"n_nonmated": len(a.open_set.nonmated_top),
-                           "a": {**a.open_set.rates(), **open_set_ci(a.open_set, n_boot=n_boot, seed=seed)},
-                           "b": {**b.open_set.rates(), **open_set_ci(b.open_set, n_boot=n_boot, seed=seed)},
-                           "paired": paired_dir(a.open_set, b.open_set, n_boot=n_boot, seed=seed)}
+        cis, paired = open_set_statistics({"a": a.open_set, "b": b.open_set}, (("a", "b"),), n_boot=n_boot,
+                                          seed=seed)
+        out["open_set"] = {"n_nonmated": len(a.open_set.nonmated_top), "a": {**a.open_set.rates(), **cis["a"]},
+                           "b": {**b.open_set.rates(), **cis["b"]}, "paired": paired["a", "b"]}
     return out
 
 

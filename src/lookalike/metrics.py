@@ -189,32 +189,43 @@ def dir_replicates(outcomes: list[OpenSetScores], fpir: float, n_boot: int, seed
     return out
 
 
+def open_set_statistics(outcomes: dict[str, OpenSetScores], pairs: tuple[tuple[str, str], ...] = (),
+                        fpirs: tuple[float, ...] = (0.01, 0.1), n_boot: int = 1000, seed: int = 0,
+                        level: float = 0.95) -> tuple[dict[str, dict], dict[tuple[str, str], dict]]:
+    """One bootstrap of every method's open set (:func:`dir_replicates`: the same resamples for all), read twice:
+    ({method: the percentile interval of its DIR at each FPIR}, {(new, old): DIR of ``new`` minus ``old`` at each
+    FPIR, each thresholding its own scores: the difference, its paired interval and :func:`bootstrap_p`}). Empty
+    dicts without resamples or when the first method has no searches of a kind; a ValueError when the methods do
+    not hold the same searches (FNIR's interval is one minus DIR's)."""
+    cis: dict[str, dict] = {n: {} for n in outcomes}
+    paired: dict[tuple[str, str], dict] = {pair: {} for pair in pairs}
+    first = next(iter(outcomes.values()), None)
+    if n_boot <= 0 or first is None or not len(first.mated_top) or not len(first.nonmated_top):
+        return cis, paired
+    q = [(1 - level) / 2, (1 + level) / 2]
+    for f in fpirs:
+        key = f"dir@fpir={f:g}"
+        reps = dict(zip(outcomes, dir_replicates(list(outcomes.values()), f, n_boot, seed).T, strict=True))
+        for n, r in reps.items():
+            cis[n][f"{key}_ci95"] = [float(x) for x in np.quantile(r, q)]
+        for new, old in pairs:
+            delta = reps[new] - reps[old]
+            paired[new, old].update({f"{key}_diff": outcomes[new].rates((f,))[key] - outcomes[old].rates((f,))[key],
+                                     f"{key}_diff_ci95": [float(x) for x in np.quantile(delta, q)],
+                                     f"{key}_p": bootstrap_p(delta)})
+    return cis, paired
+
+
 def open_set_ci(outcomes: OpenSetScores, fpirs: tuple[float, ...] = (0.01, 0.1), n_boot: int = 1000,
                 seed: int = 0, level: float = 0.95) -> dict[str, list[float]]:
-    """Percentile bootstrap interval of DIR at each FPIR (:func:`dir_replicates`; FNIR's is one minus it)."""
-    if n_boot <= 0 or len(outcomes.mated_top) == 0 or len(outcomes.nonmated_top) == 0:
-        return {}
-    q = [(1 - level) / 2, (1 + level) / 2]
-    return {f"dir@fpir={f:g}_ci95": [float(x) for x in np.quantile(dir_replicates([outcomes], f, n_boot, seed), q)]
-            for f in fpirs}
+    """Percentile bootstrap interval of one method's DIR at each FPIR (:func:`open_set_statistics`)."""
+    return open_set_statistics({"m": outcomes}, (), fpirs, n_boot, seed, level)[0]["m"]
 
 
 def paired_dir(new: OpenSetScores, old: OpenSetScores, fpirs: tuple[float, ...] = (0.01, 0.1), n_boot: int = 1000,
                seed: int = 0, level: float = 0.95) -> dict[str, float | list[float]]:
-    """DIR of ``new`` minus ``old`` at each FPIR on the same searches, each thresholding its own scores: the
-    difference, its paired bootstrap interval and a two-sided bootstrap p-value (twice the share of resampled
-    differences on the far side of zero, counted with the observed one: never below 2 / (n_boot + 1))."""
-    if n_boot <= 0 or len(new.mated_top) == 0 or len(new.nonmated_top) == 0:
-        return {}
-    out: dict[str, float | list[float]] = {}
-    for f in fpirs:
-        key = f"dir@fpir={f:g}"
-        reps = dir_replicates([new, old], f, n_boot, seed)
-        delta = reps[:, 0] - reps[:, 1]
-        out[f"{key}_diff"] = new.rates((f,))[key] - old.rates((f,))[key]
-        out[f"{key}_diff_ci95"] = [float(x) for x in np.quantile(delta, [(1 - level) / 2, (1 + level) / 2])]
-        out[f"{key}_p"] = bootstrap_p(delta)
-    return out
+    """DIR of ``new`` minus ``old`` at each FPIR on the same searches (:func:`open_set_statistics`)."""
+    return open_set_statistics({"new": new, "old": old}, (("new", "old"),), fpirs, n_boot, seed, level)[1]["new", "old"]
 
 
 def bootstrap_p(delta: np.ndarray) -> float:
