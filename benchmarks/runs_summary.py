@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from lookalike.io import atomic_write, write_json
+from lookalike.report import format_p
 
 BEST = "lookalike-best"
 AGAINST = ("baseline-plain", "lookalike-disamb-only", "lookalike-global", "kreciprocal-transductive")
@@ -73,7 +74,7 @@ def open_set_row(m: dict, plain: str) -> dict | None:
     return {f: {"plain": o[plain][f"dir@fpir={f}"], "plain_ci": o[plain][f"dir@fpir={f}_ci95"],
                 "best": o[BEST][f"dir@fpir={f}"], "best_ci": o[BEST][f"dir@fpir={f}_ci95"],
                 "paired": {k: {"diff": paired[k][f"dir@fpir={f}_diff"], "ci": paired[k][f"dir@fpir={f}_diff_ci95"],
-                               "p": paired[k][f"dir@fpir={f}_p"], "p_floor": 2 / (m["config"]["n_boot"] + 1)}
+                               "p": paired[k][f"dir@fpir={f}_p"], "n_boot": m["config"]["n_boot"]}
                            for k in OPEN_AGAINST if k in paired}}
             for f in FPIRS}
 
@@ -123,8 +124,8 @@ def markdown_batch(rows: list[dict]) -> str:
 
 def open_cell(p: dict) -> str:
     """A paired open-set test: the difference [95% CI] (p; "≤ p" where no resample fell on the far side of zero)."""
-    bound = "≤ " if p["p"] <= p["p_floor"] + 1e-12 else ""
-    return f"{100 * p['diff']:+.2f} [{100 * p['ci'][0]:+.2f}, {100 * p['ci'][1]:+.2f}] ({bound}{p['p']:.2g})"
+    lo, hi = p["ci"]
+    return f"{100 * p['diff']:+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}] ({format_p(p['p'], p['n_boot'])})"
 
 
 def markdown_open_set(rows: list[dict]) -> str:

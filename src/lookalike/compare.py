@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from lookalike.metrics import OpenSetScores, mcnemar, open_set_statistics
+from lookalike.report import format_p
 
 DEFAULT_METHODS = ("lookalike-best", "lookalike-model", "baseline")  # the first a run has, when none is named
 
@@ -104,5 +105,5 @@ def format_comparison(r: dict) -> str:
         lo, hi = p[f"{key}_diff_ci95"]
         lines.append(f"| {100 * float(f):g}% | {100 * o['a'][key]:.2f} {ci[0]} | {100 * o['b'][key]:.2f} {ci[1]} | "
                      f"{100 * p[f'{key}_diff']:+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}] | "
-                     f"{'≤ ' if p[f'{key}_p'] <= 2 / (r['n_boot'] + 1) + 1e-12 else ''}{p[f'{key}_p']:.2g} |")
+                     f"{format_p(p[f'{key}_p'], r['n_boot'])} |")
     return "\n".join(lines)

@@ -21,9 +21,15 @@ def _ci(o: dict, key: str) -> str:
     return f"{_pct(lo)}–{_pct(hi)}"
 
 
-def _p(p: float, n_boot: int | None) -> str:
+def format_p(p: float, n_boot: int | None) -> str:
     """A bootstrap p-value, "≤ p" at its floor for ``n_boot`` resamples (no resample on the far side of zero)."""
     return f"{'≤ ' if n_boot is not None and p <= 2 / (n_boot + 1) + 1e-12 else ''}{p:.2g}"
+
+
+def _paired(r: dict, key: str, n_boot: int | None) -> str:
+    """A paired bootstrap difference in points: ``r``'s ``{key}_diff`` [its 95% CI], p."""
+    lo, hi = r[f"{key}_diff_ci95"]
+    return f"{100 * r[f'{key}_diff']:+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}], p {format_p(r[f'{key}_p'], n_boot)}"
 
 
 def method_table(methods: dict[str, dict]) -> str:
@@ -66,12 +72,9 @@ def open_set_section(open_set: dict[str, dict], paired: dict[str, dict[str, dict
     lines += ["", f"{any_o['n_mated']} mated searches; {any_o['n_nonmated']} non-mated searches (each distractor "
                   "against the rest of the gallery), each method thresholding its own final score. CI: bootstrap "
                   "over the mated and the non-mated searches, each resample setting its own threshold.", ""]
-    def diff(r: dict, key: str) -> str:
-        lo, hi = r[f"{key}_diff_ci95"]
-        return f"{100 * r[f'{key}_diff']:+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}], p {_p(r[f'{key}_p'], n_boot)}"
-
-    rows = [f"- `{name}` vs `{other}`: DIR @ FPIR 1% {diff(r, 'dir@fpir=0.01')}; @ FPIR 10% {diff(r, 'dir@fpir=0.1')}"
-            for name, others in (paired or {}).items() for other, r in others.items() if r]
+    rows = [f"- `{name}` vs `{other}`: DIR @ FPIR 1% {_paired(r, 'dir@fpir=0.01', n_boot)}; @ FPIR 10% "
+            f"{_paired(r, 'dir@fpir=0.1', n_boot)}" for name, others in (paired or {}).items()
+            for other, r in others.items() if r]
     if rows:
         lines += ["Paired open set, same searches (difference in DIR points, paired bootstrap 95% CI, two-sided "
                   "bootstrap p):", "", *rows, ""]
@@ -119,9 +122,7 @@ def paired_section(paired: dict[str, dict[str, dict]], n_boot: int | None = None
             line = (f"- `{name}` vs `{other}`: {100 * r['rank1_diff']:+.2f} rank-1 points, McNemar p "
                     f"{r['mcnemar_p']:.2g} ({r['fixed']} fixed, {r['broken']} broken)")
             if "mAP_diff" in r:
-                lo, hi = r["mAP_diff_ci95"]
-                line += (f"; mAP {100 * r['mAP_diff']:+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}], "
-                         f"p {_p(r['mAP_p'], n_boot)}")
+                line += f"; mAP {_paired(r, 'mAP', n_boot)}"
             lines.append(line)
     return ["Paired rank-1 and mAP, same probes:", "", *lines, ""] if lines else []
 
