@@ -106,10 +106,16 @@ def current(s: NonMatedSample | None, g: Gallery) -> NonMatedSample:
 def summary(s: NonMatedSample) -> dict:
     """``thresholds`` (FPIR -> threshold), ``n_nonmated`` (sampled faces with another subject to match) and the
     ``lookalike`` threshold (at :data:`LOOKALIKE_FPIR`; +inf without non-mated searches)."""
-    top = np.asarray(s.top, np.float64)
-    top = top[np.isfinite(top)]
-    thresholds = {f: threshold_at_fpir(top, f) for f in FPIRS} if len(top) else {}
-    return {"thresholds": thresholds, "n_nonmated": int(len(top)), "lookalike": thresholds.get(LOOKALIKE_FPIR, np.inf)}
+    thresholds, n = _thresholds(s.top)
+    return {"thresholds": thresholds, "n_nonmated": n, "lookalike": thresholds.get(LOOKALIKE_FPIR, np.inf)}
+
+
+def _thresholds(top: list[float]) -> tuple[dict[float, float], int]:
+    """(FPIR -> threshold at each of :data:`FPIRS`, none without non-mated searches; the non-mated searches): from
+    sampled faces' top non-mated scores, -inf where a face had no other subject to match."""
+    t = np.asarray(top, np.float64)
+    t = t[np.isfinite(t)]
+    return ({f: threshold_at_fpir(t, f) for f in FPIRS} if len(t) else {}), int(len(t))
 
 
 @dataclass
@@ -175,7 +181,5 @@ def model_current(m: ModelTop | None, s: NonMatedSample, g: Gallery, model: Look
 def model_summary(m: ModelTop) -> dict:
     """``thresholds`` (FPIR -> threshold) from the sample at every FPIR (none without non-mated searches), ``enough``
     (FPIR -> whether the sample holds :data:`MIN_SEARCHES` / FPIR searches) and ``n_nonmated``."""
-    top = np.asarray(m.top, np.float64)
-    top = top[np.isfinite(top)]
-    return {"thresholds": {f: threshold_at_fpir(top, f) for f in FPIRS} if len(top) else {},
-            "enough": {f: len(top) >= MIN_SEARCHES / f for f in FPIRS}, "n_nonmated": int(len(top))}
+    thresholds, n = _thresholds(m.top)
+    return {"thresholds": thresholds, "enough": {f: n >= MIN_SEARCHES / f for f in FPIRS}, "n_nonmated": n}

@@ -91,6 +91,7 @@ class Identifier:
         self._calibration: tuple[int, dict] | None = None
         self._sample: NonMatedSample | None = None  # the gallery's calibration sample
         self._model_top: ModelTop | None = None  # the model's final scores on it
+        self._fingerprint: str | None = None  # the model's (hashing its arrays costs milliseconds: once)
         self.timing: dict[str, float] = {}
 
     # --- faces -----------------------------------------------------------------------------------------
@@ -149,9 +150,10 @@ class Identifier:
         """The model's thresholds on this gallery's sample (None without an embedding-level model)."""
         if self.model is None or self.model.disambiguator_.input != "embedding":
             return None
-        g, fingerprint = self.gallery, self.model.fingerprint()
+        g = self.gallery
+        self._fingerprint = self._fingerprint or self.model.fingerprint()
         saved = self._model_top or ModelTop.from_dict(g.derived("model-calibration", key))
-        top = model_current(saved, sample, g, self.model, fingerprint)
+        top = model_current(saved, sample, g, self.model, self._fingerprint)
         if top is not saved:
             g.save_derived("model-calibration", key, top.as_dict())
         self._model_top = top
