@@ -57,7 +57,7 @@ def run_row(run: Path) -> dict:
                  "setting": m["rerank_stats"][BATCH]["batch"], "paired": {k: bp[k] for k in BATCH_AGAINST if k in bp}}
     return {"run": str(run), "data": Path(cfg["data"]).name, "seed": cfg["seed"], "lowres": cfg.get("lowres"),
             "open_set": open_set_row(m, plain),
-            "degrade": cfg.get("degrade", "bicubic"), "probes": probes,
+            "degrade": cfg.get("degrade", "bicubic"), "lowres_apply": cfg.get("lowres_apply", "both"), "probes": probes,
             "plain": methods[plain]["rank1"], "baseline": methods["baseline"]["rank1"],
             "best": methods[BEST]["rank1"], "best_ci": methods[BEST]["rank1_ci95"],
             "paired": {k: paired[k] for k in AGAINST if k in paired}, "batch": batch, "versions": m.get("versions", {})}
@@ -144,10 +144,11 @@ def markdown_open_set(rows: list[dict]) -> str:
 
 
 def face(r: dict) -> str:
-    """``full``, ``~20 px`` or ``~20 px realistic``."""
+    """``full``, ``~20 px``, ``~20 px realistic``; ``, probes only`` or ``, gallery only`` when one side is degraded."""
     if not r["lowres"]:
         return "full"
-    return f"~{r['lowres']} px" + ("" if r["degrade"] == "bicubic" else f" {r['degrade']}")
+    side = {"both": "", "probes": ", probes only", "gallery": ", gallery only"}[r.get("lowres_apply", "both")]
+    return f"~{r['lowres']} px" + ("" if r["degrade"] == "bicubic" else f" {r['degrade']}") + side
 
 
 def by_setting(rows: list[dict]) -> list[dict]:

@@ -107,7 +107,8 @@ def fit_grids(cfg: BenchmarkConfig, features: ProtocolFeatures, train: FaceSet, 
     out, models = {}, {}
     for name, ds in grids.items():
         t = time.perf_counter()
-        m = models[name] = run_model(cfg, features.protocol, ds, pool).fit(train, val.probes, val.gallery)
+        m = models[name] = run_model(cfg, features.protocol, ds, pool).fit(train, val.probes, val.gallery,
+                                                                        val.gallery_as_probes)
         st = m.reranker_.stats
         out[name] = {"val_rank1": st["val_rank1"], "val_mrr": st["val_mrr"], "chosen": st["disambiguator"],
                      "selection": st["selection"], "weight": st["weight"], "seconds": round(time.perf_counter() - t, 1)}

@@ -344,7 +344,7 @@ def test_protocol_lowres_settings(face_folders):
     with pytest.raises(ValueError, match="lowres"):
         make_protocol(t, lowres=3)
     with pytest.raises(ValueError, match="lowres_apply"):
-        make_protocol(t, lowres=16, lowres_apply="gallery")
+        make_protocol(t, lowres=16, lowres_apply="probe")
     with pytest.raises(ValueError, match="lowres"):
         Protocol(t, lowres=0)
     full = make_protocol(t)
@@ -353,7 +353,10 @@ def test_protocol_lowres_settings(face_folders):
     assert all(both.degraded(r) for r in ("probe", "gallery", "distractor", "val_probe", "val_gallery"))
     probes = make_protocol(t, lowres=16, lowres_apply="probes")
     assert probes.degraded("probe") and probes.degraded("val_probe")
-    assert not any(probes.degraded(r) for r in ("gallery", "distractor", "val_gallery", "val_distractor"))
+    assert not any(probes.degraded(r) for r in ("gallery", "distractor", "val_gallery", "val_distractor", "train"))
+    gallery = make_protocol(t, lowres=16, lowres_apply="gallery")
+    assert all(gallery.degraded(r) for r in ("gallery", "distractor", "val_gallery", "val_distractor"))
+    assert not any(gallery.degraded(r) for r in ("probe", "val_probe", "train"))
 
 
 def test_protocol_rejects_bad_tables(face_folders):

@@ -375,6 +375,36 @@ def test_readme_python_path_at_low_resolution_uses_the_flip_matcher(system, orl_
     assert doc["model"]["matcher"] == "dlib-resnet-v1+flip" and face["candidates"][0]["subject"] == "s4"
 
 
+def test_a_gallery_only_model_degrades_the_gallery_not_the_probe(system, orl_dir, cache_path, tmp_path):
+    """``--lowres-apply gallery`` (a sharp probe against a low-resolution gallery): the gallery made from the model
+    is degraded, the probe photo is embedded at full resolution, and identify re-ranks (ORL as above)."""
+    from lookalike import train_model
+    from lookalike.embed import embed_paths
+
+    _, _, root = system
+    model, _ = train_model(root / "train.csv", lowres=16, lowres_apply="gallery", cache=str(cache_path), depth=20,
+                           workers=1, progress=False)
+    assert (model.probe_lowres, model.gallery_lowres) == (None, 16)
+    probe = orl_dir / "s4" / "8.pgm"
+    with Gallery.create(tmp_path / "g.sqlite", matcher=model.matcher, lowres=model.gallery_lowres) as gallery:
+        gallery.enroll([str(orl_dir / f"s{k}" / "1.pgm") for k in range(1, 21)], [f"s{k}" for k in range(1, 21)],
+                       cache=EmbeddingCache(str(cache_path)), workers=1, progress=False)
+        assert gallery.preprocess == "lowres16-chip17"
+        ident = Identifier(gallery, model)
+        face = ident.faces(np.asarray(Image.open(probe).convert("RGB")))[0]
+        full, low = (embed_paths([str(probe)], model.matcher, gallery.aligner, px, workers=1, progress=False)
+                     for px in (None, 16))
+        np.testing.assert_allclose(face.vector, full.vectors[0], atol=1e-5)
+        assert not np.allclose(face.vector, low.vectors[0], atol=1e-3)
+        doc = identify([probe], gallery, model, top=5)
+        # the gallery's own faces are not prepared as probes are: the model's thresholds decide (from its validation
+        # split, whose non-mated searches were prepared as probes)
+        assert ident.calibration()["model"] is None
+    face = doc["results"][0]["faces"][0]
+    assert doc["model"]["lowres_apply"] == "gallery" and face["candidates"][0]["subject"] == "s4"
+    assert face["decision"]["calibrated_on"] == "model"
+
+
 def test_train_refuses_too_few_people_before_any_work(orl_dir, tmp_path, capsys):
     code = main(["train", "--data", str(orl_dir), "--model", str(tmp_path / "m.lkm"), "--max-people", "3",
                  "--cache", "none", "--no-progress"])

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from lookalike.matchers.align import FaceAligner
-from lookalike.metrics import RankedLists
+from lookalike.metrics import RankedLists, threshold_at_fpir
 from lookalike.model import FORMAT_VERSION, LookalikeModel
 from lookalike.rerank.selection import AmbiguityGate, LookalikeGroup, ScoreMargin, TopK
 from lookalike.rerank.synthetic import synthetic_faces, synthetic_split
@@ -31,6 +31,26 @@ def test_fit_tunes_and_calibrates(fitted):
     assert t[0] >= t[1] >= t[2] and all(np.isfinite(t))
     with pytest.raises(ValueError, match="no threshold"):
         model.threshold(0.5)
+
+
+def test_thresholds_come_from_the_gallery_prepared_as_probes():
+    """With one side degraded, the val gallery's non-mated searches start from its images prepared as probes are
+    (``val_gallery_as_probes``): the thresholds are those of these searches, the rest of the model is unchanged."""
+    from lookalike.faces import FaceSet
+    from lookalike.rerank.tuning import nonmated_lists
+
+    train = synthetic_faces(120, seed=1, prefix="tr")
+    val = synthetic_split(synthetic_faces(60, seed=2, prefix="va"), "val")
+    g = val.gallery
+    noisy = g.vectors + np.random.default_rng(0).normal(0, 0.05, g.vectors.shape).astype(np.float32)
+    as_probes = FaceSet(g.paths, g.identities, noisy / np.linalg.norm(noisy, axis=1, keepdims=True))
+    same = LookalikeModel(depth=20).fit(train, val.probes, g)
+    other = LookalikeModel(depth=20).fit(train, val.probes, g, as_probes)
+    assert same.fingerprint() == other.fingerprint()  # the same disambiguator, selection and fusion
+    queries = FaceSet.concat(val.probes, as_probes)
+    top = other.rerank(queries.vectors, lists := nonmated_lists(queries, g, 20), g.vectors[lists.indices]).scores[:, 0]
+    assert other.training_["n_nonmated_searches"] == len(top)
+    assert other.thresholds_ == {f: threshold_at_fpir(top, f) for f in (0.001, 0.01, 0.1)} != same.thresholds_
 
 
 def test_save_load_reproduces_exactly(fitted, tmp_path):
@@ -91,6 +111,7 @@ def test_run_settings_must_match(fitted):
     model.check_run(name, aligner, 20, "both", "bicubic")
     for lowres, apply, degrade, what in ((None, "both", "bicubic", "probes 'full'"),
                                          (20, "probes", "bicubic", "gallery 'full'"),
+                                         (20, "gallery", "bicubic", "probes 'full'"),
                                          (20, "both", "realistic", "realistic"), (16, "both", "bicubic", "lowres16")):
         with pytest.raises(ValueError, match=what):
             model.check_run(name, aligner, lowres, apply, degrade)
@@ -109,6 +130,21 @@ def test_list_cut_to_reach_gives_the_same_top(fitted, selection):
     part = model.rerank(test.probes.vectors, cut, test.candidates[:, :r])
     np.testing.assert_array_equal(part.indices, full.indices[:, :r])
     np.testing.assert_allclose(part.scores, full.scores[:, :r], rtol=1e-6)
+
+
+@pytest.mark.parametrize("apply, probes, gallery", [("both", 20, 20), ("probes", 20, None), ("gallery", None, 20)])
+def test_one_side_degraded(fitted, tmp_path, apply, probes, gallery):
+    """``lowres_apply`` decides which side is degraded; it survives save and load, and the gallery key follows it."""
+    model, _ = fitted
+    one = copy.copy(model)
+    one.lowres_apply = apply
+    assert (one.probe_lowres, one.gallery_lowres) == (probes, gallery)
+    assert one.gallery_preprocess == ("lowres20-chip22" if gallery else "full")
+    one.save(tmp_path / "m.lkm")
+    back = LookalikeModel.load(tmp_path / "m.lkm")
+    assert (back.lowres_apply, back.probe_lowres, back.gallery_lowres) == (apply, probes, gallery)
+    with pytest.raises(ValueError, match="lowres_apply"):
+        LookalikeModel(lowres=20, lowres_apply="sides")
 
 
 def test_model_records_degrade(fitted, tmp_path):

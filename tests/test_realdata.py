@@ -70,14 +70,42 @@ def test_orl_lowres_probes_only(orl_features):
     assert low.table.roles.tolist() == protocol.table.roles[test_rows].tolist()
     features = embed_protocol(low, "torch", cache=cache, workers=1, progress=False)
     probe_rows = low.table.roles == "probe"
-    # only the probes are new work: the gallery comes from the cache, the probes' alignments too
-    assert features.embeddings.computed == int(probe_rows.sum()) == 20
+    # only 16 px faces are new work (the probes, and the gallery prepared as probes for non-mated searches): the
+    # full-resolution gallery comes from the cache, the alignments too
+    assert features.embeddings.computed == 2 * int(probe_rows.sum()) == 40
     v_full, v_low = full_features.embeddings.vectors[test_rows], features.embeddings.vectors
     np.testing.assert_array_equal(v_low[~probe_rows], v_full[~probe_rows])
     assert not np.allclose(v_low[probe_rows], v_full[probe_rows], atol=1e-3)
     m = evaluate(build_split(features, "test").positions(), n_boot=100)
     _check_metrics(m)
     assert m["rank1"] > 0.2  # degraded, but far better than chance (1/20)
+
+
+@pytest.mark.parametrize("apply", ["probes", "gallery"])
+def test_orl_one_side_degraded_nonmated_searches_are_prepared_as_probes(orl_features, apply):
+    """With one side degraded, each distractor's non-mated search starts from the distractor prepared as probes are
+    (else the open set would threshold other faces than the probes it decides)."""
+    from lookalike.data.table import FaceTable
+    from lookalike.embed import embed_paths
+
+    protocol, _, cache = orl_features
+    t = protocol.table
+    keep = np.isin(t.roles, ("probe", "gallery"))
+    people = sorted(set(t.identities[keep].tolist()))[:5]  # their gallery images become distractors
+    roles = np.where(np.isin(t.identities, people) & (t.roles == "gallery"), "distractor", t.roles)
+    keep &= ~(np.isin(t.identities, people) & (t.roles == "probe"))
+    table = FaceTable(t.paths[keep], t.identities[keep], roles[keep])
+    features = embed_protocol(make_protocol(table, lowres=16, lowres_apply=apply), "torch", cache=cache, workers=1,
+                              progress=False)
+    split = build_split(features, "test", depth=10)
+    distractors = split.gallery.take(split.is_distractor)
+    as_probes = embed_paths(distractors.paths, "torch", None, 16 if apply == "probes" else None, cache, workers=1,
+                            progress=False).vectors
+    np.testing.assert_array_equal(split.nonmated_probes.vectors, as_probes)
+    assert not np.allclose(split.nonmated_probes.vectors, distractors.vectors, atol=1e-3)  # the other side
+    sims = as_probes @ split.gallery.vectors.T
+    sims[distractors.identities[:, None] == split.gallery.identities[None, :]] = -np.inf
+    np.testing.assert_allclose(split.nonmated.scores[:, 0], sims.max(1), rtol=1e-5)
 
 
 def test_lfw_subset_end_to_end(tmp_path):

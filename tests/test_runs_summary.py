@@ -114,3 +114,12 @@ def test_open_set_table_pairs_the_saved_model_with_the_plain_baseline(summary, t
                         "+10.00 [+5.00, +15.00] (≤ 0.002) | – | +10.00 [+5.00, +15.00] (≤ 0.002) |")
     assert table[3].startswith("| lfw | 1 | ~20 px | 10.00% | 30.00 [8.00, 12.00] | 40.00 ")
     assert table[4].startswith("| lfw | 1 | full | 1.00% | 10.00 ")
+
+
+def test_one_side_degraded_is_its_own_setting(summary):
+    """Runs degrading only the probes or only the gallery are labelled so and grouped apart from both sides."""
+    both = {"lowres": 20, "degrade": "bicubic"}
+    assert summary.face(both) == "~20 px"
+    assert summary.face({**both, "lowres_apply": "gallery"}) == "~20 px, gallery only"
+    assert summary.face({**both, "degrade": "realistic", "lowres_apply": "probes"}) == "~20 px realistic, probes only"
+    assert summary.face({"lowres": None, "degrade": "bicubic", "lowres_apply": "gallery"}) == "full"

@@ -14,7 +14,7 @@ import numpy as np
 from lookalike.data.folders import load_folders
 from lookalike.data.images import check_degrade, check_lowres
 from lookalike.data.manifest import load_manifest
-from lookalike.data.protocol import Protocol, make_protocol, rerank_problem, saved_settings
+from lookalike.data.protocol import Protocol, make_protocol, rerank_problem, saved_settings, side_lowres
 from lookalike.data.screen import DUPLICATE_HEADER, printable, screen_table
 from lookalike.data.table import FaceTable
 from lookalike.data.tinyface import load_tinyface
@@ -258,9 +258,8 @@ def fixed_model(cfg: BenchmarkConfig) -> LookalikeModel:
         raise ValueError("--model re-ranks with a trained model: drop --no-rerank")
     aligner = FaceAligner(cfg.central_fraction)
     if cfg.model == DEFAULT:
-        gallery_lowres = cfg.lowres if cfg.lowres_apply == "both" else None
         model = default_model(matcher_name(cfg.matcher or default_matcher(cfg.lowres)), aligner,
-                              preprocess_key(gallery_lowres, cfg.degrade))
+                              preprocess_key(side_lowres(cfg.lowres, cfg.lowres_apply, "gallery"), cfg.degrade))
     else:
         model = LookalikeModel.load(cfg.model)
     model.check_run(matcher_name(cfg.matcher or model.matcher), aligner, cfg.lowres, cfg.lowres_apply, cfg.degrade,
@@ -299,7 +298,7 @@ def run_fixed_model(model: LookalikeModel, cfg: BenchmarkConfig, test: SearchSpl
     ``lookalike-model``, its open set from its own final scores and at its own calibrated thresholds."""
     t = time.perf_counter()
     lists = rerank_faces(model, test.probes, test.gallery, test.lists)
-    nonmated = None if test.nonmated is None else rerank_faces(model, test.gallery.take(test.is_distractor),
+    nonmated = None if test.nonmated is None else rerank_faces(model, test.nonmated_probes,
                                                                test.gallery, test.nonmated)
     timing[f"{FIXED_MODEL}_s"] = time.perf_counter() - t
     rankings[FIXED_MODEL] = lists
@@ -386,13 +385,17 @@ def transductive_search(test: SearchSplit, depth: int, k1: int = 20, k2: int = 6
     with its defaults (not tuned). Score = -(final distance). ``space``: an embedding-level disambiguator whose
     projection (:meth:`transform`; no cohort terms) the faces are mapped into first (default: the matcher's
     vectors). Lists, mate ranks and non-mated searches as :func:`full_ranking_search` (each distractor is a
-    member of the same joint set)."""
+    member of the same joint set; when the protocol degrades one side only, the distractors prepared as probes join
+    the set as probes and are the non-mated queries)."""
     q, distractors = len(test.probes), np.flatnonzero(test.is_distractor)
     probes, gallery = test.probes.vectors, test.gallery.vectors
+    one_sided = test.gallery_as_probes is not None and test.nonmated is not None
+    if one_sided:
+        probes = np.concatenate([probes, test.nonmated_probes.vectors])
     if space is not None:
         probes, gallery = space.transform(probes), space.transform(gallery)
-    scores = -kreciprocal_transductive(probes, gallery, k1, k2, lam,
-                                       queries=np.concatenate([np.arange(q), q + distractors]))
+    queries = np.arange(len(probes)) if one_sided else np.concatenate([np.arange(q), len(probes) + distractors])
+    scores = -kreciprocal_transductive(probes, gallery, k1, k2, lam, queries=queries)
     return full_ranking_search(test, scores, depth)
 
 
@@ -402,7 +405,7 @@ def global_search(test: SearchSplit, disambiguator: Disambiguator, depth: int) -
     ranks and non-mated searches as :func:`full_ranking_search`."""
     queries = test.probes.vectors
     if test.nonmated is not None:
-        queries = np.concatenate([queries, test.gallery.vectors[test.is_distractor]])
+        queries = np.concatenate([queries, test.nonmated_probes.vectors])
     return full_ranking_search(test, disambiguator.score_matrix(queries, test.gallery.vectors), depth)
 
 
@@ -501,7 +504,7 @@ def run_rerankers(cfg: BenchmarkConfig, features: ProtocolFeatures, test: Search
         name = getattr(method, "name", "lookalike-best")
         t = time.perf_counter()
         if isinstance(method, LookalikeModel):
-            method.fit(train, val.probes, val.gallery)
+            method.fit(train, val.probes, val.gallery, val.gallery_as_probes)
             method.save(out / "model.lkm")
         else:
             method.fit(train, val_lists)
@@ -509,7 +512,7 @@ def run_rerankers(cfg: BenchmarkConfig, features: ProtocolFeatures, test: Search
         timing[f"{name}_s"] = time.perf_counter() - t
         rankings[name] = lists
         methods[name] = score_method(name, test, lists, base_hits, cfg.n_boot, cfg.seed)
-        nonmated = None if test.nonmated is None else rerank_faces(method, test.gallery.take(test.is_distractor),
+        nonmated = None if test.nonmated is None else rerank_faces(method, test.nonmated_probes,
                                                                    test.gallery, test.nonmated)
         open_set[name] = open_set_scores(test, lists, nonmated)
         stats[name] = method.reranker_.stats if isinstance(method, LookalikeModel) else method.stats

@@ -91,6 +91,8 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from lookalike.data.protocol import LOWRES_APPLY
+
     fmt = argparse.RawDescriptionHelpFormatter
     parser = Parser(prog="lookalike", description=DESCRIPTION, formatter_class=fmt)
     parser.add_argument("--version", action="version", version=f"lookalike {__version__}")
@@ -115,8 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "fractions and resolution come from protocol.json beside it.")
     _common(b)
     b.add_argument("--out", required=True, help="output folder (earlier results of lookalike there are replaced)")
-    b.add_argument("--lowres-apply", choices=("both", "probes"), default=None,
-                   help="degrade probes and gallery (as TinyFace; default) or probes only")
+    b.add_argument("--lowres-apply", choices=LOWRES_APPLY, default=None,
+                   help="degrade probes and gallery (as TinyFace; default), probes only (a low-resolution probe "
+                        "against a sharp gallery) or gallery only (a sharp probe against a low-resolution gallery); "
+                        "train images are degraded only with both")
     b.add_argument("--seed", type=int, default=None,
                    help="seed of the people split, gallery choice and re-ranking (default: 0)")
     b.add_argument("--index", choices=("numpy", "faiss"), default="numpy", help="gallery search implementation")
@@ -141,8 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "re-ranker and calibrates its open-set thresholds. Writes one model file.")
     _common(t)
     t.add_argument("--model", required=True, help="output model file (.lkm)")
-    t.add_argument("--lowres-apply", choices=("both", "probes"), default="both",
-                   help="the model's faces: probes and gallery degraded to --lowres (as TinyFace) or probes only")
+    t.add_argument("--lowres-apply", choices=LOWRES_APPLY, default="both",
+                   help="the model's faces: probes and gallery degraded to --lowres (as TinyFace), probes only or "
+                        "gallery only")
     t.add_argument("--disambiguator", choices=("lda", "finetuned"), default="lda",
                    help="lda (embedding level, seconds) or finetuned (the network's last block, minutes)")
     t.add_argument("--seed", type=int, default=0, help="seed of the validation split and the fits")

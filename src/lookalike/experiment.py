@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from lookalike.data.protocol import Protocol
+from lookalike.data.protocol import GALLERY_ROLES, Protocol, side_lowres
 from lookalike.embed import Embeddings, embed_paths
 from lookalike.faces import FaceSet
 from lookalike.index import full_ranks, make_index
@@ -35,6 +35,18 @@ class SearchSplit:
     base_ranks: list[np.ndarray]  # sorted full-ranking positions of each probe's mates (baseline)
     notes: dict = field(default_factory=dict)
     nonmated: RankedLists | None = None  # each distractor searched against the rest of the gallery (open set)
+    gallery_as_probes: FaceSet | None = None  # the gallery's images prepared as probes are; None: as the gallery
+
+    @property
+    def gallery_probes(self) -> FaceSet:
+        """The gallery's images prepared as probes (for non-mated searches): the gallery itself unless the protocol
+        degrades one side only."""
+        return self.gallery if self.gallery_as_probes is None else self.gallery_as_probes
+
+    @property
+    def nonmated_probes(self) -> FaceSet:
+        """The distractors prepared as probes: the queries of the non-mated searches (``nonmated``)."""
+        return self.gallery_probes.take(self.is_distractor)
 
     @property
     def candidates(self) -> np.ndarray:
@@ -64,10 +76,13 @@ def enrolled_mates(probe_ids: np.ndarray, gallery_ids: np.ndarray, is_distractor
 
 @dataclass
 class ProtocolFeatures:
-    """One embedding per protocol row (degraded where the protocol says), with each row's status."""
+    """One embedding per protocol row (degraded where the protocol says), with each row's status; when the
+    protocol degrades one side only, ``probe_view`` also holds the gallery roles' rows embedded as probes are (for
+    non-mated searches, whose queries must be prepared like probes; zero vectors elsewhere)."""
 
     protocol: Protocol
     embeddings: Embeddings
+    probe_view: np.ndarray | None = None
 
     def faces(self, *roles: str) -> FaceSet:
         """Usable images of these roles, each with the resolution the protocol gives it."""
@@ -76,6 +91,17 @@ class ProtocolFeatures:
         lowres = np.asarray([self.protocol.lowres if self.protocol.degraded(r) else 0 for r in t.roles[rows]],
                             np.int32)
         return FaceSet(t.paths[rows], t.identities[rows], self.embeddings.vectors[rows], lowres)
+
+    def faces_as_probes(self, *roles: str) -> FaceSet:
+        """:meth:`faces` of these (gallery) roles, prepared as the protocol prepares probes."""
+        faces = self.faces(*roles)
+        if self.probe_view is None:
+            return faces
+        t = self.protocol.table
+        rows = np.isin(t.roles, roles) & self.embeddings.ok
+        probe_lowres = side_lowres(self.protocol.lowres, self.protocol.lowres_apply, "probes") or 0
+        return FaceSet(faces.paths, faces.identities, self.probe_view[rows], np.full(len(faces), probe_lowres,
+                                                                                     np.int32))
 
     def skipped(self, *roles: str) -> dict[str, int]:
         rows = np.isin(self.protocol.table.roles, roles) & ~self.embeddings.ok
@@ -109,7 +135,27 @@ def embed_protocol(protocol: Protocol, matcher: str | None = None, cache: Embedd
         emb.messages.update({int(rows[i]): m for i, m in e.messages.items()})
         emb.seconds += e.seconds
         emb.computed += e.computed
-    return ProtocolFeatures(protocol, emb)
+    return ProtocolFeatures(protocol, emb, _probe_view(protocol, emb, matcher, cache, aligner, workers, progress))
+
+
+def _probe_view(protocol: Protocol, emb: Embeddings, matcher: str, cache: EmbeddingCache | None,
+                aligner: FaceAligner | None, workers: int, progress: bool) -> np.ndarray | None:
+    """The gallery roles' usable rows embedded as the protocol prepares probes, when it degrades one side only
+    (None otherwise). The same images, so the same faces: a row usable in one view and not the other is an error."""
+    if protocol.lowres is None or protocol.lowres_apply == "both":
+        return None
+    t = protocol.table
+    rows = np.flatnonzero(np.isin(t.roles, GALLERY_ROLES) & emb.ok)
+    view = np.zeros_like(emb.vectors)
+    if len(rows):
+        e = embed_paths(t.paths[rows], matcher, aligner, side_lowres(protocol.lowres, protocol.lowres_apply, "probes"),
+                        cache, workers, progress=progress, desc="embed gallery as probes", degrade=protocol.degrade)
+        if not e.ok.all():
+            raise ValueError(f"{int((~e.ok).sum())} gallery images usable at one resolution are not at the other")
+        view[rows] = e.vectors
+        emb.seconds += e.seconds
+        emb.computed += e.computed
+    return view
 
 
 def build_split(features: ProtocolFeatures, name: str = "test", depth: int = 100,
@@ -120,6 +166,7 @@ def build_split(features: ProtocolFeatures, name: str = "test", depth: int = 100
     gallery_roles = (f"{prefix}gallery", f"{prefix}distractor")
     t = features.protocol.table
     gallery = features.faces(*gallery_roles)
+    as_probes = features.faces_as_probes(*gallery_roles) if features.probe_view is not None else None
     is_distractor = t.roles[np.isin(t.roles, gallery_roles) & features.embeddings.ok] == f"{prefix}distractor"
     if len(probes) == 0 or len(gallery) == 0:
         raise ValueError(f"{name} split: {len(probes)} usable probes, {len(gallery)} usable gallery images")
@@ -130,12 +177,13 @@ def build_split(features: ProtocolFeatures, name: str = "test", depth: int = 100
              "skipped_probes": features.skipped(f"{prefix}probe"),
              "skipped_gallery": features.skipped(*gallery_roles)}
     probes = probes.take(has_mate)
-    return search(name, probes, gallery, is_distractor, depth, index, notes)
+    return search(name, probes, gallery, is_distractor, depth, index, notes, as_probes)
 
 
 def search(name: str, probes: FaceSet, gallery: FaceSet, is_distractor: np.ndarray, depth: int = 100,
-           index: str = "numpy", notes: dict | None = None) -> SearchSplit:
-    """Search ``probes`` (all of which have a mate) against ``gallery`` with their vectors.
+           index: str = "numpy", notes: dict | None = None, gallery_as_probes: FaceSet | None = None) -> SearchSplit:
+    """Search ``probes`` (all of which have a mate) against ``gallery`` with their vectors; each distractor, prepared
+    as probes are (``gallery_as_probes``, when that differs from the gallery), against the rest of the gallery.
 
     Also serves to re-search a split with other embeddings (e.g. an adapted matcher as the base matcher):
     ``search(split.name, split.probes with new vectors, split.gallery with new vectors, split.is_distractor)``.
@@ -148,5 +196,7 @@ def search(name: str, probes: FaceSet, gallery: FaceSet, is_distractor: np.ndarr
     notes["search_s"] = time.perf_counter() - t0
     mates = enrolled_mates(probes.identities, gallery.identities, is_distractor)
     base_ranks = full_ranks(probes.vectors, gallery.vectors, mates)
-    nonmated = nonmated_lists(gallery.take(is_distractor), gallery, depth) if is_distractor.any() else None
-    return SearchSplit(name, probes, gallery, is_distractor, RankedLists(ids, scores), base_ranks, notes, nonmated)
+    queries = (gallery if gallery_as_probes is None else gallery_as_probes).take(is_distractor)
+    nonmated = nonmated_lists(queries, gallery, depth) if is_distractor.any() else None
+    return SearchSplit(name, probes, gallery, is_distractor, RankedLists(ids, scores), base_ranks, notes, nonmated,
+                       gallery_as_probes)

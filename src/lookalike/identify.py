@@ -84,7 +84,7 @@ class Identifier:
         self.gallery, self.model = gallery, model
         if model is not None and hasattr(model.disambiguator_, "memo_size"):
             model.disambiguator_.memo_size = MEMO_SIZE  # gallery faces are prepared once, not once per probe
-        self.lowres = model.lowres if model is not None else gallery.lowres
+        self.lowres = model.probe_lowres if model is not None else gallery.lowres  # what probes are degraded to
         self.degrade = model.degrade if model is not None else "bicubic"
         self.aligner = gallery.aligner  # the model's geometry (checked) with the gallery's fallback for crops
         self._matcher = None
@@ -147,8 +147,11 @@ class Identifier:
         return self._calibration[1]
 
     def _model_calibration(self, sample: NonMatedSample, key: dict) -> dict | None:
-        """The model's thresholds on this gallery's sample (None without an embedding-level model)."""
-        if self.model is None or self.model.disambiguator_.input != "embedding":
+        """The model's thresholds on this gallery's sample (None without an embedding-level model, and for a model
+        that degrades one side only: the sampled gallery faces, searched as probes, are not prepared as its probes
+        are, so its own thresholds, from validation searches prepared as probes, decide)."""
+        if self.model is None or self.model.disambiguator_.input != "embedding" \
+                or self.model.probe_lowres != self.model.gallery_lowres:
             return None
         g = self.gallery
         self._fingerprint = self._fingerprint or self.model.fingerprint()

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from lookalike.data.images import DEGRADE_KINDS, check_degrade
+from lookalike.data.protocol import side_lowres
 from lookalike.disambiguators.base import Disambiguator
 from lookalike.faces import FaceSet
 from lookalike.io import atomic_write
@@ -47,9 +48,9 @@ def preprocessing(matcher: str, aligner: FaceAligner, lowres: int | None, lowres
     geometry (:attr:`FaceAligner.geometry`) and the probes' and gallery's preprocessing keys."""
     from lookalike.embed import preprocess_key
 
-    gallery = lowres if lowres_apply == "both" else None
-    return {"matcher": matcher, "aligner": aligner.geometry, "probes": preprocess_key(lowres, degrade),
-            "gallery": preprocess_key(gallery, degrade)}
+    return {"matcher": matcher, "aligner": aligner.geometry,
+            "probes": preprocess_key(side_lowres(lowres, lowres_apply, "probes"), degrade),
+            "gallery": preprocess_key(side_lowres(lowres, lowres_apply, "gallery"), degrade)}
 
 
 def _differences(theirs: dict[str, str], mine: dict[str, str]) -> str:
@@ -62,7 +63,7 @@ class LookalikeModel:
 
     Parameters: ``matcher`` (short name, ``torch`` or ``dlib``), ``lowres`` (face width in pixels the faces
     are degraded to, None for full resolution) and ``lowres_apply`` (``both``: probes and gallery, as
-    TinyFace; ``probes``: probes only), ``degrade`` (how: ``bicubic`` or ``realistic``, see
+    TinyFace; ``probes`` or ``gallery``: that side only), ``degrade`` (how: ``bicubic`` or ``realistic``, see
     :func:`lookalike.data.images.degrade`), ``aligner``; the grid (``disambiguators``, ``selections``,
     ``normalisers``, ``weights``), list ``depth``, the ``fpirs`` to calibrate thresholds at, and ``seed``.
     Learned state (set by :meth:`fit` or :meth:`load`): ``reranker_``, ``thresholds_``, ``training_``, and
@@ -75,8 +76,7 @@ class LookalikeModel:
                  normalisers: Sequence[str] = NORMS, weights: Sequence[float] = DEFAULT_WEIGHTS, depth: int = 100,
                  fpirs: Sequence[float] = FPIRS, seed: int = 0, pool: DisambiguatorPool | None = None,
                  lowres_apply: str = "both", degrade: str = "bicubic") -> None:
-        if lowres_apply not in ("both", "probes"):
-            raise ValueError(f"lowres_apply must be 'both' or 'probes', got {lowres_apply!r}")
+        side_lowres(lowres, lowres_apply, "probes")  # checks lowres_apply
         self.matcher, self.lowres, self.aligner = matcher or default_matcher(lowres), lowres, aligner or FaceAligner()
         self.lowres_apply, self.degrade = lowres_apply, check_degrade(degrade)
         self.disambiguators = list(disambiguators) if disambiguators else default_disambiguators(seed)
@@ -93,10 +93,12 @@ class LookalikeModel:
     # ------------------------------------------------------------------------------------------------
     # training
 
-    def fit(self, train: FaceSet, val_probes: FaceSet, val_gallery: FaceSet) -> LookalikeModel:
+    def fit(self, train: FaceSet, val_probes: FaceSet, val_gallery: FaceSet,
+            val_gallery_as_probes: FaceSet | None = None) -> LookalikeModel:
         """Fit on ``train`` faces; tune on val probes searched against the val gallery (distractors included);
         calibrate thresholds on non-mated val searches (every val probe and gallery image searched against
-        the val gallery without its own identity)."""
+        the val gallery without its own identity; the gallery images prepared as probes are,
+        ``val_gallery_as_probes``, when only one side is degraded)."""
         from lookalike.matchers import matcher_name
 
         t0 = time.perf_counter()
@@ -104,7 +106,8 @@ class LookalikeModel:
         self.reranker_ = LookalikeReranker(self.disambiguators, self.selections, self.normalisers, self.weights,
                                            pool=self.pool, name="lookalike-best", seed=self.seed).fit(train, val)
         self._fit_batch(train, val)
-        top = self._nonmated_top(FaceSet.concat(val_probes, val_gallery), val_gallery)
+        queries = val_gallery if val_gallery_as_probes is None else val_gallery_as_probes
+        top = self._nonmated_top(FaceSet.concat(val_probes, queries), val_gallery)
         self.thresholds_ = {f: threshold_at_fpir(top, f) for f in self.fpirs}
         self.matcher_name_ = matcher_name(self.matcher)
         self.training_ = {"n_train_images": len(train), "n_train_people": int(len(np.unique(train.identities))),
@@ -184,8 +187,13 @@ class LookalikeModel:
 
     @property
     def gallery_lowres(self) -> int | None:
-        """The resolution gallery faces are embedded at (``lowres`` when applied to both, else full)."""
-        return self.lowres if self.lowres_apply == "both" else None
+        """The face width gallery faces are degraded to (None: full resolution)."""
+        return side_lowres(self.lowres, self.lowres_apply, "gallery")
+
+    @property
+    def probe_lowres(self) -> int | None:
+        """The face width probe faces are degraded to (None: full resolution)."""
+        return side_lowres(self.lowres, self.lowres_apply, "probes")
 
     @property
     def gallery_preprocess(self) -> str:
@@ -340,7 +348,7 @@ def describe_default(model: LookalikeModel, path: Path) -> str:
     """``default-lowres20.lkm (dlib-resnet-v1, 20 px bicubic faces, probes and gallery)``."""
     if model.lowres is None:
         return f"{path.name} ({model.matcher_name_}, full-resolution faces)"
-    where = "probes and gallery" if model.lowres_apply == "both" else "probes only"
+    where = {"both": "probes and gallery", "probes": "probes only", "gallery": "gallery only"}[model.lowres_apply]
     return f"{path.name} ({model.matcher_name_}, {model.lowres} px {model.degrade} faces, {where})"
 
 

@@ -95,9 +95,10 @@ def train_model(data: str | Path, matcher: str | None = None, lowres: int | None
     check_trainable(protocol.table.identities[ok], protocol.table.roles[ok])
     train = features.faces("train")
     val_probes, val_gallery = features.faces("val_probe"), features.faces("val_gallery", "val_distractor")
+    val_as_probes = features.faces_as_probes("val_gallery", "val_distractor")
     model = LookalikeModel(matcher, lowres, aligner, make_disambiguators(disambiguator, seed, cache, central_fraction),
                            lowres_apply=lowres_apply, degrade=degrade, depth=depth, seed=seed)
-    model.fit(train, val_probes, val_gallery)
+    model.fit(train, val_probes, val_gallery, val_as_probes)
     model.training_.update({"data": str(data), "data_fingerprint": data_fingerprint(data, table.identities),
                             "counts": counts, "embedding": features.embeddings.summary(),
                             "total_s": round(time.perf_counter() - t0, 1)})

@@ -19,7 +19,16 @@ from lookalike.data.images import check_degrade, check_lowres
 from lookalike.data.table import FaceTable
 from lookalike.io import read_json, write_json
 
-LOWRES_APPLY = ("both", "probes")
+LOWRES_APPLY = ("both", "probes", "gallery")
+GALLERY_ROLES = ("gallery", "distractor", "val_gallery", "val_distractor")
+
+
+def side_lowres(lowres: int | None, lowres_apply: str, side: str) -> int | None:
+    """The face width ``side`` (``probes`` or ``gallery``) is degraded to under ``lowres_apply`` (``both``,
+    ``probes`` or ``gallery``): ``lowres`` where it applies, else None (full resolution)."""
+    if lowres_apply not in LOWRES_APPLY:
+        raise ValueError(f"lowres_apply must be one of {LOWRES_APPLY}, got {lowres_apply!r}")
+    return lowres if lowres_apply in ("both", side) else None
 
 
 @dataclass
@@ -61,9 +70,11 @@ class Protocol:
 
     def degraded(self, role: str) -> bool:
         """Whether images of this role are degraded (the ``degrade`` way) to ``lowres`` pixels."""
-        if self.lowres is None:
-            return False
-        return self.lowres_apply == "both" or role in ("probe", "val_probe")
+        if self.lowres is None or self.lowres_apply == "both":
+            return self.lowres is not None  # both: the train images too
+        if role == "train":
+            return False  # one side degraded: the disambiguator learns from full-resolution faces
+        return side_lowres(self.lowres, self.lowres_apply, "gallery" if role in GALLERY_ROLES else "probes") is not None
 
     def save(self, folder: str | Path) -> None:
         folder = Path(folder)
