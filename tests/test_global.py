@@ -3,6 +3,8 @@ benchmark's lists, mate ranks and non-mated searches built from it."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -115,3 +117,17 @@ def test_global_ranking_sorts_score_lists_over_the_whole_gallery(split):
     other[:, x] = -np.inf
     np.testing.assert_array_equal(nonmated.indices, np.argsort(-other, axis=1, kind="stable")[:, :2])
     assert not np.isin(nonmated.indices, x).any()
+
+
+def test_global_nonmated_queries_are_the_distractors_prepared_as_probes(split):
+    """One side degraded: the non-mated searches start from ``gallery_as_probes``, the probes' lists do not change."""
+    as_probes = faces(["a", "b", "b", "c", "x", "x"], [25, 35, 75, 65, 15, 55])
+    one_sided = dataclasses.replace(split, gallery_as_probes=as_probes)
+    d = Stretch()
+    lists, _, nonmated = global_search(one_sided, d, depth=2)
+    np.testing.assert_array_equal(lists.indices, global_search(split, d, depth=2)[0].indices)
+    x = np.flatnonzero(split.is_distractor)
+    other = whole_gallery(d, as_probes.vectors[x], split.gallery.vectors)
+    other[:, x] = -np.inf
+    np.testing.assert_allclose(nonmated.scores, -np.sort(-other, axis=1)[:, :2], atol=1e-6)
+    assert not np.allclose(nonmated.scores, global_search(split, d, depth=2)[2].scores)

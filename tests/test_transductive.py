@@ -117,6 +117,24 @@ def test_benchmark_lists_ranks_and_nonmated(split):
         split.gallery.identities[None, :] == split.gallery.identities[distractors][:, None], np.inf, d[q:]), 1))
 
 
+def test_one_sided_nonmated_queries_join_the_set_as_probes(split):
+    """One side degraded: the distractors prepared as probes join the joint set as probes and are the non-mated
+    queries (their gallery-side images stay in the gallery, their own identity left out of their lists)."""
+    from lookalike.faces import FaceSet
+
+    noise = 0.05 * np.random.default_rng(2).normal(size=split.gallery.vectors.shape)
+    g = split.gallery
+    as_probes = FaceSet(g.paths, g.identities, l2_normalize(g.vectors + noise).astype(np.float32))
+    one_sided = dataclasses.replace(split, gallery_as_probes=as_probes)
+    lists, _, nonmated = transductive_search(one_sided, depth=20)
+    q, distractors = len(split.probes), np.flatnonzero(split.is_distractor)
+    joint = np.concatenate([split.probes.vectors, as_probes.vectors[distractors]])
+    d = kreciprocal_transductive(joint, g.vectors, queries=np.arange(len(joint)))
+    np.testing.assert_array_equal(lists.indices, np.argsort(d[:q], axis=1, kind="stable")[:, :20])
+    own = g.identities[None, :] == g.identities[distractors][:, None]
+    np.testing.assert_allclose(nonmated.scores[:, 0], -np.min(np.where(own, np.inf, d[q:]), 1))
+
+
 def test_benchmark_search_in_a_disambiguator_space_projects_every_face_first(split):
     """``space``: the same k-reciprocal re-ranking over the disambiguator's projections of probes and gallery."""
 
