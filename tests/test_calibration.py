@@ -77,7 +77,7 @@ def test_the_sample_is_kept_for_the_next_process(db: str, small_sample, monkeypa
         assert g.store.get_derived("calibration") is not None and g.generation_ == gen  # saved, not a change
     draws = []
     real = calibration.draw
-    monkeypatch.setattr(calibration, "draw", lambda g: draws.append(1) or real(g))
+    monkeypatch.setattr(calibration, "draw", lambda g, depth=2: draws.append(1) or real(g, depth))
     with Gallery.open(db) as g:
         assert Identifier(g).calibration() == cal and not draws  # read, not searched again
         _add(g, ["p1", "new"], rng)
@@ -134,8 +134,13 @@ def test_a_models_thresholds_come_from_the_gallery_when_its_sample_is_large_enou
     with Gallery.create(db, matcher=model.matcher) as g:
         g.add_embeddings(people.identities[:400], people.vectors[:400])
         ident = Identifier(g, model)
+        searches, real_search = [], g.search
+        monkeypatch.setattr(g, "search", lambda v, k=20: searches.append(k) or real_search(v, k))
         cal = ident.calibration()
+        monkeypatch.setattr(g, "search", real_search)
         assert sum(prepared) <= 400  # a gallery face in many sampled lists is prepared once, not once a list
+        # the sample is searched once, as deep as the model reaches, for both calibrations; the search is not kept
+        assert searches == [model.reach + 1] and ident._sample.lists is None
         sample = ident._sample
         pos = np.asarray(sample.positions)
         v = np.asarray(g.vectors_)

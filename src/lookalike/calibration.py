@@ -13,12 +13,13 @@ held the whole gallery (2,000 faces or fewer), or when the gallery has doubled s
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from lookalike.gallery import Gallery
+from lookalike.gallery.gallery import SubjectLists
 from lookalike.metrics import RankedLists, threshold_at_fpir
 
 if TYPE_CHECKING:
@@ -43,10 +44,11 @@ class NonMatedSample:
     positions: list[int]
     ids: list[int]
     top: list[float]
+    lists: SubjectLists | None = field(default=None, repr=False, compare=False)  # the draw's search, in memory only
 
     @classmethod
     def from_dict(cls, d: object) -> NonMatedSample | None:
-        """The sample :func:`dataclasses.asdict` wrote, or None for anything else."""
+        """The sample :meth:`as_dict` wrote, or None for anything else."""
         try:
             s = cls(**d)  # type: ignore[arg-type]
         except TypeError:
@@ -60,20 +62,22 @@ class NonMatedSample:
         return s if ok else None
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "lists"}
 
 
-def draw(g: Gallery) -> NonMatedSample:
-    """A seeded sample of the gallery's faces, each searched against the other subjects."""
+def draw(g: Gallery, depth: int = 2) -> NonMatedSample:
+    """A seeded sample of the gallery's faces, each searched against the other subjects. ``depth``: subjects each
+    search lists (a model's reach + 1 keeps the search in ``lists`` for :func:`model_top`, which then does not
+    search the sample again: 13 s saved the first time at a million faces)."""
     n = len(g.image_ids_)
     rows = np.random.default_rng(0).choice(n, min(n, MAX_NONMATED), replace=False) if n else np.zeros(0, np.int64)
-    top = np.full(len(rows), -np.inf)
+    top, lists = np.full(len(rows), -np.inf), None
     if len(rows) and int(g.subject_codes_.max()) > 0:  # searchable faces of two subjects or more
-        lists = g.search(np.asarray(g.vectors_)[rows], k=2)
+        lists = g.search(np.asarray(g.vectors_)[rows], k=max(2, depth))
         own = lists.subjects[:, 0] == g.subjects_[rows]
         top = np.where(own, lists.scores[:, 1], lists.scores[:, 0]).astype(np.float64)
     return NonMatedSample(n, n, int(g.image_ids_[n - 1]) if n else -1, rows.tolist(),
-                          g.image_ids_[rows].astype(int).tolist(), top.tolist())
+                          g.image_ids_[rows].astype(int).tolist(), top.tolist(), lists if depth > 2 else None)
 
 
 def extended(s: NonMatedSample, g: Gallery, block: int = 8192) -> NonMatedSample | None:
@@ -98,9 +102,10 @@ def extended(s: NonMatedSample, g: Gallery, block: int = 8192) -> NonMatedSample
     return NonMatedSample(n, s.drawn_at, int(g.image_ids_[n - 1]), s.positions, s.ids, top.tolist())
 
 
-def current(s: NonMatedSample | None, g: Gallery) -> NonMatedSample:
-    """The sample for the gallery as it is now: ``s`` extended when it can be, else drawn again."""
-    return (extended(s, g) if s is not None else None) or draw(g)
+def current(s: NonMatedSample | None, g: Gallery, depth: int = 2) -> NonMatedSample:
+    """The sample for the gallery as it is now: ``s`` extended when it can be, else drawn again (``depth``: see
+    :func:`draw`)."""
+    return (extended(s, g) if s is not None else None) or draw(g, depth)
 
 
 def summary(s: NonMatedSample) -> dict:
@@ -157,7 +162,11 @@ def model_top(s: NonMatedSample, g: Gallery, model: LookalikeModel) -> np.ndarra
     if not len(pos) or int(g.subject_codes_.max(initial=0)) == 0:
         return np.full(len(pos), -np.inf)
     vectors = np.asarray(g.vectors_)[pos]
-    lists = g.search(vectors, k=reach + 1)
+    lists, s.lists = s.lists, None  # the draw's search, used once (it holds every candidate's vector)
+    n = len(g.image_ids_)
+    fresh = lists is not None and s.rows_at == n and int(g.image_ids_[n - 1]) == s.last_id
+    if not (fresh and lists.scores.shape[1] >= min(reach + 1, int(g.subject_codes_.max()) + 1)):
+        lists = g.search(vectors, k=reach + 1)
     own = lists.subjects == g.subjects_[pos][:, None]
     keep = np.argsort(own, axis=1, kind="stable")[:, : lists.scores.shape[1] - 1]  # the other subjects, in order
     scores = np.take_along_axis(lists.scores, keep, 1)

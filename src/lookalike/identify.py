@@ -139,19 +139,24 @@ class Identifier:
             key = {"matcher": g.matcher_name, "preprocess": g.preprocess, "sample": MAX_NONMATED}
             if self._sample is None:
                 self._sample = NonMatedSample.from_dict(g.derived("calibration", key))
-            sample = current(self._sample, g)
+            sample = current(self._sample, g, self.model.reach + 1 if self._calibrates_model() else 2)
             if sample is not self._sample:
                 g.save_derived("calibration", key, sample.as_dict())
             self._sample = sample
             self._calibration = (gen, {**summary(sample), "model": self._model_calibration(sample, key)})
+            sample.lists = None  # the draw's search has served the model's calibration, or was not needed: dropped
         return self._calibration[1]
+
+    def _calibrates_model(self) -> bool:
+        """Whether the model's final score is calibrated on this gallery (:meth:`_model_calibration`)."""
+        m = self.model
+        return m is not None and m.disambiguator_.input == "embedding" and m.probe_lowres == m.gallery_lowres
 
     def _model_calibration(self, sample: NonMatedSample, key: dict) -> dict | None:
         """The model's thresholds on this gallery's sample (None without an embedding-level model, and for a model
         that degrades one side only: the sampled gallery faces, searched as probes, are not prepared as its probes
         are, so its own thresholds, from validation searches prepared as probes, decide)."""
-        if self.model is None or self.model.disambiguator_.input != "embedding" \
-                or self.model.probe_lowres != self.model.gallery_lowres:
+        if not self._calibrates_model():
             return None
         g = self.gallery
         self._fingerprint = self._fingerprint or self.model.fingerprint()
