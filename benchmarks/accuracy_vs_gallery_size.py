@@ -65,7 +65,7 @@ def main() -> None:
     roles = ("distractor",) if args.pool == "test" else ("distractor", "train", "val_probe", "val_gallery",
                                                           "val_distractor")
     pool_rows = np.flatnonzero(np.isin(t.roles, roles))
-    probes, enrolled = embed(probe_rows, model.lowres), embed(enrolled_rows, model.gallery_lowres)
+    probes, enrolled = embed(probe_rows, model.probe_lowres), embed(enrolled_rows, model.gallery_lowres)
     pool = embed(pool_rows, model.gallery_lowres)
     with_mirrors = model.matcher not in AUGMENTED  # a flip-averaged mirror is the image itself
     if with_mirrors:

@@ -31,22 +31,33 @@ from lookalike.benchmark import load_saved_run
 from lookalike.calibration import FPIRS
 from lookalike.gallery import Gallery
 from lookalike.identify import Identifier
+from lookalike.matchers.cache import EmbeddingCache
 from lookalike.model import LookalikeModel
 
 
 @contextmanager
-def gallery_identifier(model: LookalikeModel, subjects: np.ndarray, vectors: np.ndarray) -> Iterator[Identifier]:
-    """``identify``'s :class:`Identifier` with ``model`` on a temporary gallery of these faces (SQLite)."""
+def gallery_identifier(model: LookalikeModel, subjects: np.ndarray, vectors: np.ndarray,
+                       paths: np.ndarray | None = None, cache: str | None = None) -> Iterator[Identifier]:
+    """``identify``'s :class:`Identifier` with ``model`` on a temporary gallery of these faces (SQLite); with
+    ``paths``, enrolled from the image files through ``cache`` (a model that prepares probes otherwise than the
+    gallery calibrates by cutting the sampled faces again from their files), checked to give ``vectors``."""
     with tempfile.TemporaryDirectory() as tmp, \
             Gallery.create(Path(tmp) / "g.sqlite", matcher=model.matcher, lowres=model.gallery_lowres,
                            aligner=model.aligner) as g:
-        g.add_embeddings(subjects.astype(str), vectors)
+        if paths is None:
+            g.add_embeddings(subjects.astype(str), vectors)
+        else:
+            g.enroll(list(paths.astype(str)), list(subjects.astype(str)), cache=EmbeddingCache(cache), progress=False)
+            got = np.asarray(g.vectors_)
+            if got.shape != vectors.shape or not np.allclose(got, vectors, atol=1e-5):
+                raise SystemExit("the enrolled gallery differs from the run's gallery vectors")
         yield Identifier(g, model)
 
 
-def identify_thresholds(model: LookalikeModel, subjects: np.ndarray, vectors: np.ndarray) -> dict[float, tuple]:
+def identify_thresholds(model: LookalikeModel, subjects: np.ndarray, vectors: np.ndarray,
+                        paths: np.ndarray | None = None, cache: str | None = None) -> dict[float, tuple]:
     """{FPIR: (threshold, where it was calibrated)} as ``identify`` decides on a gallery of these faces."""
-    with gallery_identifier(model, subjects, vectors) as ident:
+    with gallery_identifier(model, subjects, vectors, paths, cache) as ident:
         return {f: ident.threshold(f) for f in FPIRS}
 
 
@@ -60,7 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         first_right = mated[np.arange(len(probes)), found.indices[:, 0]]
         enrolled = mated.any(1)
         nonmated = search(model, probes, gallery, base.depth, exclude=mated).scores[:, 0]
-        own = identify_thresholds(model, r["gallery_ids"], gallery)
+        one_sided = model.probe_lowres != model.gallery_lowres  # enrolled from the files: see gallery_identifier
+        own = identify_thresholds(model, r["gallery_ids"], gallery, r["gallery_paths"] if one_sided else None,
+                                  args.cache)
         for f in FPIRS:
             t = (model.threshold(f), own[f][0])
             got = [100 * np.mean(nonmated >= x) for x in t]

@@ -377,18 +377,27 @@ def test_readme_python_path_at_low_resolution_uses_the_flip_matcher(system, orl_
 
 def test_a_gallery_only_model_degrades_the_gallery_not_the_probe(system, orl_dir, cache_path, tmp_path):
     """``--lowres-apply gallery`` (a sharp probe against a low-resolution gallery): the gallery made from the model
-    is degraded, the probe photo is embedded at full resolution, and identify re-ranks (ORL as above)."""
-    from lookalike import train_model
+    is degraded, the probe photo is embedded at full resolution, and identify re-ranks (ORL as above). The model's
+    calibration on the gallery searches the sampled gallery faces prepared as probes are (cut again from their files,
+    at full resolution); a face whose file has gone is left out of it."""
+    import shutil
+
+    from lookalike import calibration, train_model
     from lookalike.embed import embed_paths
+    from lookalike.metrics import RankedLists
 
     _, _, root = system
     model, _ = train_model(root / "train.csv", lowres=16, lowres_apply="gallery", cache=str(cache_path), depth=20,
                            workers=1, progress=False)
     assert (model.probe_lowres, model.gallery_lowres) == (None, 16)
     probe = orl_dir / "s4" / "8.pgm"
+    photos = []
+    for k in range(1, 21):  # copies, so that one can go
+        photos.append(tmp_path / f"s{k}.pgm")
+        shutil.copy(orl_dir / f"s{k}" / "1.pgm", photos[-1])
     with Gallery.create(tmp_path / "g.sqlite", matcher=model.matcher, lowres=model.gallery_lowres) as gallery:
-        gallery.enroll([str(orl_dir / f"s{k}" / "1.pgm") for k in range(1, 21)], [f"s{k}" for k in range(1, 21)],
-                       cache=EmbeddingCache(str(cache_path)), workers=1, progress=False)
+        gallery.enroll([str(p) for p in photos], [f"s{k}" for k in range(1, 21)], cache=EmbeddingCache(str(cache_path)),
+                       workers=1, progress=False)
         assert gallery.preprocess == "lowres16-chip17"
         ident = Identifier(gallery, model)
         face = ident.faces(np.asarray(Image.open(probe).convert("RGB")))[0]
@@ -397,12 +406,25 @@ def test_a_gallery_only_model_degrades_the_gallery_not_the_probe(system, orl_dir
         np.testing.assert_allclose(face.vector, full.vectors[0], atol=1e-5)
         assert not np.allclose(face.vector, low.vectors[0], atol=1e-3)
         doc = identify([probe], gallery, model, top=5)
-        # the gallery's own faces are not prepared as probes are: the model's thresholds decide (from its validation
-        # split, whose non-mated searches were prepared as probes)
-        assert ident.calibration()["model"] is None
+        # the calibration: each sampled face, sharp, against the other subjects' degraded faces, re-ranked
+        cal = ident.calibration()["model"]
+        sample = ident._sample
+        sharp = embed_paths([str(p) for p in gallery.paths_[sample.positions]], model.matcher, gallery.aligner, None,
+                            workers=1, progress=False).vectors
+        v = np.asarray(gallery.vectors_)
+        sims = sharp @ v.T
+        sims[gallery.subject_codes_[sample.positions][:, None] == gallery.subject_codes_[None, :]] = -np.inf
+        order = np.argsort(-sims, axis=1, kind="stable")[:, :model.reach]
+        lists = RankedLists(order, np.take_along_axis(sims, order, 1).astype(np.float32))
+        expected = model.rerank(sharp, lists, v[order]).scores[:, 0]
+        np.testing.assert_allclose(ident._model_top.top, expected, atol=1e-4)
+        assert cal["n_nonmated"] == 20
+        photos[int(sample.positions[0])].unlink()
+        gone = calibration.model_top(sample, gallery, model, lambda: ident._sample_as_probes(sample))
+        assert np.isneginf(gone[0]) and np.allclose(gone[1:], expected[1:], atol=1e-4)
     face = doc["results"][0]["faces"][0]
     assert doc["model"]["lowres_apply"] == "gallery" and face["candidates"][0]["subject"] == "s4"
-    assert face["decision"]["calibrated_on"] == "model"
+    assert face["decision"]["calibrated_on"] in ("gallery-sample", "model")  # 20 faces: the stricter of the two
 
 
 def test_train_refuses_too_few_people_before_any_work(orl_dir, tmp_path, capsys):

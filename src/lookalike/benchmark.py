@@ -691,7 +691,7 @@ def load_saved_run(out: str | Path, cache: str | None = str(DEFAULT_CACHE), work
         r = dict(z)
     store = EmbeddingCache(cache)
     try:
-        probes = embed_paths(r["probe_paths"], model.matcher, model.aligner, model.lowres, store, workers,
+        probes = embed_paths(r["probe_paths"], model.matcher, model.aligner, model.probe_lowres, store, workers,
                              progress=False, degrade=model.degrade)
         gallery = embed_paths(r["gallery_paths"], model.matcher, model.aligner, model.gallery_lowres, store, workers,
                               progress=False, degrade=model.degrade)

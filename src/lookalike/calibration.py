@@ -13,6 +13,7 @@ held the whole gallery (2,000 faces or fewer), or when the gallery has doubled s
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING
 
@@ -154,17 +155,25 @@ def model_key(s: NonMatedSample, model_fingerprint: str) -> str:
     return hashlib.sha1(f"{model_fingerprint} {s.ids}".encode()).hexdigest()[:16]
 
 
-def model_top(s: NonMatedSample, g: Gallery, model: LookalikeModel) -> np.ndarray:
+def model_top(s: NonMatedSample, g: Gallery, model: LookalikeModel,
+              as_probes: Callable[[], np.ndarray] | None = None) -> np.ndarray:
     """Each sampled face's first final score when it is searched like a probe against the other subjects (its own
-    subject left out of its list) and re-ranked by ``model``; -inf where no other subject has a face."""
+    subject left out of its list) and re-ranked by ``model``; -inf where no other subject has a face.
+    ``as_probes``: for a model that prepares probes otherwise than the gallery, the sampled faces' vectors prepared
+    as its probes are (one row per sampled face, NaN where a face could not be prepared: -inf too)."""
     pos = np.asarray(s.positions, np.int64)
     reach = model.reach
+    lists, s.lists = s.lists, None  # the draw's search, used once (it holds every candidate's vector)
     if not len(pos) or int(g.subject_codes_.max(initial=0)) == 0:
         return np.full(len(pos), -np.inf)
-    vectors = np.asarray(g.vectors_)[pos]
-    lists, s.lists = s.lists, None  # the draw's search, used once (it holds every candidate's vector)
+    vectors = np.asarray(g.vectors_)[pos] if as_probes is None else as_probes()
+    usable = ~np.isnan(vectors).any(1)
+    top = np.full(len(pos), -np.inf)
+    if not usable.any():
+        return top
+    pos, vectors = pos[usable], vectors[usable]
     n = len(g.image_ids_)
-    fresh = lists is not None and s.rows_at == n and int(g.image_ids_[n - 1]) == s.last_id
+    fresh = as_probes is None and lists is not None and s.rows_at == n and int(g.image_ids_[n - 1]) == s.last_id
     if not (fresh and lists.scores.shape[1] >= min(reach + 1, int(g.subject_codes_.max()) + 1)):
         lists = g.search(vectors, k=reach + 1)
     own = lists.subjects == g.subjects_[pos][:, None]
@@ -172,19 +181,20 @@ def model_top(s: NonMatedSample, g: Gallery, model: LookalikeModel) -> np.ndarra
     scores = np.take_along_axis(lists.scores, keep, 1)
     candidates = np.take_along_axis(lists.vectors, keep[:, :, None], 1)
     ids = np.take_along_axis(lists.image_ids, keep, 1)  # a gallery face in many lists is prepared once
-    return model.rerank(vectors, RankedLists(ids, scores), candidates).scores[:, 0].astype(np.float64)
+    top[usable] = model.rerank(vectors, RankedLists(ids, scores), candidates).scores[:, 0]
+    return top
 
 
 def model_current(m: ModelTop | None, s: NonMatedSample, g: Gallery, model: LookalikeModel,
-                  fingerprint: str) -> ModelTop:
+                  fingerprint: str, as_probes: Callable[[], np.ndarray] | None = None) -> ModelTop:
     """``m`` while it still describes this model, sample and gallery (no face removed, grown by at most
-    :data:`MODEL_REGROW`), else computed again."""
+    :data:`MODEL_REGROW`), else computed again (``as_probes``: see :func:`model_top`)."""
     n = len(g.image_ids_)
     key = model_key(s, fingerprint)
     if m is not None and m.key == key and 0 < m.rows_at <= n <= (1 + MODEL_REGROW) * m.rows_at \
             and int(g.image_ids_[m.rows_at - 1]) == m.last_id:
         return m
-    return ModelTop(key, n, int(g.image_ids_[n - 1]) if n else -1, model_top(s, g, model).tolist())
+    return ModelTop(key, n, int(g.image_ids_[n - 1]) if n else -1, model_top(s, g, model, as_probes).tolist())
 
 
 def model_summary(m: ModelTop) -> dict:

@@ -139,7 +139,8 @@ class Identifier:
             key = {"matcher": g.matcher_name, "preprocess": g.preprocess, "sample": MAX_NONMATED}
             if self._sample is None:
                 self._sample = NonMatedSample.from_dict(g.derived("calibration", key))
-            sample = current(self._sample, g, self.model.reach + 1 if self._calibrates_model() else 2)
+            shared = self._calibrates_model() and not self._one_sided()  # one search serves both calibrations
+            sample = current(self._sample, g, self.model.reach + 1 if shared else 2)
             if sample is not self._sample:
                 g.save_derived("calibration", key, sample.as_dict())
             self._sample = sample
@@ -149,23 +150,48 @@ class Identifier:
 
     def _calibrates_model(self) -> bool:
         """Whether the model's final score is calibrated on this gallery (:meth:`_model_calibration`)."""
-        m = self.model
-        return m is not None and m.disambiguator_.input == "embedding" and m.probe_lowres == m.gallery_lowres
+        return self.model is not None and self.model.disambiguator_.input == "embedding"
+
+    def _one_sided(self) -> bool:
+        """Whether the model prepares probes otherwise than gallery faces (``--lowres-apply probes|gallery``)."""
+        return self.model is not None and self.model.probe_lowres != self.model.gallery_lowres
 
     def _model_calibration(self, sample: NonMatedSample, key: dict) -> dict | None:
-        """The model's thresholds on this gallery's sample (None without an embedding-level model, and for a model
-        that degrades one side only: the sampled gallery faces, searched as probes, are not prepared as its probes
-        are, so its own thresholds, from validation searches prepared as probes, decide)."""
+        """The model's thresholds on this gallery's sample (None without an embedding-level model). A model that
+        prepares probes otherwise than the gallery searches the sampled faces prepared as its probes are
+        (:meth:`_sample_as_probes`)."""
         if not self._calibrates_model():
             return None
         g = self.gallery
         self._fingerprint = self._fingerprint or self.model.fingerprint()
         saved = self._model_top or ModelTop.from_dict(g.derived("model-calibration", key))
-        top = model_current(saved, sample, g, self.model, self._fingerprint)
+        as_probes = (lambda: self._sample_as_probes(sample)) if self._one_sided() else None
+        top = model_current(saved, sample, g, self.model, self._fingerprint, as_probes)
         if top is not saved:
             g.save_derived("model-calibration", key, top.as_dict())
         self._model_top = top
         return model_summary(top)
+
+    def _sample_as_probes(self, sample: NonMatedSample, batch: int = 64) -> np.ndarray:
+        """The sampled gallery faces prepared as the model's probes are: each cut again from its file with the
+        landmarks stored at enrolment, degraded as probes are, embedded; a NaN row for a face whose file cannot be
+        read now (it is left out of the calibration). Seconds per thousand faces: paid once per calibration."""
+        g = self.gallery
+        out = np.full((len(sample.ids), g.dim), np.nan, np.float32)
+        rows, chips = [], []
+        for i, image_id in enumerate([*sample.ids, None]):
+            if chips and (image_id is None or len(chips) == batch):
+                out[rows] = self.matcher.embed(np.stack(chips))
+                rows, chips = [], []
+            rec = g.store.get_image(int(image_id)) if image_id is not None else None
+            try:
+                chip = g.enrolled_chip(rec) if rec is not None else None
+            except (ImageError, ValueError):
+                continue
+            if chip is not None:
+                rows.append(i)
+                chips.append(degrade(chip, self.lowres, self.degrade) if self.lowres is not None else chip)
+        return out
 
     def threshold(self, fpir: float, calibration: dict | None = None) -> tuple[float, str]:
         """(the decision threshold at ``fpir``, where it was calibrated). With a model: on this gallery when its
