@@ -117,7 +117,8 @@ def _open_or_create(args: argparse.Namespace):
         model = load_model_for_db(args.model, args.db)
         if model.gallery_lowres is not None and model.degrade != "bicubic":
             raise ValueError(f"{args.model}: galleries support the bicubic degradation only; this model degrades "
-                             f"its gallery faces the {model.degrade!r} way (train it with --lowres-apply probes)")
+                             f"its gallery faces the {model.degrade!r} way (train it with --degrade bicubic, or with "
+                             "--lowres-apply probes to leave the gallery sharp)")
         args.matcher, args.lowres, geometry = model.matcher, model.gallery_lowres, model.aligner
     try:
         gallery = Gallery.open(args.db)
