@@ -163,7 +163,6 @@ def model_top(s: NonMatedSample, g: Gallery, model: LookalikeModel,
     as its probes are (one row per sampled face, NaN where a face could not be prepared: -inf too)."""
     pos = np.asarray(s.positions, np.int64)
     reach = model.reach
-    lists, s.lists = s.lists, None  # the draw's search, used once (it holds every candidate's vector)
     if not len(pos) or int(g.subject_codes_.max(initial=0)) == 0:
         return np.full(len(pos), -np.inf)
     vectors = np.asarray(g.vectors_)[pos] if as_probes is None else as_probes()
@@ -172,7 +171,7 @@ def model_top(s: NonMatedSample, g: Gallery, model: LookalikeModel,
     if not usable.any():
         return top
     pos, vectors = pos[usable], vectors[usable]
-    n = len(g.image_ids_)
+    n, lists = len(g.image_ids_), s.lists
     fresh = as_probes is None and lists is not None and s.rows_at == n and int(g.image_ids_[n - 1]) == s.last_id
     if not (fresh and lists.scores.shape[1] >= min(reach + 1, int(g.subject_codes_.max()) + 1)):
         lists = g.search(vectors, k=reach + 1)

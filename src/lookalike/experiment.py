@@ -38,15 +38,10 @@ class SearchSplit:
     gallery_as_probes: FaceSet | None = None  # the gallery's images prepared as probes are; None: as the gallery
 
     @property
-    def gallery_probes(self) -> FaceSet:
-        """The gallery's images prepared as probes (for non-mated searches): the gallery itself unless the protocol
-        degrades one side only."""
-        return self.gallery if self.gallery_as_probes is None else self.gallery_as_probes
-
-    @property
     def nonmated_probes(self) -> FaceSet:
-        """The distractors prepared as probes: the queries of the non-mated searches (``nonmated``)."""
-        return self.gallery_probes.take(self.is_distractor)
+        """The distractors prepared as probes are: the queries of the non-mated searches (``nonmated``); the gallery's
+        own distractor images unless the protocol degrades one side only."""
+        return (self.gallery if self.gallery_as_probes is None else self.gallery_as_probes).take(self.is_distractor)
 
     @property
     def candidates(self) -> np.ndarray:
@@ -84,24 +79,25 @@ class ProtocolFeatures:
     embeddings: Embeddings
     probe_view: np.ndarray | None = None
 
+    def _rows(self, roles: tuple[str, ...]) -> np.ndarray:
+        """The usable rows of these roles (a boolean mask over the protocol's table)."""
+        return np.isin(self.protocol.table.roles, roles) & self.embeddings.ok
+
     def faces(self, *roles: str) -> FaceSet:
         """Usable images of these roles, each with the resolution the protocol gives it."""
-        t = self.protocol.table
-        rows = np.isin(t.roles, roles) & self.embeddings.ok
+        t, rows = self.protocol.table, self._rows(roles)
         lowres = np.asarray([self.protocol.lowres if self.protocol.degraded(r) else 0 for r in t.roles[rows]],
                             np.int32)
         return FaceSet(t.paths[rows], t.identities[rows], self.embeddings.vectors[rows], lowres)
 
     def faces_as_probes(self, *roles: str) -> FaceSet:
         """:meth:`faces` of these (gallery) roles, prepared as the protocol prepares probes."""
-        faces = self.faces(*roles)
         if self.probe_view is None:
-            return faces
-        t = self.protocol.table
-        rows = np.isin(t.roles, roles) & self.embeddings.ok
+            return self.faces(*roles)
+        t, rows = self.protocol.table, self._rows(roles)
         probe_lowres = side_lowres(self.protocol.lowres, self.protocol.lowres_apply, "probes") or 0
-        return FaceSet(faces.paths, faces.identities, self.probe_view[rows], np.full(len(faces), probe_lowres,
-                                                                                     np.int32))
+        return FaceSet(t.paths[rows], t.identities[rows], self.probe_view[rows],
+                       np.full(int(rows.sum()), probe_lowres, np.int32))
 
     def skipped(self, *roles: str) -> dict[str, int]:
         rows = np.isin(self.protocol.table.roles, roles) & ~self.embeddings.ok
@@ -196,7 +192,8 @@ def search(name: str, probes: FaceSet, gallery: FaceSet, is_distractor: np.ndarr
     notes["search_s"] = time.perf_counter() - t0
     mates = enrolled_mates(probes.identities, gallery.identities, is_distractor)
     base_ranks = full_ranks(probes.vectors, gallery.vectors, mates)
-    queries = (gallery if gallery_as_probes is None else gallery_as_probes).take(is_distractor)
-    nonmated = nonmated_lists(queries, gallery, depth) if is_distractor.any() else None
-    return SearchSplit(name, probes, gallery, is_distractor, RankedLists(ids, scores), base_ranks, notes, nonmated,
-                       gallery_as_probes)
+    split = SearchSplit(name, probes, gallery, is_distractor, RankedLists(ids, scores), base_ranks, notes,
+                        gallery_as_probes=gallery_as_probes)
+    if is_distractor.any():
+        split.nonmated = nonmated_lists(split.nonmated_probes, gallery, depth)
+    return split

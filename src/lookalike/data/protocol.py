@@ -70,8 +70,10 @@ class Protocol:
 
     def degraded(self, role: str) -> bool:
         """Whether images of this role are degraded (the ``degrade`` way) to ``lowres`` pixels."""
-        if self.lowres is None or self.lowres_apply == "both":
-            return self.lowres is not None  # both: the train images too
+        if self.lowres is None:
+            return False
+        if self.lowres_apply == "both":
+            return True  # the train images too
         if role == "train":
             return False  # one side degraded: the disambiguator learns from full-resolution faces
         return side_lowres(self.lowres, self.lowres_apply, "gallery" if role in GALLERY_ROLES else "probes") is not None
