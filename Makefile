@@ -27,9 +27,10 @@ test: venv lint
 benchmark: venv
 	$(BIN)/lookalike benchmark --data $(DATA) --out $(OUT) --cache $(CACHE) $(if $(LOWRES),--lowres $(LOWRES),) $(ARGS)
 
-# the default model shipped in src/lookalike/models/ (LFW without the PubFig people, 20 px faces)
+# the default models shipped in src/lookalike/models/ (LFW without the PubFig people; 20 px and full-resolution faces)
 default-model: venv
-	$(BIN)/python benchmarks/default_model.py --cache $(CACHE)
+	$(BIN)/python benchmarks/default_model.py --lowres 20 --cache $(CACHE)
+	$(BIN)/python benchmarks/default_model.py --lowres full --cache $(CACHE)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache src/*.egg-info

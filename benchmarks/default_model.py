@@ -1,15 +1,16 @@
-"""Rebuild the default model shipped with lookalike: LFW without the PubFig people, faces at 20 px.
+"""Rebuild a default model shipped with lookalike: LFW without the PubFig people, faces at 20 px or full resolution.
 
-    python benchmarks/default_model.py [--lfw ../shared/data/lfw] [--overlap ../shared/data/pubfig-lfw-overlap.txt]
-        [--misspelt benchmarks/pubfig-people-misspelt-in-lfw.txt] [--out runs/default-model]
-        [--model src/lookalike/models/default-lowres20.lkm] [--cache cache/lookalike.sqlite]
+    python benchmarks/default_model.py [--lowres 20|full] [--lfw ../shared/data/lfw]
+        [--overlap ../shared/data/pubfig-lfw-overlap.txt] [--misspelt benchmarks/pubfig-people-misspelt-in-lfw.txt]
+        [--out runs/default-model] [--model src/lookalike/models/default-lowres20.lkm] [--cache cache/lookalike.sqlite]
 
-(``make default-model`` runs it.) Writes OUT/lfw-without-pubfig.csv (the training manifest: every LFW image
+(``make default-model`` runs it for both.) Writes OUT/lfw-without-pubfig.csv (the training manifest: every LFW image
 except those of the people PubFig shares with LFW — the overlap list, and three PubFig people whose LFW folder
 names are misspelt so that the list misses them — so that PubFig measures transfer to unseen people),
-OUT/command.txt (the ``lookalike train`` command), then runs that command. The recipe was fixed before
-any PubFig number was seen: the LDA disambiguator, seed 0, 20 px bicubic faces for probes and gallery, the
-default aligner and depth; everything else is chosen on the model's own validation split of LFW people.
+OUT/command-<model>.txt (the ``lookalike train`` command), then runs that command. The recipe was fixed before
+any PubFig number was seen: the LDA disambiguator, seed 0, 20 px bicubic faces for probes and gallery (or
+full-resolution faces: the same recipe, nothing else changed), the default aligner and depth; everything else is
+chosen on the model's own validation split of LFW people.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 from lookalike.data.folders import load_folders
 
 MANIFEST = "lfw-without-pubfig.csv"
-LOWRES = 20
+LOWRES = (20, "full")
 
 
 def overlap_folders(path: str | Path) -> set[str]:
@@ -55,10 +56,16 @@ def write_manifest(lfw: str | Path, exclude: set[str], csv_path: Path) -> dict[s
             "excluded_images": len(table) - kept}
 
 
-def train_command(manifest: Path, model: Path, cache: str) -> list[str]:
-    """The ``lookalike train`` arguments that build the default model from ``manifest``."""
-    return ["train", "--data", str(manifest), "--lowres", str(LOWRES), "--seed", "0", "--model", str(model),
-            "--cache", cache, "--no-progress"]
+def model_name(lowres: int | str) -> str:
+    """The shipped file of the default model for ``lowres`` (20 or ``full``)."""
+    return f"default-{'full' if lowres == 'full' else f'lowres{lowres}'}.lkm"
+
+
+def train_command(manifest: Path, model: Path, cache: str, lowres: int | str = 20) -> list[str]:
+    """The ``lookalike train`` arguments that build the default model for ``lowres`` from ``manifest``."""
+    faces = [] if lowres == "full" else ["--lowres", str(lowres)]
+    return ["train", "--data", str(manifest), *faces, "--seed", "0", "--model", str(model), "--cache", cache,
+            "--no-progress"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,15 +77,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--misspelt", default=str(Path(__file__).with_name("pubfig-people-misspelt-in-lfw.txt")),
                    help="LFW folders of PubFig people the overlap list misses (misspelt in LFW)")
     p.add_argument("--out", default="runs/default-model", help="folder for the manifest and the command")
-    p.add_argument("--model", default=f"src/lookalike/models/default-lowres{LOWRES}.lkm", help="model file to write")
+    p.add_argument("--lowres", default="20", choices=[str(x) for x in LOWRES],
+                   help="the model's faces: 20 px (bicubic, probes and gallery) or full resolution")
+    p.add_argument("--model", help="model file to write (default: src/lookalike/models/default-<faces>.lkm)")
     p.add_argument("--cache", default="cache/lookalike.sqlite", help="embedding cache (as the Makefile's)")
     args = p.parse_args(argv)
+    lowres = "full" if args.lowres == "full" else int(args.lowres)
+    model = Path(args.model or Path("src/lookalike/models") / model_name(lowres))
     out = Path(args.out)
     counts = write_manifest(args.lfw, overlap_folders(args.overlap) | overlap_folders(args.misspelt), out / MANIFEST)
     print(f"{out / MANIFEST}: {counts['people']} people, {counts['images']} images (left out "
           f"{counts['excluded_people']} PubFig people, {counts['excluded_images']} images)")
-    cmd = train_command(out / MANIFEST, Path(args.model), args.cache)
-    (out / "command.txt").write_text("lookalike " + shlex.join(cmd) + "\n", encoding="utf-8")
+    cmd = train_command(out / MANIFEST, model, args.cache, lowres)
+    (out / f"command-{model.stem}.txt").write_text("lookalike " + shlex.join(cmd) + "\n", encoding="utf-8")
     print("lookalike " + shlex.join(cmd))
     return lookalike(cmd)
 

@@ -54,7 +54,7 @@ class Prior(ExperimentDisambiguator):
 
 def shipped_prior(run: Path, cfg: BenchmarkConfig, features: ProtocolFeatures) -> list[Disambiguator]:
     """The shipped default model's disambiguator, checked against ``run``'s matcher and preprocessing."""
-    shipped, p = default_model(), features.protocol
+    shipped, p = default_model(lowres=20), features.protocol
     shipped.check_run(matcher_name(cfg.matcher or default_matcher(p.lowres)), FaceAligner(cfg.central_fraction),
                       p.lowres, p.lowres_apply, p.degrade, what=f"{run}: the default model")
     return [Prior(shipped.disambiguator_)]

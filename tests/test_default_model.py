@@ -1,5 +1,6 @@
-"""The default model shipped with lookalike: its file (no pickle, its training recorded: LFW without the PubFig
-people), ``--model default`` resolving to it for a gallery of its preprocessing, a clear error otherwise."""
+"""The default models shipped with lookalike (20 px and full resolution): their files (no pickle, their training
+recorded: LFW without the PubFig people), ``--model default`` resolving to the one for a gallery's preprocessing
+(a new gallery: full resolution, or 20 px with ``--lowres 20``), a clear error otherwise."""
 
 from __future__ import annotations
 
@@ -17,31 +18,35 @@ from lookalike.model import MODELS_DIR, LookalikeModel, default_model_paths, loa
 from lookalike.train import data_fingerprint
 
 SHIPPED = MODELS_DIR / "default-lowres20.lkm"
+FULL = MODELS_DIR / "default-full.lkm"
 MISSPELT = Path(__file__).parents[1] / "benchmarks" / "pubfig-people-misspelt-in-lfw.txt"
 LFW_PEOPLE, PUBFIG_IN_LFW = 5749, 108 + 3  # the overlap list, and three PubFig people LFW misspells
 
 
-def test_shipped_model_loads_without_pickle_and_records_its_training():
-    assert default_model_paths() == [SHIPPED]
-    assert SHIPPED.stat().st_size < 5 * 2**20
-    with np.load(SHIPPED, allow_pickle=False) as z:
+@pytest.mark.parametrize(("path", "faces"), [(SHIPPED, ("torch-flip", 20, "both", "bicubic")),
+                                            (FULL, ("torch", None, "both", "bicubic"))])
+def test_shipped_model_loads_without_pickle_and_records_its_training(path: Path, faces: tuple):
+    assert default_model_paths() == [FULL, SHIPPED]
+    assert path.stat().st_size < 5 * 2**20
+    with np.load(path, allow_pickle=False) as z:
         meta = json.loads(str(z["__model__"]))
     assert meta["format"] == "lookalike-model"
-    model = LookalikeModel.load(SHIPPED)
-    assert (model.matcher, model.lowres, model.lowres_apply, model.degrade) == ("torch-flip", 20, "both", "bicubic")
+    model = LookalikeModel.load(path)
+    assert (model.matcher, model.lowres, model.lowres_apply, model.degrade) == faces
     data = model.training_["data_fingerprint"]
     assert data["file"] == "lfw-without-pubfig.csv" and data["people"] == LFW_PEOPLE - PUBFIG_IN_LFW
     assert model.training_["n_train_people"] < data["people"]  # the rest are its validation people
 
 
-def test_shipped_model_left_out_the_pubfig_people(lfw_dir: Path, shared_data: Path):
+@pytest.mark.parametrize("path", [SHIPPED, FULL])
+def test_shipped_model_left_out_the_pubfig_people(path: Path, lfw_dir: Path, shared_data: Path):
     overlap = {n.strip().replace(" ", "_") for n in (shared_data / "pubfig-lfw-overlap.txt").read_text().splitlines()
                if n.strip()}
     misspelt = {n.strip() for n in MISSPELT.read_text().splitlines() if n.strip() and not n.startswith("#")}
     assert len(misspelt) == 3 and not misspelt & overlap and all((lfw_dir / n).is_dir() for n in misspelt)
     overlap |= misspelt
     people = sorted(p.name for p in lfw_dir.iterdir() if p.is_dir() and p.name not in overlap)
-    recorded = LookalikeModel.load(SHIPPED).training_["data_fingerprint"]["identities_sha1"]
+    recorded = LookalikeModel.load(path).training_["data_fingerprint"]["identities_sha1"]
     assert data_fingerprint("x", np.asarray(people))["identities_sha1"] == recorded
 
 
@@ -54,8 +59,11 @@ def test_default_resolves_for_a_gallery_of_its_preprocessing(tmp_path: Path):
                                              r"\(dlib-resnet-v1,.*default-lowres20\.lkm \(dlib-resnet-v1\+flip.*"
                                              r"embedded without flip averaging.*--model default"):
             load_model("default", g)
-    with Gallery.create(tmp_path / "full.sqlite", matcher=FAST_MATCHER) as g:
-        with pytest.raises(ValueError, match=r"no default model for a gallery of 'full' faces .*default-lowres20\.lkm"):
+    with Gallery.create(tmp_path / "full.sqlite", matcher=FAST_MATCHER) as g:  # dlib-bin: the same descriptors
+        assert load_model("default", g).training_ == LookalikeModel.load(FULL).training_
+    with Gallery.create(tmp_path / "small.sqlite", matcher=FAST_MATCHER, lowres=16) as g:
+        with pytest.raises(ValueError, match=r"no default model for a gallery of 'lowres16-chip17' faces .*"
+                                             r"default-full\.lkm.*default-lowres20\.lkm"):
             load_model("default", g)
     padded = FaceAligner(padding=0.3)
     with Gallery.create(tmp_path / "pad.sqlite", matcher=FAST_MATCHER, lowres=20, aligner=padded) as g:
@@ -63,18 +71,26 @@ def test_default_resolves_for_a_gallery_of_its_preprocessing(tmp_path: Path):
             load_model("default", g)
 
 
+def test_a_new_gallery_gets_the_default_for_its_faces():
+    assert load_model("default").training_ == LookalikeModel.load(FULL).training_
+    assert load_model("default", lowres=20).training_ == LookalikeModel.load(SHIPPED).training_
+    with pytest.raises(ValueError, match=r"no default model for a new gallery of 24 px faces .*default-full\.lkm"):
+        load_model("default", lowres=24)
+
+
 def test_identify_default_on_another_gallery_is_a_clear_error(tmp_path: Path, capsys):
-    Gallery.create(tmp_path / "full.sqlite", matcher=FAST_MATCHER).close()
+    Gallery.create(tmp_path / "small.sqlite", matcher=FAST_MATCHER, lowres=16).close()
     photo = write_synthetic(tmp_path / "p.png", 1, size=(40, 40))
-    code = main(["identify", str(photo), "--db", str(tmp_path / "full.sqlite"), "--model", "default"])
+    code = main(["identify", str(photo), "--db", str(tmp_path / "small.sqlite"), "--model", "default"])
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "no default model" in err and "default-lowres20.lkm" in err and "lookalike train" in err
 
 
 def test_enroll_and_identify_with_the_default_model(orl_dir: Path, tmp_path: Path, capsys):
-    """``enroll --model default`` makes a gallery of the model's preprocessing; ``identify --model default``
-    re-ranks with the shipped model (people it never saw: ORL)."""
+    """``enroll --model default --lowres 20`` makes a gallery of the 20 px model's preprocessing (without
+    ``--lowres``, the full-resolution one's); ``identify --model default`` re-ranks with the shipped model that fits
+    the gallery (people it never saw: ORL)."""
     db = tmp_path / "g.sqlite"
     common = ["--cache", str(tmp_path / "c.sqlite"), "--workers", "1", "--no-progress"]
     gallery = tmp_path / "gallery"
@@ -82,12 +98,45 @@ def test_enroll_and_identify_with_the_default_model(orl_dir: Path, tmp_path: Pat
         for n in (1, 2):
             (gallery / f"s{k}").mkdir(parents=True, exist_ok=True)
             (gallery / f"s{k}" / f"{n}.pgm").write_bytes((orl_dir / f"s{k}" / f"{n}.pgm").read_bytes())
-    assert main(["enroll", "--gallery", str(gallery), "--db", str(db), "--model", "default", *common]) == 0
+    assert main(["enroll", "--gallery", str(gallery), "--db", str(db), "--model", "default", "--lowres", "20",
+                 *common]) == 0
     with Gallery.open(db) as g:
         assert g.preprocess == "lowres20-chip22" and g.aligner.name == FaceAligner().name
     capsys.readouterr()
+    # more photos into the same gallery: its faces choose the model; a --lowres that contradicts them is an error
+    assert main(["enroll", "--gallery", str(gallery), "--db", str(db), "--model", "default", *common]) == 0
+    capsys.readouterr()
+    assert main(["enroll", "--gallery", str(gallery), "--db", str(db), "--model", "default", "--lowres", "24",
+                 *common]) == 2
+    assert "holds 20 px faces, not 24 px ones" in capsys.readouterr().err
     assert main(["identify", str(orl_dir / "s3" / "7.pgm"), "--db", str(db), "--model", "default", "--format", "json",
                  "--top", "3"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["model"]["lowres"] == 20
     assert doc["results"][0]["faces"][0]["candidates"][0]["subject"] == "s3"
+    full = tmp_path / "full.sqlite"
+    assert main(["enroll", "--gallery", str(gallery), "--db", str(full), "--model", "default", *common]) == 0
+    with Gallery.open(full) as g:
+        assert g.preprocess == "full" and g.matcher == "torch"
+    capsys.readouterr()
+    assert main(["identify", str(orl_dir / "s3" / "7.pgm"), "--db", str(full), "--model", "default", "--format",
+                 "json", "--top", "3"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["model"]["lowres"] is None
+    assert doc["results"][0]["faces"][0]["candidates"][0]["subject"] == "s3"
+
+
+def test_rebuild_script_trains_each_shipped_model_with_its_faces(tmp_path: Path):
+    """``benchmarks/default_model.py --lowres 20|full``: the same recipe, only the faces differ; the model files are
+    the shipped names."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    try:
+        from default_model import model_name, train_command
+    finally:
+        sys.path.pop(0)
+    assert [model_name(x) for x in (20, "full")] == [SHIPPED.name, FULL.name]
+    low, full = (train_command(tmp_path / "m.csv", tmp_path / "m.lkm", "c.sqlite", x) for x in (20, "full"))
+    assert low[low.index("--lowres") + 1] == "20" and "--lowres" not in full
+    assert [a for a in low if a not in ("--lowres", "20")] == full

@@ -353,17 +353,19 @@ def describe_default(model: LookalikeModel, path: Path) -> str:
 
 
 def default_model(matcher: str | None = None, aligner: FaceAligner | None = None,
-                  preprocess: str | None = None) -> LookalikeModel:
+                  preprocess: str | None = None, *, lowres: int | None = None) -> LookalikeModel:
     """The shipped default model for a gallery of this matcher (cache name), aligner and preprocessing key
-    (:func:`~lookalike.embed.preprocess_key`); with none given, the only shipped one. A clear one-line
-    ValueError naming the shipped models otherwise."""
+    (:func:`~lookalike.embed.preprocess_key`); with no gallery (``matcher`` None), the one for a new gallery of
+    ``lowres`` px faces, probes alike (None: full resolution). A clear one-line ValueError naming the shipped
+    models otherwise."""
     models = [(p, LookalikeModel.load(p)) for p in default_model_paths()]
     shipped = "; ".join(describe_default(m, p) for p, m in models) or "none installed"
     if matcher is None:
-        if len(models) == 1:
-            return models[0][1]
-        raise ValueError(f"no single default model to choose (default models: {shipped}): pass a model file, or "
-                         f"{TRAIN_HINT}")
+        for _, m in models:
+            if m.gallery_lowres == lowres and m.probe_lowres == lowres:
+                return m
+        faces = "full-resolution faces" if lowres is None else f"{lowres} px faces"
+        raise ValueError(f"no default model for a new gallery of {faces} (default models: {shipped}); {TRAIN_HINT}")
     want = {"matcher": matcher, "aligner": (aligner or FaceAligner()).geometry, "gallery": preprocess}
     for _, m in models:
         if not _differences(want, m.preprocessing):
@@ -375,18 +377,19 @@ def default_model(matcher: str | None = None, aligner: FaceAligner | None = None
                      f"default models: {shipped}{hint}")
 
 
-def load_model(spec: str | Path, gallery=None) -> LookalikeModel:
+def load_model(spec: str | Path, gallery=None, lowres: int | None = None) -> LookalikeModel:
     """A model file, or ``default``: the shipped default model that fits ``gallery`` (a
-    :class:`~lookalike.gallery.Gallery`; without one, the only shipped default model)."""
+    :class:`~lookalike.gallery.Gallery`; without one, the default for a new gallery of ``lowres`` px faces,
+    None: full resolution)."""
     if str(spec) != DEFAULT:
         return LookalikeModel.load(spec)
     if gallery is None:
-        return default_model()
+        return default_model(lowres=lowres)
     return default_model(gallery.matcher_name, gallery.aligner, gallery.preprocess)
 
 
-def load_model_for_db(spec: str | Path, db: str) -> LookalikeModel:
-    """:func:`load_model` for the gallery database ``db`` (a new gallery: as if there were none)."""
+def load_model_for_db(spec: str | Path, db: str, lowres: int | None = None) -> LookalikeModel:
+    """:func:`load_model` for the gallery database ``db`` (a new gallery: the default for ``lowres`` px faces)."""
     if str(spec) != DEFAULT:
         return LookalikeModel.load(spec)
     from lookalike.gallery import Gallery, NoGalleryError
@@ -394,6 +397,6 @@ def load_model_for_db(spec: str | Path, db: str) -> LookalikeModel:
     try:
         gallery = Gallery.open(db)
     except NoGalleryError:
-        return load_model(spec)
+        return load_model(spec, lowres=lowres)
     with gallery:
         return load_model(spec, gallery)

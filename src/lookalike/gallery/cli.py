@@ -27,7 +27,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--db", required=True, metavar="G.sqlite|postgresql://...", help="the gallery database")
     e.add_argument("--model", default=None, metavar="M.lkm",
                    help="take matcher, aligner and resolution from this lookalike model (the gallery it searches); "
-                        "'default': the model shipped with lookalike")
+                        "'default': the model shipped with lookalike for the gallery's faces (a new gallery: full "
+                        "resolution, or the 20 px one with --lowres 20)")
     e.add_argument("--lowres", type=_lowres, default=None, metavar="PX",
                    help="degrade faces to about PX pixels across (new gallery; must match an existing one)")
     e.add_argument("--matcher", choices=MATCHERS, default=None,
@@ -110,11 +111,15 @@ def _open_or_create(args: argparse.Namespace):
 
     geometry = None  # a model's aligner: the gallery's chips must be shaped as the model's were
     if args.model:
-        from lookalike.model import load_model_for_db
+        from lookalike.model import DEFAULT, load_model_for_db
 
-        if args.matcher or args.lowres is not None:
+        if args.matcher or (args.lowres is not None and args.model != DEFAULT):
             raise ValueError("--model sets the matcher, resolution and aligner: drop --matcher and --lowres")
-        model = load_model_for_db(args.model, args.db)
+        model = load_model_for_db(args.model, args.db, args.lowres)  # default: --lowres picks it for a new gallery
+        if args.lowres is not None and model.gallery_lowres != args.lowres:
+            faces = "full-resolution" if model.gallery_lowres is None else f"{model.gallery_lowres} px"
+            raise ValueError(f"{args.db} holds {faces} faces, not {args.lowres} px ones: drop --lowres (the "
+                             "gallery's faces choose the default model)")
         if model.gallery_lowres is not None and model.degrade != "bicubic":
             raise ValueError(f"{args.model}: galleries support the bicubic degradation only; this model degrades "
                              f"its gallery faces the {model.degrade!r} way (train it with --degrade bicubic, or with "

@@ -15,7 +15,7 @@ def add_parser(sub) -> None:
                                    "write and search needs an API token (LOOKALIKE_TOKEN, or --create-token).")
     s.add_argument("--db", required=True, help="gallery (G.sqlite or postgresql://...); created if absent")
     s.add_argument("--model", default=None, help="lookalike model (.lkm), or 'default' (the shipped one for the "
-                   "gallery's preprocessing); without it, the base matcher")
+                   "gallery's faces; a new gallery: full resolution); without it, the base matcher")
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     s.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     s.add_argument("--data-dir", default=None,
