@@ -17,7 +17,7 @@ import lookalike
 from lookalike.benchmark import replay_saved_model
 from lookalike.cli import main
 from lookalike.gallery import Gallery
-from lookalike.identify import Identifier, identify, result_faces
+from lookalike.identify import Identifier, identify, resolution_note, result_faces
 from lookalike.matchers.cache import EmbeddingCache
 from lookalike.model import LookalikeModel
 
@@ -109,6 +109,7 @@ def test_identify_cli_json(system, orl_dir, capsys):
         assert finals == sorted(finals, reverse=True)
         assert {c["base_rank"] for c in f["candidates"]} <= set(range(1, 21))
         assert f["detection"] in ("detected", "pre-cropped") and len(f["box"]) == 4
+        assert f["face_px"] == f["box"][2] - f["box"][0] >= 48 and f["resolution_note"] is None  # ORL: ~70 px
     assert faces[0]["candidates"][0]["subject"] == "s1" and faces[1]["candidates"][0]["subject"] == "s2"
     with Gallery.open(db) as g:  # the stricter of the model's and the gallery sample's (60 faces: too few for 1%)
         assert faces[0]["decision"]["threshold"] == Identifier(g, LookalikeModel.load(model)).threshold(0.01)[0]
@@ -198,6 +199,39 @@ def test_identify_cli_table_and_csv(system, orl_dir, capsys, tmp_path):
                  "--top", "3", "--out", str(dest)]) == 0
     rows = list(csv.DictReader(io.StringIO(dest.read_text())))
     assert len(rows) == 10 * 3 and {r["rank"] for r in rows} == {"1", "2", "3"}
+
+
+def test_resolution_note_says_when_the_face_does_not_fit_the_model():
+    assert resolution_note(72, None) is None and resolution_note(48, None) is None
+    assert resolution_note(19, None).startswith("19 px face searched as a full-resolution one")
+    assert "--lowres 19 --lowres-apply probes" in resolution_note(19, None)
+    assert resolution_note(20, 20) is None and resolution_note(39, 20) is None and resolution_note(15, 20) is None
+    assert resolution_note(40, 20).startswith("40 px face degraded to 20 px")
+    assert "--lowres-apply gallery" in resolution_note(40, 20)
+    assert resolution_note(14, 20) == "14 px face, smaller than the 20 px faces the model was trained on"
+
+
+def test_identify_reports_a_small_face_in_every_format(system, orl_dir, capsys, tmp_path):
+    """A face far smaller than the model's probes (ORL shrunk to 23x28 against a full-resolution model): its size and
+    a note in the JSON, the table, the CSV and the HTML page; the search itself goes on."""
+    model, db, _ = system
+    small = tmp_path / "small.png"
+    Image.open(orl_dir / "s3" / "7.pgm").resize((23, 28), Image.BICUBIC).save(small)
+    capsys.readouterr()
+    assert main(["identify", str(small), "--db", str(db), "--model", str(model), "--format", "json", "--top", "3"]) == 0
+    face = json.loads(capsys.readouterr().out)["results"][0]["faces"][0]
+    assert face["face_px"] == face["box"][2] - face["box"][0] < 48 and face["candidate_list_length"] == 3
+    assert face["resolution_note"] == resolution_note(face["face_px"], None)
+    assert main(["identify", str(small), "--db", str(db), "--model", str(model), "--top", "3"]) == 0
+    out = capsys.readouterr().out
+    assert f"{face['face_px']} px across)" in out and f"note: {face['resolution_note']}" in out
+    dest = tmp_path / "o.csv"
+    assert main(["identify", str(small), "--db", str(db), "--format", "csv", "--top", "3", "--out", str(dest)]) == 0
+    assert {r["face_px"] for r in csv.DictReader(io.StringIO(dest.read_text()))} == {str(face["face_px"])}
+    page = tmp_path / "o.html"
+    assert main(["identify", str(small), "--db", str(db), "--model", str(model), "--format", "html", "--top", "3",
+                 "--out", str(page)]) == 0
+    assert f"Note: {face['resolution_note']}" in page.read_text()
 
 
 def test_identify_cli_html_shows_the_faces_to_compare(system, orl_dir, tmp_path, cache_path):

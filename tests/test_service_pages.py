@@ -79,6 +79,9 @@ def test_review_page_and_verdict(site):
     assert "investigative leads, not identifications" in html
     assert f"/api/searches/{sid}/face.png" in html and "/face.png" in html and "Show scores" in html
     assert re.search(r"base \d+ → 1", html) and html.count('class="verdict-form"') == 3
+    face = service.get_search(sid)["result"]["results"][0]["faces"][0]
+    assert f"{face['face_px']} px across" in html and face["resolution_note"] is None  # ORL: ~70 px, full resolution
+    assert 'class="resolution-note"' not in html
     for h in ("Content-Security-Policy", "X-Frame-Options", "X-Content-Type-Options"):
         assert h.lower() in {k.lower() for k in r.headers}
     assert client.get(f"/api/searches/{sid}/face.png").status_code == 200  # pictures with the session cookie
@@ -97,6 +100,26 @@ def test_review_page_and_verdict(site):
     assert "Recorded:" in page and "same ear shape" in page
     r = client.post(f"/review/{sid}", data={**form, "subject": "nobody", "csrf": csrf})
     assert r.status_code == 422 and "not a candidate" in r.text
+
+
+def test_review_page_notes_a_small_face(site, orl_dir: Path):
+    """A probe face smaller than the gallery's faces are searched as (ORL shrunk to 23x28): the review page and the
+    case report say how many pixels across it is and why that matters."""
+    import io
+
+    from PIL import Image
+
+    client, service, _ = site
+    buf = io.BytesIO()
+    Image.open(orl_dir / "s2" / "5.pgm").resize((23, 28), Image.BICUBIC).save(buf, format="PNG")
+    doc = service.identify(Upload("small.png", buf.getvalue()), top=3, precropped=True)
+    face = doc["results"][0]["faces"][0]
+    assert face["face_px"] < 48 and "searched as a full-resolution one" in face["resolution_note"]
+    client.cookies.clear()
+    login(client)
+    page = client.get(f"/review/{face['search_id']}").text
+    assert 'class="resolution-note"' in page and f"{face['face_px']} px face searched as" in page
+    assert face["resolution_note"] in client.get(f"/review/{face['search_id']}/report.html").text
 
 
 def test_the_case_report_is_one_self_contained_file(site, orl_dir: Path):

@@ -38,6 +38,26 @@ SCHEMA_VERSION = 1
 TEMPLATE_NOTE = ("not decided for a template: the thresholds are calibrated on single photos, and templates of many "
                  "photos pass them far more often than the FPIR asked for; compare the candidates' faces")
 MEMO_SIZE = 2_000_000  # gallery faces whose disambiguator projection and cohort term identify keeps (~620 B each)
+# The smallest face (px across) searched as a full-resolution one without a note: in the resolution sweep (README) 48 px
+# is the smallest size within 1.2 rank-1 points of full resolution on LFW and PubFig (32 px: 6.7 and 8.7 below).
+SMALL_FACE_PX = 48
+
+
+def resolution_note(face_px: int, lowres: int | None) -> str | None:
+    """Why a probe face of ``face_px`` pixels across may be searched less well than it could be, given the ``lowres``
+    its chip is degraded to (None: searched at full resolution, as the model's or the gallery's probes are)."""
+    if lowres is None:
+        if face_px >= SMALL_FACE_PX:
+            return None
+        return (f"{face_px} px face searched as a full-resolution one: below {SMALL_FACE_PX} px rank-1 falls "
+                "(resolution sweep, LFW and PubFig: 85-88% at 32 px, 51-59% at 20 px); a model trained with --lowres "
+                f"{max(face_px, 4)} --lowres-apply probes fits such faces")
+    if face_px >= 2 * lowres:
+        return (f"{face_px} px face degraded to {lowres} px, as the model's probes are; a model trained with --lowres "
+                f"{lowres} --lowres-apply gallery keeps sharp probes sharp (+6 to +16 rank-1 on LFW and PubFig)")
+    if 4 * face_px < 3 * lowres:
+        return f"{face_px} px face, smaller than the {lowres} px faces the model was trained on"
+    return None
 
 
 @dataclass
@@ -49,9 +69,16 @@ class ProbeFace:
     vector: np.ndarray
     chip: np.ndarray
 
+    @property
+    def face_px(self) -> int:
+        """The face's width in the photo's pixels: its box's (the detector's, or the pre-cropped face's central
+        square), the measure ``--lowres PX`` degrades faces to."""
+        left, _, right, _ = self.alignment.box
+        return int(right - left)
+
     def describe(self) -> dict:
         pre_cropped = self.alignment.method == "central"
-        return {"index": self.index, "box": list(self.alignment.box),
+        return {"index": self.index, "box": list(self.alignment.box), "face_px": self.face_px,
                 "detection": "pre-cropped" if pre_cropped else "detected", "faces_in_photo": self.alignment.n_faces}
 
 
@@ -308,7 +335,10 @@ class Identifier:
                 c["batch_distance"] = round(float(d), 6)
         threshold, where = self.threshold(fpir, calibration)
         enrolled = bool(len(cands)) and float(top_score) >= threshold
-        return {**face.describe(), "status": "searched", "candidate_list_length": len(cands), "candidates": cands,
+        described = face.describe()
+        if isinstance(face, ProbeFace):
+            described["resolution_note"] = resolution_note(face.face_px, self.lowres)
+        return {**described, "status": "searched", "candidate_list_length": len(cands), "candidates": cands,
                 "ambiguous": bool(len(cands)) and groups[0] is not None,
                 "decision": {"fpir": fpir, "threshold": threshold, "calibrated_on": where, "enrolled": enrolled,
                              "subject": cands[0]["subject"] if enrolled else None}}

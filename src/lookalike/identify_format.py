@@ -8,7 +8,7 @@ import csv
 import html
 import io
 
-CSV_FIELDS = ("photo", "photo_status", "face", "box", "detection", "rank", "subject", "image", "base_score",
+CSV_FIELDS = ("photo", "photo_status", "face", "box", "face_px", "detection", "rank", "subject", "image", "base_score",
               "base_rank", "final_score", "lookalike_group", "ambiguous", "decision_subject", "enrolled",
               "batch_distance")
 
@@ -43,7 +43,8 @@ def where(photo: str, face: dict, sep: str = " ") -> str:
     """``photo face 0 box (l, t, r, b) (detected)``; a template is its own name."""
     if face["detection"] == "template":
         return f"{photo} (template)"
-    return f"{photo}{sep}face {face['index']}{sep}box {tuple(face['box'])} ({face['detection']})"
+    return (f"{photo}{sep}face {face['index']}{sep}box {tuple(face['box'])} ({face['detection']}"
+            + (f", {face['face_px']} px across)" if "face_px" in face else ")"))
 
 
 def format_table(result: dict) -> str:
@@ -61,6 +62,8 @@ def format_table(result: dict) -> str:
         for f in r["faces"]:
             lines += ["", f"{where(r['photo'], f)}: {verdict(f['decision'])}"
                       + ("; AMBIGUOUS: the top candidates are lookalikes of each other" if f["ambiguous"] else "")]
+            if f.get("resolution_note"):
+                lines.append(f"note: {f['resolution_note']}")
             batch = any("batch_distance" in c for c in f["candidates"])
             lines.append(f"{'rank':>4}  {'subject':<28} {'final':>8} {'base':>8}  {'base→final':>10}  "
                          + (f"{'batch':>7}  " if batch else "") + f"{'group':>5}  image")
@@ -84,7 +87,8 @@ def format_csv(result: dict) -> str:
             enrolled = f["decision"]["enrolled"]
             for c in f["candidates"]:
                 w.writerow({"photo": r["photo"], "photo_status": r["status"], "face": f["index"],
-                            "box": " ".join(map(str, f["box"])), "detection": f["detection"], "rank": c["rank"],
+                            "box": " ".join(map(str, f["box"])), "face_px": f.get("face_px", ""),
+                            "detection": f["detection"], "rank": c["rank"],
                             "subject": c["subject"], "image": c["image"], "base_score": c["base_score"],
                             "base_rank": c["base_rank"], "final_score": c["final_score"],
                             "lookalike_group": c["lookalike_group"] or "", "ambiguous": f["ambiguous"],
@@ -125,6 +129,8 @@ def format_html(result: dict, faces: dict) -> str:
             out.append(f"<h2>{e(where(r['photo'], f, ' · '))}: {e(verdict(f['decision']))}</h2>")
             if f["ambiguous"]:
                 out.append("<p class='ambiguous'>Ambiguous: the top candidates are lookalikes of each other.</p>")
+            if f.get("resolution_note"):
+                out.append(f"<p class='muted'>Note: {e(f['resolution_note'])}</p>")
             cards = [_card(faces.get(("probe", r["photo"], f["index"])), "probe face", "probe", "card probe")]
             for c in f["candidates"]:
                 group = f"lookalike group {c['lookalike_group']}" if c["lookalike_group"] else ""
