@@ -10,23 +10,26 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import FAST_MATCHER, write_synthetic
+from PIL import Image
 
 from lookalike.cli import main
 from lookalike.gallery import Gallery
 from lookalike.matchers.align import FaceAligner
-from lookalike.model import MODELS_DIR, LookalikeModel, default_model_paths, load_model
+from lookalike.model import MODELS_DIR, LookalikeModel, default_model_paths, default_small_face_model, load_model
 from lookalike.train import data_fingerprint
 
 SHIPPED = MODELS_DIR / "default-lowres20.lkm"
 FULL = MODELS_DIR / "default-full.lkm"
+PROBES = MODELS_DIR / "default-lowres20-probes.lkm"
 MISSPELT = Path(__file__).parents[1] / "benchmarks" / "pubfig-people-misspelt-in-lfw.txt"
 LFW_PEOPLE, PUBFIG_IN_LFW = 5749, 108 + 3  # the overlap list, and three PubFig people LFW misspells
 
 
 @pytest.mark.parametrize(("path", "faces"), [(SHIPPED, ("torch-flip", 20, "both", "bicubic")),
-                                            (FULL, ("torch", None, "both", "bicubic"))])
+                                            (FULL, ("torch", None, "both", "bicubic")),
+                                            (PROBES, ("torch", 20, "probes", "bicubic"))])
 def test_shipped_model_loads_without_pickle_and_records_its_training(path: Path, faces: tuple):
-    assert default_model_paths() == [FULL, SHIPPED]
+    assert default_model_paths() == [FULL, PROBES, SHIPPED]
     assert path.stat().st_size < 5 * 2**20
     with np.load(path, allow_pickle=False) as z:
         meta = json.loads(str(z["__model__"]))
@@ -38,7 +41,7 @@ def test_shipped_model_loads_without_pickle_and_records_its_training(path: Path,
     assert model.training_["n_train_people"] < data["people"]  # the rest are its validation people
 
 
-@pytest.mark.parametrize("path", [SHIPPED, FULL])
+@pytest.mark.parametrize("path", [SHIPPED, FULL, PROBES])
 def test_shipped_model_left_out_the_pubfig_people(path: Path, lfw_dir: Path, shared_data: Path):
     overlap = {n.strip().replace(" ", "_") for n in (shared_data / "pubfig-lfw-overlap.txt").read_text().splitlines()
                if n.strip()}
@@ -60,7 +63,11 @@ def test_default_resolves_for_a_gallery_of_its_preprocessing(tmp_path: Path):
                                              r"embedded without flip averaging.*--model default"):
             load_model("default", g)
     with Gallery.create(tmp_path / "full.sqlite", matcher=FAST_MATCHER) as g:  # dlib-bin: the same descriptors
-        assert load_model("default", g).training_ == LookalikeModel.load(FULL).training_
+        assert load_model("default", g).training_ == LookalikeModel.load(FULL).training_  # not the probes-only one
+        small = default_small_face_model(g.matcher_name, g.aligner, g.preprocess)
+        assert small.training_ == LookalikeModel.load(PROBES).training_
+    with Gallery.create(tmp_path / "low20.sqlite", lowres=20) as g:  # a 20 px gallery: no small-face model
+        assert default_small_face_model(g.matcher_name, g.aligner, g.preprocess) is None
     with Gallery.create(tmp_path / "small.sqlite", matcher=FAST_MATCHER, lowres=16) as g:
         with pytest.raises(ValueError, match=r"no default model for a gallery of 'lowres16-chip17' faces .*"
                                              r"default-full\.lkm.*default-lowres20\.lkm"):
@@ -122,8 +129,15 @@ def test_enroll_and_identify_with_the_default_model(orl_dir: Path, tmp_path: Pat
     assert main(["identify", str(orl_dir / "s3" / "7.pgm"), "--db", str(full), "--model", "default", "--format",
                  "json", "--top", "3"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert doc["model"]["lowres"] is None
-    assert doc["results"][0]["faces"][0]["candidates"][0]["subject"] == "s3"
+    assert doc["model"]["lowres"] is None and doc["small_face_model"]["lowres_apply"] == "probes"
+    face = doc["results"][0]["faces"][0]
+    assert face["candidates"][0]["subject"] == "s3" and face["probe_lowres"] is None  # a 70 px face: the full model
+    small = tmp_path / "small.png"  # the same face about 17 px across: the shipped small-face model searches it
+    Image.open(orl_dir / "s3" / "7.pgm").resize((18, 22), Image.BICUBIC).save(small)
+    for extra, lowres in (([], 20), (["--small-face-model", "none"], None)):
+        assert main(["identify", str(small), "--db", str(full), "--model", "default", "--format", "json", *extra]) == 0
+        face = json.loads(capsys.readouterr().out)["results"][0]["faces"][0]
+        assert face["face_px"] <= 20 and face["probe_lowres"] == lowres
 
 
 def test_rebuild_script_trains_each_shipped_model_with_its_faces(tmp_path: Path):
@@ -136,7 +150,21 @@ def test_rebuild_script_trains_each_shipped_model_with_its_faces(tmp_path: Path)
         from default_model import model_name, train_command
     finally:
         sys.path.pop(0)
-    assert [model_name(x) for x in (20, "full")] == [SHIPPED.name, FULL.name]
+    assert [model_name(x) for x in (20, "full", "20-probes")] == [SHIPPED.name, FULL.name, PROBES.name]
+    probes = train_command(tmp_path / "m.csv", tmp_path / "m.lkm", "c.sqlite", "20-probes")
+    assert " ".join(probes).count("--lowres 20 --lowres-apply probes --matcher torch") == 1
     low, full = (train_command(tmp_path / "m.csv", tmp_path / "m.lkm", "c.sqlite", x) for x in (20, "full"))
     assert low[low.index("--lowres") + 1] == "20" and "--lowres" not in full
     assert [a for a in low if a not in ("--lowres", "20")] == full
+
+
+def test_benchmark_default_picks_the_shipped_model_for_the_runs_probes_too(orl_dir: Path, tmp_path: Path):
+    """``benchmark --model default`` on 20 px probes against a sharp gallery (torch) evaluates the small-face model,
+    not the full-resolution one that searches the same gallery."""
+    out = tmp_path / "run"
+    assert main(["benchmark", "--data", str(orl_dir), "--lowres", "20", "--lowres-apply", "probes", "--matcher",
+                 "torch", "--model", "default", "--max-people", "12", "--out", str(out), "--cache",
+                 str(tmp_path / "c.sqlite"), "--workers", "1", "--no-progress"]) == 0
+    used = json.loads((out / "metrics.json").read_text())["rerank_stats"]["lookalike-model"]
+    assert (used["lowres"], used["lowres_apply"]) == (20, "probes")
+    assert used["training"] == LookalikeModel.load(PROBES).training_

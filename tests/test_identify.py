@@ -234,6 +234,64 @@ def test_identify_reports_a_small_face_in_every_format(system, orl_dir, capsys, 
     assert f"Note: {face['resolution_note']}" in page.read_text()
 
 
+@pytest.fixture(scope="module")
+def small_face_model(system, cache_path):
+    """A model for 16 px probes against the full-resolution gallery of ``system`` (same train people, same matcher)."""
+    from lookalike import train_model
+
+    _, _, root = system
+    model, _ = train_model(root / "train.csv", matcher=FAST_MATCHER, lowres=16, lowres_apply="probes",
+                           cache=str(cache_path), depth=20, workers=1, progress=False)
+    path = root / "small.lkm"
+    model.save(path)
+    return path
+
+
+def test_small_faces_go_to_the_small_face_model(system, small_face_model, orl_dir, tmp_path, capsys):
+    """With a small-face model (16 px probes), a face at most 16 px across is degraded to that model's probes,
+    embedded, re-ranked and decided by it (``probe_lowres`` 16); a larger face by the main model (``probe_lowres``
+    null), 23 px ones too (degrading them would lose detail); batches and templates use the main model alone; a
+    model that is not for small probes is refused with one line."""
+    from lookalike.embed import embed_paths
+
+    model_path, db, _ = system
+    model, small = LookalikeModel.load(model_path), LookalikeModel.load(small_face_model)
+    shrunk, middle = tmp_path / "small.png", tmp_path / "middle.png"
+    Image.open(orl_dir / "s3" / "7.pgm").resize((15, 18), Image.BICUBIC).save(shrunk)
+    Image.open(orl_dir / "s3" / "7.pgm").resize((28, 34), Image.BICUBIC).save(middle)
+    sharp = orl_dir / "s3" / "7.pgm"
+    with Gallery.open(db) as g:
+        ident = Identifier(g, model, small)
+        low, mid, big = (ident.faces(np.asarray(Image.open(p).convert("RGB")))[0] for p in (shrunk, middle, sharp))
+        assert low.face_px <= 16 < mid.face_px < 48 <= big.face_px
+        assert low.small and not mid.small and not big.small
+        expected = embed_paths([str(shrunk)], small.matcher, g.aligner, 16, workers=1, progress=False).vectors[0]
+        np.testing.assert_allclose(low.vector, expected, atol=1e-5)
+        doc = identify([shrunk, sharp], g, model, top=3, small_faces=small)
+        assert [r["faces"][0]["probe_lowres"] for r in doc["results"]] == [16, None]
+        assert doc["small_face_model"]["lowres"] == 16 and doc["small_face_model"]["max_face_px"] == 16
+        small_face = doc["results"][0]["faces"][0]  # noted as the small-face model's probe, not a full-resolution one
+        assert small_face["resolution_note"] == resolution_note(small_face["face_px"], 16)
+        assert doc["results"][0]["faces"][0]["decision"]["threshold"] == Identifier(g, small).threshold(0.01)[0]
+        assert all(t > 0 for t in doc["timing"].values())
+        # each model's calibration on the gallery is kept in a slot of its own (not replaced by the other's)
+        assert g.store.get_derived("model-calibration")
+        assert g.store.get_derived("model-calibration-probes-lowres16-chip17")
+        batch = identify([shrunk, sharp], g, model, top=3, batch=True, small_faces=small)
+        assert [r["faces"][0]["probe_lowres"] for r in batch["results"]] == [None, None]
+        with pytest.raises(ValueError, match="trained for low-resolution probes against a sharp gallery"):
+            Identifier(g, model, model)
+    capsys.readouterr()
+    assert main(["identify", str(shrunk), "--db", str(db), "--model", str(model_path), "--small-face-model",
+                 str(small_face_model), "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["results"][0]["faces"][0]["probe_lowres"] == 16
+    assert main(["identify", str(shrunk), "--db", str(db), "--model", str(model_path), "--format", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)  # an own model: no small-face model unless asked for
+    assert doc["small_face_model"] is None and doc["results"][0]["faces"][0]["probe_lowres"] is None
+    assert main(["identify", str(shrunk), "--db", str(db), "--small-face-model", str(model_path)]) == 2
+    assert "trained for low-resolution probes" in capsys.readouterr().err
+
+
 def test_identify_cli_html_shows_the_faces_to_compare(system, orl_dir, tmp_path, cache_path):
     """--format html: one self-contained page, the probe's aligned face and every candidate's enrolled face inline;
     a photo that is not an image is listed with its status; a candidate whose file is gone shows an empty frame."""

@@ -122,6 +122,43 @@ def test_review_page_notes_a_small_face(site, orl_dir: Path):
     assert face["resolution_note"] in client.get(f"/review/{face['search_id']}/report.html").text
 
 
+def other_page(service: Service, search_id: int) -> str:
+    """The review page of a search of ``service``, logged in."""
+    client = TestClient(create_app(service, TokenChecker(TOKEN)), follow_redirects=False)
+    login(client)
+    return client.get(f"/review/{search_id}").text
+
+
+def test_a_service_gives_small_faces_to_the_small_face_model(site, orl_dir: Path, tmp_path: Path):
+    """``serve --model default``'s companion: a face at most 20 px across is searched by the shipped small-face model
+    (20 px probes against a sharp gallery), a larger one by the service's model (here none); batches do not route."""
+    import io
+
+    from PIL import Image
+
+    from lookalike.model import default_small_face_model
+
+    _, service, _ = site
+    with Gallery.open(service.db) as g:
+        small_model = default_small_face_model(g.matcher_name, g.aligner, g.preprocess)
+    other = Service(service.db, None, tmp_path / "images", engines=1, small_faces=small_model)
+    try:
+        buf = io.BytesIO()
+        Image.open(orl_dir / "s2" / "5.pgm").resize((18, 22), Image.BICUBIC).save(buf, format="PNG")
+        small = Upload("small.png", buf.getvalue())
+        doc = other.identify(small, top=3, precropped=True)
+        face = doc["results"][0]["faces"][0]
+        assert face["face_px"] <= 20 and face["probe_lowres"] == 20 and doc["small_face_model"]["max_face_px"] == 20
+        page = other_page(other, face["search_id"])
+        assert "A small face: searched as a 20 px probe and re-ranked by the small-face model" in page
+        assert other.identify(Upload("big.pgm", orl_bytes(orl_dir, 2, 5)), top=3)["results"][0]["faces"][0][
+            "probe_lowres"] is None
+        batch = other.identify_many([small], "batch", top=3, precropped=True)
+        assert batch["results"][0]["faces"][0]["probe_lowres"] is None
+    finally:
+        other.close()
+
+
 def test_the_case_report_is_one_self_contained_file(site, orl_dir: Path):
     """The review's case report: downloaded as one HTML file holding the faces inline (no link back to the service),
     the candidate list with scores and groups, the decision and every verdict; a candidate whose subject was removed

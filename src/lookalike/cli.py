@@ -178,6 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="lookalike model (.lkm) to re-rank with, or 'default': the model shipped with lookalike "
                         "for the gallery's preprocessing; without it, the base matcher with thresholds from the "
                         "gallery itself")
+    i.add_argument("--small-face-model", default=None, metavar="S.lkm|default|none",
+                   help="model for faces at most PX px across, trained with --lowres PX --lowres-apply probes (one "
+                        "photo at a time; not with --batch or --same-person): a file, 'default' (the shipped one for "
+                        "the gallery, if any) or 'none'; default: 'default' with --model default, else none")
     i.add_argument("--top", type=POSITIVE, default=20, help="candidates listed per face (default: 20)")
     i.add_argument("--fpir", type=FRACTION_OPEN, default=0.01,
                    help="false-positive identification rate of the decision (0.001, 0.01 or 0.1; default 0.01)")
@@ -357,14 +361,16 @@ def cmd_identify(args: argparse.Namespace) -> int:
     from lookalike.identify import identify, result_faces
     from lookalike.identify_format import format_csv, format_html, format_table
     from lookalike.io import write_json
-    from lookalike.model import load_model
+    from lookalike.model import load_model, load_small_face_model
 
     paths = probe_paths(args.photos)
     if not paths:
         raise ValueError("no probe photos given")
     with Gallery.open(args.db) as gallery, blas_threads(args.blas_threads):
         model = load_model(args.model, gallery) if args.model else None
-        result = identify(paths, gallery, model, args.top, args.fpir, batch=args.batch, same_person=args.same_person)
+        small = load_small_face_model(args.small_face_model, gallery, args.model)
+        result = identify(paths, gallery, model, args.top, args.fpir, batch=args.batch, same_person=args.same_person,
+                          small_faces=small)
         faces = result_faces(result, gallery) if args.format == "html" else {}
     if args.format == "json":
         if args.out:

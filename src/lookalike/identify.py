@@ -26,7 +26,7 @@ from lookalike.calibration import (
     summary,
 )
 from lookalike.data.images import ImageError, degrade, encode_png, load_image
-from lookalike.embed import face_chip
+from lookalike.embed import face_chip, preprocess_key
 from lookalike.gallery import Gallery
 from lookalike.matchers import get_matcher
 from lookalike.matchers.align import Alignment
@@ -60,6 +60,18 @@ def resolution_note(face_px: int, lowres: int | None) -> str | None:
     return None
 
 
+def check_small_face_model(model: LookalikeModel | None, small_faces: LookalikeModel) -> None:
+    """A one-line ValueError unless ``small_faces`` is trained for low-resolution probes against full-resolution
+    gallery faces (``--lowres PX --lowres-apply probes``) and ``model`` (if any) searches probes at full
+    resolution with the same matcher."""
+    if small_faces.probe_lowres is None or small_faces.gallery_lowres is not None:
+        raise ValueError("a small-face model is trained for low-resolution probes against a sharp gallery (lookalike "
+                         "train --lowres PX --lowres-apply probes); this one is not")
+    if model is not None and (model.probe_lowres is not None or model.matcher_name_ != small_faces.matcher_name_):
+        raise ValueError("a small-face model takes the small faces of a model that searches probes at full resolution "
+                         "with the same matcher; this model does not")
+
+
 @dataclass
 class ProbeFace:
     """One face of a probe photo: where it is, how it was found, and its embedding."""
@@ -68,6 +80,7 @@ class ProbeFace:
     alignment: Alignment
     vector: np.ndarray
     chip: np.ndarray
+    small: bool = False  # prepared and searched by the identifier's small-face model
 
     @property
     def face_px(self) -> int:
@@ -102,12 +115,23 @@ def _positions(ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
 
 class Identifier:
     """Searches photos against ``gallery`` and re-ranks with ``model`` (None: the base matcher alone, with
-    thresholds from the gallery itself). Holds the matcher and the gallery's calibration between calls."""
+    thresholds from the gallery itself). Holds the matcher and the gallery's calibration between calls.
 
-    def __init__(self, gallery: Gallery, model: LookalikeModel | None = None) -> None:
+    ``small_faces``: a model for small faces, trained for low-resolution probes against this gallery (``--lowres PX
+    --lowres-apply probes``, same matcher): a face at most PX pixels across (degrading it to PX loses nothing),
+    searched one photo at a time, is degraded, embedded, re-ranked and decided by it (its own calibration on the
+    gallery) instead of by ``model``, which must search probes at full resolution. Batches and templates are
+    searched by ``model`` alone."""
+
+    def __init__(self, gallery: Gallery, model: LookalikeModel | None = None,
+                 small_faces: LookalikeModel | None = None) -> None:
         if model is not None:
             model.check_compatible(gallery.matcher_name, gallery.aligner, gallery.preprocess,
                                    what=f"the gallery {gallery.store.url}")
+        self.small: Identifier | None = None
+        if small_faces is not None:
+            check_small_face_model(model, small_faces)
+            self.small = Identifier(gallery, small_faces)
         self.gallery, self.model = gallery, model
         if model is not None and hasattr(model.disambiguator_, "memo_size"):
             model.disambiguator_.memo_size = MEMO_SIZE  # gallery faces are prepared once, not once per probe
@@ -120,6 +144,10 @@ class Identifier:
         self._model_top: ModelTop | None = None  # the model's final scores on it
         self._fingerprint: str | None = None  # the model's (hashing its arrays costs milliseconds: once)
         self.timing: dict[str, float] = {}
+        self._timing_owner: Identifier = self
+        if self.small is not None:
+            self.small._timing_owner = self  # one account of the stages, whichever model searched
+            self.small.aligner = self.aligner
 
     # --- faces -----------------------------------------------------------------------------------------
     @property
@@ -128,25 +156,40 @@ class Identifier:
             self._matcher = get_matcher(self.model.matcher if self.model is not None else self.gallery.matcher)
         return self._matcher
 
-    def faces(self, image: np.ndarray) -> list[ProbeFace]:
-        """Every face of an (H, W, 3) uint8 image, aligned, degraded like the model's probes, embedded."""
+    def faces(self, image: np.ndarray, small_faces: bool = True) -> list[ProbeFace]:
+        """Every face of an (H, W, 3) uint8 image, aligned, degraded like the model's probes, embedded; with a
+        small-face model (and ``small_faces``), a face no wider than that model's probes as its probes are."""
         t = time.perf_counter()
         alignments = self.aligner.align_all(image)
-        chips = [self._as_probe(self.aligner.chip(image, a)) for a in alignments]
+        limit = self.small.lowres if small_faces and self.small is not None else -1
+        small = [a.box[2] - a.box[0] <= limit for a in alignments]
+        chips = [(self.small if s else self)._as_probe(self.aligner.chip(image, a))
+                 for a, s in zip(alignments, small, strict=True)]
         self._tick("detect_align_s", t)
         if not chips:
             return []
         t = time.perf_counter()
-        vectors = self.matcher.embed(np.stack(chips))
+        vectors: list[np.ndarray] = [np.empty(0)] * len(chips)
+        for by_small in (False, True):
+            rows = [i for i, s in enumerate(small) if s == by_small]
+            if rows:
+                matcher = self.small.matcher if by_small else self.matcher
+                for i, v in zip(rows, matcher.embed(np.stack([chips[i] for i in rows])), strict=True):
+                    vectors[i] = v
         self._tick("embed_s", t)
-        return [ProbeFace(i, a, v, c) for i, (a, v, c) in enumerate(zip(alignments, vectors, chips, strict=True))]
+        return [ProbeFace(i, a, v, c, s) for i, (a, v, c, s) in enumerate(zip(alignments, vectors, chips, small,
+                                                                                  strict=True))]
 
     def _tick(self, key: str, t0: float) -> None:
-        self.timing[key] = self.timing.get(key, 0.0) + time.perf_counter() - t0
+        timing = self._timing_owner.timing
+        timing[key] = timing.get(key, 0.0) + time.perf_counter() - t0
 
     def prepare_gallery(self, block: int = 4096) -> int:
         """Compute the model's per-face disambiguator features for every gallery face now (a one-off cost, so
-        that each probe's re-ranking only looks them up); returns the faces prepared (0 without a model)."""
+        that each probe's re-ranking only looks them up), the small-face model's too; returns the faces prepared
+        for the model (0 without one)."""
+        if self.small is not None:
+            self.small.prepare_gallery(block)
         return prepare_gallery(self.model, self.gallery.vectors_, block)
 
     # --- calibration from the gallery itself -------------------------------------------------------------
@@ -189,11 +232,15 @@ class Identifier:
             return None
         g = self.gallery
         self._fingerprint = self._fingerprint or self.model.fingerprint()
-        saved = self._model_top or ModelTop.from_dict(g.derived("model-calibration", key))
+        # a model preparing probes otherwise keeps its own slot: a small-face model beside the main one (the same
+        # gallery, two models) would otherwise replace the other's calibration at every use
+        name = "model-calibration" + (f"-probes-{preprocess_key(self.model.probe_lowres, self.model.degrade)}"
+                                      if self._one_sided() else "")
+        saved = self._model_top or ModelTop.from_dict(g.derived(name, key))
         as_probes = (lambda: self._sample_as_probes(sample)) if self._one_sided() else None
         top = model_current(saved, sample, g, self.model, self._fingerprint, as_probes)
         if top is not saved:
-            g.save_derived("model-calibration", key, top.as_dict())
+            g.save_derived(name, key, top.as_dict())
         self._model_top = top
         return model_summary(top)
 
@@ -251,7 +298,10 @@ class Identifier:
 
     # --- search ------------------------------------------------------------------------------------------
     def search_face(self, face: ProbeFace | TemplateFace, top: int = 20, fpir: float = 0.01) -> dict:
-        """The candidate list and decision for one face (the JSON schema's ``faces[]`` item)."""
+        """The candidate list and decision for one face (the JSON schema's ``faces[]`` item); a small face by the
+        small-face model."""
+        if isinstance(face, ProbeFace) and face.small and self.small is not None:
+            return self.small.search_face(face, top, fpir)
         calibration = self.calibration()
         t = time.perf_counter()
         lists = self.gallery.search(face.vector[None], k=list_depth(self.model, top))
@@ -337,6 +387,7 @@ class Identifier:
         enrolled = bool(len(cands)) and float(top_score) >= threshold
         described = face.describe()
         if isinstance(face, ProbeFace):
+            described["probe_lowres"] = self.lowres  # what the face was degraded to (by the small-face model: its own)
             described["resolution_note"] = resolution_note(face.face_px, self.lowres)
         return {**described, "status": "searched", "candidate_list_length": len(cands), "candidates": cands,
                 "ambiguous": bool(len(cands)) and groups[0] is not None,
@@ -391,7 +442,7 @@ class Identifier:
 
     def identify_same_person(self, paths: list[str | Path], top: int = 20, fpir: float = 0.01) -> list[dict]:
         """Photo files known to show one person: :meth:`same_person_results` of their faces."""
-        return self.same_person_results([self._photo_faces(p) for p in paths], top, fpir)
+        return self.same_person_results([self._photo_faces(p, small_faces=False) for p in paths], top, fpir)
 
     def same_person_results(self, photos: list[tuple[dict, list[ProbeFace]]], top: int = 20,
                             fpir: float = 0.01) -> list[dict]:
@@ -413,7 +464,7 @@ class Identifier:
 
     def identify_batch(self, paths: list[str | Path], top: int = 20, fpir: float = 0.01) -> list[dict]:
         """Photo files re-ranked together: :meth:`batch_results` of their faces."""
-        return self.batch_results([self._photo_faces(p) for p in paths], top, fpir)
+        return self.batch_results([self._photo_faces(p, small_faces=False) for p in paths], top, fpir)
 
     def batch_results(self, photos: list[tuple[dict, list[ProbeFace]]], top: int = 20,
                       fpir: float = 0.01) -> list[dict]:
@@ -422,16 +473,17 @@ class Identifier:
         searched = iter(self.search_batch([f for _, faces in photos for f in faces], top, fpir))
         return [{**result, "faces": [next(searched) for _ in faces]} for result, faces in photos]
 
-    def _photo_faces(self, path: str | Path) -> tuple[dict, list[ProbeFace]]:
-        """A photo's result header (``photo``, ``status``, ``message`` when unusable) and its faces."""
+    def _photo_faces(self, path: str | Path, small_faces: bool = True) -> tuple[dict, list[ProbeFace]]:
+        """A photo's result header (``photo``, ``status``, ``message`` when unusable) and its faces (``small_faces``:
+        see :meth:`faces`)."""
         try:
             image = load_image(path)
         except ImageError as e:
             return {"photo": str(path), "status": e.reason, "message": str(e)}, []
-        return self._image_faces(image, str(path))
+        return self._image_faces(image, str(path), small_faces)
 
-    def _image_faces(self, image: np.ndarray, name: str) -> tuple[dict, list[ProbeFace]]:
-        faces = self.faces(image)
+    def _image_faces(self, image: np.ndarray, name: str, small_faces: bool = True) -> tuple[dict, list[ProbeFace]]:
+        faces = self.faces(image, small_faces)
         return {"photo": name, "status": "ok" if faces else "no_face"}, faces
 
 
@@ -466,13 +518,15 @@ def prepare_gallery(model: LookalikeModel | None, vectors: np.ndarray, block: in
 
 
 def identify(photos: list[str | Path], gallery: Gallery, model: LookalikeModel | None = None, top: int = 20,
-             fpir: float = 0.01, batch: bool = False, same_person: bool = False) -> dict:
+             fpir: float = 0.01, batch: bool = False, same_person: bool = False,
+             small_faces: LookalikeModel | None = None) -> dict:
     """Identify every face of every photo (``batch``: all of them re-ranked together, see
     :meth:`Identifier.search_batch`; ``same_person``: the photos show one person, searched as one template, see
-    :meth:`Identifier.identify_same_person`); the whole result as the documented JSON document."""
+    :meth:`Identifier.identify_same_person`; ``small_faces``: a model for small faces, see :class:`Identifier`);
+    the whole result as the documented JSON document."""
     if batch and same_person:
         raise ValueError("--batch and --same-person are two ways to search many photos: choose one")
-    ident = Identifier(gallery, model)
+    ident = Identifier(gallery, model, small_faces)
     if model is not None and len(photos) * max(top, model.reach) >= len(gallery.vectors_):
         ident.prepare_gallery()  # cheaper than preparing the candidates photo by photo
     results = (ident.identify_batch(photos, top, fpir) if batch else ident.identify_same_person(photos, top, fpir)
@@ -486,7 +540,10 @@ def result_document(ident: Identifier, results: list[dict], top: int, fpir: floa
     batch was re-ranked."""
     model = ident.model
     doc = {"schema_version": SCHEMA_VERSION, "lookalike_version": __version__, "gallery": str(ident.gallery.store.url),
-           "model": None if model is None else model.describe_short(), "fpir": fpir, "top": top,
+           "model": None if model is None else model.describe_short(),
+           "small_face_model": None if ident.small is None else {**ident.small.model.describe_short(),
+                                                                 "max_face_px": ident.small.lowres},
+           "fpir": fpir, "top": top,
            "results": results, "timing": {k: round(v, 4) for k, v in ident.timing.items()}}
     if batch:
         n_faces = sum(len(r["faces"]) for r in results)

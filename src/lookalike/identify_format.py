@@ -43,8 +43,18 @@ def where(photo: str, face: dict, sep: str = " ") -> str:
     """``photo face 0 box (l, t, r, b) (detected)``; a template is its own name."""
     if face["detection"] == "template":
         return f"{photo} (template)"
-    return (f"{photo}{sep}face {face['index']}{sep}box {tuple(face['box'])} ({face['detection']}"
-            + (f", {face['face_px']} px across)" if "face_px" in face else ")"))
+    size = f", {face['face_px']} px across" if "face_px" in face else ""
+    searched = f", searched at {face['probe_lowres']} px" if face.get("probe_lowres") is not None else ""
+    return f"{photo}{sep}face {face['index']}{sep}box {tuple(face['box'])} ({face['detection']}{size}{searched})"
+
+
+def small_face_line(result: dict) -> str | None:
+    """The small-face model, when one searched the smallest faces."""
+    small = result.get("small_face_model")
+    if not small:
+        return None
+    return (f"faces at most {small['max_face_px']} px across: small-face model {small['disambiguator']} "
+            f"({small['selection']}, weight {small['weight']}), searched as {small['lowres']} px probes")
 
 
 def format_table(result: dict) -> str:
@@ -53,6 +63,8 @@ def format_table(result: dict) -> str:
     how = (f"model: {model['disambiguator']} ({model['selection']}, weight {model['weight']})" if model
            else "no model: base matcher")
     lines.append(f"gallery {result['gallery']}; {how}; decisions at FPIR {result['fpir']:g}")
+    if small_face_line(result):
+        lines.append(small_face_line(result))
     if batch_line(result):
         lines.append(batch_line(result))
     for r in result["results"]:
@@ -119,8 +131,9 @@ def format_html(result: dict, faces: dict) -> str:
            "<p class='leads'>Results are <strong>investigative leads, not identifications</strong>: a person must "
            "compare the faces, and a candidate list never establishes who someone is.</p>",
            f"<p class='muted'>gallery {e(str(result['gallery']))}; {e(how)}; decisions at FPIR {result['fpir']:g}</p>"]
-    if batch_line(result):
-        out.append(f"<p class='muted'>{e(batch_line(result))}</p>")
+    for line in (small_face_line(result), batch_line(result)):
+        if line:
+            out.append(f"<p class='muted'>{e(line)}</p>")
     for r in result["results"]:
         if r["status"] != "ok":
             out.append(f"<h2>{e(r['photo'])}: {e(r['status'])}</h2><p>{e(r.get('message', ''))}</p>")

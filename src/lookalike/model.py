@@ -336,6 +336,7 @@ class LookalikeModel:
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 DEFAULT = "default"
+NONE = "none"
 TRAIN_HINT = "train one for it with `lookalike train --data DATA [--lowres PX] --model M.lkm` and pass --model M.lkm"
 
 
@@ -367,14 +368,57 @@ def default_model(matcher: str | None = None, aligner: FaceAligner | None = None
         faces = "full-resolution faces" if lowres is None else f"{lowres} px faces"
         raise ValueError(f"no default model for a new gallery of {faces} (default models: {shipped}); {TRAIN_HINT}")
     want = {"matcher": matcher, "aligner": (aligner or FaceAligner()).geometry, "gallery": preprocess}
-    for _, m in models:
-        if not _differences(want, m.preprocessing):
-            return m
+    fits = [m for _, m in models if not _differences(want, m.preprocessing)]
+    for m in sorted(fits, key=lambda m: m.probe_lowres != m.gallery_lowres):  # probes as the gallery's first
+        return m
     flipped = any(not _differences({**want, "matcher": flipped_name(matcher)}, m.preprocessing) for _, m in models)
     hint = ("; the gallery's faces were embedded without flip averaging (an earlier default): enrol its photos into "
             "a new gallery with --model default, or " if flipped else "; ") + TRAIN_HINT
     raise ValueError(f"no default model for a gallery of {preprocess!r} faces ({matcher}, aligner {want['aligner']}); "
                      f"default models: {shipped}{hint}")
+
+
+def default_small_face_model(matcher: str, aligner: FaceAligner, preprocess: str) -> LookalikeModel | None:
+    """The shipped model for small probe faces against a gallery of this matcher, aligner and preprocessing key:
+    trained for low-resolution probes against full-resolution gallery faces (``--lowres-apply probes``), the
+    companion of the full-resolution default (:class:`~lookalike.identify.Identifier`); None when none fits."""
+    want = {"matcher": matcher, "aligner": aligner.geometry, "gallery": preprocess}
+    for p in default_model_paths():
+        m = LookalikeModel.load(p)
+        if m.probe_lowres is not None and m.gallery_lowres is None and not _differences(want, m.preprocessing):
+            return m
+    return None
+
+
+def load_small_face_model(spec: str | Path | None, gallery, model_spec: str | Path | None) -> LookalikeModel | None:
+    """The small-face model ``spec`` names for ``gallery``: a model file, ``default`` (the shipped one that fits
+    the gallery, or None), ``none``; unset (None): ``default`` when the model is ``default``, else none."""
+    spec = str(spec) if spec is not None else (DEFAULT if str(model_spec) == DEFAULT else NONE)
+    if spec == NONE:
+        return None
+    if spec == DEFAULT:
+        return default_small_face_model(gallery.matcher_name, gallery.aligner, gallery.preprocess)
+    return LookalikeModel.load(spec)
+
+
+def load_small_face_model_for_db(spec: str | Path | None, db: str, model_spec: str | Path | None,
+                                 model: LookalikeModel | None) -> LookalikeModel | None:
+    """:func:`load_small_face_model` for the gallery database ``db``; a new gallery is described by ``model`` (the
+    gallery a service creates for it), or has no small-face model without one."""
+    from types import SimpleNamespace
+
+    from lookalike.embed import preprocess_key
+    from lookalike.gallery import Gallery, NoGalleryError
+
+    try:
+        with Gallery.open(db) as gallery:
+            return load_small_face_model(spec, gallery, model_spec)
+    except NoGalleryError:
+        if model is None:
+            return load_small_face_model(spec, None, model_spec) if spec not in (None, DEFAULT) else None
+        new = SimpleNamespace(matcher_name=model.matcher_name_, aligner=model.aligner,
+                              preprocess=preprocess_key(model.gallery_lowres))
+        return load_small_face_model(spec, new, model_spec)
 
 
 def load_model(spec: str | Path, gallery=None, lowres: int | None = None) -> LookalikeModel:

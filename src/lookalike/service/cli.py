@@ -16,6 +16,10 @@ def add_parser(sub) -> None:
     s.add_argument("--db", required=True, help="gallery (G.sqlite or postgresql://...); created if absent")
     s.add_argument("--model", default=None, help="lookalike model (.lkm), or 'default' (the shipped one for the "
                    "gallery's faces; a new gallery: full resolution); without it, the base matcher")
+    s.add_argument("--small-face-model", default=None, metavar="S.lkm|default|none",
+                   help="model for faces at most PX px across (single-photo searches), trained with --lowres PX "
+                        "--lowres-apply probes: a file, 'default' (the shipped one for the gallery, if any) or 'none'; "
+                        "default: 'default' with --model default, else none")
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     s.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     s.add_argument("--data-dir", default=None,
@@ -72,10 +76,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.list_tokens or args.revoke_token is not None:
         return manage_tokens(args)
     model = None
-    if args.model:
-        from lookalike.model import load_model_for_db
+    from lookalike.model import load_model_for_db, load_small_face_model_for_db
 
+    if args.model:
         model = load_model_for_db(args.model, args.db)
+    small = load_small_face_model_for_db(args.small_face_model, args.db, args.model, model)
     if args.create_token:
         Service(args.db, model, args.data_dir, engines=1, matcher=args.matcher).close()
         token = create_token_in(args.db, args.token_label)
@@ -84,7 +89,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
               "<token>' or on the login page.", file=sys.stderr)
         return 0
     tokens = TokenChecker(os.environ.get("LOOKALIKE_TOKEN") or None)
-    service = Service(args.db, model, args.data_dir, engines=args.engines, matcher=args.matcher)
+    service = Service(args.db, model, args.data_dir, engines=args.engines, matcher=args.matcher, small_faces=small)
     try:
         if not tokens.has_tokens(service.store):
             raise ValueError("no API token: set LOOKALIKE_TOKEN or run `lookalike serve --db ... --create-token`")

@@ -1,0 +1,92 @@
+"""Small probe faces against a sharp gallery: which shipped model should re-rank them?
+
+    python benchmarks/small_face_models.py --runs runs/pubfig-p20-default-s0 runs/pubfig-p20-default-s1 \\
+        [--cache /work/cache/lookalike.sqlite]
+
+Each run is a ``lookalike benchmark --lowres 20 --lowres-apply probes --matcher torch`` folder (probes degraded to
+~20 px, gallery sharp, the plain ``torch`` matcher: the gallery a full-resolution default model searches). Its test
+probes are embedded again at the run's probe resolution and its gallery at full resolution (through the cache), and
+the run's baseline lists are re-ranked by each model given (default: the two shipped models that search such a
+gallery: ``default-full.lkm``, and ``default-lowres20-probes.lkm``, trained for 20 px probes against sharp galleries,
+which ``identify --model default`` gives the faces at most 20 px across). Rank-1 (%) of each, exact McNemar p against the baseline and between the
+models; and, at each model's own 1%-FPIR threshold, the share of probes whose first candidate is right and above it
+(DIR) and the share of the same probes searched against the gallery without their own identity whose first
+candidate is above it (the FPIR it actually gives). Nothing is tuned.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from same_person import open_set
+
+from lookalike.embed import embed_paths
+from lookalike.matchers import matcher_name
+from lookalike.matchers.align import FaceAligner
+from lookalike.matchers.cache import EmbeddingCache
+from lookalike.metrics import RankedLists, mcnemar
+from lookalike.model import MODELS_DIR, LookalikeModel
+
+SHIPPED = (MODELS_DIR / "default-full.lkm", MODELS_DIR / "default-lowres20-probes.lkm")
+
+
+def run_faces(run: Path, cache: str) -> tuple[dict, np.ndarray, np.ndarray, str]:
+    """The run's saved lists, its probes and gallery embedded as the run prepared them (its ``config`` in
+    ``metrics.json``: matcher, crop fallback, probe resolution and degradation), and its matcher's name."""
+    config = json.loads((run / "metrics.json").read_text(encoding="utf-8"))["config"]
+    if config["lowres_apply"] != "probes" or config["matcher"] != "torch":
+        raise SystemExit(f"{run}: not a --lowres-apply probes --matcher torch run")
+    with np.load(run / "rankings.npz", allow_pickle=False) as z:
+        r = dict(z)
+    aligner = FaceAligner(config["central_fraction"])
+    store = EmbeddingCache(cache)
+    try:
+        probes, gallery = (embed_paths(r[f"{side}_paths"], "torch", aligner, lowres, store, 2, progress=False,
+                                       degrade=config["degrade"]).vectors
+                           for side, lowres in (("probe", config["lowres"]), ("gallery", None)))
+    finally:
+        store.close()
+    return r, probes, gallery, matcher_name("torch")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--runs", nargs="+", required=True, help="benchmark folders (20 px probes, sharp gallery, torch)")
+    p.add_argument("--models", nargs="+", default=[str(m) for m in SHIPPED], help="model files to compare")
+    p.add_argument("--cache", default="/work/cache/lookalike.sqlite", help="embedding cache")
+    args = p.parse_args(argv)
+    models = {Path(m).name: LookalikeModel.load(m) for m in args.models}
+    names = list(models)
+    print("| run | probes | model | rank-1 | vs baseline: diff (p; fixed / broken) | at its 1%-FPIR threshold: DIR / "
+          "FPIR obtained |\n|---|---|---|---|---|---|")
+    for run in map(Path, args.runs):
+        r, probes, gallery, matcher = run_faces(run, args.cache)
+        base = RankedLists(r["baseline.indices"], r["baseline.scores"])
+        truth = r["probe_ids"]
+        base_hits = r["gallery_ids"][base.indices[:, 0]] == truth
+        hits = {}
+        print(f"| {run} | {len(truth)} | baseline (torch) | {100 * base_hits.mean():.2f} | – | – |")
+        for name, model in models.items():
+            if model.matcher_name_ != matcher:
+                raise SystemExit(f"{name}: embeds with {model.matcher_name_}, the run with {matcher}")
+            found = model.rerank(probes, base, gallery[base.indices])
+            hits[name] = r["gallery_ids"][found.indices[:, 0]] == truth
+            mated = r["gallery_ids"][None, :] == truth[:, None]
+            decided, false = open_set(model, probes, mated, gallery, base.depth, found)
+            m = mcnemar(base_hits, hits[name])
+            print(f"| {run} | {len(truth)} | {name} | {100 * hits[name].mean():.2f} | "
+                  f"{100 * (hits[name].mean() - base_hits.mean()):+.2f} ({m['mcnemar_p']:.2g}; {m['fixed']} / "
+                  f"{m['broken']}) | {100 * decided.mean():.2f} / {100 * false.mean():.2f} |")
+        for a, b in zip(names, names[1:], strict=False):
+            m = mcnemar(hits[a], hits[b])
+            print(f"| {run} | {len(truth)} | {b} vs {a} | | {100 * (hits[b].mean() - hits[a].mean()):+.2f} "
+                  f"({m['mcnemar_p']:.2g}; {m['fixed']} / {m['broken']}) | |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
