@@ -72,6 +72,13 @@ def check_small_face_model(model: LookalikeModel | None, small_faces: LookalikeM
                          "with the same matcher; this model does not")
 
 
+def face_width(alignment: Alignment) -> int:
+    """A face's width in the photo's pixels: its box's (the detector's, or the pre-cropped face's central square),
+    the measure ``--lowres PX`` degrades faces to."""
+    left, _, right, _ = alignment.box
+    return int(right - left)
+
+
 @dataclass
 class ProbeFace:
     """One face of a probe photo: where it is, how it was found, and its embedding."""
@@ -84,10 +91,7 @@ class ProbeFace:
 
     @property
     def face_px(self) -> int:
-        """The face's width in the photo's pixels: its box's (the detector's, or the pre-cropped face's central
-        square), the measure ``--lowres PX`` degrades faces to."""
-        left, _, right, _ = self.alignment.box
-        return int(right - left)
+        return face_width(self.alignment)
 
     def describe(self) -> dict:
         pre_cropped = self.alignment.method == "central"
@@ -162,7 +166,7 @@ class Identifier:
         t = time.perf_counter()
         alignments = self.aligner.align_all(image)
         limit = self.small.lowres if small_faces and self.small is not None else -1
-        small = [a.box[2] - a.box[0] <= limit for a in alignments]
+        small = [face_width(a) <= limit for a in alignments]
         chips = [(self.small if s else self)._as_probe(self.aligner.chip(image, a))
                  for a, s in zip(alignments, small, strict=True)]
         self._tick("detect_align_s", t)
