@@ -8,10 +8,11 @@ Each run is a ``lookalike benchmark --lowres 20 --lowres-apply probes --matcher 
 probes are embedded again at the run's probe resolution and its gallery at full resolution (through the cache), and
 the run's baseline lists are re-ranked by each model given (default: the two shipped models that search such a
 gallery: ``default-full.lkm``, and ``default-lowres20-probes.lkm``, trained for 20 px probes against sharp galleries,
-which ``identify --model default`` gives the faces at most 20 px across). Rank-1 (%) of each, exact McNemar p against the baseline and between the
-models; and, at each model's own 1%-FPIR threshold, the share of probes whose first candidate is right and above it
-(DIR) and the share of the same probes searched against the gallery without their own identity whose first
-candidate is above it (the FPIR it actually gives). Nothing is tuned.
+which ``identify --model default`` gives the faces at most 20 px across). Rank-1 (%) of each, exact McNemar p
+against the baseline and between the models; and, at each model's own 1%-FPIR threshold, the share of probes whose
+first candidate is right and above it (DIR) and the share of the same probes searched against the gallery without
+their own identity whose first candidate is above it (the FPIR it actually gives). A run may degrade its probes the
+realistic way (``--degrade realistic``; ``--no-rerank`` suffices). Nothing is tuned.
 """
 
 from __future__ import annotations
