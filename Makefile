@@ -27,11 +27,12 @@ test: venv lint
 benchmark: venv
 	$(BIN)/lookalike benchmark --data $(DATA) --out $(OUT) --cache $(CACHE) $(if $(LOWRES),--lowres $(LOWRES),) $(ARGS)
 
-# the default models shipped in src/lookalike/models/ (LFW without the PubFig people; 20 px, full-resolution, 20 px probes vs sharp gallery)
+# the default models shipped in src/lookalike/models/ (LFW without the PubFig people; 20 px, full-resolution, and 20 px on one side)
 default-model: venv
 	$(BIN)/python benchmarks/default_model.py --lowres 20 --cache $(CACHE)
 	$(BIN)/python benchmarks/default_model.py --lowres full --cache $(CACHE)
 	$(BIN)/python benchmarks/default_model.py --lowres 20-probes --cache $(CACHE)
+	$(BIN)/python benchmarks/default_model.py --lowres 20-gallery --cache $(CACHE)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache src/*.egg-info

@@ -1,11 +1,11 @@
-"""Rebuild a default model shipped with lookalike: LFW without the PubFig people, faces at 20 px, full resolution, or
-20 px probes against full-resolution gallery faces.
+"""Rebuild a default model shipped with lookalike: LFW without the PubFig people, faces at 20 px, full resolution,
+20 px probes against full-resolution gallery faces, or full-resolution probes against 20 px gallery faces.
 
-    python benchmarks/default_model.py [--lowres 20|full|20-probes] [--lfw ../shared/data/lfw]
+    python benchmarks/default_model.py [--lowres 20|full|20-probes|20-gallery] [--lfw ../shared/data/lfw]
         [--overlap ../shared/data/pubfig-lfw-overlap.txt] [--misspelt benchmarks/pubfig-people-misspelt-in-lfw.txt]
         [--out runs/default-model] [--model src/lookalike/models/default-lowres20.lkm] [--cache cache/lookalike.sqlite]
 
-(``make default-model`` runs it for all three.) Writes OUT/lfw-without-pubfig.csv (the training manifest: every LFW
+(``make default-model`` runs it for all four.) Writes OUT/lfw-without-pubfig.csv (the training manifest: every LFW
 image except those of the people PubFig shares with LFW — the overlap list, and three PubFig people whose LFW folder
 names are misspelt so that the list misses them — so that PubFig measures transfer to unseen people),
 OUT/command-<model>.txt (the ``lookalike train`` command), then runs that command. The recipe was fixed before
@@ -13,7 +13,10 @@ any PubFig number was seen: the LDA disambiguator, seed 0, 20 px bicubic faces f
 full-resolution faces: the same recipe, nothing else changed), the default aligner and depth; everything else is
 chosen on the model's own validation split of LFW people. ``20-probes`` is the same recipe for 20 px probes against
 full-resolution gallery faces with the plain ``torch`` matcher, so that it searches the galleries of the
-full-resolution model: identify gives it the faces under 48 px across (its choice and measurements: README).
+full-resolution model: identify gives it the faces at most 20 px across. ``20-gallery`` is the recipe for sharp
+probes against 20 px gallery faces (``--lowres 20 --lowres-apply gallery``, the ``torch-flip`` matcher of the 20 px
+model's galleries): identify gives it the faces at least 48 px across searched against those (choices and
+measurements: README).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from pathlib import Path
 from lookalike.data.folders import load_folders
 
 MANIFEST = "lfw-without-pubfig.csv"
-LOWRES = (20, "full", "20-probes")
+LOWRES = (20, "full", "20-probes", "20-gallery")
 
 
 def overlap_folders(path: str | Path) -> set[str]:
@@ -60,14 +63,14 @@ def write_manifest(lfw: str | Path, exclude: set[str], csv_path: Path) -> dict[s
 
 
 def model_name(lowres: int | str) -> str:
-    """The shipped file of the default model for ``lowres`` (20, ``full`` or ``20-probes``)."""
+    """The shipped file of the default model for ``lowres`` (20, ``full``, ``20-probes`` or ``20-gallery``)."""
     return f"default-{'full' if lowres == 'full' else f'lowres{lowres}'}.lkm"
 
 
 def train_command(manifest: Path, model: Path, cache: str, lowres: int | str = 20) -> list[str]:
     """The ``lookalike train`` arguments that build the default model for ``lowres`` from ``manifest``."""
-    faces = {"full": [], "20-probes": ["--lowres", "20", "--lowres-apply", "probes", "--matcher", "torch"]}.get(
-        str(lowres), ["--lowres", str(lowres)])
+    faces = {"full": [], "20-probes": ["--lowres", "20", "--lowres-apply", "probes", "--matcher", "torch"],
+             "20-gallery": ["--lowres", "20", "--lowres-apply", "gallery"]}.get(str(lowres), ["--lowres", str(lowres)])
     return ["train", "--data", str(manifest), *faces, "--seed", "0", "--model", str(model), "--cache", cache,
             "--no-progress"]
 
@@ -82,12 +85,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="LFW folders of PubFig people the overlap list misses (misspelt in LFW)")
     p.add_argument("--out", default="runs/default-model", help="folder for the manifest and the command")
     p.add_argument("--lowres", default="20", choices=[str(x) for x in LOWRES],
-                   help="the model's faces: 20 px (bicubic, probes and gallery), full resolution, or 20 px probes "
-                        "against full-resolution gallery faces (torch matcher)")
+                   help="the model's faces: 20 px (bicubic, probes and gallery), full resolution, 20 px probes "
+                        "against full-resolution gallery faces (torch matcher), or sharp probes against 20 px ones")
     p.add_argument("--model", help="model file to write (default: src/lookalike/models/default-<faces>.lkm)")
     p.add_argument("--cache", default="cache/lookalike.sqlite", help="embedding cache (as the Makefile's)")
     args = p.parse_args(argv)
-    lowres = args.lowres if args.lowres in ("full", "20-probes") else int(args.lowres)
+    lowres = args.lowres if args.lowres in ("full", "20-probes", "20-gallery") else int(args.lowres)
     model = Path(args.model or Path("src/lookalike/models") / model_name(lowres))
     out = Path(args.out)
     counts = write_manifest(args.lfw, overlap_folders(args.overlap) | overlap_folders(args.misspelt), out / MANIFEST)

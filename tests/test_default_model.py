@@ -14,22 +14,32 @@ from PIL import Image
 
 from lookalike.cli import main
 from lookalike.gallery import Gallery
+from lookalike.identify import Identifier
 from lookalike.matchers.align import FaceAligner
-from lookalike.model import MODELS_DIR, LookalikeModel, default_model_paths, default_small_face_model, load_model
+from lookalike.model import (
+    FACE_SIZES,
+    MODELS_DIR,
+    LookalikeModel,
+    default_face_size_model,
+    default_model_paths,
+    load_model,
+)
 from lookalike.train import data_fingerprint
 
 SHIPPED = MODELS_DIR / "default-lowres20.lkm"
 FULL = MODELS_DIR / "default-full.lkm"
 PROBES = MODELS_DIR / "default-lowres20-probes.lkm"
+GALLERY = MODELS_DIR / "default-lowres20-gallery.lkm"
 MISSPELT = Path(__file__).parents[1] / "benchmarks" / "pubfig-people-misspelt-in-lfw.txt"
 LFW_PEOPLE, PUBFIG_IN_LFW = 5749, 108 + 3  # the overlap list, and three PubFig people LFW misspells
 
 
 @pytest.mark.parametrize(("path", "faces"), [(SHIPPED, ("torch-flip", 20, "both", "bicubic")),
                                             (FULL, ("torch", None, "both", "bicubic")),
-                                            (PROBES, ("torch", 20, "probes", "bicubic"))])
+                                            (PROBES, ("torch", 20, "probes", "bicubic")),
+                                            (GALLERY, ("torch-flip", 20, "gallery", "bicubic"))])
 def test_shipped_model_loads_without_pickle_and_records_its_training(path: Path, faces: tuple):
-    assert default_model_paths() == [FULL, PROBES, SHIPPED]
+    assert default_model_paths() == [FULL, GALLERY, PROBES, SHIPPED]
     assert path.stat().st_size < 5 * 2**20
     with np.load(path, allow_pickle=False) as z:
         meta = json.loads(str(z["__model__"]))
@@ -41,7 +51,7 @@ def test_shipped_model_loads_without_pickle_and_records_its_training(path: Path,
     assert model.training_["n_train_people"] < data["people"]  # the rest are its validation people
 
 
-@pytest.mark.parametrize("path", [SHIPPED, FULL, PROBES])
+@pytest.mark.parametrize("path", [SHIPPED, FULL, PROBES, GALLERY])
 def test_shipped_model_left_out_the_pubfig_people(path: Path, lfw_dir: Path, shared_data: Path):
     overlap = {n.strip().replace(" ", "_") for n in (shared_data / "pubfig-lfw-overlap.txt").read_text().splitlines()
                if n.strip()}
@@ -64,10 +74,17 @@ def test_default_resolves_for_a_gallery_of_its_preprocessing(tmp_path: Path):
             load_model("default", g)
     with Gallery.create(tmp_path / "full.sqlite", matcher=FAST_MATCHER) as g:  # dlib-bin: the same descriptors
         assert load_model("default", g).training_ == LookalikeModel.load(FULL).training_  # not the probes-only one
-        small = default_small_face_model(g.matcher_name, g.aligner, g.preprocess)
-        assert small.training_ == LookalikeModel.load(PROBES).training_
-    with Gallery.create(tmp_path / "low20.sqlite", lowres=20) as g:  # a 20 px gallery: no small-face model
-        assert default_small_face_model(g.matcher_name, g.aligner, g.preprocess) is None
+        small, sharp = (default_face_size_model(k, g.matcher_name, g.aligner, g.preprocess) for k in FACE_SIZES)
+        assert small.training_ == LookalikeModel.load(PROBES).training_ and sharp is None
+    with Gallery.create(tmp_path / "low20.sqlite", lowres=20) as g:  # a 20 px gallery: a sharp-face model
+        assert load_model("default", g).training_ == LookalikeModel.load(SHIPPED).training_  # not the gallery-only
+        small, sharp = (default_face_size_model(k, g.matcher_name, g.aligner, g.preprocess) for k in FACE_SIZES)
+        assert small is None and sharp.training_ == LookalikeModel.load(GALLERY).training_
+        main20 = LookalikeModel.load(SHIPPED)
+        with pytest.raises(ValueError, match="trained for sharp probes against a low-resolution gallery"):
+            Identifier(g, main20, sharp_faces=LookalikeModel.load(SHIPPED))
+        with pytest.raises(ValueError, match="takes the sharp faces of a model that degrades probes"):
+            Identifier(g, sharp, sharp_faces=sharp)
     with Gallery.create(tmp_path / "small.sqlite", matcher=FAST_MATCHER, lowres=16) as g:
         with pytest.raises(ValueError, match=r"no default model for a gallery of 'lowres16-chip17' faces .*"
                                              r"default-full\.lkm.*default-lowres20\.lkm"):
@@ -119,8 +136,14 @@ def test_enroll_and_identify_with_the_default_model(orl_dir: Path, tmp_path: Pat
     assert main(["identify", str(orl_dir / "s3" / "7.pgm"), "--db", str(db), "--model", "default", "--format", "json",
                  "--top", "3"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert doc["model"]["lowres"] == 20
-    assert doc["results"][0]["faces"][0]["candidates"][0]["subject"] == "s3"
+    assert doc["model"]["lowres"] == 20 and doc["sharp_face_model"]["lowres_apply"] == "gallery"
+    face = doc["results"][0]["faces"][0]  # a 70 px face: kept sharp by the shipped sharp-face model
+    assert face["candidates"][0]["subject"] == "s3" and face["face_px"] >= 48 and face["probe_lowres"] is None
+    tiny = tmp_path / "tiny.png"  # about 17 px across: degraded to the gallery's 20 px by the 20 px model
+    Image.open(orl_dir / "s3" / "7.pgm").resize((18, 22), Image.BICUBIC).save(tiny)
+    for photo, extra, lowres in ((tiny, [], 20), (orl_dir / "s3" / "7.pgm", ["--sharp-face-model", "none"], 20)):
+        assert main(["identify", str(photo), "--db", str(db), "--model", "default", "--format", "json", *extra]) == 0
+        assert json.loads(capsys.readouterr().out)["results"][0]["faces"][0]["probe_lowres"] == lowres
     full = tmp_path / "full.sqlite"
     assert main(["enroll", "--gallery", str(gallery), "--db", str(full), "--model", "default", *common]) == 0
     with Gallery.open(full) as g:
@@ -150,7 +173,8 @@ def test_rebuild_script_trains_each_shipped_model_with_its_faces(tmp_path: Path)
         from default_model import model_name, train_command
     finally:
         sys.path.pop(0)
-    assert [model_name(x) for x in (20, "full", "20-probes")] == [SHIPPED.name, FULL.name, PROBES.name]
+    assert [model_name(x) for x in (20, "full", "20-probes", "20-gallery")] == [SHIPPED.name, FULL.name, PROBES.name,
+                                                                               GALLERY.name]
     probes = train_command(tmp_path / "m.csv", tmp_path / "m.lkm", "c.sqlite", "20-probes")
     assert " ".join(probes).count("--lowres 20 --lowres-apply probes --matcher torch") == 1
     low, full = (train_command(tmp_path / "m.csv", tmp_path / "m.lkm", "c.sqlite", x) for x in (20, "full"))

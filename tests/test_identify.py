@@ -264,7 +264,7 @@ def test_small_faces_go_to_the_small_face_model(system, small_face_model, orl_di
         ident = Identifier(g, model, small)
         low, mid, big = (ident.faces(np.asarray(Image.open(p).convert("RGB")))[0] for p in (shrunk, middle, sharp))
         assert low.face_px <= 16 < mid.face_px < 48 <= big.face_px
-        assert low.small and not mid.small and not big.small
+        assert (low.route, mid.route, big.route) == ("small", "", "")
         expected = embed_paths([str(shrunk)], small.matcher, g.aligner, 16, workers=1, progress=False).vectors[0]
         np.testing.assert_allclose(low.vector, expected, atol=1e-5)
         doc = identify([shrunk, sharp], g, model, top=3, small_faces=small)

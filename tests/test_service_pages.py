@@ -136,11 +136,11 @@ def test_a_service_gives_small_faces_to_the_small_face_model(site, orl_dir: Path
 
     from PIL import Image
 
-    from lookalike.model import default_small_face_model
+    from lookalike.model import default_face_size_model
 
     _, service, _ = site
     with Gallery.open(service.db) as g:
-        small_model = default_small_face_model(g.matcher_name, g.aligner, g.preprocess)
+        small_model = default_face_size_model("small", g.matcher_name, g.aligner, g.preprocess)
     other = Service(service.db, None, tmp_path / "images", engines=1, small_faces=small_model)
     try:
         buf = io.BytesIO()
@@ -157,6 +157,26 @@ def test_a_service_gives_small_faces_to_the_small_face_model(site, orl_dir: Path
         assert batch["results"][0]["faces"][0]["probe_lowres"] is None
     finally:
         other.close()
+
+
+def test_a_service_keeps_sharp_faces_sharp_on_a_low_resolution_gallery(orl_dir: Path, tmp_path: Path):
+    """``serve --model default`` on a 20 px gallery: a face at least 48 px across is searched sharp by the shipped
+    sharp-face model (sharp probes against 20 px gallery faces), and the review page says so."""
+    from lookalike.model import default_face_size_model, load_model
+
+    main20 = load_model("default", lowres=20)
+    sharp = default_face_size_model("sharp", main20.matcher_name_, main20.aligner, "lowres20-chip22")
+    service = Service(str(tmp_path / "g20.sqlite"), main20, tmp_path / "images", engines=1, sharp_faces=sharp)
+    try:
+        for p in (1, 2, 3):
+            service.add_images(f"s{p}", [Upload("1.pgm", orl_bytes(orl_dir, p, 1))], create=True)
+        doc = service.identify(Upload("probe.pgm", orl_bytes(orl_dir, 2, 5)), top=3)
+        face = doc["results"][0]["faces"][0]
+        assert face["face_px"] >= 48 and face["probe_lowres"] is None and doc["sharp_face_model"]["min_face_px"] == 48
+        page = other_page(service, face["search_id"])
+        assert "A sharp face: kept sharp (not degraded to the gallery's 20 px)" in page
+    finally:
+        service.close()
 
 
 def test_the_case_report_is_one_self_contained_file(site, orl_dir: Path):

@@ -178,10 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="lookalike model (.lkm) to re-rank with, or 'default': the model shipped with lookalike "
                         "for the gallery's preprocessing; without it, the base matcher with thresholds from the "
                         "gallery itself")
-    i.add_argument("--small-face-model", default=None, metavar="S.lkm|default|none",
-                   help="model for faces at most PX px across, trained with --lowres PX --lowres-apply probes (one "
-                        "photo at a time; not with --batch or --same-person): a file, 'default' (the shipped one for "
-                        "the gallery, if any) or 'none'; default: 'default' with --model default, else none")
+    add_face_size_options(i)
     i.add_argument("--top", type=POSITIVE, default=20, help="candidates listed per face (default: 20)")
     i.add_argument("--fpir", type=FRACTION_OPEN, default=0.01,
                    help="false-positive identification rate of the decision (0.001, 0.01 or 0.1; default 0.01)")
@@ -356,21 +353,34 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_face_size_options(parser: argparse.ArgumentParser) -> None:
+    """``--small-face-model`` and ``--sharp-face-model`` (identify and serve): models for faces of other sizes."""
+    tail = ("(one photo at a time; not batches or templates): a file, 'default' (the shipped one for the gallery, if "
+            "any) or 'none'; default: 'default' with --model default, else none")
+    parser.add_argument("--small-face-model", default=None, metavar="S.lkm|default|none",
+                        help="model for faces at most PX px across on a full-resolution gallery, trained with "
+                             f"--lowres PX --lowres-apply probes {tail}")
+    parser.add_argument("--sharp-face-model", default=None, metavar="S.lkm|default|none",
+                        help="model for faces at least 48 px across on a low-resolution gallery, trained with "
+                             f"--lowres PX --lowres-apply gallery {tail}")
+
+
 def cmd_identify(args: argparse.Namespace) -> int:
     from lookalike.gallery import Gallery
     from lookalike.identify import identify, result_faces
     from lookalike.identify_format import format_csv, format_html, format_table
     from lookalike.io import write_json
-    from lookalike.model import load_model, load_small_face_model
+    from lookalike.model import load_face_size_model, load_model
 
     paths = probe_paths(args.photos)
     if not paths:
         raise ValueError("no probe photos given")
     with Gallery.open(args.db) as gallery, blas_threads(args.blas_threads):
         model = load_model(args.model, gallery) if args.model else None
-        small = load_small_face_model(args.small_face_model, gallery, args.model)
+        small, sharp = (load_face_size_model(kind, getattr(args, f"{kind}_face_model"), gallery, args.model)
+                        for kind in ("small", "sharp"))
         result = identify(paths, gallery, model, args.top, args.fpir, batch=args.batch, same_person=args.same_person,
-                          small_faces=small)
+                          small_faces=small, sharp_faces=sharp)
         faces = result_faces(result, gallery) if args.format == "html" else {}
     if args.format == "json":
         if args.out:

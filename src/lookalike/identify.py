@@ -72,6 +72,19 @@ def check_small_face_model(model: LookalikeModel | None, small_faces: LookalikeM
                          "with the same matcher; this model does not")
 
 
+def check_sharp_face_model(model: LookalikeModel | None, sharp_faces: LookalikeModel) -> None:
+    """A one-line ValueError unless ``sharp_faces`` is trained for full-resolution probes against low-resolution
+    gallery faces (``--lowres PX --lowres-apply gallery``) and ``model`` (if any) degrades probes as its gallery is,
+    with the same matcher."""
+    if sharp_faces.probe_lowres is not None or sharp_faces.gallery_lowres is None:
+        raise ValueError("a sharp-face model is trained for sharp probes against a low-resolution gallery (lookalike "
+                         "train --lowres PX --lowres-apply gallery); this one is not")
+    if model is not None and (model.probe_lowres != model.gallery_lowres
+                              or model.matcher_name_ != sharp_faces.matcher_name_):
+        raise ValueError("a sharp-face model takes the sharp faces of a model that degrades probes as its gallery "
+                         "faces, with the same matcher; this model does not")
+
+
 def face_width(alignment: Alignment) -> int:
     """A face's width in the photo's pixels: its box's (the detector's, or the pre-cropped face's central square),
     the measure ``--lowres PX`` degrades faces to."""
@@ -87,7 +100,7 @@ class ProbeFace:
     alignment: Alignment
     vector: np.ndarray
     chip: np.ndarray
-    small: bool = False  # prepared and searched by the identifier's small-face model
+    route: str = ""  # "small" or "sharp": prepared and searched by the identifier's small- or sharp-face model
 
     @property
     def face_px(self) -> int:
@@ -121,21 +134,27 @@ class Identifier:
     """Searches photos against ``gallery`` and re-ranks with ``model`` (None: the base matcher alone, with
     thresholds from the gallery itself). Holds the matcher and the gallery's calibration between calls.
 
-    ``small_faces``: a model for small faces, trained for low-resolution probes against this gallery (``--lowres PX
-    --lowres-apply probes``, same matcher): a face at most PX pixels across (degrading it to PX loses nothing),
-    searched one photo at a time, is degraded, embedded, re-ranked and decided by it (its own calibration on the
-    gallery) instead of by ``model``, which must search probes at full resolution. Batches and templates are
-    searched by ``model`` alone."""
+    Faces of a size the model does not fit can go to a model of their own, searched one photo at a time (batches and
+    templates are searched by ``model`` alone), each re-ranked and decided by it with its own calibration on the
+    gallery: ``small_faces``, trained for low-resolution probes against this full-resolution gallery (``--lowres PX
+    --lowres-apply probes``, same matcher), takes a face at most PX pixels across (degrading it to PX loses
+    nothing) from a ``model`` that searches probes at full resolution; ``sharp_faces``, trained for sharp probes
+    against this low-resolution gallery (``--lowres PX --lowres-apply gallery``), takes a face at least
+    :data:`SMALL_FACE_PX` across (as good as full resolution) from a ``model`` that would degrade it to PX."""
 
     def __init__(self, gallery: Gallery, model: LookalikeModel | None = None,
-                 small_faces: LookalikeModel | None = None) -> None:
+                 small_faces: LookalikeModel | None = None, sharp_faces: LookalikeModel | None = None) -> None:
         if model is not None:
             model.check_compatible(gallery.matcher_name, gallery.aligner, gallery.preprocess,
                                    what=f"the gallery {gallery.store.url}")
         self.small: Identifier | None = None
+        self.sharp: Identifier | None = None
         if small_faces is not None:
             check_small_face_model(model, small_faces)
             self.small = Identifier(gallery, small_faces)
+        if sharp_faces is not None:
+            check_sharp_face_model(model, sharp_faces)
+            self.sharp = Identifier(gallery, sharp_faces)
         self.gallery, self.model = gallery, model
         if model is not None and hasattr(model.disambiguator_, "memo_size"):
             model.disambiguator_.memo_size = MEMO_SIZE  # gallery faces are prepared once, not once per probe
@@ -149,9 +168,21 @@ class Identifier:
         self._fingerprint: str | None = None  # the model's (hashing its arrays costs milliseconds: once)
         self.timing: dict[str, float] = {}
         self._timing_owner: Identifier = self
-        if self.small is not None:
-            self.small._timing_owner = self  # one account of the stages, whichever model searched
-            self.small.aligner = self.aligner
+        for other in self.routes().values():
+            other._timing_owner = self  # one account of the stages, whichever model searched
+            other.aligner = self.aligner
+
+    def routes(self) -> dict[str, Identifier]:
+        """The identifiers of faces of other sizes: ``small`` and ``sharp`` (see the class)."""
+        return {k: v for k, v in (("small", self.small), ("sharp", self.sharp)) if v is not None}
+
+    def route(self, face_px: int) -> str:
+        """Which identifier searches a face ``face_px`` pixels across: ``small``, ``sharp`` or "" (this one)."""
+        if self.small is not None and face_px <= self.small.lowres:
+            return "small"
+        if self.sharp is not None and face_px >= SMALL_FACE_PX:
+            return "sharp"
+        return ""
 
     # --- faces -----------------------------------------------------------------------------------------
     @property
@@ -160,28 +191,26 @@ class Identifier:
             self._matcher = get_matcher(self.model.matcher if self.model is not None else self.gallery.matcher)
         return self._matcher
 
-    def faces(self, image: np.ndarray, small_faces: bool = True) -> list[ProbeFace]:
-        """Every face of an (H, W, 3) uint8 image, aligned, degraded like the model's probes, embedded; with a
-        small-face model (and ``small_faces``), a face no wider than that model's probes as its probes are."""
+    def faces(self, image: np.ndarray, by_size: bool = True) -> list[ProbeFace]:
+        """Every face of an (H, W, 3) uint8 image, aligned, degraded like the model's probes, embedded; with
+        ``by_size``, a face another identifier takes (:meth:`route`) as that one's probes are."""
         t = time.perf_counter()
         alignments = self.aligner.align_all(image)
-        limit = self.small.lowres if small_faces and self.small is not None else -1
-        small = [face_width(a) <= limit for a in alignments]
-        chips = [(self.small if s else self)._as_probe(self.aligner.chip(image, a))
-                 for a, s in zip(alignments, small, strict=True)]
+        routes = [self.route(face_width(a)) if by_size else "" for a in alignments]
+        owners = {"": self, **self.routes()}
+        chips = [owners[r]._as_probe(self.aligner.chip(image, a)) for a, r in zip(alignments, routes, strict=True)]
         self._tick("detect_align_s", t)
         if not chips:
             return []
         t = time.perf_counter()
         vectors: list[np.ndarray] = [np.empty(0)] * len(chips)
-        for by_small in (False, True):
-            rows = [i for i, s in enumerate(small) if s == by_small]
+        for name, owner in owners.items():
+            rows = [i for i, r in enumerate(routes) if r == name]
             if rows:
-                matcher = self.small.matcher if by_small else self.matcher
-                for i, v in zip(rows, matcher.embed(np.stack([chips[i] for i in rows])), strict=True):
+                for i, v in zip(rows, owner.matcher.embed(np.stack([chips[i] for i in rows])), strict=True):
                     vectors[i] = v
         self._tick("embed_s", t)
-        return [ProbeFace(i, a, v, c, s) for i, (a, v, c, s) in enumerate(zip(alignments, vectors, chips, small,
+        return [ProbeFace(i, a, v, c, r) for i, (a, v, c, r) in enumerate(zip(alignments, vectors, chips, routes,
                                                                                   strict=True))]
 
     def _tick(self, key: str, t0: float) -> None:
@@ -190,10 +219,10 @@ class Identifier:
 
     def prepare_gallery(self, block: int = 4096) -> int:
         """Compute the model's per-face disambiguator features for every gallery face now (a one-off cost, so
-        that each probe's re-ranking only looks them up), the small-face model's too; returns the faces prepared
-        for the model (0 without one)."""
-        if self.small is not None:
-            self.small.prepare_gallery(block)
+        that each probe's re-ranking only looks them up), the other face sizes' models' too; returns the faces
+        prepared for the model (0 without one)."""
+        for other in self.routes().values():
+            other.prepare_gallery(block)
         return prepare_gallery(self.model, self.gallery.vectors_, block)
 
     # --- calibration from the gallery itself -------------------------------------------------------------
@@ -302,10 +331,10 @@ class Identifier:
 
     # --- search ------------------------------------------------------------------------------------------
     def search_face(self, face: ProbeFace | TemplateFace, top: int = 20, fpir: float = 0.01) -> dict:
-        """The candidate list and decision for one face (the JSON schema's ``faces[]`` item); a small face by the
-        small-face model."""
-        if isinstance(face, ProbeFace) and face.small and self.small is not None:
-            return self.small.search_face(face, top, fpir)
+        """The candidate list and decision for one face (the JSON schema's ``faces[]`` item); a face of another
+        size by its own identifier (:meth:`route`)."""
+        if isinstance(face, ProbeFace) and face.route in self.routes():
+            return self.routes()[face.route].search_face(face, top, fpir)
         calibration = self.calibration()
         t = time.perf_counter()
         lists = self.gallery.search(face.vector[None], k=list_depth(self.model, top))
@@ -391,7 +420,7 @@ class Identifier:
         enrolled = bool(len(cands)) and float(top_score) >= threshold
         described = face.describe()
         if isinstance(face, ProbeFace):
-            described["probe_lowres"] = self.lowres  # what the face was degraded to (by the small-face model: its own)
+            described["probe_lowres"] = self.lowres  # what the face was degraded to (by another size's model: its)
             described["resolution_note"] = resolution_note(face.face_px, self.lowres)
         return {**described, "status": "searched", "candidate_list_length": len(cands), "candidates": cands,
                 "ambiguous": bool(len(cands)) and groups[0] is not None,
@@ -446,7 +475,7 @@ class Identifier:
 
     def identify_same_person(self, paths: list[str | Path], top: int = 20, fpir: float = 0.01) -> list[dict]:
         """Photo files known to show one person: :meth:`same_person_results` of their faces."""
-        return self.same_person_results([self._photo_faces(p, small_faces=False) for p in paths], top, fpir)
+        return self.same_person_results([self._photo_faces(p, by_size=False) for p in paths], top, fpir)
 
     def same_person_results(self, photos: list[tuple[dict, list[ProbeFace]]], top: int = 20,
                             fpir: float = 0.01) -> list[dict]:
@@ -468,7 +497,7 @@ class Identifier:
 
     def identify_batch(self, paths: list[str | Path], top: int = 20, fpir: float = 0.01) -> list[dict]:
         """Photo files re-ranked together: :meth:`batch_results` of their faces."""
-        return self.batch_results([self._photo_faces(p, small_faces=False) for p in paths], top, fpir)
+        return self.batch_results([self._photo_faces(p, by_size=False) for p in paths], top, fpir)
 
     def batch_results(self, photos: list[tuple[dict, list[ProbeFace]]], top: int = 20,
                       fpir: float = 0.01) -> list[dict]:
@@ -477,17 +506,17 @@ class Identifier:
         searched = iter(self.search_batch([f for _, faces in photos for f in faces], top, fpir))
         return [{**result, "faces": [next(searched) for _ in faces]} for result, faces in photos]
 
-    def _photo_faces(self, path: str | Path, small_faces: bool = True) -> tuple[dict, list[ProbeFace]]:
-        """A photo's result header (``photo``, ``status``, ``message`` when unusable) and its faces (``small_faces``:
+    def _photo_faces(self, path: str | Path, by_size: bool = True) -> tuple[dict, list[ProbeFace]]:
+        """A photo's result header (``photo``, ``status``, ``message`` when unusable) and its faces (``by_size``:
         see :meth:`faces`)."""
         try:
             image = load_image(path)
         except ImageError as e:
             return {"photo": str(path), "status": e.reason, "message": str(e)}, []
-        return self._image_faces(image, str(path), small_faces)
+        return self._image_faces(image, str(path), by_size)
 
-    def _image_faces(self, image: np.ndarray, name: str, small_faces: bool = True) -> tuple[dict, list[ProbeFace]]:
-        faces = self.faces(image, small_faces)
+    def _image_faces(self, image: np.ndarray, name: str, by_size: bool = True) -> tuple[dict, list[ProbeFace]]:
+        faces = self.faces(image, by_size)
         return {"photo": name, "status": "ok" if faces else "no_face"}, faces
 
 
@@ -523,14 +552,15 @@ def prepare_gallery(model: LookalikeModel | None, vectors: np.ndarray, block: in
 
 def identify(photos: list[str | Path], gallery: Gallery, model: LookalikeModel | None = None, top: int = 20,
              fpir: float = 0.01, batch: bool = False, same_person: bool = False,
-             small_faces: LookalikeModel | None = None) -> dict:
+             small_faces: LookalikeModel | None = None, sharp_faces: LookalikeModel | None = None) -> dict:
     """Identify every face of every photo (``batch``: all of them re-ranked together, see
     :meth:`Identifier.search_batch`; ``same_person``: the photos show one person, searched as one template, see
-    :meth:`Identifier.identify_same_person`; ``small_faces``: a model for small faces, see :class:`Identifier`);
+    :meth:`Identifier.identify_same_person`; ``small_faces``, ``sharp_faces``: models for faces of other sizes,
+    see :class:`Identifier`);
     the whole result as the documented JSON document."""
     if batch and same_person:
         raise ValueError("--batch and --same-person are two ways to search many photos: choose one")
-    ident = Identifier(gallery, model, small_faces)
+    ident = Identifier(gallery, model, small_faces, sharp_faces)
     if model is not None and len(photos) * max(top, model.reach) >= len(gallery.vectors_):
         ident.prepare_gallery()  # cheaper than preparing the candidates photo by photo
     results = (ident.identify_batch(photos, top, fpir) if batch else ident.identify_same_person(photos, top, fpir)
@@ -547,6 +577,8 @@ def result_document(ident: Identifier, results: list[dict], top: int, fpir: floa
            "model": None if model is None else model.describe_short(),
            "small_face_model": None if ident.small is None else {**ident.small.model.describe_short(),
                                                                  "max_face_px": ident.small.lowres},
+           "sharp_face_model": None if ident.sharp is None else {**ident.sharp.model.describe_short(),
+                                                                 "min_face_px": SMALL_FACE_PX},
            "fpir": fpir, "top": top,
            "results": results, "timing": {k: round(v, 4) for k, v in ident.timing.items()}}
     if batch:

@@ -48,13 +48,17 @@ def where(photo: str, face: dict, sep: str = " ") -> str:
     return f"{photo}{sep}face {face['index']}{sep}box {tuple(face['box'])} ({face['detection']}{size}{searched})"
 
 
-def small_face_line(result: dict) -> str | None:
-    """The small-face model, when one searched the smallest faces."""
-    small = result.get("small_face_model")
-    if not small:
-        return None
-    return (f"faces at most {small['max_face_px']} px across: small-face model {small['disambiguator']} "
-            f"({small['selection']}, weight {small['weight']}), searched as {small['lowres']} px probes")
+def face_size_lines(result: dict) -> list[str]:
+    """The models for faces of other sizes (small, sharp), when the identifier had them."""
+    lines = []
+    for key, which, how in (("small_face_model", "at most {max_face_px} px across", "small-face"),
+                            ("sharp_face_model", "at least {min_face_px} px across", "sharp-face")):
+        m = result.get(key)
+        if m:
+            probes = "sharp probes" if m["lowres_apply"] == "gallery" else f"{m['lowres']} px probes"
+            lines.append(f"faces {which.format(**m)}: {how} model {m['disambiguator']} ({m['selection']}, weight "
+                         f"{m['weight']}), searched as {probes}")
+    return lines
 
 
 def format_table(result: dict) -> str:
@@ -63,8 +67,7 @@ def format_table(result: dict) -> str:
     how = (f"model: {model['disambiguator']} ({model['selection']}, weight {model['weight']})" if model
            else "no model: base matcher")
     lines.append(f"gallery {result['gallery']}; {how}; decisions at FPIR {result['fpir']:g}")
-    if small_face_line(result):
-        lines.append(small_face_line(result))
+    lines += face_size_lines(result)
     if batch_line(result):
         lines.append(batch_line(result))
     for r in result["results"]:
@@ -131,7 +134,7 @@ def format_html(result: dict, faces: dict) -> str:
            "<p class='leads'>Results are <strong>investigative leads, not identifications</strong>: a person must "
            "compare the faces, and a candidate list never establishes who someone is.</p>",
            f"<p class='muted'>gallery {e(str(result['gallery']))}; {e(how)}; decisions at FPIR {result['fpir']:g}</p>"]
-    for line in (small_face_line(result), batch_line(result)):
+    for line in (*face_size_lines(result), batch_line(result)):
         if line:
             out.append(f"<p class='muted'>{e(line)}</p>")
     for r in result["results"]:

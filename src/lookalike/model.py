@@ -378,33 +378,45 @@ def default_model(matcher: str | None = None, aligner: FaceAligner | None = None
                      f"default models: {shipped}{hint}")
 
 
-def default_small_face_model(matcher: str, aligner: FaceAligner, preprocess: str) -> LookalikeModel | None:
-    """The shipped model for small probe faces against a gallery of this matcher, aligner and preprocessing key:
-    trained for low-resolution probes against full-resolution gallery faces (``--lowres-apply probes``), the
-    companion of the full-resolution default (:class:`~lookalike.identify.Identifier`); None when none fits."""
+FACE_SIZES = ("small", "sharp")  # the identifier's models for faces of other sizes than its model's
+
+
+def _fits_face_size(model: LookalikeModel, kind: str) -> bool:
+    """Whether ``model`` is one for faces of this ``kind``: ``small`` (low-resolution probes against full-resolution
+    gallery faces, ``--lowres-apply probes``) or ``sharp`` (sharp probes against low-resolution ones, ``gallery``)."""
+    if kind == "small":
+        return model.probe_lowres is not None and model.gallery_lowres is None
+    return model.probe_lowres is None and model.gallery_lowres is not None
+
+
+def default_face_size_model(kind: str, matcher: str, aligner: FaceAligner, preprocess: str) -> LookalikeModel | None:
+    """The shipped model for ``kind`` (:data:`FACE_SIZES`) probe faces against a gallery of this matcher, aligner
+    and preprocessing key, the companion of the default model for that gallery
+    (:class:`~lookalike.identify.Identifier`); None when none fits."""
     want = {"matcher": matcher, "aligner": aligner.geometry, "gallery": preprocess}
     for p in default_model_paths():
         m = LookalikeModel.load(p)
-        if m.probe_lowres is not None and m.gallery_lowres is None and not _differences(want, m.preprocessing):
+        if _fits_face_size(m, kind) and not _differences(want, m.preprocessing):
             return m
     return None
 
 
-def load_small_face_model(spec: str | Path | None, gallery, model_spec: str | Path | None) -> LookalikeModel | None:
-    """The small-face model ``spec`` names for ``gallery``: a model file, ``default`` (the shipped one that fits
+def load_face_size_model(kind: str, spec: str | Path | None, gallery, model_spec: str | Path | None
+                         ) -> LookalikeModel | None:
+    """The ``kind`` face model ``spec`` names for ``gallery``: a model file, ``default`` (the shipped one that fits
     the gallery, or None), ``none``; unset (None): ``default`` when the model is ``default``, else none."""
     spec = str(spec) if spec is not None else (DEFAULT if str(model_spec) == DEFAULT else NONE)
     if spec == NONE:
         return None
     if spec == DEFAULT:
-        return default_small_face_model(gallery.matcher_name, gallery.aligner, gallery.preprocess)
+        return default_face_size_model(kind, gallery.matcher_name, gallery.aligner, gallery.preprocess)
     return LookalikeModel.load(spec)
 
 
-def load_small_face_model_for_db(spec: str | Path | None, db: str, model_spec: str | Path | None,
-                                 model: LookalikeModel | None) -> LookalikeModel | None:
-    """:func:`load_small_face_model` for the gallery database ``db``; a new gallery is described by ``model`` (the
-    gallery a service creates for it), or has no small-face model without one."""
+def load_face_size_model_for_db(kind: str, spec: str | Path | None, db: str, model_spec: str | Path | None,
+                                model: LookalikeModel | None) -> LookalikeModel | None:
+    """:func:`load_face_size_model` for the gallery database ``db``; a new gallery is described by ``model`` (the
+    gallery a service creates for it), or has no such model without one."""
     from types import SimpleNamespace
 
     from lookalike.embed import preprocess_key
@@ -412,13 +424,13 @@ def load_small_face_model_for_db(spec: str | Path | None, db: str, model_spec: s
 
     try:
         with Gallery.open(db) as gallery:
-            return load_small_face_model(spec, gallery, model_spec)
+            return load_face_size_model(kind, spec, gallery, model_spec)
     except NoGalleryError:
         if model is None:
-            return load_small_face_model(spec, None, model_spec) if spec not in (None, DEFAULT) else None
+            return load_face_size_model(kind, spec, None, model_spec) if spec not in (None, DEFAULT) else None
         new = SimpleNamespace(matcher_name=model.matcher_name_, aligner=model.aligner,
-                              preprocess=preprocess_key(model.gallery_lowres))
-        return load_small_face_model(spec, new, model_spec)
+                              preprocess=preprocess_key(model.gallery_lowres, model.degrade))
+        return load_face_size_model(kind, spec, new, model_spec)
 
 
 def load_model(spec: str | Path, gallery=None, lowres: int | None = None) -> LookalikeModel:

@@ -10,16 +10,15 @@ from lookalike.service.limits import DEFAULT_MAX_UPLOAD_MB
 
 
 def add_parser(sub) -> None:
+    from lookalike.cli import add_face_size_options  # built while lookalike.cli makes its parser
+
     s = sub.add_parser("serve", help="run the face search web service (JSON API and review pages)",
                        description="Serve a gallery over HTTP: enrol, identify, and review candidate lists. Every "
                                    "write and search needs an API token (LOOKALIKE_TOKEN, or --create-token).")
     s.add_argument("--db", required=True, help="gallery (G.sqlite or postgresql://...); created if absent")
     s.add_argument("--model", default=None, help="lookalike model (.lkm), or 'default' (the shipped one for the "
                    "gallery's faces; a new gallery: full resolution); without it, the base matcher")
-    s.add_argument("--small-face-model", default=None, metavar="S.lkm|default|none",
-                   help="model for faces at most PX px across (single-photo searches), trained with --lowres PX "
-                        "--lowres-apply probes: a file, 'default' (the shipped one for the gallery, if any) or 'none'; "
-                        "default: 'default' with --model default, else none")
+    add_face_size_options(s)
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     s.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     s.add_argument("--data-dir", default=None,
@@ -76,11 +75,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.list_tokens or args.revoke_token is not None:
         return manage_tokens(args)
     model = None
-    from lookalike.model import load_model_for_db, load_small_face_model_for_db
+    from lookalike.model import load_face_size_model_for_db, load_model_for_db
 
     if args.model:
         model = load_model_for_db(args.model, args.db)
-    small = load_small_face_model_for_db(args.small_face_model, args.db, args.model, model)
+    small, sharp = (load_face_size_model_for_db(kind, getattr(args, f"{kind}_face_model"), args.db, args.model, model)
+                    for kind in ("small", "sharp"))
     if args.create_token:
         Service(args.db, model, args.data_dir, engines=1, matcher=args.matcher).close()
         token = create_token_in(args.db, args.token_label)
@@ -89,7 +89,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
               "<token>' or on the login page.", file=sys.stderr)
         return 0
     tokens = TokenChecker(os.environ.get("LOOKALIKE_TOKEN") or None)
-    service = Service(args.db, model, args.data_dir, engines=args.engines, matcher=args.matcher, small_faces=small)
+    service = Service(args.db, model, args.data_dir, engines=args.engines, matcher=args.matcher, small_faces=small,
+                      sharp_faces=sharp)
     try:
         if not tokens.has_tokens(service.store):
             raise ValueError("no API token: set LOOKALIKE_TOKEN or run `lookalike serve --db ... --create-token`")

@@ -109,12 +109,12 @@ def check_settings(top: int, fpir: float) -> None:
 
 
 def photo_faces(ident: Identifier, upload: Upload, image: np.ndarray, precropped: bool,
-                small_faces: bool = True) -> tuple[dict, list]:
+                by_size: bool = True) -> tuple[dict, list]:
     """(the photo's result header, its faces) for a decoded upload; a 422 ServiceError when no face is found (a
     photo without a detected face is searched whole only when ``precropped``) or it has more than MAX_FACES.
-    ``small_faces``: see :meth:`Identifier.faces` (off for batches and templates)."""
+    ``by_size``: see :meth:`Identifier.faces` (off for batches and templates)."""
     name = label(upload.name)
-    faces = ident.faces(image, small_faces)
+    faces = ident.faces(image, by_size)
     if not faces or (faces[0].alignment.method == "central" and not precropped):
         raise ServiceError(422, "no_face", f"{name}: no face found (send precropped=true for a photo that is a "
                                            "tightly cropped face)")
@@ -127,10 +127,11 @@ def photo_faces(ident: Identifier, upload: Upload, image: np.ndarray, precropped
 class Engine:
     """One worker's gallery connection, vector index and identifier (used by one thread at a time)."""
 
-    def __init__(self, db: str, model: LookalikeModel | None, small_faces: LookalikeModel | None = None) -> None:
+    def __init__(self, db: str, model: LookalikeModel | None, small_faces: LookalikeModel | None = None,
+                 sharp_faces: LookalikeModel | None = None) -> None:
         self.gallery = Gallery.open(db)
         try:
-            self.identifier = Identifier(self.gallery, model, small_faces)
+            self.identifier = Identifier(self.gallery, model, small_faces, sharp_faces)
         except BaseException:
             self.gallery.close()
             raise
@@ -146,12 +147,13 @@ class Service:
 
     ``model``: a loaded :class:`LookalikeModel` (None: the base matcher); ``data_dir``: where uploaded images
     are kept (default: ``<db>.images`` beside a SQLite gallery); ``engines``: concurrent workers;
-    ``matcher``: for a gallery this creates (when ``db`` holds none yet); ``small_faces``: a model for small probe
-    faces (:class:`~lookalike.identify.Identifier`).
+    ``matcher``: for a gallery this creates (when ``db`` holds none yet); ``small_faces``, ``sharp_faces``: models
+    for probe faces of other sizes (:class:`~lookalike.identify.Identifier`).
     """
 
     def __init__(self, db: str, model: LookalikeModel | None = None, data_dir: str | Path | None = None,
-                 engines: int = 2, matcher: str | None = None, small_faces: LookalikeModel | None = None) -> None:
+                 engines: int = 2, matcher: str | None = None, small_faces: LookalikeModel | None = None,
+                 sharp_faces: LookalikeModel | None = None) -> None:
         self.db = str(db)
         self.model = model
         try:
@@ -166,7 +168,7 @@ class Service:
         self._engines: queue.Queue[Engine] = queue.Queue()
         self._all: list[Engine] = []
         for _ in range(max(1, engines)):
-            e = Engine(self.db, model, small_faces)
+            e = Engine(self.db, model, small_faces, sharp_faces)
             self._all.append(e)
             self._engines.put(e)
         self.store = self._all[0].gallery.store  # for describing; requests use engines
@@ -390,7 +392,7 @@ class Service:
             photos = []
             for upload in uploads:
                 try:
-                    photos.append(photo_faces(ident, upload, check_image(upload)[1], precropped, small_faces=False))
+                    photos.append(photo_faces(ident, upload, check_image(upload)[1], precropped, by_size=False))
                 except ServiceError as err:
                     photos.append(({"photo": label(upload.name), "status": err.code, "message": err.message}, []))
             try:
