@@ -32,8 +32,9 @@ def search(model: LookalikeModel, queries: np.ndarray, gallery: np.ndarray, dept
     """The queries searched against the whole gallery and re-ranked by the model; ``exclude`` (Q, N) True where a
     gallery row must not be a candidate (a non-mated search)."""
     scores = queries @ gallery.T
-    if exclude is not None:
+    if exclude is not None:  # excluded rows last, and never in a list (cut to the fewest candidates left)
         scores[exclude] = -np.inf
+        depth = min(depth, int((~exclude).sum(1).min()))
     order = np.argsort(-scores, axis=1, kind="stable")[:, :depth]
     lists = RankedLists(order, np.take_along_axis(scores, order, 1).astype(np.float32))
     return model.rerank(queries, lists, gallery[order])
