@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from benchmark_scripts import load_script
 from conftest import FAST_MATCHER, write_synthetic
 from PIL import Image
 
@@ -166,13 +167,8 @@ def test_enroll_and_identify_with_the_default_model(orl_dir: Path, tmp_path: Pat
 def test_rebuild_script_trains_each_shipped_model_with_its_faces(tmp_path: Path):
     """``benchmarks/default_model.py --lowres 20|full``: the same recipe, only the faces differ; the model files are
     the shipped names."""
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    try:
-        from default_model import model_name, train_command
-    finally:
-        sys.path.pop(0)
+    script = load_script("default_model")
+    model_name, train_command = script.model_name, script.train_command
     assert [model_name(x) for x in (20, "full", "20-probes", "20-gallery")] == [SHIPPED.name, FULL.name, PROBES.name,
                                                                                GALLERY.name]
     probes = train_command(tmp_path / "m.csv", tmp_path / "m.lkm", "c.sqlite", "20-probes")
@@ -192,3 +188,17 @@ def test_benchmark_default_picks_the_shipped_model_for_the_runs_probes_too(orl_d
     used = json.loads((out / "metrics.json").read_text())["rerank_stats"]["lookalike-model"]
     assert (used["lowres"], used["lowres_apply"]) == (20, "probes")
     assert used["training"] == LookalikeModel.load(PROBES).training_
+
+
+def test_non_mated_lists_of_the_benchmark_helpers_hold_no_excluded_face():
+    """``same_person.search`` with every query's mate excluded: lists cut to the candidates left (a mate never in a
+    list, no NaN from fusing an excluded face's -inf), whatever depth is asked."""
+    search = load_script("same_person").search
+    model = LookalikeModel.load(FULL)
+    rng = np.random.default_rng(0)
+    gallery = rng.standard_normal((6, 128)).astype(np.float32)
+    gallery /= np.linalg.norm(gallery, axis=1, keepdims=True)
+    exclude = np.eye(6, dtype=bool)
+    found = search(model, gallery.copy(), gallery, depth=100, exclude=exclude)
+    assert found.indices.shape == (6, 5) and np.isfinite(found.scores).all()
+    assert not exclude[np.arange(6)[:, None], found.indices].any()
