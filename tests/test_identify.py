@@ -292,6 +292,29 @@ def test_small_faces_go_to_the_small_face_model(system, small_face_model, orl_di
     assert "trained for low-resolution probes" in capsys.readouterr().err
 
 
+def test_every_scale_finds_a_small_face_beside_a_large_one(system, small_face_model, orl_dir, tmp_path):
+    """Detection stops at the first upsampling that finds a face, so a small face beside a large one (a group photo)
+    is missed; ``every_scale`` (``identify --every-scale``) finds it too, the small-face model searches it, and the
+    HTML page cuts each face at its own box."""
+    model_path, db, _ = system
+    big = Image.open(orl_dir / "s3" / "7.pgm").convert("RGB")
+    canvas = Image.new("RGB", (200, 120), (128, 128, 128))
+    canvas.paste(big, (0, 4))
+    canvas.paste(big.resize((18, 22), Image.BICUBIC), (150, 50))
+    photo = tmp_path / "two.png"
+    canvas.save(photo)
+    model, small = LookalikeModel.load(model_path), LookalikeModel.load(small_face_model)
+    with Gallery.open(db) as g:
+        assert len(identify([photo], g, model, top=3)["results"][0]["faces"]) == 1
+        doc = identify([photo], g, model, top=3, small_faces=small, every_scale=True)
+        faces = doc["results"][0]["faces"]
+        assert len(faces) == 2 and faces[0]["face_px"] >= 48 > faces[1]["face_px"]
+        assert faces[1]["probe_lowres"] == (16 if faces[1]["face_px"] <= 16 else None)
+        pictures = result_faces(doc, g)
+        probe_faces = [pictures["probe", str(photo), i] for i in (0, 1)]
+        assert all(probe_faces) and probe_faces[0] != probe_faces[1]
+
+
 def test_identify_cli_html_shows_the_faces_to_compare(system, orl_dir, tmp_path, cache_path):
     """--format html: one self-contained page, the probe's aligned face and every candidate's enrolled face inline;
     a photo that is not an image is listed with its status; a candidate whose file is gone shows an empty frame."""

@@ -179,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "for the gallery's preprocessing; without it, the base matcher with thresholds from the "
                         "gallery itself")
     add_face_size_options(i)
+    i.add_argument("--every-scale", action="store_true",
+                   help="look for faces at every upsampling, not only until the first face is found: small faces "
+                        "beside a large one (a group photo) are found too; slower on large photos")
     i.add_argument("--top", type=POSITIVE, default=20, help="candidates listed per face (default: 20)")
     i.add_argument("--fpir", type=FRACTION_OPEN, default=0.01,
                    help="false-positive identification rate of the decision (0.001, 0.01 or 0.1; default 0.01)")
@@ -380,7 +383,7 @@ def cmd_identify(args: argparse.Namespace) -> int:
         small, sharp = (load_face_size_model(kind, getattr(args, f"{kind}_face_model"), gallery, args.model)
                         for kind in ("small", "sharp"))
         result = identify(paths, gallery, model, args.top, args.fpir, batch=args.batch, same_person=args.same_person,
-                          small_faces=small, sharp_faces=sharp)
+                          small_faces=small, sharp_faces=sharp, every_scale=args.every_scale)
         faces = result_faces(result, gallery) if args.format == "html" else {}
     if args.format == "json":
         if args.out:

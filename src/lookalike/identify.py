@@ -167,6 +167,7 @@ class Identifier:
         self._model_top: ModelTop | None = None  # the model's final scores on it
         self._fingerprint: str | None = None  # the model's (hashing its arrays costs milliseconds: once)
         self.timing: dict[str, float] = {}
+        self.every_scale = False  # look for faces at every upsampling (FaceAligner.align_all): small ones beside large
         self._timing_owner: Identifier = self
         for other in self.routes().values():
             other._timing_owner = self  # one account of the stages, whichever model searched
@@ -195,7 +196,7 @@ class Identifier:
         """Every face of an (H, W, 3) uint8 image, aligned, degraded like the model's probes, embedded; with
         ``by_size``, a face another identifier takes (:meth:`route`) as that one's probes are."""
         t = time.perf_counter()
-        alignments = self.aligner.align_all(image)
+        alignments = self.aligner.align_all(image, self.every_scale)
         routes = [self.route(face_width(a)) if by_size else "" for a in alignments]
         owners = {"": self, **self.routes()}
         chips = [owners[r]._as_probe(self.aligner.chip(image, a)) for a, r in zip(alignments, routes, strict=True)]
@@ -552,15 +553,18 @@ def prepare_gallery(model: LookalikeModel | None, vectors: np.ndarray, block: in
 
 def identify(photos: list[str | Path], gallery: Gallery, model: LookalikeModel | None = None, top: int = 20,
              fpir: float = 0.01, batch: bool = False, same_person: bool = False,
-             small_faces: LookalikeModel | None = None, sharp_faces: LookalikeModel | None = None) -> dict:
+             small_faces: LookalikeModel | None = None, sharp_faces: LookalikeModel | None = None,
+             every_scale: bool = False) -> dict:
     """Identify every face of every photo (``batch``: all of them re-ranked together, see
     :meth:`Identifier.search_batch`; ``same_person``: the photos show one person, searched as one template, see
     :meth:`Identifier.identify_same_person`; ``small_faces``, ``sharp_faces``: models for faces of other sizes,
-    see :class:`Identifier`);
+    see :class:`Identifier`; ``every_scale``: look for small faces beside large ones, see
+    :meth:`~lookalike.matchers.align.FaceAligner.align_all`);
     the whole result as the documented JSON document."""
     if batch and same_person:
         raise ValueError("--batch and --same-person are two ways to search many photos: choose one")
     ident = Identifier(gallery, model, small_faces, sharp_faces)
+    ident.every_scale = every_scale
     if model is not None and len(photos) * max(top, model.reach) >= len(gallery.vectors_):
         ident.prepare_gallery()  # cheaper than preparing the candidates photo by photo
     results = (ident.identify_batch(photos, top, fpir) if batch else ident.identify_same_person(photos, top, fpir)

@@ -30,6 +30,13 @@ class Alignment:
         return cls(method, int(n_faces), tuple(int(x) for x in v[:4]), v[4:].reshape(5, 2).copy())
 
 
+def _same_face(a, b) -> bool:
+    """Whether two detector rectangles (dlib's) hold the same face: they overlap by more than half of the smaller."""
+    inter = max(0, min(a.right(), b.right()) - max(a.left(), b.left())) * max(
+        0, min(a.bottom(), b.bottom()) - max(a.top(), b.top()))
+    return inter > 0.5 * min(a.width() * a.height(), b.width() * b.height())
+
+
 class FaceAligner:
     """Detects the face (HOG, upsampling small images) and aligns it with dlib's 5-point model.
 
@@ -80,9 +87,11 @@ class FaceAligner:
 
         return min(faces, key=dist)
 
-    def align_all(self, image: np.ndarray) -> list[Alignment]:
+    def align_all(self, image: np.ndarray, every_scale: bool = False) -> list[Alignment]:
         """Every detected face, in detector order; with none, the central fallback alone (``method`` "central",
-        for pre-cropped faces) or an empty list when the fallback is off."""
+        for pre-cropped faces) or an empty list when the fallback is off. Detection stops at the first upsampling
+        that finds a face; ``every_scale`` goes on to the last one (faces too small for HOG's 80 px window at the
+        first one, e.g. distant faces in a group photo; slower), adding each face not already found."""
         import dlib
 
         detector, shape = self._models()
@@ -95,8 +104,8 @@ class FaceAligner:
         for up in range(first, self.max_upsample + 1):
             if up > first and max(h, w) * 2**up > 4000:
                 break
-            rects = list(detector(image, up))
-            if rects:
+            rects += [r for r in detector(image, up) if not any(_same_face(r, seen) for seen in rects)]
+            if rects and not every_scale:
                 break
         if rects:
             method, n = "detected", len(rects)
@@ -115,8 +124,11 @@ class FaceAligner:
 
     def chips_at(self, image: np.ndarray, boxes: list) -> list[np.ndarray | None]:
         """For each box (as a search reports a face's), the aligned chip of the face found there in ``image``, else
-        of the first face found; None when none is. The image is searched for faces once."""
+        of the first face found; None when none is. The image is searched for faces once, at every scale when a box
+        is not found at the first (a search made with ``every_scale``)."""
         faces = self.align_all(image)
+        if any(tuple(box) not in {tuple(a.box) for a in faces} for box in boxes):
+            faces = self.align_all(image, every_scale=True)
         out = []
         for box in boxes:
             match = [a for a in faces if tuple(a.box) == tuple(box)] or faces
