@@ -179,6 +179,33 @@ def test_a_service_keeps_sharp_faces_sharp_on_a_low_resolution_gallery(orl_dir: 
         service.close()
 
 
+def test_a_service_with_every_scale_finds_a_small_face_beside_a_large_one(site, orl_dir: Path, tmp_path: Path):
+    """``serve --every-scale``: both faces of a photo holding a large and a small face are searched and stored, and
+    each search's probe face is cut at its own box."""
+    import io
+
+    from PIL import Image
+
+    _, service, _ = site
+    big = Image.open(orl_dir / "s2" / "5.pgm").convert("RGB")
+    canvas = Image.new("RGB", (200, 120), (128, 128, 128))
+    canvas.paste(big, (0, 4))
+    canvas.paste(big.resize((18, 22), Image.BICUBIC), (150, 50))
+    buf = io.BytesIO()
+    canvas.save(buf, format="PNG")
+    other = Service(service.db, None, tmp_path / "images", engines=1, every_scale=True)
+    try:
+        faces = other.identify(Upload("two.png", buf.getvalue()), top=3)["results"][0]["faces"]
+        assert len(faces) == 2 and faces[0]["face_px"] > 48 > faces[1]["face_px"]
+        client = TestClient(create_app(other, TokenChecker(TOKEN)), follow_redirects=False)
+        login(client)
+        pictures = [client.get(f"/api/searches/{f['search_id']}/face.png") for f in faces]
+        assert all(r.status_code == 200 for r in pictures) and pictures[0].content != pictures[1].content
+    finally:
+        other.close()
+    assert len(service.identify(Upload("two.png", buf.getvalue()), top=3)["results"][0]["faces"]) == 1
+
+
 def test_the_case_report_is_one_self_contained_file(site, orl_dir: Path):
     """The review's case report: downloaded as one HTML file holding the faces inline (no link back to the service),
     the candidate list with scores and groups, the decision and every verdict; a candidate whose subject was removed

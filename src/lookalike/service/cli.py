@@ -19,6 +19,9 @@ def add_parser(sub) -> None:
     s.add_argument("--model", default=None, help="lookalike model (.lkm), or 'default' (the shipped one for the "
                    "gallery's faces; a new gallery: full resolution); without it, the base matcher")
     add_face_size_options(s)
+    s.add_argument("--every-scale", action="store_true",
+                   help="look for faces in probe photos at every upsampling: small faces beside a large one are "
+                        "found too; slower")
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     s.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     s.add_argument("--data-dir", default=None,
@@ -90,7 +93,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 0
     tokens = TokenChecker(os.environ.get("LOOKALIKE_TOKEN") or None)
     service = Service(args.db, model, args.data_dir, engines=args.engines, matcher=args.matcher, small_faces=small,
-                      sharp_faces=sharp)
+                      sharp_faces=sharp, every_scale=args.every_scale)
     try:
         if not tokens.has_tokens(service.store):
             raise ValueError("no API token: set LOOKALIKE_TOKEN or run `lookalike serve --db ... --create-token`")

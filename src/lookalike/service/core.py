@@ -148,12 +148,13 @@ class Service:
     ``model``: a loaded :class:`LookalikeModel` (None: the base matcher); ``data_dir``: where uploaded images
     are kept (default: ``<db>.images`` beside a SQLite gallery); ``engines``: concurrent workers;
     ``matcher``: for a gallery this creates (when ``db`` holds none yet); ``small_faces``, ``sharp_faces``: models
-    for probe faces of other sizes (:class:`~lookalike.identify.Identifier`).
+    for probe faces of other sizes (:class:`~lookalike.identify.Identifier`); ``every_scale``: look for small faces
+    beside large ones in probe photos (:meth:`~lookalike.matchers.align.FaceAligner.align_all`).
     """
 
     def __init__(self, db: str, model: LookalikeModel | None = None, data_dir: str | Path | None = None,
                  engines: int = 2, matcher: str | None = None, small_faces: LookalikeModel | None = None,
-                 sharp_faces: LookalikeModel | None = None) -> None:
+                 sharp_faces: LookalikeModel | None = None, every_scale: bool = False) -> None:
         self.db = str(db)
         self.model = model
         try:
@@ -169,6 +170,7 @@ class Service:
         self._all: list[Engine] = []
         for _ in range(max(1, engines)):
             e = Engine(self.db, model, small_faces, sharp_faces)
+            e.identifier.every_scale = every_scale
             self._all.append(e)
             self._engines.put(e)
         self.store = self._all[0].gallery.store  # for describing; requests use engines
