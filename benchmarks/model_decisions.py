@@ -5,8 +5,8 @@ actually gives.
         runs/pubfig-g20-default-s0=src/lookalike/models/default-lowres20-gallery.lkm \\
         [--cache /work/cache/lookalike.sqlite]
 
-Each RUN=MODEL pair: the run's test probes and gallery embedded as the model prepares them (its matcher and
-resolutions; the run's crop fallback, ``--central-fraction``), the run's baseline lists re-ranked by the model;
+Each RUN=MODEL pair: the run's test probes and gallery embedded again as the run prepared them (its matcher, crop
+fallback and resolutions), the run's baseline lists re-ranked by the model;
 DIR = the share of probes whose first candidate is right and above the model's 1% threshold, FPIR = the share of the
 same probes, searched against the gallery without their own identity, whose first candidate is above it (a run
 without distractors has no other non-mated searches). Nothing is tuned; the model must be the one the run's lists
@@ -23,32 +23,45 @@ from pathlib import Path
 import numpy as np
 from same_person import open_set
 
+from lookalike.data.protocol import side_lowres
 from lookalike.embed import embed_paths
+from lookalike.matchers import default_matcher
 from lookalike.matchers.align import FaceAligner
 from lookalike.matchers.cache import EmbeddingCache
 from lookalike.metrics import RankedLists
 from lookalike.model import LookalikeModel
 
 
-def decisions(run: Path, model: LookalikeModel, cache: str) -> dict:
-    """Rank-1, DIR and FPIR (%) of ``model`` on ``run``'s test split at its 1%-FPIR threshold."""
+def run_faces(run: Path, cache: str) -> tuple[dict, dict, np.ndarray, np.ndarray]:
+    """A run's ``config`` (``metrics.json``), its saved lists (``rankings.npz``), and its test probes and gallery
+    embedded again as the run prepared them (matcher, crop fallback, each side's resolution and degradation)."""
     config = json.loads((run / "metrics.json").read_text(encoding="utf-8"))["config"]
     with np.load(run / "rankings.npz", allow_pickle=False) as z:
         r = dict(z)
+    matcher = config["matcher"] or default_matcher(config["lowres"])
     aligner = FaceAligner(config["central_fraction"])
     store = EmbeddingCache(cache)
     try:
-        probes, gallery = (embed_paths(r[f"{side}_paths"], model.matcher, aligner, lowres, store, 2, progress=False,
-                                       degrade=model.degrade).vectors
-                           for side, lowres in (("probe", model.probe_lowres), ("gallery", model.gallery_lowres)))
+        probes, gallery = (
+            embed_paths(r[f"{side}_paths"], matcher, aligner, side_lowres(config["lowres"], config["lowres_apply"],
+                                                                          lowres_side), store, 2, progress=False,
+                        degrade=config["degrade"]).vectors
+            for side, lowres_side in (("probe", "probes"), ("gallery", "gallery")))
     finally:
         store.close()
+    return config, r, probes, gallery
+
+
+def replay(model: LookalikeModel, r: dict, probes: np.ndarray, gallery: np.ndarray
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per probe, with the run's baseline lists re-ranked by ``model``: right at rank 1; right and above the model's
+    1%-FPIR threshold; searched without its own identity, first candidate above it."""
     base = RankedLists(r["baseline.indices"], r["baseline.scores"])
     found = model.rerank(probes, base, gallery[base.indices])
+    hits = r["gallery_ids"][found.indices[:, 0]] == r["probe_ids"]
     mated = r["gallery_ids"][None, :] == r["probe_ids"][:, None]
-    right, false = open_set(model, probes, mated, gallery, base.depth, found)
-    rank1 = np.mean(r["gallery_ids"][found.indices[:, 0]] == r["probe_ids"])
-    return {"probes": len(probes), "rank1": 100 * rank1, "dir": 100 * right.mean(), "fpir": 100 * false.mean()}
+    decided, false = open_set(model, probes, mated, gallery, base.depth, found)
+    return hits, decided, false
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,8 +74,10 @@ def main(argv: list[str] | None = None) -> int:
         run, sep, model = pair.partition("=")
         if not sep:
             p.error(f"{pair}: expected RUN=MODEL")
-        d = decisions(Path(run), LookalikeModel.load(model), args.cache)
-        print(f"| {run} | {Path(model).name} | {d['probes']} | {d['rank1']:.2f} | {d['dir']:.2f} | {d['fpir']:.2f} |")
+        _, r, probes, gallery = run_faces(Path(run), args.cache)
+        hits, decided, false = replay(LookalikeModel.load(model), r, probes, gallery)
+        print(f"| {run} | {Path(model).name} | {len(hits)} | {100 * hits.mean():.2f} | {100 * decided.mean():.2f} | "
+              f"{100 * false.mean():.2f} |")
     return 0
 
 

@@ -18,40 +18,16 @@ realistic way (``--degrade realistic``; ``--no-rerank`` suffices). Nothing is tu
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-import numpy as np
-from same_person import open_set
+from model_decisions import replay, run_faces
 
-from lookalike.embed import embed_paths
 from lookalike.matchers import matcher_name
-from lookalike.matchers.align import FaceAligner
-from lookalike.matchers.cache import EmbeddingCache
-from lookalike.metrics import RankedLists, mcnemar
+from lookalike.metrics import mcnemar
 from lookalike.model import MODELS_DIR, LookalikeModel
 
 SHIPPED = (MODELS_DIR / "default-full.lkm", MODELS_DIR / "default-lowres20-probes.lkm")
-
-
-def run_faces(run: Path, cache: str) -> tuple[dict, np.ndarray, np.ndarray, str]:
-    """The run's saved lists, its probes and gallery embedded as the run prepared them (its ``config`` in
-    ``metrics.json``: matcher, crop fallback, probe resolution and degradation), and its matcher's name."""
-    config = json.loads((run / "metrics.json").read_text(encoding="utf-8"))["config"]
-    if config["lowres_apply"] != "probes" or config["matcher"] != "torch":
-        raise SystemExit(f"{run}: not a --lowres-apply probes --matcher torch run")
-    with np.load(run / "rankings.npz", allow_pickle=False) as z:
-        r = dict(z)
-    aligner = FaceAligner(config["central_fraction"])
-    store = EmbeddingCache(cache)
-    try:
-        probes, gallery = (embed_paths(r[f"{side}_paths"], "torch", aligner, lowres, store, 2, progress=False,
-                                       degrade=config["degrade"]).vectors
-                           for side, lowres in (("probe", config["lowres"]), ("gallery", None)))
-    finally:
-        store.close()
-    return r, probes, gallery, matcher_name("torch")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,19 +41,17 @@ def main(argv: list[str] | None = None) -> int:
     print("| run | probes | model | rank-1 | vs baseline: diff (p; fixed / broken) | at its 1%-FPIR threshold: DIR / "
           "FPIR obtained |\n|---|---|---|---|---|---|")
     for run in map(Path, args.runs):
-        r, probes, gallery, matcher = run_faces(run, args.cache)
-        base = RankedLists(r["baseline.indices"], r["baseline.scores"])
+        config, r, probes, gallery = run_faces(run, args.cache)
+        if config["lowres_apply"] != "probes" or config["matcher"] != "torch":
+            raise SystemExit(f"{run}: not a --lowres-apply probes --matcher torch run")
         truth = r["probe_ids"]
-        base_hits = r["gallery_ids"][base.indices[:, 0]] == truth
+        base_hits = r["gallery_ids"][r["baseline.indices"][:, 0]] == truth
         hits = {}
         print(f"| {run} | {len(truth)} | baseline (torch) | {100 * base_hits.mean():.2f} | – | – |")
         for name, model in models.items():
-            if model.matcher_name_ != matcher:
-                raise SystemExit(f"{name}: embeds with {model.matcher_name_}, the run with {matcher}")
-            found = model.rerank(probes, base, gallery[base.indices])
-            hits[name] = r["gallery_ids"][found.indices[:, 0]] == truth
-            mated = r["gallery_ids"][None, :] == truth[:, None]
-            decided, false = open_set(model, probes, mated, gallery, base.depth, found)
+            if model.matcher_name_ != matcher_name("torch"):
+                raise SystemExit(f"{name}: embeds with {model.matcher_name_}, the run with {matcher_name('torch')}")
+            hits[name], decided, false = replay(model, r, probes, gallery)
             m = mcnemar(base_hits, hits[name])
             print(f"| {run} | {len(truth)} | {name} | {100 * hits[name].mean():.2f} | "
                   f"{100 * (hits[name].mean() - base_hits.mean()):+.2f} ({m['mcnemar_p']:.2g}; {m['fixed']} / "

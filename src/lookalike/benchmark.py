@@ -252,23 +252,16 @@ def fixed_model(cfg: BenchmarkConfig) -> LookalikeModel:
     undetected faces, ``--central-fraction``, is the dataset's and may differ) or re-ranks deeper than ``depth``."""
     from lookalike.embed import preprocess_key
     from lookalike.matchers import matcher_name
-    from lookalike.model import DEFAULT, default_model, default_model_paths
+    from lookalike.model import DEFAULT, default_model
 
     if not cfg.rerank:
         raise ValueError("--model re-ranks with a trained model: drop --no-rerank")
     aligner = FaceAligner(cfg.central_fraction)
     if cfg.model == DEFAULT:  # the shipped model for the run's faces, its probes' included
-        run_matcher = matcher_name(cfg.matcher or default_matcher(cfg.lowres))
-        for path in default_model_paths():
-            model = LookalikeModel.load(path)
-            try:
-                model.check_run(run_matcher, aligner, cfg.lowres, cfg.lowres_apply, cfg.degrade)
-                break
-            except ValueError:
-                continue
-        else:  # none fits: the one-line error naming the shipped models
-            model = default_model(run_matcher, aligner,
-                                  preprocess_key(side_lowres(cfg.lowres, cfg.lowres_apply, "gallery"), cfg.degrade))
+        gallery, probes = (preprocess_key(side_lowres(cfg.lowres, cfg.lowres_apply, side), cfg.degrade)
+                           for side in ("gallery", "probes"))
+        model = default_model(matcher_name(cfg.matcher or default_matcher(cfg.lowres)), aligner, gallery,
+                              probes=probes)
     else:
         model = LookalikeModel.load(cfg.model)
     model.check_run(matcher_name(cfg.matcher or model.matcher), aligner, cfg.lowres, cfg.lowres_apply, cfg.degrade,

@@ -179,9 +179,6 @@ def build_parser() -> argparse.ArgumentParser:
                         "for the gallery's preprocessing; without it, the base matcher with thresholds from the "
                         "gallery itself")
     add_face_size_options(i)
-    i.add_argument("--every-scale", action="store_true",
-                   help="look for faces at every upsampling, not only until the first face is found: small faces "
-                        "beside a large one (a group photo) are found too; slower on large photos")
     i.add_argument("--top", type=POSITIVE, default=20, help="candidates listed per face (default: 20)")
     i.add_argument("--fpir", type=FRACTION_OPEN, default=0.01,
                    help="false-positive identification rate of the decision (0.001, 0.01 or 0.1; default 0.01)")
@@ -357,7 +354,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def add_face_size_options(parser: argparse.ArgumentParser) -> None:
-    """``--small-face-model`` and ``--sharp-face-model`` (identify and serve): models for faces of other sizes."""
+    """``--small-face-model``, ``--sharp-face-model`` (models for faces of other sizes) and ``--every-scale``
+    (small faces beside a large one), for identify and serve."""
     tail = ("(one photo at a time; not batches or templates): a file, 'default' (the shipped one for the gallery, if "
             "any) or 'none'; default: 'default' with --model default, else none")
     parser.add_argument("--small-face-model", default=None, metavar="S.lkm|default|none",
@@ -366,6 +364,9 @@ def add_face_size_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sharp-face-model", default=None, metavar="S.lkm|default|none",
                         help="model for faces at least 48 px across on a low-resolution gallery, trained with "
                              f"--lowres PX --lowres-apply gallery {tail}")
+    parser.add_argument("--every-scale", action="store_true",
+                        help="look for faces at every upsampling, not only until the first face is found: small "
+                             "faces beside a large one (a group photo) are found too; slower on large photos")
 
 
 def cmd_identify(args: argparse.Namespace) -> int:

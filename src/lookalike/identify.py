@@ -334,8 +334,9 @@ class Identifier:
     def search_face(self, face: ProbeFace | TemplateFace, top: int = 20, fpir: float = 0.01) -> dict:
         """The candidate list and decision for one face (the JSON schema's ``faces[]`` item); a face of another
         size by its own identifier (:meth:`route`)."""
-        if isinstance(face, ProbeFace) and face.route in self.routes():
-            return self.routes()[face.route].search_face(face, top, fpir)
+        other = self.routes().get(face.route) if isinstance(face, ProbeFace) else None
+        if other is not None:
+            return other.search_face(face, top, fpir)
         calibration = self.calibration()
         t = time.perf_counter()
         lists = self.gallery.search(face.vector[None], k=list_depth(self.model, top))

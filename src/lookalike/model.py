@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -354,11 +355,13 @@ def describe_default(model: LookalikeModel, path: Path) -> str:
 
 
 def default_model(matcher: str | None = None, aligner: FaceAligner | None = None,
-                  preprocess: str | None = None, *, lowres: int | None = None) -> LookalikeModel:
+                  preprocess: str | None = None, *, probes: str | None = None,
+                  lowres: int | None = None) -> LookalikeModel:
     """The shipped default model for a gallery of this matcher (cache name), aligner and preprocessing key
-    (:func:`~lookalike.embed.preprocess_key`); with no gallery (``matcher`` None), the one for a new gallery of
-    ``lowres`` px faces, probes alike (None: full resolution). A clear one-line ValueError naming the shipped
-    models otherwise."""
+    (:func:`~lookalike.embed.preprocess_key`), and for probes of the preprocessing key ``probes`` if given (else the
+    one that prepares probes as the gallery, where several fit); with no gallery (``matcher`` None), the one for a
+    new gallery of ``lowres`` px faces, probes alike (None: full resolution). A clear one-line ValueError naming
+    the shipped models otherwise."""
     models = [(p, LookalikeModel.load(p)) for p in default_model_paths()]
     shipped = "; ".join(describe_default(m, p) for p, m in models) or "none installed"
     if matcher is None:
@@ -368,14 +371,17 @@ def default_model(matcher: str | None = None, aligner: FaceAligner | None = None
         faces = "full-resolution faces" if lowres is None else f"{lowres} px faces"
         raise ValueError(f"no default model for a new gallery of {faces} (default models: {shipped}); {TRAIN_HINT}")
     want = {"matcher": matcher, "aligner": (aligner or FaceAligner()).geometry, "gallery": preprocess}
+    if probes is not None:
+        want["probes"] = probes
     fits = [m for _, m in models if not _differences(want, m.preprocessing)]
     for m in sorted(fits, key=lambda m: m.probe_lowres != m.gallery_lowres):  # probes as the gallery's first
         return m
     flipped = any(not _differences({**want, "matcher": flipped_name(matcher)}, m.preprocessing) for _, m in models)
     hint = ("; the gallery's faces were embedded without flip averaging (an earlier default): enrol its photos into "
             "a new gallery with --model default, or " if flipped else "; ") + TRAIN_HINT
-    raise ValueError(f"no default model for a gallery of {preprocess!r} faces ({matcher}, aligner {want['aligner']}); "
-                     f"default models: {shipped}{hint}")
+    probe_faces = "" if probes is None else f", probes {probes!r}"
+    raise ValueError(f"no default model for a gallery of {preprocess!r} faces ({matcher}, aligner {want['aligner']}"
+                     f"{probe_faces}); default models: {shipped}{hint}")
 
 
 FACE_SIZES = ("small", "sharp")  # the identifier's models for faces of other sizes than its model's
@@ -420,17 +426,29 @@ def load_face_size_model_for_db(kind: str, spec: str | Path | None, db: str, mod
     from types import SimpleNamespace
 
     from lookalike.embed import preprocess_key
+
+    with _existing_gallery(db) as gallery:
+        if gallery is not None:
+            return load_face_size_model(kind, spec, gallery, model_spec)
+    if model is None:
+        return load_face_size_model(kind, spec, None, model_spec) if spec not in (None, DEFAULT) else None
+    new = SimpleNamespace(matcher_name=model.matcher_name_, aligner=model.aligner,
+                          preprocess=preprocess_key(model.gallery_lowres, model.degrade))
+    return load_face_size_model(kind, spec, new, model_spec)
+
+
+@contextmanager
+def _existing_gallery(db: str):
+    """The gallery database ``db`` opened (closed after), or None when it holds no gallery yet."""
     from lookalike.gallery import Gallery, NoGalleryError
 
     try:
-        with Gallery.open(db) as gallery:
-            return load_face_size_model(kind, spec, gallery, model_spec)
+        gallery = Gallery.open(db)
     except NoGalleryError:
-        if model is None:
-            return load_face_size_model(kind, spec, None, model_spec) if spec not in (None, DEFAULT) else None
-        new = SimpleNamespace(matcher_name=model.matcher_name_, aligner=model.aligner,
-                              preprocess=preprocess_key(model.gallery_lowres, model.degrade))
-        return load_face_size_model(kind, spec, new, model_spec)
+        yield None
+        return
+    with gallery:
+        yield gallery
 
 
 def load_model(spec: str | Path, gallery=None, lowres: int | None = None) -> LookalikeModel:
@@ -448,11 +466,5 @@ def load_model_for_db(spec: str | Path, db: str, lowres: int | None = None) -> L
     """:func:`load_model` for the gallery database ``db`` (a new gallery: the default for ``lowres`` px faces)."""
     if str(spec) != DEFAULT:
         return LookalikeModel.load(spec)
-    from lookalike.gallery import Gallery, NoGalleryError
-
-    try:
-        gallery = Gallery.open(db)
-    except NoGalleryError:
-        return load_model(spec, lowres=lowres)
-    with gallery:
-        return load_model(spec, gallery)
+    with _existing_gallery(db) as gallery:
+        return load_model(spec, gallery, lowres)

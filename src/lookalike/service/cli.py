@@ -19,9 +19,6 @@ def add_parser(sub) -> None:
     s.add_argument("--model", default=None, help="lookalike model (.lkm), or 'default' (the shipped one for the "
                    "gallery's faces; a new gallery: full resolution); without it, the base matcher")
     add_face_size_options(s)
-    s.add_argument("--every-scale", action="store_true",
-                   help="look for faces in probe photos at every upsampling: small faces beside a large one are "
-                        "found too; slower")
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     s.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     s.add_argument("--data-dir", default=None,
