@@ -542,6 +542,26 @@ def test_a_gallery_only_model_degrades_the_gallery_not_the_probe(system, orl_dir
     assert face["decision"]["calibrated_on"] in ("gallery-sample", "model")  # 20 faces: the stricter of the two
 
 
+def test_train_reports_the_images_it_skipped(system, small_face_model, orl_dir, cache_path, tmp_path, capsys):
+    """An unusable training image is counted on standard error and in the model file; a one-sided model's second
+    embedding of the validation gallery (as probes) does not make the cache count negative."""
+    import shutil
+
+    data = tmp_path / "people"
+    for k in range(21, 41):
+        shutil.copytree(orl_dir / f"s{k}", data / f"s{k}", ignore=shutil.ignore_patterns("7.pgm", "8.pgm",
+                                                                                          "9.pgm", "10.pgm"))
+    (data / "s21" / "empty.jpg").write_bytes(b"")
+    model = tmp_path / "m.lkm"
+    capsys.readouterr()
+    assert main(["train", "--data", str(data), "--model", str(model), "--depth", "20", "--lowres", "16",
+                 "--lowres-apply", "probes", "--matcher", FAST_MATCHER, "--cache", str(cache_path), "--workers", "1",
+                 "--no-progress"]) == 0
+    assert "skipped 1 images (empty 1)" in capsys.readouterr().err
+    embedding = LookalikeModel.load(model).training_["embedding"]
+    assert embedding["skipped"] == {"empty": 1} and embedding["cached"] >= 0
+
+
 def test_train_refuses_too_few_people_before_any_work(orl_dir, tmp_path, capsys):
     code = main(["train", "--data", str(orl_dir), "--model", str(tmp_path / "m.lkm"), "--max-people", "3",
                  "--cache", "none", "--no-progress"])

@@ -301,6 +301,10 @@ def cmd_train(args: argparse.Namespace) -> int:
           f"{summary['n_val_probes']} probes, rank-1 {100 * st['val_base_rank1']:.2f} -> {100 * st['val_rank1']:.2f}")
     print(f"chosen: {st['disambiguator']}, {st['selection']}, {st['normaliser']} weight {st['weight']}")
     print("thresholds: " + ", ".join(f"FPIR {f:g}: {t:.4f}" for f, t in model.thresholds_.items()))
+    skipped = model.training_["embedding"]["skipped"]
+    if skipped:
+        print(f"skipped {sum(skipped.values())} images ({', '.join(f'{k} {v}' for k, v in sorted(skipped.items()))}); "
+              f"counted in the model file (training.embedding)", file=sys.stderr)
     print(f"wrote {args.model}")
     return 0
 
