@@ -544,7 +544,7 @@ def test_a_gallery_only_model_degrades_the_gallery_not_the_probe(system, orl_dir
 
 def test_train_reports_the_images_it_skipped(system, small_face_model, orl_dir, cache_path, tmp_path, capsys):
     """An unusable training image is counted on standard error and in the model file; a one-sided model's second
-    embedding of the validation gallery (as probes) does not make the cache count negative."""
+    embedding of the validation gallery (as probes) is counted as extra embeddings, so the cache count adds up."""
     import shutil
 
     data = tmp_path / "people"
@@ -559,7 +559,8 @@ def test_train_reports_the_images_it_skipped(system, small_face_model, orl_dir, 
                  "--no-progress"]) == 0
     assert "skipped 1 images (empty 1)" in capsys.readouterr().err
     embedding = LookalikeModel.load(model).training_["embedding"]
-    assert embedding["skipped"] == {"empty": 1} and embedding["cached"] >= 0
+    assert embedding["skipped"] == {"empty": 1} and embedding["cached"] >= 0 and embedding["extra_embeddings"] > 0
+    assert embedding["computed"] + embedding["cached"] == embedding["images"] + embedding["extra_embeddings"]
 
 
 def test_train_refuses_too_few_people_before_any_work(orl_dir, tmp_path, capsys):

@@ -52,7 +52,8 @@ class Embeddings:
     n_faces: np.ndarray  # (N,) faces the detector saw
     messages: dict[int, str] = field(default_factory=dict)
     seconds: float = 0.0
-    computed: int = 0  # images embedded in this call (the rest came from the cache)
+    computed: int = 0  # embeddings made in this call (the rest came from the cache)
+    extra: int = 0  # embeddings beyond one per image (e.g. gallery images prepared as probes too)
 
     @property
     def ok(self) -> np.ndarray:
@@ -60,8 +61,9 @@ class Embeddings:
 
     def summary(self) -> dict:
         return {
-            "images": len(self.status), "ok": int(self.ok.sum()), "computed": self.computed,
-            "cached": len(self.status) - self.computed, "seconds": round(self.seconds, 2),
+            "images": len(self.status), "ok": int(self.ok.sum()), "extra_embeddings": self.extra,
+            "computed": self.computed, "cached": len(self.status) + self.extra - self.computed,
+            "seconds": round(self.seconds, 2),
             "skipped": dict(Counter(s for s in self.status.tolist() if s != "ok")),
             "face": dict(Counter(m for m in self.method.tolist() if m)),
             "several_faces": int((self.n_faces > 1).sum()),

@@ -149,7 +149,9 @@ def _probe_view(protocol: Protocol, emb: Embeddings, matcher: str, cache: Embedd
         if not e.ok.all():
             raise ValueError(f"{int((~e.ok).sum())} gallery images usable at one resolution are not at the other")
         view[rows] = e.vectors
-        emb.seconds += e.seconds  # its time counts; ``computed`` stays a count of the protocol's rows (cached = rest)
+        emb.seconds += e.seconds
+        emb.computed += e.computed
+        emb.extra += len(rows)
     return view
 
 
