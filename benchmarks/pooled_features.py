@@ -90,6 +90,10 @@ class FeatureTable(dict):
     def __repr__(self) -> str:
         return f"<{len(self)} faces>"
 
+    def __deepcopy__(self, memo: dict) -> FeatureTable:
+        """Shared, not copied: a fitted copy of a disambiguator looks up the faces added to the table later."""
+        return self
+
 
 def vector_keys(vectors: np.ndarray) -> list[bytes]:
     return [r.tobytes() for r in np.ascontiguousarray(vectors, np.float32)]
@@ -107,6 +111,10 @@ class OnFeatures(ExperimentDisambiguator):
 
     def lookup(self, vectors: np.ndarray) -> np.ndarray:
         return l2_normalize(np.stack([self.table[k] for k in vector_keys(vectors)])[:, PARTS[self.part]])
+
+    def transform(self, vectors: np.ndarray) -> np.ndarray:
+        """The LDA's projection of the faces' feature (the space the saved model's batch setting re-ranks in)."""
+        return self.inner_.transform(self.lookup(vectors))
 
     def _fit(self, train: FaceSet, pairs: Pairs) -> None:
         faces = FaceSet(train.paths, train.identities, self.lookup(train.vectors), train.lowres)
@@ -137,6 +145,10 @@ class Summed(ExperimentDisambiguator):
 
     def _score_lists(self, probes: np.ndarray, candidates: np.ndarray, ids: np.ndarray | None) -> np.ndarray:
         return sum(d.score_lists(probes, candidates, ids) for d in self.parts_)
+
+    def transform(self, vectors: np.ndarray) -> np.ndarray:
+        """Both parts' projections side by side, scaled so that the result stays unit length."""
+        return np.hstack([d.transform(vectors) for d in self.parts_]) / np.sqrt(2)
 
 
 def feature_table(sets: list[FaceSet], protocol, cache: str) -> dict[bytes, np.ndarray]:
