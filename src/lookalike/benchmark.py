@@ -76,10 +76,15 @@ class BenchmarkConfig:
     test_fraction: float = 0.5
     val_fraction: float = 0.3
     central_fraction: float = 0.45
+    cnn_fallback: bool = False
     max_people: int | None = None
     n_boot: int = 1000
     progress: bool = True
     model: str | None = None  # a trained model (.lkm, or "default") to evaluate as it is: no training
+
+    def aligner(self) -> FaceAligner:
+        """The run's aligner: its fallbacks for undetected faces (``central_fraction``, ``cnn_fallback``)."""
+        return FaceAligner(self.central_fraction, cnn_fallback=self.cnn_fallback)
 
 
 def load_dataset(path: str | Path, exclude: list[str | Path] = ()) -> FaceTable:
@@ -177,7 +182,7 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
     write_duplicates(out / "duplicates.csv", screened.duplicates)
     timing["load_s"] = time.perf_counter() - t0
 
-    aligner = FaceAligner(central_fraction=cfg.central_fraction)
+    aligner = cfg.aligner()
     features = embed_protocol(protocol, cfg.matcher, cache, aligner, cfg.workers, cfg.progress)
     timing["embed_s"] = features.embeddings.seconds
     left_out = [*screened.table.dropped, *screened.skipped]
@@ -256,7 +261,7 @@ def fixed_model(cfg: BenchmarkConfig) -> LookalikeModel:
 
     if not cfg.rerank:
         raise ValueError("--model re-ranks with a trained model: drop --no-rerank")
-    aligner = FaceAligner(cfg.central_fraction)
+    aligner = cfg.aligner()
     if cfg.model == DEFAULT:  # the shipped model for the run's faces, its probes' included
         gallery, probes = (preprocess_key(side_lowres(cfg.lowres, cfg.lowres_apply, side), cfg.degrade)
                            for side in ("gallery", "probes"))
@@ -498,7 +503,8 @@ def run_rerankers(cfg: BenchmarkConfig, features: ProtocolFeatures, test: Search
     stats["mining"] = mining_report(train, out / "mining")
     timing["mining_report_s"] = time.perf_counter() - t
     pool = DisambiguatorPool(seed=cfg.seed)
-    disambiguators = make_disambiguators(cfg.disambiguator, cfg.seed, cfg.cache, cfg.central_fraction)
+    disambiguators = make_disambiguators(cfg.disambiguator, cfg.seed, cfg.cache, cfg.central_fraction,
+                                         cfg.cnn_fallback)
     model = run_model(cfg, features.protocol, disambiguators, pool)
     methods_: list = [m for m in default_methods(cfg.seed, disambiguators, pool) if m.name != "lookalike-best"]
     stats[TRANSDUCTIVE] = run_transductive(cfg, test, methods, rankings, ranks, open_set, base_hits, timing)
@@ -650,7 +656,7 @@ def run_model(cfg: BenchmarkConfig, protocol: Protocol, disambiguators: list[Dis
               pool=None) -> LookalikeModel:
     """The unfitted model a run of ``cfg`` fits on ``protocol`` (its matcher, resolution, degradation, aligner,
     list depth and seed), choosing among ``disambiguators`` (default: the LDA grid)."""
-    return LookalikeModel(cfg.matcher, protocol.lowres, FaceAligner(cfg.central_fraction), disambiguators,
+    return LookalikeModel(cfg.matcher, protocol.lowres, cfg.aligner(), disambiguators,
                           lowres_apply=protocol.lowres_apply, degrade=protocol.degrade, depth=cfg.depth, seed=cfg.seed,
                           pool=pool)
 
@@ -665,7 +671,7 @@ def run_features(out: str | Path, cache: str | None = str(DEFAULT_CACHE), worker
     store = EmbeddingCache(cache)
     try:
         return cfg, embed_protocol(Protocol.load(out / "protocol"), cfg.matcher, store,
-                                   FaceAligner(cfg.central_fraction), workers, progress=False)
+                                   cfg.aligner(), workers, progress=False)
     finally:
         store.close()
 

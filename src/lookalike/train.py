@@ -28,11 +28,12 @@ def check_degrade_support(disambiguator: str, lowres: int | None, degrade: str) 
         raise ValueError(f"--disambiguator finetuned supports --degrade bicubic only, got {degrade!r}")
 
 
-def make_disambiguators(kind: str, seed: int = 0, cache: str | None = None, central_fraction: float = 0.45) -> list:
+def make_disambiguators(kind: str, seed: int = 0, cache: str | None = None, central_fraction: float = 0.45,
+                        cnn_fallback: bool = False) -> list:
     """The disambiguators a model chooses among: ``lda`` (embedding level; see
     :func:`lookalike.rerank.default_disambiguators`) or ``finetuned`` (image level: the face network's top
     fine-tuned on mined lookalike pairs, at the protocol's resolution, its chips aligned as the data's were:
-    ``central_fraction``)."""
+    ``central_fraction``, ``cnn_fallback``)."""
     if kind == "lda":
         from lookalike.rerank import default_disambiguators
 
@@ -40,7 +41,7 @@ def make_disambiguators(kind: str, seed: int = 0, cache: str | None = None, cent
     if kind == "finetuned":
         from lookalike.disambiguators.finetuned import FineTunedNet
 
-        return [FineTunedNet(seed=seed, cache_path=cache, central_fraction=central_fraction)]
+        return [FineTunedNet(seed=seed, cache_path=cache, central_fraction=central_fraction, cnn_fallback=cnn_fallback)]
     raise ValueError(f"unknown disambiguator {kind!r}; choose lda or finetuned")
 
 
@@ -69,7 +70,7 @@ def train_model(data: str | Path, matcher: str | None = None, lowres: int | None
                 disambiguator: str = "lda", seed: int = 0, val_fraction: float = 0.3, depth: int = 100,
                 cache: str | None = None, central_fraction: float = 0.45, workers: int = 2,
                 max_people: int | None = None, progress: bool = True,
-                degrade: str = "bicubic") -> tuple[LookalikeModel, dict]:
+                degrade: str = "bicubic", cnn_fallback: bool = False) -> tuple[LookalikeModel, dict]:
     """Embed the dataset, fit and tune a model on it; returns (model, a summary of the data and the run)."""
     from lookalike.benchmark import load_dataset, sample_people
 
@@ -84,7 +85,7 @@ def train_model(data: str | Path, matcher: str | None = None, lowres: int | None
                              lowres=lowres, lowres_apply=lowres_apply, require_test=False, degrade=degrade)
     counts = protocol.counts()
     check_trainable(protocol.table.identities, protocol.table.roles)
-    aligner = FaceAligner(central_fraction=central_fraction)
+    aligner = FaceAligner(central_fraction, cnn_fallback=cnn_fallback)
     matcher = matcher or default_matcher(lowres)
     store = EmbeddingCache(cache)
     try:
@@ -96,7 +97,8 @@ def train_model(data: str | Path, matcher: str | None = None, lowres: int | None
     train = features.faces("train")
     val_probes, val_gallery = features.faces("val_probe"), features.faces("val_gallery", "val_distractor")
     val_as_probes = features.faces_as_probes("val_gallery", "val_distractor")
-    model = LookalikeModel(matcher, lowres, aligner, make_disambiguators(disambiguator, seed, cache, central_fraction),
+    disambiguators = make_disambiguators(disambiguator, seed, cache, central_fraction, cnn_fallback)
+    model = LookalikeModel(matcher, lowres, aligner, disambiguators,
                            lowres_apply=lowres_apply, degrade=degrade, depth=depth, seed=seed)
     model.fit(train, val_probes, val_gallery, val_as_probes)
     model.training_.update({"data": str(data), "data_fingerprint": data_fingerprint(data, table.identities),

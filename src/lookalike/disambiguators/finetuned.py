@@ -79,9 +79,11 @@ class FineTunedNet(Disambiguator):
                  margin: float = 0.1, hard_weight: float = 0.5, anchor_decay: float = 1e-3,
                  max_pairs: int | None = 50_000, holdout: float = 0.2, seed: int = 0,
                  cache_path: str | None = str(DEFAULT_CACHE), weights: str | None = None, device: str = "cpu",
-                 embed_batch: int = 64, central_fraction: float = 0.45) -> None:
+                 embed_batch: int = 64, central_fraction: float = 0.45,
+                 cnn_fallback: bool = False) -> None:
         super().__init__()
-        self.central_fraction = central_fraction  # the data's aligner fallback, as its embeddings were made
+        self.central_fraction = central_fraction  # the data's aligner fallbacks, as its embeddings were made
+        self.cnn_fallback = cnn_fallback
         self.trainable, self.epochs, self.batch_size, self.lr = trainable, epochs, batch_size, lr
         self.margin, self.hard_weight, self.anchor_decay = margin, hard_weight, anchor_decay
         self.max_pairs, self.holdout, self.seed = max_pairs, holdout, seed
@@ -147,7 +149,7 @@ class FineTunedNet(Disambiguator):
         from lookalike.matchers.align import FaceAligner
 
         if self._aligner is None:
-            self._aligner = FaceAligner(self.central_fraction)
+            self._aligner = FaceAligner(self.central_fraction, cnn_fallback=self.cnn_fallback)
         if self._cache is None:
             use = self.cache_path is not None and Path(self.cache_path).exists()
             self._cache = EmbeddingCache(self.cache_path if use else None)

@@ -10,13 +10,15 @@ from lookalike.matchers.base import CHIP_SIZE
 from lookalike.matchers.dlib_resnet import model_path
 
 SHAPE_MODEL = "shape_predictor_5_face_landmarks.dat"
+CNN_MODEL = "mmod_human_face_detector.dat"
+CNN_MAX_SIDE = 640  # the CNN detector runs on the photo scaled down to this long side (its cost grows with the area)
 
 
 @dataclass
 class Alignment:
     """Where the face is: how it was found, how many faces the detector saw, and the 5 landmarks."""
 
-    method: str  # "detected" or "central"
+    method: str  # "detected" (HOG), "cnn" (the CNN detector, where HOG found none) or "central"
     n_faces: int
     box: tuple[int, int, int, int]  # left, top, right, bottom
     landmarks: np.ndarray  # (5, 2) float32, x/y
@@ -40,24 +42,49 @@ def _same_face(a, b) -> bool:
 class FaceAligner:
     """Detects the face (HOG, upsampling small images) and aligns it with dlib's 5-point model.
 
-    When no face is found, ``central_fraction`` > 0 falls back to a centred square of that fraction of the
-    shorter side (for pre-cropped datasets), placing the landmarks inside it; 0 disables the fallback
-    and such images are reported as ``no_face``. With several faces, the one nearest the centre is used.
+    When HOG finds no face, ``cnn_fallback`` runs dlib's CNN face detector (MMOD), which finds most of the tightly
+    cropped faces HOG misses (the face fills the photo), and the 5-point model aligns what it finds. When still no
+    face is found, ``central_fraction`` > 0 falls back to a centred square of that fraction of the shorter side (for
+    pre-cropped datasets), placing the landmarks inside it; 0 disables the fallback and such images are reported as
+    ``no_face``. With several faces, the one nearest the centre is used.
     """
 
     def __init__(self, central_fraction: float = 0.45, max_upsample: int = 3, chip_size: int = CHIP_SIZE,
-                 padding: float = 0.25) -> None:
+                 padding: float = 0.25, cnn_fallback: bool = False) -> None:
         self.central_fraction = central_fraction
         self.max_upsample = max_upsample
         self.chip_size = chip_size
         self.padding = padding
+        self.cnn_fallback = bool(cnn_fallback)
         self._detector = None
         self._shape = None
+        self._cnn = None
 
     @property
     def name(self) -> str:
         """Identifies every setting that changes the chips (part of the cache key)."""
-        return f"hog5pt-c{self.central_fraction:g}-u{self.max_upsample}-s{self.chip_size}-p{self.padding:g}"
+        cnn = "-cnn" if self.cnn_fallback else ""
+        return f"hog5pt{cnn}-c{self.central_fraction:g}-u{self.max_upsample}-s{self.chip_size}-p{self.padding:g}"
+
+    def settings(self) -> dict:
+        """The constructor's arguments (:meth:`from_settings` rebuilds the aligner from them)."""
+        out = {"central_fraction": self.central_fraction, "max_upsample": self.max_upsample,
+               "chip_size": self.chip_size, "padding": self.padding}
+        return {**out, "cnn_fallback": True} if self.cnn_fallback else out
+
+    @classmethod
+    def from_settings(cls, settings: dict) -> FaceAligner:
+        """The aligner :meth:`settings` describes (other keys, e.g. a recorded ``name``, are ignored; settings
+        written before ``cnn_fallback`` existed leave it off)."""
+        return cls(**{k: settings[k] for k in ("central_fraction", "max_upsample", "chip_size", "padding",
+                                               "cnn_fallback") if k in settings})
+
+    def with_fallback(self, central_fraction: float | None = None, cnn_fallback: bool | None = None) -> FaceAligner:
+        """A new aligner with this one's chip geometry and the given fallbacks for undetected faces (None: this
+        one's); each has its own detectors (dlib's are not shared between threads)."""
+        return FaceAligner(self.central_fraction if central_fraction is None else central_fraction,
+                           self.max_upsample, self.chip_size, self.padding,
+                           self.cnn_fallback if cnn_fallback is None else cnn_fallback)
 
     @property
     def geometry(self) -> str:
@@ -72,6 +99,24 @@ class FaceAligner:
             self._detector = dlib.get_frontal_face_detector()
             self._shape = dlib.shape_predictor(str(model_path(SHAPE_MODEL)))
         return self._detector, self._shape
+
+    def _cnn_faces(self, image: np.ndarray) -> list:
+        """The CNN detector's faces (dlib rectangles in the photo's pixels), on the photo scaled so that its long
+        side is at most :data:`CNN_MAX_SIDE` and, like HOG's, its short side at least 80 px (the detector's
+        window), most confident first."""
+        import dlib
+        from PIL import Image
+
+        if self._cnn is None:
+            self._cnn = dlib.cnn_face_detection_model_v1(str(model_path(CNN_MODEL)))
+        h, w = image.shape[:2]
+        scale = min(CNN_MAX_SIDE / max(h, w), max(1.0, 80 / min(h, w)))
+        small = image if scale == 1 else np.asarray(
+            Image.fromarray(image).resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR))
+        found = sorted(self._cnn(np.ascontiguousarray(small), 0), key=lambda d: -d.confidence)
+        return [dlib.rectangle(int(round(d.rect.left() / scale)), int(round(d.rect.top() / scale)),
+                               int(round(d.rect.right() / scale)), int(round(d.rect.bottom() / scale)))
+                for d in found]
 
     def align(self, image: np.ndarray) -> Alignment | None:
         """The face nearest the image centre in an (H, W, 3) uint8 image (or the central fallback); None when
@@ -107,8 +152,11 @@ class FaceAligner:
             rects += [r for r in detector(image, up) if not any(_same_face(r, seen) for seen in rects)]
             if rects and not every_scale:
                 break
+        method = "detected"
+        if not rects and self.cnn_fallback:
+            rects, method = self._cnn_faces(image), "cnn"
         if rects:
-            method, n = "detected", len(rects)
+            n = len(rects)
         elif self.central_fraction > 0:
             side = self.central_fraction * min(h, w)
             rects = [dlib.rectangle(int(round((w - side) / 2)), int(round((h - side) / 2)),
