@@ -456,7 +456,7 @@ def test_image_level_model_trains_saves_and_identifies(system, orl_dir, cache_pa
     from lookalike.disambiguators.finetuned import FineTunedNet
 
     _, db, root = system
-    monkeypatch.setattr(train, "make_disambiguators", lambda kind, seed=0, cache=None, central_fraction=0.45: [
+    monkeypatch.setattr(train, "make_disambiguators", lambda kind, seed=0, cache=None, *fallbacks: [
         FineTunedNet(trainable="fc", epochs=1, seed=seed, cache_path=cache)])
     model, _ = train.train_model(root / "train.csv", matcher=FAST_MATCHER, cache=str(cache_path), depth=20,
                                  workers=1, progress=False)

@@ -24,7 +24,7 @@ from lookalike.experiment import ProtocolFeatures, SearchSplit, build_split, emb
 from lookalike.index import row_positions
 from lookalike.io import atomic_write, read_json, save_npz, write_json
 from lookalike.matchers import AUGMENTED, default_matcher
-from lookalike.matchers.align import FaceAligner
+from lookalike.matchers.align import CNN_FALLBACK, FaceAligner
 from lookalike.matchers.cache import DEFAULT_CACHE, EmbeddingCache
 from lookalike.metrics import (
     OpenSetScores,
@@ -76,7 +76,7 @@ class BenchmarkConfig:
     test_fraction: float = 0.5
     val_fraction: float = 0.3
     central_fraction: float = 0.45
-    cnn_fallback: bool = False
+    cnn_fallback: bool = CNN_FALLBACK
     max_people: int | None = None
     n_boot: int = 1000
     progress: bool = True

@@ -69,6 +69,7 @@ FRACTION = _number(float, 0, 1, what="a fraction in [0, 1]")
 def _common(p: argparse.ArgumentParser) -> None:
     from lookalike.data.images import DEGRADE_KINDS
     from lookalike.matchers import MATCHERS
+    from lookalike.matchers.align import CNN_FALLBACK
     from lookalike.matchers.cache import DEFAULT_CACHE
 
     p.add_argument("--data", required=True, help="folder-per-identity dataset, TinyFace root, or CSV manifest")
@@ -87,9 +88,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--central-fraction", type=FRACTION, default=0.45,
                    help="when no face is detected, align within a centred square of this fraction of the "
                         "shorter side (0 = skip such images; ~0.9 for tightly cropped faces)")
-    p.add_argument("--cnn-fallback", action=argparse.BooleanOptionalAction, default=False,
+    p.add_argument("--cnn-fallback", action=argparse.BooleanOptionalAction, default=CNN_FALLBACK,
                    help="when the HOG detector finds no face, try dlib's CNN face detector before the centred "
-                        "square (finds most tightly cropped faces; ~0.2 s more for such a photo)")
+                        "square (finds most tightly cropped faces; 0.2-0.6 s more for such a photo)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -219,7 +220,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     from lookalike.matchers.align import FaceAligner
     from lookalike.matchers.cache import EmbeddingCache
     from lookalike.outputs import check_output_file
-    from lookalike.summary import print_summary
+    from lookalike.summary import print_fallback_hint, print_summary
 
     out = check_output_file(args.out)
     cache = EmbeddingCache(None if args.cache == "none" else args.cache)
@@ -255,6 +256,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     print(json.dumps(summary, indent=2))
     print_summary({"images used": int(np.sum(emb.ok)), "skipped": skipped, "duplicates": len(screened.duplicates)},
                   {"skipped": str(skipped_csv), "duplicates": str(skipped_csv)})
+    print_fallback_hint(summary["face"], aligner)
     print(f"wrote {out}", file=sys.stderr)
     return 0 if np.any(emb.ok) else 1
 
@@ -263,7 +265,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     from lookalike.benchmark import BenchmarkConfig, run_benchmark
     from lookalike.data.protocol import resolve_settings
     from lookalike.report import method_table
-    from lookalike.summary import print_summary
+    from lookalike.summary import print_fallback_hint, print_summary
 
     defaults = {"seed": 0, "lowres": None, "lowres_apply": "both", "degrade": "bicubic", "test_fraction": 0.5,
                 "val_fraction": 0.3}
@@ -282,12 +284,14 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
           f"({p['n_distractors']} distractors)")
     print(method_table(metrics["methods"]))
     print_summary(metrics["inputs"]["counts"], metrics["inputs"]["files"])
+    print_fallback_hint(metrics["embedding"]["face"], cfg.aligner())
     print(f"wrote {Path(args.out) / 'report.md'}")
     return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from lookalike.outputs import check_output_file
+    from lookalike.summary import print_fallback_hint
     from lookalike.train import train_model
 
     try:
@@ -309,6 +313,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if skipped:
         print(f"skipped {sum(skipped.values())} images ({', '.join(f'{k} {v}' for k, v in sorted(skipped.items()))}); "
               f"counted in the model file (training.embedding)", file=sys.stderr)
+    print_fallback_hint(model.training_["embedding"]["face"], model.aligner)
     print(f"wrote {args.model}")
     return 0
 

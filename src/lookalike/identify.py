@@ -107,9 +107,9 @@ class ProbeFace:
         return face_width(self.alignment)
 
     def describe(self) -> dict:
-        pre_cropped = self.alignment.method == "central"
+        detection = {"central": "pre-cropped", "cnn": "detected (cnn)"}.get(self.alignment.method, "detected")
         return {"index": self.index, "box": list(self.alignment.box), "face_px": self.face_px,
-                "detection": "pre-cropped" if pre_cropped else "detected", "faces_in_photo": self.alignment.n_faces}
+                "detection": detection, "faces_in_photo": self.alignment.n_faces}
 
 
 @dataclass

@@ -38,11 +38,6 @@ BATCH_RULE = ("batch re-ranking kept only if its validation rank-1 (all val prob
               "whose random batches still beat it (else all val probes)")
 
 
-def aligner_settings(aligner: FaceAligner) -> dict:
-    return {"central_fraction": aligner.central_fraction, "max_upsample": aligner.max_upsample,
-            "chip_size": aligner.chip_size, "padding": aligner.padding}
-
-
 def preprocessing(matcher: str, aligner: FaceAligner, lowres: int | None, lowres_apply: str = "both",
                   degrade: str = "bicubic") -> dict[str, str]:
     """What must match between a model and the faces it re-ranks: the matcher (cache name), the aligner's chip
@@ -239,7 +234,7 @@ class LookalikeModel:
         return {"format": FORMAT, "format_version": FORMAT_VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                                                                           time.gmtime()),
                 "matcher": {"kind": self.matcher, "name": self.matcher_name_},
-                "aligner": {"name": self.aligner.name, **aligner_settings(self.aligner)},
+                "aligner": {"name": self.aligner.name, **self.aligner.settings()},
                 "preprocess": {"lowres": self.lowres, "lowres_apply": self.lowres_apply, "degrade": self.degrade,
                                "gallery_key": self.gallery_preprocess},
                 "depth": self.depth, "disambiguator": d_meta, "selection": r.selection_.to_dict(),
@@ -312,7 +307,7 @@ class LookalikeModel:
                              f"{', '.join(DEGRADE_KINDS)}); upgrade lookalike")
         model = cls(matcher=meta["matcher"]["kind"], lowres=pre["lowres"], lowres_apply=pre["lowres_apply"],
                     degrade=degrade, depth=meta["depth"],
-                    aligner=FaceAligner(al["central_fraction"], al["max_upsample"], al["chip_size"], al["padding"]))
+                    aligner=FaceAligner.from_settings(al))
         model.matcher_name_ = meta["matcher"]["name"]
         disambiguator = Disambiguator.from_state(meta["disambiguator"], arrays)
         selection, fusion = selection_from_dict(meta["selection"]), WeightedFusion.from_dict(meta["fusion"])

@@ -33,3 +33,13 @@ def print_summary(counts: dict, files: dict[str, str] | None = None, title: str 
                   stream: TextIO | None = None) -> None:
     """Print :func:`format_summary` to ``stream`` (default: standard error, leaving stdout to results)."""
     print(format_summary(counts, files, title), file=stream or sys.stderr)
+
+
+def print_fallback_hint(faces: dict[str, int], aligner, where: str = "", stream: TextIO | None = None) -> None:
+    """:func:`~lookalike.matchers.align.fallback_hint` for these counts of faces by detection method, when there is
+    one, to ``stream`` (default: standard error)."""
+    from lookalike.matchers.align import fallback_hint
+
+    hint = fallback_hint(faces, aligner, where)
+    if hint:
+        print(hint, file=stream or sys.stderr)

@@ -16,7 +16,7 @@ import numpy as np
 from lookalike.data.protocol import make_protocol
 from lookalike.experiment import embed_protocol
 from lookalike.matchers import default_matcher
-from lookalike.matchers.align import FaceAligner
+from lookalike.matchers.align import CNN_FALLBACK, FaceAligner
 from lookalike.matchers.cache import EmbeddingCache
 from lookalike.model import LookalikeModel
 
@@ -29,7 +29,7 @@ def check_degrade_support(disambiguator: str, lowres: int | None, degrade: str) 
 
 
 def make_disambiguators(kind: str, seed: int = 0, cache: str | None = None, central_fraction: float = 0.45,
-                        cnn_fallback: bool = False) -> list:
+                        cnn_fallback: bool = CNN_FALLBACK) -> list:
     """The disambiguators a model chooses among: ``lda`` (embedding level; see
     :func:`lookalike.rerank.default_disambiguators`) or ``finetuned`` (image level: the face network's top
     fine-tuned on mined lookalike pairs, at the protocol's resolution, its chips aligned as the data's were:
@@ -70,7 +70,7 @@ def train_model(data: str | Path, matcher: str | None = None, lowres: int | None
                 disambiguator: str = "lda", seed: int = 0, val_fraction: float = 0.3, depth: int = 100,
                 cache: str | None = None, central_fraction: float = 0.45, workers: int = 2,
                 max_people: int | None = None, progress: bool = True,
-                degrade: str = "bicubic", cnn_fallback: bool = False) -> tuple[LookalikeModel, dict]:
+                degrade: str = "bicubic", cnn_fallback: bool = CNN_FALLBACK) -> tuple[LookalikeModel, dict]:
     """Embed the dataset, fit and tune a model on it; returns (model, a summary of the data and the run)."""
     from lookalike.benchmark import load_dataset, sample_people
 

@@ -36,6 +36,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                         "match an existing one")
     e.add_argument("--central-fraction", type=FRACTION, default=None,
                    help="aligner fallback for a new gallery (default 0.45, see `lookalike embed --help`)")
+    e.add_argument("--cnn-fallback", action=argparse.BooleanOptionalAction, default=None,
+                   help="a new gallery's faces that HOG misses are looked for by dlib's CNN detector before the "
+                        "centred square (see `lookalike embed --help`); must match an existing gallery")
     e.add_argument("--index", type=_index_spec, default=None, metavar="SPEC",
                    help="search index of a new gallery, kind[:param=value,...]: numpy (exact, default), faiss "
                         "(exact), hnsw, ivf, pq (approximate, re-scored exactly; e.g. hnsw:m=32,ef_search=128); "
@@ -95,19 +98,11 @@ def _errors(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Names
     return run
 
 
-def _with_fallback(geometry, central_fraction: float | None):
-    """``geometry``'s aligner with ``central_fraction`` as its fallback for undetected faces (None: its own)."""
-    from lookalike.matchers.align import FaceAligner
-
-    fallback = geometry.central_fraction if central_fraction is None else central_fraction
-    return FaceAligner(fallback, geometry.max_upsample, geometry.chip_size, geometry.padding)
-
-
 def _open_or_create(args: argparse.Namespace):
     from lookalike.embed import preprocess_key
     from lookalike.gallery import Gallery, NoGalleryError
     from lookalike.index import parse_index_spec
-    from lookalike.matchers.align import FaceAligner
+    from lookalike.matchers.align import CNN_FALLBACK, FaceAligner
 
     geometry = None  # a model's aligner: the gallery's chips must be shaped as the model's were
     if args.model:
@@ -127,14 +122,17 @@ def _open_or_create(args: argparse.Namespace):
         args.matcher, args.lowres, geometry = model.matcher, model.gallery_lowres, model.aligner
     try:
         gallery = Gallery.open(args.db)
-    except NoGalleryError:  # the fallback for undetected faces is the gallery's own: --central-fraction
+    except NoGalleryError:  # a new gallery: its own fallbacks for undetected faces
+        cnn = CNN_FALLBACK if args.cnn_fallback is None else args.cnn_fallback
         return Gallery.create(args.db, matcher=args.matcher, lowres=args.lowres,
-                              aligner=_with_fallback(geometry or FaceAligner(), args.central_fraction),
+                              aligner=(geometry or FaceAligner()).with_fallback(args.central_fraction, cnn),
                               index=args.index or "numpy")
     try:
         base = geometry or (gallery.aligner if args.central_fraction is None else FaceAligner())
-        fallback = gallery.aligner.central_fraction if args.central_fraction is None else args.central_fraction
-        gallery.check_compatible(args.matcher or gallery.matcher, _with_fallback(base, fallback).name,
+        aligner = base.with_fallback(gallery.aligner.central_fraction if args.central_fraction is None
+                                     else args.central_fraction,
+                                     gallery.aligner.cnn_fallback if args.cnn_fallback is None else args.cnn_fallback)
+        gallery.check_compatible(args.matcher or gallery.matcher, aligner.name,
                                  preprocess_key(args.lowres) if args.lowres is not None else gallery.preprocess)
         if args.index is not None and parse_index_spec(args.index) != parse_index_spec(gallery.index):
             raise ValueError(f"{args.db} searches with the index {gallery.index!r}; --index sets the index of a new "
@@ -149,6 +147,7 @@ def _open_or_create(args: argparse.Namespace):
 def cmd_enroll(args: argparse.Namespace) -> int:
     from lookalike.benchmark import load_dataset
     from lookalike.matchers.cache import EmbeddingCache
+    from lookalike.summary import print_fallback_hint
 
     if args.chunk_size is None:
         args.chunk_size = 2048 if args.engine == "ray" else 256
@@ -160,7 +159,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         report = gallery.enroll(table.paths, table.identities, cache=cache, workers=args.workers,
                                 progress=not args.no_progress, chunk_size=args.chunk_size, engine=args.engine,
                                 ray_address=args.ray_address)
-        total = gallery.stats()
+        total, aligner = gallery.stats(), gallery.aligner
     cache.close()
     for msg in report.messages[:MAX_LISTED]:
         print(f"skipped: {msg}", file=sys.stderr)
@@ -176,6 +175,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     else:
         print(report.format())
         print(f"gallery {total['store']}: {total['subjects']} subjects, {total['images']} images")
+    print_fallback_hint(report.faces, aligner, " in a new gallery (a gallery keeps the ones it was created with)")
     return 0
 
 

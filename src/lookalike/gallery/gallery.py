@@ -72,6 +72,7 @@ class EnrollReport:
     duplicates: list[dict] = field(default_factory=list)  # same bytes also under another subject
     computed: int = 0  # images embedded in this call (the rest came from the embedding cache)
     seconds: float = 0.0
+    faces: Counter = field(default_factory=Counter)  # detection method ("detected", "cnn", "central") -> images added
 
     def skip(self, reason: str, message: str) -> None:
         self.skipped[reason] += 1
@@ -80,7 +81,7 @@ class EnrollReport:
     def summary(self) -> dict:
         return {"added": self.added, "already_enrolled": self.already_enrolled,
                 "skipped": dict(sorted(self.skipped.items())), "duplicates": len(self.duplicates),
-                "computed": self.computed, "seconds": round(self.seconds, 2)}
+                "computed": self.computed, "faces": dict(sorted(self.faces.items())), "seconds": round(self.seconds, 2)}
 
     def format(self) -> str:
         """A short summary for people."""
@@ -160,7 +161,7 @@ class Gallery:
         self.index = format_index_spec(self._kind, self._params)
         self.matcher = meta["matcher"]
         self.matcher_name = meta["matcher_name"]
-        self.aligner = FaceAligner(**json.loads(meta["aligner_params"]))
+        self.aligner = FaceAligner.from_settings(json.loads(meta["aligner_params"]))
         if self.aligner.name != meta["aligner"]:
             raise StoreError(f"{store.url}: aligner {meta['aligner']!r} cannot be rebuilt by this lookalike "
                              f"(got {self.aligner.name!r})")
@@ -194,9 +195,7 @@ class Gallery:
         aligner = aligner or FaceAligner()
         meta = {"format": FORMAT, "matcher": matcher, "matcher_name": matcher_name(matcher),
                 "aligner": aligner.name,
-                "aligner_params": json.dumps({"central_fraction": aligner.central_fraction,
-                                              "max_upsample": aligner.max_upsample,
-                                              "chip_size": aligner.chip_size, "padding": aligner.padding}),
+                "aligner_params": json.dumps(aligner.settings()),
                 "lowres": "" if lowres is None else str(lowres), "preprocess": preprocess_key(lowres), "dim": "",
                 "index": index, "created_by": f"lookalike {__version__}"}
         return cls._on(open_store(str(path_or_url), create=True, meta=meta))
@@ -622,6 +621,7 @@ class Gallery:
                 report.already_enrolled += 1
             elif rec.status == "ok":
                 report.added += 1
+                report.faces[rec.method] += 1
                 new.append((image_id, rec))
             else:
                 report.skip(rec.status, rec.message)

@@ -26,7 +26,7 @@ from lookalike.data.images import ImageError, decode_image, degrade, encode_png,
 from lookalike.gallery import Gallery, is_postgres_url, open_store
 from lookalike.gallery.store import VERDICTS, GalleryStore, NoGalleryError, StoreError
 from lookalike.identify import Identifier, prepare_gallery, result_document
-from lookalike.matchers.align import FaceAligner
+from lookalike.matchers.align import CNN_FALLBACK
 from lookalike.matchers.cache import EmbeddingCache
 from lookalike.model import LookalikeModel
 from lookalike.service.files import ImageFiles
@@ -136,7 +136,7 @@ class Engine:
             self.gallery.close()
             raise
         a = self.identifier.aligner  # a detector of this engine's own (dlib objects are not shared by threads)
-        self.identifier.aligner = FaceAligner(a.central_fraction, a.max_upsample, a.chip_size, a.padding)
+        self.identifier.aligner = a.with_fallback()
 
     def close(self) -> None:
         self.gallery.close()
@@ -162,7 +162,7 @@ class Service:
         except NoGalleryError:  # a new gallery: the model's matcher, aligner and resolution, if there is a model
             if model is not None:
                 Gallery.create(self.db, matcher=model.matcher, lowres=model.gallery_lowres,
-                               aligner=model.aligner).close()
+                               aligner=model.aligner.with_fallback(cnn_fallback=CNN_FALLBACK)).close()
             else:
                 Gallery.create(self.db, matcher=matcher).close()
         self.files = ImageFiles(data_dir if data_dir is not None else default_data_dir(self.db))
@@ -291,7 +291,7 @@ class Service:
         rows = []
         for u, image, sha1 in zip(uploads, images, sha1s, strict=True):
             faces = aligner.align_all(image)
-            detected = [a for a in faces if a.method == "detected"]
+            detected = [a for a in faces if a.method != "central"]
             if len(detected) > 1:
                 raise ServiceError(422, "many_faces", f"{label(u.name)}: {len(detected)} faces; enrol photos of "
                                                       "one face (crop the photo)")
