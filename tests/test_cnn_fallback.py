@@ -52,6 +52,13 @@ def test_without_a_face_the_other_fallbacks_apply():
     assert FaceAligner(0, cnn_fallback=True).align_all(grey) == []
 
 
+@pytest.mark.parametrize("shape", [(10, 2000), (2000, 10), (2, 2), (79, 320), (80, 320), (16, 20), (3000, 3000)])
+def test_any_photo_shape(shape):
+    """dlib's CNN aborts the process on inputs thinner than its window: such photos are not given to it."""
+    noise = np.random.default_rng(0).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    assert [a.method for a in FaceAligner(0.45, cnn_fallback=True).align_all(noise)] in (["central"], ["cnn"])
+
+
 def test_a_gallery_keeps_its_fallback(tmp_path: Path, face_folders: Path, capsys):
     db = tmp_path / "g.sqlite"
     common = ["--gallery", str(face_folders), "--db", str(db), "--matcher", FAST_MATCHER, "--cache", "none",

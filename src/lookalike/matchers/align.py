@@ -14,6 +14,7 @@ CNN_MODEL = "mmod_human_face_detector.dat"
 CNN_FALLBACK = False  # the default: new galleries, embed, train and benchmark (README, "CNN fallback")
 HINT_SHARE = 0.01  # undetected faces above this share of a run's photos get a hint (LFW 0.24%, PubFig's crops 4.2%)
 CNN_MAX_SIDE = 320  # the CNN detector runs on the photo scaled down to this long side (its cost grows with the area)
+CNN_MIN_SIDE = 80  # and scaled up to this short side (its window); a photo that cannot have both is not searched
 
 
 @dataclass
@@ -104,15 +105,17 @@ class FaceAligner:
 
     def _cnn_faces(self, image: np.ndarray) -> list:
         """The CNN detector's faces (dlib rectangles in the photo's pixels), on the photo scaled so that its long
-        side is at most :data:`CNN_MAX_SIDE` and, like HOG's, its short side at least 80 px (the detector's
-        window), most confident first."""
+        side is at most :data:`CNN_MAX_SIDE` and its short side at least :data:`CNN_MIN_SIDE` (none when both
+        cannot hold: dlib's network fails on thinner inputs), most confident first."""
         import dlib
         from PIL import Image
 
         if self._cnn is None:
             self._cnn = dlib.cnn_face_detection_model_v1(str(model_path(CNN_MODEL)))
         h, w = image.shape[:2]
-        scale = min(CNN_MAX_SIDE / max(h, w), max(1.0, 80 / min(h, w)))
+        scale = min(CNN_MAX_SIDE / max(h, w), max(1.0, CNN_MIN_SIDE / min(h, w)))
+        if min(h, w) * scale < CNN_MIN_SIDE:  # too elongated to be a face crop (and too thin for the network)
+            return []
         small = image if scale == 1 else np.asarray(
             Image.fromarray(image).resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR))
         found = sorted(self._cnn(np.ascontiguousarray(small), 0), key=lambda d: -d.confidence)
