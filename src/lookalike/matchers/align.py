@@ -91,8 +91,8 @@ class FaceAligner:
 
     @property
     def geometry(self) -> str:
-        """The settings that shape the chip of a detected face: every one but ``central_fraction``, the fallback
-        for photos where no face is detected, which describes a dataset (how tightly it is cropped)."""
+        """The settings that shape the chip of a detected face: every one but the fallbacks for photos where HOG
+        finds no face (``central_fraction``, ``cnn_fallback``), which describe a dataset (how tightly it is cropped)."""
         return f"hog5pt-u{self.max_upsample}-s{self.chip_size}-p{self.padding:g}"
 
     def _models(self):
