@@ -50,6 +50,7 @@ from lookalike.model import LookalikeModel
 from lookalike.rerank import DisambiguatorPool, default_disambiguators
 from lookalike.rerank.baselines import DisambiguatorOnly
 from lookalike.rerank.tuning import LabelledLists
+from lookalike.versions import versions
 
 GRIDS = ("lda", "lda+pooled", "lda+sum")
 
@@ -142,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     best = max(("lda+pooled", "lda+sum"), key=lambda g: (val[g]["val_rank1"], g == "lda+pooled"))
     candidate = best if val[best]["val_rank1"] > val["lda"]["val_rank1"] else None
     print(f"rule step 1: {best} is the better; candidate: {candidate}")
-    results = {"validation": val, "candidate": candidate, "runs": {}}
+    results = {"validation": val, "candidate": candidate, "runs": {}, "versions": versions()}
     for run in map(Path, args.runs):
         t = results["runs"][str(run)] = transfer(run, models, only, table, args.cache)
         print(f"\n{run}: {t['probes']} probes, plain matcher {100 * t['baseline']:.2f}")

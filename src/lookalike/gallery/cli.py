@@ -175,7 +175,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     else:
         print(report.format())
         print(f"gallery {total['store']}: {total['subjects']} subjects, {total['images']} images")
-    print_fallback_hint(report.faces, aligner, " in a new gallery (a gallery keeps the ones it was created with)")
+    print_fallback_hint(report.faces, aligner, " in a new gallery (a gallery keeps its own)")
     return 0
 
 
