@@ -115,3 +115,15 @@ def test_enrolment_counts_faces_by_detection(tmp_path: Path, face_folders: Path,
     assert sum(doc["faces"].values()) == doc["added"] > 0
     # synthetic faces are small noise images that no detector finds: all aligned in the centred square
     assert doc["faces"] == {"central": doc["added"]} and "--cnn-fallback" in out.err
+
+
+def test_serve_creates_a_gallery_with_the_fallback(tmp_path: Path, capsys):
+    pytest.importorskip("fastapi")
+    db = str(tmp_path / "s.sqlite")
+    assert main(["serve", "--db", db, "--matcher", FAST_MATCHER, "--cnn-fallback", "--create-token"]) == 0
+    with Gallery.open(db) as g:
+        assert g.aligner.cnn_fallback
+    capsys.readouterr()
+    assert main(["serve", "--db", db, "--no-cnn-fallback", "--create-token"]) == 2
+    assert "created with the CNN fallback" in capsys.readouterr().err
+    assert main(["serve", "--db", db, "--create-token"]) == 0  # no option: the gallery's own

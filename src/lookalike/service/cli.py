@@ -30,6 +30,9 @@ def add_parser(sub) -> None:
 
     s.add_argument("--matcher", choices=MATCHERS, default=None,
                    help="matcher of a gallery this creates (default: the model's, else torch)")
+    s.add_argument("--cnn-fallback", action=argparse.BooleanOptionalAction, default=None,
+                   help="a gallery this creates looks for faces HOG misses with dlib's CNN detector (see `lookalike "
+                        "enroll --help`); an existing gallery keeps its own")
     s.add_argument("--engines", type=int, default=2, help="concurrent search/enrol workers (default: 2)")
     s.add_argument("--create-token", action="store_true",
                    help="create an API token, print it once (only its salted hash is stored) and exit")
@@ -82,7 +85,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     small, sharp = (load_face_size_model_for_db(kind, getattr(args, f"{kind}_face_model"), args.db, args.model, model)
                     for kind in ("small", "sharp"))
     if args.create_token:
-        Service(args.db, model, args.data_dir, engines=1, matcher=args.matcher).close()
+        Service(args.db, model, args.data_dir, engines=1, matcher=args.matcher, cnn_fallback=args.cnn_fallback).close()
         token = create_token_in(args.db, args.token_label)
         print(token)
         print("This token is shown once; only its salted hash is stored. Use it as 'Authorization: Bearer "
@@ -90,7 +93,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 0
     tokens = TokenChecker(os.environ.get("LOOKALIKE_TOKEN") or None)
     service = Service(args.db, model, args.data_dir, engines=args.engines, matcher=args.matcher, small_faces=small,
-                      sharp_faces=sharp, every_scale=args.every_scale)
+                      sharp_faces=sharp, every_scale=args.every_scale, cnn_fallback=args.cnn_fallback)
     try:
         if not tokens.has_tokens(service.store):
             raise ValueError("no API token: set LOOKALIKE_TOKEN or run `lookalike serve --db ... --create-token`")
