@@ -16,40 +16,38 @@ were searched for (a ``--model`` run of it, or its own ``model.lkm``).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 from same_person import open_set
 
+from lookalike.benchmark import BenchmarkConfig, run_config
 from lookalike.data.protocol import side_lowres
 from lookalike.embed import embed_paths
 from lookalike.matchers import default_matcher
-from lookalike.matchers.align import FaceAligner
 from lookalike.matchers.cache import EmbeddingCache
 from lookalike.metrics import RankedLists
 from lookalike.model import LookalikeModel
 
 
-def run_faces(run: Path, cache: str) -> tuple[dict, dict, np.ndarray, np.ndarray]:
-    """A run's ``config`` (``metrics.json``), its saved lists (``rankings.npz``), and its test probes and gallery
-    embedded again as the run prepared them (matcher, crop fallback, each side's resolution and degradation)."""
-    config = json.loads((run / "metrics.json").read_text(encoding="utf-8"))["config"]
+def run_faces(run: Path, cache: str) -> tuple[BenchmarkConfig, dict, np.ndarray, np.ndarray]:
+    """A run's settings (:func:`~lookalike.benchmark.run_config`), its saved lists (``rankings.npz``), and its test
+    probes and gallery embedded again as the run prepared them (matcher, aligner and its fallbacks, each side's
+    resolution and degradation)."""
+    cfg = run_config(run)
     with np.load(run / "rankings.npz", allow_pickle=False) as z:
         r = dict(z)
-    matcher = config["matcher"] or default_matcher(config["lowres"])
-    aligner = FaceAligner(config["central_fraction"])
+    matcher = cfg.matcher or default_matcher(cfg.lowres)
     store = EmbeddingCache(cache)
     try:
         probes, gallery = (
-            embed_paths(r[f"{side}_paths"], matcher, aligner, side_lowres(config["lowres"], config["lowres_apply"],
-                                                                          lowres_side), store, 2, progress=False,
-                        degrade=config["degrade"]).vectors
-            for side, lowres_side in (("probe", "probes"), ("gallery", "gallery")))
+            embed_paths(r[f"{side}_paths"], matcher, cfg.aligner(), side_lowres(cfg.lowres, cfg.lowres_apply, which),
+                        store, 2, progress=False, degrade=cfg.degrade).vectors
+            for side, which in (("probe", "probes"), ("gallery", "gallery")))
     finally:
         store.close()
-    return config, r, probes, gallery
+    return cfg, r, probes, gallery
 
 
 def replay(model: LookalikeModel, r: dict, probes: np.ndarray, gallery: np.ndarray

@@ -104,12 +104,11 @@ def fit_models(manifest: str, cache: str) -> tuple[dict[str, LookalikeModel], di
 
 def transfer(run: Path, models: dict[str, LookalikeModel], only: dict, table: FeatureTable, cache: str) -> dict:
     """Rank-1 of the plain matcher and of each model on one PubFig run's test probes (per photo)."""
-    config, r, probes, gallery = run_faces(run, cache)
-    if config["lowres"] or (config["matcher"] or "torch") != "torch":
+    cfg, r, probes, gallery = run_faces(run, cache)
+    if cfg.lowres or (cfg.matcher or "torch") != "torch":
         raise SystemExit(f"{run}: not a full-resolution torch run")
-    aligner = FaceAligner(config["central_fraction"])
     for paths, vectors in ((r["probe_paths"], probes), (r["gallery_paths"], gallery)):
-        table.update(pooled(paths, vectors, aligner, cache))
+        table.update(pooled(paths, vectors, cfg.aligner(), cache))
     truth, gids = r["probe_ids"], r["gallery_ids"]
     base = RankedLists(r["baseline.indices"], r["baseline.scores"])
     base_hits = gids[base.indices[:, 0]] == truth

@@ -30,7 +30,6 @@ from lookalike.disambiguators.base import Disambiguator
 from lookalike.experiment import ProtocolFeatures
 from lookalike.faces import FaceSet
 from lookalike.matchers import default_matcher, matcher_name
-from lookalike.matchers.align import FaceAligner
 from lookalike.mining import Pairs
 from lookalike.model import default_model
 
@@ -55,7 +54,7 @@ class Prior(ExperimentDisambiguator):
 def shipped_prior(run: Path, cfg: BenchmarkConfig, features: ProtocolFeatures) -> list[Disambiguator]:
     """The shipped default model's disambiguator, checked against ``run``'s matcher and preprocessing."""
     shipped, p = default_model(lowres=20), features.protocol
-    shipped.check_run(matcher_name(cfg.matcher or default_matcher(p.lowres)), FaceAligner(cfg.central_fraction),
+    shipped.check_run(matcher_name(cfg.matcher or default_matcher(p.lowres)), cfg.aligner(),
                       p.lowres, p.lowres_apply, p.degrade, what=f"{run}: the default model")
     return [Prior(shipped.disambiguator_)]
 

@@ -41,8 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     print("| run | probes | model | rank-1 | vs baseline: diff (p; fixed / broken) | at its 1%-FPIR threshold: DIR / "
           "FPIR obtained |\n|---|---|---|---|---|---|")
     for run in map(Path, args.runs):
-        config, r, probes, gallery = run_faces(run, args.cache)
-        if config["lowres_apply"] != "probes" or config["matcher"] != "torch":
+        cfg, r, probes, gallery = run_faces(run, args.cache)
+        if cfg.lowres_apply != "probes" or cfg.matcher != "torch":
             raise SystemExit(f"{run}: not a --lowres-apply probes --matcher torch run")
         truth = r["probe_ids"]
         base_hits = r["gallery_ids"][r["baseline.indices"][:, 0]] == truth

@@ -661,13 +661,18 @@ def run_model(cfg: BenchmarkConfig, protocol: Protocol, disambiguators: list[Dis
                           pool=pool)
 
 
+def run_config(out: str | Path) -> BenchmarkConfig:
+    """A finished benchmark run's settings, from its ``metrics.json`` (settings added since it ran: their defaults)."""
+    saved = read_json(Path(out) / "metrics.json")["config"]
+    return BenchmarkConfig(**{k: v for k, v in saved.items() if k in BenchmarkConfig.__dataclass_fields__})
+
+
 def run_features(out: str | Path, cache: str | None = str(DEFAULT_CACHE), workers: int = 2
                  ) -> tuple[BenchmarkConfig, ProtocolFeatures]:
     """A benchmark run's saved protocol embedded again (through the cache) with the run's matcher and aligner:
     (the run's config from ``metrics.json``, the features), for experiments on the run's own splits."""
     out = Path(out)
-    saved = read_json(out / "metrics.json")["config"]
-    cfg = BenchmarkConfig(**{k: v for k, v in saved.items() if k in BenchmarkConfig.__dataclass_fields__})
+    cfg = run_config(out)
     store = EmbeddingCache(cache)
     try:
         return cfg, embed_protocol(Protocol.load(out / "protocol"), cfg.matcher, store,

@@ -32,7 +32,7 @@ from lookalike.matchers import get_matcher
 from lookalike.matchers.align import Alignment
 from lookalike.matchers.base import l2_normalize
 from lookalike.metrics import RankedLists, calibrated_threshold
-from lookalike.model import LookalikeModel
+from lookalike.model import LookalikeModel, fits_face_size
 
 SCHEMA_VERSION = 1
 TEMPLATE_NOTE = ("not decided for a template: the thresholds are calibrated on single photos, and templates of many "
@@ -64,7 +64,7 @@ def check_small_face_model(model: LookalikeModel | None, small_faces: LookalikeM
     """A one-line ValueError unless ``small_faces`` is trained for low-resolution probes against full-resolution
     gallery faces (``--lowres PX --lowres-apply probes``) and ``model`` (if any) searches probes at full
     resolution with the same matcher."""
-    if small_faces.probe_lowres is None or small_faces.gallery_lowres is not None:
+    if not fits_face_size(small_faces, "small"):
         raise ValueError("a small-face model is trained for low-resolution probes against a sharp gallery (lookalike "
                          "train --lowres PX --lowres-apply probes); this one is not")
     if model is not None and (model.probe_lowres is not None or model.matcher_name_ != small_faces.matcher_name_):
@@ -76,7 +76,7 @@ def check_sharp_face_model(model: LookalikeModel | None, sharp_faces: LookalikeM
     """A one-line ValueError unless ``sharp_faces`` is trained for full-resolution probes against low-resolution
     gallery faces (``--lowres PX --lowres-apply gallery``) and ``model`` (if any) degrades probes as its gallery is,
     with the same matcher."""
-    if sharp_faces.probe_lowres is not None or sharp_faces.gallery_lowres is None:
+    if not fits_face_size(sharp_faces, "sharp"):
         raise ValueError("a sharp-face model is trained for sharp probes against a low-resolution gallery (lookalike "
                          "train --lowres PX --lowres-apply gallery); this one is not")
     if model is not None and (model.probe_lowres != model.gallery_lowres

@@ -369,8 +369,8 @@ def default_model(matcher: str | None = None, aligner: FaceAligner | None = None
     if probes is not None:
         want["probes"] = probes
     fits = [m for _, m in models if not _differences(want, m.preprocessing)]
-    for m in sorted(fits, key=lambda m: m.probe_lowres != m.gallery_lowres):  # probes as the gallery's first
-        return m
+    if fits:  # the one that prepares probes as the gallery, where several fit
+        return min(fits, key=lambda m: m.probe_lowres != m.gallery_lowres)
     flipped = any(not _differences({**want, "matcher": flipped_name(matcher)}, m.preprocessing) for _, m in models)
     hint = ("; the gallery's faces were embedded without flip averaging (an earlier default): enrol its photos into "
             "a new gallery with --model default, or " if flipped else "; ") + TRAIN_HINT
@@ -382,7 +382,7 @@ def default_model(matcher: str | None = None, aligner: FaceAligner | None = None
 FACE_SIZES = ("small", "sharp")  # the identifier's models for faces of other sizes than its model's
 
 
-def _fits_face_size(model: LookalikeModel, kind: str) -> bool:
+def fits_face_size(model: LookalikeModel, kind: str) -> bool:
     """Whether ``model`` is one for faces of this ``kind``: ``small`` (low-resolution probes against full-resolution
     gallery faces, ``--lowres-apply probes``) or ``sharp`` (sharp probes against low-resolution ones, ``gallery``)."""
     if kind == "small":
@@ -397,7 +397,7 @@ def default_face_size_model(kind: str, matcher: str, aligner: FaceAligner, prepr
     want = {"matcher": matcher, "aligner": aligner.geometry, "gallery": preprocess}
     for p in default_model_paths():
         m = LookalikeModel.load(p)
-        if _fits_face_size(m, kind) and not _differences(want, m.preprocessing):
+        if fits_face_size(m, kind) and not _differences(want, m.preprocessing):
             return m
     return None
 
