@@ -70,7 +70,7 @@ def test_a_gallery_keeps_its_fallback(tmp_path: Path, face_folders: Path, capsys
     capsys.readouterr()
     assert main(["enroll", *common]) == 0  # no option: the gallery's own
     assert main(["enroll", *common, "--no-cnn-fallback"]) == 2
-    assert "aligner" in capsys.readouterr().err
+    assert "was created with --cnn-fallback" in capsys.readouterr().err
     old = tmp_path / "old.sqlite"
     Gallery.create(old, matcher=FAST_MATCHER, aligner=FaceAligner(cnn_fallback=False)).close()
     with Gallery.open(old) as g:
@@ -125,5 +125,36 @@ def test_serve_creates_a_gallery_with_the_fallback(tmp_path: Path, capsys):
         assert g.aligner.cnn_fallback
     capsys.readouterr()
     assert main(["serve", "--db", db, "--no-cnn-fallback", "--create-token"]) == 2
-    assert "created with the CNN fallback" in capsys.readouterr().err
+    assert "was created with --cnn-fallback" in capsys.readouterr().err
     assert main(["serve", "--db", db, "--create-token"]) == 0  # no option: the gallery's own
+
+
+def test_serve_creates_a_gallery_with_its_central_fraction(tmp_path: Path, capsys):
+    pytest.importorskip("fastapi")
+    db = str(tmp_path / "s.sqlite")
+    assert main(["serve", "--db", db, "--matcher", FAST_MATCHER, "--central-fraction", "0.9", "--create-token"]) == 0
+    with Gallery.open(db) as g:
+        assert g.aligner.central_fraction == 0.9 and not g.aligner.cnn_fallback
+    capsys.readouterr()
+    assert main(["serve", "--db", db, "--central-fraction", "0.9", "--create-token"]) == 0  # the same: fine
+    capsys.readouterr()
+    assert main(["serve", "--db", db, "--central-fraction", "0.5", "--cnn-fallback", "--create-token"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "was created with --central-fraction 0.9 and --no-cnn-fallback" in err
+
+
+def test_open_or_create_one_way_for_enrol_and_service(tmp_path: Path):
+    db = tmp_path / "g.sqlite"
+    with Gallery.open_or_create(db, FAST_MATCHER, central_fraction=0.8, cnn_fallback=True) as g:
+        created = g.aligner.name
+        assert g.aligner.central_fraction == 0.8 and g.aligner.cnn_fallback
+    with Gallery.open_or_create(db) as g:  # nothing given: the gallery's own
+        assert g.aligner.name == created
+    with Gallery.open_or_create(db, FAST_MATCHER, geometry=FaceAligner(), central_fraction=0.8) as g:
+        assert g.aligner.name == created  # a model's geometry with the gallery's own fallbacks
+    with pytest.raises(ValueError, match="was created with --cnn-fallback"):
+        Gallery.open_or_create(db, cnn_fallback=False)
+    with pytest.raises(ValueError, match="does not match"):
+        Gallery.open_or_create(db, lowres=20)
+    with pytest.raises(ValueError, match="searches with the index"):
+        Gallery.open_or_create(db, index="hnsw")

@@ -99,10 +99,7 @@ def _errors(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Names
 
 
 def _open_or_create(args: argparse.Namespace):
-    from lookalike.embed import preprocess_key
-    from lookalike.gallery import Gallery, NoGalleryError
-    from lookalike.index import parse_index_spec
-    from lookalike.matchers.align import CNN_FALLBACK, FaceAligner
+    from lookalike.gallery import Gallery
 
     geometry = None  # a model's aligner: the gallery's chips must be shaped as the model's were
     if args.model:
@@ -120,27 +117,8 @@ def _open_or_create(args: argparse.Namespace):
                              f"its gallery faces the {model.degrade!r} way (train it with --degrade bicubic, or with "
                              "--lowres-apply probes to leave the gallery sharp)")
         args.matcher, args.lowres, geometry = model.matcher, model.gallery_lowres, model.aligner
-    try:
-        gallery = Gallery.open(args.db)
-    except NoGalleryError:  # a new gallery: its own fallbacks for undetected faces
-        cnn = CNN_FALLBACK if args.cnn_fallback is None else args.cnn_fallback
-        return Gallery.create(args.db, matcher=args.matcher, lowres=args.lowres,
-                              aligner=(geometry or FaceAligner()).with_fallback(args.central_fraction, cnn),
-                              index=args.index or "numpy")
-    try:
-        base = geometry or (gallery.aligner if args.central_fraction is None else FaceAligner())
-        aligner = base.with_fallback(gallery.aligner.central_fraction if args.central_fraction is None
-                                     else args.central_fraction,
-                                     gallery.aligner.cnn_fallback if args.cnn_fallback is None else args.cnn_fallback)
-        gallery.check_compatible(args.matcher or gallery.matcher, aligner.name,
-                                 preprocess_key(args.lowres) if args.lowres is not None else gallery.preprocess)
-        if args.index is not None and parse_index_spec(args.index) != parse_index_spec(gallery.index):
-            raise ValueError(f"{args.db} searches with the index {gallery.index!r}; --index sets the index of a new "
-                             "gallery only")
-    except ValueError:
-        gallery.close()
-        raise
-    return gallery
+    return Gallery.open_or_create(args.db, args.matcher, args.lowres, geometry, args.central_fraction,
+                                  args.cnn_fallback, args.index)
 
 
 @_errors

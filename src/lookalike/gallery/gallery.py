@@ -30,7 +30,15 @@ from tqdm import tqdm
 from lookalike import __version__
 from lookalike.embed import embed_paths, face_chip, preprocess_key, worker_pool
 from lookalike.gallery import open_store
-from lookalike.gallery.store import GalleryStore, ImageRecord, NewImage, Snapshot, StoreError, VectorsMismatchError
+from lookalike.gallery.store import (
+    GalleryStore,
+    ImageRecord,
+    NewImage,
+    NoGalleryError,
+    Snapshot,
+    StoreError,
+    VectorsMismatchError,
+)
 from lookalike.gallery.vectors import (
     VectorFiles,
     VectorFilesError,
@@ -52,7 +60,7 @@ from lookalike.index import (
     parse_index_spec,
 )
 from lookalike.matchers import MATCHERS, default_matcher, matcher_name
-from lookalike.matchers.align import Alignment, FaceAligner
+from lookalike.matchers.align import CNN_FALLBACK, Alignment, FaceAligner
 from lookalike.matchers.cache import EmbeddingCache, content_key
 
 FORMAT = "lookalike-gallery"
@@ -209,6 +217,41 @@ class Gallery:
         database at the same generation (see :meth:`rebuild_vectors`).
         """
         return cls._on(open_store(str(path_or_url), create=False), index)
+
+    @classmethod
+    def open_or_create(cls, path_or_url: str | Path, matcher: str | None = None, lowres: int | None = None,
+                       geometry: FaceAligner | None = None, central_fraction: float | None = None,
+                       cnn_fallback: bool | None = None, index: str | None = None) -> Gallery:
+        """The gallery at ``path_or_url``, or a new one: each setting given (``matcher``, ``lowres``, a model's chip
+        ``geometry``, the fallbacks for undetected faces ``central_fraction`` and ``cnn_fallback``, ``index``) is
+        a new gallery's, and must match an existing gallery's (a one-line ValueError if not); None: an existing
+        gallery's own, a new one's default. The one place the enrol command and the service open their gallery."""
+        try:
+            gallery = cls.open(path_or_url)
+        except NoGalleryError:
+            cnn = CNN_FALLBACK if cnn_fallback is None else cnn_fallback
+            return cls.create(path_or_url, matcher=matcher, lowres=lowres,
+                              aligner=(geometry or FaceAligner()).with_fallback(central_fraction, cnn),
+                              index=index or DEFAULT_INDEX)
+        try:
+            own = gallery.aligner
+            wrong = ([f"--central-fraction {own.central_fraction:g}"]
+                     if central_fraction is not None and central_fraction != own.central_fraction else [])
+            if cnn_fallback is not None and cnn_fallback != own.cnn_fallback:
+                wrong.append("--cnn-fallback" if own.cnn_fallback else "--no-cnn-fallback")
+            if wrong:
+                raise ValueError(f"{gallery.store.url} was created with {' and '.join(wrong)} (its fallbacks for "
+                                 "undetected faces, kept for good): drop the option")
+            aligner = (geometry or own).with_fallback(own.central_fraction, own.cnn_fallback)
+            gallery.check_compatible(matcher or gallery.matcher, aligner.name,
+                                     preprocess_key(lowres) if lowres is not None else gallery.preprocess)
+            if index is not None and parse_index_spec(index) != parse_index_spec(gallery.index):
+                raise ValueError(f"{gallery.store.url} searches with the index {gallery.index!r}; --index sets the "
+                                 "index of a new gallery only")
+        except ValueError:
+            gallery.close()
+            raise
+        return gallery
 
     @classmethod
     def rebuild_vectors(cls, path_or_url: str | Path, index: str | None = None) -> Gallery:

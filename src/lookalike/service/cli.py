@@ -30,6 +30,12 @@ def add_parser(sub) -> None:
 
     s.add_argument("--matcher", choices=MATCHERS, default=None,
                    help="matcher of a gallery this creates (default: the model's, else torch)")
+    from lookalike.cli import FRACTION
+
+    s.add_argument("--central-fraction", type=FRACTION, default=None,
+                   help="a gallery this creates aligns faces HOG misses within a centred square of this fraction of "
+                        "the shorter side (default 0.45; ~0.9 for tightly cropped faces; see `lookalike embed "
+                        "--help`); an existing gallery keeps its own")
     s.add_argument("--cnn-fallback", action=argparse.BooleanOptionalAction, default=None,
                    help="a gallery this creates looks for faces HOG misses with dlib's CNN detector (see `lookalike "
                         "enroll --help`); an existing gallery keeps its own")
@@ -85,7 +91,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     small, sharp = (load_face_size_model_for_db(kind, getattr(args, f"{kind}_face_model"), args.db, args.model, model)
                     for kind in ("small", "sharp"))
     if args.create_token:
-        Service(args.db, model, args.data_dir, engines=1, matcher=args.matcher, cnn_fallback=args.cnn_fallback).close()
+        Service(args.db, model, args.data_dir, engines=1, matcher=args.matcher, cnn_fallback=args.cnn_fallback,
+                central_fraction=args.central_fraction).close()
         token = create_token_in(args.db, args.token_label)
         print(token)
         print("This token is shown once; only its salted hash is stored. Use it as 'Authorization: Bearer "
@@ -93,7 +100,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 0
     tokens = TokenChecker(os.environ.get("LOOKALIKE_TOKEN") or None)
     service = Service(args.db, model, args.data_dir, engines=args.engines, matcher=args.matcher, small_faces=small,
-                      sharp_faces=sharp, every_scale=args.every_scale, cnn_fallback=args.cnn_fallback)
+                      sharp_faces=sharp, every_scale=args.every_scale, cnn_fallback=args.cnn_fallback,
+                      central_fraction=args.central_fraction)
     try:
         if not tokens.has_tokens(service.store):
             raise ValueError("no API token: set LOOKALIKE_TOKEN or run `lookalike serve --db ... --create-token`")

@@ -26,7 +26,6 @@ from lookalike.data.images import ImageError, decode_image, degrade, encode_png,
 from lookalike.gallery import Gallery, is_postgres_url, open_store
 from lookalike.gallery.store import VERDICTS, GalleryStore, NoGalleryError, StoreError
 from lookalike.identify import Identifier, prepare_gallery, result_document
-from lookalike.matchers.align import CNN_FALLBACK, FaceAligner
 from lookalike.matchers.cache import EmbeddingCache
 from lookalike.model import LookalikeModel
 from lookalike.service.files import ImageFiles
@@ -147,8 +146,9 @@ class Service:
 
     ``model``: a loaded :class:`LookalikeModel` (None: the base matcher); ``data_dir``: where uploaded images
     are kept (default: ``<db>.images`` beside a SQLite gallery); ``engines``: concurrent workers;
-    ``matcher``, ``cnn_fallback``: for a gallery this creates (when ``db`` holds none yet; an existing gallery keeps
-    its own fallback for undetected faces, and a contradicting ``cnn_fallback`` is a ValueError); ``small_faces``,
+    ``matcher``, ``cnn_fallback``, ``central_fraction``: for a gallery this creates (when ``db`` holds none yet; an
+    existing gallery keeps its own, and a contradicting setting is a ValueError:
+    :meth:`~lookalike.gallery.Gallery.open_or_create`); ``small_faces``,
     ``sharp_faces``: models for probe faces of other sizes (:class:`~lookalike.identify.Identifier`);
     ``every_scale``: look for small faces beside large ones in probe photos
     (:meth:`~lookalike.matchers.align.FaceAligner.align_all`).
@@ -157,21 +157,15 @@ class Service:
     def __init__(self, db: str, model: LookalikeModel | None = None, data_dir: str | Path | None = None,
                  engines: int = 2, matcher: str | None = None, small_faces: LookalikeModel | None = None,
                  sharp_faces: LookalikeModel | None = None, every_scale: bool = False,
-                 cnn_fallback: bool | None = None) -> None:
+                 cnn_fallback: bool | None = None, central_fraction: float | None = None) -> None:
         self.db = str(db)
         self.model = model
-        try:
-            with Gallery.open(self.db) as g:  # migrates an older schema, refuses a newer one
-                if cnn_fallback is not None and cnn_fallback != g.aligner.cnn_fallback:
-                    raise ValueError(f"{self.db} was created {'with' if g.aligner.cnn_fallback else 'without'} the CNN "
-                                     "fallback for undetected faces; drop --cnn-fallback/--no-cnn-fallback")
-        except NoGalleryError:  # a new gallery: the model's matcher, aligner and resolution, if there is a model
-            cnn = CNN_FALLBACK if cnn_fallback is None else cnn_fallback
-            if model is not None:
-                Gallery.create(self.db, matcher=model.matcher, lowres=model.gallery_lowres,
-                               aligner=model.aligner.with_fallback(cnn_fallback=cnn)).close()
-            else:
-                Gallery.create(self.db, matcher=matcher, aligner=FaceAligner(cnn_fallback=cnn)).close()
+        # an existing gallery keeps its own settings (a contradicting one is a ValueError); a new one gets the
+        # model's matcher, chip geometry and resolution, if there is a model (Gallery.open migrates an older schema,
+        # refuses a newer one)
+        Gallery.open_or_create(self.db, model.matcher if model is not None else matcher,
+                               model.gallery_lowres if model is not None else None,
+                               model.aligner if model is not None else None, central_fraction, cnn_fallback).close()
         self.files = ImageFiles(data_dir if data_dir is not None else default_data_dir(self.db))
         self._engines: queue.Queue[Engine] = queue.Queue()
         self._all: list[Engine] = []
