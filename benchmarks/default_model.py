@@ -12,8 +12,9 @@ OUT/command-<model>.txt (the ``lookalike train`` command), then runs that comman
 any PubFig number was seen: the LDA disambiguator, seed 0, 20 px bicubic faces for probes and gallery (or
 full-resolution faces: the same recipe, nothing else changed), the default aligner and depth; everything else is
 chosen on the model's own validation split of LFW people. ``20-probes`` is the same recipe for 20 px probes against
-full-resolution gallery faces with the plain ``torch`` matcher, so that it searches the galleries of the
-full-resolution model: identify gives it the faces at most 20 px across. ``20-gallery`` is the recipe for sharp
+full-resolution gallery faces, with the full-resolution model's matcher (the default, ``torch-flip``; ``torch``
+before flip averaging became the full-resolution default) so that it searches that model's galleries: identify
+gives it the faces at most 20 px across. ``20-gallery`` is the recipe for sharp
 probes against 20 px gallery faces (``--lowres 20 --lowres-apply gallery``, the ``torch-flip`` matcher of the 20 px
 model's galleries): identify gives it the faces at least 48 px across searched against those (choices and
 measurements: README).
@@ -69,7 +70,7 @@ def model_name(lowres: int | str) -> str:
 
 def train_command(manifest: Path, model: Path, cache: str, lowres: int | str = 20) -> list[str]:
     """The ``lookalike train`` arguments that build the default model for ``lowres`` from ``manifest``."""
-    faces = {"full": [], "20-probes": ["--lowres", "20", "--lowres-apply", "probes", "--matcher", "torch"],
+    faces = {"full": [], "20-probes": ["--lowres", "20", "--lowres-apply", "probes"],
              "20-gallery": ["--lowres", "20", "--lowres-apply", "gallery"]}.get(str(lowres), ["--lowres", str(lowres)])
     return ["train", "--data", str(manifest), *faces, "--seed", "0", "--model", str(model), "--cache", cache,
             "--no-progress"]
@@ -86,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="runs/default-model", help="folder for the manifest and the command")
     p.add_argument("--lowres", default="20", choices=[str(x) for x in LOWRES],
                    help="the model's faces: 20 px (bicubic, probes and gallery), full resolution, 20 px probes "
-                        "against full-resolution gallery faces (torch matcher), or sharp probes against 20 px ones")
+                        "against full-resolution gallery faces (the full-resolution model's matcher), or sharp "
+                        "probes against 20 px ones")
     p.add_argument("--model", help="model file to write (default: src/lookalike/models/default-<faces>.lkm)")
     p.add_argument("--cache", default="cache/lookalike.sqlite", help="embedding cache (as the Makefile's)")
     args = p.parse_args(argv)

@@ -36,8 +36,8 @@ LFW_PEOPLE, PUBFIG_IN_LFW = 5749, 108 + 3  # the overlap list, and three PubFig 
 
 
 @pytest.mark.parametrize(("path", "faces"), [(SHIPPED, ("torch-flip", 20, "both", "bicubic")),
-                                            (FULL, ("torch", None, "both", "bicubic")),
-                                            (PROBES, ("torch", 20, "probes", "bicubic")),
+                                            (FULL, ("torch-flip", None, "both", "bicubic")),
+                                            (PROBES, ("torch-flip", 20, "probes", "bicubic")),
                                             (GALLERY, ("torch-flip", 20, "gallery", "bicubic"))])
 def test_shipped_model_loads_without_pickle_and_records_its_training(path: Path, faces: tuple):
     assert default_model_paths() == [FULL, GALLERY, PROBES, SHIPPED]
@@ -73,7 +73,7 @@ def test_default_resolves_for_a_gallery_of_its_preprocessing(tmp_path: Path):
                                              r"\(dlib-resnet-v1,.*default-lowres20\.lkm \(dlib-resnet-v1\+flip.*"
                                              r"embedded without flip averaging.*--model default"):
             load_model("default", g)
-    with Gallery.create(tmp_path / "full.sqlite", matcher=FAST_MATCHER) as g:  # dlib-bin: the same descriptors
+    with Gallery.create(tmp_path / "full.sqlite") as g:  # a new full-resolution gallery: the flip matcher
         assert load_model("default", g).training_ == LookalikeModel.load(FULL).training_  # not the probes-only one
         small, sharp = (default_face_size_model(k, g.matcher_name, g.aligner, g.preprocess) for k in FACE_SIZES)
         assert small.training_ == LookalikeModel.load(PROBES).training_ and sharp is None
@@ -86,6 +86,10 @@ def test_default_resolves_for_a_gallery_of_its_preprocessing(tmp_path: Path):
             Identifier(g, main20, sharp_faces=LookalikeModel.load(SHIPPED))
         with pytest.raises(ValueError, match="takes the sharp faces of a model that degrades probes"):
             Identifier(g, sharp, sharp_faces=sharp)
+    with Gallery.create(tmp_path / "plain-full.sqlite", matcher=FAST_MATCHER) as g:  # enrolled by an earlier default
+        with pytest.raises(ValueError, match=r"no default model for a gallery of 'full' faces \(dlib-resnet-v1,.*"
+                                             r"embedded without flip averaging.*--model default"):
+            load_model("default", g)
     with Gallery.create(tmp_path / "small.sqlite", matcher=FAST_MATCHER, lowres=16) as g:
         with pytest.raises(ValueError, match=r"no default model for a gallery of 'lowres16-chip17' faces .*"
                                              r"default-full\.lkm.*default-lowres20\.lkm"):
@@ -148,7 +152,7 @@ def test_enroll_and_identify_with_the_default_model(orl_dir: Path, tmp_path: Pat
     full = tmp_path / "full.sqlite"
     assert main(["enroll", "--gallery", str(gallery), "--db", str(full), "--model", "default", *common]) == 0
     with Gallery.open(full) as g:
-        assert g.preprocess == "full" and g.matcher == "torch"
+        assert g.preprocess == "full" and g.matcher == "torch-flip"
     capsys.readouterr()
     assert main(["identify", str(orl_dir / "s3" / "7.pgm"), "--db", str(full), "--model", "default", "--format",
                  "json", "--top", "3"]) == 0
@@ -172,18 +176,18 @@ def test_rebuild_script_trains_each_shipped_model_with_its_faces(tmp_path: Path)
     assert [model_name(x) for x in (20, "full", "20-probes", "20-gallery")] == [SHIPPED.name, FULL.name, PROBES.name,
                                                                                GALLERY.name]
     probes = train_command(tmp_path / "m.csv", tmp_path / "m.lkm", "c.sqlite", "20-probes")
-    assert " ".join(probes).count("--lowres 20 --lowres-apply probes --matcher torch") == 1
+    assert " ".join(probes).count("--lowres 20 --lowres-apply probes") == 1 and "--matcher" not in probes
     low, full = (train_command(tmp_path / "m.csv", tmp_path / "m.lkm", "c.sqlite", x) for x in (20, "full"))
     assert low[low.index("--lowres") + 1] == "20" and "--lowres" not in full
     assert [a for a in low if a not in ("--lowres", "20")] == full
 
 
 def test_benchmark_default_picks_the_shipped_model_for_the_runs_probes_too(orl_dir: Path, tmp_path: Path):
-    """``benchmark --model default`` on 20 px probes against a sharp gallery (torch) evaluates the small-face model,
-    not the full-resolution one that searches the same gallery."""
+    """``benchmark --model default`` on 20 px probes against a sharp gallery evaluates the small-face model, not the
+    full-resolution one that searches the same gallery."""
     out = tmp_path / "run"
-    assert main(["benchmark", "--data", str(orl_dir), "--lowres", "20", "--lowres-apply", "probes", "--matcher",
-                 "torch", "--model", "default", "--max-people", "12", "--out", str(out), "--cache",
+    assert main(["benchmark", "--data", str(orl_dir), "--lowres", "20", "--lowres-apply", "probes",
+                 "--model", "default", "--max-people", "12", "--out", str(out), "--cache",
                  str(tmp_path / "c.sqlite"), "--workers", "1", "--no-progress"]) == 0
     used = json.loads((out / "metrics.json").read_text())["rerank_stats"]["lookalike-model"]
     assert (used["lowres"], used["lowres_apply"]) == (20, "probes")

@@ -37,13 +37,15 @@ def test_flip_matcher_has_its_own_cache_name() -> None:
     assert matcher_name("torch-flip") == matcher_name("torch") + "+flip" == get_matcher("torch-flip").name
 
 
-def test_default_matcher_is_flip_for_low_resolution_faces_only(tmp_path: Path) -> None:
-    assert default_matcher(20) == default_matcher(12) == "torch-flip" and default_matcher(None) == "torch"
-    assert LookalikeModel(lowres=20).matcher == "torch-flip" and LookalikeModel().matcher == "torch"
-    assert LookalikeModel("dlib", lowres=20).matcher == "dlib"  # a named matcher is kept
+def test_default_matcher_is_flip_at_every_resolution(tmp_path: Path) -> None:
+    assert default_matcher(20) == default_matcher(12) == default_matcher(None) == "torch-flip"
+    assert LookalikeModel(lowres=20).matcher == LookalikeModel().matcher == "torch-flip"
+    assert LookalikeModel("dlib", lowres=20).matcher == "dlib" and LookalikeModel("torch").matcher == "torch"
     with Gallery.create(tmp_path / "low.sqlite", lowres=20) as g:
         assert g.matcher == "torch-flip" and g.matcher_name == matcher_name("torch-flip")
     with Gallery.create(tmp_path / "full.sqlite") as g:
+        assert g.matcher == "torch-flip"
+    with Gallery.create(tmp_path / "plain.sqlite", matcher="torch") as g:  # a named matcher is kept
         assert g.matcher == "torch"
 
 

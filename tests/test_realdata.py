@@ -68,7 +68,7 @@ def test_orl_lowres_probes_only(orl_features):
     test_rows = np.isin(protocol.table.roles, ("probe", "gallery"))
     low = make_protocol(protocol.table.select(test_rows), lowres=16, lowres_apply="probes")
     assert low.table.roles.tolist() == protocol.table.roles[test_rows].tolist()
-    features = embed_protocol(low, "torch", cache=cache, workers=1, progress=False)
+    features = embed_protocol(low, cache=cache, workers=1, progress=False)  # the default matcher, as the fixture
     probe_rows = low.table.roles == "probe"
     # only 16 px faces are new work (the probes, and the gallery prepared as probes for non-mated searches): the
     # full-resolution gallery comes from the cache, the alignments too

@@ -129,7 +129,7 @@ def other_page(service: Service, search_id: int) -> str:
     return client.get(f"/review/{search_id}").text
 
 
-def test_a_service_gives_small_faces_to_the_small_face_model(site, orl_dir: Path, tmp_path: Path):
+def test_a_service_gives_small_faces_to_the_small_face_model(orl_dir: Path, tmp_path: Path):
     """``serve --model default``'s companion: a face at most 20 px across is searched by the shipped small-face model
     (20 px probes against a sharp gallery), a larger one by the service's model (here none); batches do not route."""
     import io
@@ -138,11 +138,14 @@ def test_a_service_gives_small_faces_to_the_small_face_model(site, orl_dir: Path
 
     from lookalike.model import default_face_size_model
 
-    _, service, _ = site
-    with Gallery.open(service.db) as g:
+    db = str(tmp_path / "flip.sqlite")  # a new full-resolution gallery: the default (flip) matcher the model needs
+    Gallery.create(db).close()
+    with Gallery.open(db) as g:
         small_model = default_face_size_model("small", g.matcher_name, g.aligner, g.preprocess)
-    other = Service(service.db, None, tmp_path / "images", engines=1, small_faces=small_model)
+    other = Service(db, None, tmp_path / "images", engines=1, small_faces=small_model)
     try:
+        for p in (1, 2, 3):
+            other.add_images(f"s{p}", [Upload("1.pgm", orl_bytes(orl_dir, p, 1))], create=True)
         buf = io.BytesIO()
         Image.open(orl_dir / "s2" / "5.pgm").resize((18, 22), Image.BICUBIC).save(buf, format="PNG")
         small = Upload("small.png", buf.getvalue())

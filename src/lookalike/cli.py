@@ -79,9 +79,9 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="how --lowres degrades faces: bicubic (resize down and up; default) or realistic (per image, "
                         "seeded by its content: random blur, downsampling, sensor noise, JPEG 30-90, resize up)")
     p.add_argument("--matcher", choices=MATCHERS, default=None,
-                   help="embedding model: torch (the PyTorch port of dlib's network), torch-flip (the same, each chip "
-                        "averaged with its mirror: twice the cost) or dlib (dlib-bin); default: torch-flip with "
-                        "--lowres, torch at full resolution (chosen on validation, see README)")
+                   help="embedding model: torch-flip (the PyTorch port of dlib's network, each chip averaged with its "
+                        "mirror: twice the cost; the default, chosen on validation, see README), torch (the port, one "
+                        "pass) or dlib (dlib-bin)")
     p.add_argument("--workers", type=POSITIVE, default=2, help="processes for detection and embedding (default: 2)")
     p.add_argument("--cache", default=str(DEFAULT_CACHE),
                    help=f"embedding cache (SQLite; 'none' for none; default: {DEFAULT_CACHE})")

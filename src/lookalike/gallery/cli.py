@@ -32,7 +32,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--lowres", type=_lowres, default=None, metavar="PX",
                    help="degrade faces to about PX pixels across (new gallery; must match an existing one)")
     e.add_argument("--matcher", choices=MATCHERS, default=None,
-                   help="embedding model of a new gallery (default: torch-flip with --lowres, else torch); must "
+                   help="embedding model of a new gallery (default: torch-flip); must "
                         "match an existing one")
     e.add_argument("--central-fraction", type=FRACTION, default=None,
                    help="aligner fallback for a new gallery (default 0.45, see `lookalike embed --help`)")

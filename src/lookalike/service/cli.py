@@ -29,7 +29,7 @@ def add_parser(sub) -> None:
     from lookalike.matchers import MATCHERS
 
     s.add_argument("--matcher", choices=MATCHERS, default=None,
-                   help="matcher of a gallery this creates (default: the model's, else torch)")
+                   help="matcher of a gallery this creates (default: the model's, else torch-flip)")
     from lookalike.cli import FRACTION
 
     s.add_argument("--central-fraction", type=FRACTION, default=None,
