@@ -15,6 +15,7 @@ from lookalike.data.images import DEGRADE_KINDS, check_degrade, degrade, lowres_
 from lookalike.data.protocol import Protocol, make_protocol
 from lookalike.data.table import FaceTable
 from lookalike.embed import embed_paths, face_chip, preprocess_key
+from lookalike.matchers.align import FaceAligner
 from lookalike.matchers.cache import EmbeddingCache, content_key
 
 
@@ -133,8 +134,9 @@ def test_embed_realistic_is_cached_apart(orl_dir, tmp_path):
     keys = [content_key(p) for p in paths]
     from lookalike.matchers import matcher_name
 
-    assert len(cache.get_embeddings(keys, matcher_name(FAST_MATCHER), "lowres16-chip17-realistic")) == 3
-    assert len(cache.get_embeddings(keys, matcher_name(FAST_MATCHER), "lowres16-chip17")) == 3
+    name = FaceAligner().name
+    assert len(cache.get_embeddings(keys, name, matcher_name(FAST_MATCHER), "lowres16-chip17-realistic")) == 3
+    assert len(cache.get_embeddings(keys, name, matcher_name(FAST_MATCHER), "lowres16-chip17")) == 3
     with pytest.raises(ValueError, match="degrade must be"):
         embed_paths(paths, lowres=16, degrade="nope", **run)
 

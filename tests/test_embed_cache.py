@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import sqlite3
 
 import numpy as np
 import pytest
 from conftest import FAST_MATCHER, need_data, write_synthetic
+from PIL import Image
 
 import lookalike.embed as embed_module
 from lookalike.embed import embed_paths, preprocess_key
@@ -53,17 +55,18 @@ def test_cache_rows_roundtrip_and_persist(tmp_path):
     np.testing.assert_array_equal(al.landmarks, _alignment(1).landmarks)
     assert got["k2"] == ("no_face", "k2: no face found", None)
     assert cache.get_alignments(["k1"], "other-aligner") == {}
-    emb = cache.get_embeddings(["k1", "k2"], "m", "full")
+    emb = cache.get_embeddings(["k1", "k2"], "al", "m", "full")
     assert set(emb) == {"k1"} and emb["k1"].dtype == np.float32
     np.testing.assert_array_equal(emb["k1"], v)
-    assert cache.get_embeddings(["k1"], "m", "lowres16") == {}
-    assert cache.get_embeddings(["k1"], "m2", "full") == {}
+    assert cache.get_embeddings(["k1"], "al", "m", "lowres16") == {}
+    assert cache.get_embeddings(["k1"], "al", "m2", "full") == {}
     many = [f"x{i}" for i in range(1200)]  # more keys than one SQL chunk
     cache.put("al", "m", "full", [(k, "ok", "", _alignment(2), v) for k in many])
-    assert len(cache.get_embeddings(many + ["k1"], "m", "full")) == 1201
+    assert len(cache.get_embeddings(many + ["k1"], "al", "m", "full")) == 1201
+    assert cache.get_embeddings(["k1"], "other-aligner", "m", "full") == {}  # another aligner's chip: its own
     cache.close()
     mem = EmbeddingCache(None)
-    assert mem.path is None and mem.get_embeddings(["k1"], "m", "full") == {}
+    assert mem.path is None and mem.get_embeddings(["k1"], "al", "m", "full") == {}
 
 
 def test_names_and_keys():
@@ -122,7 +125,7 @@ def orl_runs(tmp_path_factory):
     cache.close()
     cache = EmbeddingCache(db)
     keys = [content_key(p) for p in paths]
-    out["after_interrupt"] = sorted(cache.get_embeddings(keys, matcher_name(FAST_MATCHER), "full"))
+    out["after_interrupt"] = sorted(cache.get_embeddings(keys, aligner.name, matcher_name(FAST_MATCHER), "full"))
     out["interrupt_keys"] = keys[:2]
     # 2. resume on a subset, 3. then on everything
     out["first3"] = embed_paths(paths[:3], cache=cache, **run)
@@ -217,3 +220,51 @@ def test_read_chips_aligns_missing_only_when_asked(orl_dir, tmp_path):
     with pytest.raises(ImageError) as e:
         face_chip(noise, FaceAligner(central_fraction=0))
     assert e.value.reason == "no_face"
+
+
+def test_two_aligners_never_share_an_embedding(tmp_path):
+    """An undetected face is cut by each aligner's own fallback (here two central fractions): one cache must give each
+    aligner the embedding of its own chip, whichever ran first (it once gave both the last one written)."""
+    photo = tmp_path / "noise.png"  # no detector finds a face in noise: the centred square
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (120, 100, 3), np.uint8)).save(photo)
+    run = {"matcher": FAST_MATCHER, "workers": 1, "progress": False}
+    alone = {f: embed_paths([str(photo)], aligner=FaceAligner(f), **run).vectors[0] for f in (0.45, 0.9)}
+    assert not np.allclose(alone[0.45], alone[0.9], atol=1e-3)
+    cache = EmbeddingCache(tmp_path / "c.sqlite")
+    for f in (0.9, 0.45, 0.9, 0.45):  # each written, then read back after the other was written
+        got = embed_paths([str(photo)], aligner=FaceAligner(f), cache=cache, **run)
+        np.testing.assert_allclose(got.vectors[0], alone[f], atol=1e-6)
+    assert got.computed == 0
+    cache.close()
+
+
+def test_a_cache_from_before_the_aligner_key_is_migrated(tmp_path):
+    """A version-1 cache (embeddings without their aligner): an image aligned by one aligner keeps its embeddings,
+    under that aligner; one aligned by two loses them (whose chip they came from is unknown); alignments stay."""
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript("""
+        CREATE TABLE alignments (image TEXT NOT NULL, aligner TEXT NOT NULL, status TEXT NOT NULL, message TEXT,
+            method TEXT, n_faces INTEGER, geometry BLOB, PRIMARY KEY (image, aligner));
+        CREATE TABLE embeddings (image TEXT NOT NULL, matcher TEXT NOT NULL, preprocess TEXT NOT NULL,
+            vector BLOB NOT NULL, PRIMARY KEY (image, matcher, preprocess));
+        PRAGMA user_version = 1;""")
+    row = _alignment(1).to_row()
+    v = np.arange(4, dtype=np.float32)
+    db.executemany("INSERT INTO alignments VALUES (?,?,?,?,?,?,?)",
+                   [("one", "a1", "ok", "", *row), ("two", "a1", "ok", "", *row), ("two", "a2", "ok", "", *row)])
+    db.executemany("INSERT INTO embeddings VALUES (?,?,?,?)",
+                   [("one", "m", "full", v.tobytes()), ("one", "m", "lowres16", v.tobytes()),
+                    ("two", "m", "full", v.tobytes())])
+    db.commit()
+    db.close()
+    cache = EmbeddingCache(path)
+    assert set(cache.get_embeddings(["one", "two"], "a1", "m", "full")) == {"one"}
+    np.testing.assert_array_equal(cache.get_embeddings(["one"], "a1", "m", "lowres16")["one"], v)
+    assert cache.get_embeddings(["one", "two"], "a2", "m", "full") == {}
+    assert set(cache.get_alignments(["one", "two"], "a2")) == {"two"}
+    assert cache._db.execute("PRAGMA user_version").fetchone()[0] == 2
+    cache.close()
+    again = EmbeddingCache(path)  # reopening migrates nothing more
+    assert set(again.get_embeddings(["one", "two"], "a1", "m", "full")) == {"one"}
+    again.close()

@@ -15,6 +15,7 @@ pytest.importorskip("ray.data")
 
 from lookalike.embed import embed_paths  # noqa: E402
 from lookalike.matchers import get_matcher  # noqa: E402
+from lookalike.matchers.align import FaceAligner  # noqa: E402
 from lookalike.matchers.base import Matcher  # noqa: E402
 from lookalike.matchers.cache import EmbeddingCache, content_key  # noqa: E402
 
@@ -66,7 +67,7 @@ def test_ray_equals_local_and_survives_a_dying_actor(ray_local, orl_paths, tmp_p
     np.testing.assert_array_equal(got.method, local.method)
     # every embedding is in the cache exactly once, and a second run computes nothing
     keys = [content_key(p) for p in orl_paths]
-    assert sorted(cache.get_embeddings(keys, local_name(), "full")) == sorted(set(keys))
+    assert sorted(cache.get_embeddings(keys, FaceAligner().name, local_name(), "full")) == sorted(set(keys))
     (n_rows,) = cache._db.execute("SELECT COUNT(*) FROM embeddings").fetchone()
     assert n_rows == len(set(keys))
     again = embed_paths(orl_paths, FAST_MATCHER, cache=cache, engine="ray", progress=False)

@@ -154,7 +154,7 @@ def embed_paths(paths: list[str] | np.ndarray, matcher: str | Matcher | None = N
     prep = preprocess_key(lowres, degrade)
     name = matcher.name if isinstance(matcher, Matcher) else matcher_name(matcher)
     aligned = cache.get_alignments(keys, aligner.name)
-    embedded = cache.get_embeddings(keys, name, prep)
+    embedded = cache.get_embeddings(keys, aligner.name, name, prep)
     n = len(paths)
     status = np.full(n, "", dtype=object)
     method = np.full(n, "", dtype=object)

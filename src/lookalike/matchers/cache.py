@@ -1,8 +1,13 @@
 """On-disk cache of alignments and embeddings (SQLite), keyed by image content.
 
-An alignment is keyed by (image content hash, aligner settings); an embedding by (image content hash,
-matcher name, preprocessing key). Each finished batch is committed, so an interrupted run resumes
+An alignment is keyed by (image content hash, aligner settings); an embedding by (image content hash, aligner
+settings, matcher name, preprocessing key): two aligners can cut different chips from one photo (another fallback for
+an undetected face), so each has its own embeddings. Each finished batch is committed, so an interrupted run resumes
 without losing finished work, and a second run reuses everything.
+
+A cache written before embeddings recorded their aligner (``user_version`` 1) is migrated when opened: each old
+embedding goes to the one aligner its image was aligned by; an image aligned by several has its embeddings dropped
+(which aligner's chip they came from is unknown), to be embedded again.
 """
 
 from __future__ import annotations
@@ -20,14 +25,17 @@ from lookalike.matchers.align import Alignment
 
 DEFAULT_CACHE = Path.home() / ".cache" / "lookalike" / "embeddings.sqlite"
 
-SCHEMA = """
+EMBEDDINGS = """CREATE TABLE IF NOT EXISTS embeddings (
+    image TEXT NOT NULL, aligner TEXT NOT NULL, matcher TEXT NOT NULL, preprocess TEXT NOT NULL,
+    vector BLOB NOT NULL, PRIMARY KEY (image, aligner, matcher, preprocess))"""
+SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS alignments (
     image TEXT NOT NULL, aligner TEXT NOT NULL, status TEXT NOT NULL, message TEXT,
     method TEXT, n_faces INTEGER, geometry BLOB, PRIMARY KEY (image, aligner));
-CREATE TABLE IF NOT EXISTS embeddings (
-    image TEXT NOT NULL, matcher TEXT NOT NULL, preprocess TEXT NOT NULL, vector BLOB NOT NULL,
-    PRIMARY KEY (image, matcher, preprocess));
+{EMBEDDINGS};
 """
+VERSION = 2  # user_version: 1 = embeddings without their aligner
+OLD_EMBEDDINGS = ["image", "matcher", "preprocess", "vector"]
 
 
 def content_key(path: str | Path) -> str:
@@ -45,7 +53,7 @@ def content_key(path: str | Path) -> str:
 
 
 COLUMNS = {"alignments": ["image", "aligner", "status", "message", "method", "n_faces", "geometry"],
-           "embeddings": ["image", "matcher", "preprocess", "vector"]}
+           "embeddings": ["image", "aligner", "matcher", "preprocess", "vector"]}
 
 
 class CacheError(ValueError):
@@ -81,16 +89,30 @@ class EmbeddingCache:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(self.path) if self.path else ":memory:", timeout=60)
         self._db.execute("PRAGMA journal_mode=WAL")
+        self._migrate()
         self._db.executescript(SCHEMA)
         for table, columns in COLUMNS.items():
             have = [r[1] for r in self._db.execute(f"PRAGMA table_info({table})")]
             if have != columns:
                 raise sqlite3.DatabaseError(f"table {table} has columns {have}, not a lookalike cache")
         with self._db:  # a write now, so that a read-only file fails here rather than after the first batch
-            self._db.execute("PRAGMA user_version = 1")
+            self._db.execute(f"PRAGMA user_version = {VERSION}")
 
     def close(self) -> None:
         self._db.close()
+
+    def _migrate(self) -> None:
+        """Give a version-1 cache's embeddings their aligner (see the module's docstring), in one transaction."""
+        if [r[1] for r in self._db.execute("PRAGMA table_info(embeddings)")] != OLD_EMBEDDINGS:
+            return
+        with self._db:
+            self._db.execute("ALTER TABLE embeddings RENAME TO embeddings_v1")
+            self._db.execute(EMBEDDINGS)
+            self._db.execute(
+                "INSERT INTO embeddings SELECT e.image, a.aligner, e.matcher, e.preprocess, e.vector "
+                "FROM embeddings_v1 e JOIN (SELECT image, MIN(aligner) AS aligner FROM alignments GROUP BY image "
+                "HAVING COUNT(DISTINCT aligner) = 1) a ON a.image = e.image")
+            self._db.execute("DROP TABLE embeddings_v1")
 
     @_cache_errors
     def get_alignments(self, keys: list[str], aligner: str) -> dict[str, tuple[str, str, Alignment | None]]:
@@ -112,13 +134,14 @@ class EmbeddingCache:
         return {r[0] for r in self._db.execute("SELECT DISTINCT image FROM alignments WHERE status = 'ok'")}
 
     @_cache_errors
-    def get_embeddings(self, keys: list[str], matcher: str, preprocess: str) -> dict[str, np.ndarray]:
+    def get_embeddings(self, keys: list[str], aligner: str, matcher: str, preprocess: str) -> dict[str, np.ndarray]:
+        """key -> vector for the keys embedded from ``aligner``'s chip by ``matcher`` after ``preprocess``."""
         out = {}
         for chunk in _chunks(sorted(set(keys)), 500):
             q = ",".join("?" * len(chunk))
             rows = self._db.execute(
-                f"SELECT image, vector FROM embeddings WHERE matcher = ? AND preprocess = ? AND image IN ({q})",
-                [matcher, preprocess, *chunk])
+                f"SELECT image, vector FROM embeddings WHERE aligner = ? AND matcher = ? AND preprocess = ? "
+                f"AND image IN ({q})", [aligner, matcher, preprocess, *chunk])
             for image, blob in rows:
                 out[image] = np.frombuffer(blob, np.float32).copy()
         return out
@@ -138,8 +161,8 @@ class EmbeddingCache:
                 self._db.execute("INSERT OR REPLACE INTO alignments VALUES (?,?,?,?,?,?,?)",
                                  (key, aligner, status, message, method, n_faces, geometry))
                 if emb is not None:
-                    self._db.execute("INSERT OR REPLACE INTO embeddings VALUES (?,?,?,?)",
-                                     (key, matcher, preprocess, np.asarray(emb, np.float32).tobytes()))
+                    self._db.execute("INSERT OR REPLACE INTO embeddings VALUES (?,?,?,?,?)",
+                                     (key, aligner, matcher, preprocess, np.asarray(emb, np.float32).tobytes()))
 
 
 def _chunks(items: list, n: int):
