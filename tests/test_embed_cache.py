@@ -15,7 +15,7 @@ import lookalike.embed as embed_module
 from lookalike.embed import embed_paths, preprocess_key
 from lookalike.matchers import matcher_name
 from lookalike.matchers.align import Alignment, FaceAligner
-from lookalike.matchers.cache import EmbeddingCache, content_key
+from lookalike.matchers.cache import CacheError, EmbeddingCache, content_key
 
 # ----------------------------------------------------------------------------------------------- cache unit
 
@@ -268,3 +268,21 @@ def test_a_cache_from_before_the_aligner_key_is_migrated(tmp_path):
     again = EmbeddingCache(path)  # reopening migrates nothing more
     assert set(again.get_embeddings(["one", "two"], "a1", "m", "full")) == {"one"}
     again.close()
+
+
+def test_a_failed_migration_leaves_the_old_cache_as_it_was(tmp_path):
+    """The migration is one transaction: if it fails (here: no alignments table to attribute embeddings from), the
+    old embeddings table is still there, whole, and the error names the file."""
+    path = tmp_path / "odd.sqlite"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE embeddings (image TEXT NOT NULL, matcher TEXT NOT NULL, preprocess TEXT NOT NULL, "
+               "vector BLOB NOT NULL, PRIMARY KEY (image, matcher, preprocess))")
+    db.execute("INSERT INTO embeddings VALUES ('one', 'm', 'full', x'00000000')")
+    db.commit()
+    db.close()
+    with pytest.raises(CacheError, match=str(path)):
+        EmbeddingCache(path)
+    db = sqlite3.connect(path)
+    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert tables == {"embeddings"} and db.execute("SELECT COUNT(*) FROM embeddings").fetchone() == (1,)
+    db.close()

@@ -105,7 +105,8 @@ class EmbeddingCache:
         """Give a version-1 cache's embeddings their aligner (see the module's docstring), in one transaction."""
         if [r[1] for r in self._db.execute("PRAGMA table_info(embeddings)")] != OLD_EMBEDDINGS:
             return
-        with self._db:
+        self._db.execute("BEGIN IMMEDIATE")  # the renames and copies too (DDL opens no transaction by itself)
+        with self._db:  # commits, or rolls all of it back
             self._db.execute("ALTER TABLE embeddings RENAME TO embeddings_v1")
             self._db.execute(EMBEDDINGS)
             self._db.execute(
