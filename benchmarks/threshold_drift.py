@@ -27,23 +27,26 @@ import numpy as np
 from same_person import search
 from validation_runs import runs_parser
 
-from lookalike.benchmark import load_saved_run
+from lookalike.benchmark import load_saved_run, run_config
 from lookalike.calibration import FPIRS
 from lookalike.gallery import Gallery
 from lookalike.identify import Identifier
+from lookalike.matchers.align import FaceAligner
 from lookalike.matchers.cache import EmbeddingCache
 from lookalike.model import LookalikeModel
 
 
 @contextmanager
 def gallery_identifier(model: LookalikeModel, subjects: np.ndarray, vectors: np.ndarray,
-                       paths: np.ndarray | None = None, cache: str | None = None) -> Iterator[Identifier]:
-    """``identify``'s :class:`Identifier` with ``model`` on a temporary gallery of these faces (SQLite); with
-    ``paths``, enrolled from the image files through ``cache`` (a model that prepares probes otherwise than the
-    gallery calibrates by cutting the sampled faces again from their files), checked to give ``vectors``."""
+                       paths: np.ndarray | None = None, cache: str | None = None,
+                       aligner: FaceAligner | None = None) -> Iterator[Identifier]:
+    """``identify``'s :class:`Identifier` with ``model`` on a temporary gallery of these faces (SQLite), aligned by
+    ``aligner`` (default: the model's); with ``paths``, enrolled from the image files through ``cache`` (a model that
+    prepares probes otherwise than the gallery calibrates by cutting the sampled faces again from their files),
+    checked to give ``vectors``."""
     with tempfile.TemporaryDirectory() as tmp, \
             Gallery.create(Path(tmp) / "g.sqlite", matcher=model.matcher, lowres=model.gallery_lowres,
-                           aligner=model.aligner) as g:
+                           aligner=aligner or model.aligner) as g:
         if paths is None:
             g.add_embeddings(subjects.astype(str), vectors)
         else:
@@ -55,9 +58,10 @@ def gallery_identifier(model: LookalikeModel, subjects: np.ndarray, vectors: np.
 
 
 def identify_thresholds(model: LookalikeModel, subjects: np.ndarray, vectors: np.ndarray,
-                        paths: np.ndarray | None = None, cache: str | None = None) -> dict[float, tuple]:
+                        paths: np.ndarray | None = None, cache: str | None = None,
+                        aligner: FaceAligner | None = None) -> dict[float, tuple]:
     """{FPIR: (threshold, where it was calibrated)} as ``identify`` decides on a gallery of these faces."""
-    with gallery_identifier(model, subjects, vectors, paths, cache) as ident:
+    with gallery_identifier(model, subjects, vectors, paths, cache, aligner) as ident:
         return {f: ident.threshold(f) for f in FPIRS}
 
 
@@ -72,8 +76,9 @@ def main(argv: list[str] | None = None) -> int:
         enrolled = mated.any(1)
         nonmated = search(model, probes, gallery, base.depth, exclude=mated).scores[:, 0]
         one_sided = model.probe_lowres != model.gallery_lowres  # enrolled from the files: see gallery_identifier
+        cfg = run_config(run)  # the run's fallbacks for undetected faces, as load_saved_run embedded them
         own = identify_thresholds(model, r["gallery_ids"], gallery, r["gallery_paths"] if one_sided else None,
-                                  args.cache)
+                                  args.cache, model.aligner.with_fallback(cfg.central_fraction, cfg.cnn_fallback))
         for f in FPIRS:
             t = (model.threshold(f), own[f][0])
             got = [100 * np.mean(nonmated >= x) for x in t]

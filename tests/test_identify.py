@@ -73,6 +73,30 @@ def test_saved_model_reproduces_the_benchmark_exactly(orl_dir, cache_path, tmp_p
     assert r["open_set"]["paired"] == m["paired_open_set"]["lookalike-best"]["baseline"]
 
 
+def test_a_saved_run_is_replayed_with_its_own_fallback_for_undetected_faces(synthetic_model, tmp_path):
+    """A ``--model`` run may crop undetected faces with another ``--central-fraction`` than the model's (PubFig's
+    0.9 against the shipped models' 0.45): replaying it embeds them as the run did, not as the model's aligner would."""
+    from lookalike.benchmark import load_saved_run
+    from lookalike.embed import embed_paths
+    from lookalike.matchers.align import FaceAligner
+
+    model, _ = synthetic_model
+    run = tmp_path / "run"
+    run.mkdir()
+    model.save(run / "model.lkm")
+    assert model.aligner.central_fraction == 0.45
+    paths = np.array([str(write_synthetic(tmp_path / f"{i}.png", i, (90, 110))) for i in range(3)])  # no face found
+    ids = np.array(["a", "b", "c"])
+    np.savez(run / "rankings.npz", probe_paths=paths[:1], probe_ids=ids[:1], gallery_paths=paths, gallery_ids=ids,
+             **{"baseline.indices": np.array([[0, 1, 2]]), "baseline.scores": np.zeros((1, 3), np.float32)})
+    (run / "metrics.json").write_text(json.dumps({"config": {"data": "d", "out": str(run), "central_fraction": 0.9}}))
+    saved = load_saved_run(run, cache=None, workers=1)
+    want = {f: embed_paths(paths, model.matcher, FaceAligner(f), workers=1, progress=False).vectors
+            for f in (0.9, 0.45)}
+    np.testing.assert_allclose(saved.gallery, want[0.9], atol=1e-6)
+    assert not np.allclose(saved.gallery, want[0.45], atol=1e-3)
+
+
 @pytest.fixture(scope="module")
 def system(orl_dir, cache_path, tmp_path_factory):
     """A model trained on ORL people s21..s40 and a gallery of s1..s20 (images 1-3 enrolled)."""

@@ -695,18 +695,22 @@ class SavedRun(NamedTuple):
 
 
 def load_saved_run(out: str | Path, cache: str | None = str(DEFAULT_CACHE), workers: int = 2) -> SavedRun:
-    """A run's :class:`SavedRun`; its faces embedded again through the cache as its ``model.lkm`` prepares them."""
+    """A run's :class:`SavedRun`; its faces embedded again through the cache as its ``model.lkm`` prepares them
+    (matcher, resolution, degradation, chip geometry) with the run's own fallbacks for undetected faces (a ``--model``
+    run may set another ``--central-fraction`` than the model's, and its lists were made with it)."""
     from lookalike.embed import embed_paths
 
     out = Path(out)
     model = LookalikeModel.load(out / "model.lkm")
+    cfg = run_config(out)
+    aligner = model.aligner.with_fallback(cfg.central_fraction, cfg.cnn_fallback)
     with np.load(out / "rankings.npz", allow_pickle=False) as z:
         r = dict(z)
     store = EmbeddingCache(cache)
     try:
-        probes = embed_paths(r["probe_paths"], model.matcher, model.aligner, model.probe_lowres, store, workers,
+        probes = embed_paths(r["probe_paths"], model.matcher, aligner, model.probe_lowres, store, workers,
                              progress=False, degrade=model.degrade)
-        gallery = embed_paths(r["gallery_paths"], model.matcher, model.aligner, model.gallery_lowres, store, workers,
+        gallery = embed_paths(r["gallery_paths"], model.matcher, aligner, model.gallery_lowres, store, workers,
                               progress=False, degrade=model.degrade)
     finally:
         store.close()
