@@ -31,15 +31,13 @@ their saved protocol and settings are read).
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 from validation_runs import runs_parser, save_json
 
 from lookalike.benchmark import BenchmarkConfig, run_features, run_model
-from lookalike.experiment import ProtocolFeatures, build_split, embed_protocol
-from lookalike.matchers.cache import EmbeddingCache
+from lookalike.experiment import ProtocolFeatures, build_split
 from lookalike.metrics import first_hits, mcnemar
 from lookalike.rerank.lookalike import rerank_faces
 from lookalike.versions import versions
@@ -66,12 +64,7 @@ def one_run(run: Path, cache: str) -> dict[str, dict]:
     if cfg.lowres is not None or cfg.matcher != "torch":
         raise SystemExit(f"{run}: a full-resolution run of the plain torch matcher is needed "
                          f"(lowres {cfg.lowres}, matcher {cfg.matcher})")
-    flip_cfg = replace(cfg, matcher="torch-flip")
-    store = EmbeddingCache(cache)
-    try:
-        flip = embed_protocol(plain.protocol, "torch-flip", store, flip_cfg.aligner(), 2, progress=False)
-    finally:
-        store.close()
+    flip_cfg, flip = run_features(run, cache, matcher="torch-flip")
     out = {"torch": validation_hits(cfg, plain), "torch-flip": validation_hits(flip_cfg, flip)}
     if not np.array_equal(out["torch"]["paths"], out["torch-flip"]["paths"]):
         raise SystemExit(f"{run}: the two matchers' validation probes differ")

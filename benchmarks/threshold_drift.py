@@ -76,9 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         enrolled = mated.any(1)
         nonmated = search(model, probes, gallery, base.depth, exclude=mated).scores[:, 0]
         one_sided = model.probe_lowres != model.gallery_lowres  # enrolled from the files: see gallery_identifier
-        cfg = run_config(run)  # the run's fallbacks for undetected faces, as load_saved_run embedded them
         own = identify_thresholds(model, r["gallery_ids"], gallery, r["gallery_paths"] if one_sided else None,
-                                  args.cache, model.aligner.with_fallback(cfg.central_fraction, cfg.cnn_fallback))
+                                  args.cache, run_config(run).aligner(model.aligner))  # as load_saved_run embedded
         for f in FPIRS:
             t = (model.threshold(f), own[f][0])
             got = [100 * np.mean(nonmated >= x) for x in t]

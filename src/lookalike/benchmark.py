@@ -82,9 +82,10 @@ class BenchmarkConfig:
     progress: bool = True
     model: str | None = None  # a trained model (.lkm, or "default") to evaluate as it is: no training
 
-    def aligner(self) -> FaceAligner:
-        """The run's aligner: its fallbacks for undetected faces (``central_fraction``, ``cnn_fallback``)."""
-        return FaceAligner(self.central_fraction, cnn_fallback=self.cnn_fallback)
+    def aligner(self, geometry: FaceAligner | None = None) -> FaceAligner:
+        """The run's aligner: its fallbacks for undetected faces (``central_fraction``, ``cnn_fallback``), on the chip
+        ``geometry`` of a model's aligner if given (a ``--model`` run's model may have other fallbacks)."""
+        return (geometry or FaceAligner()).with_fallback(self.central_fraction, self.cnn_fallback)
 
 
 def load_dataset(path: str | Path, exclude: list[str | Path] = ()) -> FaceTable:
@@ -667,12 +668,14 @@ def run_config(out: str | Path) -> BenchmarkConfig:
     return BenchmarkConfig(**{k: v for k, v in saved.items() if k in BenchmarkConfig.__dataclass_fields__})
 
 
-def run_features(out: str | Path, cache: str | None = str(DEFAULT_CACHE), workers: int = 2
-                 ) -> tuple[BenchmarkConfig, ProtocolFeatures]:
-    """A benchmark run's saved protocol embedded again (through the cache) with the run's matcher and aligner:
-    (the run's config from ``metrics.json``, the features), for experiments on the run's own splits."""
+def run_features(out: str | Path, cache: str | None = str(DEFAULT_CACHE), workers: int = 2,
+                 matcher: str | None = None) -> tuple[BenchmarkConfig, ProtocolFeatures]:
+    """A benchmark run's saved protocol embedded again (through the cache) with the run's matcher (or ``matcher``)
+    and aligner: (the run's config from ``metrics.json``, with that matcher; the features), for experiments on the
+    run's own splits."""
     out = Path(out)
     cfg = run_config(out)
+    cfg = replace(cfg, matcher=matcher or cfg.matcher)
     store = EmbeddingCache(cache)
     try:
         return cfg, embed_protocol(Protocol.load(out / "protocol"), cfg.matcher, store,
@@ -702,8 +705,7 @@ def load_saved_run(out: str | Path, cache: str | None = str(DEFAULT_CACHE), work
 
     out = Path(out)
     model = LookalikeModel.load(out / "model.lkm")
-    cfg = run_config(out)
-    aligner = model.aligner.with_fallback(cfg.central_fraction, cfg.cnn_fallback)
+    aligner = run_config(out).aligner(model.aligner)
     with np.load(out / "rankings.npz", allow_pickle=False) as z:
         r = dict(z)
     store = EmbeddingCache(cache)
