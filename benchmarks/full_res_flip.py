@@ -1,6 +1,6 @@
 """Flip averaging at full resolution, decided again on eight validation splits (validation only).
 
-``lookalike.matchers.default_matcher`` uses the plain ``torch`` matcher at full resolution because, when flip
+``lookalike.matchers`` used the plain ``torch`` matcher at full resolution because, when flip
 averaging was adopted for low-resolution faces (``benchmarks/flip_tta.py``), its rule looked at one full-resolution
 validation split, LFW seed 0, where flipping lost (whole method 95.67 -> 95.27; 1,269 probes, the matcher at 95%).
 That split is small and near its ceiling. This script asks the same question on every full-resolution split the

@@ -25,7 +25,7 @@ from same_person import open_set
 from lookalike.benchmark import BenchmarkConfig, run_config
 from lookalike.data.protocol import side_lowres
 from lookalike.embed import embed_paths
-from lookalike.matchers import default_matcher
+from lookalike.matchers import DEFAULT_MATCHER
 from lookalike.matchers.cache import EmbeddingCache
 from lookalike.metrics import RankedLists
 from lookalike.model import LookalikeModel
@@ -38,7 +38,7 @@ def run_faces(run: Path, cache: str) -> tuple[BenchmarkConfig, dict, np.ndarray,
     cfg = run_config(run)
     with np.load(run / "rankings.npz", allow_pickle=False) as z:
         r = dict(z)
-    matcher = cfg.matcher or default_matcher(cfg.lowres)
+    matcher = cfg.matcher or DEFAULT_MATCHER
     store = EmbeddingCache(cache)
     try:
         probes, gallery = (

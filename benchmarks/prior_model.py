@@ -29,7 +29,7 @@ from lookalike.benchmark import BenchmarkConfig
 from lookalike.disambiguators.base import Disambiguator
 from lookalike.experiment import ProtocolFeatures
 from lookalike.faces import FaceSet
-from lookalike.matchers import default_matcher, matcher_name
+from lookalike.matchers import DEFAULT_MATCHER, matcher_name
 from lookalike.mining import Pairs
 from lookalike.model import default_model
 
@@ -54,7 +54,7 @@ class Prior(ExperimentDisambiguator):
 def shipped_prior(run: Path, cfg: BenchmarkConfig, features: ProtocolFeatures) -> list[Disambiguator]:
     """The shipped default model's disambiguator, checked against ``run``'s matcher and preprocessing."""
     shipped, p = default_model(lowres=20), features.protocol
-    shipped.check_run(matcher_name(cfg.matcher or default_matcher(p.lowres)), cfg.aligner(),
+    shipped.check_run(matcher_name(cfg.matcher or DEFAULT_MATCHER), cfg.aligner(),
                       p.lowres, p.lowres_apply, p.degrade, what=f"{run}: the default model")
     return [Prior(shipped.disambiguator_)]
 

@@ -158,3 +158,16 @@ def test_open_or_create_one_way_for_enrol_and_service(tmp_path: Path):
         Gallery.open_or_create(db, lowres=20)
     with pytest.raises(ValueError, match="searches with the index"):
         Gallery.open_or_create(db, index="hnsw")
+
+
+def test_new_gallery_takes_a_models_geometry_not_its_fallbacks(tmp_path: Path):
+    """A model trained on tight crops (central fraction 0.9) enrols a gallery of ordinary photos: the new gallery
+    gets the default fallbacks unless they are given, and the model's chip geometry."""
+    model_aligner = FaceAligner(central_fraction=0.9, padding=0.3, cnn_fallback=True)
+    with Gallery.open_or_create(tmp_path / "a.sqlite", FAST_MATCHER, geometry=model_aligner) as g:
+        assert g.aligner.central_fraction == FaceAligner().central_fraction
+        assert g.aligner.cnn_fallback == FaceAligner().cnn_fallback
+        assert g.aligner.geometry == model_aligner.geometry
+    with Gallery.open_or_create(tmp_path / "b.sqlite", FAST_MATCHER, geometry=model_aligner,
+                                central_fraction=0.7, cnn_fallback=True) as g:
+        assert g.aligner.central_fraction == 0.7 and g.aligner.cnn_fallback

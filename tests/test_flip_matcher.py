@@ -11,7 +11,7 @@ import pytest
 
 from lookalike.cli import main
 from lookalike.gallery import Gallery
-from lookalike.matchers import MATCHERS, default_matcher, get_matcher, matcher_name
+from lookalike.matchers import DEFAULT_MATCHER, MATCHERS, get_matcher, matcher_name
 from lookalike.matchers.base import l2_normalize
 from lookalike.model import LookalikeModel
 
@@ -38,7 +38,7 @@ def test_flip_matcher_has_its_own_cache_name() -> None:
 
 
 def test_default_matcher_is_flip_at_every_resolution(tmp_path: Path) -> None:
-    assert default_matcher(20) == default_matcher(12) == default_matcher(None) == "torch-flip"
+    assert DEFAULT_MATCHER == "torch-flip"
     assert LookalikeModel(lowres=20).matcher == LookalikeModel().matcher == "torch-flip"
     assert LookalikeModel("dlib", lowres=20).matcher == "dlib" and LookalikeModel("torch").matcher == "torch"
     with Gallery.create(tmp_path / "low.sqlite", lowres=20) as g:

@@ -23,7 +23,7 @@ from lookalike.embed import read_chips
 from lookalike.experiment import ProtocolFeatures, SearchSplit, build_split, embed_protocol
 from lookalike.index import row_positions
 from lookalike.io import atomic_write, read_json, save_npz, write_json
-from lookalike.matchers import AUGMENTED, default_matcher
+from lookalike.matchers import AUGMENTED, DEFAULT_MATCHER
 from lookalike.matchers.align import CNN_FALLBACK, FaceAligner
 from lookalike.matchers.cache import DEFAULT_CACHE, EmbeddingCache
 from lookalike.metrics import (
@@ -66,7 +66,7 @@ class BenchmarkConfig:
     lowres: int | None = None
     lowres_apply: str = "both"
     degrade: str = "bicubic"
-    matcher: str | None = None  # None: the model's (with ``model``), else :func:`~lookalike.matchers.default_matcher`
+    matcher: str | None = None  # None: the model's (with ``model``), else :data:`~lookalike.matchers.DEFAULT_MATCHER`
     index: str = "numpy"
     depth: int = 100
     workers: int = 2
@@ -156,7 +156,7 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
     check_lowres(cfg.lowres)
     check_degrade(cfg.degrade)
     model = fixed_model(cfg) if cfg.model else None
-    cfg = replace(cfg, matcher=cfg.matcher or (model.matcher if model is not None else default_matcher(cfg.lowres)))
+    cfg = replace(cfg, matcher=cfg.matcher or (model.matcher if model is not None else DEFAULT_MATCHER))
     train = cfg.rerank and model is None
     if train:
         from lookalike.train import check_degrade_support
@@ -266,7 +266,7 @@ def fixed_model(cfg: BenchmarkConfig) -> LookalikeModel:
     if cfg.model == DEFAULT:  # the shipped model for the run's faces, its probes' included
         gallery, probes = (preprocess_key(side_lowres(cfg.lowres, cfg.lowres_apply, side), cfg.degrade)
                            for side in ("gallery", "probes"))
-        model = default_model(matcher_name(cfg.matcher or default_matcher(cfg.lowres)), aligner, gallery,
+        model = default_model(matcher_name(cfg.matcher or DEFAULT_MATCHER), aligner, gallery,
                               probes=probes)
     else:
         model = LookalikeModel.load(cfg.model)

@@ -27,7 +27,7 @@ from lookalike.data.images import (
     lowres_chip_size,
     seed_from_key,
 )
-from lookalike.matchers import TORCH_MATCHERS, default_matcher, get_matcher, matcher_name
+from lookalike.matchers import DEFAULT_MATCHER, TORCH_MATCHERS, get_matcher, matcher_name
 from lookalike.matchers.align import Alignment, FaceAligner
 from lookalike.matchers.base import Matcher
 from lookalike.matchers.cache import EmbeddingCache, content_key
@@ -133,7 +133,7 @@ def embed_paths(paths: list[str] | np.ndarray, matcher: str | Matcher | None = N
                 ray_address: str | None = None, pool=None, degrade: str = "bicubic") -> Embeddings:
     """Embed every image of ``paths``; finished batches are written to ``cache`` as they complete.
 
-    ``matcher``: a name (see :data:`lookalike.matchers.MATCHERS`; None: :func:`~lookalike.matchers.default_matcher`)
+    ``matcher``: a name (see :data:`lookalike.matchers.MATCHERS`; None: :data:`~lookalike.matchers.DEFAULT_MATCHER`)
     or a :class:`Matcher` (picklable).
     ``engine="local"``: ``workers`` local processes. ``engine="ray"``: a Ray Data pipeline of ``workers``
     actors with one CPU each, each loading the models once; ``ray_address`` connects to an existing cluster
@@ -146,7 +146,7 @@ def embed_paths(paths: list[str] | np.ndarray, matcher: str | Matcher | None = N
     t0 = time.perf_counter()
     lowres = check_lowres(lowres)
     check_degrade(degrade)
-    matcher = matcher or default_matcher(lowres)
+    matcher = matcher or DEFAULT_MATCHER
     aligner = aligner or FaceAligner()
     cache = cache or EmbeddingCache(None)
     paths = [str(p) for p in paths]

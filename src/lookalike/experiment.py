@@ -16,7 +16,7 @@ from lookalike.data.protocol import GALLERY_ROLES, Protocol, side_lowres
 from lookalike.embed import Embeddings, embed_paths
 from lookalike.faces import FaceSet
 from lookalike.index import full_ranks, make_index
-from lookalike.matchers import default_matcher
+from lookalike.matchers import DEFAULT_MATCHER
 from lookalike.matchers.align import FaceAligner
 from lookalike.matchers.cache import EmbeddingCache
 from lookalike.metrics import RankedLists, mate_positions
@@ -107,9 +107,8 @@ class ProtocolFeatures:
 def embed_protocol(protocol: Protocol, matcher: str | None = None, cache: EmbeddingCache | None = None,
                    aligner: FaceAligner | None = None, workers: int = 2, progress: bool = True) -> ProtocolFeatures:
     """Embed every row of the protocol in its view: full resolution, or degraded (``protocol.degrade``) to
-    ``protocol.lowres``. One matcher for both views (None: :func:`~lookalike.matchers.default_matcher` of the
-    protocol's resolution)."""
-    matcher = matcher or default_matcher(protocol.lowres)
+    ``protocol.lowres``. One matcher for both views (None: :data:`~lookalike.matchers.DEFAULT_MATCHER`)."""
+    matcher = matcher or DEFAULT_MATCHER
     t = protocol.table
     degraded = np.asarray([protocol.degraded(r) for r in t.roles], bool)
     n = len(t)

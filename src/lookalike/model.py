@@ -21,7 +21,7 @@ from lookalike.data.protocol import side_lowres
 from lookalike.disambiguators.base import Disambiguator
 from lookalike.faces import FaceSet
 from lookalike.io import atomic_write
-from lookalike.matchers import default_matcher, flipped_name
+from lookalike.matchers import DEFAULT_MATCHER, flipped_name
 from lookalike.matchers.align import FaceAligner
 from lookalike.metrics import RankedLists, calibrated_threshold, threshold_at_fpir
 from lookalike.rerank import NORMS, all_selections, default_disambiguators
@@ -73,7 +73,7 @@ class LookalikeModel:
                  fpirs: Sequence[float] = FPIRS, seed: int = 0, pool: DisambiguatorPool | None = None,
                  lowres_apply: str = "both", degrade: str = "bicubic") -> None:
         side_lowres(lowres, lowres_apply, "probes")  # checks lowres_apply
-        self.matcher, self.lowres, self.aligner = matcher or default_matcher(lowres), lowres, aligner or FaceAligner()
+        self.matcher, self.lowres, self.aligner = matcher or DEFAULT_MATCHER, lowres, aligner or FaceAligner()
         self.lowres_apply, self.degrade = lowres_apply, check_degrade(degrade)
         self.disambiguators = list(disambiguators) if disambiguators else default_disambiguators(seed)
         self.selections = list(selections) if selections else all_selections()

@@ -15,7 +15,7 @@ import numpy as np
 
 from lookalike.data.protocol import make_protocol
 from lookalike.experiment import embed_protocol
-from lookalike.matchers import default_matcher
+from lookalike.matchers import DEFAULT_MATCHER
 from lookalike.matchers.align import CNN_FALLBACK, FaceAligner
 from lookalike.matchers.cache import EmbeddingCache
 from lookalike.model import LookalikeModel
@@ -86,7 +86,7 @@ def train_model(data: str | Path, matcher: str | None = None, lowres: int | None
     counts = protocol.counts()
     check_trainable(protocol.table.identities, protocol.table.roles)
     aligner = FaceAligner(central_fraction, cnn_fallback=cnn_fallback)
-    matcher = matcher or default_matcher(lowres)
+    matcher = matcher or DEFAULT_MATCHER
     store = EmbeddingCache(cache)
     try:
         features = embed_protocol(protocol, matcher, store, aligner, workers, progress)

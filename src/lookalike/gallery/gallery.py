@@ -59,7 +59,7 @@ from lookalike.index import (
     make_index,
     parse_index_spec,
 )
-from lookalike.matchers import MATCHERS, default_matcher, matcher_name
+from lookalike.matchers import DEFAULT_MATCHER, MATCHERS, matcher_name
 from lookalike.matchers.align import CNN_FALLBACK, Alignment, FaceAligner
 from lookalike.matchers.cache import EmbeddingCache, content_key
 
@@ -194,7 +194,7 @@ class Gallery:
         """A new, empty gallery recording the matcher, aligner and preprocessing every image will go through, and
         the search ``index`` spec (``numpy``, ``faiss``: exact; ``hnsw``, ``ivf``, ``pq`` with parameters, e.g.
         ``hnsw:m=32,ef_search=128``: approximate, re-scored exactly)."""
-        matcher = matcher or default_matcher(lowres)
+        matcher = matcher or DEFAULT_MATCHER
         if matcher not in MATCHERS:
             raise ValueError(f"unknown matcher {matcher!r}; choose one of {MATCHERS}")
         if lowres is not None and (isinstance(lowres, bool) or not isinstance(lowres, int) or lowres < 2):
@@ -229,9 +229,12 @@ class Gallery:
         try:
             gallery = cls.open(path_or_url)
         except NoGalleryError:
-            cnn = CNN_FALLBACK if cnn_fallback is None else cnn_fallback
-            return cls.create(path_or_url, matcher=matcher, lowres=lowres,
-                              aligner=(geometry or FaceAligner()).with_fallback(central_fraction, cnn),
+            # a model's geometry only: its training data's fallbacks describe that data, not this gallery's photos
+            default = FaceAligner()
+            aligner = (geometry or default).with_fallback(
+                default.central_fraction if central_fraction is None else central_fraction,
+                CNN_FALLBACK if cnn_fallback is None else cnn_fallback)
+            return cls.create(path_or_url, matcher=matcher, lowres=lowres, aligner=aligner,
                               index=index or DEFAULT_INDEX)
         try:
             own = gallery.aligner

@@ -9,19 +9,15 @@ TORCH_MATCHERS = ("torch", "torch-flip")  # the ones that run on torch (and use 
 AUGMENTED = {"torch-flip": "torch"}  # a test-time-augmented matcher -> the plain one it averages
 
 
-def default_matcher(lowres: int | None = None) -> str:
-    """The matcher used where none is named: ``torch-flip`` (each chip averaged with its mirror) at every resolution
-    (``lowres``: degraded faces' size, None: full resolution).
-
-    The rule, written before measuring (``benchmarks/flip_tta.py``): flip averaging is adopted at a resolution when
-    the whole method (lookalike re-ranking tuned on validation) on flip-averaged vectors beats it on plain vectors in
-    *validation* rank-1 on every split measured there. ~20 px: LFW seeds 0 and 1 and PubFig all win (65.17 -> 68.16,
-    64.32 -> 67.75, 68.80 -> 74.49); at 12 and 32 px (LFW seed 0) too (22.38 -> 26.48, 89.52 -> 91.65). At full
-    resolution LFW seed 0 alone lost (95.67 -> 95.27), so ``torch`` stayed until ``benchmarks/full_res_flip.py``
-    (rule committed before its run) pooled the validation splits of LFW seeds 0-2 and PubFig seeds 0-4: 96.30 ->
-    96.80 (7,181 probes, exact McNemar p 0.001; not below on either dataset).
-    """
-    return "torch-flip"
+# The matcher used where none is named, at every resolution: ``torch-flip`` (each chip averaged with its mirror).
+# The rule, written before measuring (``benchmarks/flip_tta.py``): flip averaging is adopted at a resolution when the
+# whole method (lookalike re-ranking tuned on validation) on flip-averaged vectors beats it on plain vectors in
+# *validation* rank-1 on every split measured there. ~20 px: LFW seeds 0 and 1 and PubFig all win (65.17 -> 68.16,
+# 64.32 -> 67.75, 68.80 -> 74.49); at 12 and 32 px (LFW seed 0) too (22.38 -> 26.48, 89.52 -> 91.65). At full
+# resolution LFW seed 0 alone lost (95.67 -> 95.27), so ``torch`` stayed until ``benchmarks/full_res_flip.py`` (rule
+# committed before its run) pooled the validation splits of LFW seeds 0-2 and PubFig seeds 0-4: 96.30 -> 96.80
+# (7,181 probes, exact McNemar p 0.001; not below on either dataset).
+DEFAULT_MATCHER = "torch-flip"
 
 
 def flipped_name(name: str) -> str:
