@@ -156,14 +156,26 @@ def test_too_many_pixels(tmp_path):
 
 
 def test_no_face(tmp_path):
-    grey = np.full((48, 48, 3), 128, np.uint8)  # small: the detector runs at 2x, 4x and 8x
-    assert NO_FALLBACK.align(grey) is None
-    central = FaceAligner().align(grey)  # default: centred-square fallback for pre-cropped datasets
+    textured = np.random.default_rng(0).integers(0, 256, (48, 48, 3), dtype=np.uint8)  # detector at 2x, 4x, 8x
+    assert NO_FALLBACK.align(textured) is None
+    central = FaceAligner().align(textured)  # default: centred-square fallback for pre-cropped datasets
     assert central is not None and central.method == "central" and central.n_faces == 0
-    Image.fromarray(grey).save(tmp_path / "grey.png")
-    e = embed_paths([tmp_path / "grey.png"], FAST_MATCHER, NO_FALLBACK, workers=1, progress=False)
+    Image.fromarray(textured).save(tmp_path / "textured.png")
+    e = embed_paths([tmp_path / "textured.png"], FAST_MATCHER, NO_FALLBACK, workers=1, progress=False)
     assert e.status.tolist() == ["no_face"] and e.summary()["skipped"] == {"no_face": 1}
     assert not e.ok.any()
+
+
+def test_blank_frame_has_no_face_even_with_the_central_fallback(tmp_path):
+    """A black video frame or a grey card is not a pre-cropped face: the centred square is not used for it."""
+    black = np.zeros((240, 320, 3), np.uint8)
+    grey = np.full((48, 48, 3), 128, np.uint8)
+    almost = np.clip(128 + np.random.default_rng(1).normal(0, 0.7, (64, 64, 3)), 0, 255).astype(np.uint8)
+    for image in (black, grey, almost):
+        assert FaceAligner().align(image) is None and FaceAligner(central_fraction=0.9).align_all(image) == []
+    Image.fromarray(black).save(tmp_path / "black.jpg")
+    e = embed_paths([tmp_path / "black.jpg"], FAST_MATCHER, FaceAligner(), workers=1, progress=False)
+    assert e.status.tolist() == ["no_face"]
 
 
 def _lfw(lfw_dir: Path, name: str) -> np.ndarray:

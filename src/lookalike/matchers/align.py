@@ -15,6 +15,7 @@ CNN_FALLBACK = False  # the default: new galleries, embed, train and benchmark (
 HINT_SHARE = 0.01  # undetected faces above this share of a run's photos get a hint (LFW 0.24%, PubFig's crops 4.2%)
 CNN_MAX_SIDE = 320  # the CNN detector runs on the photo scaled down to this long side (its cost grows with the area)
 CNN_MIN_SIDE = 80  # and scaled up to this short side (its window); a photo that cannot have both is not searched
+FLAT_STD = 2.0  # a centred square whose grey levels vary less than this (0-255) is blank (a black video frame): no face
 
 
 @dataclass
@@ -35,6 +36,11 @@ class Alignment:
         return cls(method, int(n_faces), tuple(int(x) for x in v[:4]), v[4:].reshape(5, 2).copy())
 
 
+def _is_flat(region: np.ndarray) -> bool:
+    """Whether an (H, W, 3) uint8 region is blank: its grey levels' standard deviation is below :data:`FLAT_STD`."""
+    return region.size == 0 or float(region.mean(axis=2).std()) < FLAT_STD
+
+
 def _same_face(a, b) -> bool:
     """Whether two detector rectangles (dlib's) hold the same face: they overlap by more than half of the smaller."""
     inter = max(0, min(a.right(), b.right()) - max(a.left(), b.left())) * max(
@@ -48,8 +54,9 @@ class FaceAligner:
     When HOG finds no face, ``cnn_fallback`` runs dlib's CNN face detector (MMOD), which finds most of the tightly
     cropped faces HOG misses (the face fills the photo), and the 5-point model aligns what it finds. When still no
     face is found, ``central_fraction`` > 0 falls back to a centred square of that fraction of the shorter side (for
-    pre-cropped datasets), placing the landmarks inside it; 0 disables the fallback and such images are reported as
-    ``no_face``. With several faces, the one nearest the centre is used.
+    pre-cropped datasets), placing the landmarks inside it, unless that square is blank (:data:`FLAT_STD`); 0 disables
+    the fallback. Images left without a face are reported as ``no_face``. With several faces, the one nearest the
+    centre is used.
     """
 
     def __init__(self, central_fraction: float = 0.45, max_upsample: int = 3, chip_size: int = CHIP_SIZE,
@@ -164,9 +171,11 @@ class FaceAligner:
             n = len(rects)
         elif self.central_fraction > 0:
             side = self.central_fraction * min(h, w)
-            rects = [dlib.rectangle(int(round((w - side) / 2)), int(round((h - side) / 2)),
-                                    int(round((w + side) / 2)), int(round((h + side) / 2)))]
-            method, n = "central", 0
+            rect = dlib.rectangle(int(round((w - side) / 2)), int(round((h - side) / 2)),
+                                  int(round((w + side) / 2)), int(round((h + side) / 2)))
+            if _is_flat(image[rect.top():rect.bottom(), rect.left():rect.right()]):
+                return []  # a blank square holds no face: the photo is one without a face, not a pre-cropped one
+            rects, method, n = [rect], "central", 0
         else:
             return []
         out = []
