@@ -10,8 +10,13 @@ Every image ends with a status: ``ok`` or the reason it was skipped (``empty``, 
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
+import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -96,12 +101,44 @@ def _init_worker(matcher: str | Matcher, aligner: FaceAligner, lowres: int | Non
 
 
 def worker_pool(matcher: str | Matcher, aligner: FaceAligner, lowres: int | None, workers: int,
-                degrade: str = "bicubic"):
+                degrade: str = "bicubic") -> ProcessPoolExecutor:
     """A pool of ``workers`` embedding processes (each loads the models once) to pass to several
     :func:`embed_paths` calls with the same matcher, aligner, resolution and degradation; use it as a context
-    manager."""
-    return mp.get_context("spawn").Pool(workers, initializer=_init_worker,
-                                        initargs=(matcher, aligner, check_lowres(lowres), 1, check_degrade(degrade)))
+    manager. Started processes import the caller's main module (``spawn``): a worker that cannot start fails the
+    call with a one-line :class:`WorkerError` instead of being restarted for ever."""
+    return ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                               initargs=(matcher, aligner, check_lowres(lowres), 1, check_degrade(degrade)))
+
+
+def spawnable() -> bool:
+    """Whether worker processes started by ``spawn`` can import this program's main module: not when it is a script
+    read from standard input (``python - < script.py``), which then embeds in its own process."""
+    main = sys.modules.get("__main__")
+    if getattr(main, "__spec__", None) is not None:  # python -m ...
+        return True
+    path = getattr(main, "__file__", None)
+    return path is None or os.path.isfile(path)
+
+
+class WorkerError(ValueError):
+    """The embedding processes could not start or died (a ValueError: the command line's one-line error)."""
+
+
+def _pooled(pool: ProcessPoolExecutor, batches: list) -> Iterator[list[tuple]]:
+    """Each batch's :func:`_process` results from ``pool``, in the order they finish; batches not started are
+    cancelled when the caller stops early (an error, Ctrl-C), so leaving the pool does not wait for them."""
+    futures = [pool.submit(_process, b) for b in batches]
+    try:
+        for done in as_completed(futures):
+            yield done.result()
+    except BrokenProcessPool as e:
+        raise WorkerError(
+            "the embedding worker processes stopped or could not start (a script run from standard input, or one "
+            "without `if __name__ == \"__main__\":`, cannot start them; so can too little memory): pass workers=1 "
+            "to embed in this process") from e
+    finally:
+        for f in futures:
+            f.cancel()
 
 
 def _process(items: list[tuple[int, str, str, Alignment | None]]) -> list[tuple]:
@@ -197,17 +234,17 @@ def embed_paths(paths: list[str] | np.ndarray, matcher: str | Matcher | None = N
             record(results)
             bar.update(len(results))
     elif pool is not None:
-        for results in pool.imap_unordered(_process, batches):
+        for results in _pooled(pool, batches):
             record(results)
             bar.update(len(results))
-    elif workers <= 1 or len(batches) <= 1:
+    elif workers <= 1 or len(batches) <= 1 or not spawnable():
         _init_worker(matcher, aligner, lowres, threads=None, degrade=degrade)
         for b in batches:
             record(_process(b))
             bar.update(len(b))
     else:
         with worker_pool(matcher, aligner, lowres, workers, degrade) as own:
-            for results in own.imap_unordered(_process, batches):
+            for results in _pooled(own, batches):
                 record(results)
                 bar.update(len(results))
     bar.close()

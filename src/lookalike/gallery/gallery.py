@@ -28,7 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from lookalike import __version__
-from lookalike.embed import embed_paths, face_chip, preprocess_key, worker_pool
+from lookalike.embed import embed_paths, face_chip, preprocess_key, spawnable, worker_pool
 from lookalike.gallery import open_store
 from lookalike.gallery.store import (
     GalleryStore,
@@ -588,7 +588,7 @@ class Gallery:
         todo = self._plan(paths, subjects, keys, report)
         bar = tqdm(total=len(todo), desc="enroll", unit="img", disable=not progress or not todo)
         # one pool of embedding processes for every chunk (each loads the models once)
-        shared = engine == "local" and workers > 1 and len(todo) > chunk_size
+        shared = engine == "local" and workers > 1 and len(todo) > chunk_size and spawnable()
         with worker_pool(self.matcher, self.aligner, self.lowres, workers) if shared else nullcontext() as pool:
             for s in range(0, len(todo), chunk_size):
                 chunk = todo[s:s + chunk_size]
