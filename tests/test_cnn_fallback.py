@@ -47,16 +47,17 @@ def test_cnn_finds_a_tight_crop_that_hog_misses():
 
 
 def test_without_a_face_the_other_fallbacks_apply():
-    grey = np.full((120, 120, 3), 128, np.uint8)
-    assert FaceAligner(0.45, cnn_fallback=True).align(grey).method == "central"
-    assert FaceAligner(0, cnn_fallback=True).align_all(grey) == []
+    textured = np.random.default_rng(0).integers(0, 256, (120, 120, 3), dtype=np.uint8)
+    assert FaceAligner(0.45, cnn_fallback=True).align(textured).method == "central"
+    assert FaceAligner(0, cnn_fallback=True).align_all(textured) == []
 
 
 @pytest.mark.parametrize("shape", [(10, 2000), (2000, 10), (2, 2), (79, 320), (80, 320), (16, 20), (3000, 3000)])
 def test_any_photo_shape(shape):
     """dlib's CNN aborts the process on inputs thinner than its window: such photos are not given to it."""
     noise = np.random.default_rng(0).integers(0, 256, (*shape, 3), dtype=np.uint8)
-    assert [a.method for a in FaceAligner(0.45, cnn_fallback=True).align_all(noise)] in (["central"], ["cnn"])
+    found = [a.method for a in FaceAligner(0.45, cnn_fallback=True).align_all(noise)]
+    assert found in (["central"], ["cnn"]) or (found == [] and min(shape) < 3)  # a 2x2 photo's square: a pixel
 
 
 def test_a_gallery_keeps_its_fallback(tmp_path: Path, face_folders: Path, capsys):

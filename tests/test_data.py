@@ -59,8 +59,11 @@ def test_load_folders_counts_and_skips_non_images(face_folders):
     (face_folders / "p05" / ".DS_Store").write_bytes(b"\0\0")
     (face_folders / "p06" / "nested").mkdir()
     (face_folders / "p07" / "UPPER.PNG").write_bytes((face_folders / "p07" / "0.png").read_bytes())
+    (face_folders / "p06" / "gone.png").symlink_to(face_folders / "p06" / "nowhere.png")
+    (face_folders / "stray.png").write_bytes((face_folders / "p07" / "0.png").read_bytes())
     t = load_folders(face_folders)
-    assert t.notes == {"skipped_non_image_files": 3}
+    assert t.notes == {"skipped_non_image_files": 2, "nested_folder": 1, "missing": 1, "outside_identity_folder": 1}
+    assert {r[2] for r in t.dropped if r[0].endswith("gone.png")} == {"missing"}
     assert not any(p.endswith((".txt", ".DS_Store")) for p in t.paths)
     assert t.identity_counts()["p07"] == PERSON_COUNTS["p07"] + 1  # upper-case extension is an image
 

@@ -631,3 +631,20 @@ def test_cli_help_lists_gallery_commands(capsys: pytest.CaptureFixture) -> None:
             main(argv)
         assert e.value.code == 0
     assert "--db" in capsys.readouterr().out
+
+
+def test_enroll_lists_what_the_loader_left_out(tmp_path: Path, face_folders: Path, capsys) -> None:
+    """Entries no image can come from (a text file, a broken link, a nested folder, a photo outside any identity
+    folder) are counted and listed by enroll, as embed and benchmark list them: nothing vanishes unsaid."""
+    (face_folders / "p05" / "readme.txt").write_text("not an image")
+    (face_folders / "p06" / "gone.png").symlink_to(face_folders / "p06" / "nowhere.png")
+    (face_folders / "p06" / "nested").mkdir()
+    (face_folders / "stray.png").write_bytes((face_folders / "p07" / "0.png").read_bytes())
+    args = ["enroll", "--gallery", str(face_folders), "--db", str(tmp_path / "g.sqlite"), "--matcher", FAST_MATCHER,
+            "--cache", "none", "--workers", "1", "--no-progress", "--format", "json"]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["added"] == sum(PERSON_COUNTS.values())
+    assert out["skipped"] == {"missing": 1, "nested_folder": 1, "outside_identity_folder": 1,
+                              "skipped_non_image_files": 1}
+    assert sum("stray.png" in m for m in out["messages"]) == 1

@@ -85,6 +85,7 @@ def test_index_specs_are_parsed_and_written_back(spec: str, kind: str, params: d
     ("faiss:m=8", "faiss has no parameter 'm'; it takes none"),
     ("hnsw:m=many", "m must be an integer, got 'many'"),
     ("ivf:nprobe=0", "nprobe must be >= 1, got 0"),
+    ("hnsw:m=1", "m must be >= 2, got 1"),  # FAISS's HNSW with m=1 crashed the process
     ("hnsw:m", "expected param=value, got 'm'"),
     ("hnsw:m=8,m=16", "m given twice"),
 ])

@@ -17,7 +17,7 @@ import lookalike
 from lookalike.benchmark import replay_saved_model
 from lookalike.cli import main
 from lookalike.gallery import Gallery
-from lookalike.identify import Identifier, identify, resolution_note, result_faces
+from lookalike.identify import Identifier, TemplateFace, identify, resolution_note, result_faces
 from lookalike.matchers.cache import EmbeddingCache
 from lookalike.model import LookalikeModel
 
@@ -659,8 +659,15 @@ def test_the_gallery_calibration_needs_two_searchable_subjects(tmp_path):
         g.store.add_subject("bob")  # enrolled, no face yet
         ident = Identifier(g)
         assert ident.calibration() == {"thresholds": {}, "n_nonmated": 0, "lookalike": np.inf, "model": None}
+        assert ident.threshold(0.01) == (None, None)  # no decision, not -inf (every probe "enrolled")
         add(g, "cat", 2)
         cal = ident.calibration()
         assert cal["n_nonmated"] == 5 and set(cal["thresholds"]) == {0.001, 0.01, 0.1}
+        assert ident.threshold(0.1)[1] == "gallery-sample"  # 5 searches, not the 10 / FPIR = 100 that hold 10%
         g.remove("ann")  # cat's faces alone: no non-mated search
         assert ident.calibration()["n_nonmated"] == 0
+        probe = rng.standard_normal(16).astype(np.float32)
+        result = ident.search_face(TemplateFace(probe / np.linalg.norm(probe), ["p.jpg"]), top=3)
+        decision = result["decision"]
+        assert decision["enrolled"] is None and decision["threshold"] is None and "no threshold" in decision["note"]
+        assert "Infinity" not in json.dumps(result)

@@ -92,6 +92,30 @@ def test_load_refuses_bad_files(fitted, tmp_path):
         LookalikeModel.load(tmp_path / "new.npz")
 
 
+def test_load_refuses_damaged_or_edited_files_in_one_line(fitted, tmp_path):
+    """A truncated copy, a flipped byte and hand-edited descriptions: a ValueError naming the file, never a
+    BadZipFile, KeyError or TypeError from deep inside."""
+    model, _ = fitted
+    good = tmp_path / "good.lkm"
+    model.save(good)
+    data = good.read_bytes()
+    (tmp_path / "truncated.lkm").write_bytes(data[: len(data) // 2])
+    flipped = bytearray(data)
+    flipped[len(data) // 3] ^= 0xFF
+    (tmp_path / "flipped.lkm").write_bytes(bytes(flipped))
+    with np.load(good, allow_pickle=False) as z:
+        meta, arrays = json.loads(str(z["__model__"])), {k: z[k] for k in z.files if k != "__model__"}
+    edits = {"no_thresholds": {k: v for k, v in meta.items() if k != "thresholds"},
+             "matcher_text": {**meta, "matcher": "torch"}, "a_list": [meta]}
+    for name, edited in edits.items():
+        np.savez(tmp_path / f"{name}.npz", __model__=np.asarray(json.dumps(edited, default=float)), **arrays)
+    np.savez(tmp_path / "no_arrays.npz", __model__=np.asarray(json.dumps(meta, default=float)))
+    for bad in ["truncated.lkm", "flipped.lkm", *(f"{n}.npz" for n in edits), "no_arrays.npz"]:
+        with pytest.raises(ValueError) as e:
+            LookalikeModel.load(tmp_path / bad)
+        assert str(e.value).startswith(str(tmp_path / bad)) and "\n" not in str(e.value), bad
+
+
 def test_refuses_other_matcher_or_preprocessing(fitted):
     model, _ = fitted
     model.check_compatible(model.matcher_name_, model.aligner, model.gallery_preprocess)

@@ -43,6 +43,8 @@ def _number(kind: type, lo: float | None = None, hi: float | None = None, lo_ope
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {what or kind.__name__}, got {text!r}") from None
+        if value != value or value in (float("inf"), float("-inf")):  # NaN and infinities pass every comparison
+            raise argparse.ArgumentTypeError(f"expected {what or 'a finite number'}, got {text}")
         if (lo is not None and (value <= lo if lo_open else value < lo)) or \
                 (hi is not None and (value >= hi if hi_open else value > hi)):
             raise argparse.ArgumentTypeError(f"expected {what}, got {text}")
@@ -222,7 +224,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     from lookalike.outputs import check_output_file
     from lookalike.summary import print_fallback_hint, print_summary
 
-    out = check_output_file(args.out)
+    out = check_output_file(args.out, (("embedding cache (--cache)", args.cache), ("dataset (--data)", args.data)))
     cache = EmbeddingCache(None if args.cache == "none" else args.cache)
     table = load_dataset(args.data, exclude=[out.parent])
     screened = screen_table(table, cache.ok_keys(), progress=not args.no_progress)
@@ -295,7 +297,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from lookalike.train import train_model
 
     try:
-        check_output_file(args.model)
+        check_output_file(args.model, (("embedding cache (--cache)", args.cache), ("dataset (--data)", args.data)))
     except ValueError as e:
         raise ValueError(str(e).replace("--out", "--model").replace("embeddings.npz", "model.lkm")) from None
 
@@ -392,6 +394,11 @@ def cmd_identify(args: argparse.Namespace) -> int:
     paths = probe_paths(args.photos)
     if not paths:
         raise ValueError("no probe photos given")
+    if args.out:
+        from lookalike.outputs import check_output_file
+
+        check_output_file(args.out, (("gallery database (--db)", args.db), ("model (--model)", args.model),
+                                     *(("probe photo", p) for p in paths)))
     with Gallery.open(args.db) as gallery, blas_threads(args.blas_threads):
         model = load_model(args.model, gallery) if args.model else None
         small, sharp = (load_face_size_model(kind, getattr(args, f"{kind}_face_model"), gallery, args.model)

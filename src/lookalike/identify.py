@@ -18,6 +18,7 @@ import numpy as np
 from lookalike import __version__
 from lookalike.calibration import (
     MAX_NONMATED,
+    MIN_SEARCHES,
     ModelTop,
     NonMatedSample,
     current,
@@ -37,6 +38,9 @@ from lookalike.model import LookalikeModel, fits_face_size
 SCHEMA_VERSION = 1
 TEMPLATE_NOTE = ("not decided for a template: the thresholds are calibrated on single photos, and templates of many "
                  "photos pass them far more often than the FPIR asked for; compare the candidates' faces")
+UNCALIBRATED_NOTE = ("no threshold: no gallery face has another subject to be compared with, so none can be set at "
+                     "this FPIR; enrol more subjects, or search with a model (--model), whose thresholds come from its "
+                     "validation people")
 MEMO_SIZE = 2_000_000  # gallery faces whose disambiguator projection and cohort term identify keeps (~620 B each)
 # The smallest face (px across) searched as a full-resolution one without a note: in the resolution sweep (README) 48 px
 # is the smallest size within 1.2 rank-1 points of full resolution on LFW and PubFig (32 px: 6.7 and 8.7 below).
@@ -311,16 +315,21 @@ class Identifier:
             embed()
         return out
 
-    def threshold(self, fpir: float, calibration: dict | None = None) -> tuple[float, str]:
+    def threshold(self, fpir: float, calibration: dict | None = None) -> tuple[float | None, str | None]:
         """(the decision threshold at ``fpir``, where it was calibrated). With a model: on this gallery when its
         sample holds enough non-mated searches for ``fpir`` (``"gallery"``); else the stricter of the model's
         threshold (calibrated on its validation people: ``"model"``) and the sample's (``"gallery-sample"``), as
         neither can be trusted to hold the FPIR on this gallery. Without one: the gallery's own base-score
-        threshold. ``calibration``: this gallery's :meth:`calibration`, when the caller already has it."""
+        threshold, ``"gallery"`` when its sample holds enough searches for ``fpir``, else ``"gallery-sample"`` (too
+        few to hold the FPIR); (None, None) while no face has another subject to match (no decision can be made).
+        ``calibration``: this gallery's :meth:`calibration`, when the caller already has it."""
         calibration = calibration or self.calibration()
         if self.model is None:
             th = calibration["thresholds"]
-            return (calibrated_threshold(th, fpir) if th else float("-inf")), "gallery"
+            if not th:
+                return None, None
+            enough = calibration["n_nonmated"] >= MIN_SEARCHES / fpir
+            return calibrated_threshold(th, fpir), "gallery" if enough else "gallery-sample"
         own = calibration.get("model") or {"thresholds": {}, "enough": {}}
         mine = self.model.threshold(fpir)
         if not own["thresholds"]:
@@ -419,15 +428,19 @@ class Identifier:
             for c, d in zip(cands, batch_distances, strict=True):
                 c["batch_distance"] = round(float(d), 6)
         threshold, where = self.threshold(fpir, calibration)
-        enrolled = bool(len(cands)) and float(top_score) >= threshold
+        decision = {"fpir": fpir, "threshold": threshold, "calibrated_on": where, "enrolled": None, "subject": None}
+        if threshold is None:
+            decision["note"] = UNCALIBRATED_NOTE
+        else:
+            decision["enrolled"] = bool(len(cands)) and float(top_score) >= threshold
+            decision["subject"] = cands[0]["subject"] if decision["enrolled"] else None
         described = face.describe()
         if isinstance(face, ProbeFace):
             described["probe_lowres"] = self.lowres  # what the face was degraded to (by another size's model: its)
             described["resolution_note"] = resolution_note(face.face_px, self.lowres)
         return {**described, "status": "searched", "candidate_list_length": len(cands), "candidates": cands,
                 "ambiguous": bool(len(cands)) and groups[0] is not None,
-                "decision": {"fpir": fpir, "threshold": threshold, "calibrated_on": where, "enrolled": enrolled,
-                             "subject": cands[0]["subject"] if enrolled else None}}
+                "decision": decision}
 
     @staticmethod
     def _lookalike_groups(vectors: np.ndarray, t: float) -> list[int | None]:

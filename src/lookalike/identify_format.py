@@ -26,8 +26,8 @@ def batch_line(result: dict) -> str:
             "per-photo score")
 
 
-CALIBRATED_ON = {"gallery": "this gallery", "gallery-sample": "this gallery's small sample (stricter than the model's)",
-                 "model": "the model's validation people"}
+CALIBRATED_ON = {"gallery": "this gallery", "gallery-sample": "this gallery's small sample (too few searches to hold "
+                 "the FPIR; with a model: stricter than the model's)", "model": "the model's validation people"}
 
 
 def verdict(decision: dict) -> str:

@@ -505,10 +505,13 @@ class HNSWIndex(ApproximateIndex):
     kind = "hnsw"
     search_params = ("ef_search", "overfetch")
     STORAGE = ("Flat", "SQ8")
+    spec_min = {"m": 2}  # FAISS's HNSW with one link a node crashes the process (a segmentation fault)
 
     def __init__(self, dim: int, m: int = 32, ef_construction: int = 80, ef_search: int = 128,
                  overfetch: int = 4, storage: str = "Flat") -> None:
         super().__init__(dim, overfetch)
+        if m < 2:
+            raise ValueError(f"hnsw: m must be >= 2, got {m}")
         if storage not in self.STORAGE:
             raise ValueError(f"hnsw: storage must be one of {', '.join(self.STORAGE)}, got {storage!r}")
         self.m, self.ef_construction, self.ef_search, self.storage = m, ef_construction, ef_search, storage
@@ -666,7 +669,8 @@ def _spec_params(kind: str) -> dict[str, type]:
 
 def parse_index_spec(spec: str) -> tuple[str, dict[str, Any]]:
     """``kind[:param=value,...]`` (e.g. ``hnsw:m=32,ef_search=128``) -> (kind, params); a one-line ValueError
-    naming the problem for an unknown kind or parameter, a repeated parameter or a bad value (numbers: >= 1)."""
+    naming the problem for an unknown kind or parameter, a repeated parameter or a bad value (numbers: >= 1, or the
+    index class's ``spec_min``)."""
     kind, _, rest = str(spec).strip().partition(":")
     kind = kind.strip()
     if kind not in INDEXES:
@@ -681,19 +685,19 @@ def parse_index_spec(spec: str) -> tuple[str, dict[str, Any]]:
                              f"{', '.join(types) or 'none'}")
         if key in params:
             raise ValueError(f"index {spec!r}: {key} given twice")
-        params[key] = _spec_value(spec, key, text, types[key])
+        params[key] = _spec_value(spec, key, text, types[key], getattr(_index_class(kind), "spec_min", {}).get(key, 1))
     return kind, params
 
 
-def _spec_value(spec: str, key: str, text: str, kind: type) -> int | str:
+def _spec_value(spec: str, key: str, text: str, kind: type, least: int = 1) -> int | str:
     if kind is str:
         return text
     try:
         value = int(text)
     except ValueError:
         raise ValueError(f"index {spec!r}: {key} must be an integer, got {text!r}") from None
-    if value < 1:
-        raise ValueError(f"index {spec!r}: {key} must be >= 1, got {value}")
+    if value < least:
+        raise ValueError(f"index {spec!r}: {key} must be >= {least}, got {value}")
     return value
 
 

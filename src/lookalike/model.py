@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import time
+import zipfile
+import zlib
 from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -290,11 +292,22 @@ class LookalikeModel:
                     raise ValueError(f"{path}: not a lookalike model file")
                 meta = json.loads(str(z["__model__"]))
                 arrays = {k.split(".", 1)[1]: z[k] for k in z.files if k.startswith("disambiguator.")}
-        except (OSError, EOFError, ValueError, json.JSONDecodeError) as e:
+        except (OSError, EOFError, ValueError, json.JSONDecodeError, zipfile.BadZipFile, zlib.error) as e:
             if isinstance(e, ValueError) and str(e).startswith(str(path)):
                 raise
-            raise ValueError(f"{path}: not a lookalike model file ({type(e).__name__})") from e
-        if meta.get("format") != FORMAT:
+            raise ValueError(f"{path}: not a lookalike model file, or a damaged one ({type(e).__name__})") from e
+        try:
+            return cls._from_file_contents(path, meta, arrays)
+        except (KeyError, TypeError, AttributeError, IndexError, ValueError) as e:
+            if isinstance(e, ValueError) and str(e).startswith(str(path)):
+                raise
+            raise ValueError(f"{path}: a damaged or edited lookalike model file ({type(e).__name__}: {e}); use the "
+                             "file `lookalike train` wrote, or train the model again") from e
+
+    @classmethod
+    def _from_file_contents(cls, path: Path, meta: dict, arrays: dict[str, np.ndarray]) -> LookalikeModel:
+        """The model a file's JSON description and disambiguator arrays hold (:meth:`load`)."""
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise ValueError(f"{path}: not a lookalike model file")
         if int(meta.get("format_version", 0)) > FORMAT_VERSION:
             raise ValueError(f"{path}: model format {meta['format_version']} is newer than this lookalike reads "

@@ -52,9 +52,14 @@ def prepare_output_folder(out: str | Path, keep: list[str | Path] = (),
     return out
 
 
-def check_output_file(path: str | Path) -> Path:
-    """Check that ``path`` can be written (not a folder; its folder writable) before any work is done."""
+def check_output_file(path: str | Path, inputs: tuple[tuple[str, str | Path | None], ...] = ()) -> Path:
+    """Check that ``path`` can be written (not a folder; its folder writable) and is none of the ``inputs`` ((what,
+    path) pairs: a gallery database, a photo, a cache, which the output would overwrite) before any work is done."""
     path = Path(path)
+    real = os.path.realpath(path)
+    for what, other in inputs:
+        if other is not None and str(other) != "none" and os.path.realpath(other) == real:
+            raise ValueError(f"--out {path}: is the {what}; writing there would destroy it, choose another file")
     if path.is_dir():
         raise ValueError(f"--out {path}: is a folder; give a file name such as {path / 'embeddings.npz'}")
     _check_writable(path.parent, "--out folder")

@@ -24,9 +24,14 @@ def load_folders(root: str | Path, exclude: list[str | Path] = ()) -> FaceTable:
     table = FaceTable([], [])
     paths, ids = [], []
     try:
-        people = sorted(p for p in root.iterdir() if p.is_dir())
+        entries = sorted(root.iterdir())
     except OSError as e:
         raise ValueError(f"cannot list the dataset folder {root} ({e.strerror})") from e
+    people = [p for p in entries if p.is_dir()]
+    for p in entries:
+        if not p.is_dir() and p.name != OUTPUT_MARKER:
+            table.drop(p, "", "outside_identity_folder",
+                       f"{p}: not in an identity folder (expected root/<identity>/<image>); not loaded")
     for person in people:
         if any(_same(person, Path(x)) for x in exclude) or (person / OUTPUT_MARKER).exists():
             table.drop(person, person.name, "output_folder",

@@ -90,7 +90,14 @@ def is_image_file(path: Path) -> bool:
 
 
 def non_image_reason(path: Path) -> tuple[str, str]:
-    """(reason, message) for a file a loader leaves out because of its extension."""
+    """(reason, message) for an entry a loader leaves out: not a regular file (a folder, a broken link, a pipe), or a
+    file whose extension is not an image's."""
+    if path.is_symlink() and not path.exists():
+        return "missing", f"{path}: a broken symbolic link"
+    if path.is_dir():
+        return "nested_folder", f"{path}: a folder inside an identity folder; images are read one level deep"
+    if path.exists() and not path.is_file():
+        return "not_a_file", f"{path}: not a regular file (a pipe, socket or device)"
     if path.suffix.lower() in UNSUPPORTED_EXTENSIONS:
         return "unsupported_format", f"{path}: {path.suffix} images are not supported; convert them to JPEG or PNG"
     return "non_image_file", f"{path}: not an image file extension ({', '.join(IMAGE_EXTENSIONS)})"

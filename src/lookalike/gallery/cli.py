@@ -137,6 +137,8 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         report = gallery.enroll(table.paths, table.identities, cache=cache, workers=args.workers,
                                 progress=not args.no_progress, chunk_size=args.chunk_size, engine=args.engine,
                                 ray_address=args.ray_address)
+        for _, _, reason, message in table.dropped:  # what the folder or CSV loader left out: counted, listed
+            report.skip(reason, message)
         total, aligner = gallery.stats(), gallery.aligner
     cache.close()
     for msg in report.messages[:MAX_LISTED]:

@@ -15,12 +15,11 @@ from pydantic import BaseModel, Field
 
 from lookalike import __version__
 from lookalike.service.core import MAX_TOP, Service, Upload
-from lookalike.service.pages import report_response
+from lookalike.service.pages import SearchId, report_response
 from lookalike.service.security import require_reader, require_token
 
 router = APIRouter(prefix="/api")
 ImageId = Annotated[int, Field(ge=1, le=2**62)]
-SearchId = Annotated[int, Field(ge=1, le=2**62)]
 SUBJECTS_PAGE = 1000  # subjects a listing returns unless asked for another page size
 
 

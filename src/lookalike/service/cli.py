@@ -30,7 +30,7 @@ def add_parser(sub) -> None:
 
     s.add_argument("--matcher", choices=MATCHERS, default=None,
                    help="matcher of a gallery this creates (default: the model's, else torch-flip)")
-    from lookalike.cli import FRACTION
+    from lookalike.cli import FRACTION, POSITIVE
 
     s.add_argument("--central-fraction", type=FRACTION, default=None,
                    help="a gallery this creates aligns faces HOG misses within a centred square of this fraction of "
@@ -39,7 +39,7 @@ def add_parser(sub) -> None:
     s.add_argument("--cnn-fallback", action=argparse.BooleanOptionalAction, default=None,
                    help="a gallery this creates looks for faces HOG misses with dlib's CNN detector (see `lookalike "
                         "enroll --help`); an existing gallery keeps its own")
-    s.add_argument("--engines", type=int, default=2, help="concurrent search/enrol workers (default: 2)")
+    s.add_argument("--engines", type=POSITIVE, default=2, help="concurrent search/enrol workers (default: 2)")
     s.add_argument("--create-token", action="store_true",
                    help="create an API token, print it once (only its salted hash is stored) and exit")
     s.add_argument("--token-label", default="", help="a label for --create-token (who it is for)")

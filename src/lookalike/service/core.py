@@ -107,6 +107,14 @@ def check_settings(top: int, fpir: float) -> None:
         raise ServiceError(422, "bad_fpir", f"fpir must be one of {', '.join(map(str, FPIRS))}")
 
 
+def no_face_message(name: str, precropped: bool) -> str:
+    """Why a photo gives no face to search or enrol, and what to do."""
+    if precropped:
+        return (f"{name}: no face found, even as a pre-cropped one (its centre is blank, or the gallery aligns no "
+                "undetected faces: --central-fraction 0)")
+    return f"{name}: no face found (send precropped=true for a photo that is a tightly cropped face)"
+
+
 def photo_faces(ident: Identifier, upload: Upload, image: np.ndarray, precropped: bool,
                 by_size: bool = True) -> tuple[dict, list]:
     """(the photo's result header, its faces) for a decoded upload; a 422 ServiceError when no face is found (a
@@ -115,8 +123,7 @@ def photo_faces(ident: Identifier, upload: Upload, image: np.ndarray, precropped
     name = label(upload.name)
     faces = ident.faces(image, by_size)
     if not faces or (faces[0].alignment.method == "central" and not precropped):
-        raise ServiceError(422, "no_face", f"{name}: no face found (send precropped=true for a photo that is a "
-                                           "tightly cropped face)")
+        raise ServiceError(422, "no_face", no_face_message(name, precropped))
     if len(faces) > MAX_FACES:
         raise ServiceError(422, "many_faces", f"{name}: {len(faces)} faces; at most {MAX_FACES} are searched per "
                                               "photo (crop the photo)")
@@ -296,9 +303,8 @@ class Service:
             if len(detected) > 1:
                 raise ServiceError(422, "many_faces", f"{label(u.name)}: {len(detected)} faces; enrol photos of "
                                                       "one face (crop the photo)")
-            if not detected and not precropped:
-                raise ServiceError(422, "no_face", f"{label(u.name)}: no face found (send precropped=true for a "
-                                                   "photo that is a tightly cropped face)")
+            if not faces or (not detected and not precropped):
+                raise ServiceError(422, "no_face", no_face_message(label(u.name), precropped))
             al = faces[0]
             chip = aligner.chip(image, al)
             rows.append((sha1, al, degrade(chip, g.lowres) if g.lowres is not None else chip))
@@ -474,8 +480,8 @@ class Service:
                 or not reviewer.isprintable():
             raise ServiceError(422, "bad_reviewer", f"a reviewer name (1-{MAX_NAME} printable characters) is needed")
         note = "" if note is None else note
-        if not isinstance(note, str) or len(note) > MAX_NOTE or "\x00" in note:
-            raise ServiceError(422, "bad_note", f"a note is text of at most {MAX_NOTE} characters")
+        if not isinstance(note, str) or len(note) > MAX_NOTE or "\x00" in note or not _encodable(note):
+            raise ServiceError(422, "bad_note", f"a note is text of at most {MAX_NOTE} characters (UTF-8, no NUL)")
         search = self.get_search(search_id)
         candidates = {c["subject"] for c in search_face(search["result"]).get("candidates", [])}
         if not isinstance(subject, str) or subject not in candidates:
@@ -484,6 +490,15 @@ class Service:
             review_id = e.gallery.store.add_review(search_id, subject, verdict, reviewer.strip(), note)
             rec = [r for r in e.gallery.store.list_reviews(search_id) if r.id == review_id][0]
         return rec.__dict__
+
+
+def _encodable(text: str) -> bool:
+    """Whether ``text`` can be stored as UTF-8 (JSON lets a request hold lone surrogates such as ``\\ud800``)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def search_face(result: dict) -> dict:

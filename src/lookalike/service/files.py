@@ -17,6 +17,12 @@ class ImageFiles:
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
+        try:  # a file in the way, no permission: said at start-up, not as every upload's 500
+            if self.root.exists() and not self.root.is_dir():
+                raise ValueError(f"the image folder {self.root} is a file, not a folder (--data-dir)")
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ValueError(f"the image folder {self.root} cannot be used: {e.strerror or e}") from None
 
     def path_for(self, data: bytes, kind: str) -> Path:
         digest = hashlib.sha256(data).hexdigest()

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from pydantic import Field
 
 from lookalike import __version__
 from lookalike.service.auth import SESSION_COOKIE, Session, csrf_ok
@@ -22,6 +23,7 @@ from lookalike.service.core import VERDICTS, Service, ServiceError, Upload, sear
 from lookalike.service.security import live_session, page_session, set_session_cookie, token_match
 
 router = APIRouter(include_in_schema=False)
+SearchId = Annotated[int, Field(ge=1, le=2**62)]  # a search's id in a path (the database's 64-bit integers)
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 
 
@@ -129,7 +131,7 @@ def search_list(request: Request, session: LoggedIn):
 
 
 @router.get("/review/{search_id}", response_class=HTMLResponse)
-def review(request: Request, search_id: int, session: LoggedIn):
+def review(request: Request, search_id: SearchId, session: LoggedIn):
     return review_page(request, session, search_id)
 
 
@@ -153,7 +155,7 @@ def search_view(search: dict) -> dict:
 
 
 @router.get("/review/{search_id}/report.html", response_class=HTMLResponse)
-def review_report(request: Request, search_id: int, session: LoggedIn):
+def review_report(request: Request, search_id: SearchId, session: LoggedIn):
     try:
         return report_response(service(request), search_id)
     except ServiceError as e:
@@ -183,7 +185,7 @@ def _inline(render_png) -> str:
 
 
 @router.post("/review/{search_id}", response_class=HTMLResponse)
-async def record_verdict(request: Request, search_id: int, session: FormPost, subject: Annotated[str, Form()] = "",
+async def record_verdict(request: Request, search_id: SearchId, session: FormPost, subject: Annotated[str, Form()] = "",
                          verdict: Annotated[str, Form()] = "", reviewer: Annotated[str, Form()] = "",
                          note: Annotated[str, Form()] = ""):
     try:
