@@ -47,6 +47,11 @@ def no_face_png() -> bytes:
     return png_bytes(np.random.default_rng(0).integers(0, 256, (120, 120, 3), dtype=np.uint8))
 
 
+def blank_png() -> bytes:
+    """A uniform grey photo: no face, not even a pre-cropped one."""
+    return png_bytes(np.full((120, 100, 3), 128, np.uint8))
+
+
 def many_faces_png(orl_dir: Path) -> bytes:
     """Three ORL faces side by side on white (the detector finds all three)."""
     ims = [np.asarray(Image.open(orl_dir / f"s{s}" / "1.pgm").convert("RGB")) for s in (1, 2, 3)]

@@ -453,6 +453,18 @@ def test_empty_gallery_is_a_clear_error(system, orl_dir, tmp_path, capsys):
     assert "no enrolled images" in err and "Traceback" not in err
 
 
+def test_out_that_is_an_input_is_refused_before_any_work(system, orl_dir, tmp_path, capsys):
+    _, db, _ = system
+    before = Path(db).read_bytes()
+    probe = tmp_path / "p.pgm"
+    probe.write_bytes((orl_dir / "s1" / "1.pgm").read_bytes())
+    for out, what in ((db, "gallery database"), (probe, "probe photo")):
+        assert main(["identify", str(probe), "--db", str(db), "--format", "json", "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert f"is the {what}" in err and err.count("\n") == 1
+    assert Path(db).read_bytes() == before and probe.read_bytes() == (orl_dir / "s1" / "1.pgm").read_bytes()
+
+
 def test_bad_model_file_is_a_clear_error(system, orl_dir, tmp_path, capsys):
     _, db, _ = system
     (tmp_path / "bad.lkm").write_bytes(b"junk")

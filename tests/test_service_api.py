@@ -9,7 +9,17 @@ from types import SimpleNamespace
 
 import pytest
 from conftest import FAST_MATCHER
-from service_support import AUTH, TOKEN, bomb_png, many_faces_png, new_pg_schema, no_face_png, orl_bytes, state
+from service_support import (
+    AUTH,
+    TOKEN,
+    blank_png,
+    bomb_png,
+    many_faces_png,
+    new_pg_schema,
+    no_face_png,
+    orl_bytes,
+    state,
+)
 
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
@@ -228,6 +238,10 @@ def _cases(face: bytes, enrolled_1: bytes, enrolled_2: bytes, many: bytes) -> di
             "data": {"mode": "same-person"}}, 422, "no_face"),
         "enrol/no face": ("post", "/api/subjects/s1/images", {"files": upload(no_face_png(), "n.png", "files")}, 422,
                           "no_face"),
+        "enrol/blank photo sent as pre-cropped": ("post", "/api/subjects/s1/images", {
+            "files": upload(blank_png(), "b.png", "files"), "data": {"precropped": "true"}}, 422, "no_face"),
+        "identify/blank photo sent as pre-cropped": ("post", "/api/identify", {
+            "files": upload(blank_png(), "b.png"), "data": {"precropped": "true"}}, 422, "no_face"),
         "enrol/many faces": ("post", "/api/subjects/s1/images", {"files": upload(many, "g.png", "files")}, 422,
                              "many_faces"),
         "enrol/one good one bad": ("post", "/api/subjects/s1/images", {
@@ -273,6 +287,10 @@ def _cases(face: bytes, enrolled_1: bytes, enrolled_2: bytes, many: bytes) -> di
             "subject": "s1", "verdict": "yes", "reviewer": "a"}}, 422, "invalid_request"),
         "review/not a candidate": ("post", "/api/searches/{sid}/reviews", {"json": {
             "subject": "x'; DROP TABLE reviews;--", "verdict": "match", "reviewer": "a"}}, 422, "not_a_candidate"),
+        "review/note not UTF-8": ("post", "/api/searches/{sid}/reviews", {"content": b'{"subject": "s1", "verdict": '
+                                  b'"match", "reviewer": "a", "note": "\\ud800"}', "headers": {
+                                      "content-type": "application/json"}}, 422, "bad_note"),
+        "search/id beyond 64 bits": ("get", "/api/searches/99999999999999999999", {}, 422, "invalid_request"),
         "review/no reviewer": ("post", "/api/searches/{sid}/reviews", {"json": {
             "subject": "s1", "verdict": "match", "reviewer": " "}}, 422, "bad_reviewer"),
         "method not allowed": ("put", "/api/subjects", {"json": {}}, 405, "method_not_allowed"),
@@ -407,3 +425,13 @@ def test_old_schema_is_migrated_and_newer_refused(tmp_path: Path, version: int, 
     con.close()
     with pytest.raises(StoreError, match="newer"):
         Service(str(db), data_dir=tmp_path / "images", engines=1)
+
+
+def test_an_image_folder_that_is_a_file_is_refused_at_start_up(tmp_path: Path, capsys):
+    from lookalike.cli import main
+
+    (tmp_path / "notadir").write_text("x")
+    assert main(["serve", "--db", str(tmp_path / "s.sqlite"), "--matcher", FAST_MATCHER,
+                 "--data-dir", str(tmp_path / "notadir"), "--port", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is a file, not a folder" in err

@@ -73,6 +73,9 @@ def test_review_page_and_verdict(site):
     client, service, sid = site
     client.cookies.clear()
     csrf = login(client)
+    for huge in ("99999999999999999999", "9223372036854775808"):  # beyond the database's integers: 4xx, not 500
+        assert client.get(f"/review/{huge}").status_code == 422
+        assert client.get(f"/review/{huge}/report.html").status_code == 422
     r = client.get(f"/review/{sid}")
     assert r.status_code == 200
     html = r.text
