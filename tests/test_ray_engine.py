@@ -116,3 +116,20 @@ def test_enroll_on_ray_equals_local(ray_local, orl_folders, tmp_path):
         order_a, order_b = np.argsort(a.paths_), np.argsort(b.paths_)
         np.testing.assert_array_equal(a.paths_[order_a], b.paths_[order_b])
         np.testing.assert_allclose(np.asarray(a.vectors_)[order_a], np.asarray(b.vectors_)[order_b], atol=1e-6)
+
+
+def test_an_unreachable_ray_address_is_one_line_at_once():
+    """Ray retries an unreachable address for minutes; a host:port nothing listens on is refused at once."""
+    import socket
+
+    from lookalike.embed_ray import check_reachable
+
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(ValueError, match="no Ray cluster reachable"):
+        check_reachable(f"127.0.0.1:{port}", timeout=2)
+    with pytest.raises(ValueError, match="expected host:port"):
+        check_reachable("localhost")
+    check_reachable(None)
+    check_reachable("auto")

@@ -80,6 +80,23 @@ def _from_batch(batch: dict[str, np.ndarray]) -> list[tuple]:
     return out
 
 
+def check_reachable(address: str | None, timeout: float = 5.0) -> None:
+    """A one-line ValueError when ``address`` is a ``host:port`` no connection reaches within ``timeout`` seconds
+    (Ray itself retries for minutes); other forms (None, ``auto``, ``ray://...``) are left to Ray."""
+    import socket
+
+    if not address or "://" in address or address == "auto":
+        return
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"--ray-address {address!r}: expected host:port, auto or ray://host:port")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise ValueError(f"--ray-address {address}: no Ray cluster reachable there ({e.strerror or e}); start one "
+                         "with `ray start --head`, or leave the option out to start Ray on this machine") from None
+
+
 def run_ray(batches: list[list[tuple]], matcher: str | Matcher, aligner: FaceAligner, lowres: int | None,
             workers: int, ray_address: str | None = None, degrade: str = "bicubic",
             retries: int = 3) -> Iterator[list[tuple]]:
@@ -90,6 +107,7 @@ def run_ray(batches: list[list[tuple]], matcher: str | Matcher, aligner: FaceAli
         raise ValueError("engine 'ray' needs Ray: pip install 'lookalike[ray]' (ray[data])") from e
     started = not ray.is_initialized()
     if started:
+        check_reachable(ray_address)
         ray.init(address=ray_address, num_cpus=None if ray_address else max(1, workers), include_dashboard=False,
                  log_to_driver=False, configure_logging=False)
     try:
