@@ -225,6 +225,20 @@ def test_identify_cli_table_and_csv(system, orl_dir, capsys, tmp_path):
     assert len(rows) == 10 * 3 and {r["rank"] for r in rows} == {"1", "2", "3"}
 
 
+def test_csv_cells_that_a_spreadsheet_would_run_are_text():
+    from lookalike.identify_format import format_csv
+
+    cand = {"rank": 1, "subject": '=HYPERLINK("http://x","y")', "image": "@img.png", "base_score": 0.9,
+            "base_rank": 1, "final_score": 0.9, "lookalike_group": None}
+    face = {"index": 0, "box": [1, 2, 3, 4], "detection": "detected", "ambiguous": False, "candidates": [cand],
+            "decision": {"subject": cand["subject"], "enrolled": True}}
+    rows = list(csv.DictReader(io.StringIO(format_csv({"results": [
+        {"photo": "+p.jpg", "status": "ok", "faces": [face]}, {"photo": "-q.jpg", "status": "no_face"}]}))))
+    assert [rows[0][k] for k in ("photo", "subject", "image", "decision_subject")] == [
+        "'+p.jpg", "'" + cand["subject"], "'@img.png", "'" + cand["subject"]]
+    assert rows[1]["photo"] == "'-q.jpg" and rows[1]["photo_status"] == "no_face"
+
+
 def test_resolution_note_says_when_the_face_does_not_fit_the_model():
     assert resolution_note(72, None) is None and resolution_note(48, None) is None
     assert resolution_note(19, None).startswith("19 px face searched as a full-resolution one")
@@ -593,7 +607,10 @@ def test_train_reports_the_images_it_skipped(system, small_face_model, orl_dir, 
     assert main(["train", "--data", str(data), "--model", str(model), "--depth", "20", "--lowres", "16",
                  "--lowres-apply", "probes", "--matcher", FAST_MATCHER, "--cache", str(cache_path), "--workers", "1",
                  "--no-progress"]) == 0
-    assert "skipped 1 images (empty 1)" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "skipped 1 images (empty 1)" in err
+    n = LookalikeModel.load(model).training_["n_nonmated_searches"]  # 20 people: a few dozen searches
+    assert n < 100 and f"the thresholds come from {n} non-mated validation searches; at FPIR 0.001, 0.01, 0.1" in err
     embedding = LookalikeModel.load(model).training_["embedding"]
     assert embedding["skipped"] == {"empty": 1} and embedding["cached"] >= 0 and embedding["extra_embeddings"] > 0
     assert embedding["computed"] + embedding["cached"] == embedding["images"] + embedding["extra_embeddings"]

@@ -269,7 +269,8 @@ def test_item10_dropped_items_reported_on_console(tmp_path, capsys):
 @pytest.mark.parametrize("option, value", [("--max-people", "0"), ("--max-people", "-3"), ("--depth", "0"),
                                            ("--test-fraction", "-0.2"), ("--test-fraction", "1"),
                                            ("--val-fraction", "1.5"), ("--workers", "0"),
-                                           ("--central-fraction", "2")])
+                                           ("--central-fraction", "2"), ("--central-fraction", "nan"),
+                                           ("--test-fraction", "inf")])
 def test_item11_options_validated(option, value, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["benchmark", "--data", str(tmp_path), "--out", str(tmp_path / "o"), option, value])
@@ -296,6 +297,10 @@ def test_item12_out_inside_data_is_not_enrolled(tmp_path, capsys):
             + m["protocol"]["n_val_probes"] + m["protocol"]["n_val_gallery"] == 18
     t = load_folders(data)  # without exclude: the marker file keeps it out too
     assert "results" not in t.identities and t.notes == {"output_folder": 1}
+    person = sorted(p for p in data.iterdir() if p.is_dir() and p.name != "results")[0]
+    before = sorted(f.name for f in person.iterdir())
+    assert main(["benchmark", "--data", str(data), "--out", str(person), "--no-rerank", *_fast(tmp_path)]) == 2
+    assert "holds photos" in capsys.readouterr().err and sorted(f.name for f in person.iterdir()) == before
 
 
 # 13 -----------------------------------------------------------------------------------------------------------

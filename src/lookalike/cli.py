@@ -292,6 +292,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from lookalike.calibration import MIN_SEARCHES
     from lookalike.outputs import check_output_file
     from lookalike.summary import print_fallback_hint
     from lookalike.train import train_model
@@ -311,6 +312,13 @@ def cmd_train(args: argparse.Namespace) -> int:
           f"{summary['n_val_probes']} probes, rank-1 {100 * st['val_base_rank1']:.2f} -> {100 * st['val_rank1']:.2f}")
     print(f"chosen: {st['disambiguator']}, {st['selection']}, {st['normaliser']} weight {st['weight']}")
     print("thresholds: " + ", ".join(f"FPIR {f:g}: {t:.4f}" for f, t in model.thresholds_.items()))
+    n = model.training_.get("n_nonmated_searches", 0)
+    weak = [f for f in model.thresholds_ if n < MIN_SEARCHES / f]
+    if weak:
+        print(f"note: the thresholds come from {n} non-mated validation searches; at FPIR "
+              f"{', '.join(f'{f:g}' for f in weak)} that is fewer than the {MIN_SEARCHES} / FPIR that can hold it, so "
+              "identify prefers a gallery's own calibration there, or the stricter of the two (README, 'Where the "
+              "decision's threshold comes from'); train on more people for thresholds of its own", file=sys.stderr)
     skipped = model.training_["embedding"]["skipped"]
     if skipped:
         print(f"skipped {sum(skipped.values())} images ({', '.join(f'{k} {v}' for k, v in sorted(skipped.items()))}); "
@@ -322,8 +330,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def probe_paths(items: list[str]) -> list[str]:
     """Photo files from files, folders (every image file below, sorted) and CSV files (their 'path' column)."""
-    import csv
-
+    from lookalike.data.manifest import read_csv
     from lookalike.data.table import is_image_file
 
     out: list[str] = []
@@ -332,11 +339,14 @@ def probe_paths(items: list[str]) -> list[str]:
         if p.is_dir():
             out += sorted(str(f) for f in p.rglob("*") if f.is_file() and is_image_file(f))
         elif p.suffix.lower() == ".csv" and p.is_file():
-            with open(p, newline="", encoding="utf-8-sig") as f:
-                reader = csv.DictReader(f)
-                if "path" not in (reader.fieldnames or []):
-                    raise ValueError(f"{p}: a probe CSV needs a 'path' column")
-                out += [str(r["path"] if Path(r["path"]).is_absolute() else p.parent / r["path"]) for r in reader]
+            fields, rows = read_csv(p)
+            if "path" not in fields:
+                raise ValueError(f"{p}: a probe CSV needs a 'path' column")
+            for line, r in enumerate(rows, start=2):
+                path = (r["path"] or "").strip()
+                if not path:
+                    raise ValueError(f"{p}:{line}: empty path")
+                out.append(str(path if Path(path).is_absolute() else p.parent / path))
         elif p.exists():
             out.append(str(p))
         else:

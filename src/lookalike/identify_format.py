@@ -90,24 +90,31 @@ def format_table(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _cell(text: str) -> str:
+    """A text cell a spreadsheet shows as text: one starting with = + - @ (a formula to Excel or LibreOffice, e.g. a
+    subject named ``=HYPERLINK(...)``) gets a leading apostrophe, as OWASP advises for CSV files."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
 def format_csv(result: dict) -> str:
+    """One row per candidate (a photo without a face: one row); text cells guarded against formulas (:func:`_cell`)."""
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=CSV_FIELDS)
     w.writeheader()
     for r in result["results"]:
         if r["status"] != "ok":
-            w.writerow({"photo": r["photo"], "photo_status": r["status"]})
+            w.writerow({"photo": _cell(r["photo"]), "photo_status": r["status"]})
             continue
         for f in r["faces"]:
             enrolled = f["decision"]["enrolled"]
             for c in f["candidates"]:
-                w.writerow({"photo": r["photo"], "photo_status": r["status"], "face": f["index"],
+                w.writerow({"photo": _cell(r["photo"]), "photo_status": r["status"], "face": f["index"],
                             "box": " ".join(map(str, f["box"])), "face_px": f.get("face_px", ""),
                             "detection": f["detection"], "rank": c["rank"],
-                            "subject": c["subject"], "image": c["image"], "base_score": c["base_score"],
+                            "subject": _cell(c["subject"]), "image": _cell(c["image"]), "base_score": c["base_score"],
                             "base_rank": c["base_rank"], "final_score": c["final_score"],
                             "lookalike_group": c["lookalike_group"] or "", "ambiguous": f["ambiguous"],
-                            "decision_subject": f["decision"]["subject"] or "",
+                            "decision_subject": _cell(f["decision"]["subject"] or ""),
                             "enrolled": "" if enrolled is None else enrolled,
                             "batch_distance": c.get("batch_distance", "")})
     return buf.getvalue()

@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 
 from lookalike.data.folders import OUTPUT_MARKER
+from lookalike.data.table import is_image_file
 
 # What `lookalike benchmark` writes into its --out folder (files and folders); nothing else there is touched.
 BENCHMARK_OUTPUTS = ("metrics.json", "report.md", "cmc.png", "fnir_fpir.png", "examples.png", "rankings.npz",
@@ -35,6 +36,11 @@ def prepare_output_folder(out: str | Path, keep: list[str | Path] = (),
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out}: exists and is not a folder")
+    if out.is_dir() and not (out / OUTPUT_MARKER).exists():
+        photos = [f.name for f in out.iterdir() if f.name not in owned and f.is_file() and is_image_file(f)]
+        if photos:  # a person's folder of a dataset, say: results written there would be enrolled or lost
+            raise ValueError(f"--out {out}: holds photos ({photos[0]}, ...) and is not a lookalike output folder; "
+                             "choose a new or empty folder")
     _check_writable(out, "--out")
     keep_abs = [os.path.abspath(k) for k in keep]
     for name in owned:

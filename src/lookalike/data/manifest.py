@@ -13,14 +13,24 @@ from pathlib import Path
 from lookalike.data.table import FaceTable
 
 
+def read_csv(csv_path: str | Path) -> tuple[set[str], list[dict[str, str | None]]]:
+    """(column names, rows) of a UTF-8 CSV file with a header row; a one-line ValueError naming the file when it is
+    not UTF-8 text."""
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            return set(reader.fieldnames or []), list(reader)
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{csv_path}: not UTF-8 text (byte {e.start}); save the CSV file as UTF-8") from None
+    except csv.Error as e:
+        raise ValueError(f"{csv_path}: not a readable CSV file ({e})") from None
+
+
 def load_manifest(csv_path: str | Path) -> FaceTable:
     csv_path = Path(csv_path)
-    with open(csv_path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        fields = set(reader.fieldnames or [])
-        if not {"path", "identity"} <= fields:
-            raise ValueError(f"{csv_path}: manifest needs 'path' and 'identity' columns, has {sorted(fields)}")
-        rows = list(reader)
+    fields, rows = read_csv(csv_path)
+    if not {"path", "identity"} <= fields:
+        raise ValueError(f"{csv_path}: manifest needs 'path' and 'identity' columns, has {sorted(fields)}")
     paths, ids, roles = [], [], []
     table = FaceTable([], [])
     for i, row in enumerate(rows, start=2):
