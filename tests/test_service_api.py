@@ -435,3 +435,29 @@ def test_an_image_folder_that_is_a_file_is_refused_at_start_up(tmp_path: Path, c
                  "--data-dir", str(tmp_path / "notadir"), "--port", "1"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "is a file, not a folder" in err
+
+
+def test_an_enrolled_file_changed_on_disk_is_never_shown_as_the_enrolled_face(orl_dir: Path, tmp_path: Path):
+    """Images enrolled from disk paths: a file replaced since enrolment is refused (409), a removed one 404, instead
+    of serving whatever the path holds now."""
+    from lookalike.cli import main
+
+    folder = tmp_path / "people" / "ann"
+    folder.mkdir(parents=True)
+    for i in (1, 2):
+        (folder / f"{i}.pgm").write_bytes(orl_bytes(orl_dir, 5, i))
+    db = str(tmp_path / "g.sqlite")
+    assert main(["enroll", "--gallery", str(tmp_path / "people"), "--db", db, "--matcher", FAST_MATCHER,
+                 "--cache", "none", "--workers", "1", "--no-progress"]) == 0
+    client = TestClient(create_app(Service(db, data_dir=tmp_path / "images", engines=1), TokenChecker(TOKEN)))
+    with Gallery.open(db) as g:
+        ids = {Path(im.path).name: im.id for im in g.store.list_images()}
+    assert client.get(f"/api/images/{ids['1.pgm']}/file", headers=AUTH).status_code == 200
+    (folder / "1.pgm").write_bytes(orl_bytes(orl_dir, 6, 1))  # another person's photo under the same name
+    (folder / "2.pgm").unlink()
+    for url, status, code in ((f"/api/images/{ids['1.pgm']}/file", 409, "image_file_changed"),
+                              (f"/api/images/{ids['1.pgm']}/face.png", 409, "image_file_changed"),
+                              (f"/api/images/{ids['1.pgm']}/photo.png", 409, "image_file_changed"),
+                              (f"/api/images/{ids['2.pgm']}/file", 404, "image_file_missing")):
+        r = client.get(url, headers=AUTH)
+        assert (r.status_code, r.json()["error"]["code"]) == (status, code), url

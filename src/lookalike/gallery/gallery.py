@@ -28,7 +28,8 @@ import numpy as np
 from tqdm import tqdm
 
 from lookalike import __version__
-from lookalike.embed import embed_paths, face_chip, preprocess_key, spawnable, worker_pool
+from lookalike.data.images import ImageError, decode_image
+from lookalike.embed import embed_paths, preprocess_key, spawnable, worker_pool
 from lookalike.gallery import open_store
 from lookalike.gallery.store import (
     GalleryStore,
@@ -722,14 +723,30 @@ class Gallery:
             self.generation_ = -1
         return n
 
+    @staticmethod
+    def enrolled_bytes(record: ImageRecord) -> bytes:
+        """An enrolled image's file as it was enrolled: :class:`~lookalike.data.images.ImageError` (``missing``)
+        when the file is gone or unreadable, (``changed``) when its bytes are no longer the ones enrolled (the
+        SHA-1 recorded then), so a replaced or edited file is never shown or used as the enrolled face."""
+        try:
+            data = Path(record.path).read_bytes()
+        except OSError as e:
+            raise ImageError("missing", f"{record.path}: the enrolled file is no longer readable "
+                                        f"({e.strerror or e})") from None
+        if hashlib.sha1(data).hexdigest() != record.sha1:
+            raise ImageError("changed", f"{record.path}: the file has changed since it was enrolled (its bytes are "
+                                        "not the ones enrolled); remove the image and enrol the file again")
+        return data
+
     def enrolled_chip(self, record: ImageRecord) -> np.ndarray:
-        """An enrolled image's aligned face chip (full resolution), cut from its file with the landmarks stored at
-        enrolment. :class:`~lookalike.data.images.ImageError` when the file is unreadable now; ValueError when the
-        image has no aligned face (it was skipped)."""
+        """An enrolled image's aligned face chip (full resolution), cut from its file (:meth:`enrolled_bytes`) with
+        the landmarks stored at enrolment. :class:`~lookalike.data.images.ImageError` when the file is unreadable
+        or changed now; ValueError when the image has no aligned face (it was skipped)."""
         if record.box is None or record.landmarks is None:
             raise ValueError(f"image {record.id} has no aligned face ({record.status})")
         alignment = Alignment(record.method or "detected", record.n_faces, record.box, record.landmarks)
-        return face_chip(record.path, self.aligner, alignment)[0]
+        image = decode_image(self.enrolled_bytes(record), record.path)
+        return self.aligner.chip(image, alignment)
 
     # --- searching -------------------------------------------------------------------------------------
     def search(self, vectors: np.ndarray, k: int = 20) -> SubjectLists:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lookalike.data.images import ImageError, decode_image, degrade, encode_png, load_image, sniff_image_type
+from lookalike.data.images import ImageError, decode_image, degrade, encode_png, sniff_image_type
 from lookalike.gallery import Gallery, is_postgres_url, open_store
 from lookalike.gallery.store import VERDICTS, GalleryStore, NoGalleryError, StoreError
 from lookalike.identify import Identifier, prepare_gallery, result_document
@@ -335,9 +335,9 @@ class Service:
         """The enrolled image's bytes and media type (the path comes from the gallery, never the request)."""
         rec = self._image_record(image_id)
         try:
-            data = Path(rec.path).read_bytes()
-        except OSError:
-            raise ServiceError(404, "image_file_missing", f"the file of image {image_id} is no longer there") from None
+            data = Gallery.enrolled_bytes(rec)
+        except ImageError as err:
+            raise _file_error(image_id, err) from None
         return data, MEDIA_TYPES.get(sniff_image_type(data) or "", "application/octet-stream")
 
     def image_png(self, image_id: int, face: bool) -> bytes:
@@ -347,11 +347,11 @@ class Service:
         def render() -> bytes:
             try:
                 if not face:
-                    return encode_png(load_image(rec.path), PHOTO_SIDE)
+                    return encode_png(decode_image(Gallery.enrolled_bytes(rec), rec.path), PHOTO_SIDE)
                 with self.engine() as e:
                     return encode_png(e.gallery.enrolled_chip(rec))
             except ImageError as err:
-                raise ServiceError(404, "image_file_missing", f"image {image_id}: {err}") from None
+                raise _file_error(image_id, err) from None
             except ValueError as err:
                 raise ServiceError(404, "no_face", str(err)) from None
 
@@ -499,6 +499,13 @@ def _encodable(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def _file_error(image_id: int, err: ImageError) -> ServiceError:
+    """An enrolled file that cannot be shown: 409 when it changed since enrolment, else 404 (gone, unreadable)."""
+    if err.reason == "changed":
+        return ServiceError(409, "image_file_changed", f"image {image_id}: {err}")
+    return ServiceError(404, "image_file_missing", f"image {image_id}: {err}")
 
 
 def search_face(result: dict) -> dict:
