@@ -501,7 +501,7 @@ class Identifier:
         for result, found in photos:
             if len(found) > 1:
                 result = {**result, "status": "many_faces",
-                          "message": f"{len(found)} faces: --same-person uses photos with one face (crop the photo)"}
+                          "message": f"{len(found)} faces: a same-person search uses photos of one face (crop it)"}
             elif found:
                 faces.append(found[0])
                 result = {**result, "in_template": True}

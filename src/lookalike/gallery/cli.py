@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sqlite3
 import sys
 from collections.abc import Callable
@@ -131,6 +132,8 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         args.chunk_size = 2048 if args.engine == "ray" else 256
     if args.workers < 1 or args.chunk_size < 1:
         raise ValueError("--workers and --chunk-size must be at least 1")
+    if args.cache != "none" and os.path.realpath(args.cache) == os.path.realpath(args.db):
+        raise ValueError(f"--cache {args.cache} is the gallery database: give the embedding cache a file of its own")
     table = load_dataset(args.gallery)
     cache = EmbeddingCache(None if args.cache == "none" else args.cache)
     with _open_or_create(args) as gallery:
