@@ -184,7 +184,8 @@ def test_a_models_thresholds_come_from_the_gallery_when_its_sample_is_large_enou
 def test_a_small_gallery_takes_the_stricter_threshold_and_one_subject_the_models(tmp_path: Path, synthetic_model,
                                                                                 monkeypatch):
     """Too few sampled searches for an FPIR: whichever of the model's and the sample's thresholds is higher (the
-    label says which); no non-mated search at all (one subject): the model's; no model: the gallery's base score."""
+    label says which); no non-mated search at all (one subject): the model's; no model: the gallery's base score
+    (labelled by whether its sample holds 10 / FPIR searches)."""
     model, people = synthetic_model
     with Gallery.create(tmp_path / "g.sqlite", matcher=model.matcher) as g:
         g.add_embeddings(people.identities[:60], people.vectors[:60])
@@ -197,7 +198,8 @@ def test_a_small_gallery_takes_the_stricter_threshold_and_one_subject_the_models
         assert ident.threshold(0.1) == (sample_t, "gallery-sample")
         monkeypatch.setattr(model, "thresholds_", {**model.thresholds_, 0.1: sample_t + 1})
         assert ident.threshold(0.1) == (sample_t + 1, "model")
-        assert Identifier(g).calibration()["model"] is None and Identifier(g).threshold(0.1)[1] == "gallery"
+        # no model: the gallery's base-score threshold, labelled as a sample too small to hold 10% (60 < 100)
+        assert Identifier(g).calibration()["model"] is None and Identifier(g).threshold(0.1)[1] == "gallery-sample"
     with Gallery.create(tmp_path / "one.sqlite", matcher=model.matcher) as g:
         g.add_embeddings(["ann"] * 3, people.vectors[:3])
         assert Identifier(g, model).threshold(0.01) == (model.threshold(0.01), "model")

@@ -21,6 +21,7 @@ from lookalike.index import (
     IndexMismatchError,
     NumpyIndex,
     build_index,
+    exact_topk,
     fingerprint,
     format_index_spec,
     load_index,
@@ -492,3 +493,37 @@ def test_cli_enroll_index_stats_and_errors(face_folders: Path, tmp_path: Path, c
     assert main(["gallery", "stats", "--db", db, "--format", "json"]) == 0
     stats = json.loads(capsys.readouterr().out)
     assert (stats["vectors_source"], stats["index_source"], stats["vectors"]) == ("file", "saved", stats["images"])
+
+
+def test_an_approximate_search_that_finds_too_few_is_completed_exactly(tmp_path: Path) -> None:
+    """IVF probing one small list finds fewer candidates than asked: those queries are searched exactly, so no
+    padding id (-1, read as the last gallery row) ever becomes a candidate."""
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((40, 32))
+    v = np.repeat(centres, 50, 0) + 0.3 * rng.standard_normal((2000, 32))
+    v = (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+    q = v[::100] + 0.01
+    q = (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
+    scores, ids = build_index("ivf", v, nprobe=1).search(q, 200)
+    assert (ids >= 0).all() and np.isfinite(scores).all() and ids.shape == (len(q), 200)
+    exact_scores, _ = exact_topk(q, v, 200)
+    np.testing.assert_allclose(scores, exact_scores, atol=1e-5)  # 200 of ~50-vector lists: exact here
+    with Gallery.create(tmp_path / "g.sqlite", matcher=FAST_MATCHER, index="ivf:nprobe=1") as g:
+        g.add_embeddings([f"s{i // 50}" for i in range(2000)], v)
+        found = g.search(q, 20)
+        assert found.subjects.shape == (len(q), 20) and np.isfinite(found.scores).all()
+
+
+def test_add_embeddings_refuses_vectors_a_cosine_search_cannot_use(tmp_path: Path) -> None:
+    """A NaN row once left the gallery unopenable (its vector files never matched the database); an unnormalised
+    one outranked every face. Both are refused, and nothing is stored."""
+    v = np.eye(4, dtype=np.float32)
+    with Gallery.create(tmp_path / "g.sqlite", matcher=FAST_MATCHER) as g:
+        g.add_embeddings(["a", "b"], v[:2])
+        for bad, message in ((np.full((1, 4), np.nan), "NaN"), (v[2:3] * 50, "unit length"),
+                             (np.zeros((1, 4)), "unit length")):
+            with pytest.raises(ValueError, match=message):
+                g.add_embeddings(["c"], bad)
+        assert len(g.image_ids_) == 2
+    with Gallery.open(tmp_path / "g.sqlite") as g:
+        assert g.subjects() == ["a", "b"]

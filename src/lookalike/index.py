@@ -461,6 +461,11 @@ class ApproximateIndex(Index):
             if fetch >= n:
                 break
             todo, fetch = todo[tied], min(n, 2 * fetch)
+        # FAISS may find fewer than k candidates (IVF probing a few small lists): such queries are searched exactly,
+        # so every result holds k real candidates, never a padding id
+        short = np.flatnonzero((ids < 0).any(1))
+        if len(short):
+            scores[short], ids[short] = exact_topk(queries[short], self.vectors, k)
         return scores, ids
 
     def _rescored(self, queries: np.ndarray, fetch: int, k: int,

@@ -685,11 +685,17 @@ class Gallery:
     def add_embeddings(self, subjects: list[str] | np.ndarray, vectors: np.ndarray, source: str = "embedding") -> None:
         """Add faces already embedded with this gallery's matcher and preprocessing (``vectors`` (N, D), one row per
         ``subjects[i]``), without images: for measuring with vectors computed elsewhere (each is stored with the
-        path ``<source>/<row>`` and a hash of its vector). Nothing checks that they came from the gallery's
-        matcher."""
+        path ``<source>/<row>`` and a hash of its vector); they must be finite and of unit length (a one-line
+        ValueError otherwise). Nothing checks that they came from the gallery's matcher."""
         vectors = np.asarray(vectors, np.float32)
         if vectors.ndim != 2 or len(vectors) != len(subjects):
             raise ValueError(f"expected one (D,) vector per subject, got {vectors.shape} for {len(subjects)} subjects")
+        if not np.isfinite(vectors).all():
+            raise ValueError("vectors contain NaN or infinite values")
+        off = np.abs(np.linalg.norm(vectors, axis=1) - 1) > 1e-3
+        if off.any():  # scores are cosines only for unit vectors; thresholds and re-ranking assume them
+            raise ValueError(f"{int(off.sum())} of {len(vectors)} vectors are not of unit length: L2-normalise them "
+                             "(lookalike.matchers.base.l2_normalize)")
         if self.dim is None:
             self.store.set_meta({"dim": str(vectors.shape[1])})
         elif vectors.shape[1] != self.dim:
