@@ -696,7 +696,11 @@ def test_the_gallery_calibration_needs_two_searchable_subjects(tmp_path):
         g.remove("ann")  # cat's faces alone: no non-mated search
         assert ident.calibration()["n_nonmated"] == 0
         probe = rng.standard_normal(16).astype(np.float32)
-        result = ident.search_face(TemplateFace(probe / np.linalg.norm(probe), ["p.jpg"]), top=3)
+        face = TemplateFace(probe / np.linalg.norm(probe), ["p.jpg"])
+        for top, fpir in ((0, 0.01), (-1, 0.01), (2.5, 0.01), (3, 0), (3, 1.5)):  # the Python API checks as the CLI
+            with pytest.raises(ValueError, match="top must be|FPIR must be"):
+                ident.search_face(face, top=top, fpir=fpir)
+        result = ident.search_face(face, top=3)
         decision = result["decision"]
         assert decision["enrolled"] is None and decision["threshold"] is None and "no threshold" in decision["note"]
         assert "Infinity" not in json.dumps(result)

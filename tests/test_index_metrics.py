@@ -332,3 +332,14 @@ def test_paired_mean():
     lo, hi = noisy["diff_ci95"]
     assert lo < noisy["diff"] < hi and noisy["p"] > 0.01
     assert paired_mean([], [], n_boot=10) == {} and paired_mean(old, old, n_boot=0) == {}
+
+
+@pytest.mark.parametrize("fpir", [-0.1, 0, 1, 2, float("nan"), "0.01", True])
+def test_an_fpir_outside_0_1_is_refused_not_turned_into_a_threshold(fpir):
+    from lookalike.metrics import fnir_at_fpir, threshold_at_fpir
+
+    top = np.linspace(0.1, 1, 10)
+    with pytest.raises(ValueError, match="FPIR must be a number strictly between 0 and 1"):
+        threshold_at_fpir(top, fpir)
+    with pytest.raises(ValueError, match="FPIR"):
+        fnir_at_fpir(top, np.ones(10, bool), top, (fpir,))

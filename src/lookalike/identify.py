@@ -32,7 +32,7 @@ from lookalike.gallery import Gallery
 from lookalike.matchers import get_matcher
 from lookalike.matchers.align import Alignment
 from lookalike.matchers.base import l2_normalize
-from lookalike.metrics import RankedLists, calibrated_threshold
+from lookalike.metrics import RankedLists, calibrated_threshold, check_fpir
 from lookalike.model import LookalikeModel, fits_face_size
 
 SCHEMA_VERSION = 1
@@ -323,6 +323,7 @@ class Identifier:
         threshold, ``"gallery"`` when its sample holds enough searches for ``fpir``, else ``"gallery-sample"`` (too
         few to hold the FPIR); (None, None) while no face has another subject to match (no decision can be made).
         ``calibration``: this gallery's :meth:`calibration`, when the caller already has it."""
+        fpir = check_fpir(fpir)
         calibration = calibration or self.calibration()
         if self.model is None:
             th = calibration["thresholds"]
@@ -343,6 +344,7 @@ class Identifier:
     def search_face(self, face: ProbeFace | TemplateFace, top: int = 20, fpir: float = 0.01) -> dict:
         """The candidate list and decision for one face (the JSON schema's ``faces[]`` item); a face of another
         size by its own identifier (:meth:`route`)."""
+        check_search(top, fpir)
         other = self.routes().get(face.route) if isinstance(face, ProbeFace) else None
         if other is not None:
             return other.search_face(face, top, fpir)
@@ -375,6 +377,7 @@ class Identifier:
         (:mod:`lookalike.rerank.batch`): for many photos of the same few people. Whether a face's person is enrolled
         is decided by its own (per-photo) final score, whom by the batch order; each candidate also has its
         ``batch_distance``. Face by face (:meth:`search_face`) when :meth:`batch_note` says so."""
+        check_search(top, fpir)
         if self.batch_note(len(faces)) is not None:
             return [self.search_face(f, top, fpir) for f in faces]
         if not faces:
@@ -565,6 +568,14 @@ def prepare_gallery(model: LookalikeModel | None, vectors: np.ndarray, block: in
     return done
 
 
+def check_search(top: object, fpir: object) -> None:
+    """A one-line ValueError unless ``top`` (candidates listed) is an integer >= 1 and ``fpir`` a number strictly
+    between 0 and 1 (:func:`~lookalike.metrics.check_fpir`)."""
+    if isinstance(top, bool) or not isinstance(top, int | np.integer) or top < 1:
+        raise ValueError(f"top must be an integer >= 1, got {top!r}")
+    check_fpir(fpir)
+
+
 def identify(photos: list[str | Path], gallery: Gallery, model: LookalikeModel | None = None, top: int = 20,
              fpir: float = 0.01, batch: bool = False, same_person: bool = False,
              small_faces: LookalikeModel | None = None, sharp_faces: LookalikeModel | None = None,
@@ -577,6 +588,7 @@ def identify(photos: list[str | Path], gallery: Gallery, model: LookalikeModel |
     the whole result as the documented JSON document."""
     if batch and same_person:
         raise ValueError("--batch and --same-person are two ways to search many photos: choose one")
+    check_search(top, fpir)
     ident = Identifier(gallery, model, small_faces, sharp_faces)
     ident.every_scale = every_scale
     if model is not None and len(photos) * max(top, model.reach) >= len(gallery.vectors_):

@@ -104,10 +104,23 @@ def mcnemar(base_hits: np.ndarray, new_hits: np.ndarray) -> dict:
     return {"mcnemar_p": p, "fixed": fixed, "broken": broken}
 
 
+def check_fpir(fpir: object) -> float:
+    """A target false-positive identification rate: a number strictly between 0 and 1, else a one-line ValueError
+    (a negative or NaN FPIR would give a threshold, and a DIR, that mean nothing)."""
+    number = isinstance(fpir, int | float | np.integer | np.floating) and not isinstance(fpir, bool)
+    f = float(fpir) if number else float("nan")
+    if not 0 < f < 1:
+        raise ValueError(f"FPIR must be a number strictly between 0 and 1, got {fpir!r}")
+    return f
+
+
 def threshold_at_fpir(nonmated_top: np.ndarray, fpir: float) -> float:
     """The smallest score threshold that at most ``fpir`` of the non-mated searches reach with their top
     candidate (just above the (n_allowed + 1)-th highest non-mated top score); -inf with no searches."""
+    fpir = check_fpir(fpir)
     nonmated = np.sort(np.asarray(nonmated_top, np.float64))[::-1]
+    if np.isnan(nonmated).any():
+        raise ValueError("non-mated scores contain NaN")
     n_allowed = int(np.floor(fpir * len(nonmated)))
     return float(np.nextafter(nonmated[n_allowed], np.inf)) if n_allowed < len(nonmated) else float("-inf")
 

@@ -25,7 +25,7 @@ from lookalike.faces import FaceSet
 from lookalike.io import atomic_write
 from lookalike.matchers import DEFAULT_MATCHER, flipped_name
 from lookalike.matchers.align import FaceAligner
-from lookalike.metrics import RankedLists, calibrated_threshold, threshold_at_fpir
+from lookalike.metrics import RankedLists, calibrated_threshold, check_fpir, threshold_at_fpir
 from lookalike.rerank import NORMS, all_selections, default_disambiguators
 from lookalike.rerank.batch import BATCH_SIZES, BatchReranker, BatchSetting
 from lookalike.rerank.fusion import WeightedFusion
@@ -98,6 +98,11 @@ class LookalikeModel:
         the val gallery without its own identity; the gallery images prepared as probes are,
         ``val_gallery_as_probes``, when only one side is degraded)."""
         from lookalike.matchers import matcher_name
+
+        for f in self.fpirs:  # before any work, not after it
+            check_fpir(f)
+        if isinstance(self.depth, bool) or not isinstance(self.depth, int | np.integer) or self.depth < 1:
+            raise ValueError(f"depth must be an integer >= 1, got {self.depth!r}")
 
         t0 = time.perf_counter()
         val = LabelledLists.search(val_probes, val_gallery, self.depth)
@@ -181,7 +186,7 @@ class LookalikeModel:
 
     def threshold(self, fpir: float) -> float:
         """The final-score threshold calibrated at ``fpir`` (one of the calibrated FPIRs)."""
-        return calibrated_threshold(self.thresholds_, fpir)
+        return calibrated_threshold(self.thresholds_, check_fpir(fpir))
 
     @property
     def gallery_lowres(self) -> int | None:
