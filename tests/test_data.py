@@ -418,3 +418,25 @@ def test_atomic_write_respects_umask(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "o.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_a_damaged_tinyface_protocol_file_is_one_line_naming_it(tmp_path):
+    from scipy.io import savemat
+
+    from lookalike.data.tinyface import read_protocol_mat
+
+    names = np.empty((2, 1), object)
+    names[0, 0], names[1, 0] = np.array(["1_1.jpg"]), np.array(["2_1.jpg"])
+    good = tmp_path / "good.mat"
+    savemat(good, {"names": names, "ids": np.array([[1], [2]])})
+    assert read_protocol_mat(good, "names", "ids") == (["1_1.jpg", "2_1.jpg"], ["1", "2"])
+    data = good.read_bytes()
+    (tmp_path / "cut.mat").write_bytes(data[: len(data) // 2])
+    (tmp_path / "tiny.mat").write_bytes(data[:100])
+    savemat(tmp_path / "frac.mat", {"names": names, "ids": np.array([[1.7], [2]])})
+    savemat(tmp_path / "nan.mat", {"names": names, "ids": np.array([[np.nan], [2]])})
+    for bad, message in (("cut.mat", "not a readable MATLAB"), ("tiny.mat", "not a readable MATLAB"),
+                         ("frac.mat", "not whole numbers"), ("nan.mat", "not whole numbers")):
+        with pytest.raises(ValueError, match=message) as e:
+            read_protocol_mat(tmp_path / bad, "names", "ids")
+        assert str(e.value).startswith(str(tmp_path / bad))

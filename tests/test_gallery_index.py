@@ -527,3 +527,15 @@ def test_add_embeddings_refuses_vectors_a_cosine_search_cannot_use(tmp_path: Pat
         assert len(g.image_ids_) == 2
     with Gallery.open(tmp_path / "g.sqlite") as g:
         assert g.subjects() == ["a", "b"]
+
+
+@pytest.mark.parametrize("kind", ["numpy", "faiss", "hnsw", "ivf"])
+def test_every_index_refuses_a_bad_k_or_a_nan_query(kind: str) -> None:
+    rng = np.random.default_rng(0)
+    v = rng.standard_normal((300, 8)).astype(np.float32)
+    index = build_index(kind, v / np.linalg.norm(v, axis=1, keepdims=True))
+    for k in (-1, -5, 2.5, True):  # faiss had returned n + k columns for a negative k
+        with pytest.raises(ValueError, match="k must be"):
+            index.search(v[:2], k)
+    with pytest.raises(ValueError, match="NaN"):
+        index.search(np.full((1, 8), np.nan, np.float32), 5)

@@ -343,3 +343,22 @@ def test_an_fpir_outside_0_1_is_refused_not_turned_into_a_threshold(fpir):
         threshold_at_fpir(top, fpir)
     with pytest.raises(ValueError, match="FPIR"):
         fnir_at_fpir(top, np.ones(10, bool), top, (fpir,))
+
+
+def test_metrics_refuse_arrays_that_would_broadcast_or_never_match():
+    from lookalike.metrics import RankedLists, fnir_at_fpir, mate_positions, mcnemar, paired_mean
+
+    with pytest.raises(ValueError, match="one value per search"):
+        mcnemar([False], [True, True, True])  # had counted 3 probes fixed
+    with pytest.raises(ValueError, match="one value per search"):
+        paired_mean([1.0, 0.0], [0.0])
+    with pytest.raises(ValueError, match="one value per search"):
+        fnir_at_fpir(np.ones(3), np.ones(1, bool), np.ones(5))
+    with pytest.raises(ValueError, match="NaN"):
+        paired_mean([1.0, np.nan], [0.0, 0.0])
+    lists = RankedLists(np.array([[0, 1]]), np.array([[0.9, 0.8]]))
+    with pytest.raises(ValueError, match="different kinds"):
+        mate_positions(lists, np.array([1]), np.array(["1", "2"]), [np.array([])])
+    with pytest.raises(ValueError, match="negative gallery row"):
+        mate_positions(RankedLists(np.array([[-1, 0]]), np.array([[0.9, 0.8]])), np.array(["b"]),
+                       np.array(["a", "b"]), [np.array([])])

@@ -253,6 +253,16 @@ class Index(ABC):
     def _check(self, x: np.ndarray) -> np.ndarray:
         return _as_rows(x, self.dim)
 
+    def _check_search(self, queries: np.ndarray, k: int) -> np.ndarray:
+        """The queries of a :meth:`search`, checked with ``k``: finite vectors of this index's dimension, ``k`` an
+        integer >= 0 (a one-line ValueError, not a NaN score or a result of another width)."""
+        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 0:
+            raise ValueError(f"k must be an integer >= 0, got {k!r}")
+        q = self._check(queries)
+        if not np.isfinite(q).all():
+            raise ValueError("query vectors contain NaN or infinite values")
+        return q
+
 
 class NumpyIndex(Index):
     """Exact search with :func:`exact_topk`; memory bounded by ``block`` queries x ``gallery_block`` rows."""
@@ -290,7 +300,7 @@ class NumpyIndex(Index):
         return len(self.vectors)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        return exact_topk(self._check(queries), self.vectors, k, self.block, self.gallery_block)
+        return exact_topk(self._check_search(queries, k), self.vectors, k, self.block, self.gallery_block)
 
 
 def _faiss():
@@ -328,7 +338,7 @@ class FaissIndex(Index):
         return int(self._index.ntotal)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        queries = self._check(queries)
+        queries = self._check_search(queries, k)
         n = len(self)
         k = min(k, n)
         if k == 0:
@@ -447,7 +457,7 @@ class ApproximateIndex(Index):
         self._index.add(vectors)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        queries = self._check(queries)
+        queries = self._check_search(queries, k)
         n = len(self)
         k = min(k, n)
         scores = np.full((len(queries), k), -np.inf, np.float32)

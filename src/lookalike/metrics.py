@@ -35,9 +35,30 @@ class RankedLists:
         return self.indices.shape[1]
 
 
+def _paired(a: np.ndarray, b: np.ndarray, what: str) -> None:
+    """A one-line ValueError unless ``a`` and ``b`` hold one value per search each (same length, 1-D): numpy would
+    broadcast a length-1 array over the other and give a number about nothing."""
+    if np.ndim(a) != 1 or np.ndim(b) != 1 or len(a) != len(b):
+        raise ValueError(f"{what}: expected one value per search in each, got shapes {np.shape(a)} and {np.shape(b)}")
+
+
+def _no_nan(x: np.ndarray, what: str) -> np.ndarray:
+    x = np.asarray(x, np.float64)
+    if np.isnan(x).any():
+        raise ValueError(f"{what} contain NaN")
+    return x
+
+
 def mate_positions(lists: RankedLists, probe_ids: np.ndarray, gallery_ids: np.ndarray,
                    base_ranks: list[np.ndarray]) -> list[np.ndarray]:
     """Sorted 0-based positions of each probe's mates: in-list positions plus base positions beyond K."""
+    probe_ids, gallery_ids = np.asarray(probe_ids), np.asarray(gallery_ids)
+    kinds = {probe_ids.dtype.kind, gallery_ids.dtype.kind}
+    if kinds & set("iuf") and kinds & set("US"):  # numbers against text: never equal
+        raise ValueError(f"probe ids ({probe_ids.dtype}) and gallery ids ({gallery_ids.dtype}) are of different "
+                         "kinds: no probe would ever match")
+    if lists.indices.size and lists.indices.min() < 0:
+        raise ValueError("the lists hold a negative gallery row (a padding id), which would name the last row")
     k = lists.depth
     hits = gallery_ids[lists.indices] == probe_ids[:, None]
     return [np.concatenate([np.flatnonzero(h), r[r >= k]]) for h, r in zip(hits, base_ranks, strict=True)]
@@ -97,6 +118,7 @@ def mcnemar(base_hits: np.ndarray, new_hits: np.ndarray) -> dict:
     """Exact McNemar test of paired rank-1 outcomes: p-value, probes fixed (0->1) and broken (1->0)."""
     from scipy.stats import binomtest
 
+    _paired(base_hits, new_hits, "mcnemar")
     base_hits, new_hits = np.asarray(base_hits, bool), np.asarray(new_hits, bool)
     fixed = int((~base_hits & new_hits).sum())
     broken = int((base_hits & ~new_hits).sum())
@@ -143,6 +165,8 @@ def fnir_at_fpir(mated_top: np.ndarray, mated_hit: np.ndarray, nonmated_top: np.
     threshold, and DIR (detection and identification rate) is 1 - FNIR.
     """
     out: dict[str, float] = {}
+    _paired(mated_top, mated_hit, "fnir_at_fpir: mated scores and hits")
+    mated_top = _no_nan(mated_top, "mated scores")
     if len(nonmated_top) == 0 or len(mated_top) == 0:
         return out
     for f in fpirs:
@@ -162,6 +186,11 @@ class OpenSetScores:
     mated_top: np.ndarray
     mated_hit: np.ndarray
     nonmated_top: np.ndarray
+
+    def __post_init__(self) -> None:
+        _paired(self.mated_top, self.mated_hit, "OpenSetScores: mated scores and hits")
+        _no_nan(self.mated_top, "mated scores")
+        _no_nan(self.nonmated_top, "non-mated scores")
 
     def rates(self, fpirs: tuple[float, ...] = (0.01, 0.1)) -> dict[str, float]:
         """:func:`fnir_at_fpir` of these searches."""
@@ -252,7 +281,8 @@ def paired_mean(new: np.ndarray, old: np.ndarray, n_boot: int = 1000, seed: int 
                 level: float = 0.95) -> dict[str, float | list[float]]:
     """The mean of ``new`` minus ``old``, per-probe values on the same probes (e.g. average precision): the
     difference, its paired bootstrap interval (probes resampled) and :func:`bootstrap_p`; {} without probes."""
-    d = np.asarray(new, np.float64) - np.asarray(old, np.float64)
+    _paired(new, old, "paired_mean")
+    d = _no_nan(new, "values") - _no_nan(old, "values")
     if len(d) == 0 or n_boot <= 0:
         return {}
     means = d[np.random.default_rng(seed).integers(0, len(d), (n_boot, len(d)))].mean(1)

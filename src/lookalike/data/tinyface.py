@@ -21,11 +21,22 @@ def read_protocol_mat(path: str | Path, names_key: str, ids_key: str) -> tuple[l
     """File names and identity labels from one official ``.mat`` file."""
     from scipy.io import loadmat
 
-    mat = loadmat(str(path))
+    try:
+        mat = loadmat(str(path))
+    except Exception as e:  # scipy raises OSError, ValueError, IndexError, MatReadError... on a damaged file
+        raise ValueError(f"{path}: not a readable MATLAB protocol file ({type(e).__name__}: {e})") from None
     if names_key not in mat or ids_key not in mat:
         raise ValueError(f"{path}: expected keys {names_key!r} and {ids_key!r}")
-    names = [str(np.asarray(n).ravel()[0]) for n in mat[names_key].ravel()]
-    ids = [str(int(i)) for i in np.asarray(mat[ids_key]).ravel()]
+    names = []
+    for n in np.asarray(mat[names_key]).ravel():
+        cell = np.asarray(n).ravel()
+        if cell.size == 0 or not str(cell[0]).strip():
+            raise ValueError(f"{path}: an empty file name in {names_key!r} (entry {len(names) + 1})")
+        names.append(str(cell[0]))
+    raw = np.asarray(mat[ids_key], np.float64).ravel()
+    if not np.isfinite(raw).all() or (raw != np.round(raw)).any():
+        raise ValueError(f"{path}: {ids_key!r} holds identity labels that are not whole numbers")
+    ids = [str(int(i)) for i in raw]
     if len(names) != len(ids):
         raise ValueError(f"{path}: {len(names)} names but {len(ids)} ids")
     return names, ids
