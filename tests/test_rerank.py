@@ -204,3 +204,23 @@ def test_nonmated_lists_exclude_own_identity(world):
     assert lists.indices.shape == (len(val.probes), 10)
     assert not (val.gallery.identities[lists.indices] == val.probes.identities[:, None]).any()
     assert (np.diff(lists.scores, axis=1) <= 0).all()
+
+
+def test_rerank_input_lists_are_checked_at_the_boundary():
+    """NaN or -inf base scores (fusion would give NaN), lists sorted worst first (the top slots would be the
+    wrong ones) and repeated candidates are refused in one line."""
+    from lookalike.metrics import RankedLists
+    from lookalike.rerank.base import check_lists
+
+    rng = np.random.default_rng(0)
+    probes = rng.standard_normal((2, 4)).astype(np.float32)
+    cands = rng.standard_normal((2, 3, 4)).astype(np.float32)
+    ids = np.array([[0, 1, 2], [3, 4, 5]])
+    good = np.array([[0.9, 0.5, 0.1], [0.8, 0.8, 0.2]])
+    check_lists(probes, RankedLists(ids, good), cands)
+    for lists, message in ((RankedLists(ids, np.where(good == 0.1, np.nan, good)), "finite"),
+                           (RankedLists(ids, np.where(good == 0.1, -np.inf, good)), "finite"),
+                           (RankedLists(ids, good[:, ::-1].copy()), "best first"),
+                           (RankedLists(np.array([[0, 1, 0], [3, 4, 5]]), good), "twice")):
+        with pytest.raises(ValueError, match=message):
+            check_lists(probes, lists, cands)

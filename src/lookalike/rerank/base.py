@@ -26,6 +26,13 @@ def check_lists(probes: np.ndarray, lists: RankedLists, candidates: np.ndarray) 
                          f"{candidates.shape}")
     if not (np.isfinite(probes).all() and np.isfinite(candidates).all()):
         raise ValueError("probe and candidate vectors must be finite")
+    scores = np.asarray(lists.scores, np.float64)
+    if not np.isfinite(scores).all():
+        raise ValueError("the lists' base scores must be finite")
+    if (np.diff(scores, axis=1) > 1e-6).any():
+        raise ValueError("each list must be best first (base scores non-increasing)")
+    if k > 1 and (np.diff(np.sort(lists.indices, axis=1), axis=1) == 0).any():
+        raise ValueError("a list names the same gallery face twice")
     return probes, candidates
 
 
