@@ -279,6 +279,8 @@ def _cases(face: bytes, enrolled_1: bytes, enrolled_2: bytes, many: bytes) -> di
         "identify/bad fpir": ("post", "/api/identify", {"files": upload(face), "data": {"fpir": "0.5"}}, 422,
                               "bad_fpir"),
         "identify/no file": ("post", "/api/identify", {"data": {"top": "3"}}, 422, "invalid_request"),
+        "identify/two files": ("post", "/api/identify", {"files": upload(face) + upload(face, "b.pgm")}, 422,
+                               "many_files"),
         "review/unknown search": ("post", "/api/searches/999999/reviews", {"json": {
             "subject": "s1", "verdict": "match", "reviewer": "a"}}, 404, "unknown_search"),
         "review/malformed json": ("post", "/api/searches/1/reviews", {"content": b"{]", "headers": {

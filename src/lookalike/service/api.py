@@ -14,7 +14,7 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
 from lookalike import __version__
-from lookalike.service.core import MAX_TOP, Service, Upload
+from lookalike.service.core import MAX_TOP, Service, ServiceError, Upload
 from lookalike.service.pages import SearchId, report_response
 from lookalike.service.security import require_reader, require_token
 
@@ -123,6 +123,9 @@ def image_face(image_id: ImageId, request: Request) -> Response:
 async def identify(request: Request, file: Annotated[UploadFile, File()],
                    top: Annotated[int, Form(ge=1, le=MAX_TOP)] = 20, fpir: Annotated[float, Form()] = 0.01,
                    precropped: Annotated[bool, Form()] = False) -> dict:
+    if len((await request.form()).getlist("file")) > 1:  # FastAPI would take the last one and say nothing
+        raise ServiceError(422, "many_files", "one photo a search in the field 'file'; send several to "
+                                              "/api/identify/many (field 'files')")
     (upload,) = await _uploads([file])
     return await run_in_threadpool(service(request).identify, upload, top, fpir, precropped)
 
