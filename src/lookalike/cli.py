@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -43,7 +44,7 @@ def _number(kind: type, lo: float | None = None, hi: float | None = None, lo_ope
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {what or kind.__name__}, got {text!r}") from None
-        if value != value or value in (float("inf"), float("-inf")):  # NaN and infinities pass every comparison
+        if not math.isfinite(value):  # NaN passes every range comparison below
             raise argparse.ArgumentTypeError(f"expected {what or 'a finite number'}, got {text}")
         if (lo is not None and (value <= lo if lo_open else value < lo)) or \
                 (hi is not None and (value >= hi if hi_open else value > hi)):
@@ -297,10 +298,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from lookalike.summary import print_fallback_hint
     from lookalike.train import train_model
 
-    try:
-        check_output_file(args.model, (("embedding cache (--cache)", args.cache), ("dataset (--data)", args.data)))
-    except ValueError as e:
-        raise ValueError(str(e).replace("--out", "--model").replace("embeddings.npz", "model.lkm")) from None
+    check_output_file(args.model, (("embedding cache (--cache)", args.cache), ("dataset (--data)", args.data)),
+                      option="--model", example="model.lkm")
 
     model, summary = train_model(args.data, args.matcher, args.lowres, args.lowres_apply, args.disambiguator,
                                  args.seed, args.val_fraction, args.depth, None if args.cache == "none" else args.cache,

@@ -26,13 +26,14 @@ from lookalike.calibration import (
     model_summary,
     summary,
 )
+from lookalike.checks import check_fpir, check_int
 from lookalike.data.images import ImageError, degrade, encode_png, load_image
 from lookalike.embed import face_chip, preprocess_key
 from lookalike.gallery import Gallery
 from lookalike.matchers import get_matcher
 from lookalike.matchers.align import Alignment
 from lookalike.matchers.base import l2_normalize
-from lookalike.metrics import RankedLists, calibrated_threshold, check_fpir
+from lookalike.metrics import RankedLists, calibrated_threshold
 from lookalike.model import LookalikeModel, fits_face_size
 
 SCHEMA_VERSION = 1
@@ -569,10 +570,9 @@ def prepare_gallery(model: LookalikeModel | None, vectors: np.ndarray, block: in
 
 
 def check_search(top: object, fpir: object) -> None:
-    """A one-line ValueError unless ``top`` (candidates listed) is an integer >= 1 and ``fpir`` a number strictly
-    between 0 and 1 (:func:`~lookalike.metrics.check_fpir`)."""
-    if isinstance(top, bool) or not isinstance(top, int | np.integer) or top < 1:
-        raise ValueError(f"top must be an integer >= 1, got {top!r}")
+    """A one-line ValueError unless ``top`` (candidates listed) is a positive integer and ``fpir`` a number strictly
+    between 0 and 1 (:mod:`lookalike.checks`)."""
+    check_int(top, "top")
     check_fpir(fpir)
 
 

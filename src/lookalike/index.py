@@ -29,6 +29,7 @@ from typing import Any, get_type_hints
 
 import numpy as np
 
+from lookalike.checks import check_int
 from lookalike.io import atomic_write, read_json, write_json
 
 FORMAT = 1
@@ -256,8 +257,7 @@ class Index(ABC):
     def _check_search(self, queries: np.ndarray, k: int) -> np.ndarray:
         """The queries of a :meth:`search`, checked with ``k``: finite vectors of this index's dimension, ``k`` an
         integer >= 0 (a one-line ValueError, not a NaN score or a result of another width)."""
-        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 0:
-            raise ValueError(f"k must be an integer >= 0, got {k!r}")
+        check_int(k, "k", least=0)
         q = self._check(queries)
         if not np.isfinite(q).all():
             raise ValueError("query vectors contain NaN or infinite values")

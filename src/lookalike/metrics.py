@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lookalike.checks import check_fpir
+
 RANKS = (1, 5, 10, 20, 50)
 
 
@@ -124,16 +126,6 @@ def mcnemar(base_hits: np.ndarray, new_hits: np.ndarray) -> dict:
     broken = int((base_hits & ~new_hits).sum())
     p = 1.0 if fixed + broken == 0 else float(binomtest(fixed, fixed + broken, 0.5).pvalue)
     return {"mcnemar_p": p, "fixed": fixed, "broken": broken}
-
-
-def check_fpir(fpir: object) -> float:
-    """A target false-positive identification rate: a number strictly between 0 and 1, else a one-line ValueError
-    (a negative or NaN FPIR would give a threshold, and a DIR, that mean nothing)."""
-    number = isinstance(fpir, int | float | np.integer | np.floating) and not isinstance(fpir, bool)
-    f = float(fpir) if number else float("nan")
-    if not 0 < f < 1:
-        raise ValueError(f"FPIR must be a number strictly between 0 and 1, got {fpir!r}")
-    return f
 
 
 def threshold_at_fpir(nonmated_top: np.ndarray, fpir: float) -> float:

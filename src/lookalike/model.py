@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lookalike.checks import check_fpir, check_int
 from lookalike.data.images import DEGRADE_KINDS, check_degrade
 from lookalike.data.protocol import side_lowres
 from lookalike.disambiguators.base import Disambiguator
@@ -25,7 +26,7 @@ from lookalike.faces import FaceSet
 from lookalike.io import atomic_write
 from lookalike.matchers import DEFAULT_MATCHER, flipped_name
 from lookalike.matchers.align import FaceAligner
-from lookalike.metrics import RankedLists, calibrated_threshold, check_fpir, threshold_at_fpir
+from lookalike.metrics import RankedLists, calibrated_threshold, threshold_at_fpir
 from lookalike.rerank import NORMS, all_selections, default_disambiguators
 from lookalike.rerank.batch import BATCH_SIZES, BatchReranker, BatchSetting
 from lookalike.rerank.fusion import WeightedFusion
@@ -101,8 +102,7 @@ class LookalikeModel:
 
         for f in self.fpirs:  # before any work, not after it
             check_fpir(f)
-        if isinstance(self.depth, bool) or not isinstance(self.depth, int | np.integer) or self.depth < 1:
-            raise ValueError(f"depth must be an integer >= 1, got {self.depth!r}")
+        check_int(self.depth, "depth")
 
         t0 = time.perf_counter()
         val = LabelledLists.search(val_probes, val_gallery, self.depth)

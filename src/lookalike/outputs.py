@@ -58,17 +58,24 @@ def prepare_output_folder(out: str | Path, keep: list[str | Path] = (),
     return out
 
 
-def check_output_file(path: str | Path, inputs: tuple[tuple[str, str | Path | None], ...] = ()) -> Path:
-    """Check that ``path`` can be written (not a folder; its folder writable) and is none of the ``inputs`` ((what,
-    path) pairs: a gallery database, a photo, a cache, which the output would overwrite) before any work is done."""
-    path = Path(path)
+def check_not_an_input(path: str | Path, option: str, inputs: tuple[tuple[str, str | Path | None], ...]) -> None:
+    """A one-line ValueError when the file ``path`` (given as ``option``) that a command writes is one of the
+    ``inputs`` ((what, path) pairs; None or "none": absent), which writing it would destroy."""
     real = os.path.realpath(path)
     for what, other in inputs:
         if other is not None and str(other) != "none" and os.path.realpath(other) == real:
-            raise ValueError(f"--out {path}: is the {what}; writing there would destroy it, choose another file")
+            raise ValueError(f"{option} {path}: is the {what}; writing there would destroy it, choose another file")
+
+
+def check_output_file(path: str | Path, inputs: tuple[tuple[str, str | Path | None], ...] = (), option: str = "--out",
+                      example: str = "embeddings.npz") -> Path:
+    """Check that ``path`` (given as ``option``) can be written (not a folder, ``example`` naming a file to give
+    instead; its folder writable) and is none of the ``inputs`` (:func:`check_not_an_input`) before any work."""
+    path = Path(path)
+    check_not_an_input(path, option, inputs)
     if path.is_dir():
-        raise ValueError(f"--out {path}: is a folder; give a file name such as {path / 'embeddings.npz'}")
-    _check_writable(path.parent, "--out folder")
+        raise ValueError(f"{option} {path}: is a folder; give a file name such as {path / example}")
+    _check_writable(path.parent, f"{option} folder")
     if path.exists() and not os.access(path, os.W_OK):
-        raise ValueError(f"--out {path}: not writable")
+        raise ValueError(f"{option} {path}: not writable")
     return path

@@ -27,9 +27,11 @@ def load_folders(root: str | Path, exclude: list[str | Path] = ()) -> FaceTable:
         entries = sorted(root.iterdir())
     except OSError as e:
         raise ValueError(f"cannot list the dataset folder {root} ({e.strerror})") from e
-    people = [p for p in entries if p.is_dir()]
+    people = []
     for p in entries:
-        if not p.is_dir() and p.name != OUTPUT_MARKER:
+        if p.is_dir():
+            people.append(p)
+        elif p.name != OUTPUT_MARKER:
             table.drop(p, "", "outside_identity_folder",
                        f"{p}: not in an identity folder (expected root/<identity>/<image>); not loaded")
     for person in people:

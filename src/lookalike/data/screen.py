@@ -47,7 +47,8 @@ def printable(path: str) -> str:
 
 
 def is_utf8(text: str) -> bool:
-    """Whether a name read from the file system is valid UTF-8 (no undecodable bytes)."""
+    """Whether ``text`` can be written as UTF-8: a name read from the file system with no undecodable bytes, a
+    request's text with no lone surrogate (JSON allows ``\\ud800``)."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sqlite3
 import sys
 from collections.abc import Callable
@@ -126,14 +125,14 @@ def _open_or_create(args: argparse.Namespace):
 def cmd_enroll(args: argparse.Namespace) -> int:
     from lookalike.benchmark import load_dataset
     from lookalike.matchers.cache import EmbeddingCache
+    from lookalike.outputs import check_not_an_input
     from lookalike.summary import print_fallback_hint
 
     if args.chunk_size is None:
         args.chunk_size = 2048 if args.engine == "ray" else 256
     if args.workers < 1 or args.chunk_size < 1:
         raise ValueError("--workers and --chunk-size must be at least 1")
-    if args.cache != "none" and os.path.realpath(args.cache) == os.path.realpath(args.db):
-        raise ValueError(f"--cache {args.cache} is the gallery database: give the embedding cache a file of its own")
+    check_not_an_input(args.cache, "--cache", (("gallery database (--db)", args.db),))  # the cache is written too
     table = load_dataset(args.gallery)
     cache = EmbeddingCache(None if args.cache == "none" else args.cache)
     with _open_or_create(args) as gallery:

@@ -28,6 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from lookalike import __version__
+from lookalike.checks import check_int
 from lookalike.data.images import ImageError, decode_image
 from lookalike.embed import embed_paths, preprocess_key, spawnable, worker_pool
 from lookalike.gallery import open_store
@@ -759,8 +760,7 @@ class Gallery:
         """The ``k`` best subjects for each probe vector (L2-normalised embeddings of this gallery's matcher),
         each subject scored by its best-matching image."""
         self.refresh()
-        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
-            raise ValueError(f"k must be a positive integer, got {k!r}")
+        check_int(k, "k")
         n = len(self.image_ids_)
         if n == 0:
             raise ValueError(f"the gallery {self.store.url} has no enrolled images")

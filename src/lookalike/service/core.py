@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from lookalike.data.images import ImageError, decode_image, degrade, encode_png, sniff_image_type
+from lookalike.data.screen import is_utf8
 from lookalike.gallery import Gallery, is_postgres_url, open_store
 from lookalike.gallery.store import VERDICTS, GalleryStore, NoGalleryError, StoreError
 from lookalike.identify import Identifier, prepare_gallery, result_document
@@ -480,7 +481,7 @@ class Service:
                 or not reviewer.isprintable():
             raise ServiceError(422, "bad_reviewer", f"a reviewer name (1-{MAX_NAME} printable characters) is needed")
         note = "" if note is None else note
-        if not isinstance(note, str) or len(note) > MAX_NOTE or "\x00" in note or not _encodable(note):
+        if not isinstance(note, str) or len(note) > MAX_NOTE or "\x00" in note or not is_utf8(note):
             raise ServiceError(422, "bad_note", f"a note is text of at most {MAX_NOTE} characters (UTF-8, no NUL)")
         search = self.get_search(search_id)
         candidates = {c["subject"] for c in search_face(search["result"]).get("candidates", [])}
@@ -490,15 +491,6 @@ class Service:
             review_id = e.gallery.store.add_review(search_id, subject, verdict, reviewer.strip(), note)
             rec = [r for r in e.gallery.store.list_reviews(search_id) if r.id == review_id][0]
         return rec.__dict__
-
-
-def _encodable(text: str) -> bool:
-    """Whether ``text`` can be stored as UTF-8 (JSON lets a request hold lone surrogates such as ``\\ud800``)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _file_error(image_id: int, err: ImageError) -> ServiceError:
