@@ -59,10 +59,10 @@ def many_faces_png(orl_dir: Path) -> bytes:
                                     axis=1))
 
 
-def bomb_png() -> bytes:
-    """A small file declaring 9000 x 9000 pixels (over the loader's 64-megapixel limit)."""
+def bomb_png(side: int = 9000) -> bytes:
+    """A small file declaring ``side`` x ``side`` pixels (9000: over the loader's 64-megapixel limit)."""
     buf = io.BytesIO()
-    Image.new("1", (9000, 9000)).save(buf, "PNG")
+    Image.new("1", (side, side)).save(buf, "PNG")
     return buf.getvalue()
 
 

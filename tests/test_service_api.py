@@ -226,6 +226,10 @@ def _cases(face: bytes, enrolled_1: bytes, enrolled_2: bytes, many: bytes) -> di
                               "unreadable"),
         "identify/decompression bomb": ("post", "/api/identify", {"files": upload(bomb_png(), "b.png")}, 413,
                                         "too_large"),
+        "identify/over the service's pixel limit": ("post", "/api/identify", {"files": upload(bomb_png(7000), "b.png")},
+                                                    413, "too_large"),  # 49 MP: under the loader's 64, over 40
+        "enrol/over the service's pixel limit": ("post", "/api/subjects/s1/images", {
+            "files": upload(bomb_png(7000), "b.png", "files")}, 413, "too_large"),
         "identify/no face": ("post", "/api/identify", {"files": upload(no_face_png(), "n.png")}, 422, "no_face"),
         "identify many/missing token": ("post", "/api/identify/many", {
             "files": upload(face, "a.pgm", "files"), "data": {"mode": "batch"}}, 401, "missing_token"),
@@ -437,6 +441,18 @@ def test_an_image_folder_that_is_a_file_is_refused_at_start_up(tmp_path: Path, c
                  "--data-dir", str(tmp_path / "notadir"), "--port", "1"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "is a file, not a folder" in err
+
+
+@pytest.mark.parametrize("value", ["0", "65", "nan", "-1"])
+def test_a_pixel_limit_outside_the_loaders_is_refused_at_start_up(tmp_path: Path, capsys, value: str):
+    from lookalike.cli import main
+
+    assert main(["serve", "--db", str(tmp_path / "s.sqlite"), "--matcher", FAST_MATCHER,
+                 "--max-megapixels", value]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--max-megapixels" in err
+    with pytest.raises(ValueError, match="pixel limit"):
+        Service(str(tmp_path / "t.sqlite"), data_dir=tmp_path / "images", engines=1, max_pixels=64_000_001)
 
 
 def test_an_enrolled_file_changed_on_disk_is_never_shown_as_the_enrolled_face(orl_dir: Path, tmp_path: Path):

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 
-from lookalike.service.limits import DEFAULT_MAX_UPLOAD_MB
+from lookalike.service.limits import DEFAULT_MAX_MEGAPIXELS, DEFAULT_MAX_UPLOAD_MB
 
 
 def add_parser(sub) -> None:
@@ -26,6 +27,9 @@ def add_parser(sub) -> None:
                         "PostgreSQL a folder per database under ~/.local/share/lookalike)")
     s.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB,
                    help=f"largest request body in MB (default: {DEFAULT_MAX_UPLOAD_MB})")
+    s.add_argument("--max-megapixels", type=float, default=DEFAULT_MAX_MEGAPIXELS,
+                   help=f"largest photo, decoded, in megapixels: a larger one is answered 413 (default: "
+                        f"{DEFAULT_MAX_MEGAPIXELS}; at most 64; a search's time and memory grow with its pixels)")
     from lookalike.matchers import MATCHERS
 
     s.add_argument("--matcher", choices=MATCHERS, default=None,
@@ -73,12 +77,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         import uvicorn
     except ImportError:
         raise ValueError("the service needs its extra: pip install 'lookalike[service]'") from None
+    from lookalike.data.images import MAX_PIXELS
     from lookalike.service.app import create_app
     from lookalike.service.auth import TokenChecker
     from lookalike.service.core import Service, create_token_in
 
     if args.max_upload_mb <= 0:
         raise ValueError("--max-upload-mb must be positive")
+    max_pixels = round(args.max_megapixels * 1_000_000) if math.isfinite(args.max_megapixels) else 0
+    if not 1 <= max_pixels <= MAX_PIXELS:
+        raise ValueError(f"--max-megapixels must be above 0 and at most {MAX_PIXELS / 1e6:g}")
     if not 0 < args.port < 65536:
         raise ValueError(f"--port must be 1-65535, got {args.port}")
     if args.list_tokens or args.revoke_token is not None:
@@ -101,7 +109,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     tokens = TokenChecker(os.environ.get("LOOKALIKE_TOKEN") or None)
     service = Service(args.db, model, args.data_dir, engines=args.engines, matcher=args.matcher, small_faces=small,
                       sharp_faces=sharp, every_scale=args.every_scale, cnn_fallback=args.cnn_fallback,
-                      central_fraction=args.central_fraction)
+                      central_fraction=args.central_fraction, max_pixels=max_pixels)
     try:
         if not tokens.has_tokens(service.store):
             raise ValueError("no API token: set LOOKALIKE_TOKEN or run `lookalike serve --db ... --create-token`")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lookalike.data.images import ImageError, decode_image, degrade, encode_png, sniff_image_type
+from lookalike.data.images import MAX_PIXELS, ImageError, decode_image, degrade, encode_png, sniff_image_type
 from lookalike.data.screen import is_utf8
 from lookalike.gallery import Gallery, is_postgres_url, open_store
 from lookalike.gallery.store import VERDICTS, GalleryStore, NoGalleryError, StoreError
@@ -30,8 +30,10 @@ from lookalike.identify import Identifier, prepare_gallery, result_document
 from lookalike.matchers.cache import EmbeddingCache
 from lookalike.model import LookalikeModel
 from lookalike.service.files import ImageFiles
+from lookalike.service.limits import DEFAULT_MAX_MEGAPIXELS
 
 MAX_NAME = 100
+DEFAULT_MAX_PIXELS = DEFAULT_MAX_MEGAPIXELS * 1_000_000
 NAME_PUNCTUATION = set(" .'-_,()")
 MAX_FILES = 20  # images per enrolment request
 MAX_FACES = 20  # faces searched per probe photo
@@ -85,8 +87,9 @@ def label(name: str | None) -> str:
     return base or "upload"
 
 
-def check_image(upload: Upload) -> tuple[str, np.ndarray]:
-    """(format, decoded image) of an upload: type by magic bytes first, then the loader's checks."""
+def check_image(upload: Upload, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[str, np.ndarray]:
+    """(format, decoded image) of an upload: type by magic bytes first, then the loader's checks, with the
+    service's pixel limit (a small file can decode to a huge image, and a search's cost grows with its pixels)."""
     if not upload.data:
         raise ServiceError(400, "empty", f"{label(upload.name)}: empty file (0 bytes)")
     kind = sniff_image_type(upload.data)
@@ -94,10 +97,18 @@ def check_image(upload: Upload) -> tuple[str, np.ndarray]:
         raise ServiceError(415, "not_an_image", f"{label(upload.name)}: not an image (accepted: JPEG, PNG, GIF, "
                                                 "BMP, TIFF, WebP, PGM/PPM)")
     try:
-        return kind, decode_image(upload.data, label(upload.name))
+        return kind, decode_image(upload.data, label(upload.name), max_pixels)
     except ImageError as e:
         status = 413 if e.reason == "too_large" else 422
         raise ServiceError(status, e.reason, str(e)) from None
+
+
+def check_max_pixels(max_pixels: int) -> int:
+    """The service's pixel limit: a whole number from 1 to the loader's own limit, or a ValueError."""
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or not 1 <= max_pixels <= MAX_PIXELS:
+        raise ValueError(f"the pixel limit must be from 1 to {MAX_PIXELS:,} pixels ({MAX_PIXELS / 1e6:g} MP), "
+                         f"got {max_pixels!r}")
+    return max_pixels
 
 
 def check_settings(top: int, fpir: float) -> None:
@@ -165,8 +176,10 @@ class Service:
     def __init__(self, db: str, model: LookalikeModel | None = None, data_dir: str | Path | None = None,
                  engines: int = 2, matcher: str | None = None, small_faces: LookalikeModel | None = None,
                  sharp_faces: LookalikeModel | None = None, every_scale: bool = False,
-                 cnn_fallback: bool | None = None, central_fraction: float | None = None) -> None:
+                 cnn_fallback: bool | None = None, central_fraction: float | None = None,
+                 max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
         self.db = str(db)
+        self.max_pixels = check_max_pixels(max_pixels)
         self.model = model
         # an existing gallery keeps its own settings (a contradicting one is a ValueError); a new one gets the
         # model's matcher, chip geometry and resolution, if there is a model (Gallery.open migrates an older schema,
@@ -268,7 +281,7 @@ class Service:
             raise ServiceError(422, "no_files", "no image files uploaded (multipart field 'files')")
         if len(uploads) > MAX_FILES:
             raise ServiceError(413, "too_many_files", f"at most {MAX_FILES} images per request")
-        checked = [check_image(u) for u in uploads]
+        checked = [check_image(u, self.max_pixels) for u in uploads]
         sha1s = [hashlib.sha1(u.data).hexdigest() for u in uploads]
         if len(set(sha1s)) < len(sha1s):
             raise ServiceError(409, "duplicate_image", "the same image is uploaded twice in this request")
@@ -375,7 +388,7 @@ class Service:
         """Every face of an uploaded photo searched; each face's result is stored as a search (with the probe
         photo). Returns the ``lookalike identify --format json`` document, each face with its ``search_id``."""
         check_settings(top, fpir)
-        _, image = check_image(upload)
+        _, image = check_image(upload, self.max_pixels)
         with self.engine() as e:
             ident = self._identifier(e)
             result, faces = photo_faces(ident, upload, image, precropped)
@@ -402,7 +415,8 @@ class Service:
             photos = []
             for upload in uploads:
                 try:
-                    photos.append(photo_faces(ident, upload, check_image(upload)[1], precropped, by_size=False))
+                    photos.append(photo_faces(ident, upload, check_image(upload, self.max_pixels)[1], precropped,
+                                                  by_size=False))
                 except ServiceError as err:
                     photos.append(({"photo": label(upload.name), "status": err.code, "message": err.message}, []))
             try:
