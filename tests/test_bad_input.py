@@ -302,3 +302,51 @@ def test_build_split_without_usable_probes_raises():
         build_split(f, "test")
     with pytest.raises(ValueError, match="usable probes"):
         build_split(f, "val")
+
+
+# ----------------------------------------------------------------------------------------------- phone formats
+
+
+def _heic(image: Image.Image, path: Path) -> Path:
+    import pillow_heif
+
+    pillow_heif.from_pillow(image.convert("RGB")).save(path, quality=90)
+    return path
+
+
+def test_heic_and_avif_photos_are_read(tmp_path):
+    """What phones save photos as: HEIC (HEVC in HEIF, read by pillow-heif) and AVIF (read by Pillow)."""
+    from lookalike.data.images import sniff_image_type
+
+    rng = np.random.default_rng(0)
+    smooth = np.kron(rng.integers(0, 256, (12, 16, 3)), np.ones((10, 10, 1))).astype(np.uint8)  # 120 x 160
+    original = Image.fromarray(smooth)
+    original.save(tmp_path / "a.avif", quality=90)
+    for path, kind in ((_heic(original, tmp_path / "a.heic"), "heif"), (tmp_path / "a.avif", "avif")):
+        assert sniff_image_type(path.read_bytes()) == kind
+        img = load_image(path)
+        assert img.shape == (120, 160, 3) and np.abs(img.astype(int) - smooth).mean() < 8
+        assert _reason(path, max_pixels=120 * 160 - 1) == "too_large"
+        data = path.read_bytes()
+        for cut in (data[:40], data[: len(data) // 2]):
+            (tmp_path / f"cut{path.suffix}").write_bytes(cut)
+            assert _reason(tmp_path / f"cut{path.suffix}") in ("unreadable", "truncated")
+
+
+def test_heic_photos_are_enrolled_and_identified(tmp_path, orl_dir, capsys):
+    import json
+
+    from lookalike.cli import main
+
+    for person in (1, 2, 3):
+        (tmp_path / "gallery" / f"s{person}").mkdir(parents=True)
+        for i in (1, 2):
+            _heic(Image.open(orl_dir / f"s{person}" / f"{i}.pgm"), tmp_path / "gallery" / f"s{person}" / f"{i}.heic")
+    probe = _heic(Image.open(orl_dir / "s2" / "5.pgm"), tmp_path / "probe.heic")
+    db = tmp_path / "g.sqlite"
+    assert main(["enroll", "--gallery", str(tmp_path / "gallery"), "--db", str(db), "--matcher", FAST_MATCHER,
+                 "--central-fraction", "0.9", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["identify", str(probe), "--db", str(db), "--format", "json"]) == 0
+    (result,) = json.loads(capsys.readouterr().out)["results"]
+    assert result["status"] == "ok" and result["faces"][0]["candidates"][0]["subject"] == "s2"

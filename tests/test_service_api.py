@@ -143,6 +143,24 @@ def test_many_faces_are_each_searched(served, orl_dir: Path):
     assert sorted(f["candidates"][0]["subject"] for f in faces) == ["s1", "s2", "s3"]
 
 
+def test_a_phone_photo_in_heic_is_searched_and_shown(served, orl_dir: Path):
+    import io
+
+    import pillow_heif
+    from PIL import Image
+
+    buf = io.BytesIO()
+    pillow_heif.from_pillow(Image.open(orl_dir / "s3" / "6.pgm").convert("RGB")).save(buf, quality=90)
+    r = served.client.post("/api/identify", files=upload(buf.getvalue(), "IMG_0001.HEIC"), headers=AUTH)
+    assert r.status_code == 200, r.text
+    (face,) = r.json()["results"][0]["faces"]
+    assert face["candidates"][0]["subject"] == "s3"
+    probe = served.client.get(f"/api/searches/{face['search_id']}/probe", headers=AUTH)
+    assert probe.headers["content-type"] == "image/heic" and probe.content == buf.getvalue()
+    shown = served.client.get(f"/api/searches/{face['search_id']}/photo.png", headers=AUTH)
+    assert shown.status_code == 200 and Image.open(io.BytesIO(shown.content)).size == (92, 112)
+
+
 def test_openapi_and_health(served):
     doc = served.client.get("/openapi.json").json()
     for path in ("/api/subjects", "/api/subjects/{name}/images", "/api/identify", "/api/searches/{search_id}/reviews",

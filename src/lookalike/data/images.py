@@ -75,12 +75,29 @@ def decode_image(data: bytes, name: str = "upload", max_pixels: int = MAX_PIXELS
 # Leading bytes of the image formats a service accepts (checked before any decoder sees the data).
 MAGIC = (("jpeg", (b"\xff\xd8\xff",)), ("png", (b"\x89PNG\r\n\x1a\n",)), ("gif", (b"GIF87a", b"GIF89a")),
          ("bmp", (b"BM",)), ("tiff", (b"II*\x00", b"MM\x00*")), ("pnm", (b"P2", b"P3", b"P5", b"P6")))
+# ISO base media files (an "ftyp" box first): HEIF/HEIC, what phones save photos as, and AVIF, by brand
+HEIF_BRANDS = (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1")
+AVIF_BRANDS = (b"avif", b"avis")
+
+
+def _media_brand(data: bytes) -> str | None:
+    """heif or avif for an ISO base media file of those brands (the major brand, or for the generic mif1/msf1 the
+    compatible ones), else None."""
+    if data[4:8] != b"ftyp":
+        return None
+    major, compatible = data[8:12], data[16:int.from_bytes(data[:4], "big")]
+    if major in AVIF_BRANDS or (major in (b"mif1", b"msf1") and
+                                any(compatible[i:i + 4] in AVIF_BRANDS for i in range(0, len(compatible), 4))):
+        return "avif"
+    return "heif" if major in HEIF_BRANDS else None
 
 
 def sniff_image_type(data: bytes) -> str | None:
-    """The image format named by the first bytes (jpeg, png, gif, bmp, tiff, webp, pnm), or None."""
+    """The image format named by the first bytes (jpeg, png, gif, bmp, tiff, webp, pnm, heif, avif), or None."""
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "webp"
+    if (brand := _media_brand(data[:64])) is not None:
+        return brand
     for kind, prefixes in MAGIC:
         if data.startswith(prefixes):
             if kind == "pnm" and (len(data) < 3 or data[2:3] not in b" \t\r\n#"):
@@ -89,11 +106,32 @@ def sniff_image_type(data: bytes) -> str | None:
     return None
 
 
+def _head(source: Path | io.BytesIO) -> bytes:
+    if isinstance(source, io.BytesIO):
+        return source.getbuffer()[:64].tobytes()
+    with open(source, "rb") as f:
+        return f.read(64)
+
+
+def _open(source: Path | io.BytesIO, name: str, max_pixels: int) -> Image.Image:
+    """The image, opened lazily by Pillow; a HEIF/HEIC photo (which Pillow does not read) decoded by pillow-heif
+    once its size is known to be within ``max_pixels``, with its rotation applied (as HEIF stores it)."""
+    if _media_brand(_head(source)) != "heif":
+        return Image.open(source)
+    import pillow_heif  # without registering it in Pillow: no process-wide state
+
+    heif = pillow_heif.open_heif(source, convert_hdr_to_8bit=True)
+    w, h = heif.size
+    if w * h > max_pixels:
+        raise ImageError("too_large", f"{name}: {w}x{h} exceeds the {max_pixels:,}-pixel limit")
+    return heif.to_pillow()
+
+
 def _decode(source: Path | io.BytesIO, name: str, max_pixels: int) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(source) as img:
+            with _open(source, name, max_pixels) as img:
                 w, h = img.size
                 if w * h > max_pixels:
                     raise ImageError("too_large", f"{name}: {w}x{h} exceeds the {max_pixels:,}-pixel limit")

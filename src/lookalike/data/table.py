@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 
 ROLES = ("", "train", "val_gallery", "val_probe", "val_distractor", "gallery", "probe", "distractor")
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".pgm", ".ppm", ".bmp", ".tif", ".tiff", ".webp", ".gif")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".pgm", ".ppm", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".heic", ".heif",
+                    ".avif")
 # image formats Pillow cannot read without plug-ins: reported with their own reason and a remedy
 UNSUPPORTED_EXTENSIONS = (".heic", ".heif", ".avif", ".jxl", ".raw", ".cr2", ".nef", ".dng")
 

@@ -43,7 +43,8 @@ MANY_MODES = ("batch", "same-person")  # how POST /api/identify/many searches se
 MAX_NOTE = 2000
 PHOTO_SIDE = 800  # longest side of the PNG renditions of photos
 MEDIA_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "gif": "image/gif", "bmp": "image/bmp",
-               "tiff": "image/tiff", "webp": "image/webp", "pnm": "image/x-portable-anymap"}
+               "tiff": "image/tiff", "webp": "image/webp", "pnm": "image/x-portable-anymap", "heif": "image/heic",
+               "avif": "image/avif"}
 
 
 class ServiceError(Exception):
@@ -95,7 +96,7 @@ def check_image(upload: Upload, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[s
     kind = sniff_image_type(upload.data)
     if kind is None:
         raise ServiceError(415, "not_an_image", f"{label(upload.name)}: not an image (accepted: JPEG, PNG, GIF, "
-                                                "BMP, TIFF, WebP, PGM/PPM)")
+                                                "BMP, TIFF, WebP, PGM/PPM, HEIC/HEIF, AVIF)")
     try:
         return kind, decode_image(upload.data, label(upload.name), max_pixels)
     except ImageError as e:

@@ -8,7 +8,7 @@ from pathlib import Path
 from lookalike.io import atomic_write
 
 EXTENSIONS = {"jpeg": ".jpg", "png": ".png", "gif": ".gif", "bmp": ".bmp", "tiff": ".tif", "webp": ".webp",
-              "pnm": ".pgm"}
+              "pnm": ".pgm", "heif": ".heic", "avif": ".avif"}
 
 
 class ImageFiles:
