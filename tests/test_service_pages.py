@@ -8,9 +8,10 @@ import re
 import sqlite3
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import FAST_MATCHER
-from service_support import TOKEN, orl_bytes
+from service_support import TOKEN, many_faces_png, orl_bytes
 
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
@@ -73,9 +74,14 @@ def test_review_page_and_verdict(site):
     client, service, sid = site
     client.cookies.clear()
     csrf = login(client)
-    for huge in ("99999999999999999999", "9223372036854775808"):  # beyond the database's integers: 4xx, not 500
-        assert client.get(f"/review/{huge}").status_code == 422
-        assert client.get(f"/review/{huge}/report.html").status_code == 422
+    for bad in ("99999999999999999999", "9223372036854775808", "abc", "0"):  # a 404 page for a person, not a 500
+        for url in (f"/review/{bad}", f"/review/{bad}/report.html"):
+            r = client.get(url)
+            assert r.status_code == 404 and r.headers["content-type"].startswith("text/html"), url
+            assert "no such page or search" in r.text and "Searches</a>" in r.text  # the menu, logged in
+    r = client.get("/../../etc/passwd")
+    assert r.status_code == 404 and "root:" not in r.text and r.headers["content-type"].startswith("text/html")
+    assert client.get("/api/no/such").headers["content-type"].startswith("application/json")  # the API: JSON
     r = client.get(f"/review/{sid}")
     assert r.status_code == 200
     html = r.text
@@ -103,6 +109,39 @@ def test_review_page_and_verdict(site):
     assert "Recorded:" in page and "same ear shape" in page
     r = client.post(f"/review/{sid}", data={**form, "subject": "nobody", "csrf": csrf})
     assert r.status_code == 422 and "not a candidate" in r.text
+    # a refused verdict: the reason on its candidate's card, and what was typed kept there
+    r = client.post(f"/review/{sid}", data={**form, "reviewer": " ", "note": "ears differ", "csrf": csrf})
+    card = r.text[r.text.index(f'data-subject="{top}"'):]
+    card = card[:card.index("</article>")]
+    assert r.status_code == 422 and 'role="alert">Not recorded:' in card and "reviewer" in card
+    assert "ears differ</textarea>" in card and 'value="match" required checked' in card
+    assert len(service.get_search(sid)["reviews"]) == n + 1
+    # a verdict posted after the session ended: not saved, and the login page says so
+    client.cookies.clear()
+    r = client.post(f"/review/{sid}", data={**form, "csrf": csrf})
+    assert r.status_code == 303 and r.headers["location"] == f"/login?next=%2Freview%2F{sid}&unsaved=1"
+    assert "was not saved" in client.get(r.headers["location"]).text
+    assert len(service.get_search(sid)["reviews"]) == n + 1
+
+
+def test_the_probe_photo_boxes_the_searched_face(site, orl_dir: Path):
+    import io
+
+    from PIL import Image
+
+    client, service, _ = site
+    client.cookies.clear()
+    login(client)
+    doc = service.identify(Upload("group.png", many_faces_png(orl_dir)), top=3)
+    faces = doc["results"][0]["faces"]
+    assert len(faces) == 3
+    for f in faces:
+        photo = np.asarray(Image.open(io.BytesIO(client.get(f"/api/searches/{f['search_id']}/photo.png").content)))
+        yellow = np.argwhere((photo[..., 0] > 240) & (photo[..., 1] > 190) & (photo[..., 2] < 40))
+        left, top, right, bottom = f["box"]  # the frame lies on this face's box (the PNG is not shrunk here)
+        assert len(yellow) and abs(yellow[:, 1].min() - left) <= 3 and abs(yellow[:, 1].max() - right) <= 3
+        assert abs(yellow[:, 0].min() - top) <= 3 and abs(yellow[:, 0].max() - bottom) <= 3
+        assert f"face {f['index'] + 1} ·" in client.get(f"/review/{f['search_id']}").text
 
 
 def test_review_page_notes_a_small_face(site, orl_dir: Path):
@@ -296,12 +335,17 @@ def test_identify_and_enrol_pages(site, orl_dir: Path):
     r = client.post("/identify", files=files, data={"csrf": csrf, "top": "3", "fpir": "0.01"})
     assert r.status_code == 303 and r.headers["location"].startswith("/review/")
     assert client.get(r.headers["location"]).status_code == 200
-    r = client.post("/identify", files={"file": ("x.txt", b"hello", "text/plain")}, data={"csrf": csrf})
+    r = client.post("/identify", files={"file": ("x.txt", b"hello", "text/plain")},
+                    data={"csrf": csrf, "top": "7", "fpir": "0.001", "precropped": "true"})
     assert r.status_code == 415 and "not an image" in r.text
+    assert 'name="top" value="7"' in r.text and '<option value="0.001" selected>' in r.text  # the settings kept
+    assert 'value="true" checked' in r.text
 
     files = [("files", ("a.pgm", orl_bytes(orl_dir, 4, 1), "image/x-portable-graymap"))]
     r = client.post("/enrol", files=files, data={"csrf": csrf, "name": "New Person"})
-    assert r.status_code == 200 and "Enrolled 1 image" in r.text
+    assert r.status_code == 303 and r.headers["location"] == "/enrol?subject=New%20Person"  # reloading posts nothing
+    page = client.get(r.headers["location"]).text
+    assert "Enrolled 1 photo(s) of New Person: a.pgm (image #" in page and "Photos of New Person (1)" in page
     assert [s["images"] for s in service.list_subjects() if s["name"] == "New Person"] == [1]
     r = client.post("/enrol", files=[("files", ("b.pgm", orl_bytes(orl_dir, 4, 2), "x"))],
                     data={"csrf": csrf, "name": "../etc"})
@@ -309,8 +353,9 @@ def test_identify_and_enrol_pages(site, orl_dir: Path):
 
     page = client.get("/enrol?prefix=New")  # the list narrowed by a prefix; the heading counts every subject
     assert page.status_code == 200 and f"Subjects ({service.count_subjects()})" in page.text
-    assert "<td>New Person</td>" in page.text and "<td>s1</td>" not in page.text
-    assert "<td>s1</td>" in client.get("/enrol").text
+    assert ">New Person</a></td>" in page.text and ">s1</a></td>" not in page.text
+    assert '<a href="/enrol?subject=s1">s1</a>' in client.get("/enrol").text
+    assert client.get("/enrol?subject=nobody").status_code == 404
 
 
 def test_the_enrol_page_lists_a_bounded_number_of_subjects(site, monkeypatch):

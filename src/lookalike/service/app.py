@@ -22,6 +22,11 @@ CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_fo
          409: "conflict", 413: "too_large", 415: "unsupported_media_type", 422: "invalid_request"}
 
 
+# What a person reading a page is told (the API answers JSON)
+PAGE_MESSAGES = {404: "There is no such page or search here. Check the address, or find the search in the list.",
+                 405: "That page cannot be used that way: go back and use its form or links."}
+
+
 def error(status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
 
@@ -50,10 +55,17 @@ def create_app(service: Service, tokens: TokenChecker, max_upload_mb: float = DE
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException):
+        if pages.is_page(request) and exc.status_code in PAGE_MESSAGES:
+            return await pages.error_page(request, exc.status_code, PAGE_MESSAGES[exc.status_code])
         return error(exc.status_code, CODES.get(exc.status_code, "error"), str(exc.detail), exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):
+        if pages.is_page(request) and request.method == "GET":  # e.g. /review/abc: an address typed wrong
+            return await pages.error_page(request, 404, PAGE_MESSAGES[404])
+        if pages.is_page(request):
+            return await pages.error_page(request, 422, "The form was not complete or not valid "
+                                                        f"({_validation_message(exc)}): go back and try again.")
         return error(422, "invalid_request", _validation_message(exc))
 
     @app.exception_handler(pages.PageResponse)

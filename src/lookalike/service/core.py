@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, ImageDraw
 
 from lookalike.data.images import MAX_PIXELS, ImageError, decode_image, degrade, encode_png, sniff_image_type
 from lookalike.data.screen import is_utf8
@@ -125,7 +126,8 @@ def no_face_message(name: str, precropped: bool) -> str:
     if precropped:
         return (f"{name}: no face found, even as a pre-cropped one (its centre is blank, or the gallery aligns no "
                 "undetected faces: --central-fraction 0)")
-    return f"{name}: no face found (send precropped=true for a photo that is a tightly cropped face)"
+    return (f"{name}: no face found (if the photo is a tightly cropped face, search it as one: the page's 'tightly "
+            "cropped face' box, precropped=true in the API)")
 
 
 def photo_faces(ident: Identifier, upload: Upload, image: np.ndarray, precropped: bool,
@@ -471,14 +473,15 @@ class Service:
         return rec.probe, MEDIA_TYPES.get(sniff_image_type(rec.probe) or "", "application/octet-stream")
 
     def probe_png(self, search_id: int, face: bool) -> bytes:
-        """The probe photo as a PNG, or (``face``) the searched face aligned like the gallery's faces."""
+        """The probe photo as a PNG with the searched face boxed (which face of a group photo this search is), or
+        (``face``) the searched face aligned like the gallery's faces."""
 
         def render() -> bytes:
             data, _ = self.probe(search_id)
             image = decode_image(data, f"search {search_id}")
-            if not face:
-                return encode_png(image, PHOTO_SIDE)
             box = search_face(self.get_search(search_id)["result"]).get("box", ())
+            if not face:
+                return encode_png(boxed(image, box), PHOTO_SIDE)
             with self.engine() as e:
                 (chip,) = e.identifier.aligner.chips_at(image, [box])
             if chip is None:
@@ -513,6 +516,17 @@ def _file_error(image_id: int, err: ImageError) -> ServiceError:
     if err.reason == "changed":
         return ServiceError(409, "image_file_changed", f"image {image_id}: {err}")
     return ServiceError(404, "image_file_missing", f"image {image_id}: {err}")
+
+
+def boxed(image: np.ndarray, box) -> np.ndarray:
+    """``image`` with ``box`` (left, top, right, bottom) drawn in a yellow frame about 1/150 of the photo thick, so
+    it still shows once the photo is shrunk for a page; the image as it is without a box of four numbers."""
+    if box is None or len(box) != 4:
+        return image
+    img = Image.fromarray(image)
+    width = max(2, round(max(img.size) / 150))
+    ImageDraw.Draw(img).rectangle([round(float(v)) for v in box], outline=(255, 212, 0), width=width)
+    return np.asarray(img)
 
 
 def search_face(result: dict) -> dict:

@@ -10,6 +10,7 @@ import base64
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
@@ -40,12 +41,26 @@ def render(request: Request, template: str, session: Session | None, status: int
 
 
 def to_login(request: Request) -> RedirectResponse:
-    return RedirectResponse(f"/login?next={request.url.path}", status_code=303)
+    """To the login page, coming back here after; a form posted without a live session says that it was not saved."""
+    query = {"next": request.url.path, **({"unsaved": "1"} if request.method == "POST" else {})}
+    return RedirectResponse(f"/login?{urlencode(query)}", status_code=303)
 
 
 def safe_next(path: str | None) -> str:
     """A local path to go to after logging in (never another site)."""
     return path if path and path.startswith("/") and not path.startswith("//") and "\\" not in path else "/"
+
+
+def is_page(request: Request) -> bool:
+    """Whether ``request`` is for a page a person reads (not the JSON API, its schema or a static file)."""
+    path = request.url.path
+    return not (path == "/api" or path.startswith(("/api/", "/static/")) or path == "/openapi.json")
+
+
+async def error_page(request: Request, status: int, message: str) -> HTMLResponse:
+    """An error a person reads: the page's frame (with the menu when logged in) around ``message``."""
+    session = await run_in_threadpool(page_session, request)
+    return render(request, "error.html", session, status, message=message)
 
 
 def forbidden(request: Request, session: Session | None) -> HTMLResponse:
@@ -82,14 +97,18 @@ FormPost = Annotated[Session, Depends(posted_form)]
 
 
 # --- login --------------------------------------------------------------------------------------------
+UNSAVED = ("What you submitted was not saved: your session had ended (logged out, expired, or its token revoked). "
+           "Log in, then enter it again.")
+
+
 @router.get("/login", response_class=HTMLResponse)
-def login_form(request: Request, next: str = "/") -> HTMLResponse:
+def login_form(request: Request, next: str = "/", unsaved: str = "") -> HTMLResponse:
     sessions = request.app.state.sessions
     session = sessions.get(request.cookies.get(SESSION_COOKIE))
     sid = None
     if session is None:
         sid, session = sessions.new()
-    response = render(request, "login.html", session, next=safe_next(next))
+    response = render(request, "login.html", session, next=safe_next(next), error=UNSAVED if unsaved else "")
     if sid is not None:
         set_session_cookie(request, response, sid, sessions.seconds)
     return response
@@ -135,12 +154,18 @@ def review(request: Request, search_id: SearchId, session: LoggedIn):
     return review_page(request, session, search_id)
 
 
-def review_page(request: Request, session: Session, search_id: int, status: int = 200, error: str = ""):
+def review_page(request: Request, session: Session, search_id: int, status: int = 200, refused: dict | None = None):
+    """The review page; ``refused``: a verdict the service refused (its fields and ``error``), shown on its
+    candidate's card with what was typed kept."""
     try:
         search = service(request).get_search(search_id)
     except ServiceError as e:
         return render(request, "error.html", session, e.status, message=e.message)
-    return render(request, "review.html", session, status, verdicts=VERDICTS, error=error, **search_view(search))
+    view = search_view(search)
+    refused = refused or {}
+    on_a_card = any(c["subject"] == refused.get("subject") for c in view["face"]["candidates"])
+    return render(request, "review.html", session, status, verdicts=VERDICTS, refused=refused,
+                  error="" if on_a_card else refused.get("error", ""), **view)
 
 
 def search_view(search: dict) -> dict:
@@ -191,7 +216,8 @@ async def record_verdict(request: Request, search_id: SearchId, session: FormPos
     try:
         await run_in_threadpool(service(request).add_review, search_id, subject, verdict, reviewer, note)
     except ServiceError as e:
-        return review_page(request, session, search_id, e.status, error=e.message)
+        refused = {"subject": subject, "verdict": verdict, "reviewer": reviewer, "note": note, "error": e.message}
+        return review_page(request, session, search_id, e.status, refused)
     session.reviewer = reviewer.strip()
     await run_in_threadpool(request.app.state.sessions.save, request.cookies.get(SESSION_COOKIE), session)
     session.flash.append(f"Recorded: {subject} — {verdict} (by {reviewer.strip()}).")
@@ -201,7 +227,7 @@ async def record_verdict(request: Request, search_id: SearchId, session: FormPos
 # --- identify and enrol -------------------------------------------------------------------------------
 @router.get("/identify", response_class=HTMLResponse)
 def identify_form(request: Request, session: LoggedIn):
-    return render(request, "identify.html", session)
+    return render(request, "identify.html", session, top=20, fpir=0.01, precropped=False)
 
 
 @router.post("/identify", response_class=HTMLResponse)
@@ -212,7 +238,8 @@ async def identify(request: Request, file: Annotated[UploadFile, File()], sessio
     try:
         doc = await run_in_threadpool(service(request).identify, upload, top, fpir, precropped)
     except ServiceError as e:
-        return render(request, "identify.html", session, e.status, error=e.message)
+        return render(request, "identify.html", session, e.status, error=e.message, top=top, fpir=fpir,
+                      precropped=precropped)
     ids = [f["search_id"] for r in doc["results"] for f in r["faces"]]
     if len(ids) > 1:
         session.flash.append(f"{len(ids)} faces in the photo: searches " + ", ".join(f"#{i}" for i in ids)
@@ -232,8 +259,17 @@ def subjects_context(svc: Service, prefix: str = "") -> dict:
 
 
 @router.get("/enrol", response_class=HTMLResponse)
-def enrol_form(request: Request, session: LoggedIn, prefix: str = ""):
-    return render(request, "enrol.html", session, **subjects_context(service(request), prefix))
+def enrol_form(request: Request, session: LoggedIn, prefix: str = "", subject: str = ""):
+    """The enrol form and the subject list; ``subject``: that subject's enrolled photos too (where enrolling
+    lands)."""
+    svc = service(request)
+    shown = None
+    if subject:
+        try:
+            shown = svc.get_subject(subject)
+        except ServiceError as e:
+            return render(request, "enrol.html", session, e.status, error=e.message, **subjects_context(svc, prefix))
+    return render(request, "enrol.html", session, shown=shown, name=subject, **subjects_context(svc, prefix))
 
 
 @router.post("/enrol", response_class=HTMLResponse)
@@ -246,5 +282,6 @@ async def enrol(request: Request, files: Annotated[list[UploadFile], File()], se
     except ServiceError as e:
         context = await run_in_threadpool(subjects_context, svc)
         return render(request, "enrol.html", session, e.status, error=e.message, name=name, **context)
-    context = await run_in_threadpool(subjects_context, svc)
-    return render(request, "enrol.html", session, report=report, name=name, **context)
+    added = [f"{i['file']} (image #{i['image_id']})" for i in report["images"] if i.get("image_id")]
+    session.flash.append(f"Enrolled {report['added']} photo(s) of {report['subject']}: " + ", ".join(added) + ".")
+    return RedirectResponse(f"/enrol?subject={quote(report['subject'], safe='')}", status_code=303)
