@@ -43,3 +43,81 @@ def test_unguarded_script_fails_fast_with_one_clear_error(tmp_path: Path):
     assert out.returncode == 1
     last = out.stderr.strip().splitlines()[-1]
     assert last.startswith("lookalike.embed.WorkerError:") and "workers=1" in last
+
+
+def _start_embedding(tmp_path: Path, n: int = 40) -> tuple[subprocess.Popen, list[int]]:
+    """``lookalike embed`` with two workers in its own process group, once its worker processes exist:
+    (the process, the workers' pids)."""
+    import os
+    import time
+
+    folder = tmp_path / "people"
+    for i in range(n):  # a folder per person, as the command line reads datasets
+        (folder / f"p{i % 8}").mkdir(parents=True, exist_ok=True)
+        write_synthetic(folder / f"p{i % 8}" / f"{i}.png", i, (64, 64))
+    cmd = [sys.executable, "-m", "lookalike.cli", "embed", "--data", str(folder), "--matcher", "torch", "--workers",
+           "2", "--cache", "none", "--out", str(tmp_path / "e.npz"), "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        kids = subprocess.run(["pgrep", "-P", str(proc.pid), "-f", "spawn_main"], capture_output=True,
+                              text=True).stdout.split()
+        if len(kids) >= 2:
+            return proc, [int(k) for k in kids]
+        if proc.poll() is not None:
+            break
+        time.sleep(0.02)
+    if proc.poll() is None:
+        os.killpg(proc.pid, 9)
+    raise AssertionError(f"no workers started: {proc.stderr.read()[-2000:]}")
+
+
+def _gone(pids: list[int], seconds: float = 10) -> bool:
+    import os
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        alive = []
+        for p in pids:
+            try:
+                os.kill(p, 0)
+                alive.append(p)
+            except ProcessLookupError:
+                pass
+        if not alive:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_ctrl_c_while_workers_start_gives_one_line(tmp_path: Path):
+    """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) just as the workers start: the parent
+    stops with one line, no worker prints a traceback, none is left behind."""
+    import os
+    import signal
+
+    proc, workers = _start_embedding(tmp_path)
+    os.killpg(proc.pid, signal.SIGINT)
+    err = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 130, err[-2000:]
+    assert err.strip().splitlines() == ["lookalike: interrupted; nothing was kept (--cache none): a rerun starts "
+                                        "again"], err[-2000:]
+    assert _gone(workers)
+
+
+def test_workers_exit_when_the_command_is_killed_or_terminated(tmp_path: Path):
+    import os
+    import signal
+
+    proc, workers = _start_embedding(tmp_path)
+    os.kill(proc.pid, signal.SIGKILL)  # nothing can run in the parent: the workers notice it is gone
+    proc.wait(timeout=30)
+    assert _gone(workers)
+    (tmp_path / "again").mkdir()
+    proc, workers = _start_embedding(tmp_path / "again")
+    os.kill(proc.pid, signal.SIGTERM)  # a service manager stopping it: as Ctrl-C, one line
+    err = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 143 and err.strip().startswith("lookalike: interrupted") and "Traceback" not in err
+    assert _gone(workers)

@@ -441,10 +441,36 @@ def cmd_identify(args: argparse.Namespace) -> int:
     return 0
 
 
+def interrupted_message(args: argparse.Namespace) -> str:
+    """What an interrupted command kept: the cache's finished batches, the gallery's enrolled images, or nothing."""
+    cache = getattr(args, "cache", "none")
+    if args.command not in ("embed", "train", "benchmark", "enroll"):
+        return "lookalike: interrupted; nothing was written"
+    kept = [] if cache in (None, "none") else [f"finished batches in the cache {cache}"]
+    if args.command == "enroll":
+        kept.insert(0, "the images enrolled so far in the gallery")
+    if not kept:
+        return "lookalike: interrupted; nothing was kept (--cache none): a rerun starts again"
+    return f"lookalike: interrupted; {' and '.join(kept)} are kept: rerun to resume"
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a service manager stopping the command): stops it as Ctrl-C does."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+    import threading
+
     from lookalike.gallery.cli import COMMANDS as GALLERY_COMMANDS
 
     args = build_parser().parse_args(argv)
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread and args.command != "serve" else None
     try:
         if args.command == "serve":
             from lookalike.service.cli import cmd_serve
@@ -457,14 +483,15 @@ def main(argv: list[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except KeyboardInterrupt:
-        cache = getattr(args, "cache", "none")
-        where = "" if cache == "none" else f" in the cache {cache}"
-        print(f"lookalike: interrupted; finished batches are kept{where}: rerun to resume", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        print(interrupted_message(args), file=sys.stderr)
+        return 143 if isinstance(e, Terminated) else 130
     except (OSError, ValueError) as e:  # CacheError is a ValueError; file problems are OSErrors
         print(f"lookalike: error: {e}", file=sys.stderr)
         return 2
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import signal
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -100,14 +102,32 @@ def _init_worker(matcher: str | Matcher, aligner: FaceAligner, lowres: int | Non
     _WORKER.update(matcher=m, aligner=aligner, lowres=lowres, degrade=degrade, settings=settings)
 
 
+def _init_pool_worker(parent: int, *args) -> None:
+    """A pool process: Ctrl-C is the parent's to handle (it cancels the work; a worker interrupted while loading its
+    models printed tracebacks), and the process exits when the parent is gone (killed: nothing would ever send it
+    work again); then :func:`_init_worker` with ``args``."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):  # started with SIGINT blocked (_submit_all): ignored from here on
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True, name="parent-watch").start()
+    _init_worker(*args)
+
+
+def _exit_when_orphaned(parent: int, every: float = 1.0) -> None:
+    while os.getppid() == parent:
+        time.sleep(every)
+    os._exit(1)
+
+
 def worker_pool(matcher: str | Matcher, aligner: FaceAligner, lowres: int | None, workers: int,
                 degrade: str = "bicubic") -> ProcessPoolExecutor:
     """A pool of ``workers`` embedding processes (each loads the models once) to pass to several
     :func:`embed_paths` calls with the same matcher, aligner, resolution and degradation; use it as a context
     manager. Started processes import the caller's main module (``spawn``): a worker that cannot start fails the
     call with a one-line :class:`WorkerError` instead of being restarted for ever."""
-    return ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
-                               initargs=(matcher, aligner, check_lowres(lowres), 1, check_degrade(degrade)))
+    return ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_pool_worker,
+                               initargs=(os.getpid(), matcher, aligner, check_lowres(lowres), 1,
+                                         check_degrade(degrade)))
 
 
 def spawnable() -> bool:
@@ -127,7 +147,7 @@ class WorkerError(ValueError):
 def _pooled(pool: ProcessPoolExecutor, batches: list) -> Iterator[list[tuple]]:
     """Each batch's :func:`_process` results from ``pool``, in the order they finish; batches not started are
     cancelled when the caller stops early (an error, Ctrl-C), so leaving the pool does not wait for them."""
-    futures = [pool.submit(_process, b) for b in batches]
+    futures = _submit_all(pool, batches)
     try:
         for done in as_completed(futures):
             yield done.result()
@@ -139,6 +159,19 @@ def _pooled(pool: ProcessPoolExecutor, batches: list) -> Iterator[list[tuple]]:
     finally:
         for f in futures:
             f.cancel()
+
+
+def _submit_all(pool: ProcessPoolExecutor, batches: list) -> list:
+    """Submit every batch, the pool's processes starting (in this thread) with SIGINT blocked, so a Ctrl-C while one
+    starts up does not interrupt it before :func:`_init_pool_worker` ignores it; this thread gets that Ctrl-C when the
+    submissions are done (the mask is the thread's own: nothing process-wide changes)."""
+    if not hasattr(signal, "pthread_sigmask"):
+        return [pool.submit(_process, b) for b in batches]
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        return [pool.submit(_process, b) for b in batches]
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def _process(items: list[tuple[int, str, str, Alignment | None]]) -> list[tuple]:
