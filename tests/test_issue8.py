@@ -114,6 +114,43 @@ def test_item03_reused_out_has_no_stale_outputs(tmp_path, capsys):
     assert "mining/" not in (out / "report.md").read_text()
 
 
+def test_item03_an_interrupted_rerun_keeps_the_earlier_run(tmp_path, capsys, monkeypatch):
+    """A rerun into a finished run's folder writes into a staging folder: killed half-way, it leaves the earlier
+    outputs as they were (they used to be deleted first); the next complete run replaces them and cleans up."""
+    from lookalike import benchmark as bench
+
+    out, data = tmp_path / "o", shaped_dataset(tmp_path / "d", [3] * 6)
+    assert main(["benchmark", "--data", str(data), "--out", str(out), "--no-rerank", *_fast(tmp_path)]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    assert {"metrics.json", "rankings.npz", "report.md"} <= set(before) and not (out / ".partial").exists()
+    (out / ".metrics.json.x1y2.tmp").write_text("{")  # what a kill -9 inside io.atomic_write leaves
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bench, "write_report", killed)  # after metrics.json and rankings.npz are written
+    assert main(["benchmark", "--data", str(data), "--out", str(out), "--no-rerank", "--seed", "5",
+                 *_fast(tmp_path)]) == 130
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before  # the earlier run, whole
+    assert (out / ".partial" / "metrics.json").exists()  # the interrupted run's, never published
+    assert compare_main(out) == 0
+    monkeypatch.undo()
+    assert main(["benchmark", "--data", str(data), "--out", str(out), "--no-rerank", "--seed", "5",
+                 *_fast(tmp_path)]) == 0
+    assert not (out / ".partial").exists() and not list(out.glob(".*.tmp"))
+    assert json.loads((out / "metrics.json").read_text())["config"]["seed"] == 5
+    saved = json.loads((out / "metrics.json").read_text())["inputs"]["files"]["skipped"]
+    assert saved == str(out / "skipped.csv") and Path(saved).exists()  # paths name the published files
+    assert (out / "protocol" / "protocol.csv").exists()
+    assert main(["benchmark", "--data", str(out / "protocol" / "protocol.csv"), "--out", str(tmp_path / "again"),
+                 "--no-rerank", *_fast(tmp_path)]) == 0  # the published protocol's paths resolve
+
+
+def compare_main(out: Path) -> int:
+    """``lookalike compare`` of a run with itself (it reads the run's rankings and metrics)."""
+    return main(["compare", str(out), str(out)])
+
+
 # 4 ------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("value", ["0", "-5", "1", "3", "x"])
 @pytest.mark.parametrize("command", ["embed", "benchmark"])

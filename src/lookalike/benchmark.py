@@ -38,7 +38,7 @@ from lookalike.metrics import (
     paired_mean,
 )
 from lookalike.model import LookalikeModel
-from lookalike.outputs import prepare_output_folder
+from lookalike.outputs import prepare_output_folder, publish_outputs, published_paths
 from lookalike.report import plot_cmc, plot_examples, plot_fnir_fpir, write_report
 from lookalike.rerank.lookalike import repr_params, rerank_faces
 from lookalike.rerank.transductive import PAPER_SETTINGS, kreciprocal_transductive
@@ -151,8 +151,9 @@ def headroom(base_first: np.ndarray, new_first: np.ndarray, depth: int = 10) -> 
 
 
 def run_benchmark(cfg: BenchmarkConfig) -> dict:
-    """Run the whole benchmark and write metrics.json, report.md, cmc.png and the ranked lists to cfg.out."""
-    out = Path(cfg.out)
+    """Run the whole benchmark and write metrics.json, report.md, cmc.png and the ranked lists to cfg.out (into its
+    staging folder, moved into place when the run completes: an interrupted run leaves an earlier one's outputs)."""
+    final = Path(cfg.out)
     check_lowres(cfg.lowres)
     check_degrade(cfg.degrade)
     model = fixed_model(cfg) if cfg.model else None
@@ -165,8 +166,8 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
     timing: dict[str, float] = {}
     t0 = time.perf_counter()
     cache = EmbeddingCache(cfg.cache)  # a corrupt or read-only cache fails here, before any work
-    table = load_dataset(cfg.data, exclude=[out])
-    prepare_output_folder(out, keep=[cfg.data])
+    table = load_dataset(cfg.data, exclude=[final])
+    out = prepare_output_folder(final, keep=[cfg.data])
     if cfg.max_people:
         table = sample_people(table, cfg.max_people, cfg.seed)
     screened = screen_table(table, cache.ok_keys(), cfg.progress)
@@ -179,7 +180,7 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
                              name=name, lowres=cfg.lowres, lowres_apply=cfg.lowres_apply, degrade=cfg.degrade)
     if train:
         check_rerank(protocol.table.identities, protocol.table.roles)
-    protocol.save(out / "protocol")
+    protocol.save(out / "protocol", read_from=final / "protocol")
     write_duplicates(out / "duplicates.csv", screened.duplicates)
     timing["load_s"] = time.perf_counter() - t0
 
@@ -241,7 +242,9 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
         "config": asdict(cfg),
         "versions": versions(),
     }
+    metrics = published_paths(metrics, out)
     write_outputs(out, metrics, test, rankings, features, cache, aligner, ranks, open_set)
+    publish_outputs(out, keep=[cfg.data])
     cache.close()
     return metrics
 

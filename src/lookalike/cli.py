@@ -123,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "--data OUT/protocol/protocol.csv reruns a saved protocol exactly: its seed,\n"
                                    "fractions and resolution come from protocol.json beside it.")
     _common(b)
-    b.add_argument("--out", required=True, help="output folder (earlier results of lookalike there are replaced)")
+    b.add_argument("--out", required=True, help="output folder; the run writes into its .partial folder and replaces "
+                   "earlier results there only when it completes (an interrupted rerun leaves them as they were)")
     b.add_argument("--lowres-apply", choices=LOWRES_APPLY, default=None,
                    help="degrade probes and gallery (as TinyFace; default), probes only (a low-resolution probe "
                         "against a sharp gallery) or gallery only (a sharp probe against a low-resolution gallery); "

@@ -78,10 +78,13 @@ class Protocol:
             return False  # one side degraded: the disambiguator learns from full-resolution faces
         return side_lowres(self.lowres, self.lowres_apply, "gallery" if role in GALLERY_ROLES else "probes") is not None
 
-    def save(self, folder: str | Path) -> None:
+    def save(self, folder: str | Path, read_from: str | Path | None = None) -> None:
+        """Write protocol.csv and protocol.json into ``folder``; ``read_from``: the folder it will be read from once
+        moved there (a run's staging folder is published), default ``folder``."""
         folder = Path(folder)
         # paths relative to the protocol folder, as load_manifest resolves them
-        rel = [os.path.relpath(os.path.abspath(p), os.path.abspath(folder)) for p in self.table.paths]
+        base = os.path.abspath(read_from if read_from is not None else folder)
+        rel = [os.path.relpath(os.path.abspath(p), base) for p in self.table.paths]
         FaceTable(rel, self.table.identities, self.table.roles).to_csv(folder / "protocol.csv")
         write_json(folder / "protocol.json", {**self.settings(), **self.counts(), "notes": self.table.notes})
 
