@@ -466,12 +466,23 @@ def _terminate(signum, frame) -> None:
 def main(argv: list[str] | None = None) -> int:
     import signal
     import threading
+    import warnings
 
     from lookalike.gallery.cli import COMMANDS as GALLERY_COMMANDS
+    from lookalike.gallery.gallery import GalleryFilesWarning
 
     args = build_parser().parse_args(argv)
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if main_thread and args.command != "serve" else None
+    shown = warnings.showwarning
+
+    def show(message, category, *rest, **kw) -> None:  # ours in one line; the rest as Python shows them
+        if issubclass(category, GalleryFilesWarning):
+            print(f"lookalike: warning: {message}", file=sys.stderr)
+        else:
+            shown(message, category, *rest, **kw)
+
+    warnings.showwarning = show
     try:
         if args.command == "serve":
             from lookalike.service.cli import cmd_serve
@@ -491,6 +502,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lookalike: error: {e}", file=sys.stderr)
         return 2
     finally:
+        warnings.showwarning = shown
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
 

@@ -20,7 +20,7 @@ BENCHMARK_OUTPUTS = ("metrics.json", "report.md", "cmc.png", "fnir_fpir.png", "e
                      "disambiguator.npz", "model.lkm", "mining", "protocol")
 
 
-def _check_writable(folder: Path, what: str) -> None:
+def _check_writable(folder: Path, what: str, option: str = "--out") -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".lookalike-write-test.")
@@ -29,7 +29,7 @@ def _check_writable(folder: Path, what: str) -> None:
     except FileExistsError as e:
         raise ValueError(f"{what} {folder}: exists and is not a folder") from e
     except OSError as e:
-        raise ValueError(f"{what} {folder}: not writable ({e.strerror or e}); choose another --out") from e
+        raise ValueError(f"{what} {folder}: not writable ({e.strerror or e}); choose another {option}") from e
 
 
 def prepare_output_folder(out: str | Path, keep: list[str | Path] = (),
@@ -113,7 +113,7 @@ def check_output_file(path: str | Path, inputs: tuple[tuple[str, str | Path | No
     check_not_an_input(path, option, inputs)
     if path.is_dir():
         raise ValueError(f"{option} {path}: is a folder; give a file name such as {path / example}")
-    _check_writable(path.parent, f"{option} folder")
+    _check_writable(path.parent, f"{option} folder", option)
     if path.exists() and not os.access(path, os.W_OK):
         raise ValueError(f"{option} {path}: not writable")
     return path

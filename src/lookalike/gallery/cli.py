@@ -89,6 +89,9 @@ def _errors(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Names
         try:
             return fn(args)
         except sqlite3.Error as e:
+            if "disk is full" in str(e):  # the file is sound: every committed enrolment is kept
+                raise ValueError(f"gallery database {args.db}: the disk is full; free some space and rerun (what "
+                                 "was enrolled before is kept)") from e
             raise ValueError(f"gallery database error: {e}") from e
         except Exception as e:
             if type(e).__module__.startswith("psycopg"):

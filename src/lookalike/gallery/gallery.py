@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import time
+import warnings
 from collections import Counter
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -61,6 +62,7 @@ from lookalike.index import (
     make_index,
     parse_index_spec,
 )
+from lookalike.io import WriteError
 from lookalike.matchers import DEFAULT_MATCHER, MATCHERS, matcher_name
 from lookalike.matchers.align import CNN_FALLBACK, Alignment, FaceAligner
 from lookalike.matchers.cache import EmbeddingCache, content_key
@@ -69,6 +71,11 @@ FORMAT = "lookalike-gallery"
 TRANSIENT = ("missing", "error")  # skip reasons that may succeed next time: never recorded in the gallery
 SPOT_CHECKS = 4  # rows of saved vector files compared with the store on load
 DEFAULT_INDEX = "numpy"  # also the index of galleries created before the spec was recorded
+
+
+class GalleryFilesWarning(UserWarning):
+    """The vector files beside a SQLite gallery could not be written (a full disk): searches use the database's
+    vectors, and the files are written again on a later opening."""
 
 
 @dataclass
@@ -472,8 +479,12 @@ class Gallery:
         gen = self.generation_
         state = {"generation": gen, "matcher": self.matcher_name, "preprocess": self.preprocess,
                  "dim": int(self.vectors_.shape[1]) if len(self.vectors_) else int(self.dim or 0)}
-        if write_vectors(self.vector_dir, self.image_ids_, self.vectors_, state, self._still_at(gen), append):
-            self._save_index()
+        try:
+            if write_vectors(self.vector_dir, self.image_ids_, self.vectors_, state, self._still_at(gen), append):
+                self._save_index()
+        except WriteError as e:  # the database holds every enrolled face: the files beside it are only a copy
+            warnings.warn(f"{e}; the gallery's database is complete, and its vector files are written again when the "
+                          "gallery is next opened with room on the disk", GalleryFilesWarning, stacklevel=2)
 
     def _save_index(self) -> None:
         if self._saves_index and self.index_ is not None:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from lookalike.index import Index, load_index
-from lookalike.io import atomic_write, read_json, write_json
+from lookalike.io import WriteError, atomic_write, read_json, write_json
 
 VECTORS, IDS, STATE, LOCK, INDEX = "vectors.npy", "ids.npy", "state.json", ".lock", "index"
 STAMP = "vectors-stamp.json"  # in INDEX: the stamp of VECTORS when the index was saved
@@ -162,14 +162,17 @@ def _append(folder: Path, ids: np.ndarray, vectors: np.ndarray, state: dict) -> 
     if None in headers:
         return False
     for name, rows, (offset, header) in zip((VECTORS, IDS), (vectors[n:], ids[n:]), headers, strict=True):
-        with open(folder / name, "r+b") as f:
-            f.seek(offset + n * rows[:1].nbytes)  # past the saved rows
-            f.write(rows.tobytes())
-            f.truncate()
-            f.seek(0)
-            f.write(header)  # the new length, in a header of the same size
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with open(folder / name, "r+b") as f:
+                f.seek(offset + n * rows[:1].nbytes)  # past the saved rows
+                f.write(rows.tobytes())
+                f.truncate()
+                f.seek(0)
+                f.write(header)  # the new length, in a header of the same size
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:  # cut short: the arrays no longer agree with state.json, and are rebuilt on reading
+            raise WriteError(folder / name, e) from e
     return True
 
 

@@ -12,6 +12,7 @@ embedding goes to the one aligner its image was aligned by; an image aligned by 
 
 from __future__ import annotations
 
+import errno
 import functools
 import hashlib
 import os
@@ -68,6 +69,9 @@ def _cache_errors(method):
         try:
             return method(self, *args, **kwargs)
         except (sqlite3.Error, OSError) as e:
+            if "disk is full" in str(e) or getattr(e, "errno", None) == errno.ENOSPC:  # nothing wrong with the file
+                raise CacheError(f"embedding cache {self.path}: the disk is full; free some space and rerun (the "
+                                 "cache keeps what is done)") from e
             raise CacheError(f"embedding cache {self.path}: unusable ({e}); pass --cache none, another "
                              f"--cache path, or delete the file") from e
 
