@@ -81,3 +81,23 @@ def test_a_full_cache_is_not_called_unusable(tmp_path: Path, monkeypatch):
     with pytest.raises(CacheError) as e:
         cache.ok_keys()
     assert "the disk is full; free some space and rerun" in str(e.value) and "delete" not in str(e.value)
+
+
+def test_a_gallery_on_a_read_only_disk_is_said_as_such(tmp_path: Path, monkeypatch):
+    import os
+
+    from lookalike.gallery.sqlite import SQLiteStore
+    from lookalike.gallery.store import StoreError
+
+    SQLiteStore(tmp_path / "g.sqlite", create=True).close()
+
+    def unable(self, *a, **k):
+        raise sqlite3.OperationalError("unable to open database file")  # what SQLite says on a read-only mount
+
+    monkeypatch.setattr(SQLiteStore, "_init_schema", unable)
+    monkeypatch.setattr(os, "access", lambda path, mode: mode != os.W_OK)
+    with pytest.raises(StoreError, match="cannot open the gallery where it cannot be written"):
+        SQLiteStore(tmp_path / "g.sqlite", create=False)
+    monkeypatch.setattr(os, "access", lambda path, mode: True)
+    with pytest.raises(StoreError, match="is not a usable gallery database"):
+        SQLiteStore(tmp_path / "g.sqlite", create=False)

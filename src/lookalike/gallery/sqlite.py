@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -40,6 +41,10 @@ CREATE TRIGGER reviews_no_delete BEFORE DELETE ON reviews BEGIN SELECT RAISE(ABO
             self._init_schema(create, meta)
         except sqlite3.DatabaseError as e:
             self._db.close()
+            if not os.access(self.path.parent, os.W_OK) or not os.access(self.path, os.W_OK):
+                raise StoreError(f"{self.path}: cannot open the gallery where it cannot be written (a read-only "
+                                 "disk or folder: SQLite writes its -wal and -shm files beside it); copy it to a "
+                                 "writable folder") from e
             raise StoreError(f"{self.path} is not a usable gallery database ({e})") from e
         except BaseException:
             self._db.close()
