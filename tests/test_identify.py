@@ -447,7 +447,7 @@ def test_identify_same_person_searches_one_template(system, orl_dir, tmp_path, c
                  "--top", "3"]) == 0
     out = capsys.readouterr()
     assert "template of 4 photos (template): no decision (not decided for a template" in out.out
-    assert "one template of 4 faces" in out.err
+    assert "one template of 4 faces searched" in out.err
 
 
 def test_model_for_other_preprocessing_is_refused(system, tmp_path):
@@ -704,3 +704,76 @@ def test_the_gallery_calibration_needs_two_searchable_subjects(tmp_path):
         decision = result["decision"]
         assert decision["enrolled"] is None and decision["threshold"] is None and "no threshold" in decision["note"]
         assert "Infinity" not in json.dumps(result)
+
+
+def test_the_readmes_python_example_runs_as_written_and_again(orl_dir, tmp_path):
+    """The README's Python block, copied into a script as a user would (its file names made real from ORL): it runs,
+    finds the probe's person, and runs again (a rerun opens the gallery it made)."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    code = re.search(r"The same in Python:\n\n```python\n(.*?)```", readme, re.S).group(1)
+    for p in range(21, 29):  # train people
+        (tmp_path / "people" / f"s{p}").mkdir(parents=True)
+        for i in range(1, 6):
+            Image.open(orl_dir / f"s{p}" / f"{i}.pgm").convert("RGB").save(tmp_path / "people" / f"s{p}" / f"{i}.jpg")
+    (tmp_path / "g").mkdir()
+    for name, p in (("ann", 1), ("bob", 2)):
+        Image.open(orl_dir / f"s{p}" / "1.pgm").convert("RGB").save(tmp_path / "g" / f"{name}_1.jpg")
+    Image.open(orl_dir / "s2" / "6.pgm").convert("RGB").save(tmp_path / "probe.jpg")
+    (tmp_path / "example.py").write_text(code)
+    env = {**os.environ, "HOME": str(tmp_path)}  # the default embedding cache under ~/.cache
+    for _ in range(2):
+        out = subprocess.run([sys.executable, "example.py"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                             timeout=600)
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert "['bob', 'ann']" in out.stdout, out.stdout
+
+
+def test_identify_reports_every_input_and_its_decision(system, orl_dir, tmp_path, capsys):
+    """Nothing silently dropped: files in a folder that are not photos are counted and listed, a missing path is a
+    'missing' row like any unusable photo (not the end of the run); the decision shows its threshold and where it was
+    set in every format; nothing searched at all is exit status 1."""
+    import shutil
+
+    model, db, _ = system
+    folder = tmp_path / "case"
+    folder.mkdir()
+    shutil.copy(orl_dir / "s3" / "7.pgm", folder / "a.pgm")
+    (folder / "notes.txt").write_text("seen at the station")
+    (folder / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    missing = tmp_path / "missing.jpg"
+    capsys.readouterr()
+    args = ["--db", str(db), "--model", str(model), "--top", "3"]
+    assert main(["identify", str(folder), str(missing), *args, "--format", "json"]) == 0
+    out, err = capsys.readouterr()
+    doc = json.loads(out)
+    assert [(r["photo"], r["status"]) for r in doc["results"]] == [(str(folder / "a.pgm"), "ok"), (str(missing),
+                                                                                                  "missing")]
+    assert sorted(x["reason"] for x in doc["left_out"]) == ["broken link", "not an image file (by its extension)"]
+    assert "2 photos, 1 face searched; 1 photo without a usable face (missing); 2 files in the folders left out" in err
+    decision = doc["results"][0]["faces"][0]["decision"]
+
+    assert main(["identify", str(folder), *args]) == 0  # the table
+    table = capsys.readouterr().out
+    assert f"threshold {decision['threshold']:.4f}, set on" in table and "lead: s3 is above the threshold" in table
+
+    assert main(["identify", str(folder), *args, "--format", "csv"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert float(rows[0]["threshold"]) == pytest.approx(decision["threshold"]) and rows[0]["fpir"] == "0.01"
+    assert rows[0]["calibrated_on"] == decision["calibrated_on"]
+
+    blank = tmp_path / "blank.png"
+    from PIL import Image
+
+    Image.new("RGB", (64, 64), (128, 128, 128)).save(blank)
+    assert main(["identify", str(blank), str(missing), *args, "--format", "csv"]) == 1  # nothing searched
+    out, err = capsys.readouterr()
+    rows = {r["photo"]: r for r in csv.DictReader(io.StringIO(out))}
+    assert rows[str(blank)]["photo_status"] == "no_face" and "no face found" in rows[str(blank)]["message"]
+    assert "2 photos, 0 faces searched; 2 photos without a usable face (missing, no_face)" in err

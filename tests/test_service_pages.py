@@ -107,6 +107,7 @@ def test_review_page_and_verdict(site):
     assert len(reviews) == n + 1 and reviews[-1]["verdict"] == "match" and reviews[-1]["reviewer"] == "Examiner A"
     page = client.get(f"/review/{sid}").text
     assert "Recorded:" in page and "same ear shape" in page
+    assert "<td>base matcher</td>" in client.get("/").text  # the search list says what ranked each search
     r = client.post(f"/review/{sid}", data={**form, "subject": "nobody", "csrf": csrf})
     assert r.status_code == 422 and "not a candidate" in r.text
     # a refused verdict: the reason on its candidate's card, and what was typed kept there
@@ -387,6 +388,7 @@ def test_service_with_a_trained_model(orl_dir: Path, tmp_path: Path):
         for p in range(13, 19):
             service.add_images(f"s{p}", [Upload(f"{i}.pgm", orl_bytes(orl_dir, p, i)) for i in (1, 2)], create=True)
         doc = service.identify(Upload("probe.pgm", orl_bytes(orl_dir, 15, 8)), top=5)
+        assert [s["ranked_by"] for s in service.list_searches()] == ["lookalike model"]
     finally:
         service.close()
     face = doc["results"][0]["faces"][0]

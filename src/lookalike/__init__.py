@@ -6,7 +6,7 @@ The user's path in Python::
 
     model, _ = train_model("people/", lowres=None)          # labelled photos, a folder per person
     model.save("model.lkm")
-    gallery = Gallery.create("gallery.sqlite")
+    gallery = Gallery.open_or_create("gallery.sqlite")
     gallery.enroll(["ann/1.jpg", "bob/1.jpg"], ["ann", "bob"])
     result = identify(["probe.jpg"], gallery, LookalikeModel.load("model.lkm"), top=20, fpir=0.01)
 """

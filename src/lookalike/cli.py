@@ -7,6 +7,7 @@ import csv
 import json
 import math
 import sys
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -328,16 +329,25 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def probe_paths(items: list[str]) -> list[str]:
-    """Photo files from files, folders (every image file below, sorted) and CSV files (their 'path' column)."""
+def probe_paths(items: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """Photo files from files, folders (every image file below, sorted) and CSV files (their 'path' column): (the
+    paths, each searched or reported by its status, a missing one as ``missing``; (path, reason) of what the folders
+    hold that is not searched: files that are not image files, broken links)."""
     from lookalike.data.manifest import read_csv
     from lookalike.data.table import is_image_file
 
     out: list[str] = []
+    left_out: list[tuple[str, str]] = []
     for item in items:
         p = Path(item)
         if p.is_dir():
-            out += sorted(str(f) for f in p.rglob("*") if f.is_file() and is_image_file(f))
+            for f in sorted(p.rglob("*")):
+                if f.is_file() and is_image_file(f):
+                    out.append(str(f))
+                elif f.is_symlink() and not f.exists():
+                    left_out.append((str(f), "broken link"))
+                elif f.is_file() and not f.name.startswith("."):
+                    left_out.append((str(f), "not an image file (by its extension)"))
         elif p.suffix.lower() == ".csv" and p.is_file():
             fields, rows = read_csv(p)
             if "path" not in fields:
@@ -347,11 +357,9 @@ def probe_paths(items: list[str]) -> list[str]:
                 if not path:
                     raise ValueError(f"{p}:{line}: empty path")
                 out.append(str(path if Path(path).is_absolute() else p.parent / path))
-        elif p.exists():
+        else:  # a file, or one that is missing: searched, or reported with its status as the others are
             out.append(str(p))
-        else:
-            raise FileNotFoundError(f"probe not found: {p}")
-    return out
+    return out, left_out
 
 
 def add_blas_threads(parser: argparse.ArgumentParser) -> None:
@@ -394,16 +402,21 @@ def add_face_size_options(parser: argparse.ArgumentParser) -> None:
                              "faces beside a large one (a group photo) are found too; slower on large photos")
 
 
+NOTHING_SEARCHED = 1  # identify's exit status when no photo gave a face to search (its outputs are still written)
+
+
 def cmd_identify(args: argparse.Namespace) -> int:
     from lookalike.gallery import Gallery
     from lookalike.identify import identify, result_faces
-    from lookalike.identify_format import format_csv, format_html, format_table
+    from lookalike.identify_format import format_csv, format_html, format_table, summary
     from lookalike.io import write_json
     from lookalike.model import load_face_size_model, load_model
 
-    paths = probe_paths(args.photos)
+    paths, left_out = probe_paths(args.photos)
     if not paths:
-        raise ValueError("no probe photos given")
+        raise ValueError("no probe photos given" + (f" ({len(left_out)} files in the folders are not image files "
+                                                    f"or are broken links: {left_out[0][0]}, ...)" if left_out
+                                                    else ""))
     if args.out:
         from lookalike.outputs import check_output_file
 
@@ -416,6 +429,7 @@ def cmd_identify(args: argparse.Namespace) -> int:
         result = identify(paths, gallery, model, args.top, args.fpir, batch=args.batch, same_person=args.same_person,
                           small_faces=small, sharp_faces=sharp, every_scale=args.every_scale)
         faces = result_faces(result, gallery) if args.format == "html" else {}
+    result["left_out"] = [{"path": p, "reason": why} for p, why in left_out]
     if args.format == "json":
         if args.out:
             write_json(args.out, result)
@@ -433,13 +447,14 @@ def cmd_identify(args: argparse.Namespace) -> int:
             print(text, end="")
     if args.batch and result["batch"]["note"]:
         print(f"--batch: {result['batch']['note']}", file=sys.stderr)
-    n_faces = sum(len(r["faces"]) for r in result["results"])
-    unusable = [r for r in result["results"] if r["status"] not in ("ok",)]
-    searched = (f"one template of {sum(bool(r.get('in_template')) for r in result['results'])} faces searched"
-                if args.same_person else f"{n_faces} faces searched")
-    print(f"{len(paths)} photos, {searched}; {len(unusable)} photos without a usable face"
-          + (f" ({', '.join(sorted({r['status'] for r in unusable}))})" if unusable else ""), file=sys.stderr)
-    return 0
+    searched = sum(len(r["faces"]) for r in result["results"])
+    line = summary(result)
+    if left_out:
+        reasons = Counter(why for _, why in left_out)
+        line += (f"; {len(left_out)} files in the folders left out ("
+                 + ", ".join(f"{n} {why}" for why, n in sorted(reasons.items())) + f": {left_out[0][0]}, ...)")
+    print(line, file=sys.stderr)
+    return 0 if searched else NOTHING_SEARCHED
 
 
 def interrupted_message(args: argparse.Namespace) -> str:

@@ -8,8 +8,10 @@ the top subject, or "not enrolled". The JSON form (:data:`SCHEMA_VERSION`) is do
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
+import types
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +44,8 @@ TEMPLATE_NOTE = ("not decided for a template: the thresholds are calibrated on s
 UNCALIBRATED_NOTE = ("no threshold: no gallery face has another subject to be compared with, so none can be set at "
                      "this FPIR; enrol more subjects, or search with a model (--model), whose thresholds come from its "
                      "validation people")
+NO_FACE = ("no face found: none detected, and the centre of the photo is blank (or the gallery aligns no undetected "
+           "faces: --central-fraction 0); a face under about 20 px across in a large photo: try --every-scale")
 MEMO_SIZE = 2_000_000  # gallery faces whose disambiguator projection and cohort term identify keeps (~620 B each)
 # The smallest face (px across) searched as a full-resolution one without a note: in the resolution sweep (README) 48 px
 # is the smallest size within 1.2 rank-1 points of full resolution on LFW and PubFig (32 px: 6.7 and 8.7 below).
@@ -536,7 +540,9 @@ class Identifier:
 
     def _image_faces(self, image: np.ndarray, name: str, by_size: bool = True) -> tuple[dict, list[ProbeFace]]:
         faces = self.faces(image, by_size)
-        return {"photo": name, "status": "ok" if faces else "no_face"}, faces
+        if not faces:
+            return {"photo": name, "status": "no_face", "message": NO_FACE}, faces
+        return {"photo": name, "status": "ok"}, faces
 
 
 def template_vector(vectors: np.ndarray) -> np.ndarray:
@@ -648,3 +654,15 @@ def _enrolled_face(gallery: Gallery, image_id: int) -> bytes | None:
         return None if record is None else encode_png(gallery.enrolled_chip(record))
     except (ImageError, ValueError):
         return None
+
+
+class _CallableModule(types.ModuleType):
+    """This module, callable as :func:`identify`. ``from lookalike import identify`` is meant to give the function,
+    but once this module is loaded Python binds the package's attribute of the same name to the module; calling the
+    module does what the function does, so that import works whichever it gets."""
+
+    def __call__(self, *args, **kwargs) -> dict:
+        return identify(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

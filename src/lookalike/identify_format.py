@@ -10,7 +10,7 @@ import io
 
 CSV_FIELDS = ("photo", "photo_status", "face", "box", "face_px", "detection", "rank", "subject", "image", "base_score",
               "base_rank", "final_score", "lookalike_group", "ambiguous", "decision_subject", "enrolled",
-              "batch_distance")
+              "batch_distance", "fpir", "threshold", "calibrated_on", "message")
 
 
 def batch_line(result: dict) -> str:
@@ -27,16 +27,44 @@ def batch_line(result: dict) -> str:
 
 
 CALIBRATED_ON = {"gallery": "this gallery", "gallery-sample": "this gallery's small sample (too few searches to hold "
-                 "the FPIR; with a model: stricter than the model's)", "model": "the model's validation people"}
+                 "the FPIR: it moves as subjects are enrolled)", "model": "the model's validation people"}
 
 
-def verdict(decision: dict) -> str:
-    """The decision in words (a template's is not made: its thresholds are not calibrated)."""
+def verdict(decision: dict, with_model: bool = False) -> str:
+    """The decision in words, with the threshold and where it was set (a template's is not made: its thresholds
+    are not calibrated); ``with_model``: a model searched (a gallery threshold it uses is stricter than its own)."""
     if decision["enrolled"] is None:
         return f"no decision ({decision.get('note', 'not calibrated')})"
     where = CALIBRATED_ON.get(decision.get("calibrated_on"), "")
-    return (f"top subject {decision['subject']}" if decision["enrolled"] else
-            "not enrolled (no candidate above threshold)") + (f"; threshold calibrated on {where}" if where else "")
+    if where and with_model and decision.get("calibrated_on") == "gallery-sample":
+        where += ", stricter than the model's"
+    threshold = f"threshold {decision['threshold']:.4f}" + (f", set on {where}" if where else "")
+    return (f"lead: {decision['subject']} is above the threshold ({threshold})" if decision["enrolled"] else
+            f"no candidate above the threshold ({threshold}): the person may not be enrolled")
+
+
+def unusable(r: dict) -> str:
+    """Why a photo gave no face to search: its status and message (without the photo's path repeated)."""
+    message = r.get("message", "")
+    if message.startswith(f"{r['photo']}: "):
+        message = message[len(r["photo"]) + 2:]
+    return f"{r['status']}" + (f" — {message}" if message else "")
+
+
+def summary(result: dict) -> str:
+    """``N photos, M faces searched; K photos without a usable face (reasons)``; a same-person search: ``one template
+    of M faces searched``."""
+    template = [r for r in result["results"] if any(f.get("detection") == "template" for f in r["faces"])]
+    rows = [r for r in result["results"] if not template or r is not template[0]]
+    bad = [r for r in rows if r["status"] != "ok"]
+    searched = (f"one template of {_count(sum(bool(r.get('in_template')) for r in rows), 'face')}" if template
+                else _count(sum(len(r["faces"]) for r in rows), "face"))
+    return (f"{_count(len(rows), 'photo')}, {searched} searched; {_count(len(bad), 'photo')} without a usable face"
+            + (f" ({', '.join(sorted({r['status'] for r in bad}))})" if bad else ""))
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
 
 
 def where(photo: str, face: dict, sep: str = " ") -> str:
@@ -72,10 +100,10 @@ def format_table(result: dict) -> str:
         lines.append(batch_line(result))
     for r in result["results"]:
         if r["status"] != "ok":
-            lines += ["", f"{r['photo']}: {r['status']}" + (f" — {r['message']}" if r.get("message") else "")]
+            lines += ["", f"{r['photo']}: {unusable(r)}"]
             continue
         for f in r["faces"]:
-            lines += ["", f"{where(r['photo'], f)}: {verdict(f['decision'])}"
+            lines += ["", f"{where(r['photo'], f)}: {verdict(f['decision'], bool(model))}"
                       + ("; AMBIGUOUS: the top candidates are lookalikes of each other" if f["ambiguous"] else "")]
             if f.get("resolution_note"):
                 lines.append(f"note: {f['resolution_note']}")
@@ -103,13 +131,18 @@ def format_csv(result: dict) -> str:
     w.writeheader()
     for r in result["results"]:
         if r["status"] != "ok":
-            w.writerow({"photo": _cell(r["photo"]), "photo_status": r["status"]})
+            w.writerow({"photo": _cell(r["photo"]), "photo_status": r["status"],
+                        "message": _cell(unusable(r).split(" — ", 1)[-1] if r.get("message") else "")})
             continue
         for f in r["faces"]:
-            enrolled = f["decision"]["enrolled"]
+            d = f["decision"]
+            enrolled = d["enrolled"]
+            decision = {"fpir": d.get("fpir", ""), "threshold": "" if d.get("threshold") is None else d["threshold"],
+                        "calibrated_on": d.get("calibrated_on") or "",
+                        "message": _cell(d.get("note") or f.get("resolution_note") or "")}
             for c in f["candidates"]:
-                w.writerow({"photo": _cell(r["photo"]), "photo_status": r["status"], "face": f["index"],
-                            "box": " ".join(map(str, f["box"])), "face_px": f.get("face_px", ""),
+                w.writerow({**decision, "photo": _cell(r["photo"]), "photo_status": r["status"], "face": f["index"],
+                            "box": _cell(" ".join(map(str, f["box"]))), "face_px": f.get("face_px", ""),
                             "detection": f["detection"], "rank": c["rank"],
                             "subject": _cell(c["subject"]), "image": _cell(c["image"]), "base_score": c["base_score"],
                             "base_rank": c["base_rank"], "final_score": c["final_score"],
@@ -137,19 +170,22 @@ def format_html(result: dict, faces: dict) -> str:
     how = (f"re-ranked by {model['disambiguator']} ({model['selection']}, weight {model['weight']})" if model
            else "no model: the base matcher's order")
     out = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>lookalike identify</title>"
+           "<meta name='viewport' content='width=device-width, initial-scale=1'>"
            f"<style>{HTML_STYLE}</style></head><body><h1>lookalike identify</h1>",
+           f"<p>{e(summary(result))}</p>",
            "<p class='leads'>Results are <strong>investigative leads, not identifications</strong>: a person must "
            "compare the faces, and a candidate list never establishes who someone is.</p>",
-           f"<p class='muted'>gallery {e(str(result['gallery']))}; {e(how)}; decisions at FPIR {result['fpir']:g}</p>"]
+           f"<p class='muted'>gallery {e(str(result['gallery']))}; {e(how)}; decisions at FPIR {result['fpir']:g}; "
+           f"lookalike {e(str(result.get('lookalike_version', '')))}</p>"]
     for line in (*face_size_lines(result), batch_line(result)):
         if line:
             out.append(f"<p class='muted'>{e(line)}</p>")
     for r in result["results"]:
         if r["status"] != "ok":
-            out.append(f"<h2>{e(r['photo'])}: {e(r['status'])}</h2><p>{e(r.get('message', ''))}</p>")
+            out.append(f"<h2>{e(r['photo'])}: {e(unusable(r))}</h2>")
             continue
         for f in r["faces"]:
-            out.append(f"<h2>{e(where(r['photo'], f, ' · '))}: {e(verdict(f['decision']))}</h2>")
+            out.append(f"<h2>{e(where(r['photo'], f, ' · '))}: {e(verdict(f['decision'], bool(model)))}</h2>")
             if f["ambiguous"]:
                 out.append("<p class='ambiguous'>Ambiguous: the top candidates are lookalikes of each other.</p>")
             if f.get("resolution_note"):

@@ -541,7 +541,19 @@ def _search_summary(rec, n_reviews: int) -> dict:
     cands = face.get("candidates", [])
     return {"id": rec.id, "created": rec.created, "photo": photo, "face": face.get("index"),
             "top_subject": cands[0]["subject"] if cands else None, "ambiguous": face.get("ambiguous", False),
-            "decision": face.get("decision"), "candidates": len(cands), "reviews": n_reviews}
+            "decision": face.get("decision"), "candidates": len(cands), "reviews": n_reviews,
+            "ranked_by": ranked_by(rec.result, face)}
+
+
+def ranked_by(result: dict, face: dict) -> str:
+    """Which ranked a stored search's face: the small-face or sharp-face model, the lookalike model, or the matcher."""
+    px = face.get("face_px")
+    small, sharp = result.get("small_face_model"), result.get("sharp_face_model")
+    if small and px is not None and px <= small.get("max_face_px", -1):
+        return "small-face model"
+    if sharp and px is not None and px >= sharp.get("min_face_px", 10**9):
+        return "sharp-face model"
+    return "lookalike model" if result.get("model") else "base matcher"
 
 
 def _subject_dict(s) -> dict:
