@@ -51,5 +51,7 @@ def load_manifest(csv_path: str | Path) -> FaceTable:
         ids.append(identity)
         roles.append((row.get("role") or "").strip())
     if not paths:
-        raise ValueError(f"{csv_path}: no existing images listed")
+        first = f"{table.dropped[0][3]}; " if table.dropped else ""
+        raise ValueError(f"{csv_path}: no existing images listed ({first}a relative path is read from the CSV's "
+                         f"folder, {csv_path.parent})")
     return FaceTable(paths, ids, roles, notes=table.notes, dropped=table.dropped)
