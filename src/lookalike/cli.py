@@ -309,9 +309,13 @@ def cmd_train(args: argparse.Namespace) -> int:
                                  args.degrade or "bicubic", args.cnn_fallback)
     model.save(args.model)
     st = model.reranker_.stats
-    print(f"trained on {summary['n_train_people']} people ({summary['n_train_images']} images); validation: "
-          f"{summary['n_val_probes']} probes, rank-1 {100 * st['val_base_rank1']:.2f} -> {100 * st['val_rank1']:.2f}")
+    print(f"trained on {summary['n_train_people']} people ({summary['n_train_images']} images); the settings chosen "
+          f"on a validation split of the other people ({summary['n_val_probes']} probes): rank-1 "
+          f"{100 * st['val_base_rank1']:.2f} -> {100 * st['val_rank1']:.2f}")
     print(f"chosen: {st['disambiguator']}, {st['selection']}, {st['normaliser']} weight {st['weight']}")
+    if st["weight"] == 0:
+        print("note: the validation split chose weight 0, so this model keeps the matcher's order (its thresholds and "
+              "notes still apply); more training people may let re-ranking pay", file=sys.stderr)
     print("thresholds: " + ", ".join(f"FPIR {f:g}: {t:.4f}" for f, t in model.thresholds_.items()))
     n = model.training_.get("n_nonmated_searches", 0)
     weak = [f for f in model.thresholds_ if n < MIN_SEARCHES / f]
