@@ -448,6 +448,11 @@ def test_identify_same_person_searches_one_template(system, orl_dir, tmp_path, c
     out = capsys.readouterr()
     assert "template of 4 photos (template): no decision (not decided for a template" in out.out
     assert "one template of 4 faces searched" in out.err
+    assert main(["identify", *map(str, photos[:4]), "--db", str(db), "--model", str(model_path), "--same-person",
+                 "--top", "3", "--format", "html"]) == 0
+    page = capsys.readouterr().out  # the faces the template averages are shown, each named, for comparison
+    assert all(f"in the template: {p}" in page for p in photos[:4])
+    assert page.count("alt='face in ") == 4 and "title='face unavailable'" not in page.split("<div class='row'>")[1]
 
 
 def test_model_for_other_preprocessing_is_refused(system, tmp_path):

@@ -627,11 +627,14 @@ def result_document(ident: Identifier, results: list[dict], top: int, fpir: floa
 
 def result_faces(result: dict, gallery: Gallery) -> dict:
     """PNG bytes of what :func:`lookalike.identify_format.format_html` shows: each searched face of each photo (under
-    ``("probe", photo, face index)``: each photo aligned again once, the face at the reported box) and each candidate's
-    enrolled face (under ``("image", image id)``); None where a face cannot be cut now (e.g. its file moved)."""
+    ``("probe", photo, face index)``: each photo aligned again once, the face at the reported box), each photo of a
+    same-person template (``("member", photo)``) and each candidate's enrolled face (under ``("image", image id)``);
+    None where a face cannot be cut now (e.g. its file moved)."""
     out: dict = {}
     for r in result["results"]:
-        if r["status"] != "ok":
+        if r.get("in_template"):  # a same-person search's photo: its one face, shown with the template's list
+            out["member", r["photo"]] = _member_face(gallery, r["photo"])
+        if r["status"] != "ok" or not r["faces"]:
             continue
         try:
             image = load_image(r["photo"])
@@ -646,6 +649,16 @@ def result_faces(result: dict, gallery: Gallery) -> dict:
                 if key not in out:
                     out[key] = _enrolled_face(gallery, c["image_id"])
     return out
+
+
+def _member_face(gallery: Gallery, photo: str) -> bytes | None:
+    """The aligned face of a photo in a same-person template (its one face, found again), or None."""
+    try:
+        image = load_image(photo)
+    except ImageError:
+        return None
+    alignment = gallery.aligner.align(image)
+    return None if alignment is None else encode_png(gallery.aligner.chip(image, alignment))
 
 
 def _enrolled_face(gallery: Gallery, image_id: int) -> bytes | None:

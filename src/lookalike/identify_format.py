@@ -190,7 +190,11 @@ def format_html(result: dict, faces: dict) -> str:
                 out.append("<p class='ambiguous'>Ambiguous: the top candidates are lookalikes of each other.</p>")
             if f.get("resolution_note"):
                 out.append(f"<p class='muted'>Note: {e(f['resolution_note'])}</p>")
-            cards = [_card(faces.get(("probe", r["photo"], f["index"])), "probe face", "probe", "card probe")]
+            if f["detection"] == "template":  # the faces the template averages, each with its photo's name
+                cards = [_card(faces.get(("member", p)), f"face in {p}", f"in the template: {e(p)}", "card probe")
+                         for p in f.get("template_of", [])]
+            else:
+                cards = [_card(faces.get(("probe", r["photo"], f["index"])), "probe face", "probe", "card probe")]
             for c in f["candidates"]:
                 group = f"lookalike group {c['lookalike_group']}" if c["lookalike_group"] else ""
                 batch = f"<br>batch distance {c['batch_distance']:.4f}" if "batch_distance" in c else ""
