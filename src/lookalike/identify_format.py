@@ -158,7 +158,8 @@ HTML_STYLE = """body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#111}
 .row{display:flex;flex-wrap:wrap;gap:.6em;align-items:flex-start}.card{border:1px solid #bbb;padding:.4em;width:150px}
 .probe{border:2px solid #333}.card img{width:150px;height:150px;image-rendering:pixelated;display:block}
 .g{outline:3px solid #d80}.muted{color:#666;font-size:.9em}.gone{width:150px;height:150px;background:#eee}
-@media (max-width:600px){body{margin:.5em}.card{width:calc(50% - .3em);box-sizing:border-box}.card img,.gone{width:100%;height:auto}}"""
+@media (max-width:600px){body{margin:.5em}.card{width:calc(50% - .3em);box-sizing:border-box}
+.card img,.gone{width:100%;height:auto}}"""
 
 
 def format_html(result: dict, faces: dict) -> str:
