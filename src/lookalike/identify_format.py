@@ -68,12 +68,13 @@ def _count(n: int, word: str) -> str:
 
 
 def where(photo: str, face: dict, sep: str = " ") -> str:
-    """``photo face 0 box (l, t, r, b) (detected)``; a template is its own name."""
+    """``photo face 1 box (l, t, r, b) (detected)`` (faces counted from 1 for people; the JSON's ``index`` from 0);
+    a template is its own name."""
     if face["detection"] == "template":
         return f"{photo} (template)"
     size = f", {face['face_px']} px across" if "face_px" in face else ""
     searched = f", searched at {face['probe_lowres']} px" if face.get("probe_lowres") is not None else ""
-    return f"{photo}{sep}face {face['index']}{sep}box {tuple(face['box'])} ({face['detection']}{size}{searched})"
+    return f"{photo}{sep}face {face['index'] + 1}{sep}box {tuple(face['box'])} ({face['detection']}{size}{searched})"
 
 
 def face_size_lines(result: dict) -> list[str]:
