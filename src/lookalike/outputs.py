@@ -102,7 +102,10 @@ def check_not_an_input(path: str | Path, option: str, inputs: tuple[tuple[str, s
     real = os.path.realpath(path)
     for what, other in inputs:
         if other is not None and str(other) != "none" and os.path.realpath(other) == real:
-            raise ValueError(f"{option} {path}: is the {what}; writing there would destroy it, choose another file")
+            from lookalike.gallery import display_db  # a database URL is shown without its password
+
+            raise ValueError(f"{option} {display_db(other)}: is the {what}; writing there would destroy it, choose "
+                             "another file")
 
 
 def check_output_file(path: str | Path, inputs: tuple[tuple[str, str | Path | None], ...] = (), option: str = "--out",

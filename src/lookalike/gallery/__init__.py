@@ -11,6 +11,16 @@ def is_postgres_url(url_or_path: str) -> bool:
     return str(url_or_path).startswith(POSTGRES_SCHEMES)
 
 
+def display_db(url_or_path: str | object) -> str:
+    """A gallery's database as messages show it: a PostgreSQL URL without its password, a path as it is."""
+    text = str(url_or_path)
+    if is_postgres_url(text):
+        from lookalike.gallery.postgres import redact
+
+        return redact(text)
+    return text
+
+
 def open_store(url_or_path: str, create: bool | None = None, meta: dict[str, str] | None = None) -> GalleryStore:
     """A store by URL scheme: ``postgresql://...`` for PostgreSQL, anything else is a SQLite file path.
 
@@ -23,13 +33,15 @@ def open_store(url_or_path: str, create: bool | None = None, meta: dict[str, str
 
         return PostgresStore(url_or_path, create=create, meta=meta)
     if "://" in url_or_path:
-        raise StoreError(f"unsupported gallery URL {url_or_path!r}: use a SQLite file path or postgresql://...")
+        from lookalike.gallery.postgres import redact
+
+        raise StoreError(f"unsupported gallery URL {redact(url_or_path)!r}: use a SQLite file path or postgresql://...")
     from lookalike.gallery.sqlite import SQLiteStore
 
     return SQLiteStore(url_or_path, create=create, meta=meta)
 
 
-__all__ = ["EnrollReport", "Gallery", "GalleryStore", "NoGalleryError", "SchemaError", "StoreError",
+__all__ = ["EnrollReport", "Gallery", "GalleryStore", "NoGalleryError", "SchemaError", "StoreError", "display_db",
            "SubjectLists", "VectorsMismatchError", "open_store"]
 
 

@@ -11,6 +11,8 @@ import sqlite3
 import sys
 from collections.abc import Callable
 
+from lookalike.gallery import display_db
+
 MAX_LISTED = 20
 
 
@@ -90,8 +92,8 @@ def _errors(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Names
             return fn(args)
         except sqlite3.Error as e:
             if "disk is full" in str(e):  # the file is sound: every committed enrolment is kept
-                raise ValueError(f"gallery database {args.db}: the disk is full; free some space and rerun (what "
-                                 "was enrolled before is kept)") from e
+                raise ValueError(f"gallery database {display_db(args.db)}: the disk is full; free some space and "
+                                 "rerun (what was enrolled before is kept)") from e
             raise ValueError(f"gallery database error: {e}") from e
         except Exception as e:
             if type(e).__module__.startswith("psycopg"):
@@ -113,8 +115,8 @@ def _open_or_create(args: argparse.Namespace):
         model = load_model_for_db(args.model, args.db, args.lowres)  # default: --lowres picks it for a new gallery
         if args.lowres is not None and model.gallery_lowres != args.lowres:
             faces = "full-resolution" if model.gallery_lowres is None else f"{model.gallery_lowres} px"
-            raise ValueError(f"{args.db} holds {faces} faces, not {args.lowres} px ones: drop --lowres (the "
-                             "gallery's faces choose the default model)")
+            raise ValueError(f"{display_db(args.db)} holds {faces} faces, not {args.lowres} px ones: drop --lowres "
+                             "(the gallery's faces choose the default model)")
         if model.gallery_lowres is not None and model.degrade != "bicubic":
             raise ValueError(f"{args.model}: galleries support the bicubic degradation only; this model degrades "
                              f"its gallery faces the {model.degrade!r} way (train it with --degrade bicubic, or with "

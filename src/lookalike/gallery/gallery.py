@@ -34,6 +34,7 @@ from lookalike.data.images import ImageError, decode_image
 from lookalike.embed import embed_paths, preprocess_key, spawnable, worker_pool
 from lookalike.gallery import open_store
 from lookalike.gallery.store import (
+    GalleryExistsError,
     GalleryStore,
     ImageRecord,
     NewImage,
@@ -243,8 +244,11 @@ class Gallery:
             aligner = (geometry or default).with_fallback(
                 default.central_fraction if central_fraction is None else central_fraction,
                 CNN_FALLBACK if cnn_fallback is None else cnn_fallback)
-            return cls.create(path_or_url, matcher=matcher, lowres=lowres, aligner=aligner,
-                              index=index or DEFAULT_INDEX)
+            try:
+                return cls.create(path_or_url, matcher=matcher, lowres=lowres, aligner=aligner,
+                                  index=index or DEFAULT_INDEX)
+            except GalleryExistsError:  # another process created it meanwhile: open it, and check it, as found
+                gallery = cls.open(path_or_url)
         try:
             own = gallery.aligner
             wrong = ([f"--central-fraction {own.central_fraction:g}"]

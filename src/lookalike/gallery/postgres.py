@@ -32,7 +32,19 @@ def split_url(url: str) -> tuple[str, str | None, str | None]:
 
 
 def redact(url: str) -> str:
-    """The URL without its password (for messages)."""
+    """The URL without its password, given as ``user:password@`` or as a ``password=`` parameter (for messages)."""
+    url = redact_userinfo(url)
+    base, sep, qs = url.partition("?")
+    if not sep:
+        return url
+    query = parse_qsl(qs, keep_blank_values=True)
+    if not any(k == "password" for k, _ in query):
+        return url
+    return base + "?" + "&".join(f"{k}=***" if k == "password" else urlencode([(k, v)]) for k, v in query)
+
+
+def redact_userinfo(url: str) -> str:
+    """The URL without a ``user:password@`` password (what names a database's default image folder: keep stable)."""
     try:
         password = urlsplit(url).password
     except ValueError:
@@ -56,21 +68,14 @@ CREATE TRIGGER reviews_no_change BEFORE UPDATE OR DELETE ON reviews
                  connect_timeout: int = 10) -> None:
         try:
             import psycopg
-            from psycopg import sql
         except ImportError as e:
             raise StoreError("PostgreSQL galleries need psycopg: pip install 'lookalike[postgres]'") from e
         self.WRITE_ERRORS = (psycopg.Error,)
+        self._psycopg, self._timeout = psycopg, connect_timeout
         self.url = redact(url)
-        conninfo, self.schema, self.vectors_dir = split_url(url)
+        self._conninfo, self.schema, self.vectors_dir = split_url(url)
+        self._conn = self._connect(create_schema=create is not False)
         try:
-            self._conn = psycopg.connect(conninfo, autocommit=True, connect_timeout=connect_timeout)
-        except psycopg.Error as e:
-            raise StoreError(f"cannot connect to {self.url}: {str(e).strip().splitlines()[0]}") from e
-        try:
-            if self.schema is not None:
-                if create is not False:
-                    self._conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema)))
-                self._conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
             self._init_schema(create, meta)
         except psycopg.Error as e:
             self._conn.close()
@@ -79,20 +84,76 @@ CREATE TRIGGER reviews_no_change BEFORE UPDATE OR DELETE ON reviews
             self._conn.close()
             raise
 
+    def _connect(self, create_schema: bool = False):
+        """A new connection, in the gallery's schema (created first when ``create_schema``)."""
+        from psycopg import sql
+
+        try:
+            conn = self._psycopg.connect(self._conninfo, autocommit=True, connect_timeout=self._timeout)
+        except self._psycopg.Error as e:
+            raise StoreError(f"cannot connect to {self.url}: {str(e).strip().splitlines()[0]}") from e
+        try:
+            if self.schema is not None:
+                if create_schema:
+                    try:
+                        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema)))
+                    except self._psycopg.errors.UniqueViolation:
+                        pass  # another process created it at the same moment (IF NOT EXISTS does not cover that)
+                conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
+        except self._psycopg.Error as e:
+            conn.close()
+            raise StoreError(f"{self.url}: {str(e).strip().splitlines()[0]}") from e
+        return conn
+
+    def _usable(self) -> None:
+        """Connect again if the connection was lost (the server restarted, an administrator ended it) and no
+        transaction is open on it: a long-running service recovers at its next request."""
+        if (self._conn.closed or self._conn.broken) and not self._depth:
+            self._conn.close()
+            self._conn = self._connect()
+
+    def _lost(self, e: Exception) -> StoreError:
+        return StoreError(f"{self.url}: the database connection was lost ({str(e).strip().splitlines()[0]}); "
+                          "retry: the next request connects again")
+
     def close(self) -> None:
         self._conn.close()
 
     def _exec(self, sql: str, params: tuple | list = ()) -> _Rows:
-        cur = self._conn.execute(sql.replace("?", "%s"), params) if params else self._conn.execute(sql)
+        self._usable()
+        query = sql.replace("?", "%s") if params else sql
+        try:
+            cur = self._conn.execute(query, params) if params else self._conn.execute(query)
+        except self._psycopg.OperationalError as e:
+            if not self._conn.broken:
+                raise
+            if self._depth or not sql.lstrip().upper().startswith("SELECT"):
+                raise self._lost(e) from e  # a write, or inside a transaction: not repeated here
+            self._usable()  # a read on its own: asked again on a new connection
+            cur = self._conn.execute(query, params) if params else self._conn.execute(query)
         rows = cur.fetchall() if cur.description is not None else []
         return _Rows(rows, cur.rowcount)
 
     @contextmanager
     def _outer_transaction(self, write: bool) -> Iterator[None]:
-        with self._conn.transaction():
-            if not write:
-                self._conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            yield
+        """A transaction; a connection found lost when it begins (nothing done yet) is replaced and it begins
+        again; lost later, a :meth:`_lost` StoreError."""
+        self._usable()
+        for attempt in (0, 1):
+            began = False
+            try:
+                with self._conn.transaction():
+                    if not write:
+                        self._conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                    began = True
+                    yield
+                return
+            except self._psycopg.OperationalError as e:
+                if not self._conn.broken:
+                    raise
+                if began or attempt:
+                    raise self._lost(e) from e
+                self._usable()
 
     def _lock_schema(self) -> None:
         self._conn.execute("SELECT pg_advisory_xact_lock(hashtext('lookalike-gallery:' || current_schema()))")

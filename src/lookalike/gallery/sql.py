@@ -14,6 +14,7 @@ import numpy as np
 from lookalike.gallery import store as _store
 from lookalike.gallery.store import (
     AddResult,
+    GalleryExistsError,
     GalleryStore,
     ImageRecord,
     NewImage,
@@ -23,8 +24,8 @@ from lookalike.gallery.store import (
     SearchRecord,
     SessionRecord,
     Snapshot,
-    StoreError,
     Subject,
+    SubjectExistsError,
     TokenRecord,
     check_verdict,
 )
@@ -127,7 +128,7 @@ class SQLStore(GalleryStore):
                     self._exec("INSERT INTO meta (key, value) VALUES (?, ?)", (str(k), str(v)))
                 return
             if create is True:
-                raise StoreError(f"{self.url} already holds a gallery")
+                raise GalleryExistsError(f"{self.url} already holds a gallery")
             (version,) = self._exec("SELECT schema_version FROM state WHERE id = 1").fetchone()
             if version > _store.SCHEMA_VERSION:
                 raise SchemaError(f"{self.url} has gallery schema version {version}, newer than this lookalike "
@@ -218,18 +219,24 @@ class SQLStore(GalleryStore):
             return self._bump()
 
     # --- subjects --------------------------------------------------------------------------------------
-    def _subject_id(self, name: str) -> int:
-        row = self._exec("SELECT id, removed FROM subjects WHERE name = ?", (name,)).fetchone()
-        if row is None:
-            return int(self._exec("INSERT INTO subjects (name, created) VALUES (?, ?) RETURNING id",
-                                  (name, now())).fetchone()[0])
-        if row[1] is not None:
-            self._exec("UPDATE subjects SET removed = NULL WHERE id = ?", (row[0],))
-        return int(row[0])
+    def _subject_id(self, name: str, new: bool = False) -> int:
+        """The subject's id, inserted (or restored) if needed; one statement inserts, so two writers naming the
+        same new subject at once get the same row (the second waits for the first's commit), never a duplicate-key
+        error. ``new``: :class:`SubjectExistsError` if it existed and was not removed."""
+        inserted = self._exec("INSERT INTO subjects (name, created) VALUES (?, ?) ON CONFLICT (name) DO NOTHING "
+                              "RETURNING id", (name, now())).fetchone()
+        if inserted is not None:
+            return int(inserted[0])
+        sid, removed = self._exec("SELECT id, removed FROM subjects WHERE name = ?", (name,)).fetchone()
+        if removed is not None:
+            self._exec("UPDATE subjects SET removed = NULL WHERE id = ?", (sid,))
+        elif new:
+            raise SubjectExistsError(f"subject {name!r} already exists")
+        return int(sid)
 
-    def add_subject(self, name: str) -> int:
+    def add_subject(self, name: str, new: bool = False) -> int:
         with self._transaction(write=True):
-            sid = self._subject_id(_check_name(name))
+            sid = self._subject_id(_check_name(name), new)
             self._bump(added=[])  # a subject without images: nothing a search reads
             return sid
 

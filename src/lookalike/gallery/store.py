@@ -35,6 +35,14 @@ class SchemaError(StoreError):
     """The database was written by a newer ``lookalike`` (or is not a gallery)."""
 
 
+class GalleryExistsError(StoreError):
+    """A new gallery was asked for where one exists (another process may have just created it)."""
+
+
+class SubjectExistsError(StoreError):
+    """A new subject was asked for under a name a subject already has (another request may have just made it)."""
+
+
 class VectorsMismatchError(StoreError):
     """The vector files beside a gallery disagree with its database at the same generation (corrupt, or another
     gallery's): refused rather than silently replaced; ``lookalike gallery rebuild-vectors`` rewrites them."""
@@ -182,8 +190,9 @@ class GalleryStore(ABC):
 
     # --- subjects ----------------------------------------------------------------------------------------
     @abstractmethod
-    def add_subject(self, name: str) -> int:
-        """The id of subject ``name``, created (or restored after removal) if needed."""
+    def add_subject(self, name: str, new: bool = False) -> int:
+        """The id of subject ``name``, created (or restored after removal) if needed; ``new``: a
+        :class:`SubjectExistsError` if it exists (not removed), decided in the same transaction."""
 
     @abstractmethod
     def get_subject(self, name: str) -> Subject | None:

@@ -76,6 +76,13 @@ def create_app(service: Service, tokens: TokenChecker, max_upload_mb: float = DE
     async def store_error(request: Request, exc: StoreError):
         return error(503, "store_unavailable", str(exc))
 
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception):  # a defect: logged by the server, answered in one line
+        if pages.is_page(request):
+            return pages.render(request, "error.html", None, 500, message="Something went wrong on the server (it "
+                                                                          "is logged). Try again.")
+        return error(500, "internal_error", "an unexpected error on the server (logged); try again")
+
     app.include_router(api.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=str(Path(__file__).parent / "static")), name="static")

@@ -25,8 +25,8 @@ from PIL import Image, ImageDraw
 
 from lookalike.data.images import MAX_PIXELS, ImageError, decode_image, degrade, encode_png, sniff_image_type
 from lookalike.data.screen import is_utf8
-from lookalike.gallery import Gallery, is_postgres_url, open_store
-from lookalike.gallery.store import VERDICTS, GalleryStore, NoGalleryError, StoreError
+from lookalike.gallery import Gallery, display_db, is_postgres_url, open_store
+from lookalike.gallery.store import VERDICTS, GalleryStore, NoGalleryError, StoreError, SubjectExistsError
 from lookalike.identify import Identifier, prepare_gallery, result_document
 from lookalike.matchers.cache import EmbeddingCache
 from lookalike.model import LookalikeModel
@@ -235,10 +235,10 @@ class Service:
     def create_subject(self, name: object) -> dict:
         name = check_subject_name(name)
         with self.engine() as e:
-            s = e.gallery.store.get_subject(name)
-            if s is not None and s.removed is None:
-                raise ServiceError(409, "subject_exists", f"subject {name!r} already exists")
-            e.gallery.store.add_subject(name)
+            try:  # decided in the insert's transaction: two requests naming one new subject get a 201 and a 409
+                e.gallery.store.add_subject(name, new=True)
+            except SubjectExistsError:
+                raise ServiceError(409, "subject_exists", f"subject {name!r} already exists") from None
         return self.get_subject(name)
 
     def list_subjects(self, prefix: str = "", after: str | None = None, limit: int | None = None) -> list[dict]:
@@ -570,10 +570,10 @@ def default_data_dir(db: str) -> Path:
     """Beside a SQLite gallery: ``G.sqlite.images``; for PostgreSQL: a folder per database under
     ``~/.local/share/lookalike`` (give ``--data-dir`` to share one between machines)."""
     if is_postgres_url(db):
-        from lookalike.gallery.postgres import redact
+        from lookalike.gallery.postgres import redact_userinfo
 
         return Path.home() / ".local" / "share" / "lookalike" / ("images-" + hashlib.sha1(
-            redact(db).encode()).hexdigest()[:12])
+            redact_userinfo(db).encode()).hexdigest()[:12])
     path = Path(db)
     return path.with_name(path.name + ".images")
 
@@ -582,7 +582,8 @@ def _token_store(db: str) -> GalleryStore:
     try:
         return open_store(db, create=False)
     except NoGalleryError:
-        raise StoreError(f"no gallery in {db}: start `lookalike serve --db {db}` once first") from None
+        shown = display_db(db)
+        raise StoreError(f"no gallery in {shown}: start `lookalike serve --db {shown}` once first") from None
 
 
 def create_token_in(db: str, label_: str = "") -> str:
@@ -603,7 +604,7 @@ def revoke_token_in(db: str, token_id: int) -> None:
     """Revoke token ``token_id`` of ``db`` (a running service refuses it at once); ValueError if there is none."""
     with _token_store(db) as store:
         if not store.revoke_token(token_id):
-            raise ValueError(f"no API token with id {token_id} in {db} (see --list-tokens)")
+            raise ValueError(f"no API token with id {token_id} in {display_db(db)} (see --list-tokens)")
 
 
 def dumps(obj) -> str:
