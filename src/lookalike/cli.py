@@ -14,17 +14,8 @@ from pathlib import Path
 from lookalike import __version__
 
 DESCRIPTION = """\
-1:N face identification that gets the top of the ranked list right.
-
-commands:
-  embed       detect, align and embed every image of a dataset into an .npz file
-  benchmark   run the closed-set identification protocol, re-rank, and write a report
-  compare     pair two benchmark runs (or two methods of one) on the same test probes
-  train       train a lookalike model on a labelled dataset and save it (.lkm)
-  identify    search every face of new photos against a gallery
-  enroll      add people's photos to a gallery
-  gallery     inspect and edit a gallery
-  serve       serve a gallery over HTTP: enrol, identify, and review candidate lists
+1:N face identification that gets the top of the ranked list right. The user's path: train (once), enroll,
+identify, serve; embed, benchmark and compare evaluate. `lookalike COMMAND --help` for each.
 
 Bad input is skipped with a reason and listed (skipped.csv); every command ends with a summary."""
 
@@ -104,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
     parser = Parser(prog="lookalike", description=DESCRIPTION, formatter_class=fmt)
     parser.add_argument("--version", action="version", version=f"lookalike {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser, title="commands",
+                                metavar="COMMAND")
 
     e = sub.add_parser("embed", help="embed every image of a dataset into an .npz file", formatter_class=fmt,
                        description="Detect, align and embed every image; skipped images are listed with reasons.")
