@@ -401,7 +401,9 @@ def test_identify_every_face_and_bad_input(system, orl_dir, tmp_path):
                        LookalikeModel.load(model_path), top=3)
     two, noise, empty, text = doc["results"]
     assert len(two["faces"]) == 2 and two["faces"][0]["box"] != two["faces"][1]["box"]
-    assert {f["candidates"][0]["subject"] for f in two["faces"]} == {"s4", "s5"}
+    # numbered left to right: s4 is pasted on the left
+    assert [f["candidates"][0]["subject"] for f in two["faces"]] == ["s4", "s5"]
+    assert two["faces"][0]["box"][0] < two["faces"][1]["box"][0]
     assert noise["faces"][0]["detection"] == "pre-cropped"
     assert empty["status"] == "empty" and text["status"] == "unreadable" and not empty["faces"]
     with Gallery.open(db) as gallery:  # the HTML page's faces: each photo searched for faces once, not once a face

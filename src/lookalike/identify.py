@@ -202,10 +202,11 @@ class Identifier:
         return self._matcher
 
     def faces(self, image: np.ndarray, by_size: bool = True) -> list[ProbeFace]:
-        """Every face of an (H, W, 3) uint8 image, aligned, degraded like the model's probes, embedded; with
-        ``by_size``, a face another identifier takes (:meth:`route`) as that one's probes are."""
+        """Every face of an (H, W, 3) uint8 image, left to right, aligned, degraded like the model's probes,
+        embedded; with ``by_size``, a face another identifier takes (:meth:`route`) as that one's probes are."""
         t = time.perf_counter()
-        alignments = self.aligner.align_all(image, self.every_scale)
+        # in reading order, left to right (then top down): face 1 of a group photo is its leftmost
+        alignments = sorted(self.aligner.align_all(image, self.every_scale), key=lambda a: (a.box[0], a.box[1]))
         routes = [self.route(face_width(a)) if by_size else "" for a in alignments]
         owners = {"": self, **self.routes()}
         chips = [owners[r]._as_probe(self.aligner.chip(image, a)) for a, r in zip(alignments, routes, strict=True)]
