@@ -489,11 +489,16 @@ def test_an_enrolled_file_changed_on_disk_is_never_shown_as_the_enrolled_face(or
     with Gallery.open(db) as g:
         ids = {Path(im.path).name: im.id for im in g.store.list_images()}
     assert client.get(f"/api/images/{ids['1.pgm']}/file", headers=AUTH).status_code == 200
+    for i in ids.values():  # drawn once: a picture shown before the change must not come back from memory
+        for kind in ("face", "photo"):
+            assert client.get(f"/api/images/{i}/{kind}.png", headers=AUTH).status_code == 200
     (folder / "1.pgm").write_bytes(orl_bytes(orl_dir, 6, 1))  # another person's photo under the same name
     (folder / "2.pgm").unlink()
     for url, status, code in ((f"/api/images/{ids['1.pgm']}/file", 409, "image_file_changed"),
                               (f"/api/images/{ids['1.pgm']}/face.png", 409, "image_file_changed"),
                               (f"/api/images/{ids['1.pgm']}/photo.png", 409, "image_file_changed"),
-                              (f"/api/images/{ids['2.pgm']}/file", 404, "image_file_missing")):
+                              (f"/api/images/{ids['2.pgm']}/file", 404, "image_file_missing"),
+                              (f"/api/images/{ids['2.pgm']}/face.png", 404, "image_file_missing"),
+                              (f"/api/images/{ids['2.pgm']}/photo.png", 404, "image_file_missing")):
         r = client.get(url, headers=AUTH)
         assert (r.status_code, r.json()["error"]["code"]) == (status, code), url

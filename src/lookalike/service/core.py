@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import queue
 import re
 import threading
@@ -372,7 +373,11 @@ class Service:
             except ValueError as err:
                 raise ServiceError(404, "no_face", str(err)) from None
 
-        return self._rendered(("image", image_id, rec.sha1, face), render)
+        try:  # the file as it is now: one replaced, edited or removed since it was last drawn is not drawn from memory
+            st = os.stat(rec.path)
+        except OSError:
+            return render()  # says what became of the file
+        return self._rendered(("image", image_id, rec.sha1, face, st.st_size, st.st_mtime_ns, st.st_ino), render)
 
     def _rendered(self, key: tuple, render) -> bytes:
         with self._renders_lock:
