@@ -70,6 +70,32 @@ def test_login_checks_csrf_and_token(site):
     assert r.status_code == 303 and r.headers["location"] == "/"
 
 
+def test_visitors_who_never_log_in_write_nothing(site):
+    """The login form's CSRF value lives in the visitor's own cookie: a flood of anonymous visits adds no session
+    to the database, and a form posted without that cookie (or with another value) is refused."""
+    client, service, _ = site
+
+    def sessions() -> int:
+        return service.sessions_store._exec("SELECT COUNT(*) FROM sessions").fetchone()[0]  # noqa: SLF001
+
+    before = sessions()
+    for _ in range(30):
+        client.cookies.clear()
+        assert client.get("/login").status_code == 200
+    assert sessions() == before
+    page = client.get("/login")
+    value = csrf_of(page.text)
+    assert client.cookies.get("lookalike_login") == value
+    client.cookies.clear()
+    assert client.post("/login", data={"token": TOKEN, "csrf": value}).status_code == 403  # no cookie: refused
+    client.cookies.set("lookalike_login", "another-value")
+    assert client.post("/login", data={"token": TOKEN, "csrf": value}).status_code == 403
+    assert sessions() == before
+    client.cookies.clear()
+    login(client)  # the cookie and the form agree: logged in, one session
+    assert sessions() == before + 1 and "lookalike_login" not in client.cookies
+
+
 def test_review_page_and_verdict(site):
     client, service, sid = site
     client.cookies.clear()

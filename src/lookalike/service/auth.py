@@ -19,6 +19,8 @@ from lookalike.gallery.store import GalleryStore, SessionRecord
 
 SESSION_COOKIE = "lookalike_session"
 SESSION_SECONDS = 12 * 3600
+LOGIN_COOKIE = "lookalike_login"  # a visitor's login form CSRF value, in the visitor's cookie only
+LOGIN_SECONDS = 3600
 MIN_TOKEN_CHARS = 16
 ENV_TOKEN = "env"  # the token given by LOOKALIKE_TOKEN, as TokenChecker.match names it
 
@@ -154,6 +156,16 @@ class Sessions:
 def _key(sid: str) -> str:
     """What a session is kept under: the SHA-256 of its id (a copy of the database logs nobody in)."""
     return hashlib.sha256(sid.encode("utf-8")).hexdigest()
+
+
+def new_login_value() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def login_form_session(value: str) -> Session:
+    """A visitor's login form, not logged in: its CSRF value is the one in its own cookie (HttpOnly, SameSite=Strict,
+    so no other site can send it or read it), checked against the form's on posting; nothing is stored."""
+    return Session(value, time.time() + LOGIN_SECONDS)
 
 
 def csrf_ok(session: Session | None, submitted: str | None) -> bool:

@@ -19,7 +19,15 @@ from fastapi.templating import Jinja2Templates
 from pydantic import Field
 
 from lookalike import __version__
-from lookalike.service.auth import SESSION_COOKIE, Session, csrf_ok
+from lookalike.service.auth import (
+    LOGIN_COOKIE,
+    LOGIN_SECONDS,
+    SESSION_COOKIE,
+    Session,
+    csrf_ok,
+    login_form_session,
+    new_login_value,
+)
 from lookalike.service.core import VERDICTS, Service, ServiceError, Upload, search_face
 from lookalike.service.security import live_session, page_session, set_session_cookie, token_match
 
@@ -103,14 +111,16 @@ UNSAVED = ("What you submitted was not saved: your session had ended (logged out
 
 @router.get("/login", response_class=HTMLResponse)
 def login_form(request: Request, next: str = "/", unsaved: str = "") -> HTMLResponse:
-    sessions = request.app.state.sessions
-    session = sessions.get(request.cookies.get(SESSION_COOKIE))
-    sid = None
+    """The login form. A visitor without a session gets its form's CSRF value in a cookie of its own (compared with
+    the form's on posting), not a session in the database: visits that never log in write nothing."""
+    session = request.app.state.sessions.get(request.cookies.get(SESSION_COOKIE))
+    visitor = None
     if session is None:
-        sid, session = sessions.new()
+        visitor = request.cookies.get(LOGIN_COOKIE) or new_login_value()
+        session = login_form_session(visitor)
     response = render(request, "login.html", session, next=safe_next(next), error=UNSAVED if unsaved else "")
-    if sid is not None:
-        set_session_cookie(request, response, sid, sessions.seconds)
+    if visitor is not None:
+        set_session_cookie(request, response, visitor, LOGIN_SECONDS, LOGIN_COOKIE)
     return response
 
 
@@ -120,6 +130,8 @@ async def login(request: Request, token: Annotated[str, Form()] = "", csrf: Anno
     sessions = request.app.state.sessions
     old_sid = request.cookies.get(SESSION_COOKIE)
     session = await run_in_threadpool(sessions.get, old_sid)
+    if session is None and request.cookies.get(LOGIN_COOKIE):
+        session = login_form_session(request.cookies[LOGIN_COOKIE])
     if not csrf_ok(session, csrf):
         return forbidden(request, session)
     which = await token_match(request, token.strip())
@@ -129,6 +141,7 @@ async def login(request: Request, token: Annotated[str, Form()] = "", csrf: Anno
     sid, _ = await run_in_threadpool(sessions.new, True, which)
     response = RedirectResponse(safe_next(next), status_code=303)
     set_session_cookie(request, response, sid, sessions.seconds)
+    response.delete_cookie(LOGIN_COOKIE, path="/", httponly=True, samesite="strict")
     return response
 
 

@@ -96,7 +96,7 @@ async def require_reader(request: Request) -> None:
     await require_token(request)
 
 
-def set_session_cookie(request: Request, response, sid: str, max_age: int) -> None:
+def set_session_cookie(request: Request, response, sid: str, max_age: int, name: str = SESSION_COOKIE) -> None:
     """HttpOnly, SameSite=Strict; Secure when the page was served over HTTPS."""
-    response.set_cookie(SESSION_COOKIE, sid, max_age=max_age, httponly=True, samesite="strict", path="/",
+    response.set_cookie(name, sid, max_age=max_age, httponly=True, samesite="strict", path="/",
                         secure=request.url.scheme == "https")
