@@ -93,7 +93,10 @@ def test_enrol_identify_review_round_trip(served, orl_dir: Path):
         r = c.get(url, headers=AUTH)
         linked.append([s["name"] for s in r.json()])
         url = r.links.get("next", {}).get("url")
+        assert url is None or url.startswith("/api/subjects?")  # relative: no Host header a client sent
     assert [n for p in linked for n in p] == everyone and len(linked[-1]) < 2
+    spoofed = c.get("/api/subjects?limit=2", headers={**AUTH, "Host": "evil.example"}).headers["link"]
+    assert "evil.example" not in spoofed
     assert "link" not in c.get("/api/subjects", headers=AUTH).headers  # fewer subjects than a default page
     assert [s["name"] for s in c.get("/api/subjects", params={"prefix": "Jos"}, headers=AUTH).json()] == [name]
     for bad in ({"limit": 0}, {"limit": "x"}, {"prefix": "x" * 101}):

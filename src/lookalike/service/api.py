@@ -66,7 +66,8 @@ def list_subjects(request: Request, response: Response, prefix: Annotated[str, Q
     page = service(request).list_subjects(prefix, after, limit)
     if len(page) == limit:  # there may be more: say where the next page starts
         nxt = request.url.include_query_params(after=page[-1]["name"], limit=limit)
-        response.headers["Link"] = f'<{nxt}>; rel="next"'
+        # relative (path and query): never the Host header a client sent, which a proxy or an attacker may set
+        response.headers["Link"] = f'<{nxt.path}?{nxt.query}>; rel="next"'
     return page
 
 
