@@ -344,6 +344,10 @@ def test_a_login_outlives_a_restart_and_holds_across_processes(site, tmp_path: P
         without_env = TestClient(create_app(other, TokenChecker(None)), follow_redirects=False)
         without_env.cookies.set("lookalike_session", cookie)  # logged in with LOOKALIKE_TOKEN, which it lacks
         assert without_env.get(f"/review/{sid}").status_code == 303
+        changed = TestClient(create_app(other, TokenChecker("another-env-token-value")), follow_redirects=False)
+        changed.cookies.set("lookalike_session", cookie)  # LOOKALIKE_TOKEN replaced (a leak): its sessions end
+        assert changed.get(f"/review/{sid}").status_code == 303
+        assert changed.get("/api/subjects", cookies={"lookalike_session": cookie}).status_code == 401
         assert client2.get(f"/review/{sid}").status_code == 200  # not logged out where the token is valid
         r = client2.post("/logout", data={"csrf": csrf})
         assert r.status_code == 303

@@ -22,7 +22,7 @@ SESSION_SECONDS = 12 * 3600
 LOGIN_COOKIE = "lookalike_login"  # a visitor's login form CSRF value, in the visitor's cookie only
 LOGIN_SECONDS = 3600
 MIN_TOKEN_CHARS = 16
-ENV_TOKEN = "env"  # the token given by LOOKALIKE_TOKEN, as TokenChecker.match names it
+ENV_TOKEN = "env"  # the token given by LOOKALIKE_TOKEN, as TokenChecker.match names it: "env:<fingerprint>"
 
 
 def hash_token(token: str, salt: str) -> str:
@@ -49,6 +49,8 @@ class TokenChecker:
             raise ValueError(f"LOOKALIKE_TOKEN must be at least {MIN_TOKEN_CHARS} characters")
         self._env_salt = secrets.token_hex(16)
         self._env_hash = hash_token(env_token, self._env_salt) if env_token else None
+        # which LOOKALIKE_TOKEN opened a session (kept with it): a new value ends the old one's sessions
+        self._env_name = f"{ENV_TOKEN}:{hash_token(env_token, 'lookalike-env-session')[:16]}" if env_token else None
 
     def has_tokens(self, store: GalleryStore) -> bool:
         return self._env_hash is not None or bool(store.list_tokens())
@@ -57,13 +59,13 @@ class TokenChecker:
         return self.match(token, store) is not None
 
     def match(self, token: str | None, store: GalleryStore) -> str | None:
-        """Which valid token this is: ``"env"`` (``LOOKALIKE_TOKEN``), a stored token's id as text, or None.
-        Every stored hash is compared (constant time each), whichever matches."""
+        """Which valid token this is: ``"env:<fingerprint>"`` (``LOOKALIKE_TOKEN``, naming which value), a stored
+        token's id as text, or None. Every stored hash is compared (constant time each), whichever matches."""
         if not token:
             return None
         found = None
         if self._env_hash is not None and hmac.compare_digest(hash_token(token, self._env_salt), self._env_hash):
-            found = ENV_TOKEN
+            found = self._env_name
         for rec in store.list_tokens():
             if hmac.compare_digest(hash_token(token, rec.salt), rec.hash):
                 found = found or str(rec.id)
@@ -71,8 +73,8 @@ class TokenChecker:
 
     def alive(self, which: str, store: GalleryStore) -> bool:
         """Whether the token :meth:`match` named is still valid (a stored one may have been revoked since)."""
-        if which == ENV_TOKEN:
-            return self._env_hash is not None
+        if which.startswith(ENV_TOKEN):  # the LOOKALIKE_TOKEN of this server, the same value as at login
+            return self._env_name is not None and hmac.compare_digest(which, self._env_name)
         return any(str(r.id) == which for r in store.list_tokens())
 
 

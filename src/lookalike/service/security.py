@@ -80,10 +80,11 @@ def page_session(request: Request) -> Session | None:
 
 async def live_session(request: Request) -> Session | None:
     """:func:`page_session` whose login token is still valid; a session of a revoked token is ended. (One opened
-    with ``LOOKALIKE_TOKEN`` is not valid on a server of the same gallery that has none, but lives on elsewhere.)"""
+    with ``LOOKALIKE_TOKEN`` is valid only where that same value is set: not on a server of the same gallery that
+    has none or another, but it lives on where it is.)"""
     s = await run_in_threadpool(page_session, request)
     if s is not None and not await run_in_threadpool(_with_store, request, request.app.state.tokens.alive, s.token):
-        if s.token != ENV_TOKEN:
+        if not s.token.startswith(ENV_TOKEN):
             await run_in_threadpool(request.app.state.sessions.drop, request.cookies.get(SESSION_COOKIE))
         return None
     return s
