@@ -450,10 +450,15 @@ def test_a_schema_2_gallery_gets_its_sessions_changes_and_derived_tables(db: str
         s._exec("DROP TABLE sessions")
         s._exec("DROP TABLE changes")
         s._exec("DROP TABLE derived")
+        s._exec("ALTER TABLE searches DROP COLUMN recorded_by")
+        s._exec("ALTER TABLE reviews DROP COLUMN recorded_by")
         s._exec("UPDATE state SET schema_version = 2")
         gen = s.generation()
     with open_store(db) as s:  # migrated on opening
-        assert s.schema_version() == gallery_store.SCHEMA_VERSION == 5
+        assert s.schema_version() == gallery_store.SCHEMA_VERSION == 6
+        sid = s.add_search(None, "x" * 40, {"results": []}, recorded_by="3")
+        s.add_review(sid, "ann", "match", "Examiner A", recorded_by="env:abc")
+        assert s.get_search(sid).recorded_by == "3" and s.list_reviews(sid)[0].recorded_by == "env:abc"
         s.put_session(SessionRecord("k" * 64, "c", 9e9, True, "1", ""), now=0.0)
         assert s.get_session("k" * 64).authenticated
         assert s.get_derived("calibration") is None and s.put_derived("calibration", '{"a": 1}')

@@ -131,6 +131,14 @@ def test_enrol_identify_review_round_trip(served, orl_dir: Path):
         assert r.status_code == 201, r.text
     reviews = c.get(f"/api/searches/{sid}", headers=AUTH).json()["reviews"]
     assert [(x["verdict"], x["reviewer"]) for x in reviews] == [("inconclusive", "ann"), ("match", "ann")]
+    # provenance: which token ran the search and recorded each verdict (the reviewer name is only typed)
+    assert c.get(f"/api/searches/{sid}", headers=AUTH).json()["recorded_by"].startswith("env:")
+    assert all(x["recorded_by"].startswith("env:") for x in reviews)
+    stored = create_token_in(served.db, "examiner B")
+    (token_id,) = [t.id for t in served.service.store.list_tokens() if t.label == "examiner B"]
+    r = c.post(f"/api/searches/{sid}/reviews", json={"subject": name, "verdict": "non-match", "reviewer": "ann"},
+               headers={"Authorization": f"Bearer {stored}"})  # typed as "ann", recorded with B's token
+    assert r.status_code == 201 and r.json()["recorded_by"] == str(token_id)
 
     assert c.delete(f"/api/images/{image_ids[0]}", headers=AUTH).json()["removed"] is True
     assert c.delete(f"/api/subjects/{name}", headers=AUTH).json()["removed_images"] == 1
@@ -428,14 +436,18 @@ def test_serve_refuses_to_start_without_a_token(tmp_path: Path, capsys, monkeypa
     assert "no API token" in capsys.readouterr().err
 
 
+OLD_PROVENANCE = "ALTER TABLE searches DROP COLUMN recorded_by; ALTER TABLE reviews DROP COLUMN recorded_by;"
+
+
 @pytest.mark.parametrize("version,drop", [(1, "DROP TABLE tokens; DROP TABLE sessions; DROP TABLE changes;"),
                                           (2, "DROP TABLE sessions; DROP TABLE changes;"), (3, "DROP TABLE changes;"),
-                                          (4, "")])
+                                          (4, ""), (5, "")])
 def test_old_schema_is_migrated_and_newer_refused(tmp_path: Path, version: int, drop: str):
     db = tmp_path / "g.sqlite"
     Gallery.create(db, matcher=FAST_MATCHER).close()
     con = sqlite3.connect(db)
-    con.executescript(f"{drop} DROP TABLE derived; UPDATE state SET schema_version = {version};")
+    derived = "DROP TABLE derived;" if version < 5 else ""
+    con.executescript(f"{drop} {derived} {OLD_PROVENANCE} UPDATE state SET schema_version = {version};")
     con.close()
     service = Service(str(db), data_dir=tmp_path / "images", engines=1)  # migrates to the current version
     try:

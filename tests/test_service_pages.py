@@ -296,7 +296,9 @@ def test_the_case_report_is_one_self_contained_file(site, orl_dir: Path):
     assert r.headers["content-disposition"] == f'attachment; filename="search-{sid}-report.html"'
     html = r.text
     assert "investigative leads, not identifications" in html and f"Search #{sid}" in html
-    assert f"UTC, by lookalike {lookalike.__version__}" in html  # the version that searched, not only the one writing
+    assert f", by lookalike {lookalike.__version__}" in html  # the version that searched, not only the one writing
+    # the fixture's search was made without a token (the Python API); the page's verdict records the page's token
+    assert "run with —" in html and "<td>LOOKALIKE_TOKEN</td>" in html
     assert html.count("data:image/png;base64,") == 2 + len(faces)  # probe face, probe photo, each candidate
     assert not re.search(r'(src|href)="/', html) and "<script>" not in html  # nothing fetched; notes escaped
     assert "Examiner &lt;b&gt;C&lt;/b&gt;" in html and "scar &lt;script&gt;" in html

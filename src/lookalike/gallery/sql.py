@@ -76,9 +76,15 @@ KEEP_CHANGES = 10_000  # generations of changes kept; a process further behind r
 DERIVED = """CREATE TABLE derived (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
+# Which API token ran each search and recorded each verdict (the token's id, or "env:<fingerprint>" for
+# LOOKALIKE_TOKEN): the audit trail's provenance, which the reviewer name, typed by the examiner, is not.
+PROVENANCE = """ALTER TABLE searches ADD COLUMN recorded_by TEXT NOT NULL DEFAULT '';
+ALTER TABLE reviews ADD COLUMN recorded_by TEXT NOT NULL DEFAULT '';
+"""
+
 # Statements that take a database from version v to v + 1 ({ID} and {BLOB} as in SCHEMA). None changes what a
 # search reads, so a migration leaves the generation (and the vector files beside a gallery) alone.
-MIGRATIONS: dict[int, list[str]] = {1: [TOKENS], 2: [SESSIONS], 3: [CHANGES], 4: [DERIVED]}
+MIGRATIONS: dict[int, list[str]] = {1: [TOKENS], 2: [SESSIONS], 3: [CHANGES], 4: [DERIVED], 5: [PROVENANCE]}
 
 _CHUNK = 500
 
@@ -118,8 +124,8 @@ class SQLStore(GalleryStore):
                                       f"PostgreSQL, name a schema of the gallery's own with ?schema=NAME)")
                 if create is False:
                     raise NoGalleryError(f"no gallery in {self.url} (create one with `lookalike enroll`)")
-                schema = SCHEMA.replace("{TOKENS}", TOKENS + SESSIONS + CHANGES + DERIVED).format(ID=self.ID,
-                                                                                                BLOB=self.BLOB)
+                schema = SCHEMA.replace("{TOKENS}", TOKENS + SESSIONS + CHANGES + DERIVED + PROVENANCE).format(
+                    ID=self.ID, BLOB=self.BLOB)
                 for s in _statements(schema) + _statements(self.APPEND_ONLY):
                     self._exec(s)
                 self._exec("INSERT INTO state (id, schema_version, generation) VALUES (1, ?, 0)",
@@ -388,39 +394,42 @@ class SQLStore(GalleryStore):
         return out
 
     # --- service log -----------------------------------------------------------------------------------
-    def add_search(self, probe: bytes | None, probe_sha1: str, result: dict) -> int:
+    def add_search(self, probe: bytes | None, probe_sha1: str, result: dict, recorded_by: str = "") -> int:
         with self._transaction(write=True):
-            return int(self._exec("INSERT INTO searches (created, probe_sha1, probe, result) VALUES (?, ?, ?, ?) "
-                                  "RETURNING id", (now(), probe_sha1, probe, json.dumps(result))).fetchone()[0])
+            return int(self._exec("INSERT INTO searches (created, probe_sha1, probe, result, recorded_by) "
+                                  "VALUES (?, ?, ?, ?, ?) RETURNING id",
+                                  (now(), probe_sha1, probe, json.dumps(result), recorded_by)).fetchone()[0])
 
     def get_search(self, search_id: int, with_probe: bool = False) -> SearchRecord | None:
         with self._transaction():
-            row = self._exec(f"SELECT id, created, probe_sha1, result{', probe' if with_probe else ''} "
+            row = self._exec(f"SELECT id, created, probe_sha1, result, recorded_by{', probe' if with_probe else ''} "
                              f"FROM searches WHERE id = ?", (int(search_id),)).fetchone()
         if row is None:
             return None
-        probe = bytes(row[4]) if with_probe and row[4] is not None else None
-        return SearchRecord(int(row[0]), row[1], row[2], json.loads(row[3]), probe)
+        probe = bytes(row[5]) if with_probe and row[5] is not None else None
+        return SearchRecord(int(row[0]), row[1], row[2], json.loads(row[3]), probe, row[4])
 
     def list_searches(self, limit: int = 100) -> list[SearchRecord]:
         with self._transaction():
-            rows = self._exec("SELECT id, created, probe_sha1, result FROM searches ORDER BY id DESC LIMIT ?",
-                              (int(limit),)).fetchall()
-        return [SearchRecord(int(r[0]), r[1], r[2], json.loads(r[3])) for r in rows]
+            rows = self._exec("SELECT id, created, probe_sha1, result, recorded_by FROM searches ORDER BY id DESC "
+                              "LIMIT ?", (int(limit),)).fetchall()
+        return [SearchRecord(int(r[0]), r[1], r[2], json.loads(r[3]), None, r[4]) for r in rows]
 
-    def add_review(self, search_id: int, subject: str, verdict: str, reviewer: str, note: str = "") -> int:
+    def add_review(self, search_id: int, subject: str, verdict: str, reviewer: str, note: str = "",
+                   recorded_by: str = "") -> int:
         check_verdict(verdict)
         if not reviewer:
             raise ValueError("a review needs a reviewer")
         with self._transaction(write=True):
             if self._exec("SELECT 1 FROM searches WHERE id = ?", (int(search_id),)).fetchone() is None:
                 raise KeyError(f"no search {search_id}")
-            return int(self._exec("INSERT INTO reviews (search_id, subject, verdict, reviewer, note, created) "
-                                  "VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
-                                  (int(search_id), subject, verdict, reviewer, note, now())).fetchone()[0])
+            return int(self._exec("INSERT INTO reviews (search_id, subject, verdict, reviewer, note, created, "
+                                  "recorded_by) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                                  (int(search_id), subject, verdict, reviewer, note, now(), recorded_by)
+                                  ).fetchone()[0])
 
     def list_reviews(self, search_id: int | None = None) -> list[ReviewRecord]:
-        sql = "SELECT id, search_id, subject, verdict, reviewer, note, created FROM reviews "
+        sql = "SELECT id, search_id, subject, verdict, reviewer, note, created, recorded_by FROM reviews "
         with self._transaction():
             rows = self._exec(sql + ("WHERE search_id = ? ORDER BY id" if search_id is not None else "ORDER BY id"),
                               (int(search_id),) if search_id is not None else ()).fetchall()

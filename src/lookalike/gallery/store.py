@@ -18,7 +18,7 @@ import numpy as np
 # 3: ``sessions`` (the web service's page sessions, under a hash of their id).
 # 4: ``changes`` (the images each generation added, so another process catches up without reloading everything).
 # 5: ``derived`` (values computed from the vectors and kept for later processes: identify's calibrations).
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 VERDICTS = ("match", "non-match", "inconclusive")
 
@@ -112,6 +112,7 @@ class SearchRecord:
     probe_sha1: str
     result: dict
     probe: bytes | None = None
+    recorded_by: str = ""  # the API token that ran it ("3", or "env:..." for LOOKALIKE_TOKEN); "" before schema 6
 
 
 @dataclass
@@ -123,6 +124,7 @@ class ReviewRecord:
     reviewer: str
     note: str
     created: str
+    recorded_by: str = ""  # the API token it was recorded with (the reviewer name is what the examiner typed)
 
 
 @dataclass
@@ -256,7 +258,7 @@ class GalleryStore(ABC):
 
     # --- service log (append-only) -----------------------------------------------------------------------
     @abstractmethod
-    def add_search(self, probe: bytes | None, probe_sha1: str, result: dict) -> int: ...
+    def add_search(self, probe: bytes | None, probe_sha1: str, result: dict, recorded_by: str = "") -> int: ...
 
     @abstractmethod
     def get_search(self, search_id: int, with_probe: bool = False) -> SearchRecord | None: ...
@@ -266,7 +268,8 @@ class GalleryStore(ABC):
         """The latest searches first (without probe bytes)."""
 
     @abstractmethod
-    def add_review(self, search_id: int, subject: str, verdict: str, reviewer: str, note: str = "") -> int: ...
+    def add_review(self, search_id: int, subject: str, verdict: str, reviewer: str, note: str = "",
+                   recorded_by: str = "") -> int: ...
 
     @abstractmethod
     def list_reviews(self, search_id: int | None = None) -> list[ReviewRecord]:

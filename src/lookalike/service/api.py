@@ -119,27 +119,30 @@ def image_face(image_id: ImageId, request: Request) -> Response:
     return Response(service(request).image_png(image_id, face=True), media_type="image/png")
 
 
-@router.post("/identify", dependencies=[Depends(require_token)],
-             summary="search every face of a photo; the identify JSON document, each face with its search_id")
-async def identify(request: Request, file: Annotated[UploadFile, File()],
+Caller = Annotated[str, Depends(require_token)]  # which API token: recorded with the searches and verdicts made
+
+
+@router.post("/identify", summary="search every face of a photo; the identify JSON document, each face with its "
+                                  "search_id")
+async def identify(request: Request, caller: Caller, file: Annotated[UploadFile, File()],
                    top: Annotated[int, Form(ge=1, le=MAX_TOP)] = 20, fpir: Annotated[float, Form()] = 0.01,
                    precropped: Annotated[bool, Form()] = False) -> dict:
     if len((await request.form()).getlist("file")) > 1:  # FastAPI would take the last one and say nothing
         raise ServiceError(422, "many_files", "one photo a search in the field 'file'; send several to "
                                               "/api/identify/many (field 'files')")
     (upload,) = await _uploads([file])
-    return await run_in_threadpool(service(request).identify, upload, top, fpir, precropped)
+    return await run_in_threadpool(service(request).identify, upload, top, fpir, precropped, caller)
 
 
-@router.post("/identify/many", dependencies=[Depends(require_token)],
+@router.post("/identify/many",
              summary="search several photos together (multipart field 'files'; mode 'batch': every face re-ranked "
                      "together, each with its search_id; 'same-person': one template of the photos' faces)")
-async def identify_many(request: Request, files: Annotated[list[UploadFile], File()],
+async def identify_many(request: Request, caller: Caller, files: Annotated[list[UploadFile], File()],
                         mode: Annotated[Literal["batch", "same-person"], Form()],
                         top: Annotated[int, Form(ge=1, le=MAX_TOP)] = 20, fpir: Annotated[float, Form()] = 0.01,
                         precropped: Annotated[bool, Form()] = False) -> dict:
     uploads = await _uploads(files)
-    return await run_in_threadpool(service(request).identify_many, uploads, mode, top, fpir, precropped)
+    return await run_in_threadpool(service(request).identify_many, uploads, mode, top, fpir, precropped, caller)
 
 
 @router.get("/searches", dependencies=[Depends(require_token)], summary="the latest searches")
@@ -179,7 +182,7 @@ def search_report(search_id: SearchId, request: Request) -> HTMLResponse:
     return report_response(service(request), search_id)
 
 
-@router.post("/searches/{search_id}/reviews", status_code=201, dependencies=[Depends(require_token)],
-             summary="append a verdict on a candidate to the audit table")
-def add_review(search_id: SearchId, body: ReviewIn, request: Request) -> dict:
-    return service(request).add_review(search_id, body.subject, body.verdict, body.reviewer, body.note)
+@router.post("/searches/{search_id}/reviews", status_code=201,
+             summary="append a verdict on a candidate to the audit table (with the API token that recorded it)")
+def add_review(search_id: SearchId, body: ReviewIn, request: Request, caller: Caller) -> dict:
+    return service(request).add_review(search_id, body.subject, body.verdict, body.reviewer, body.note, caller)

@@ -392,9 +392,11 @@ class Service:
         return data
 
     # --- identification --------------------------------------------------------------------------------
-    def identify(self, upload: Upload, top: int = 20, fpir: float = 0.01, precropped: bool = False) -> dict:
+    def identify(self, upload: Upload, top: int = 20, fpir: float = 0.01, precropped: bool = False,
+                 recorded_by: str = "") -> dict:
         """Every face of an uploaded photo searched; each face's result is stored as a search (with the probe
-        photo). Returns the ``lookalike identify --format json`` document, each face with its ``search_id``."""
+        photo, and ``recorded_by``: the API token that asked). Returns the ``lookalike identify --format json``
+        document, each face with its ``search_id``."""
         check_settings(top, fpir)
         _, image = check_image(upload, self.max_pixels)
         with self.engine() as e:
@@ -402,11 +404,11 @@ class Service:
             result, faces = photo_faces(ident, upload, image, precropped)
             results = [ident.search_face(f, top, fpir) for f in faces]
             doc = result_document(ident, [{**result, "faces": results}], top, fpir)
-            self._store_searches(e, doc, [upload])
+            self._store_searches(e, doc, [upload], recorded_by)
         return doc
 
     def identify_many(self, uploads: list[Upload], mode: str, top: int = 20, fpir: float = 0.01,
-                      precropped: bool = False) -> dict:
+                      precropped: bool = False, recorded_by: str = "") -> dict:
         """Several photos searched together (``identify --batch`` or ``--same-person``): ``mode`` ``batch`` re-ranks
         every face of every photo together, ``same-person`` searches the photos' faces as one template. A photo that
         cannot be used gets its status and message in the document instead of stopping the request. Each face
@@ -434,7 +436,7 @@ class Service:
                 raise ServiceError(422, "no_face", str(err)) from None
             doc = result_document(ident, results, top, fpir, batch=mode == "batch")
             if mode == "batch":
-                self._store_searches(e, doc, uploads)
+                self._store_searches(e, doc, uploads, recorded_by)
         return doc
 
     @staticmethod
@@ -445,14 +447,14 @@ class Service:
         return e.identifier
 
     @staticmethod
-    def _store_searches(e: Engine, doc: dict, uploads: list[Upload]) -> None:
+    def _store_searches(e: Engine, doc: dict, uploads: list[Upload], recorded_by: str = "") -> None:
         """Each searched face of the document's photos (in ``uploads`` order) stored as a search with its photo, the
-        face's result alone in a copy of the document; sets each face's ``search_id``."""
+        face's result alone in a copy of the document, and the token that asked; sets each face's ``search_id``."""
         for upload, result in zip(uploads, doc["results"], strict=True):
             sha1 = hashlib.sha1(upload.data).hexdigest()
             for face in result["faces"]:
                 one = {**doc, "results": [{**result, "faces": [face]}]}
-                face["search_id"] = e.gallery.store.add_search(upload.data, sha1, one)
+                face["search_id"] = e.gallery.store.add_search(upload.data, sha1, one, recorded_by)
 
     # --- searches and reviews --------------------------------------------------------------------------
     def list_searches(self, limit: int = 100) -> list[dict]:
@@ -468,7 +470,7 @@ class Service:
                 raise ServiceError(404, "unknown_search", f"no search {search_id}")
             reviews = e.gallery.store.list_reviews(search_id)
         return {"id": rec.id, "created": rec.created, "probe_sha1": rec.probe_sha1, "result": rec.result,
-                "reviews": [r.__dict__ for r in reviews]}
+                "recorded_by": rec.recorded_by, "reviews": [r.__dict__ for r in reviews]}
 
     def probe(self, search_id: int) -> tuple[bytes, str]:
         with self.engine() as e:
@@ -496,8 +498,9 @@ class Service:
         return self._rendered(("probe", search_id, face), render)
 
     def add_review(self, search_id: int, subject: object, verdict: object, reviewer: object,
-                   note: object = "") -> dict:
-        """Append a verdict on one candidate of a search to the audit table (never changed afterwards)."""
+                   note: object = "", recorded_by: str = "") -> dict:
+        """Append a verdict on one candidate of a search to the audit table (never changed afterwards), with
+        ``recorded_by``: the API token it came with (the reviewer is a name the examiner types)."""
         if verdict not in VERDICTS:
             raise ServiceError(422, "bad_verdict", f"verdict must be one of {', '.join(VERDICTS)}")
         if not isinstance(reviewer, str) or not reviewer.strip() or len(reviewer) > MAX_NAME \
@@ -511,7 +514,7 @@ class Service:
         if not isinstance(subject, str) or subject not in candidates:
             raise ServiceError(422, "not_a_candidate", f"{subject!r} is not a candidate of search {search_id}")
         with self.engine() as e:
-            review_id = e.gallery.store.add_review(search_id, subject, verdict, reviewer.strip(), note)
+            review_id = e.gallery.store.add_review(search_id, subject, verdict, reviewer.strip(), note, recorded_by)
             rec = [r for r in e.gallery.store.list_reviews(search_id) if r.id == review_id][0]
         return rec.__dict__
 

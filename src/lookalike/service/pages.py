@@ -20,6 +20,7 @@ from pydantic import Field
 
 from lookalike import __version__
 from lookalike.service.auth import (
+    ENV_TOKEN,
     LOGIN_COOKIE,
     LOGIN_SECONDS,
     SESSION_COOKIE,
@@ -181,10 +182,20 @@ def review_page(request: Request, session: Session, search_id: int, status: int 
                   error="" if on_a_card else refused.get("error", ""), **view)
 
 
+def token_label(which: str) -> str:
+    """Which API token a search or verdict came with, for people: ``API token #3``, ``LOOKALIKE_TOKEN``, or ``—``
+    (recorded before galleries kept it)."""
+    if not which:
+        return "—"
+    return "LOOKALIKE_TOKEN" if which.startswith(ENV_TOKEN) else f"API token #{which}"
+
+
 def search_view(search: dict) -> dict:
     """What the review page and the case report show of a stored search: the search, its result, its face (the
     candidates), the probe photo's name and the verdicts by candidate subject."""
     result = search["result"]
+    search = {**search, "recorded_with": token_label(search.get("recorded_by", "")),
+              "reviews": [{**r, "recorded_with": token_label(r.get("recorded_by", ""))} for r in search["reviews"]]}
     reviews: dict[str, list[dict]] = {}
     for r in search["reviews"]:
         reviews.setdefault(r["subject"], []).append(r)
@@ -227,7 +238,8 @@ async def record_verdict(request: Request, search_id: SearchId, session: FormPos
                          verdict: Annotated[str, Form()] = "", reviewer: Annotated[str, Form()] = "",
                          note: Annotated[str, Form()] = ""):
     try:
-        await run_in_threadpool(service(request).add_review, search_id, subject, verdict, reviewer, note)
+        await run_in_threadpool(service(request).add_review, search_id, subject, verdict, reviewer, note,
+                                session.token)
     except ServiceError as e:
         refused = {"subject": subject, "verdict": verdict, "reviewer": reviewer, "note": note, "error": e.message}
         return review_page(request, session, search_id, e.status, refused)
@@ -249,7 +261,7 @@ async def identify(request: Request, file: Annotated[UploadFile, File()], sessio
                    precropped: Annotated[bool, Form()] = False):
     upload = Upload(file.filename or "upload", await file.read())
     try:
-        doc = await run_in_threadpool(service(request).identify, upload, top, fpir, precropped)
+        doc = await run_in_threadpool(service(request).identify, upload, top, fpir, precropped, session.token)
     except ServiceError as e:
         return render(request, "identify.html", session, e.status, error=e.message, top=top, fpir=fpir,
                       precropped=precropped)

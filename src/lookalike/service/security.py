@@ -63,13 +63,16 @@ async def token_ok(request: Request, token: str | None) -> bool:
     return await token_match(request, token) is not None
 
 
-async def require_token(request: Request) -> None:
-    """``Authorization: Bearer <token>`` with a valid token (401 otherwise)."""
+async def require_token(request: Request) -> str:
+    """``Authorization: Bearer <token>`` with a valid token (401 otherwise): which token it is
+    (:meth:`~lookalike.service.auth.TokenChecker.match`), what the searches and verdicts it makes record."""
     token = bearer(request.headers.get("authorization"))
     if token is None:
         raise ServiceError(401, "missing_token", "this needs an API token: Authorization: Bearer <token>")
-    if not await token_ok(request, token):
+    which = await token_match(request, token)
+    if which is None:
         raise ServiceError(401, "bad_token", "the API token is not valid")
+    return which
 
 
 def page_session(request: Request) -> Session | None:
