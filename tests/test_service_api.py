@@ -3,6 +3,7 @@ tokens and schema versions, and every kind of bad request (a 4xx with a JSON err
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 from types import SimpleNamespace
@@ -517,3 +518,31 @@ def test_an_enrolled_file_changed_on_disk_is_never_shown_as_the_enrolled_face(or
                               (f"/api/images/{ids['2.pgm']}/photo.png", 404, "image_file_missing")):
         r = client.get(url, headers=AUTH)
         assert (r.status_code, r.json()["error"]["code"]) == (status, code), url
+
+
+def test_the_access_log_says_who_did_what(served, orl_dir: Path, tmp_path: Path):
+    """One record a request, with the token it was allowed with: an API call's, a page's session's, none for a
+    refused one; ``serve --access-log FILE`` writes them as JSON lines."""
+    from lookalike.service.access import access_sink
+
+    records: list[dict] = []
+    c = TestClient(create_app(served.service, TokenChecker(TOKEN), access_log=records.append))
+    assert c.get("/api/subjects", headers=AUTH).status_code == 200
+    assert c.get("/api/subjects").status_code == 401
+    assert c.post("/api/identify", files=upload(orl_bytes(orl_dir, 2, 9)), headers=AUTH).status_code == 200
+    got = [(r["method"], r["path"], r["status"], r["who"][:4]) for r in records]
+    assert got == [("GET", "/api/subjects", 200, "env:"), ("GET", "/api/subjects", 401, ""),
+                   ("POST", "/api/identify", 200, "env:")]
+    assert all(set(r) == {"time", "method", "path", "status", "who", "ms"} for r in records)
+    import re
+
+    csrf = re.search(r'name="csrf" value="([^"]+)"', c.get("/login").text).group(1)
+    c.post("/login", data={"token": TOKEN, "csrf": csrf, "next": "/"}, follow_redirects=False)
+    assert c.get("/").status_code == 200 and records[-1]["path"] == "/" and records[-1]["who"].startswith("env:")
+    sink = access_sink(str(tmp_path / "access.jsonl"))
+    sink(records[0])
+    sink(records[1])
+    assert [json.loads(line)["status"] for line in (tmp_path / "access.jsonl").read_text().splitlines()] == [200, 401]
+    assert access_sink("none") is None
+    with pytest.raises(ValueError, match="--access-log"):
+        access_sink(str(tmp_path / "no" / "such" / "dir" / "a.jsonl"))

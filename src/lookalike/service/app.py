@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -13,6 +14,7 @@ from starlette.exceptions import HTTPException
 from lookalike import __version__
 from lookalike.gallery.store import StoreError
 from lookalike.service import api, pages
+from lookalike.service.access import AccessLog, Record
 from lookalike.service.auth import Sessions, TokenChecker
 from lookalike.service.core import Service, ServiceError
 from lookalike.service.limits import DEFAULT_MAX_UPLOAD_MB, BodyLimit
@@ -39,8 +41,10 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
-def create_app(service: Service, tokens: TokenChecker, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB) -> FastAPI:
-    """The app over ``service``; ``tokens`` checks API tokens; request bodies are limited to ``max_upload_mb``."""
+def create_app(service: Service, tokens: TokenChecker, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
+               access_log: Callable[[Record], None] | None = None) -> FastAPI:
+    """The app over ``service``; ``tokens`` checks API tokens; request bodies are limited to ``max_upload_mb``;
+    ``access_log`` gets a record of each request (:mod:`lookalike.service.access`)."""
     app = FastAPI(title="lookalike", version=__version__, docs_url=None, redoc_url=None,
                   description="1:N face search with a candidate-list review page. Results are investigative "
                               "leads, not identifications.")
@@ -88,4 +92,6 @@ def create_app(service: Service, tokens: TokenChecker, max_upload_mb: float = DE
     app.mount("/static", StaticFiles(directory=str(Path(__file__).parent / "static")), name="static")
     app.add_middleware(SecurityHeaders)
     app.add_middleware(BodyLimit, max_bytes=int(max_upload_mb * 2**20))
+    if access_log is not None:
+        app.add_middleware(AccessLog, sink=access_log)  # outermost: every answer, a refused body's 413 too
     return app

@@ -27,6 +27,9 @@ def add_parser(sub) -> None:
                         "PostgreSQL a folder per database under ~/.local/share/lookalike)")
     s.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB,
                    help=f"largest request body in MB (default: {DEFAULT_MAX_UPLOAD_MB})")
+    s.add_argument("--access-log", default="-", metavar="FILE|-|none",
+                   help="one record a request (time, method, path, status, which API token, ms): '-' a line on "
+                        "standard error (default), a FILE of JSON lines (appended), or 'none'")
     s.add_argument("--max-megapixels", type=float, default=DEFAULT_MAX_MEGAPIXELS,
                    help=f"largest photo, decoded, in megapixels: a larger one is answered 413 (default: "
                         f"{DEFAULT_MAX_MEGAPIXELS}; at most 64; a search's time and memory grow with its pixels)")
@@ -78,6 +81,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ImportError:
         raise ValueError("the service needs its extra: pip install 'lookalike[service]'") from None
     from lookalike.data.images import MAX_PIXELS
+    from lookalike.service.access import access_sink
     from lookalike.service.app import create_app
     from lookalike.service.auth import TokenChecker
     from lookalike.service.core import Service, create_token_in
@@ -113,7 +117,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         if not tokens.has_tokens(service.store):
             raise ValueError("no API token: set LOOKALIKE_TOKEN or run `lookalike serve --db ... --create-token`")
-        app = create_app(service, tokens, args.max_upload_mb)
+        app = create_app(service, tokens, args.max_upload_mb, access_sink(args.access_log))
         print(f"lookalike serve: {service.store.url} on http://{args.host}:{args.port}/ "
               f"({'model ' + args.model if args.model else 'base matcher'})", file=sys.stderr)
         from lookalike.cli import blas_threads

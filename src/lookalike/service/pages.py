@@ -19,6 +19,7 @@ from fastapi.templating import Jinja2Templates
 from pydantic import Field
 
 from lookalike import __version__
+from lookalike.service.access import note_caller
 from lookalike.service.auth import (
     ENV_TOKEN,
     LOGIN_COOKIE,
@@ -90,6 +91,7 @@ async def logged_in(request: Request) -> Session:
     session = await live_session(request)
     if session is None:
         raise PageResponse(to_login(request))
+    note_caller(request, session.token)
     return session
 
 

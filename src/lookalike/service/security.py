@@ -9,6 +9,7 @@ from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
 
 from lookalike.gallery.store import GalleryStore
+from lookalike.service.access import note_caller
 from lookalike.service.auth import ENV_TOKEN, SESSION_COOKIE, Session, bearer
 from lookalike.service.core import ServiceError
 
@@ -72,6 +73,7 @@ async def require_token(request: Request) -> str:
     which = await token_match(request, token)
     if which is None:
         raise ServiceError(401, "bad_token", "the API token is not valid")
+    note_caller(request, which)
     return which
 
 
@@ -95,7 +97,8 @@ async def live_session(request: Request) -> Session | None:
 
 async def require_reader(request: Request) -> None:
     """A valid bearer token or a logged-in page session (for reads and the pictures on pages)."""
-    if request.headers.get("authorization") is None and await live_session(request) is not None:
+    if request.headers.get("authorization") is None and (session := await live_session(request)) is not None:
+        note_caller(request, session.token)
         return
     await require_token(request)
 
