@@ -43,11 +43,15 @@ def verdict(decision: dict, with_model: bool = False) -> str:
             f"no candidate above the threshold ({threshold}): the person may not be enrolled")
 
 
-def unusable(r: dict) -> str:
-    """Why a photo gave no face to search: its status and message (without the photo's path repeated)."""
+def photo_message(r: dict) -> str:
+    """Why a photo gave no face to search, without the photo's path repeated ("" when it says nothing)."""
     message = r.get("message", "")
-    if message.startswith(f"{r['photo']}: "):
-        message = message[len(r["photo"]) + 2:]
+    return message[len(r["photo"]) + 2:] if message.startswith(f"{r['photo']}: ") else message
+
+
+def unusable(r: dict) -> str:
+    """A photo's status and :func:`photo_message`."""
+    message = photo_message(r)
     return f"{r['status']}" + (f" — {message}" if message else "")
 
 
@@ -133,7 +137,7 @@ def format_csv(result: dict) -> str:
     for r in result["results"]:
         if r["status"] != "ok":
             w.writerow({"photo": _cell(r["photo"]), "photo_status": r["status"],
-                        "message": _cell(unusable(r).split(" — ", 1)[-1] if r.get("message") else "")})
+                        "message": _cell(photo_message(r))})
             continue
         for f in r["faces"]:
             d = f["decision"]

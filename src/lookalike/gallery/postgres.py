@@ -120,17 +120,20 @@ CREATE TRIGGER reviews_no_change BEFORE UPDATE OR DELETE ON reviews
         self._conn.close()
 
     def _exec(self, sql: str, params: tuple | list = ()) -> _Rows:
-        self._usable()
         query = sql.replace("?", "%s") if params else sql
+
+        def run():
+            self._usable()
+            return self._conn.execute(query, params) if params else self._conn.execute(query)
+
         try:
-            cur = self._conn.execute(query, params) if params else self._conn.execute(query)
+            cur = run()
         except self._psycopg.OperationalError as e:
             if not self._conn.broken:
                 raise
             if self._depth or not sql.lstrip().upper().startswith("SELECT"):
                 raise self._lost(e) from e  # a write, or inside a transaction: not repeated here
-            self._usable()  # a read on its own: asked again on a new connection
-            cur = self._conn.execute(query, params) if params else self._conn.execute(query)
+            cur = run()  # a read on its own: asked again on a new connection
         rows = cur.fetchall() if cur.description is not None else []
         return _Rows(rows, cur.rowcount)
 

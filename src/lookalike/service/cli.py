@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 
@@ -25,20 +24,24 @@ def add_parser(sub) -> None:
     s.add_argument("--data-dir", default=None,
                    help="folder for uploaded images (default: G.sqlite.images beside a SQLite gallery; for "
                         "PostgreSQL a folder per database under ~/.local/share/lookalike)")
-    s.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB,
+    from lookalike.cli import FRACTION, POSITIVE, _number
+    from lookalike.data.images import MAX_PIXELS
+
+    s.add_argument("--max-upload-mb", type=_number(float, 0, lo_open=True, what="a positive number of MB"),
+                   default=DEFAULT_MAX_UPLOAD_MB,
                    help=f"largest request body in MB (default: {DEFAULT_MAX_UPLOAD_MB})")
     s.add_argument("--access-log", default="-", metavar="FILE|-|none",
                    help="one record a request (time, method, path, status, which API token, ms): '-' a line on "
                         "standard error (default), a FILE of JSON lines (appended), or 'none'")
-    s.add_argument("--max-megapixels", type=float, default=DEFAULT_MAX_MEGAPIXELS,
+    s.add_argument("--max-megapixels", default=DEFAULT_MAX_MEGAPIXELS,
+                   type=_number(float, 0, MAX_PIXELS / 1e6, lo_open=True,
+                                what=f"megapixels above 0 and at most {MAX_PIXELS / 1e6:g}"),
                    help=f"largest photo, decoded, in megapixels: a larger one is answered 413 (default: "
                         f"{DEFAULT_MAX_MEGAPIXELS}; at most 64; a search's time and memory grow with its pixels)")
     from lookalike.matchers import MATCHERS
 
     s.add_argument("--matcher", choices=MATCHERS, default=None,
                    help="matcher of a gallery this creates (default: the model's, else torch-flip)")
-    from lookalike.cli import FRACTION, POSITIVE
-
     s.add_argument("--central-fraction", type=FRACTION, default=None,
                    help="a gallery this creates aligns faces HOG misses within a centred square of this fraction of "
                         "the shorter side (default 0.45; ~0.9 for tightly cropped faces; see `lookalike embed "
@@ -80,17 +83,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         import uvicorn
     except ImportError:
         raise ValueError("the service needs its extra: pip install 'lookalike[service]'") from None
-    from lookalike.data.images import MAX_PIXELS
     from lookalike.service.access import access_sink
     from lookalike.service.app import create_app
     from lookalike.service.auth import TokenChecker
     from lookalike.service.core import Service, create_token_in
 
-    if args.max_upload_mb <= 0:
-        raise ValueError("--max-upload-mb must be positive")
-    max_pixels = round(args.max_megapixels * 1_000_000) if math.isfinite(args.max_megapixels) else 0
-    if not 1 <= max_pixels <= MAX_PIXELS:
-        raise ValueError(f"--max-megapixels must be above 0 and at most {MAX_PIXELS / 1e6:g}")
+    max_pixels = round(args.max_megapixels * 1_000_000)  # checked by its option's type, whole pixels by the Service
     if not 0 < args.port < 65536:
         raise ValueError(f"--port must be 1-65535, got {args.port}")
     if args.list_tokens or args.revoke_token is not None:

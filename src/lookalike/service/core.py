@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from lookalike.checks import check_int
 from lookalike.data.images import MAX_PIXELS, ImageError, decode_image, degrade, encode_png, sniff_image_type
 from lookalike.data.screen import is_utf8
 from lookalike.gallery import Gallery, display_db, is_postgres_url, open_store
@@ -108,9 +109,9 @@ def check_image(upload: Upload, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[s
 
 def check_max_pixels(max_pixels: int) -> int:
     """The service's pixel limit: a whole number from 1 to the loader's own limit, or a ValueError."""
-    if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or not 1 <= max_pixels <= MAX_PIXELS:
-        raise ValueError(f"the pixel limit must be from 1 to {MAX_PIXELS:,} pixels ({MAX_PIXELS / 1e6:g} MP), "
-                         f"got {max_pixels!r}")
+    if check_int(max_pixels, "the pixel limit") > MAX_PIXELS:
+        raise ValueError(f"the pixel limit must be at most the loader's {MAX_PIXELS:,} pixels "
+                         f"({MAX_PIXELS / 1e6:g} MP), got {max_pixels!r}")
     return max_pixels
 
 

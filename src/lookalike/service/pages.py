@@ -30,7 +30,7 @@ from lookalike.service.auth import (
     login_form_session,
     new_login_value,
 )
-from lookalike.service.core import VERDICTS, Service, ServiceError, Upload, search_face
+from lookalike.service.core import VERDICTS, Service, ServiceError, Upload, ranked_by, search_face
 from lookalike.service.security import live_session, page_session, set_session_cookie, token_match
 
 router = APIRouter(include_in_schema=False)
@@ -194,14 +194,16 @@ def token_label(which: str) -> str:
 
 def search_view(search: dict) -> dict:
     """What the review page and the case report show of a stored search: the search, its result, its face (the
-    candidates), the probe photo's name and the verdicts by candidate subject."""
+    candidates), what ranked it (:func:`~lookalike.service.core.ranked_by`), the probe photo's name and the verdicts
+    by candidate subject."""
     result = search["result"]
     search = {**search, "recorded_with": token_label(search.get("recorded_by", "")),
               "reviews": [{**r, "recorded_with": token_label(r.get("recorded_by", ""))} for r in search["reviews"]]}
     reviews: dict[str, list[dict]] = {}
     for r in search["reviews"]:
         reviews.setdefault(r["subject"], []).append(r)
-    return {"search": search, "result": result, "face": search_face(result) or {"candidates": []},
+    face = search_face(result) or {"candidates": []}
+    return {"search": search, "result": result, "face": face, "ranked_by": ranked_by(result, face),
             "photo": result["results"][0]["photo"] if result["results"] else "", "reviews": reviews}
 
 
