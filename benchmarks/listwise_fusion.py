@@ -76,8 +76,7 @@ def fit_clogit(f: np.ndarray, mate: np.ndarray, lam: float = 1.0) -> np.ndarray:
     return minimize(loss, np.zeros(f.shape[-1]), jac=True, method="L-BFGS-B").x
 
 
-def cv_rank1(f: np.ndarray, labels: np.ndarray, folds: np.ndarray, kind: str, seed: int,
-             base: np.ndarray | None = None, dis: np.ndarray | None = None) -> float:
+def cv_rank1(f: np.ndarray, labels: np.ndarray, folds: np.ndarray, kind: str, seed: int) -> float:
     """Cross-validated rank-1 over all lists (a list whose mate is not in the first K counts as a miss)."""
     hit = labels.any(1)
     right = np.zeros(len(f), bool)
@@ -92,8 +91,8 @@ def cv_rank1(f: np.ndarray, labels: np.ndarray, folds: np.ndarray, kind: str, se
                                                random_state=seed)
             m.fit(f[tr].reshape(-1, f.shape[-1]), labels[tr].reshape(-1))
             s = m.predict_proba(f[te].reshape(-1, f.shape[-1]))[:, 1].reshape(te.sum(), -1)
-        else:  # weighted fusion of z-scored scores, the weight chosen on the training folds
-            bz, dz = (base - base.mean()) / base.std(), (dis - dis.mean()) / dis.std()
+        else:  # weighted fusion of the z-scored scores (list_features' first two columns), weight chosen on the folds
+            bz, dz = f[..., 0], f[..., 1]
             acc = [labels[tr][np.arange(tr.sum()), ((1 - w) * bz[tr] + w * dz[tr]).argmax(1)].sum() for w in WEIGHTS]
             w = WEIGHTS[int(np.argmax(acc))]
             s = (1 - w) * bz[te] + w * dz[te]
@@ -116,7 +115,7 @@ def run_one(run: str, cache: str) -> dict:
     folds = np.array([fold_of[p] for p in lab.probes.identities])
     out = {"base": lab.quality()[0], "saved_model": grids["lda"]["val_rank1"], "chosen": grids["lda"]["chosen"],
            "global": global_rank1(d, val), "top_k_hit": float(labels.any(1).mean()),
-           "weighted_cv": cv_rank1(f, labels, folds, "weighted", cfg.seed, base, dis),
+           "weighted_cv": cv_rank1(f, labels, folds, "weighted", cfg.seed),
            "clogit_cv": cv_rank1(f, labels, folds, "clogit", cfg.seed),
            "gbm_cv": cv_rank1(f, labels, folds, "gbm", cfg.seed)}
     print(f"\n{run}: validation rank-1 (%), {len(lab.probes)} probes; mate in the first {K}: "
