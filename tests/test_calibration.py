@@ -11,7 +11,8 @@ from conftest import FAST_MATCHER
 
 from lookalike import calibration
 from lookalike.gallery import Gallery
-from lookalike.identify import Identifier
+from lookalike.identify import Identifier, TemplateFace
+from lookalike.identify_format import verdict
 
 DIM = 16
 
@@ -203,3 +204,30 @@ def test_a_small_gallery_takes_the_stricter_threshold_and_one_subject_the_models
     with Gallery.create(tmp_path / "one.sqlite", matcher=model.matcher) as g:
         g.add_embeddings(["ann"] * 3, people.vectors[:3])
         assert Identifier(g, model).threshold(0.01) == (model.threshold(0.01), "model")
+
+
+def test_the_same_photo_under_two_names_is_left_out_of_the_thresholds(tmp_path: Path, small_sample,
+                                                                      synthetic_model) -> None:
+    """A face enrolled under two subjects scores 1.0 against the other: no new probe does so against a wrong
+    subject, and one such face set a small gallery's 1%-FPIR threshold to 1.0 (nothing could pass it). Such faces
+    are counted and left out, with a model and without; the decision says so."""
+    rng = np.random.default_rng(4)
+    model, people = synthetic_model
+    with Gallery.create(tmp_path / "clean.sqlite", matcher=FAST_MATCHER) as g:
+        _add(g, [f"p{i}" for i in range(20)], rng)
+        clean = Identifier(g).calibration()
+        vectors = np.asarray(g.vectors_).copy()
+    with Gallery.create(tmp_path / "dup.sqlite", matcher=FAST_MATCHER) as g:
+        g.add_embeddings([f"p{i}" for i in range(20)], vectors)
+        g.add_embeddings(["copy-of-p3"], vectors[3:4])  # p3's photo filed under another name too
+        cal = Identifier(g).calibration()
+        assert cal["n_duplicates"] == 2 and cal["n_nonmated"] == 20 - 2  # the sample: 20 of the 21 faces
+        assert max(cal["thresholds"].values()) < 0.9999 and clean["n_duplicates"] == 0
+        result = Identifier(g).search_face(TemplateFace(vectors[5], ["probe"]), top=3)
+        assert result["decision"]["duplicates_left_out"] == 2
+        assert "2 of its sampled faces left out" in verdict(result["decision"])
+    with Gallery.create(tmp_path / "model.sqlite", matcher=model.matcher) as g:
+        g.add_embeddings(people.identities[:15], people.vectors[:15])  # the sample: every face
+        g.add_embeddings(["copy"], people.vectors[:1])
+        cal = Identifier(g, model).calibration()
+        assert cal["n_duplicates"] == 2 and cal["model"]["n_nonmated"] == cal["n_nonmated"]

@@ -61,8 +61,13 @@ def test_load_folders_counts_and_skips_non_images(face_folders):
     (face_folders / "p07" / "UPPER.PNG").write_bytes((face_folders / "p07" / "0.png").read_bytes())
     (face_folders / "p06" / "gone.png").symlink_to(face_folders / "p06" / "nowhere.png")
     (face_folders / "stray.png").write_bytes((face_folders / "p07" / "0.png").read_bytes())
+    (face_folders / "p07" / "._0.png").write_bytes(b"\0\5\x16\7")  # a macOS resource-fork copy: not a photo
+    (face_folders / ".Trashes" / "old").mkdir(parents=True)  # a volume's hidden folder: never a person
+    (face_folders / "nobody").mkdir()
     t = load_folders(face_folders)
-    assert t.notes == {"skipped_non_image_files": 2, "nested_folder": 1, "missing": 1, "outside_identity_folder": 1}
+    assert t.notes == {"skipped_non_image_files": 1, "hidden": 3, "nested_folder": 1, "missing": 1,
+                       "outside_identity_folder": 1, "empty_folder": 1}
+    assert {r[0] for r in t.dropped if r[2] == "empty_folder"} == {str(face_folders / "nobody")}
     assert {r[2] for r in t.dropped if r[0].endswith("gone.png")} == {"missing"}
     assert not any(p.endswith((".txt", ".DS_Store")) for p in t.paths)
     assert t.identity_counts()["p07"] == PERSON_COUNTS["p07"] + 1  # upper-case extension is an image

@@ -600,8 +600,10 @@ def test_a_gallery_only_model_degrades_the_gallery_not_the_probe(system, orl_dir
 
 
 def test_train_reports_the_images_it_skipped(system, small_face_model, orl_dir, cache_path, tmp_path, capsys):
-    """An unusable training image is counted on standard error and in the model file; a one-sided model's second
-    embedding of the validation gallery (as probes) is counted as extra embeddings, so the cache count adds up."""
+    """An unusable training image, the same photo under two people's names (either label may be wrong: both left
+    out, as ``benchmark`` does) and a file outside the person folders are counted on standard error and in the model
+    file, and listed in a CSV beside it; a one-sided model's second embedding of the validation gallery (as probes)
+    is counted as extra embeddings, so the cache count adds up."""
     import shutil
 
     data = tmp_path / "people"
@@ -609,17 +611,24 @@ def test_train_reports_the_images_it_skipped(system, small_face_model, orl_dir, 
         shutil.copytree(orl_dir / f"s{k}", data / f"s{k}", ignore=shutil.ignore_patterns("7.pgm", "8.pgm",
                                                                                           "9.pgm", "10.pgm"))
     (data / "s21" / "empty.jpg").write_bytes(b"")
+    shutil.copy(data / "s21" / "1.pgm", data / "s22" / "copy.pgm")
+    shutil.copy(data / "s21" / "2.pgm", data / "top.pgm")
     model = tmp_path / "m.lkm"
     capsys.readouterr()
     assert main(["train", "--data", str(data), "--model", str(model), "--depth", "20", "--lowres", "16",
                  "--lowres-apply", "probes", "--matcher", FAST_MATCHER, "--cache", str(cache_path), "--workers", "1",
                  "--no-progress"]) == 0
     err = capsys.readouterr().err
-    assert "skipped 1 images (empty 1)" in err
+    assert "skipped 4 images (empty 1, label_conflict 2, outside_identity_folder 1)" in err
+    with open(tmp_path / "m.skipped.csv", newline="") as f:
+        listed = {(Path(r["path"]).relative_to(data).as_posix(), r["reason"]) for r in csv.DictReader(f)}
+    assert listed == {("s21/empty.jpg", "empty"), ("s21/1.pgm", "label_conflict"), ("s22/copy.pgm", "label_conflict"),
+                      ("top.pgm", "outside_identity_folder")}
     n = LookalikeModel.load(model).training_["n_nonmated_searches"]  # 20 people: a few dozen searches
     assert n < 100 and f"the thresholds come from {n} non-mated validation searches; at FPIR 0.001, 0.01, 0.1" in err
     embedding = LookalikeModel.load(model).training_["embedding"]
-    assert embedding["skipped"] == {"empty": 1} and embedding["cached"] >= 0 and embedding["extra_embeddings"] > 0
+    assert embedding["skipped"] == {"empty": 1, "label_conflict": 2, "outside_identity_folder": 1}
+    assert embedding["duplicates"] == 2 and embedding["cached"] >= 0 and embedding["extra_embeddings"] > 0
     assert embedding["computed"] + embedding["cached"] == embedding["images"] + embedding["extra_embeddings"]
 
 
@@ -694,7 +703,8 @@ def test_the_gallery_calibration_needs_two_searchable_subjects(tmp_path):
         add(g, "ann", 3)
         g.store.add_subject("bob")  # enrolled, no face yet
         ident = Identifier(g)
-        assert ident.calibration() == {"thresholds": {}, "n_nonmated": 0, "lookalike": np.inf, "model": None}
+        assert ident.calibration() == {"thresholds": {}, "n_nonmated": 0, "n_duplicates": 0, "lookalike": np.inf,
+                                       "model": None}
         assert ident.threshold(0.01) == (None, None)  # no decision, not -inf (every probe "enrolled")
         add(g, "cat", 2)
         cal = ident.calibration()
@@ -784,3 +794,43 @@ def test_identify_reports_every_input_and_its_decision(system, orl_dir, tmp_path
     rows = {r["photo"]: r for r in csv.DictReader(io.StringIO(out))}
     assert rows[str(blank)]["photo_status"] == "no_face" and "no face found" in rows[str(blank)]["message"]
     assert "2 photos, 0 faces searched; 2 photos without a usable face (missing, no_face)" in err
+
+
+def test_identify_walks_linked_folders_once_and_lists_what_it_leaves_out(system, orl_dir, tmp_path, capsys):
+    """A linked folder is searched (once, however many links reach it: a link loop ends), a named pipe with a
+    photo's name is a row with its status, hidden files and folders are left out; the table, the CSV and the HTML
+    page list what was left out, as the JSON does; --out naming an image file (an enrolled photo, say) is refused."""
+    import os
+    import shutil
+
+    model, db, _ = system
+    case, elsewhere = tmp_path / "case", tmp_path / "elsewhere"
+    (case / "sub").mkdir(parents=True)
+    elsewhere.mkdir()
+    shutil.copy(orl_dir / "s3" / "7.pgm", case / "a.pgm")
+    shutil.copy(orl_dir / "s4" / "7.pgm", elsewhere / "b.pgm")
+    (case / "linked").symlink_to(elsewhere)
+    (case / "sub" / "loop").symlink_to(case)
+    (case / ".hidden.pgm").write_bytes((case / "a.pgm").read_bytes())
+    os.mkfifo(case / "pipe.pgm")
+    capsys.readouterr()
+    args = ["--db", str(db), "--model", str(model), "--top", "3"]
+    assert main(["identify", str(case), *args, "--format", "json"]) == 0
+    out, err = capsys.readouterr()
+    doc = json.loads(out)
+    assert [(Path(r["photo"]).relative_to(case).as_posix(), r["status"]) for r in doc["results"]] == [
+        ("a.pgm", "ok"), ("linked/b.pgm", "ok"), ("pipe.pgm", "not_a_regular_file")]
+    left = {Path(x["path"]).relative_to(case).as_posix(): x["reason"] for x in doc["left_out"]}
+    assert set(left) == {".hidden.pgm", "sub/loop"} and "already searched" in left["sub/loop"]
+    assert "2 files in the folders left out (1 a folder already searched" in err
+    for fmt in ("table", "csv", "html"):
+        assert main(["identify", str(case), *args, "--format", fmt]) == 0
+        text = capsys.readouterr().out
+        assert str(case / ".hidden.pgm") in text and str(case / "sub" / "loop") in text, fmt
+    rows = [r for r in csv.DictReader(io.StringIO(main(["identify", str(case), *args, "--format", "csv"]) == 0
+                                                  and capsys.readouterr().out)) if r["photo_status"] == "left_out"]
+    assert len(rows) == 2 and {r["message"] for r in rows} == set(left.values())
+    enrolled = tmp_path / "photo.jpg"
+    enrolled.write_bytes(b"not to be overwritten")
+    assert main(["identify", str(case / "a.pgm"), *args, "--format", "csv", "--out", str(enrolled)]) == 2
+    assert "names an image file" in capsys.readouterr().err and enrolled.read_bytes() == b"not to be overwritten"

@@ -31,6 +31,10 @@ FPIRS = (0.001, 0.01, 0.1)
 LOOKALIKE_FPIR = 0.01  # two subjects are lookalikes when they match each other above the gallery's 1%-FPIR score
 MIN_SEARCHES = 10  # a model's threshold at FPIR f is the gallery's once its sample has MIN_SEARCHES / f searches
 MODEL_REGROW = 0.1  # a model's calibration on the gallery is searched again once the gallery has grown by this share
+# A sampled face whose best other-subject score is this high has an identical face under another subject: the same
+# photo enrolled under two names (``enroll`` lists them). No new probe scores so against a wrong subject, so such faces
+# are left out of the thresholds (counted): one of them in a 100-face sample set the 1%-FPIR threshold to 1.0.
+DUPLICATE_SCORE = 0.9999
 
 
 @dataclass
@@ -109,14 +113,22 @@ def current(s: NonMatedSample | None, g: Gallery, depth: int = 2) -> NonMatedSam
     return (extended(s, g) if s is not None else None) or draw(g, depth)
 
 
+def duplicates(s: NonMatedSample) -> np.ndarray:
+    """Which sampled faces have an identical face under another subject (:data:`DUPLICATE_SCORE`)."""
+    return np.asarray(s.top, np.float64) >= DUPLICATE_SCORE
+
+
 def summary(s: NonMatedSample) -> dict:
-    """``thresholds`` (FPIR -> threshold), ``n_nonmated`` (sampled faces with another subject to match) and the
+    """``thresholds`` (FPIR -> threshold), ``n_nonmated`` (sampled faces with another subject to match),
+    ``n_duplicates`` (sampled faces left out as the same photo under two names: :func:`duplicates`) and the
     ``lookalike`` threshold (at :data:`LOOKALIKE_FPIR`; +inf without non-mated searches)."""
-    thresholds, n = _thresholds(s.top)
-    return {"thresholds": thresholds, "n_nonmated": n, "lookalike": thresholds.get(LOOKALIKE_FPIR, np.inf)}
+    dup = duplicates(s)
+    thresholds, n = _thresholds(np.asarray(s.top, np.float64)[~dup])
+    return {"thresholds": thresholds, "n_nonmated": n, "n_duplicates": int(dup.sum()),
+            "lookalike": thresholds.get(LOOKALIKE_FPIR, np.inf)}
 
 
-def _thresholds(top: list[float]) -> tuple[dict[float, float], int]:
+def _thresholds(top: np.ndarray) -> tuple[dict[float, float], int]:
     """(FPIR -> threshold at each of :data:`FPIRS`, none without non-mated searches; the non-mated searches): from
     sampled faces' top non-mated scores, -inf where a face had no other subject to match."""
     t = np.asarray(top, np.float64)
@@ -196,8 +208,9 @@ def model_current(m: ModelTop | None, s: NonMatedSample, g: Gallery, model: Look
     return ModelTop(key, n, int(g.image_ids_[n - 1]) if n else -1, model_top(s, g, model, as_probes).tolist())
 
 
-def model_summary(m: ModelTop) -> dict:
-    """``thresholds`` (FPIR -> threshold) from the sample at every FPIR (none without non-mated searches), ``enough``
-    (FPIR -> whether the sample holds :data:`MIN_SEARCHES` / FPIR searches) and ``n_nonmated``."""
-    thresholds, n = _thresholds(m.top)
+def model_summary(m: ModelTop, s: NonMatedSample) -> dict:
+    """``thresholds`` (FPIR -> threshold) from the sample ``s`` the model searched (its :func:`duplicates` left out)
+    at every FPIR (none without non-mated searches), ``enough`` (FPIR -> whether the sample holds
+    :data:`MIN_SEARCHES` / FPIR searches) and ``n_nonmated``."""
+    thresholds, n = _thresholds(np.asarray(m.top, np.float64)[~duplicates(s)])
     return {"thresholds": thresholds, "enough": {f: n >= MIN_SEARCHES / f for f in FPIRS}, "n_nonmated": n}

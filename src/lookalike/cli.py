@@ -7,7 +7,6 @@ import csv
 import json
 import math
 import sys
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -288,6 +287,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from lookalike.calibration import MIN_SEARCHES
+    from lookalike.io import atomic_write
     from lookalike.outputs import check_output_file
     from lookalike.summary import print_fallback_hint
     from lookalike.train import train_model
@@ -318,32 +318,32 @@ def cmd_train(args: argparse.Namespace) -> int:
               "decision's threshold comes from'); train on more people for thresholds of its own", file=sys.stderr)
     skipped = model.training_["embedding"]["skipped"]
     if skipped:
+        listed = Path(args.model).with_name(Path(args.model).stem + ".skipped.csv")
+        with atomic_write(listed, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["path", "identity", "reason", "message"])
+            w.writerows(summary["left_out"])
         print(f"skipped {sum(skipped.values())} images ({', '.join(f'{k} {v}' for k, v in sorted(skipped.items()))}); "
-              f"counted in the model file (training.embedding)", file=sys.stderr)
+              f"listed in {listed}, counted in the model file (training.embedding)", file=sys.stderr)
     print_fallback_hint(model.training_["embedding"]["face"], model.aligner)
     print(f"wrote {args.model}")
     return 0
 
 
 def probe_paths(items: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
-    """Photo files from files, folders (every image file below, sorted) and CSV files (their 'path' column): (the
-    paths, each searched or reported by its status, a missing one as ``missing``; (path, reason) of what the folders
-    hold that is not searched: files that are not image files, broken links)."""
+    """Photo files from files, folders (every image file below, sorted; linked folders followed, each folder once)
+    and CSV files (their 'path' column): (the paths, each searched or reported by its status, a missing one as
+    ``missing``; (path, reason) of what the folders hold that is not searched: files that are not image files,
+    broken links, hidden files and folders, a folder reached a second time through a link)."""
     from lookalike.data.manifest import read_csv
-    from lookalike.data.table import is_image_file
 
     out: list[str] = []
     left_out: list[tuple[str, str]] = []
+    seen: set[str] = set()
     for item in items:
         p = Path(item)
         if p.is_dir():
-            for f in sorted(p.rglob("*")):
-                if f.is_file() and is_image_file(f):
-                    out.append(str(f))
-                elif f.is_symlink() and not f.exists():
-                    left_out.append((str(f), "broken link"))
-                elif f.is_file() and not f.name.startswith("."):
-                    left_out.append((str(f), "not an image file (by its extension)"))
+            _folder_photos(p, out, left_out, seen)
         elif p.suffix.lower() == ".csv" and p.is_file():
             fields, rows = read_csv(p)
             if "path" not in fields:
@@ -356,6 +356,37 @@ def probe_paths(items: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
         else:  # a file, or one that is missing: searched, or reported with its status as the others are
             out.append(str(p))
     return out, left_out
+
+
+def _folder_photos(folder: Path, out: list[str], left_out: list[tuple[str, str]], seen: set[str]) -> None:
+    """Add what ``folder`` holds, depth first in name order (as sorting the paths would), to ``out`` (image files by
+    their extension, regular or not: a named pipe is reported by its status) or ``left_out``."""
+    import os
+
+    from lookalike.data.table import is_image_file
+
+    real = os.path.realpath(folder)
+    if real in seen:
+        left_out.append((str(folder), "a folder already searched (a link to it, or a link loop)"))
+        return
+    seen.add(real)
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError as e:
+        left_out.append((str(folder), f"cannot list the folder ({e.strerror})"))
+        return
+    for entry in entries:
+        f = Path(entry.path)
+        if entry.name.startswith("."):
+            left_out.append((str(f), "hidden (its name starts with a dot)"))
+        elif f.is_dir():
+            _folder_photos(f, out, left_out, seen)
+        elif f.is_symlink() and not f.exists():
+            left_out.append((str(f), "broken link"))
+        elif is_image_file(f):
+            out.append(str(f))
+        else:
+            left_out.append((str(f), "not an image file (by its extension)"))
 
 
 def add_blas_threads(parser: argparse.ArgumentParser) -> None:
@@ -410,14 +441,18 @@ def cmd_identify(args: argparse.Namespace) -> int:
 
     paths, left_out = probe_paths(args.photos)
     if not paths:
-        raise ValueError("no probe photos given" + (f" ({len(left_out)} files in the folders are not image files "
-                                                    f"or are broken links: {left_out[0][0]}, ...)" if left_out
-                                                    else ""))
+        raise ValueError("no probe photos given" + (f" ({len(left_out)} files in the folders left out: "
+                                                    f"{left_out[0][0]}: {left_out[0][1]}, ...)" if left_out else ""))
     if args.out:
+        from lookalike.data.table import is_image_file
         from lookalike.outputs import check_output_file
 
+        example = f"identify.{'txt' if args.format == 'table' else args.format}"
         check_output_file(args.out, (("gallery database (--db)", args.db), ("model (--model)", args.model),
-                                     *(("probe photo", p) for p in paths)))
+                                     *(("probe photo", p) for p in paths)), example=example)
+        if is_image_file(Path(args.out)):  # e.g. a slip that would overwrite an enrolled photo with the CSV
+            raise ValueError(f"--out {args.out}: names an image file; identify writes its {args.format} output there: "
+                             f"give a name such as {example}")
     with Gallery.open(args.db) as gallery, blas_threads(args.blas_threads):
         model = load_model(args.model, gallery) if args.model else None
         small, sharp = (load_face_size_model(kind, getattr(args, f"{kind}_face_model"), gallery, args.model)
@@ -444,12 +479,7 @@ def cmd_identify(args: argparse.Namespace) -> int:
     if args.batch and result["batch"]["note"]:
         print(f"--batch: {result['batch']['note']}", file=sys.stderr)
     searched = sum(len(r["faces"]) for r in result["results"])
-    line = summary(result)
-    if left_out:
-        reasons = Counter(why for _, why in left_out)
-        line += (f"; {len(left_out)} files in the folders left out ("
-                 + ", ".join(f"{n} {why}" for why, n in sorted(reasons.items())) + f": {left_out[0][0]}, ...)")
-    print(line, file=sys.stderr)
+    print(summary(result), file=sys.stderr)
     return 0 if searched else NOTHING_SEARCHED
 
 

@@ -286,7 +286,7 @@ class Identifier:
         if top is not saved:
             g.save_derived(name, key, top.as_dict())
         self._model_top = top
-        return model_summary(top)
+        return model_summary(top, sample)
 
     def _as_probe(self, chip: np.ndarray) -> np.ndarray:
         """An aligned face chip degraded as the model's probes are (realistic: seeded by the chip)."""
@@ -438,6 +438,8 @@ class Identifier:
                 c["batch_distance"] = round(float(d), 6)
         threshold, where = self.threshold(fpir, calibration)
         decision = {"fpir": fpir, "threshold": threshold, "calibrated_on": where, "enrolled": None, "subject": None}
+        if where in ("gallery", "gallery-sample") and calibration.get("n_duplicates"):
+            decision["duplicates_left_out"] = calibration["n_duplicates"]
         if threshold is None:
             decision["note"] = UNCALIBRATED_NOTE
         else:

@@ -7,6 +7,7 @@ import base64
 import csv
 import html
 import io
+from collections import Counter
 
 CSV_FIELDS = ("photo", "photo_status", "face", "box", "face_px", "detection", "rank", "subject", "image", "base_score",
               "base_rank", "final_score", "lookalike_group", "ambiguous", "decision_subject", "enrolled",
@@ -39,6 +40,9 @@ def verdict(decision: dict, with_model: bool = False) -> str:
     if where and with_model and decision.get("calibrated_on") == "gallery-sample":
         where += ", stricter than the model's"
     threshold = f"threshold {decision['threshold']:.4f}" + (f", set on {where}" if where else "")
+    if decision.get("duplicates_left_out"):
+        threshold += (f"; {decision['duplicates_left_out']} of its sampled faces left out: the same photo is enrolled "
+                      "under another subject's name too")
     return (f"lead: {decision['subject']} is above the threshold ({threshold})" if decision["enrolled"] else
             f"no candidate above the threshold ({threshold}): the person may not be enrolled")
 
@@ -63,8 +67,16 @@ def summary(result: dict) -> str:
     bad = [r for r in rows if r["status"] != "ok"]
     searched = (f"one template of {_count(sum(bool(r.get('in_template')) for r in rows), 'face')}" if template
                 else _count(sum(len(r["faces"]) for r in rows), "face"))
+    left_out = Counter(x["reason"] for x in result.get("left_out", []))
     return (f"{_count(len(rows), 'photo')}, {searched} searched; {_count(len(bad), 'photo')} without a usable face"
-            + (f" ({', '.join(sorted({r['status'] for r in bad}))})" if bad else ""))
+            + (f" ({', '.join(sorted({r['status'] for r in bad}))})" if bad else "")
+            + (f"; {_count(left_out.total(), 'file')} in the folders left out ("
+               + ", ".join(f"{n} {why}" for why, n in sorted(left_out.items())) + ")" if left_out else ""))
+
+
+def left_out_lines(result: dict) -> list[str]:
+    """``path: reason`` for each file the folders given hold that was not searched (``left_out``)."""
+    return [f"{x['path']}: {x['reason']}" for x in result.get("left_out", [])]
 
 
 def _count(n: int, word: str) -> str:
@@ -120,6 +132,8 @@ def format_table(result: dict) -> str:
                 dist = f"{c['batch_distance']:>7.4f}  " if batch else ""
                 lines.append(f"{c['rank']:>4}  {c['subject'][:28]:<28} {c['final_score']:>8.4f} {c['base_score']:>8.4f}"
                              f"  {c['base_rank']:>4} → {c['rank']:<3}  {dist}{g!s:>5}  {c['image']}")
+    if left_out_lines(result):
+        lines += ["", "left out of the folders given:", *left_out_lines(result)]
     return "\n".join(lines) + "\n"
 
 
@@ -155,6 +169,8 @@ def format_csv(result: dict) -> str:
                             "decision_subject": _cell(f["decision"]["subject"] or ""),
                             "enrolled": "" if enrolled is None else enrolled,
                             "batch_distance": c.get("batch_distance", "")})
+    for x in result.get("left_out", []):
+        w.writerow({"photo": _cell(x["path"]), "photo_status": "left_out", "message": _cell(x["reason"])})
     return buf.getvalue()
 
 
@@ -210,6 +226,9 @@ def format_html(result: dict, faces: dict) -> str:
                 cards.append(_card(faces.get(("image", c["image_id"])), f"face of {c['subject']}", text,
                                    "card g" if group else "card"))
             out.append("<div class='row'>" + "".join(cards) + "</div>")
+    if left_out_lines(result):
+        out.append("<h2>Left out of the folders given</h2><ul>"
+                   + "".join(f"<li>{e(line)}</li>" for line in left_out_lines(result)) + "</ul>")
     return "\n".join(out) + "\n</body></html>\n"
 
 

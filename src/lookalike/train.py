@@ -71,8 +71,14 @@ def train_model(data: str | Path, matcher: str | None = None, lowres: int | None
                 cache: str | None = None, central_fraction: float = 0.45, workers: int = 2,
                 max_people: int | None = None, progress: bool = True,
                 degrade: str = "bicubic", cnn_fallback: bool = CNN_FALLBACK) -> tuple[LookalikeModel, dict]:
-    """Embed the dataset, fit and tune a model on it; returns (model, a summary of the data and the run)."""
+    """Embed the dataset, fit and tune a model on it; returns (model, a summary of the data and the run: the
+    model's ``training_`` and ``left_out``, the (path, identity, reason, message) of every image not trained on).
+
+    Images are screened as ``benchmark`` screens them (:func:`~lookalike.data.screen.screen_table`): a file that
+    does not decode is left out, and the same photo under two people's names (either label may be wrong) is left
+    out entirely; what the loader leaves out (files outside person folders, non-image files) is listed too."""
     from lookalike.benchmark import load_dataset, sample_people
+    from lookalike.data.screen import printable, screen_table
 
     if not 0 < val_fraction < 1:
         raise ValueError(f"--val-fraction must be between 0 and 1, got {val_fraction}")
@@ -81,14 +87,19 @@ def train_model(data: str | Path, matcher: str | None = None, lowres: int | None
     table = load_dataset(data)
     if max_people:
         table = sample_people(table, max_people, seed)
-    protocol = make_protocol(table, seed=seed, test_fraction=0.0, val_fraction=val_fraction, name="train",
-                             lowres=lowres, lowres_apply=lowres_apply, require_test=False, degrade=degrade)
-    counts = protocol.counts()
-    check_trainable(protocol.table.identities, protocol.table.roles)
-    aligner = FaceAligner(central_fraction, cnn_fallback=cnn_fallback)
-    matcher = matcher or DEFAULT_MATCHER
     store = EmbeddingCache(cache)
     try:
+        screened = screen_table(table, store.ok_keys(), progress)
+    except BaseException:
+        store.close()
+        raise
+    protocol = make_protocol(screened.table, seed=seed, test_fraction=0.0, val_fraction=val_fraction, name="train",
+                             lowres=lowres, lowres_apply=lowres_apply, require_test=False, degrade=degrade)
+    counts = protocol.counts()
+    aligner = FaceAligner(central_fraction, cnn_fallback=cnn_fallback)
+    matcher = matcher or DEFAULT_MATCHER
+    try:
+        check_trainable(protocol.table.identities, protocol.table.roles)
         features = embed_protocol(protocol, matcher, store, aligner, workers, progress)
     finally:
         store.close()
@@ -101,7 +112,16 @@ def train_model(data: str | Path, matcher: str | None = None, lowres: int | None
     model = LookalikeModel(matcher, lowres, aligner, disambiguators,
                            lowres_apply=lowres_apply, degrade=degrade, depth=depth, seed=seed)
     model.fit(train, val_probes, val_gallery, val_as_probes)
+    embedding = features.embeddings.summary()
+    skipped = screened.counts()
+    for k, v in embedding["skipped"].items():
+        skipped[k] = skipped.get(k, 0) + v
     model.training_.update({"data": str(data), "data_fingerprint": data_fingerprint(data, table.identities),
-                            "counts": counts, "embedding": features.embeddings.summary(),
+                            "counts": counts, "embedding": {**embedding, "skipped": skipped,
+                                                            "duplicates": len(screened.duplicates)},
                             "total_s": round(time.perf_counter() - t0, 1)})
-    return model, model.training_
+    t, e = protocol.table, features.embeddings
+    left_out = [tuple(printable(str(x)) for x in r) for r in (*screened.table.dropped, *screened.skipped)]
+    left_out += [(str(t.paths[i]), str(t.identities[i]), str(e.status[i]), e.messages.get(i, ""))
+                 for i in np.flatnonzero(~e.ok)]
+    return model, {**model.training_, "left_out": left_out}

@@ -16,8 +16,9 @@ def _same(a: Path, b: Path) -> bool:
 
 
 def load_folders(root: str | Path, exclude: list[str | Path] = ()) -> FaceTable:
-    """Every image under ``root/<identity>/`` (one level deep), sorted. Other files, unreadable identity
-    folders, ``exclude`` folders and lookalike output folders are counted and listed in ``dropped``."""
+    """Every image under ``root/<identity>/`` (one level deep), sorted. Other files, hidden files and folders (a name
+    starting with a dot), empty and unreadable identity folders, ``exclude`` folders and lookalike output folders are
+    counted and listed in ``dropped``."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"dataset folder not found: {root}")
@@ -29,7 +30,9 @@ def load_folders(root: str | Path, exclude: list[str | Path] = ()) -> FaceTable:
         raise ValueError(f"cannot list the dataset folder {root} ({e.strerror})") from e
     people = []
     for p in entries:
-        if p.is_dir():
+        if p.name.startswith(".") and p.name != OUTPUT_MARKER:  # .Trashes, .git, macOS's ._ copies: never a person
+            table.drop(p, "", "hidden", f"{p}: hidden (its name starts with a dot); not loaded")
+        elif p.is_dir():
             people.append(p)
         elif p.name != OUTPUT_MARKER:
             table.drop(p, "", "outside_identity_folder",
@@ -44,8 +47,12 @@ def load_folders(root: str | Path, exclude: list[str | Path] = ()) -> FaceTable:
         except OSError as e:
             table.drop(person, person.name, "unreadable_folder", f"{person}: cannot list ({e.strerror})")
             continue
+        if not files:
+            table.drop(person, person.name, "empty_folder", f"{person}: an empty identity folder; no one enrolled")
         for f in files:
-            if f.is_file() and is_image_file(f):
+            if f.name.startswith("."):
+                table.drop(f, person.name, "hidden", f"{f}: hidden (its name starts with a dot); not loaded")
+            elif f.is_file() and is_image_file(f):
                 paths.append(str(f))
                 ids.append(person.name)
             else:
