@@ -65,6 +65,11 @@ def test_corpus_benchmark_folder(corpus, cache, tmp_path, capsys):
     m = json.loads((out / "metrics.json").read_text())
     assert m["protocol"]["probes_without_mate"] == 0 and m["inputs"]["counts"]["probes set aside"] == 0
     assert m["inputs"]["counts"]["duplicates"] == 3
+    # report.md counts what the console does: every reason, the loader's and the screening's too
+    report = (out / "report.md").read_text()
+    for reason, n in m["inputs"]["counts"]["skipped"].items():
+        assert f"| skipped: {reason} | {n} |" in report
+    assert "| duplicate files (same bytes; `duplicates.csv`) | 3 |" in report
 
 
 def test_corpus_benchmark_manifest(corpus, cache, tmp_path, capsys):

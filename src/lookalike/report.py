@@ -263,8 +263,13 @@ def write_report(path: str | Path, metrics: dict, images: list[tuple[str, str]])
     for k, v in sorted(e.get("face", {}).items()):
         lines.append(f"| face {k} | {v} |")
     lines.append(f"| several faces seen (nearest the centre used) | {e.get('several_faces', 0)} |")
-    for k, v in sorted(e.get("skipped", {}).items()):
+    counts = metrics.get("inputs", {}).get("counts", {})  # the loader's and the screening's too, not only embedding's
+    for k, v in sorted(counts.get("skipped", e.get("skipped", {})).items()):
         lines.append(f"| skipped: {k} | {v} |")
+    if "duplicates" in counts:
+        lines.append(f"| duplicate files (same bytes; `duplicates.csv`) | {counts['duplicates']} |")
+    if counts.get("probes set aside"):
+        lines.append(f"| probes set aside (no usable gallery image; `set_aside.csv`) | {counts['probes set aside']} |")
     lines += ["", "Every image's face/crop record is in `images.csv`; skipped images, with reasons, in "
               "`skipped.csv`.", ""]
     if metrics.get("rerank_stats"):
