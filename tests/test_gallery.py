@@ -452,10 +452,11 @@ def test_a_schema_2_gallery_gets_its_sessions_changes_and_derived_tables(db: str
         s._exec("DROP TABLE derived")
         s._exec("ALTER TABLE searches DROP COLUMN recorded_by")
         s._exec("ALTER TABLE reviews DROP COLUMN recorded_by")
+        s._exec("DROP INDEX searches_probe")
         s._exec("UPDATE state SET schema_version = 2")
         gen = s.generation()
     with open_store(db) as s:  # migrated on opening
-        assert s.schema_version() == gallery_store.SCHEMA_VERSION == 6
+        assert s.schema_version() == gallery_store.SCHEMA_VERSION == 7
         sid = s.add_search(None, "x" * 40, {"results": []}, recorded_by="3")
         s.add_review(sid, "ann", "match", "Examiner A", recorded_by="env:abc")
         assert s.get_search(sid).recorded_by == "3" and s.list_reviews(sid)[0].recorded_by == "env:abc"
@@ -503,6 +504,19 @@ def test_searches_and_reviews_are_an_append_only_log(db: str) -> None:
         with pytest.raises(Exception, match="append-only"):
             s._exec("DELETE FROM reviews")
         assert len(s.list_reviews()) == 2 and s.generation() == gen
+
+
+def test_a_probe_photo_searched_again_is_stored_once(db: str) -> None:
+    """Each face of a group photo is a search, and a photo may be sent again: its bytes are kept with the first
+    search only, and every search of it reads them back."""
+    photo = b"\x89PNG" + bytes(range(256)) * 400
+    with open_store(db) as s:
+        ids = [s.add_search(photo, "cd" * 20, {"face": i}) for i in range(5)]
+        other = s.add_search(b"another photo", "ef" * 20, {"face": 0})
+        assert all(s.get_search(i, with_probe=True).probe == photo for i in ids)
+        assert s.get_search(other, with_probe=True).probe == b"another photo"
+        assert s._exec("SELECT COUNT(*) FROM searches WHERE probe IS NOT NULL").fetchone()[0] == 2
+        assert s.get_search(ids[3]).result == {"face": 3} and s.get_search(ids[3]).probe is None
 
 
 # --- crash safety ----------------------------------------------------------------------------------------------

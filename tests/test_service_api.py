@@ -438,17 +438,19 @@ def test_serve_refuses_to_start_without_a_token(tmp_path: Path, capsys, monkeypa
 
 
 OLD_PROVENANCE = "ALTER TABLE searches DROP COLUMN recorded_by; ALTER TABLE reviews DROP COLUMN recorded_by;"
+OLD_PROBES = "DROP INDEX searches_probe;"
 
 
 @pytest.mark.parametrize("version,drop", [(1, "DROP TABLE tokens; DROP TABLE sessions; DROP TABLE changes;"),
                                           (2, "DROP TABLE sessions; DROP TABLE changes;"), (3, "DROP TABLE changes;"),
-                                          (4, ""), (5, "")])
+                                          (4, ""), (5, ""), (6, "")])
 def test_old_schema_is_migrated_and_newer_refused(tmp_path: Path, version: int, drop: str):
     db = tmp_path / "g.sqlite"
     Gallery.create(db, matcher=FAST_MATCHER).close()
     con = sqlite3.connect(db)
     derived = "DROP TABLE derived;" if version < 5 else ""
-    con.executescript(f"{drop} {derived} {OLD_PROVENANCE} UPDATE state SET schema_version = {version};")
+    provenance = OLD_PROVENANCE if version < 6 else ""
+    con.executescript(f"{drop} {derived} {provenance} {OLD_PROBES} UPDATE state SET schema_version = {version};")
     con.close()
     service = Service(str(db), data_dir=tmp_path / "images", engines=1)  # migrates to the current version
     try:
@@ -521,7 +523,7 @@ def test_an_enrolled_file_changed_on_disk_is_never_shown_as_the_enrolled_face(or
         assert (r.status_code, r.json()["error"]["code"]) == (status, code), url
 
 
-def test_the_access_log_says_who_did_what(served, orl_dir: Path, tmp_path: Path):
+def test_the_access_log_says_who_did_what(served, orl_dir: Path, tmp_path: Path, capsys):
     """One record a request, with the token it was allowed with: an API call's, a page's session's, none for a
     refused one; ``serve --access-log FILE`` writes them as JSON lines."""
     from lookalike.service.access import access_sink
@@ -545,5 +547,76 @@ def test_the_access_log_says_who_did_what(served, orl_dir: Path, tmp_path: Path)
     sink(records[1])
     assert [json.loads(line)["status"] for line in (tmp_path / "access.jsonl").read_text().splitlines()] == [200, 401]
     assert access_sink("none") is None
+    # the console log's path is percent-encoded: a request cannot forge a line or send a terminal escape code
+    access_sink("-")({**records[0], "path": "/api/subjects/x\n2026 201 DELETE /api/subjects/Ann\x1b[2K"})
+    line = capsys.readouterr().err
+    assert line.count("\n") == 1 and "\x1b" not in line and "/api/subjects/x%0A2026%20201%20DELETE" in line
     with pytest.raises(ValueError, match="--access-log"):
         access_sink(str(tmp_path / "no" / "such" / "dir" / "a.jsonl"))
+
+
+# --- requests that must not wait for, or race with, one another ---------------------------------------------
+def test_token_checks_do_not_wait_for_an_engine(served):
+    """Every engine busy with a long search: a token is still checked at once (it had waited for an engine, so two
+    long searches held up every login, page and API call)."""
+    import threading
+
+    answers: list[int] = []
+    with served.service.engine():  # the only engine, held as a long search would hold it
+        t = threading.Thread(target=lambda: answers.append(
+            served.client.get("/api/searches/1/probe", headers={"Authorization": "Bearer wrong"}).status_code))
+        t.start()
+        t.join(timeout=20)
+        assert not t.is_alive() and answers == [401]
+
+
+def test_a_subject_deleted_during_its_enrolment_stays_deleted(served, orl_dir: Path, monkeypatch):
+    """DELETE arriving while an enrolment of the subject embeds waits for it, then removes the subject with the new
+    image: the enrolment cannot restore it after the DELETE has answered 200."""
+    import threading
+
+    from lookalike.service.core import Service, Upload
+
+    service = served.service
+    service.create_subject("racer")
+    embedding, go_on = threading.Event(), threading.Event()
+    real = Service._embed_faces
+
+    def slow(self, *args, **kwargs):
+        embedding.set()
+        go_on.wait(20)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Service, "_embed_faces", slow)
+    results: dict[str, object] = {}
+    enrol = threading.Thread(target=lambda: results.update(
+        enrol=service.add_images("racer", [Upload("a.pgm", orl_bytes(orl_dir, 9, 1))])))
+    enrol.start()
+    assert embedding.wait(20)
+    delete = threading.Thread(target=lambda: results.update(delete=service.delete_subject("racer")))
+    delete.start()
+    delete.join(timeout=1.0)
+    assert delete.is_alive()  # waits for the enrolment under way
+    go_on.set()
+    enrol.join(timeout=60)
+    delete.join(timeout=60)
+    assert results["enrol"]["added"] == 1 and results["delete"]["removed_images"] == 1
+    assert served.client.get("/api/subjects/racer", headers=AUTH).status_code == 404
+
+
+def test_an_enrolment_decodes_its_photos_one_at_a_time(served, orl_dir: Path, monkeypatch):
+    """Each photo is decoded, its face found and cut, before the next is decoded (20 decoded first took 3.8 GB)."""
+    from lookalike.service import core
+
+    steps: list[str] = []
+    real_check = core.check_image
+    monkeypatch.setattr(core, "check_image", lambda *a, **k: steps.append("decode") or real_check(*a, **k))
+    with served.service.engine() as e:
+        aligner = type(e.identifier.aligner)
+    real_align = aligner.align_all
+    monkeypatch.setattr(aligner, "align_all", lambda self, *a, **k: steps.append("align") or real_align(self, *a, **k))
+    r = served.client.post("/api/subjects/s1/images", headers=AUTH,
+                           files=[("files", (f"{i}.pgm", orl_bytes(orl_dir, 1, i), "image/x-portable-graymap"))
+                                  for i in (5, 6, 7)])
+    assert r.status_code == 201, r.text
+    assert steps == ["decode", "align"] * 3

@@ -64,6 +64,7 @@ def test_login_checks_csrf_and_token(site):
     client.cookies.clear()
     page = client.get("/login")
     assert client.post("/login", data={"token": TOKEN, "csrf": "forged"}).status_code == 403
+    assert client.post("/login", data={"token": TOKEN, "csrf": "é"}).status_code == 403  # had been a 500
     r = client.post("/login", data={"token": "wrong-token-wrong", "csrf": csrf_of(page.text)})
     assert r.status_code == 401 and "not valid" in r.text
     r = client.post("/login", data={"token": TOKEN, "csrf": csrf_of(page.text), "next": "//evil.example/x"})

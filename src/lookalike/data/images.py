@@ -38,11 +38,18 @@ class ImageError(Exception):
 
 def to_rgb8(img: Image.Image) -> np.ndarray:
     """Any PIL mode (L, LA, P, RGBA, CMYK, I;16, I, F, ...) to an (H, W, 3) uint8 RGB array."""
-    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        a = np.asarray(img, dtype=np.float64)
-        hi = 65535.0 if img.mode.startswith("I;16") else max(float(a.max()), 1.0)
-        a = np.clip(a / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return np.repeat(a[..., None], 3, axis=2)
+    if img.mode.startswith("I;16"):  # round(v * 255 / 65535) in integers: 4 bytes a pixel, not float64's 8 (x3)
+        a = np.asarray(img, dtype=np.uint32)
+        a *= 2 * 255
+        a += 65535
+        a //= 2 * 65535
+        return np.repeat(a.astype(np.uint8)[..., None], 3, axis=2)
+    if img.mode in ("I", "F"):
+        a = np.asarray(img, dtype=np.float32)
+        a *= 255.0 / max(float(a.max()), 1.0)
+        a += 0.5
+        np.clip(a, 0, 255, out=a)
+        return np.repeat(a.astype(np.uint8)[..., None], 3, axis=2)
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))

@@ -82,9 +82,15 @@ PROVENANCE = """ALTER TABLE searches ADD COLUMN recorded_by TEXT NOT NULL DEFAUL
 ALTER TABLE reviews ADD COLUMN recorded_by TEXT NOT NULL DEFAULT '';
 """
 
+# Searches of one probe photo (a group photo's faces, the same photo sent again) keep its bytes once: later ones store
+# NULL and read the first's (found by this index). Searches are never deleted, so the first stays.
+PROBE_INDEX = """CREATE INDEX searches_probe ON searches (probe_sha1);
+"""
+
 # Statements that take a database from version v to v + 1 ({ID} and {BLOB} as in SCHEMA). None changes what a
 # search reads, so a migration leaves the generation (and the vector files beside a gallery) alone.
-MIGRATIONS: dict[int, list[str]] = {1: [TOKENS], 2: [SESSIONS], 3: [CHANGES], 4: [DERIVED], 5: [PROVENANCE]}
+MIGRATIONS: dict[int, list[str]] = {1: [TOKENS], 2: [SESSIONS], 3: [CHANGES], 4: [DERIVED], 5: [PROVENANCE],
+                                     6: [PROBE_INDEX]}
 
 _CHUNK = 500
 
@@ -124,8 +130,8 @@ class SQLStore(GalleryStore):
                                       f"PostgreSQL, name a schema of the gallery's own with ?schema=NAME)")
                 if create is False:
                     raise NoGalleryError(f"no gallery in {self.url} (create one with `lookalike enroll`)")
-                schema = SCHEMA.replace("{TOKENS}", TOKENS + SESSIONS + CHANGES + DERIVED + PROVENANCE).format(
-                    ID=self.ID, BLOB=self.BLOB)
+                later = TOKENS + SESSIONS + CHANGES + DERIVED + PROVENANCE + PROBE_INDEX
+                schema = SCHEMA.replace("{TOKENS}", later).format(ID=self.ID, BLOB=self.BLOB)
                 for s in _statements(schema) + _statements(self.APPEND_ONLY):
                     self._exec(s)
                 self._exec("INSERT INTO state (id, schema_version, generation) VALUES (1, ?, 0)",
@@ -396,6 +402,9 @@ class SQLStore(GalleryStore):
     # --- service log -----------------------------------------------------------------------------------
     def add_search(self, probe: bytes | None, probe_sha1: str, result: dict, recorded_by: str = "") -> int:
         with self._transaction(write=True):
+            if probe is not None and self._exec("SELECT 1 FROM searches WHERE probe_sha1 = ? AND probe IS NOT NULL "
+                                                "LIMIT 1", (probe_sha1,)).fetchone():
+                probe = None  # kept once (PROBE_INDEX): a 20-face photo sent 20 times had stored 400 copies
             return int(self._exec("INSERT INTO searches (created, probe_sha1, probe, result, recorded_by) "
                                   "VALUES (?, ?, ?, ?, ?) RETURNING id",
                                   (now(), probe_sha1, probe, json.dumps(result), recorded_by)).fetchone()[0])
@@ -404,9 +413,14 @@ class SQLStore(GalleryStore):
         with self._transaction():
             row = self._exec(f"SELECT id, created, probe_sha1, result, recorded_by{', probe' if with_probe else ''} "
                              f"FROM searches WHERE id = ?", (int(search_id),)).fetchone()
+            probe = row[5] if row is not None and with_probe else None
+            if row is not None and with_probe and probe is None:  # its photo's bytes, kept with an earlier search
+                first = self._exec("SELECT probe FROM searches WHERE probe_sha1 = ? AND probe IS NOT NULL LIMIT 1",
+                                   (row[2],)).fetchone()
+                probe = first[0] if first else None
         if row is None:
             return None
-        probe = bytes(row[5]) if with_probe and row[5] is not None else None
+        probe = bytes(probe) if probe is not None else None
         return SearchRecord(int(row[0]), row[1], row[2], json.loads(row[3]), probe, row[4])
 
     def list_searches(self, limit: int = 100) -> list[SearchRecord]:

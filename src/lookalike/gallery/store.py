@@ -18,7 +18,9 @@ import numpy as np
 # 3: ``sessions`` (the web service's page sessions, under a hash of their id).
 # 4: ``changes`` (the images each generation added, so another process catches up without reloading everything).
 # 5: ``derived`` (values computed from the vectors and kept for later processes: identify's calibrations).
-SCHEMA_VERSION = 6
+# 6: ``recorded_by`` on searches and reviews (which API token ran or recorded them).
+# 7: an index of searches by probe photo (its bytes kept once).
+SCHEMA_VERSION = 7
 
 VERDICTS = ("match", "non-match", "inconclusive")
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
+from urllib.parse import quote
 
 Record = dict[str, object]
 
@@ -49,13 +50,14 @@ class AccessLog:
 
 
 def access_sink(target: str) -> Callable[[Record], None] | None:
-    """Where ``serve --access-log`` writes: ``-`` a line a request on standard error, ``none`` nowhere, else JSON
+    """Where ``serve --access-log`` writes: ``-`` a line a request on standard error (the path percent-encoded again,
+    so that a request cannot write a line break or a terminal's escape codes into the log), ``none`` nowhere, else JSON
     lines appended to that file (opened now, so a path that cannot be written fails at start-up)."""
     if target == "none":
         return None
     if target == "-":
-        return lambda r: print(f"{r['time']} {r['status']} {r['method']} {r['path']} who={r['who'] or '-'} "
-                               f"{r['ms']} ms", file=sys.stderr, flush=True)
+        return lambda r: print(f"{r['time']} {r['status']} {r['method']} {quote(str(r['path']))} "
+                               f"who={r['who'] or '-'} {r['ms']} ms", file=sys.stderr, flush=True)
     try:
         f: IO[str] = open(Path(target), "a", encoding="utf-8")  # noqa: SIM115 (open for the server's life)
     except OSError as e:

@@ -171,4 +171,7 @@ def login_form_session(value: str) -> Session:
 
 
 def csrf_ok(session: Session | None, submitted: str | None) -> bool:
-    return session is not None and bool(submitted) and hmac.compare_digest(session.csrf, submitted)
+    """Whether a form's CSRF value is its session's (compared as UTF-8 bytes: ``compare_digest`` refuses non-ASCII
+    text, which had answered a forged form 500)."""
+    return (session is not None and bool(submitted)
+            and hmac.compare_digest(session.csrf.encode(), submitted.encode("utf-8", "replace")))

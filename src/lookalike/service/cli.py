@@ -77,6 +77,9 @@ def manage_tokens(args: argparse.Namespace) -> int:
     return 0
 
 
+SHUTDOWN_S = 60  # the longest a stopping server waits for requests under way (a 20-photo batch takes tens of s)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
         import fastapi  # noqa: F401
@@ -121,7 +124,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from lookalike.cli import blas_threads
 
         with blas_threads(args.blas_threads):  # requests run in parallel; each one's products are small
-            uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+            # a stop (Ctrl-C, SIGTERM) lets requests under way finish for up to SHUTDOWN_S seconds, then closes:
+            # an upload trickling in had kept a stopped server from exiting for as long as its client went on
+            uvicorn.run(app, host=args.host, port=args.port, log_level="warning",
+                        timeout_graceful_shutdown=SHUTDOWN_S)
     finally:
         service.close()
     return 0

@@ -16,10 +16,11 @@ import queue
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -34,6 +35,8 @@ from lookalike.matchers.cache import EmbeddingCache
 from lookalike.model import LookalikeModel
 from lookalike.service.files import ImageFiles
 from lookalike.service.limits import DEFAULT_MAX_MEGAPIXELS
+
+T = TypeVar("T")
 
 MAX_NAME = 100
 DEFAULT_MAX_PIXELS = DEFAULT_MAX_MEGAPIXELS * 1_000_000
@@ -91,15 +94,22 @@ def label(name: str | None) -> str:
     return base or "upload"
 
 
-def check_image(upload: Upload, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[str, np.ndarray]:
-    """(format, decoded image) of an upload: type by magic bytes first, then the loader's checks, with the
-    service's pixel limit (a small file can decode to a huge image, and a search's cost grows with its pixels)."""
+def check_kind(upload: Upload) -> str:
+    """An upload's image format by its magic bytes (before any decoder sees it), or a 4xx ServiceError."""
     if not upload.data:
         raise ServiceError(400, "empty", f"{label(upload.name)}: empty file (0 bytes)")
     kind = sniff_image_type(upload.data)
     if kind is None:
         raise ServiceError(415, "not_an_image", f"{label(upload.name)}: not an image (accepted: JPEG, PNG, GIF, "
                                                 "BMP, TIFF, WebP, PGM/PPM, HEIC/HEIF, AVIF)")
+    return kind
+
+
+def check_image(upload: Upload, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[str, np.ndarray]:
+    """(format, decoded image) of an upload: type by magic bytes first (:func:`check_kind`), then the loader's
+    checks, with the service's pixel limit (a small file can decode to a huge image, and a search's cost grows with
+    its pixels)."""
+    kind = check_kind(upload)
     try:
         return kind, decode_image(upload.data, label(upload.name), max_pixels)
     except ImageError as e:
@@ -202,6 +212,10 @@ class Service:
             self._engines.put(e)
         self.store = self._all[0].gallery.store  # for describing; requests use engines
         self.sessions_store = open_store(self.db, create=False)  # the page sessions' own connection (auth.Sessions)
+        # token checks' own connection: they had waited for an engine, so two long searches held up every login,
+        # page and API call for minutes
+        self._tokens_store = open_store(self.db, create=False)
+        self._tokens_lock = threading.Lock()
         self._stop = threading.Event()
         if model is not None:  # the gallery's faces prepared for re-ranking in the background (requests meanwhile
             # prepare their own candidates): a one-off that keeps each search's re-ranking cheap at any gallery size
@@ -216,6 +230,13 @@ class Service:
         for e in self._all:
             e.close()
         self.sessions_store.close()
+        self._tokens_store.close()
+
+    def ask_tokens(self, ask: Callable[[str, GalleryStore], T], value: str) -> T:
+        """``ask(value, store)`` on the token checks' own connection (``ask``: a method of the app's
+        :class:`~lookalike.service.auth.TokenChecker`), never waiting for an engine."""
+        with self._tokens_lock:
+            return ask(value, self._tokens_store)
 
     @contextmanager
     def engine(self) -> Iterator[Engine]:
@@ -267,7 +288,9 @@ class Service:
         return {**_subject_dict(s), "images": [_image_dict(i) for i in images]}
 
     def delete_subject(self, name: str) -> dict:
-        with self.engine() as e:
+        # under the enrolment lock: an enrolment of the subject under way (seconds of embedding after its check that
+        # the subject is live) would otherwise restore it after this had answered 200
+        with self._enrol_lock, self.engine() as e:
             self._live_subject(e, name)
             try:
                 n = e.gallery.remove(name)
@@ -286,7 +309,7 @@ class Service:
             raise ServiceError(422, "no_files", "no image files uploaded (multipart field 'files')")
         if len(uploads) > MAX_FILES:
             raise ServiceError(413, "too_many_files", f"at most {MAX_FILES} images per request")
-        checked = [check_image(u, self.max_pixels) for u in uploads]
+        kinds = [check_kind(u) for u in uploads]  # decoded one at a time below: 20 decoded at once took 3.8 GB
         sha1s = [hashlib.sha1(u.data).hexdigest() for u in uploads]
         if len(set(sha1s)) < len(sha1s):
             raise ServiceError(409, "duplicate_image", "the same image is uploaded twice in this request")
@@ -299,8 +322,8 @@ class Service:
                 u = uploads[sha1s.index(sha1)]
                 raise ServiceError(409, "duplicate_image", f"{label(u.name)}: already enrolled as image {image_id} "
                                                            f"of subject {subject!r}")
-            cache = self._embed_faces(e, uploads, [image for _, image in checked], sha1s, precropped)
-            paths = [str(self.files.put(u.data, kind)) for u, (kind, _) in zip(uploads, checked, strict=True)]
+            cache = self._embed_faces(e, uploads, sha1s, precropped)
+            paths = [str(self.files.put(u.data, kind)) for u, kind in zip(uploads, kinds, strict=True)]
             report = e.gallery.enroll(paths, [name] * len(paths), cache=cache, workers=1, progress=False)
             stored = {sha1: (image_id, status) for sha1, subject, image_id, status
                       in e.gallery.store.find_content(sha1s) if subject == name}
@@ -310,13 +333,14 @@ class Service:
             images.append({"file": label(u.name), "image_id": image_id, "status": status})
         return {"subject": name, "added": report.added, "skipped": dict(report.skipped), "images": images}
 
-    def _embed_faces(self, e: Engine, uploads: list[Upload], images: list[np.ndarray], sha1s: list[str],
-                     precropped: bool) -> EmbeddingCache:
-        """Check each photo has exactly one face (or is pre-cropped) and embed it with this engine's matcher,
-        into an in-memory cache keyed like the gallery's (so enrolment neither detects nor embeds again)."""
+    def _embed_faces(self, e: Engine, uploads: list[Upload], sha1s: list[str], precropped: bool) -> EmbeddingCache:
+        """Check each photo decodes (one at a time, keeping only its face chip) and has exactly one face (or is
+        pre-cropped), and embed it with this engine's matcher, into an in-memory cache keyed like the gallery's (so
+        enrolment neither detects nor embeds again)."""
         g, aligner = e.gallery, e.identifier.aligner
         rows = []
-        for u, image, sha1 in zip(uploads, images, sha1s, strict=True):
+        for u, sha1 in zip(uploads, sha1s, strict=True):
+            image = check_image(u, self.max_pixels)[1]
             faces = aligner.align_all(image)
             detected = [a for a in faces if a.method != "central"]
             if len(detected) > 1:

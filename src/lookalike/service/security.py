@@ -50,9 +50,9 @@ class SecurityHeaders:
 
 
 def _with_store(request: Request, ask: Callable[[str, GalleryStore], T], value: str) -> T:
-    """``ask(value, store)`` on one of the service's stores (``ask``: a method of the app's token checker)."""
-    with request.app.state.service.engine() as e:
-        return ask(value, e.gallery.store)
+    """``ask(value, store)`` on the service's token-check connection (``ask``: a method of the app's token
+    checker)."""
+    return request.app.state.service.ask_tokens(ask, value)
 
 
 async def token_match(request: Request, token: str | None) -> str | None:
