@@ -301,6 +301,9 @@ def _cases(face: bytes, enrolled_1: bytes, enrolled_2: bytes, many: bytes) -> di
         "create/dot name": ("post", "/api/subjects", {"json": {"name": ".."}}, 422, "bad_name"),
         "create/markup name": ("post", "/api/subjects", {"json": {"name": "<img src=x>"}}, 422, "bad_name"),
         "create/empty name": ("post", "/api/subjects", {"json": {"name": " "}}, 422, "bad_name"),
+        "create/fullwidth name": ("post", "/api/subjects", {"json": {"name": "Ａｎｎ"}}, 422, "bad_name"),
+        "create/ligature name": ("post", "/api/subjects", {"json": {"name": "ﬁona"}}, 422, "bad_name"),
+        "create/mixed-script name": ("post", "/api/subjects", {"json": {"name": "\u0410nn"}}, 422, "bad_name"),
         "get/sql subject": ("get", "/api/subjects/x' OR '1'='1", {}, 404, "unknown_subject"),
         "get/traversal subject": ("get", "/api/subjects/..%2F..%2Fetc%2Fpasswd", {}, 404, "not_found"),
         "image/traversal id": ("get", "/api/images/..%2F..%2Fetc%2Fpasswd/file", {}, 404, "not_found"),
@@ -620,3 +623,46 @@ def test_an_enrolment_decodes_its_photos_one_at_a_time(served, orl_dir: Path, mo
                                   for i in (5, 6, 7)])
     assert r.status_code == 201, r.text
     assert steps == ["decode", "align"] * 3
+
+
+def test_names_in_one_script_are_accepted(served):
+    """The look-alike checks refuse no plain name: Cyrillic, Greek, Japanese (kanji with kana) and accented Latin."""
+    for name in ("Анна Петрова", "Νίκος", "山田 はなこ", "Zoë Ødegård-Ñúñez"):
+        r = served.client.post("/api/subjects", json={"name": name}, headers=AUTH)
+        assert r.status_code == 201, (name, r.text)
+
+
+def test_wrong_tokens_are_throttled_by_address(served):
+    """Ten wrong tokens within a minute from one address: the next try is a 429 with the wait, the right token
+    included, on the API and on the login page; other addresses are not held up; the count ages out."""
+    from lookalike.service.security import WrongTokens
+
+    app = create_app(served.service, TokenChecker(TOKEN))
+    c = TestClient(app)
+    for _ in range(10):
+        assert c.get("/api/subjects", headers={"Authorization": "Bearer guess"}).status_code == 401
+    r = c.get("/api/subjects", headers=AUTH)
+    assert r.status_code == 429 and r.json()["error"]["code"] == "too_many_wrong_tokens" and " s" in r.text
+    import re
+
+    page = c.get("/login")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+    r = c.post("/login", data={"token": TOKEN, "csrf": csrf, "next": "/"}, follow_redirects=False)
+    assert r.status_code == 429 and "Too many wrong tokens" in r.text
+    assert r.headers["content-type"].startswith("text/html")
+    other = TestClient(app, client=("203.0.113.9", 50000))  # the same server, another address
+    assert other.get("/api/subjects", headers=AUTH).status_code == 200
+    w = WrongTokens(limit=2, window=60.0, max_clients=2)
+    w.wrong("a", now=0.0)
+    w.wrong("a", now=1.0)
+    assert w.wait("a", now=30.0) == 30.0 and w.wait("a", now=60.5) == 0.0  # the first aged out
+    w.wrong("b", now=2.0)
+    w.wrong("c", now=3.0)
+    assert w.wait("a", now=2.0) == 0.0  # the least recent address forgotten past max_clients
+
+
+def test_a_weak_lookalike_token_is_warned_about():
+    from lookalike.service.cli import weak_token_warning
+
+    assert weak_token_warning(TOKEN) is None and weak_token_warning("") is None
+    assert "easy to guess" in weak_token_warning("passwordpassword") and "easy to guess" in weak_token_warning("a" * 40)

@@ -384,6 +384,12 @@ def test_identify_and_enrol_pages(site, orl_dir: Path):
     r = client.post("/enrol", files=[("files", ("b.pgm", orl_bytes(orl_dir, 4, 2), "x"))],
                     data={"csrf": csrf, "name": "../etc"})
     assert r.status_code == 422 and "../etc" not in [s["name"] for s in service.list_subjects()]
+    for path, field in (("/enrol", "files"), ("/identify", "file")):  # a browser's file input left empty
+        r = client.post(path, files=[(field, ("", b"", "application/octet-stream"))],
+                        data={"csrf": csrf, "name": "Nobody Yet"})
+        assert r.status_code == 422 and "No photo was chosen" in r.text and "UploadFile" not in r.text, r.text
+    r = client.post("/identify", data={"csrf": csrf, "note": "x" * (1024 * 1024 + 10)}, files={"file": ("a", b"")})
+    assert r.status_code == 400 and "could not be read" in r.text and r.headers["content-type"].startswith("text/html")
 
     page = client.get("/enrol?prefix=New")  # the list narrowed by a prefix; the heading counts every subject
     assert page.status_code == 200 and f"Subjects ({service.count_subjects()})" in page.text

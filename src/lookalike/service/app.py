@@ -18,15 +18,18 @@ from lookalike.service.access import AccessLog, Record
 from lookalike.service.auth import Sessions, TokenChecker
 from lookalike.service.core import Service, ServiceError
 from lookalike.service.limits import DEFAULT_MAX_UPLOAD_MB, BodyLimit
-from lookalike.service.security import SecurityHeaders
+from lookalike.service.security import SecurityHeaders, WrongTokens
 
 CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
-         409: "conflict", 413: "too_large", 415: "unsupported_media_type", 422: "invalid_request"}
+         409: "conflict", 413: "too_large", 415: "unsupported_media_type", 422: "invalid_request",
+         429: "too_many_requests"}
 
 
 # What a person reading a page is told (the API answers JSON)
-PAGE_MESSAGES = {404: "There is no such page or search here. Check the address, or find the search in the list.",
+PAGE_MESSAGES = {400: "The form could not be read (a field far too long, or not a form): go back and try again.",
+                 404: "There is no such page or search here. Check the address, or find the search in the list.",
                  405: "That page cannot be used that way: go back and use its form or links."}
+NO_PHOTO = "No photo was chosen: choose a photo file and send the form again."
 
 
 def error(status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
@@ -51,9 +54,12 @@ def create_app(service: Service, tokens: TokenChecker, max_upload_mb: float = DE
     app.state.service = service
     app.state.tokens = tokens
     app.state.sessions = Sessions(service.sessions_store)
+    app.state.wrong_tokens = WrongTokens()
 
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, exc: ServiceError):
+        if exc.status == 429 and pages.is_page(request):  # the login form
+            return await pages.error_page(request, 429, f"{exc.message[0].upper()}{exc.message[1:]}.")
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
         return error(exc.status, exc.code, exc.message, headers)
 
@@ -68,6 +74,8 @@ def create_app(service: Service, tokens: TokenChecker, max_upload_mb: float = DE
         if pages.is_page(request) and request.method == "GET":  # e.g. /review/abc: an address typed wrong
             return await pages.error_page(request, 404, PAGE_MESSAGES[404])
         if pages.is_page(request):
+            if {str(e["loc"][1]) for e in exc.errors() if len(e.get("loc", ())) > 1} & {"file", "files"}:
+                return await pages.error_page(request, 422, NO_PHOTO)  # a browser's empty file input
             return await pages.error_page(request, 422, "The form was not complete or not valid "
                                                         f"({_validation_message(exc)}): go back and try again.")
         return error(422, "invalid_request", _validation_message(exc))

@@ -15,6 +15,7 @@ import os
 import queue
 import re
 import threading
+import unicodedata
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -69,9 +70,13 @@ class Upload:
     data: bytes
 
 
+LOOKALIKE_SCRIPTS = {"LATIN", "CYRILLIC", "GREEK"}  # scripts whose letters look alike (A, А, Α)
+
+
 def check_subject_name(name: object) -> str:
     """A new subject's name: 1-100 characters, letters, digits, spaces and . ' - _ , ( ) only, not starting with
-    a dot (so no path, markup or SQL fragment can be a name)."""
+    a dot (so no path, markup or SQL fragment can be a name); in its plain Unicode form (NFKC) and not mixing Latin,
+    Cyrillic and Greek letters, so no two subjects' names look the same on a page."""
     if not isinstance(name, str):
         raise ServiceError(422, "bad_name", "a subject name must be a string")
     if not name or name != name.strip():
@@ -84,6 +89,13 @@ def check_subject_name(name: object) -> str:
                                             f"only; got {''.join(bad)!r}")
     if name.startswith("."):
         raise ServiceError(422, "bad_name", "a subject name cannot start with a dot")
+    if unicodedata.normalize("NFKC", name) != name:  # fullwidth letters, ligatures, superscripts: a second "Ann"
+        raise ServiceError(422, "bad_name", f"a subject name must be in its plain form (Unicode NFKC): "
+                                            f"{unicodedata.normalize('NFKC', name)!r}, not {name!r}")
+    scripts = {unicodedata.name(c, "").split(" ")[0] for c in name if c.isalpha()} & LOOKALIKE_SCRIPTS
+    if len(scripts) > 1:  # "Аnn" with a Cyrillic А shows as "Ann" on every page
+        raise ServiceError(422, "bad_name", f"a subject name mixes {' and '.join(sorted(scripts)).lower()} letters "
+                                            "that look alike; write it in one script")
     return name
 
 

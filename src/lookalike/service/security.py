@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import math
+import threading
+import time
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -55,9 +59,47 @@ def _with_store(request: Request, ask: Callable[[str, GalleryStore], T], value: 
     return request.app.state.service.ask_tokens(ask, value)
 
 
+class WrongTokens:
+    """Wrong tokens by client address: an address that gave ``limit`` of them within ``window`` seconds is refused
+    (429) until the oldest is that old, so a guessed LOOKALIKE_TOKEN costs minutes a guess, not a millisecond (it had
+    answered 1,176 guesses a second). At most ``max_clients`` addresses are remembered (the least recent dropped)."""
+
+    def __init__(self, limit: int = 10, window: float = 60.0, max_clients: int = 10_000) -> None:
+        self.limit, self.window, self.max_clients = limit, window, max_clients
+        self._seen: OrderedDict[str, deque[float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def wait(self, who: str, now: float | None = None) -> float:
+        """Seconds before ``who`` may try a token again (0: now)."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            times = self._seen.get(who)
+            while times and times[0] <= now - self.window:
+                times.popleft()
+            return times[0] + self.window - now if times and len(times) >= self.limit else 0.0
+
+    def wrong(self, who: str, now: float | None = None) -> None:
+        """Count a wrong token from ``who``."""
+        with self._lock:
+            self._seen.setdefault(who, deque()).append(time.monotonic() if now is None else now)
+            self._seen.move_to_end(who)
+            while len(self._seen) > self.max_clients:
+                self._seen.popitem(last=False)
+
+
 async def token_match(request: Request, token: str | None) -> str | None:
-    """Which valid token ``token`` is (:meth:`TokenChecker.match`), or None."""
-    return await run_in_threadpool(_with_store, request, request.app.state.tokens.match, token) if token else None
+    """Which valid token ``token`` is (:meth:`TokenChecker.match`), or None; a ServiceError 429 for an address that
+    gave too many wrong ones lately (:class:`WrongTokens`)."""
+    if not token:
+        return None
+    wrong, who = request.app.state.wrong_tokens, request.client.host if request.client else ""
+    if (wait := wrong.wait(who)) > 0:
+        raise ServiceError(429, "too_many_wrong_tokens", f"too many wrong tokens from this address; try again in "
+                                                         f"{math.ceil(wait)} s")
+    which = await run_in_threadpool(_with_store, request, request.app.state.tokens.match, token)
+    if which is None:
+        wrong.wrong(who)
+    return which
 
 
 async def token_ok(request: Request, token: str | None) -> bool:
