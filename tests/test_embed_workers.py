@@ -3,6 +3,7 @@ with one line, never restarting workers for ever."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -57,8 +58,10 @@ def _start_embedding(tmp_path: Path, n: int = 40) -> tuple[subprocess.Popen, lis
         write_synthetic(folder / f"p{i % 8}" / f"{i}.png", i, (64, 64))
     cmd = [sys.executable, "-m", "lookalike.cli", "embed", "--data", str(folder), "--matcher", "torch", "--workers",
            "2", "--cache", "none", "--out", str(tmp_path / "e.npz"), "--no-progress"]
+    # Ctrl-C's default action in the command, as a shell gives it: a child inherits an ignored SIGINT, and some full
+    # test runs had left pytest's own SIGINT ignored (seen as SIG_IGN in one run in three, from no test's own code)
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         kids = subprocess.run(["pgrep", "-P", str(proc.pid), "-f", "spawn_main"], capture_output=True,

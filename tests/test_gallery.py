@@ -667,3 +667,18 @@ def test_enroll_lists_what_the_loader_left_out(tmp_path: Path, face_folders: Pat
     assert out["skipped"] == {"missing": 1, "nested_folder": 1, "outside_identity_folder": 1,
                               "skipped_non_image_files": 1}
     assert sum("stray.png" in m for m in out["messages"]) == 1
+
+
+def test_a_line_break_in_a_file_name_does_not_split_console_lines(tmp_path: Path, face_folders: Path, capsys) -> None:
+    """enroll's duplicate and skip lines and identify's table write a control character in a name as its escape."""
+    odd = face_folders / "p05" / "new\nline.png"
+    odd.write_bytes((face_folders / "p06" / "0.png").read_bytes())  # p06's photo under p05: a duplicate
+    (face_folders / "p05" / "x\x1b[2K.txt").write_text("not an image")
+    db = str(tmp_path / "g.sqlite")
+    assert main(["enroll", "--gallery", str(face_folders), "--db", db, "--matcher", FAST_MATCHER, "--cache", "none",
+                 "--workers", "1", "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "new\\nline.png" in err and "x\\x1b[2K.txt" in err and "new\nline" not in err and "\x1b" not in err
+    assert main(["identify", str(odd), "--db", db]) == 0
+    table = capsys.readouterr().out
+    assert "new\\nline.png" in table and "new\nline" not in table

@@ -516,6 +516,12 @@ def test_an_enrolled_file_changed_on_disk_is_never_shown_as_the_enrolled_face(or
             assert client.get(f"/api/images/{i}/{kind}.png", headers=AUTH).status_code == 200
     (folder / "1.pgm").write_bytes(orl_bytes(orl_dir, 6, 1))  # another person's photo under the same name
     (folder / "2.pgm").unlink()
+    import os
+
+    os.mkfifo(folder / "2.pgm")  # a named pipe in its place: refused, not read (which would block an engine)
+    r = client.get(f"/api/images/{ids['2.pgm']}/file", headers=AUTH)
+    assert (r.status_code, r.json()["error"]["code"]) == (409, "image_file_changed")
+    (folder / "2.pgm").unlink()
     for url, status, code in ((f"/api/images/{ids['1.pgm']}/file", 409, "image_file_changed"),
                               (f"/api/images/{ids['1.pgm']}/face.png", 409, "image_file_changed"),
                               (f"/api/images/{ids['1.pgm']}/photo.png", 409, "image_file_changed"),

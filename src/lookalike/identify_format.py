@@ -9,6 +9,8 @@ import html
 import io
 from collections import Counter
 
+from lookalike.summary import one_line
+
 CSV_FIELDS = ("photo", "photo_status", "face", "box", "face_px", "detection", "rank", "subject", "image", "base_score",
               "base_rank", "final_score", "lookalike_group", "ambiguous", "decision_subject", "enrolled",
               "batch_distance", "fpir", "threshold", "calibrated_on", "message")
@@ -117,10 +119,10 @@ def format_table(result: dict) -> str:
         lines.append(batch_line(result))
     for r in result["results"]:
         if r["status"] != "ok":
-            lines += ["", f"{r['photo']}: {unusable(r)}"]
+            lines += ["", one_line(f"{r['photo']}: {unusable(r)}")]
             continue
         for f in r["faces"]:
-            lines += ["", f"{where(r['photo'], f)}: {verdict(f['decision'], bool(model))}"
+            lines += ["", f"{where(one_line(r['photo']), f)}: {verdict(f['decision'], bool(model))}"
                       + ("; AMBIGUOUS: the top candidates are lookalikes of each other" if f["ambiguous"] else "")]
             if f.get("resolution_note"):
                 lines.append(f"note: {f['resolution_note']}")
@@ -130,10 +132,11 @@ def format_table(result: dict) -> str:
             for c in f["candidates"]:
                 g = c["lookalike_group"] or ""
                 dist = f"{c['batch_distance']:>7.4f}  " if batch else ""
-                lines.append(f"{c['rank']:>4}  {c['subject'][:28]:<28} {c['final_score']:>8.4f} {c['base_score']:>8.4f}"
-                             f"  {c['base_rank']:>4} → {c['rank']:<3}  {dist}{g!s:>5}  {c['image']}")
+                lines.append(f"{c['rank']:>4}  {one_line(c['subject'])[:28]:<28} {c['final_score']:>8.4f} "
+                             f"{c['base_score']:>8.4f}  {c['base_rank']:>4} → {c['rank']:<3}  {dist}{g!s:>5}  "
+                             f"{one_line(c['image'])}")
     if left_out_lines(result):
-        lines += ["", "left out of the folders given:", *left_out_lines(result)]
+        lines += ["", "left out of the folders given:", *map(one_line, left_out_lines(result))]
     return "\n".join(lines) + "\n"
 
 

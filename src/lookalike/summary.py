@@ -7,6 +7,12 @@ import sys
 from typing import TextIO
 
 
+def one_line(text: str) -> str:
+    """``text`` for a console line: a line break or other control character in a file or folder name written as its
+    escape (``\\n``), so that one name cannot split the line or send a terminal's escape codes."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 def format_summary(counts: dict, files: dict[str, str] | None = None, title: str = "summary") -> str:
     """Lines for ``counts``: ``{label: int}`` or ``{label: {reason: int}}`` (a group counted by reason).
 

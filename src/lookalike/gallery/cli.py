@@ -148,10 +148,12 @@ def cmd_enroll(args: argparse.Namespace) -> int:
             report.skip(reason, message)
         total, aligner = gallery.stats(), gallery.aligner
     cache.close()
+    from lookalike.summary import one_line
+
     for msg in report.messages[:MAX_LISTED]:
-        print(f"skipped: {msg}", file=sys.stderr)
+        print(f"skipped: {one_line(msg)}", file=sys.stderr)
     for d in report.duplicates[:MAX_LISTED]:
-        print(f"duplicate: {d['path']} ({d['subject']!r}) has the same bytes as images of "
+        print(f"duplicate: {one_line(d['path'])} ({d['subject']!r}) has the same bytes as images of "
               f"{', '.join(map(repr, d['also_under']))}", file=sys.stderr)
     more = max(0, len(report.messages) - MAX_LISTED) + max(0, len(report.duplicates) - MAX_LISTED)
     if more:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import time
 import warnings
 from collections import Counter
@@ -751,6 +752,9 @@ class Gallery:
         when the file is gone or unreadable, (``changed``) when its bytes are no longer the ones enrolled (the
         SHA-1 recorded then), so a replaced or edited file is never shown or used as the enrolled face."""
         try:
+            if not stat.S_ISREG(os.stat(record.path).st_mode):  # a named pipe would block the reading thread
+                raise ImageError("changed", f"{record.path}: no longer the enrolled file (not a regular file now); "
+                                            "remove the image and enrol the file again")
             data = Path(record.path).read_bytes()
         except OSError as e:
             raise ImageError("missing", f"{record.path}: the enrolled file is no longer readable "
