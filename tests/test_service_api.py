@@ -672,3 +672,17 @@ def test_a_weak_lookalike_token_is_warned_about():
 
     assert weak_token_warning(TOKEN) is None and weak_token_warning("") is None
     assert "easy to guess" in weak_token_warning("passwordpassword") and "easy to guess" in weak_token_warning("a" * 40)
+
+
+def test_head_is_answered_as_get_without_a_body(served, orl_dir: Path):
+    """HEAD (uptime checks) gets its GET's status and headers, no body; a HEAD of a write is still refused. (And an
+    FPIR a hair off a calibrated one is searched and recorded as that one.)"""
+    c = served.client
+    get, head = c.get("/api/health"), c.head("/api/health")
+    assert head.status_code == 200 == get.status_code and head.content == b""
+    assert head.headers["content-length"] == get.headers["content-length"]
+    assert c.head("/api/subjects").status_code == 401 and c.head("/api/subjects", headers=AUTH).status_code == 200
+    assert c.head("/api/identify").status_code == 405  # a POST route
+    r = c.post("/api/identify", files=upload(orl_bytes(orl_dir, 2, 9)), data={"fpir": "0.0100000001"}, headers=AUTH)
+    assert r.status_code == 200 and r.json()["fpir"] == 0.01
+    assert r.json()["results"][0]["faces"][0]["decision"]["fpir"] == 0.01

@@ -18,7 +18,7 @@ from lookalike.service.access import AccessLog, Record
 from lookalike.service.auth import Sessions, TokenChecker
 from lookalike.service.core import Service, ServiceError
 from lookalike.service.limits import DEFAULT_MAX_UPLOAD_MB, BodyLimit
-from lookalike.service.security import SecurityHeaders, WrongTokens
+from lookalike.service.security import HeadAsGet, SecurityHeaders, WrongTokens
 
 CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
          409: "conflict", 413: "too_large", 415: "unsupported_media_type", 422: "invalid_request",
@@ -99,6 +99,7 @@ def create_app(service: Service, tokens: TokenChecker, max_upload_mb: float = DE
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=str(Path(__file__).parent / "static")), name="static")
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(HeadAsGet)
     app.add_middleware(BodyLimit, max_bytes=int(max_upload_mb * 2**20))
     if access_log is not None:
         app.add_middleware(AccessLog, sink=access_log)  # outermost: every answer, a refused body's 413 too

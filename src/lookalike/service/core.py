@@ -137,12 +137,15 @@ def check_max_pixels(max_pixels: int) -> int:
     return max_pixels
 
 
-def check_settings(top: int, fpir: float) -> None:
-    """A search's ``top`` and ``fpir``, or a 422 ServiceError."""
+def check_settings(top: int, fpir: float) -> float:
+    """A search's ``top`` and ``fpir`` checked (a 422 ServiceError otherwise); the FPIR as its calibrated value
+    (0.0100000001 is searched and recorded as 0.01)."""
     if isinstance(top, bool) or not isinstance(top, int) or not 1 <= top <= MAX_TOP:
         raise ServiceError(422, "bad_top", f"top must be an integer from 1 to {MAX_TOP}")
-    if not any(np.isclose(fpir, f) for f in FPIRS):
-        raise ServiceError(422, "bad_fpir", f"fpir must be one of {', '.join(map(str, FPIRS))}")
+    for f in FPIRS:
+        if np.isclose(fpir, f):
+            return f
+    raise ServiceError(422, "bad_fpir", f"fpir must be one of {', '.join(map(str, FPIRS))}")
 
 
 def no_face_message(name: str, precropped: bool) -> str:
@@ -434,7 +437,7 @@ class Service:
         """Every face of an uploaded photo searched; each face's result is stored as a search (with the probe
         photo, and ``recorded_by``: the API token that asked). Returns the ``lookalike identify --format json``
         document, each face with its ``search_id``."""
-        check_settings(top, fpir)
+        fpir = check_settings(top, fpir)
         _, image = check_image(upload, self.max_pixels)
         with self.engine() as e:
             ident = self._identifier(e)
@@ -451,7 +454,7 @@ class Service:
         cannot be used gets its status and message in the document instead of stopping the request. Each face
         searched on its own list (batch) is stored as a search and gets its ``search_id``; a template is not stored
         (it has no one probe photo to review against)."""
-        check_settings(top, fpir)
+        fpir = check_settings(top, fpir)
         if mode not in MANY_MODES:
             raise ServiceError(422, "bad_mode", f"mode must be one of {', '.join(MANY_MODES)}")
         if not 1 <= len(uploads) <= MAX_FILES:

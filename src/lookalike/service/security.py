@@ -53,6 +53,26 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+class HeadAsGet:
+    """ASGI middleware: a HEAD request is answered as its GET is, headers only (uptime checks send HEAD; FastAPI's
+    GET routes had answered it 405)."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def headers_only(message):
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, headers_only)
+
+
 def _with_store(request: Request, ask: Callable[[str, GalleryStore], T], value: str) -> T:
     """``ask(value, store)`` on the service's token-check connection (``ask``: a method of the app's token
     checker)."""
