@@ -686,3 +686,18 @@ def test_head_is_answered_as_get_without_a_body(served, orl_dir: Path):
     r = c.post("/api/identify", files=upload(orl_bytes(orl_dir, 2, 9)), data={"fpir": "0.0100000001"}, headers=AUTH)
     assert r.status_code == 200 and r.json()["fpir"] == 0.01
     assert r.json()["results"][0]["faces"][0]["decision"]["fpir"] == 0.01
+
+
+def test_a_photo_searched_twice_shows_its_probe_on_both_searches(served, orl_dir: Path):
+    """The probe photo is kept once (with the first search); the second search's probe, photo and case report read
+    it from there."""
+    photo = orl_bytes(orl_dir, 3, 9)
+    ids = []
+    for _ in range(2):
+        r = served.client.post("/api/identify", files=upload(photo), headers=AUTH)
+        assert r.status_code == 200, r.text
+        ids.append(r.json()["results"][0]["faces"][0]["search_id"])
+    for sid in ids:
+        assert served.client.get(f"/api/searches/{sid}/probe", headers=AUTH).content == photo
+        assert served.client.get(f"/api/searches/{sid}/photo.png", headers=AUTH).status_code == 200
+        assert served.client.get(f"/api/searches/{sid}/report.html", headers=AUTH).status_code == 200
