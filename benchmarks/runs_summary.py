@@ -35,10 +35,37 @@ def against_baseline(methods: dict, name: str) -> dict:
             "broken": m["broken"]}
 
 
+class RunError(ValueError):
+    """A run folder this summary cannot read (one line)."""
+
+
+def read_metrics(run: Path) -> dict:
+    """A run's ``metrics.json`` with the saved model's figures, or a :class:`RunError` saying why not."""
+    try:
+        m = json.loads((run / "metrics.json").read_text())
+    except OSError as e:
+        raise RunError(f"{run}: no readable metrics.json ({e.strerror or e})") from None
+    except ValueError as e:
+        raise RunError(f"{run}/metrics.json: not valid JSON ({e}); run the benchmark again") from None
+    if not isinstance(m, dict) or BEST not in m.get("methods", {}) or "config" not in m:
+        raise RunError(f"{run}: no {BEST} in its metrics.json (a --no-rerank or --model run has no saved model to "
+                       "summarise)")
+    return m
+
+
+def dataset_name(m: dict) -> str:
+    """The dataset a run is of: its data folder's or file's name; for a rerun of a saved protocol.csv, the name of
+    the protocol it saved (before ``-closedset``), so two datasets' protocols are not one setting."""
+    name = Path(m["config"]["data"]).name
+    if name.lower() == "protocol.csv":
+        name = str(m.get("protocol", {}).get("name") or name).split("-closedset")[0]
+    return name
+
+
 def run_row(run: Path) -> dict:
     """The figures of one run: its protocol, the baselines' and the saved model's rank-1, and the paired tests of
     the saved model against each method of :data:`AGAINST` the run has."""
-    m = json.loads((run / "metrics.json").read_text())
+    m = read_metrics(run)
     methods, cfg = m["methods"], m["config"]
     plain = "baseline-plain" if "baseline-plain" in methods else "baseline"
     paired = dict(m.get("paired", {}).get(BEST, {}))
@@ -55,7 +82,7 @@ def run_row(run: Path) -> dict:
                  "kept": tuning["kept"], "val_rank1": tuning["val_rank1"],
                  "per_photo_val_rank1": tuning["per_photo_val_rank1"],
                  "setting": m["rerank_stats"][BATCH]["batch"], "paired": {k: bp[k] for k in BATCH_AGAINST if k in bp}}
-    return {"run": str(run), "data": Path(cfg["data"]).name, "seed": cfg["seed"], "lowres": cfg.get("lowres"),
+    return {"run": str(run), "data": dataset_name(m), "seed": cfg["seed"], "lowres": cfg.get("lowres"),
             "open_set": open_set_row(m, plain),
             "degrade": cfg.get("degrade", "bicubic"), "lowres_apply": cfg.get("lowres_apply", "both"), "probes": probes,
             "plain": methods[plain]["rank1"], "baseline": methods["baseline"]["rank1"],
@@ -186,7 +213,17 @@ def main() -> None:
     missing = [r for r in args.runs if not (Path(r) / "metrics.json").is_file()]
     if missing:
         sys.exit(f"runs_summary: error: no metrics.json in {', '.join(missing)}")
-    rows = [run_row(Path(r)) for r in args.runs]
+    try:
+        rows = [run_row(Path(r)) for r in args.runs]
+    except RunError as e:
+        sys.exit(f"runs_summary: error: {e}")
+    seen: dict[tuple, str] = {}
+    for r in rows:  # one run a setting and seed: a second would count as another seed in the per-setting table
+        key = (r["data"], face(r), r["seed"])
+        if key in seen:
+            sys.exit(f"runs_summary: error: {seen[key]} and {r['run']} are both {r['data']}, {face(r)}, seed "
+                     f"{r['seed']}; give one run a setting and seed")
+        seen[key] = r["run"]
     settings = by_setting(rows)
     text = markdown(rows) + "\n" + markdown_by_setting(settings)
     if any(r["batch"] for r in rows):

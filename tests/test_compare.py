@@ -73,3 +73,38 @@ def test_cli_prints_a_table_or_json_and_refuses_what_cannot_be_paired(tmp_path: 
         assert main(["compare", *args]) == 2
         err = capsys.readouterr().err
         assert err.startswith("lookalike: error:") and message in err and err.count("\n") == 1
+
+
+def test_runs_of_other_galleries_are_compared_with_a_note(tmp_path: Path, capsys) -> None:
+    """The same probes against a gallery with fewer distractors: the paired rank-1 test is made, and it says that
+    the galleries differ (the difference is the methods' and the galleries' together); no open set is paired."""
+    rng = np.random.default_rng(2)
+    a = _run(tmp_path / "a", {"baseline": rng.random(200) < 0.5})
+    b = _run(tmp_path / "b", {"baseline": rng.random(200) < 0.5})
+    with np.load(b / "rankings.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["gallery_paths"] = np.array([f"other{i}.jpg" for i in range(50)])
+    save_npz(b / "rankings.npz", **arrays)
+    assert main(["compare", str(a), str(b)]) == 0
+    out = capsys.readouterr().out
+    assert "note: the runs searched different galleries (50 and 50 images)" in out
+    assert "open set: not compared: the runs searched other galleries" in out
+
+
+def test_an_fpir_too_few_non_mated_searches_cannot_measure_is_said(tmp_path: Path, capsys) -> None:
+    """Six non-mated searches cannot measure FPIR 1% or 10% (their threshold sits above every non-mated score): the
+    report, compare and metrics say so instead of showing the figures as DIR at those FPIRs."""
+    from lookalike.benchmark import open_set_summary
+    from lookalike.metrics import unmeasurable_fpirs
+    from lookalike.report import open_set_section
+
+    rng = np.random.default_rng(3)
+    o = OpenSetScores(rng.random(40), rng.random(40) < 0.7, rng.random(6))
+    summary, _ = open_set_summary({"baseline": o}, n_boot=20, seed=0)
+    assert summary["baseline"]["unmeasurable_fpirs"] == [0.01, 0.1] == unmeasurable_fpirs(6)
+    assert unmeasurable_fpirs(99) == [0.01] and unmeasurable_fpirs(100) == []
+    text = "\n".join(open_set_section(summary))
+    assert "Too few non-mated searches for FPIR 1%, 10%" in text
+    ok, _ = open_set_summary({"baseline": OpenSetScores(rng.random(40), rng.random(40) < 0.7, rng.random(500))},
+                             n_boot=20, seed=0)
+    assert "Too few" not in "\n".join(open_set_section(ok))

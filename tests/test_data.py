@@ -221,6 +221,20 @@ def test_tinyface_official_lists(tinyface_root, tinyface_protocol_dir):
     assert not set(tr.identities.tolist()) & set(t.role(*TEST_ROLES).identities.tolist())
 
 
+def test_a_tinyface_run_missing_official_files_is_warned_about(tinyface_root, tinyface_protocol_dir):
+    """Part of the official images (here 1 in 13 probes): the run's figures are not comparable with published ones,
+    and the benchmark says so (printed, and kept in metrics.json)."""
+    from lookalike.benchmark import protocol_warnings
+
+    root, _ = tinyface_root
+    t = load_tinyface(root, protocol_dir=tinyface_protocol_dir)
+    (warning,) = protocol_warnings(root, t, saved=False)
+    assert "files the official protocol lists are absent (missing_probe_files" in warning
+    assert "not comparable with published ones" in warning
+    whole = FaceTable(t.paths, t.identities, t.roles)  # every listed file present: no warning
+    assert protocol_warnings(root, whole, saved=False) == []
+
+
 def test_tinyface_protocol_files_found_in_root_or_testing_set(tinyface_root, tinyface_protocol_dir):
     root, _ = tinyface_root
     with pytest.raises(FileNotFoundError, match=PROBE_MAT):

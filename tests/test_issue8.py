@@ -72,6 +72,44 @@ def test_item01_rerun_from_protocol_csv_is_exact(tmp_path, capsys):
     assert mb["methods"] == ma["methods"]
 
 
+def test_item01_an_edited_protocol_cannot_mix_test_and_training_people(tmp_path, capsys):
+    """A person given a train row and a test row (a hand-edited protocol.csv, or a CSV with a role column) is refused
+    before any work, as is a validation person with train rows; --max-people cannot shrink given roles; a CSV of
+    roles without its protocol.json runs with a warning that its settings are the run's options."""
+    data = shaped_dataset(tmp_path / "d", [4] * 12)
+    p = make_protocol(load_folders(data), seed=3, lowres=16)
+    p.save(tmp_path / "protocol")
+    csv_path = tmp_path / "protocol" / "protocol.csv"
+    rows = list(csv.DictReader(open(csv_path, newline="")))
+    test_person = next(r["identity"] for r in rows if r["role"] == "probe")
+    val_person = next(r["identity"] for r in rows if r["role"] == "val_probe")
+    for who in (test_person, val_person):
+        edited = tmp_path / f"edited-{who}" / "protocol.csv"
+        edited.parent.mkdir()
+        (edited.parent / "protocol.json").write_bytes((tmp_path / "protocol" / "protocol.json").read_bytes())
+        with open(edited, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            first = next(i for i, r in enumerate(rows) if r["role"] == "train")
+            w.writerows({**r, "path": str(csv_path.parent / r["path"]),
+                         "identity": who if i == first else r["identity"]} for i, r in enumerate(rows))
+        code = main(["benchmark", "--data", str(edited), "--out", str(tmp_path / f"o-{who}"), *_fast(tmp_path)])
+        _one_line_error(capsys, code, f"1 people are both {'test' if who == test_person else 'validation'} people")
+    code = main(["benchmark", "--data", str(csv_path), "--max-people", "5", "--out", str(tmp_path / "m"),
+                 *_fast(tmp_path)])
+    _one_line_error(capsys, code, "--max-people cannot shrink")
+    alone = tmp_path / "alone" / "protocol.csv"
+    alone.parent.mkdir()
+    with open(alone, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows({**r, "path": str(csv_path.parent / r["path"])} for r in rows)
+    assert main(["benchmark", "--data", str(alone), "--no-rerank", "--out", str(tmp_path / "a"),
+                 *_fast(tmp_path)]) == 0
+    assert "warning: protocol.csv assigns the roles but has no protocol.json" in capsys.readouterr().err
+    assert "no protocol.json" in json.loads((tmp_path / "a" / "metrics.json").read_text())["protocol"]["warnings"][0]
+
+
 # 2 ------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("n_people", [2, 4, 5, 6, 7])
 def test_item02_small_dataset_fails_before_embedding(n_people, tmp_path, capsys, monkeypatch):

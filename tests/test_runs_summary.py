@@ -63,6 +63,37 @@ def test_a_folder_without_metrics_is_a_one_line_error(tmp_path):
     assert r.returncode == 1 and r.stderr.strip() == f"runs_summary: error: no metrics.json in {tmp_path}"
 
 
+def test_runs_it_cannot_summarise_are_one_line_errors(summary, tmp_path):
+    """A corrupt metrics.json, a run without a saved model (--no-rerank, --model), and two runs of one setting and
+    seed (they would count as two seeds) are refused in one line; a rerun of a saved protocol.csv is named after the
+    protocol's dataset, not "protocol.csv"."""
+    import os
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(BENCHMARKS.parent / "src"), str(BENCHMARKS)])}
+
+    def refused(*runs: Path) -> str:
+        r = subprocess.run([sys.executable, str(SCRIPT), *map(str, runs)], capture_output=True, text=True, env=env)
+        assert r.returncode == 1 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
+        return r.stderr
+
+    good = _run(tmp_path / "good", 20, 0.52, 0.56, plain=0.48)
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "metrics.json").write_text((good / "metrics.json").read_text()[:50])
+    assert "not valid JSON" in refused(corrupt)
+    plain_only = tmp_path / "plain"
+    plain_only.mkdir()
+    (plain_only / "metrics.json").write_text(json.dumps({"methods": {"baseline": {"rank1": 0.5}}, "config": {}}))
+    assert "no lookalike-best" in refused(plain_only)
+    again = _run(tmp_path / "again", 20, 0.52, 0.56, plain=0.48)
+    assert "both lfw, ~20 px, seed 1" in refused(good, again)
+    m = json.loads((again / "metrics.json").read_text())
+    m["config"]["data"] = "runs/orl/protocol/protocol.csv"
+    m["protocol"]["name"] = "orl-closedset-lowres20-both"
+    (again / "metrics.json").write_text(json.dumps(m))
+    assert summary.run_row(again)["data"] == "orl"
+
+
 def test_batch_table_compares_the_batch_setting_with_both_settings(summary, tmp_path):
     """Runs with a ``lookalike-batch`` row get the batch table: against the plain baseline (at full resolution the
     run's own baseline and the row's McNemar test), the transductive k-reciprocal and the per-photo model."""

@@ -36,6 +36,7 @@ from lookalike.metrics import (
     mcnemar,
     open_set_statistics,
     paired_mean,
+    unmeasurable_fpirs,
 )
 from lookalike.model import LookalikeModel
 from lookalike.outputs import prepare_output_folder, publish_outputs, published_paths
@@ -150,6 +151,22 @@ def headroom(base_first: np.ndarray, new_first: np.ndarray, depth: int = 10) -> 
             "headroom_broken": int(((base_first < 1) & (new_first >= 1)).sum())}
 
 
+def protocol_warnings(data: str | Path, table: FaceTable, saved: bool) -> list[str]:
+    """What makes a run other than it looks, printed and kept in metrics.json: a CSV that assigns roles without the
+    protocol.json of a saved protocol (``saved``: whether there is one), and files an official protocol (TinyFace)
+    lists that are absent."""
+    out = []
+    if (table.roles != "").any() and Path(data).suffix.lower() == ".csv" and not saved:
+        out.append(f"{Path(data).name} assigns the roles but has no protocol.json beside it: the resolution, "
+                   "degradation and seed are this run's options, not a saved protocol's")
+    absent = {k: table.notes[k] for k in ("missing_probe_files", "missing_gallery_files") if table.notes.get(k)}
+    if absent:
+        listed = ", ".join(f"{k} {v}" for k, v in absent.items())
+        out.append(f"files the official protocol lists are absent ({listed}): the figures are not comparable with "
+                   "published ones on the whole protocol")
+    return out
+
+
 def run_benchmark(cfg: BenchmarkConfig) -> dict:
     """Run the whole benchmark and write metrics.json, report.md, cmc.png and the ranked lists to cfg.out (into its
     staging folder, moved into place when the run completes: an interrupted run leaves an earlier one's outputs)."""
@@ -167,12 +184,17 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
     t0 = time.perf_counter()
     cache = EmbeddingCache(cfg.cache)  # a corrupt or read-only cache fails here, before any work
     table = load_dataset(cfg.data, exclude=[final])
+    given_roles = bool((table.roles != "").any())  # a saved protocol, a CSV with a role column, TinyFace
+    if cfg.max_people and given_roles:
+        raise ValueError(f"--max-people cannot shrink {cfg.data}: its roles are given (a saved protocol, or a "
+                         "protocol's own split); leave it out to run the protocol as it is")
     out = prepare_output_folder(final, keep=[cfg.data])
     if cfg.max_people:
         table = sample_people(table, cfg.max_people, cfg.seed)
     screened = screen_table(table, cache.ok_keys(), cfg.progress)
     table = screened.table
     saved = saved_settings(cfg.data) or {}
+    warnings = protocol_warnings(cfg.data, table, bool(saved))
     name = saved.get("name") or (f"{Path(cfg.data).name}-closedset"
                                  + (f"-lowres{cfg.lowres}-{cfg.lowres_apply}" if cfg.lowres else "")
                                  + (f"-{cfg.degrade}" if cfg.lowres and cfg.degrade != "bicubic" else ""))
@@ -229,7 +251,7 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
                      "n_probes_searched": len(test.probes), "n_gallery_searched": len(test.gallery),
                      "probes_without_mate": test.notes["probes_without_mate"],
                      "skipped_probes": test.notes["skipped_probes"], "skipped_gallery": test.notes["skipped_gallery"],
-                     "dataset_notes": table.notes},
+                     "dataset_notes": table.notes, "warnings": warnings},
         "methods": methods,
         "paired": {n: paired_closed_set(test, rankings, ranks, n, others, cfg.n_boot, cfg.seed)
                    for n, others in PAIRINGS if n in rankings},
@@ -361,7 +383,8 @@ def open_set_summary(outcomes: dict[str, OpenSetScores], n_boot: int, seed: int,
              for n, others in PAIRINGS if n in outcomes}
     cis, diffs = open_set_statistics(outcomes, tuple((n, o) for n, os in pairs.items() for o in os), n_boot=n_boot,
                                      seed=seed)
-    summary = {n: {**o.rates(), **cis[n], "n_mated": len(o.mated_top), "n_nonmated": len(o.nonmated_top)}
+    summary = {n: {**o.rates(), **cis[n], "n_mated": len(o.mated_top), "n_nonmated": len(o.nonmated_top),
+                   **({"unmeasurable_fpirs": unmeasurable_fpirs(len(o.nonmated_top))} if len(o.nonmated_top) else {})}
                for n, o in outcomes.items()}
     if thresholds is not None and FIXED_MODEL in outcomes:
         summary[FIXED_MODEL]["calibrated"] = calibrated_open_set(outcomes[FIXED_MODEL], thresholds)

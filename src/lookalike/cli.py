@@ -276,6 +276,8 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         progress=not args.no_progress, model=args.model)
     metrics = run_benchmark(cfg)
     p = metrics["protocol"]
+    for warning in p.get("warnings", []):
+        print(f"lookalike: warning: {warning}", file=sys.stderr)
     print(f"{p['name']}: {p['n_probes_searched']} probes, {p['n_gallery_searched']} gallery images "
           f"({p['n_distractors']} distractors)")
     print(method_table(metrics["methods"]))

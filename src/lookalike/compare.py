@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lookalike.metrics import OpenSetScores, mcnemar, open_set_statistics
+from lookalike.metrics import OpenSetScores, mcnemar, open_set_statistics, unmeasurable_fpirs
 from lookalike.report import format_p
 
 DEFAULT_METHODS = ("lookalike-best", "lookalike-model", "baseline")  # the first a run has, when none is named
@@ -71,13 +71,18 @@ def compare(a: RunMethod, b: RunMethod, n_boot: int = 1000, seed: int = 0) -> di
            "rank1": {"a": float(a.hits.mean()), "b": float(b.hits.mean()),
                      "diff": float(a.hits.mean() - b.hits.mean()), **mcnemar(b.hits, a.hits)}}
     out["n_boot"] = n_boot
-    if a.open_set is None or b.open_set is None:
+    same_gallery = bool(np.array_equal(a.gallery_paths, b.gallery_paths))
+    if not same_gallery:  # a paired test still, but of the method and the gallery together: said, not hidden
+        out["gallery_note"] = (f"the runs searched different galleries ({len(a.gallery_paths)} and "
+                               f"{len(b.gallery_paths)} images): the difference is the methods' and the galleries' "
+                               "together")
+    if not same_gallery:
+        out["open_set"] = None
+        out["open_set_note"] = "not compared: the runs searched other galleries"
+    elif a.open_set is None or b.open_set is None:
         out["open_set"] = None
         out["open_set_note"] = ("not compared: a run has no non-mated searches (no distractors, or a run saved before "
                                 "rankings.npz kept them)")
-    elif not np.array_equal(a.gallery_paths, b.gallery_paths):
-        out["open_set"] = None
-        out["open_set_note"] = "not compared: the runs searched other galleries"
     else:
         cis, paired = open_set_statistics({"a": a.open_set, "b": b.open_set}, (("a", "b"),), n_boot=n_boot,
                                           seed=seed)
@@ -93,9 +98,16 @@ def format_comparison(r: dict) -> str:
              f"rank-1 on the same {r['n_probes']} probes: A {100 * k['a']:.2f}, B {100 * k['b']:.2f}, A - B "
              f"{100 * k['diff']:+.2f} points (exact McNemar p {k['mcnemar_p']:.2g}; {k['fixed']} probes A gets right "
              f"and B not, {k['broken']} the other way)"]
+    if r.get("gallery_note"):
+        lines.append(f"note: {r['gallery_note']}")
     o = r["open_set"]
     if o is None:
         return "\n".join([*lines, f"open set: {r['open_set_note']}"])
+    few = unmeasurable_fpirs(o["n_nonmated"])
+    if few:
+        lines.append(f"note: {o['n_nonmated']} non-mated searches cannot measure FPIR "
+                     f"{', '.join(f'{100 * f:g}%' for f in few)} (fewer than 1 / FPIR): those rows threshold above the "
+                     "highest non-mated score")
     lines += ["", f"open set ({r['n_probes']} mated, {o['n_nonmated']} non-mated searches; each thresholding its own "
                   "scores; bootstrap 95% CIs, paired two-sided bootstrap p):", "",
               "| FPIR | DIR A [95% CI] | DIR B [95% CI] | A - B [95% CI] | p |", "|---|---|---|---|---|"]

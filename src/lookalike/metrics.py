@@ -100,7 +100,9 @@ def bootstrap_ci(values: np.ndarray, n_boot: int = 1000, seed: int = 0, level: f
 
 def evaluate(positions: list[np.ndarray], ranks: tuple[int, ...] = RANKS, n_boot: int = 1000,
              seed: int = 0) -> dict:
-    """rank-k hit rates (fractions), mAP, and bootstrap 95% CIs on rank-1 and mAP over probes with mates."""
+    """rank-k hit rates (fractions), mAP, and bootstrap 95% CIs on rank-1 and mAP over the probes given, each of
+    which has a mate in the gallery (a probe whose mate is not in its list counts as a miss; the benchmark sets
+    probes without an enrolled mate aside before this)."""
     first = first_hits(positions)
     out = {f"rank{k}": float(np.mean(first < k)) if len(first) else float("nan") for k in ranks}
     aps = [average_precision(p) for p in positions]
@@ -281,3 +283,9 @@ def paired_mean(new: np.ndarray, old: np.ndarray, n_boot: int = 1000, seed: int 
     return {"diff": float(d.mean()), "diff_ci95": [float(x) for x in np.quantile(means, [(1 - level) / 2,
                                                                                           (1 + level) / 2])],
             "p": bootstrap_p(means)}
+
+
+def unmeasurable_fpirs(n_nonmated: int, fpirs: tuple[float, ...] = (0.01, 0.1)) -> list[float]:
+    """The FPIRs that ``n_nonmated`` non-mated searches cannot measure (fewer than 1 / FPIR of them): the threshold
+    then sits above the highest non-mated score, an FPIR of 0 on them, and the DIR is not the named FPIR's."""
+    return [f for f in fpirs if n_nonmated * f < 1]

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from lookalike.io import atomic_write
-from lookalike.metrics import OpenSetScores
+from lookalike.metrics import OpenSetScores, unmeasurable_fpirs
 
 RANK_KEYS = ("rank1", "rank5", "rank10", "rank20", "rank50", "mAP")
 
@@ -72,6 +72,12 @@ def open_set_section(open_set: dict[str, dict], paired: dict[str, dict[str, dict
     lines += ["", f"{any_o['n_mated']} mated searches; {any_o['n_nonmated']} non-mated searches (each distractor "
                   "against the rest of the gallery), each method thresholding its own final score. CI: bootstrap "
                   "over the mated and the non-mated searches, each resample setting its own threshold.", ""]
+    few = unmeasurable_fpirs(any_o["n_nonmated"])
+    if few:
+        lines += [f"**Too few non-mated searches for FPIR {', '.join(f'{100 * f:g}%' for f in few)}** (fewer than 1 / "
+                  "FPIR): the threshold there sits above the highest non-mated score (an FPIR of 0 on these "
+                  "searches), so those columns are not DIR at that FPIR; a gallery with more distractors measures it.",
+                  ""]
     rows = [f"- `{name}` vs `{other}`: DIR @ FPIR 1% {_paired(r, 'dir@fpir=0.01', n_boot)}; @ FPIR 10% "
             f"{_paired(r, 'dir@fpir=0.1', n_boot)}" for name, others in (paired or {}).items()
             for other, r in others.items() if r]

@@ -19,11 +19,17 @@ def versions() -> dict[str, str]:
             out[p] = metadata.version(p)
         except metadata.PackageNotFoundError:
             out[p] = "not installed"
+    here = Path(__file__).parent
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
-                                capture_output=True, text=True, timeout=5)
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True,
+                                timeout=5)
         if commit.returncode == 0:
             out["git_commit"] = commit.stdout.strip()
+            # the commit alone does not name the code when the package's own files were changed since
+            changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "."], cwd=here,
+                                     capture_output=True, text=True, timeout=5)
+            if changed.returncode == 0:
+                out["git_uncommitted_changes"] = "yes" if changed.stdout.strip() else "no"
     except (OSError, subprocess.SubprocessError):
         pass
     return out

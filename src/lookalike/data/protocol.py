@@ -147,12 +147,32 @@ def make_protocol(table: FaceTable, seed: int = 0, test_fraction: float = 0.5, v
         _, val_people = split_people(train_people, val_fraction, rng)
         val_rows = train_rows & np.isin(ids, list(val_people))
         roles[val_rows] = _enrol(ids, val_people, rng, "val_")[val_rows]
+    check_people_apart(ids, roles)
     protocol = Protocol(FaceTable(table.paths, ids, roles, dict(table.notes)), name=name, seed=seed,
                         test_fraction=test_fraction, val_fraction=val_fraction, lowres=lowres,
                         lowres_apply=lowres_apply, degrade=degrade)
     if require_test and protocol.counts()["n_probes"] == 0:
         raise ValueError("the protocol has no probes: the test people need two or more images each")
     return protocol
+
+
+TEST_ROLES = ("probe", "gallery", "distractor")
+
+
+def check_people_apart(identities: np.ndarray, roles: np.ndarray) -> None:
+    """A one-line ValueError when a person is both a test person and a train or validation person, or both a
+    validation and a train person (roles given by a CSV or an edited protocol.csv): what a model learns or is tuned
+    on must not be whom it is tested on."""
+    ids, roles = np.asarray(identities, dtype=object), np.asarray(roles).astype(str)
+    test = set(ids[np.isin(roles, TEST_ROLES)].tolist())
+    val = set(ids[np.char.startswith(roles, "val_")].tolist())
+    train = set(ids[roles == "train"].tolist())
+    for both, what in ((test & (train | val), "test people and train or validation people"),
+                       (val & train, "validation people and train people")):
+        if both:
+            named = ", ".join(sorted(map(str, both))[:5]) + (", ..." if len(both) > 5 else "")
+            raise ValueError(f"{len(both)} people are both {what} ({named}): a protocol keeps them apart; "
+                             "fix their roles")
 
 
 SAVED_SETTINGS = ("seed", "lowres", "lowres_apply", "degrade", "test_fraction", "val_fraction")
