@@ -156,6 +156,14 @@ def _other_faiss(db: Path) -> None:
     shutil.copy(vector_dir(other) / "index" / "index.faiss", vector_dir(db) / "index" / "index.faiss")
 
 
+def _same_shape_faiss(db: Path) -> None:
+    """Another gallery's FAISS file of the same size and kind (other vectors) under this gallery's index.json: it
+    loads and counts right, so only the stamp of the index's files can tell (every probe lost its true match)."""
+    other = db.with_name("other.sqlite")
+    _gallery(other, seed=2).close()
+    shutil.copy(vector_dir(other) / "index" / "index.faiss", vector_dir(db) / "index" / "index.faiss")
+
+
 def _edit_meta(**changes):
     def edit(db: Path) -> None:
         path = vector_dir(db) / "index" / "index.json"
@@ -165,14 +173,14 @@ def _edit_meta(**changes):
 
 
 @pytest.mark.parametrize("damage", [
-    _foreign, _other_faiss, _edit_meta(params={"m": 8}), _edit_meta(params={"bogus": 1}),
+    _foreign, _other_faiss, _same_shape_faiss, _edit_meta(params={"m": 8}), _edit_meta(params={"bogus": 1}),
     _edit_meta(vectors={"checksum": "0" * 32}),
     lambda db: (vector_dir(db) / "index" / "index.faiss").write_bytes(b"not a faiss index"),
     lambda db: (vector_dir(db) / "index" / "index.faiss").unlink(),
     lambda db: (vector_dir(db) / "index" / "index.json").write_text("[1, 2"),
     lambda db: (vector_dir(db) / "index" / "index.json").write_text("[1, 2]"),
-], ids=["foreign", "other-faiss", "other-params", "unknown-param", "checksum", "garbage-faiss", "no-faiss",
-        "bad-json", "not-a-dict"])
+], ids=["foreign", "other-faiss", "same-shape-faiss", "other-params", "unknown-param", "checksum", "garbage-faiss",
+        "no-faiss", "bad-json", "not-a-dict"])
 def test_a_tampered_or_foreign_saved_index_is_rebuilt(tmp_path: Path, damage) -> None:
     db = tmp_path / "g.sqlite"
     with _gallery(db) as g:
@@ -430,6 +438,37 @@ def test_vector_files_at_the_stores_generation_that_disagree_are_refused(tmp_pat
         assert (g.vectors_source_, g.index_source_) == ("file", "saved")
 
 
+def test_vector_rows_overwritten_in_place_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A row of vectors.npy overwritten by another program (same size: four spot-checked rows miss it): the file's
+    stamp in state.json differs, so every row is compared with the database, and the files are refused with the
+    remedy, where the row had been searched silently (its face lost to every probe). Files merely rewritten with the
+    same rows (a restored copy) pass that check once and are stamped again."""
+    db = tmp_path / "g.sqlite"
+    with _gallery(db) as g:
+        probes = _probes(g)
+        expect = g.search(probes, k=10)
+        row = np.asarray(g.vectors_)[7].tobytes()
+    path = vector_dir(db) / "vectors.npy"
+    data = bytearray(path.read_bytes())
+    start = len(data) - 300 * len(row) + 5 * len(row)  # row 5's bytes := row 7's
+    data[start:start + len(row)] = row
+    path.write_bytes(bytes(data))
+    changed = r"differs from the database's \(vectors.npy changed since lookalike wrote them\).*rebuild-vectors"
+    with pytest.raises(VectorsMismatchError, match=changed):
+        Gallery.open(db)
+    with Gallery.rebuild_vectors(db) as g:
+        _assert_same_lists(g.search(probes, k=10), expect)
+    with Gallery.open(db) as g:
+        assert g.vectors_source_ == "file"
+    state = json.loads((vector_dir(db) / "state.json").read_text())
+    path.write_bytes(path.read_bytes())  # the same rows, another modification time
+    with Gallery.open(db) as g:
+        assert g.vectors_source_ == "file"
+        _assert_same_lists(g.search(probes, k=10), expect)
+    again = json.loads((vector_dir(db) / "state.json").read_text())
+    assert again["files"]["vectors.npy"] != state["files"]["vectors.npy"] and again["generation"] == state["generation"]
+
+
 def test_vector_files_older_than_the_store_are_brought_up_to_date(tmp_path: Path) -> None:
     db = tmp_path / "g.sqlite"
     with _gallery(db) as g:
@@ -519,12 +558,16 @@ def test_add_embeddings_refuses_vectors_a_cosine_search_cannot_use(tmp_path: Pat
     one outranked every face. Both are refused, and nothing is stored."""
     v = np.eye(4, dtype=np.float32)
     with Gallery.create(tmp_path / "g.sqlite", matcher=FAST_MATCHER) as g:
-        g.add_embeddings(["a", "b"], v[:2])
+        assert g.add_embeddings(["a", "b"], v[:2]) == 2
+        assert g.add_embeddings(["a", "b", "a"], v[:3]) == 1  # the vectors a and b already have: not added again
         for bad, message in ((np.full((1, 4), np.nan), "NaN"), (v[2:3] * 50, "unit length"),
-                             (np.zeros((1, 4)), "unit length")):
+                             (np.zeros((1, 4)), "unit length"), (np.full((1, 8), 0.5), "8-d vectors")):
             with pytest.raises(ValueError, match=message):
                 g.add_embeddings(["c"], bad)
-        assert len(g.image_ids_) == 2
+        assert len(g.image_ids_) == 3
+        for bad in (v[:1] * 100, np.zeros((1, 4))):  # a probe too long had scored 100.0, past every threshold
+            with pytest.raises(ValueError, match="1 of 1 probe vectors are not of unit length"):
+                g.search(bad, k=2)
     with Gallery.open(tmp_path / "g.sqlite") as g:
         assert g.subjects() == ["a", "b"]
 
@@ -539,3 +582,26 @@ def test_every_index_refuses_a_bad_k_or_a_nan_query(kind: str) -> None:
             index.search(v[:2], k)
     with pytest.raises(ValueError, match="NaN"):
         index.search(np.full((1, 8), np.nan, np.float32), 5)
+
+
+def test_a_read_only_vector_folder_is_read(tmp_path: Path) -> None:
+    """Vector files on a read-only mount (as root only a bind mount makes a folder read-only): searched from the
+    files, where taking the lock had failed (the lock file was opened for writing) and nothing could be opened."""
+    import subprocess
+    import sys
+
+    db = tmp_path / "g.sqlite"
+    with _gallery(db) as g:
+        expect = g.search(_probes(g), k=5).subjects.tolist()
+    script = ("import sys, numpy as np; sys.path[:0] = sys.argv[1:3]; from lookalike.gallery import Gallery; "
+              "from test_gallery_index import _probes; g = Gallery.open(sys.argv[3]); "
+              "print(g.vectors_source_, g.search(_probes(g), k=5).subjects.tolist())")
+    folder = vector_dir(db)
+    here = Path(__file__).resolve()
+    cmd = (f"mount --bind {folder} {folder} && mount -o remount,bind,ro {folder} && touch {folder}/x 2>/dev/null "
+           f"&& echo WRITABLE || {sys.executable} -c '{script}' {here.parents[1] / 'src'} {here.parent} {db}")
+    r = subprocess.run(["unshare", "-m", "bash", "-c", cmd], capture_output=True, text=True)
+    if r.returncode != 0 and "Traceback" not in r.stderr:
+        pytest.skip(f"no read-only bind mount here: {r.stderr.strip()[:200]}")
+    assert r.returncode == 0 and "WRITABLE" not in r.stdout, r.stderr[-2000:]
+    assert r.stdout.strip() == f"file {expect}"

@@ -49,6 +49,7 @@ from lookalike.gallery.vectors import (
     VectorFilesError,
     read_index,
     read_vectors,
+    restamp,
     saved_generation,
     vector_dir,
     write_index,
@@ -71,7 +72,8 @@ from lookalike.matchers.cache import EmbeddingCache, content_key
 
 FORMAT = "lookalike-gallery"
 TRANSIENT = ("missing", "error")  # skip reasons that may succeed next time: never recorded in the gallery
-SPOT_CHECKS = 4  # rows of saved vector files compared with the store on load
+SPOT_CHECKS = 4  # rows of saved vector files compared with the store on load (every row when they were changed)
+CHECK_BLOCK = 50_000  # rows read from the store at a time when every row is compared
 DEFAULT_INDEX = "numpy"  # also the index of galleries created before the spec was recorded
 
 
@@ -138,7 +140,17 @@ def _check_queries(vectors: np.ndarray, dim: int) -> np.ndarray:
     x = np.ascontiguousarray(x, np.float32)
     if not np.all(np.isfinite(x)):
         raise ValueError("probe vectors contain NaN or infinite values")
+    _check_unit(x, "probe vectors")  # a probe 100 times too long had scored 100.0, past every threshold
     return x
+
+
+def _check_unit(x: np.ndarray, what: str) -> None:
+    """A one-line ValueError unless every row of ``x`` has unit length (scores are cosines only for unit vectors;
+    thresholds and re-ranking assume them)."""
+    off = np.abs(np.linalg.norm(x, axis=1) - 1) > 1e-3
+    if off.any():
+        raise ValueError(f"{int(off.sum())} of {len(x)} {what} are not of unit length: L2-normalise them "
+                         "(lookalike.matchers.base.l2_normalize)")
 
 
 def _index_spec(recorded: str | None, override: str | None, url: str) -> tuple[str, dict, bool]:
@@ -449,6 +461,8 @@ class Gallery:
             return None, f"saved at generation {gen}, the database is at {snap.generation}"
         problem = problem or self._disagreement(saved, snap)
         if not problem:
+            if saved.changed:  # every row agreed: the files are ours again (a copy restored, a file touched)
+                restamp(self.vector_dir, saved.state)
             return saved.vectors, ""
         if self.store.generation() != snap.generation:
             return None, "the database changed while they were read"
@@ -468,12 +482,19 @@ class Gallery:
         if not np.array_equal(saved.ids, snap.image_ids):
             return "saved image ids differ from the database's"
         if len(snap.image_ids):
-            rows = np.unique(np.linspace(0, len(snap.image_ids) - 1, SPOT_CHECKS).astype(int))
-            stored = self.store.get_embeddings(snap.image_ids[rows].tolist(), self.matcher_name, self.preprocess)
-            for r in rows:
-                v = stored.get(int(snap.image_ids[r]))
-                if v is None or not np.array_equal(v, saved.vectors[r]):
-                    return f"saved vector of image {int(snap.image_ids[r])} differs from the database's"
+            # a few rows, or every row when the files were written by something else since (state.json's stamps):
+            # a row overwritten in place had been searched unchecked
+            rows = (np.arange(len(snap.image_ids)) if saved.changed else
+                    np.unique(np.linspace(0, len(snap.image_ids) - 1, SPOT_CHECKS).astype(int)))
+            for start in range(0, len(rows), CHECK_BLOCK):
+                block = rows[start:start + CHECK_BLOCK]
+                stored = self.store.get_embeddings(snap.image_ids[block].tolist(), self.matcher_name, self.preprocess)
+                for r in block:
+                    v = stored.get(int(snap.image_ids[r]))
+                    if v is None or not np.array_equal(v, saved.vectors[r]):
+                        return (f"saved vector of image {int(snap.image_ids[r])} differs from the database's"
+                                + (f" ({' and '.join(saved.changed)} changed since lookalike wrote them)"
+                                   if saved.changed else ""))
         return ""
 
     def _save(self, append: bool = True) -> None:
@@ -699,30 +720,29 @@ class Gallery:
         else:  # someone else wrote too: this chunk's rows come with theirs on the next refresh (by id, or a reload)
             self._flush()
 
-    def add_embeddings(self, subjects: list[str] | np.ndarray, vectors: np.ndarray, source: str = "embedding") -> None:
+    def add_embeddings(self, subjects: list[str] | np.ndarray, vectors: np.ndarray, source: str = "embedding") -> int:
         """Add faces already embedded with this gallery's matcher and preprocessing (``vectors`` (N, D), one row per
         ``subjects[i]``), without images: for measuring with vectors computed elsewhere (each is stored with the
         path ``<source>/<row>`` and a hash of its vector); they must be finite and of unit length (a one-line
-        ValueError otherwise). Nothing checks that they came from the gallery's matcher."""
+        ValueError otherwise). Nothing checks that they came from the gallery's matcher. Returns the faces added: a
+        vector a subject already has is not added again."""
         vectors = np.asarray(vectors, np.float32)
         if vectors.ndim != 2 or len(vectors) != len(subjects):
             raise ValueError(f"expected one (D,) vector per subject, got {vectors.shape} for {len(subjects)} subjects")
         if not np.isfinite(vectors).all():
             raise ValueError("vectors contain NaN or infinite values")
-        off = np.abs(np.linalg.norm(vectors, axis=1) - 1) > 1e-3
-        if off.any():  # scores are cosines only for unit vectors; thresholds and re-ranking assume them
-            raise ValueError(f"{int(off.sum())} of {len(vectors)} vectors are not of unit length: L2-normalise them "
-                             "(lookalike.matchers.base.l2_normalize)")
+        if self.dim is not None and vectors.shape[1] != self.dim:
+            raise ValueError(f"{vectors.shape[1]}-d vectors, the gallery holds {self.dim}-d ones")
+        _check_unit(vectors, "vectors")
         if self.dim is None:
             self.store.set_meta({"dim": str(vectors.shape[1])})
-        elif vectors.shape[1] != self.dim:
-            raise ValueError(f"{vectors.shape[1]}-d vectors, the gallery holds {self.dim}-d ones")
         start = len(self.image_ids_)
-        self.store.add_images([NewImage(str(s), f"{source}/{start + i}", hashlib.sha1(v.tobytes()).hexdigest(), "ok",
-                                        method=source, embedding=v) for i, (s, v) in enumerate(zip(subjects, vectors,
-                                                                                                    strict=True))],
-                              self.matcher_name, self.preprocess)
+        added = self.store.add_images([NewImage(str(s), f"{source}/{start + i}", hashlib.sha1(v.tobytes()).hexdigest(),
+                                                "ok", method=source, embedding=v)
+                                       for i, (s, v) in enumerate(zip(subjects, vectors, strict=True))],
+                                      self.matcher_name, self.preprocess)
         self.refresh()
+        return sum(i is not None for i in added.image_ids)
 
     def remove(self, subject: str) -> int:
         """Remove a subject: delete its images and embeddings (the name stays, marked removed). Returns the

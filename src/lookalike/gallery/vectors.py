@@ -16,7 +16,7 @@ import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +44,7 @@ class VectorFiles:
     ids: np.ndarray
     vectors: np.ndarray
     state: dict
+    changed: list[str] = field(default_factory=list)  # files whose stamp differs from state.json's: check every row
 
 
 def vector_dir(db_path: str | Path) -> Path:
@@ -54,8 +55,21 @@ def vector_dir(db_path: str | Path) -> Path:
 
 @contextmanager
 def _locked(folder: Path, exclusive: bool) -> Iterator[None]:
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / LOCK, "a") as f:
+    """The folder's lock, exclusive (writing) or shared (reading). A reader of a folder it cannot write (a read-only
+    mount) takes the lock file read-only, or none when there is no lock file: nobody can be writing there."""
+    if exclusive:
+        folder.mkdir(parents=True, exist_ok=True)
+    try:
+        f = open(folder / LOCK, "a")  # noqa: SIM115 (closed below)
+    except OSError:
+        if exclusive:
+            raise
+        try:
+            f = open(folder / LOCK)  # noqa: SIM115
+        except OSError:
+            yield
+            return
+    with f:
         fcntl.flock(f, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
         try:
             yield
@@ -84,6 +98,15 @@ def _read(folder: Path) -> VectorFiles:
     """:func:`read_vectors` for a caller holding the folder's lock."""
     state = _read_state(folder / STATE)
     gen = state["generation"]
+    written = state.get("files")
+    changed = []
+    if isinstance(written, dict):  # files of an older version have no stamp: spot-checked only, as before
+        try:
+            now = _file_stamps(folder, tuple(written))
+        except OSError:
+            now = {}
+        # written by something else since (rows overwritten in place, a restored copy): the reader checks every row
+        changed = sorted(name for name in written if now.get(name) != written[name])
     ids = _load_array(folder / IDS, gen)
     vectors = _load_array(folder / VECTORS, gen, mmap_mode="r")
     n, d = state["count"], state["dim"]
@@ -92,7 +115,20 @@ def _read(folder: Path) -> VectorFiles:
     if vectors.dtype != np.float32 or vectors.shape != (n, d):
         raise VectorFilesError(f"vectors.npy is {vectors.dtype} {vectors.shape}, state.json says float32 ({n}, {d})",
                                gen)
-    return VectorFiles(ids, vectors, state)
+    return VectorFiles(ids, vectors, state, changed)
+
+
+def restamp(folder: Path, state: dict) -> bool:
+    """Record the files' present stamps in ``state.json`` (after every row was found to agree with the database), if
+    it still holds ``state``; whether it was written (a read-only folder is left alone)."""
+    try:
+        with _locked(folder, exclusive=True):
+            if _json_object(folder / STATE) != state:
+                return False
+            write_json(folder / STATE, {**state, "files": _file_stamps(folder, tuple(state["files"]))})
+    except OSError:
+        return False
+    return True
 
 
 def _load_array(path: Path, generation: int, **kwargs) -> np.ndarray:
@@ -135,7 +171,7 @@ def write_vectors(folder: Path, ids: np.ndarray, vectors: np.ndarray, state: dic
                 np.save(f, vectors, allow_pickle=False)
             with atomic_write(folder / IDS, "wb") as f:
                 np.save(f, ids, allow_pickle=False)
-        write_json(folder / STATE, {**state, "count": int(len(ids))})
+        write_json(folder / STATE, {**state, "count": int(len(ids)), "files": _file_stamps(folder, (VECTORS, IDS))})
     return True
 
 
@@ -202,6 +238,14 @@ def read_index(folder: Path, vectors: np.ndarray) -> Index:
     with _locked(folder, exclusive=False):
         stamp = _json_object(folder / INDEX / STAMP)
         known = stamp.pop("vectors", None)
+        files = stamp.pop("index_files", None)
+        if isinstance(files, dict):  # an index file replaced since it was saved (a restore, a copy of another's)
+            try:
+                same = _file_stamps(folder / INDEX, tuple(files)) == files
+            except OSError:
+                same = False
+            if not same or set(files) != set(_index_files(folder)):
+                raise ValueError(f"{folder / INDEX}: its files changed since they were saved")
         if stamp != _stamp(folder) or not isinstance(known, dict):
             known = None  # another file, or no stamp: the vectors are hashed
         return load_index(folder / INDEX, vectors, known=known)
@@ -215,14 +259,26 @@ def write_index(folder: Path, index: Index, still_current) -> bool:
             return False
         (folder / INDEX / STAMP).unlink(missing_ok=True)
         index.save(folder / INDEX, with_vectors=False)
-        write_json(folder / INDEX / STAMP, {**_stamp(folder), "vectors": index.fingerprint()})
+        write_json(folder / INDEX / STAMP, {**_stamp(folder), "vectors": index.fingerprint(),
+                                            "index_files": _file_stamps(folder / INDEX, _index_files(folder))})
     return True
 
 
-def _stamp(folder: Path) -> dict[str, int]:
-    """Size, modification time (ns) and inode of ``vectors.npy``: any write to it changes one of them."""
-    st = os.stat(folder / VECTORS)
+def _index_files(folder: Path) -> tuple[str, ...]:
+    """The files an index was saved as (its stamp aside)."""
+    return tuple(sorted(p.name for p in (folder / INDEX).iterdir() if p.is_file() and p.name != STAMP))
+
+
+def _stamp(folder: Path, name: str = VECTORS) -> dict[str, int]:
+    """Size, modification time (ns) and inode of ``folder/name`` (``vectors.npy``): any write to it changes one of
+    them."""
+    st = os.stat(folder / name)
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino}
+
+
+def _file_stamps(folder: Path, names: tuple[str, ...]) -> dict[str, dict[str, int]]:
+    """:func:`_stamp` of each of ``names`` in ``folder``."""
+    return {name: _stamp(folder, name) for name in names}
 
 
 def _json_object(path: Path) -> dict:
