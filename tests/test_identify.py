@@ -773,7 +773,8 @@ def test_identify_reports_every_input_and_its_decision(system, orl_dir, tmp_path
     assert [(r["photo"], r["status"]) for r in doc["results"]] == [(str(folder / "a.pgm"), "ok"), (str(missing),
                                                                                                   "missing")]
     assert sorted(x["reason"] for x in doc["left_out"]) == ["broken link", "not an image file (by its extension)"]
-    assert "2 photos, 1 face searched; 1 photo without a usable face (missing); 2 files in the folders left out" in err
+    assert "2 photos, 1 face searched; 1 photo without a usable face (missing); 2 entries in the folders left " \
+           "out" in err
     decision = doc["results"][0]["faces"][0]["decision"]
 
     assert main(["identify", str(folder), *args]) == 0  # the table
@@ -822,7 +823,7 @@ def test_identify_walks_linked_folders_once_and_lists_what_it_leaves_out(system,
         ("a.pgm", "ok"), ("linked/b.pgm", "ok"), ("pipe.pgm", "not_a_regular_file")]
     left = {Path(x["path"]).relative_to(case).as_posix(): x["reason"] for x in doc["left_out"]}
     assert set(left) == {".hidden.pgm", "sub/loop"} and "already searched" in left["sub/loop"]
-    assert "2 files in the folders left out (1 a folder already searched" in err
+    assert "2 entries in the folders left out (1 a folder already searched" in err
     for fmt in ("table", "csv", "html"):
         assert main(["identify", str(case), *args, "--format", fmt]) == 0
         text = capsys.readouterr().out

@@ -649,13 +649,14 @@ def test_wrong_tokens_are_throttled_by_address(served):
         assert c.get("/api/subjects", headers={"Authorization": "Bearer guess"}).status_code == 401
     r = c.get("/api/subjects", headers=AUTH)
     assert r.status_code == 429 and r.json()["error"]["code"] == "too_many_wrong_tokens" and " s" in r.text
+    assert 0 < int(r.headers["retry-after"]) <= 60
     import re
 
     page = c.get("/login")
     csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
     r = c.post("/login", data={"token": TOKEN, "csrf": csrf, "next": "/"}, follow_redirects=False)
     assert r.status_code == 429 and "Too many wrong tokens" in r.text
-    assert r.headers["content-type"].startswith("text/html")
+    assert r.headers["content-type"].startswith("text/html") and int(r.headers["retry-after"]) <= 60
     other = TestClient(app, client=("203.0.113.9", 50000))  # the same server, another address
     assert other.get("/api/subjects", headers=AUTH).status_code == 200
     w = WrongTokens(limit=2, window=60.0, max_clients=2)

@@ -141,8 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", formatter_class=fmt,
                        help="train a lookalike model on a labelled dataset and save it (.lkm)",
-                       description="Every person is a training person; a seeded validation split of them tunes the "
-                                   "re-ranker and calibrates its open-set thresholds. Writes one model file.")
+                       description="The people are split by a seeded rule: the disambiguator is fitted on 70% of them, "
+                                   "and a validation split of the other 30% (--val-fraction) tunes the re-ranker and "
+                                   "calibrates its open-set thresholds. Writes one model file.")
     _common(t)
     t.add_argument("--model", required=True, help="output model file (.lkm)")
     t.add_argument("--lowres-apply", choices=LOWRES_APPLY, default="both",
@@ -443,7 +444,7 @@ def cmd_identify(args: argparse.Namespace) -> int:
 
     paths, left_out = probe_paths(args.photos)
     if not paths:
-        raise ValueError("no probe photos given" + (f" ({len(left_out)} files in the folders left out: "
+        raise ValueError("no probe photos given" + (f" ({len(left_out)} entries in the folders left out: "
                                                     f"{left_out[0][0]}: {left_out[0][1]}, ...)" if left_out else ""))
     if args.out:
         from lookalike.data.table import is_image_file

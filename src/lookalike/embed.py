@@ -153,9 +153,9 @@ def _pooled(pool: ProcessPoolExecutor, batches: list) -> Iterator[list[tuple]]:
             yield done.result()
     except BrokenProcessPool as e:
         raise WorkerError(
-            "the embedding worker processes stopped or could not start (a script run from standard input, or one "
-            "without `if __name__ == \"__main__\":`, cannot start them; so can too little memory): pass workers=1 "
-            "to embed in this process") from e
+            "the embedding worker processes stopped or could not start (a script without `if __name__ == "
+            "\"__main__\":` cannot start them; so can too little memory): pass workers=1 to embed in this "
+            "process") from e
     finally:
         for f in futures:
             f.cancel()

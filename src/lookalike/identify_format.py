@@ -72,7 +72,7 @@ def summary(result: dict) -> str:
     left_out = Counter(x["reason"] for x in result.get("left_out", []))
     return (f"{_count(len(rows), 'photo')}, {searched} searched; {_count(len(bad), 'photo')} without a usable face"
             + (f" ({', '.join(sorted({r['status'] for r in bad}))})" if bad else "")
-            + (f"; {_count(left_out.total(), 'file')} in the folders left out ("
+            + (f"; {left_out.total()} {'entry' if left_out.total() == 1 else 'entries'} in the folders left out ("
                + ", ".join(f"{n} {why}" for why, n in sorted(left_out.items())) + ")" if left_out else ""))
 
 

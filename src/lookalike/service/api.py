@@ -42,7 +42,7 @@ async def _uploads(files: list[UploadFile]) -> list[Upload]:
     return [Upload(f.filename or "upload", await f.read()) for f in files]
 
 
-@router.get("/health", summary="service and gallery status (no token needed)")
+@router.get("/health", summary="whether the service answers, and its version (no token needed; HEAD too)")
 def health(request: Request) -> dict:
     return {"status": "ok", "version": __version__}
 

@@ -59,8 +59,10 @@ def create_app(service: Service, tokens: TokenChecker, max_upload_mb: float = DE
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, exc: ServiceError):
         if exc.status == 429 and pages.is_page(request):  # the login form
-            return await pages.error_page(request, 429, f"{exc.message[0].upper()}{exc.message[1:]}.")
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+            page = await pages.error_page(request, 429, f"{exc.message[0].upper()}{exc.message[1:]}.")
+            page.headers.update(exc.headers or {})
+            return page
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else exc.headers
         return error(exc.status, exc.code, exc.message, headers)
 
     @app.exception_handler(HTTPException)

@@ -115,7 +115,7 @@ async def token_match(request: Request, token: str | None) -> str | None:
     wrong, who = request.app.state.wrong_tokens, request.client.host if request.client else ""
     if (wait := wrong.wait(who)) > 0:
         raise ServiceError(429, "too_many_wrong_tokens", f"too many wrong tokens from this address; try again in "
-                                                         f"{math.ceil(wait)} s")
+                                                         f"{math.ceil(wait)} s", {"Retry-After": str(math.ceil(wait))})
     which = await run_in_threadpool(_with_store, request, request.app.state.tokens.match, token)
     if which is None:
         wrong.wrong(who)
