@@ -81,8 +81,9 @@ def _with_store(request: Request, ask: Callable[[str, GalleryStore], T], value: 
 
 class WrongTokens:
     """Wrong tokens by client address: an address that gave ``limit`` of them within ``window`` seconds is refused
-    (429) until the oldest is that old, so a guessed LOOKALIKE_TOKEN costs minutes a guess, not a millisecond (it had
-    answered 1,176 guesses a second). At most ``max_clients`` addresses are remembered (the least recent dropped)."""
+    (429) until the oldest is that old, so a guessed LOOKALIKE_TOKEN costs six seconds a guess, not a millisecond
+    (it had answered 1,176 guesses a second). At most ``max_clients`` addresses are remembered (the least recent
+    dropped)."""
 
     def __init__(self, limit: int = 10, window: float = 60.0, max_clients: int = 10_000) -> None:
         self.limit, self.window, self.max_clients = limit, window, max_clients
