@@ -237,9 +237,7 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
                                      out)
 
     counts = protocol.counts()
-    skipped = screened.counts()
-    for k, v in features.embeddings.summary()["skipped"].items():
-        skipped[k] = skipped.get(k, 0) + v
+    skipped = screened.counts(features.embeddings.summary()["skipped"])
     inputs = {"counts": {"images used": int(features.embeddings.ok.sum()), "skipped": skipped,
                          "duplicates": len(screened.duplicates), "probes set aside": set_aside},
               "files": {"skipped": str(out / "skipped.csv"), "duplicates": str(out / "duplicates.csv"),

@@ -211,7 +211,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     import numpy as np
 
     from lookalike.benchmark import load_dataset
-    from lookalike.data.screen import printable, screen_table
+    from lookalike.data.screen import screen_table
     from lookalike.embed import embed_paths
     from lookalike.io import atomic_write, save_npz
     from lookalike.matchers.align import FaceAligner
@@ -230,7 +230,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
                       degrade=args.degrade or "bicubic")
     cache.close()
     # every input row in the .npz: rows left out before embedding have their reason as status and zero vectors
-    left_out = [tuple(printable(x) for x in r) for r in (*kept.dropped, *screened.skipped)]
+    left_out = screened.left_out()
     paths = [*kept.paths.astype(str), *(r[0] for r in left_out)]
     ids = [*kept.identities.astype(str), *(r[1] for r in left_out)]
     status = [*emb.status.astype(str), *(r[2] for r in left_out)]
@@ -245,9 +245,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
         w.writerows(left_out)
         w.writerows([kept.paths[i], kept.identities[i], emb.status[i], msg] for i, msg in sorted(emb.messages.items()))
     summary = emb.summary()
-    skipped = screened.counts()
-    for k, v in summary["skipped"].items():
-        skipped[k] = skipped.get(k, 0) + v
+    skipped = screened.counts(summary["skipped"])
     summary["skipped"] = skipped
     summary["duplicates"] = len(screened.duplicates)
     print(json.dumps(summary, indent=2))

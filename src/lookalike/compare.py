@@ -71,12 +71,10 @@ def compare(a: RunMethod, b: RunMethod, n_boot: int = 1000, seed: int = 0) -> di
            "rank1": {"a": float(a.hits.mean()), "b": float(b.hits.mean()),
                      "diff": float(a.hits.mean() - b.hits.mean()), **mcnemar(b.hits, a.hits)}}
     out["n_boot"] = n_boot
-    same_gallery = bool(np.array_equal(a.gallery_paths, b.gallery_paths))
-    if not same_gallery:  # a paired test still, but of the method and the gallery together: said, not hidden
+    if not np.array_equal(a.gallery_paths, b.gallery_paths):  # a paired test still, of method and gallery together
         out["gallery_note"] = (f"the runs searched different galleries ({len(a.gallery_paths)} and "
                                f"{len(b.gallery_paths)} images): the difference is the methods' and the galleries' "
                                "together")
-    if not same_gallery:
         out["open_set"] = None
         out["open_set_note"] = "not compared: the runs searched other galleries"
     elif a.open_set is None or b.open_set is None:

@@ -78,7 +78,7 @@ def train_model(data: str | Path, matcher: str | None = None, lowres: int | None
     does not decode is left out, and the same photo under two people's names (either label may be wrong) is left
     out entirely; what the loader leaves out (files outside person folders, non-image files) is listed too."""
     from lookalike.benchmark import load_dataset, sample_people
-    from lookalike.data.screen import printable, screen_table
+    from lookalike.data.screen import screen_table
 
     if not 0 < val_fraction < 1:
         raise ValueError(f"--val-fraction must be between 0 and 1, got {val_fraction}")
@@ -113,15 +113,12 @@ def train_model(data: str | Path, matcher: str | None = None, lowres: int | None
                            lowres_apply=lowres_apply, degrade=degrade, depth=depth, seed=seed)
     model.fit(train, val_probes, val_gallery, val_as_probes)
     embedding = features.embeddings.summary()
-    skipped = screened.counts()
-    for k, v in embedding["skipped"].items():
-        skipped[k] = skipped.get(k, 0) + v
+    skipped = screened.counts(embedding["skipped"])
     model.training_.update({"data": str(data), "data_fingerprint": data_fingerprint(data, table.identities),
                             "counts": counts, "embedding": {**embedding, "skipped": skipped,
                                                             "duplicates": len(screened.duplicates)},
                             "total_s": round(time.perf_counter() - t0, 1)})
     t, e = protocol.table, features.embeddings
-    left_out = [tuple(printable(str(x)) for x in r) for r in (*screened.table.dropped, *screened.skipped)]
-    left_out += [(str(t.paths[i]), str(t.identities[i]), str(e.status[i]), e.messages.get(i, ""))
-                 for i in np.flatnonzero(~e.ok)]
+    left_out = screened.left_out() + [(str(t.paths[i]), str(t.identities[i]), str(e.status[i]),
+                                       e.messages.get(i, "")) for i in np.flatnonzero(~e.ok)]
     return model, {**model.training_, "left_out": left_out}

@@ -33,12 +33,20 @@ class Screened:
     duplicates: list[tuple[str, str, str, str, str]] = field(default_factory=list)  # DUPLICATE_HEADER rows
     keys: np.ndarray | None = None  # content key of each usable row
 
-    def counts(self) -> dict[str, int]:
-        """Images left out by reason (loader and screening), duplicates included."""
+    def counts(self, embedding: dict[str, int] | None = None) -> dict[str, int]:
+        """Images left out by reason (loader and screening), duplicates included; with ``embedding`` (the embedding
+        summary's ``skipped``), the images embedding left out too."""
         out: dict[str, int] = {}
         for _, _, reason, _ in [*self.table.dropped, *self.skipped]:
             out[reason] = out.get(reason, 0) + 1
+        for reason, n in (embedding or {}).items():
+            out[reason] = out.get(reason, 0) + n
         return out
+
+    def left_out(self) -> list[tuple[str, ...]]:
+        """(path, identity, reason, message) of every row left out (loader and screening), as text any file takes
+        (:func:`printable`)."""
+        return [tuple(printable(str(x)) for x in r) for r in (*self.table.dropped, *self.skipped)]
 
 
 def printable(path: str) -> str:

@@ -413,11 +413,13 @@ class SQLStore(GalleryStore):
         with self._transaction():
             row = self._exec(f"SELECT id, created, probe_sha1, result, recorded_by{', probe' if with_probe else ''} "
                              f"FROM searches WHERE id = ?", (int(search_id),)).fetchone()
-            probe = row[5] if row is not None and with_probe else None
-            if row is not None and with_probe and probe is None:  # its photo's bytes, kept with an earlier search
-                first = self._exec("SELECT probe FROM searches WHERE probe_sha1 = ? AND probe IS NOT NULL LIMIT 1",
-                                   (row[2],)).fetchone()
-                probe = first[0] if first else None
+            probe = None
+            if row is not None and with_probe:
+                probe = row[5]
+                if probe is None:  # its photo's bytes, kept with an earlier search (PROBE_INDEX)
+                    first = self._exec("SELECT probe FROM searches WHERE probe_sha1 = ? AND probe IS NOT NULL "
+                                       "LIMIT 1", (row[2],)).fetchone()
+                    probe = first[0] if first else None
         if row is None:
             return None
         probe = bytes(probe) if probe is not None else None

@@ -6,18 +6,13 @@ import math
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
-from typing import TypeVar
 
 from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
 
-from lookalike.gallery.store import GalleryStore
 from lookalike.service.access import note_caller
 from lookalike.service.auth import ENV_TOKEN, SESSION_COOKIE, Session, bearer
 from lookalike.service.core import ServiceError
-
-T = TypeVar("T")
 
 # Pages use only this origin's scripts, styles and images (no inline script, no framing).
 HEADERS = {
@@ -73,12 +68,6 @@ class HeadAsGet:
         await self.app({**scope, "method": "GET"}, receive, headers_only)
 
 
-def _with_store(request: Request, ask: Callable[[str, GalleryStore], T], value: str) -> T:
-    """``ask(value, store)`` on the service's token-check connection (``ask``: a method of the app's token
-    checker)."""
-    return request.app.state.service.ask_tokens(ask, value)
-
-
 class WrongTokens:
     """Wrong tokens by client address: an address that gave ``limit`` of them within ``window`` seconds is refused
     (429) until the oldest is that old, so a guessed LOOKALIKE_TOKEN costs six seconds a guess, not a millisecond
@@ -117,7 +106,8 @@ async def token_match(request: Request, token: str | None) -> str | None:
     if (wait := wrong.wait(who)) > 0:
         raise ServiceError(429, "too_many_wrong_tokens", f"too many wrong tokens from this address; try again in "
                                                          f"{math.ceil(wait)} s", {"Retry-After": str(math.ceil(wait))})
-    which = await run_in_threadpool(_with_store, request, request.app.state.tokens.match, token)
+    state = request.app.state
+    which = await run_in_threadpool(state.service.ask_tokens, state.tokens.match, token)
     if which is None:
         wrong.wrong(who)
     return which
@@ -151,7 +141,8 @@ async def live_session(request: Request) -> Session | None:
     with ``LOOKALIKE_TOKEN`` is valid only where that same value is set: not on a server of the same gallery that
     has none or another, but it lives on where it is.)"""
     s = await run_in_threadpool(page_session, request)
-    if s is not None and not await run_in_threadpool(_with_store, request, request.app.state.tokens.alive, s.token):
+    state = request.app.state
+    if s is not None and not await run_in_threadpool(state.service.ask_tokens, state.tokens.alive, s.token):
         if not s.token.startswith(ENV_TOKEN):
             await run_in_threadpool(request.app.state.sessions.drop, request.cookies.get(SESSION_COOKIE))
         return None
