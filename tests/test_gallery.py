@@ -519,6 +519,111 @@ def test_a_probe_photo_searched_again_is_stored_once(db: str) -> None:
         assert s.get_search(ids[3]).result == {"face": 3} and s.get_search(ids[3]).probe is None
 
 
+OLD = "2000-01-01T00:00:00.000+00:00"  # a search made long ago
+
+
+def _old_searches(db: str) -> tuple[dict[str, int], dict[str, bytes]]:
+    """Searches of five photos (A-E), some made long ago, some reviewed: ids by name, photos by letter."""
+    photos = {k: k.encode() * (1000 * (i + 1)) for i, k in enumerate("ABCDE")}
+    ids = {}
+    with open_store(db) as s:
+        for name in ("a1", "a2", "a3", "b1", "b2", "c1", "d1", "e1", "e2"):
+            ids[name] = s.add_search(photos[name[0].upper()], name[0] * 40, {"face": name})
+        for name in ("b1", "e2"):
+            s.add_review(ids[name], "x", "match", "alice")
+        old = [ids[n] for n in ("a1", "a2", "b1", "b2", "c1", "e1", "e2")]
+        s._exec(f"UPDATE searches SET created = ? WHERE id IN ({','.join('?' * len(old))})", [OLD, *old])
+    return ids, photos
+
+
+def test_unreviewed_old_searches_are_pruned_with_their_photos(db: str, capsys: pytest.CaptureFixture) -> None:
+    """``gallery prune-searches``: old searches no examiner reviewed go, with the photos no search shows any more;
+    reviewed ones stay (the audit trail refers to them), and a photo a deleted search held for a kept one is moved to
+    it (A: kept for a newer search, E: for a reviewed one; B's bytes stay with its reviewed search; C goes)."""
+    ids, photos = _old_searches(db)
+    expected = {"dry_run": False, "searches_deleted": 5, "photos_deleted": 1, "photo_bytes_deleted": len(photos["C"]),
+                "reviewed_kept": 2, "newer_kept": 2, "photos_moved": 2}
+    with open_store(db) as s:
+        before = s._exec("SELECT id, probe FROM searches ORDER BY id").fetchall()
+    assert main(["gallery", "prune-searches", "--db", db, "--older-than", "30", "--dry-run", "--format", "json"]) == 0
+    dry = json.loads(capsys.readouterr().out)
+    assert {k: dry[k] for k in expected} == {**expected, "dry_run": True} and dry["before"] > OLD
+    with open_store(db) as s:
+        assert s._exec("SELECT id, probe FROM searches ORDER BY id").fetchall() == before  # a dry run changes nothing
+    assert main(["gallery", "prune-searches", "--db", db, "--older-than", "30", "--format", "json"]) == 0
+    done = json.loads(capsys.readouterr().out)
+    assert {k: done[k] for k in expected} == expected
+    kept = ("a3", "b1", "d1", "e2")
+    with open_store(db) as s:
+        assert sorted(r.id for r in s.list_searches()) == sorted(ids[n] for n in kept)
+        for name in kept:
+            assert s.get_search(ids[name], with_probe=True).probe == photos[name[0].upper()], name
+        assert len(s.list_reviews()) == 2
+        assert s._exec("SELECT COUNT(*) FROM searches WHERE probe IS NOT NULL").fetchone()[0] == 4  # one copy each
+        s.add_search(photos["A"], "a" * 40, {"face": "a4"})  # a photo sent again: still kept once
+        assert s._exec("SELECT COUNT(*) FROM searches WHERE probe IS NOT NULL").fetchone()[0] == 4
+    assert main(["gallery", "prune-searches", "--db", db, "--older-than", "0.5"]) == 0
+    out = capsys.readouterr().out
+    assert "deleted 0 searches" in out and "kept 2 reviewed searches" in out and "and 3 newer ones" in out, out
+    assert main(["gallery", "prune-searches", "--db", db, "--older-than", "0"]) == 0  # every unreviewed search
+    assert "deleted 3 searches" in capsys.readouterr().out
+
+
+def test_a_search_made_while_a_pruning_deletes_its_photo_keeps_the_photo(pg_url: str) -> None:
+    """PostgreSQL: a search of a photo whose only holder a pruning is deleting waits for the pruning and then stores
+    the photo itself (it had seen the holder before the pruning committed and stored none: its probe was lost); a
+    verdict on a search being pruned waits, then finds it gone."""
+    import threading
+
+    with open_store(pg_url) as pruner, open_store(pg_url) as searcher:
+        holder = pruner.add_search(b"photo", "a" * 40, {})
+        other = pruner.add_search(b"other", "b" * 40, {})
+        done: dict[str, object] = {}
+
+        def search() -> None:
+            done["search"] = searcher.add_search(b"photo", "a" * 40, {})
+
+        def review() -> None:
+            try:
+                searcher.add_review(other, "x", "match", "alice")
+            except KeyError as e:
+                done["review"] = e
+
+        for work, doomed in ((search, holder), (review, other)):
+            with pruner._transaction(write=True):
+                pruner._exec("LOCK TABLE searches IN EXCLUSIVE MODE")  # as prune_searches holds it
+                t = threading.Thread(target=work)
+                t.start()
+                t.join(1.0)
+                pruner._exec("DELETE FROM searches WHERE id = ?", (doomed,))
+            t.join(30)
+        assert searcher.get_search(done["search"], with_probe=True).probe == b"photo"
+        assert isinstance(done["review"], KeyError) and pruner.list_reviews() == []
+
+
+def test_prune_searches_refuses_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Negative, huge or non-numeric days, and a gallery that does not exist: exit 2 with a one-line error."""
+    db = str(tmp_path / "g.sqlite")
+    open_store(db).close()
+
+    def run(argv: list[str]) -> int:
+        try:
+            return main(["gallery", "prune-searches", *argv])
+        except SystemExit as e:  # argparse's error: its usage line, then the error line
+            return e.code
+
+    for argv, said in ((["--db", db, "--older-than", "-1"], "expected a number of days from 0 to 100000, got -1"),
+                       (["--db", db, "--older-than", "nan"], "expected a number of days"),
+                       (["--db", db, "--older-than", "1e9"], "got 1e9"),
+                       (["--db", db, "--older-than", "ten"], "got 'ten'"),
+                       (["--db", db], "--older-than"),
+                       (["--db", str(tmp_path / "none.sqlite"), "--older-than", "30"], "no gallery at")):
+        assert run(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert said in err and err.splitlines()[-1].count("error:") == 1 and "Traceback" not in err, (argv, err)
+    assert not (tmp_path / "none.sqlite").exists()
+
+
 # --- crash safety ----------------------------------------------------------------------------------------------
 KILL_SCRIPT = """
 import sys

@@ -29,7 +29,7 @@ from lookalike.gallery import Gallery, StoreError, open_store  # noqa: E402
 from lookalike.gallery.store import SCHEMA_VERSION  # noqa: E402
 from lookalike.service.app import create_app  # noqa: E402
 from lookalike.service.auth import Sessions, TokenChecker, hash_token  # noqa: E402
-from lookalike.service.core import Service, create_token_in  # noqa: E402
+from lookalike.service.core import Service, ServiceError, create_token_in  # noqa: E402
 
 ENROLLED = (1, 2, 3, 4)  # ORL people enrolled (images 1 and 2 each) in the module's galleries
 
@@ -495,9 +495,11 @@ def test_a_pixel_limit_outside_the_loaders_is_refused_at_start_up(tmp_path: Path
         Service(str(tmp_path / "t.sqlite"), data_dir=tmp_path / "images", engines=1, max_pixels=64_000_001)
 
 
-def test_an_enrolled_file_changed_on_disk_is_never_shown_as_the_enrolled_face(orl_dir: Path, tmp_path: Path):
+def test_an_enrolled_file_changed_on_disk_is_never_shown_as_the_enrolled_face(orl_dir: Path, tmp_path: Path,
+                                                                              caplog):
     """Images enrolled from disk paths: a file replaced since enrolment is refused (409), a removed one 404, instead
-    of serving whatever the path holds now."""
+    of serving whatever the path holds now; the answers say which image, never the file's path on the server (they
+    had named it), which goes to the server's log."""
     from lookalike.cli import main
 
     folder = tmp_path / "people" / "ann"
@@ -528,8 +530,13 @@ def test_an_enrolled_file_changed_on_disk_is_never_shown_as_the_enrolled_face(or
                               (f"/api/images/{ids['2.pgm']}/file", 404, "image_file_missing"),
                               (f"/api/images/{ids['2.pgm']}/face.png", 404, "image_file_missing"),
                               (f"/api/images/{ids['2.pgm']}/photo.png", 404, "image_file_missing")):
-        r = client.get(url, headers=AUTH)
+        with caplog.at_level("WARNING", logger="lookalike.service.core"):
+            r = client.get(url, headers=AUTH)
         assert (r.status_code, r.json()["error"]["code"]) == (status, code), url
+        image = url.split("/")[3]
+        assert r.json()["error"]["message"].startswith(f"image {image}: "), r.text
+        assert str(tmp_path) not in r.text and "people" not in r.text and ".pgm" not in r.text, r.text
+        assert str(folder) in caplog.text
 
 
 def test_the_access_log_says_who_did_what(served, orl_dir: Path, tmp_path: Path, capsys):
@@ -668,11 +675,26 @@ def test_wrong_tokens_are_throttled_by_address(served):
     assert w.wait("a", now=2.0) == 0.0  # the least recent address forgotten past max_clients
 
 
-def test_a_weak_lookalike_token_is_warned_about():
-    from lookalike.service.cli import weak_token_warning
+def test_a_weak_lookalike_token_is_warned_about(tmp_path: Path, capsys, monkeypatch):
+    """The token rules live in auth (TokenChecker): under 16 characters refused, under 8 different ones warned about
+    (``serve`` prints the checker's warning; it had kept a second copy of the rules)."""
+    import uvicorn
 
-    assert weak_token_warning(TOKEN) is None and weak_token_warning("") is None
-    assert "easy to guess" in weak_token_warning("passwordpassword") and "easy to guess" in weak_token_warning("a" * 40)
+    from lookalike.cli import main
+
+    assert TokenChecker(TOKEN).warning is None and TokenChecker().warning is None
+    assert "easy to guess" in TokenChecker("passwordpassword").warning
+    assert "easy to guess" in TokenChecker("a" * 40).warning
+    with pytest.raises(ValueError, match="at least 16 characters"):
+        TokenChecker("short-token")
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: None)  # the server is not started
+    db = str(tmp_path / "g.sqlite")
+    for token, code, said in (("short-token", 2, "at least 16 characters"), ("passwordpassword", 0, "easy to guess"),
+                              (TOKEN, 0, "")):
+        monkeypatch.setenv("LOOKALIKE_TOKEN", token)
+        assert main(["serve", "--db", db, "--matcher", FAST_MATCHER, "--access-log", "none"]) == code
+        err = capsys.readouterr().err
+        assert said in err and ("easy to guess" in err) == (said == "easy to guess"), err
 
 
 def test_head_is_answered_as_get_without_a_body(served, orl_dir: Path):
@@ -702,3 +724,77 @@ def test_a_photo_searched_twice_shows_its_probe_on_both_searches(served, orl_dir
         assert served.client.get(f"/api/searches/{sid}/probe", headers=AUTH).content == photo
         assert served.client.get(f"/api/searches/{sid}/photo.png", headers=AUTH).status_code == 200
         assert served.client.get(f"/api/searches/{sid}/report.html", headers=AUTH).status_code == 200
+
+
+def body_reads(app) -> tuple[object, list[int]]:
+    """``app`` wrapped to record the size of each body chunk it reads from the client."""
+    reads: list[int] = []
+
+    async def counting(scope, receive, send):
+        async def counted():
+            message = await receive()
+            reads.append(len(message.get("body", b"")))
+            return message
+
+        await app(scope, counted, send)
+
+    return counting, reads
+
+
+def test_a_caller_without_a_token_or_session_is_refused_before_the_body_is_read(served, orl_dir: Path):
+    """An upload without a token, with a wrong one, from a throttled address, or a page's form without a session is
+    answered (401, 429, to the login page) without reading the body: FastAPI had read and parsed the whole multipart
+    upload (up to --max-upload-mb, spooled to disk) before its dependencies checked the token."""
+    app, reads = body_reads(create_app(served.service, TokenChecker(TOKEN)))
+    c = TestClient(app, follow_redirects=False)
+    big = upload(b"\xff\xd8\xff" + bytes(300_000))
+    for headers, status, code in (({}, 401, "missing_token"), ({"Authorization": "Bearer guess"}, 401, "bad_token")):
+        for url, files in (("/api/identify", big), ("/api/identify/many", upload(big[0][1][1], field="files")),
+                           ("/api/subjects/s1/images", upload(big[0][1][1], field="files"))):
+            r = c.post(url, files=files, data={"mode": "batch"}, headers=headers)
+            assert (r.status_code, r.json()["error"]["code"]) == (status, code), (url, r.text)
+            assert reads == [], url
+    for _ in range(10):
+        c.get("/api/subjects", headers={"Authorization": "Bearer guess"})
+    r = c.post("/api/identify", files=big, headers=AUTH)  # the right token from a throttled address
+    assert r.status_code == 429 and reads == []
+    for url in ("/identify", "/enrol", "/review/1"):  # pages' forms without a session: to the login page
+        r = c.post(url, files=upload(big[0][1][1], field="file" if url == "/identify" else "files"),
+                   data={"csrf": "x"})
+        assert r.status_code == 303 and r.headers["location"].startswith("/login") and reads == [], url
+    ok = TestClient(app, client=("203.0.113.7", 50000))  # another address, with the token: read and searched
+    r = ok.post("/api/identify", files=upload(orl_bytes(orl_dir, 1, 9)), headers=AUTH)
+    assert r.status_code == 200 and sum(reads) > 0, r.text
+
+
+def test_a_pruned_search_is_gone_from_a_running_service(served, orl_dir: Path, capsys, monkeypatch):
+    """``gallery prune-searches`` on the database of a running service: the pruned search is a 404 everywhere, its
+    pictures too (they had been answered from the service's memory of pictures it had drawn); a reviewed one stays."""
+    from lookalike.cli import main
+
+    ids = []
+    for person in (1, 2):
+        r = served.client.post("/api/identify", files=upload(orl_bytes(orl_dir, person, 8)), headers=AUTH)
+        ids.append(r.json()["results"][0]["faces"][0]["search_id"])
+    subject = served.client.get(f"/api/searches/{ids[1]}", headers=AUTH).json()["result"]["results"][0]["faces"][0][
+        "candidates"][0]["subject"]
+    review = {"subject": subject, "verdict": "match", "reviewer": "J. Doe"}
+    assert served.client.post(f"/api/searches/{ids[1]}/reviews", json=review, headers=AUTH).status_code == 201
+    for sid in ids:
+        for kind in ("photo.png", "face.png", "probe"):
+            assert served.client.get(f"/api/searches/{sid}/{kind}", headers=AUTH).status_code == 200
+    read_before = served.service.get_search(ids[0])
+    with open_store(served.db) as s:
+        s._exec("UPDATE searches SET created = '2000-01-01T00:00:00.000+00:00' WHERE id IN (?, ?)", ids)
+    assert main(["gallery", "prune-searches", "--db", served.db, "--older-than", "365", "--format", "json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["searches_deleted"], report["reviewed_kept"]) == (1, 1), report
+    for kind in ("", "/photo.png", "/face.png", "/probe", "/report.html"):
+        r = served.client.get(f"/api/searches/{ids[0]}{kind}", headers=AUTH)
+        assert r.status_code == 404 and r.json()["error"]["code"] == "unknown_search", kind
+        assert served.client.get(f"/api/searches/{ids[1]}{kind}", headers=AUTH).status_code == 200, kind
+    with monkeypatch.context() as m:  # a verdict on a search read just before it was pruned: a 404, not a 500
+        m.setattr(served.service, "get_search", lambda _: read_before)
+        with pytest.raises(ServiceError) as e:
+            served.service.add_review(ids[0], subject, "match", "J. Doe")
+        assert (e.value.status, e.value.code) == (404, "unknown_search")

@@ -1,4 +1,5 @@
-"""The gallery commands of the ``lookalike`` CLI: ``enroll`` and ``gallery stats|list|remove|rebuild-vectors``.
+"""The gallery commands of the ``lookalike`` CLI: ``enroll`` and ``gallery stats|list|remove|rebuild-vectors|
+prune-searches``.
 
 :func:`add_parsers` adds them to the main parser; :data:`COMMANDS` maps their names to their functions.
 """
@@ -10,14 +11,17 @@ import json
 import sqlite3
 import sys
 from collections.abc import Callable
+from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
 
 from lookalike.gallery import display_db
 
 MAX_LISTED = 20
+MAX_DAYS = 100_000  # prune-searches --older-than: about 270 years
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    from lookalike.cli import FRACTION, POSITIVE, _lowres
+    from lookalike.cli import FRACTION, POSITIVE, _lowres, _number
     from lookalike.matchers import MATCHERS
     from lookalike.matchers.cache import DEFAULT_CACHE
 
@@ -58,18 +62,26 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="the enrolment report as a table (default) or JSON")
     e.add_argument("--no-progress", action="store_true", help="no progress bars")
 
-    g = sub.add_parser("gallery", help="inspect or edit a gallery: stats, list, remove, rebuild-vectors",
-                       description="Inspect or edit a persistent gallery.")
+    g = sub.add_parser("gallery", help="inspect or edit a gallery: stats, list, remove, rebuild-vectors, "
+                                       "prune-searches", description="Inspect or edit a persistent gallery.")
     gsub = g.add_subparsers(dest="gallery_command", required=True)
     for name, help_ in (("stats", "counts and settings"), ("list", "subjects with image counts"),
                         ("remove", "remove a subject and delete its images"),
                         ("rebuild-vectors", "rewrite the vector files (and saved index) beside a SQLite gallery "
-                                            "from its database")):
+                                            "from its database"),
+                        ("prune-searches", "delete the service's searches older than --older-than days that no "
+                                           "examiner reviewed, and the probe photos no search shows any more, in "
+                                           "one transaction; reviewed searches are kept (the audit trail)")):
         p = gsub.add_parser(name, help=help_, description=help_[0].upper() + help_[1:] + ".")
         if name == "remove":
             p.add_argument("subject", help="subject name, exactly as enrolled")
         p.add_argument("--db", required=True, metavar="G.sqlite|postgresql://...", help="the gallery database")
-        if name in ("stats", "list"):
+        if name == "prune-searches":
+            p.add_argument("--older-than", required=True, metavar="DAYS",
+                           type=_number(float, 0, MAX_DAYS, what=f"a number of days from 0 to {MAX_DAYS}"),
+                           help="delete unreviewed searches made more than DAYS days ago (fractions allowed)")
+            p.add_argument("--dry-run", action="store_true", help="count what would be deleted; delete nothing")
+        if name in ("stats", "list", "prune-searches"):
             p.add_argument("--format", choices=("table", "json"), default="table",
                            help="a table for people (default) or JSON")
 
@@ -172,6 +184,8 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 def cmd_gallery(args: argparse.Namespace) -> int:
     from lookalike.gallery import Gallery
 
+    if args.gallery_command == "prune-searches":
+        return prune_searches(args)
     rebuild = args.gallery_command == "rebuild-vectors"
     with (Gallery.rebuild_vectors if rebuild else Gallery.open)(args.db) as gallery:
         if rebuild:
@@ -200,6 +214,27 @@ def cmd_gallery(args: argparse.Namespace) -> int:
                 print("| subject | images | skipped |\n|---|---:|---:|")
                 for s in subjects:
                     print(f"| {_cell(s.name)} | {s.n_images} | {s.n_skipped} |")
+    return 0
+
+
+def prune_searches(args: argparse.Namespace) -> int:
+    """``gallery prune-searches``: the store's :meth:`~lookalike.gallery.store.GalleryStore.prune_searches` from
+    ``--older-than`` days ago, reported as a table or JSON."""
+    from lookalike.gallery import open_store
+
+    before = (datetime.now(UTC) - timedelta(days=args.older_than)).isoformat(timespec="milliseconds")
+    with open_store(args.db, create=False) as store:  # the database only: no vectors are read
+        report = store.prune_searches(before, args.dry_run)
+    if args.format == "json":
+        print(json.dumps({"gallery": display_db(args.db), **asdict(report)}, indent=2))
+        return 0
+    verb = "would delete" if report.dry_run else "deleted"
+    print(f"{display_db(args.db)}: {verb} {report.searches_deleted} searches made before {report.before} that no "
+          f"examiner reviewed, and {report.photos_deleted} probe photos no search shows any more "
+          f"({report.photo_bytes_deleted:,} bytes)")
+    print(f"kept {report.reviewed_kept} reviewed searches made before then (their reviews are the audit trail) and "
+          f"{report.newer_kept} newer ones; {report.photos_moved} photos still shown by a kept search "
+          f"{'would move' if report.dry_run else 'moved'} to it from a deleted one")
     return 0
 
 

@@ -161,6 +161,9 @@ CREATE TRIGGER reviews_no_change BEFORE UPDATE OR DELETE ON reviews
     def _lock_schema(self) -> None:
         self._conn.execute("SELECT pg_advisory_xact_lock(hashtext('lookalike-gallery:' || current_schema()))")
 
+    def _hold_searches(self, exclusive: bool = False) -> None:
+        self._conn.execute(f"LOCK TABLE searches IN {'EXCLUSIVE' if exclusive else 'ROW EXCLUSIVE'} MODE")
+
     def _has_table(self, name: str) -> bool:
         return self._exec("SELECT 1 FROM information_schema.tables WHERE table_schema = current_schema() "
                           "AND table_name = ?", (name,)).fetchone() is not None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from abc import abstractmethod
+from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ from lookalike.gallery.store import (
     ImageRecord,
     NewImage,
     NoGalleryError,
+    PruneReport,
     ReviewRecord,
     SchemaError,
     SearchRecord,
@@ -83,7 +85,7 @@ ALTER TABLE reviews ADD COLUMN recorded_by TEXT NOT NULL DEFAULT '';
 """
 
 # Searches of one probe photo (a group photo's faces, the same photo sent again) keep its bytes once: later ones store
-# NULL and read the first's (found by this index). Searches are never deleted, so the first stays.
+# NULL and read the first's (found by this index). Pruning a search that holds them moves them to one that stays.
 PROBE_INDEX = """CREATE INDEX searches_probe ON searches (probe_sha1);
 """
 
@@ -188,6 +190,10 @@ class SQLStore(GalleryStore):
 
     def _lock_schema(self) -> None:
         """Serialise concurrent creation (no-op where the write transaction already does)."""
+
+    def _hold_searches(self, exclusive: bool = False) -> None:
+        """Order writers of searches and reviews against :meth:`prune_searches` (``exclusive``), which waits for
+        those under way and holds new ones until it commits (no-op where write transactions are serial already)."""
 
     def _bump(self, added: list[int] | None = None) -> int:
         """The next generation, recorded with what it changed: ``added`` image ids, or None for anything else.
@@ -402,6 +408,7 @@ class SQLStore(GalleryStore):
     # --- service log -----------------------------------------------------------------------------------
     def add_search(self, probe: bytes | None, probe_sha1: str, result: dict, recorded_by: str = "") -> int:
         with self._transaction(write=True):
+            self._hold_searches()  # a pruning must not delete the photo's holder between this check and the insert
             if probe is not None and self._exec("SELECT 1 FROM searches WHERE probe_sha1 = ? AND probe IS NOT NULL "
                                                 "LIMIT 1", (probe_sha1,)).fetchone():
                 probe = None  # kept once (PROBE_INDEX): a 20-face photo sent 20 times had stored 400 copies
@@ -437,6 +444,7 @@ class SQLStore(GalleryStore):
         if not reviewer:
             raise ValueError("a review needs a reviewer")
         with self._transaction(write=True):
+            self._hold_searches()  # nor the search between this check and the insert
             if self._exec("SELECT 1 FROM searches WHERE id = ?", (int(search_id),)).fetchone() is None:
                 raise KeyError(f"no search {search_id}")
             return int(self._exec("INSERT INTO reviews (search_id, subject, verdict, reviewer, note, created, "
@@ -451,6 +459,29 @@ class SQLStore(GalleryStore):
                               (int(search_id),) if search_id is not None else ()).fetchall()
         return [ReviewRecord(int(r[0]), int(r[1]), *r[2:]) for r in rows]
 
+
+    _UNREVIEWED_BEFORE = "created < ? AND NOT EXISTS (SELECT 1 FROM reviews r WHERE r.search_id = searches.id)"
+
+    def prune_searches(self, before: str, dry_run: bool = False) -> PruneReport:
+        with self._transaction(write=not dry_run):
+            if not dry_run:
+                self._hold_searches(exclusive=True)
+            reviewed, newer = (int(x) for x in self._exec(
+                "SELECT COALESCE(SUM(CASE WHEN created < ? AND EXISTS (SELECT 1 FROM reviews r WHERE r.search_id = "
+                "searches.id) THEN 1 ELSE 0 END), 0), COALESCE(SUM(CASE WHEN created >= ? THEN 1 ELSE 0 END), 0) "
+                "FROM searches", (before, before)).fetchone())
+            doomed = self._UNREVIEWED_BEFORE
+            rows = self._exec(f"SELECT id, probe_sha1, CASE WHEN probe IS NULL THEN -1 ELSE length(probe) END, "
+                              f"CASE WHEN {doomed} THEN 1 ELSE 0 END FROM searches WHERE probe_sha1 IN "
+                              f"(SELECT probe_sha1 FROM searches WHERE {doomed})", (before, before)).fetchall()
+            moves, photos, photo_bytes = _photos_of_pruned([(int(a), b, int(c), bool(d)) for a, b, c, d in rows])
+            n = sum(1 for r in rows if r[3])
+            if not dry_run:
+                for to, held_by in moves:
+                    self._exec("UPDATE searches SET probe = (SELECT probe FROM searches WHERE id = ?) WHERE id = ?",
+                               (held_by, to))
+                n = self._exec(f"DELETE FROM searches WHERE {doomed}", (before,)).rowcount
+        return PruneReport(before, dry_run, int(n), photos, photo_bytes, reviewed, newer, len(moves))
 
     def add_token(self, label: str, salt: str, digest: str) -> int:
         with self._transaction(write=True):
@@ -500,6 +531,27 @@ class SQLStore(GalleryStore):
         except self.WRITE_ERRORS:
             return False
         return True
+
+
+def _photos_of_pruned(rows: list[tuple[int, str, int, bool]]) -> tuple[list[tuple[int, int]], int, int]:
+    """What pruning does to probe photos, from (search id, photo SHA-1, bytes held or -1, deleted) of every search of
+    a photo that a deleted search shows: the moves (a kept search, the deleted search holding the photo's bytes) for
+    photos a kept search shows and no kept search holds; how many photos are deleted and their bytes (every copy a
+    deleted search held, but a moved one)."""
+    by_photo: dict[str, list[tuple[int, str, int, bool]]] = defaultdict(list)
+    for r in rows:
+        by_photo[r[1]].append(r)
+    moves, photos, photo_bytes = [], 0, 0
+    for searches in by_photo.values():
+        kept = sorted(r[0] for r in searches if not r[3])
+        held = [r for r in searches if r[3] and r[2] >= 0]  # copies held by deleted searches
+        photo_bytes += sum(r[2] for r in held)
+        if not kept:
+            photos += bool(held)
+        elif held and not any(r[2] >= 0 for r in searches if not r[3]):
+            moves.append((kept[0], held[0][0]))
+            photo_bytes -= held[0][2]
+    return moves, photos, photo_bytes
 
 
 def _image_record(r) -> ImageRecord:

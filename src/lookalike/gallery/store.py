@@ -118,6 +118,20 @@ class SearchRecord:
 
 
 @dataclass
+class PruneReport:
+    """What :meth:`GalleryStore.prune_searches` deleted (on a dry run: would delete) and kept."""
+
+    before: str  # searches created before this time (ISO 8601, UTC) that no examiner reviewed are deleted
+    dry_run: bool
+    searches_deleted: int
+    photos_deleted: int  # probe photos that no search shows any more, their bytes deleted
+    photo_bytes_deleted: int  # the bytes of those photos (with any older copies of them)
+    reviewed_kept: int  # searches created before ``before`` that were reviewed: the audit trail refers to them
+    newer_kept: int  # searches created at or after ``before``
+    photos_moved: int  # photos kept for a remaining search of them, moved from a deleted search that had held them
+
+
+@dataclass
 class ReviewRecord:
     id: int
     search_id: int
@@ -276,6 +290,12 @@ class GalleryStore(ABC):
     @abstractmethod
     def list_reviews(self, search_id: int | None = None) -> list[ReviewRecord]:
         """Reviews in the order they were made (of one search, or all)."""
+
+    @abstractmethod
+    def prune_searches(self, before: str, dry_run: bool = False) -> PruneReport:
+        """Delete, in one transaction, the searches created before ``before`` (ISO 8601, UTC) that no examiner
+        reviewed, and the probe photos no remaining search shows (a photo another search still shows is kept for it);
+        reviewed searches are kept (their reviews are the append-only audit trail). ``dry_run``: only count."""
 
     @abstractmethod
     def add_token(self, label: str, salt: str, digest: str) -> int:

@@ -16,9 +16,9 @@ from pydantic import BaseModel, Field
 from lookalike import __version__
 from lookalike.service.core import MAX_TOP, Service, ServiceError, Upload
 from lookalike.service.pages import SearchId, report_response
-from lookalike.service.security import require_reader, require_token
+from lookalike.service.security import CallerFirst, require_reader, require_token
 
-router = APIRouter(prefix="/api")
+router = APIRouter(prefix="/api", route_class=CallerFirst)  # the caller is checked before a body is read
 ImageId = Annotated[int, Field(ge=1, le=2**62)]
 SUBJECTS_PAGE = 1000  # subjects a listing returns unless asked for another page size
 

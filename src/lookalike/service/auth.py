@@ -21,7 +21,8 @@ SESSION_COOKIE = "lookalike_session"
 SESSION_SECONDS = 12 * 3600
 LOGIN_COOKIE = "lookalike_login"  # a visitor's login form CSRF value, in the visitor's cookie only
 LOGIN_SECONDS = 3600
-MIN_TOKEN_CHARS = 16
+MIN_TOKEN_CHARS = 16  # a shorter LOOKALIKE_TOKEN is refused
+MIN_DIFFERENT_CHARS = 8  # one of fewer different characters (passwordpassword: 7) is warned about
 ENV_TOKEN = "env"  # the token given by LOOKALIKE_TOKEN, as TokenChecker.match names it: "env:<fingerprint>"
 
 
@@ -41,12 +42,24 @@ def create_token(store: GalleryStore, label: str = "") -> str:
     return token
 
 
+def env_token_warning(token: str) -> str | None:
+    """The strength rules of a ``LOOKALIKE_TOKEN``: ValueError when it is too short to use (under
+    :data:`MIN_TOKEN_CHARS` characters); why it is easy to guess (under :data:`MIN_DIFFERENT_CHARS` different
+    characters), or None."""
+    if len(token) < MIN_TOKEN_CHARS:
+        raise ValueError(f"LOOKALIKE_TOKEN must be at least {MIN_TOKEN_CHARS} characters")
+    if len(set(token)) >= MIN_DIFFERENT_CHARS:
+        return None
+    return (f"LOOKALIKE_TOKEN has {len(set(token))} different characters: easy to guess; use random ones "
+            "(python -c 'import secrets; print(secrets.token_urlsafe(32))'), or a stored token (serve --create-token)")
+
+
 class TokenChecker:
-    """Verifies bearer tokens against the store's hashes and the optional environment token."""
+    """Verifies bearer tokens against the store's hashes and the optional environment token (refused when too short;
+    ``warning``: why it is easy to guess, or None; :func:`env_token_warning`)."""
 
     def __init__(self, env_token: str | None = None) -> None:
-        if env_token is not None and len(env_token) < MIN_TOKEN_CHARS:
-            raise ValueError(f"LOOKALIKE_TOKEN must be at least {MIN_TOKEN_CHARS} characters")
+        self.warning = None if env_token is None else env_token_warning(env_token)
         self._env_salt = secrets.token_hex(16)
         self._env_hash = hash_token(env_token, self._env_salt) if env_token else None
         # which LOOKALIKE_TOKEN opened a session (kept with it): a new value ends the old one's sessions

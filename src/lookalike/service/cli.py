@@ -77,14 +77,6 @@ def manage_tokens(args: argparse.Namespace) -> int:
     return 0
 
 
-def weak_token_warning(token: str) -> str | None:
-    """Why ``token`` (LOOKALIKE_TOKEN, at least 16 characters: auth.MIN_TOKEN_CHARS) is easy to guess, or None."""
-    if not token or len(set(token)) >= 8:
-        return None
-    return (f"LOOKALIKE_TOKEN has {len(set(token))} different characters: easy to guess; use random ones "
-            "(python -c 'import secrets; print(secrets.token_urlsafe(32))'), or a stored token (serve --create-token)")
-
-
 SHUTDOWN_S = 60  # the longest a stopping server waits for requests under way (a 20-photo batch takes tens of s)
 
 
@@ -120,8 +112,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
               "<token>' or on the login page.", file=sys.stderr)
         return 0
     tokens = TokenChecker(os.environ.get("LOOKALIKE_TOKEN") or None)
-    if (weak := weak_token_warning(os.environ.get("LOOKALIKE_TOKEN") or "")) is not None:
-        print(f"lookalike: warning: {weak}", file=sys.stderr)
+    if tokens.warning is not None:
+        print(f"lookalike: warning: {tokens.warning}", file=sys.stderr)
     service = Service(args.db, model, args.data_dir, engines=args.engines, matcher=args.matcher, small_faces=small,
                       sharp_faces=sharp, every_scale=args.every_scale, cnn_fallback=args.cnn_fallback,
                       central_fraction=args.central_fraction, max_pixels=max_pixels)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import queue
 import re
@@ -38,6 +39,7 @@ from lookalike.service.files import ImageFiles
 from lookalike.service.limits import DEFAULT_MAX_MEGAPIXELS
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 MAX_NAME = 100
 DEFAULT_MAX_PIXELS = DEFAULT_MAX_MEGAPIXELS * 1_000_000
@@ -521,12 +523,14 @@ class Service:
 
     def probe_png(self, search_id: int, face: bool) -> bytes:
         """The probe photo as a PNG with the searched face boxed (which face of a group photo this search is), or
-        (``face``) the searched face aligned like the gallery's faces."""
+        (``face``) the searched face aligned like the gallery's faces. A search deleted since it was drawn (``gallery
+        prune-searches``) is a 404, not drawn from memory."""
+        search = self.get_search(search_id)
 
         def render() -> bytes:
             data, _ = self.probe(search_id)
             image = decode_image(data, f"search {search_id}")
-            box = search_face(self.get_search(search_id)["result"]).get("box", ())
+            box = search_face(search["result"]).get("box", ())
             if not face:
                 return encode_png(boxed(image, box), PHOTO_SIDE)
             with self.engine() as e:
@@ -554,16 +558,27 @@ class Service:
         if not isinstance(subject, str) or subject not in candidates:
             raise ServiceError(422, "not_a_candidate", f"{subject!r} is not a candidate of search {search_id}")
         with self.engine() as e:
-            review_id = e.gallery.store.add_review(search_id, subject, verdict, reviewer.strip(), note, recorded_by)
+            try:
+                review_id = e.gallery.store.add_review(search_id, subject, verdict, reviewer.strip(), note,
+                                                       recorded_by)
+            except KeyError:  # pruned (gallery prune-searches) since it was read above
+                raise ServiceError(404, "unknown_search", f"no search {search_id}") from None
             rec = [r for r in e.gallery.store.list_reviews(search_id) if r.id == review_id][0]
         return rec.__dict__
 
 
+FILE_ERRORS = {"changed": (409, "image_file_changed", "its file has changed since it was enrolled (not the bytes "
+                                                     "enrolled); remove the image and enrol the photo again"),
+               "missing": (404, "image_file_missing", "its enrolled file is missing or unreadable on the server")}
+
+
 def _file_error(image_id: int, err: ImageError) -> ServiceError:
-    """An enrolled file that cannot be shown: 409 when it changed since enrolment, else 404 (gone, unreadable)."""
-    if err.reason == "changed":
-        return ServiceError(409, "image_file_changed", f"image {image_id}: {err}")
-    return ServiceError(404, "image_file_missing", f"image {image_id}: {err}")
+    """An enrolled file that cannot be shown: 409 when it changed since enrolment, else 404 (gone, unreadable),
+    said by image id; the file's path (``err``) goes to the server's log only, never to a client."""
+    log.warning("image %d: %r", image_id, str(err))
+    status, code, why = FILE_ERRORS.get(err.reason, (404, "image_file_missing",
+                                                     "its enrolled file cannot be read as an image now"))
+    return ServiceError(status, code, f"image {image_id}: {why}")
 
 
 def boxed(image: np.ndarray, box) -> np.ndarray:

@@ -31,9 +31,16 @@ from lookalike.service.auth import (
     new_login_value,
 )
 from lookalike.service.core import VERDICTS, Service, ServiceError, Upload, ranked_by, search_face
-from lookalike.service.security import live_session, page_session, set_session_cookie, token_match
+from lookalike.service.security import (
+    CallerFirst,
+    caller_check,
+    live_session,
+    page_session,
+    set_session_cookie,
+    token_match,
+)
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, route_class=CallerFirst)
 SearchId = Annotated[int, Field(ge=1, le=2**62)]  # a search's id in a path (the database's 64-bit integers)
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 
@@ -86,6 +93,7 @@ class PageResponse(Exception):
         self.response = response
 
 
+@caller_check
 async def logged_in(request: Request) -> Session:
     """The page's session; not logged in (or its token revoked since): to the login page, coming back here after."""
     session = await live_session(request)
@@ -95,15 +103,17 @@ async def logged_in(request: Request) -> Session:
     return session
 
 
-async def posted_form(request: Request, csrf: Annotated[str, Form()] = "") -> Session:
-    """:func:`logged_in` for a form post, whose hidden CSRF field must be the session's (else 403)."""
-    session = await logged_in(request)
+LoggedIn = Annotated[Session, Depends(logged_in)]
+
+
+async def posted_form(request: Request, session: LoggedIn, csrf: Annotated[str, Form()] = "") -> Session:
+    """:func:`logged_in` (checked before the form is read) for a form post, whose hidden CSRF field must be the
+    session's (else 403)."""
     if not csrf_ok(session, csrf):
         raise PageResponse(forbidden(request, session))
     return session
 
 
-LoggedIn = Annotated[Session, Depends(logged_in)]
 FormPost = Annotated[Session, Depends(posted_form)]
 
 

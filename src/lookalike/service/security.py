@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 import time
 from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TypeVar
 
 from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.routing import APIRoute
 
 from lookalike.service.access import note_caller
 from lookalike.service.auth import ENV_TOKEN, SESSION_COOKIE, Session, bearer
@@ -97,6 +101,54 @@ class WrongTokens:
                 self._seen.popitem(last=False)
 
 
+T = TypeVar("T")
+CHECKED = "lookalike.caller_checks"  # the request scope's key: the caller checks it has passed, with their results
+
+
+def caller_check(check: Callable[[Request], Awaitable[T]]) -> Callable[[Request], Awaitable[T]]:
+    """``check``, a dependency that says who is calling from the request's headers alone (a token, a session
+    cookie), run at most once a request (its result kept in the request's scope) and, on a :class:`CallerFirst`
+    route, before the request's body is read."""
+
+    @functools.wraps(check)
+    async def once(request: Request) -> T:
+        passed = request.scope.setdefault(CHECKED, {})
+        if once not in passed:
+            passed[once] = await check(request)
+        return passed[once]
+
+    once.caller_check = True
+    return once
+
+
+class CallerFirst(APIRoute):
+    """A route that runs its :func:`caller_check` dependencies before it reads the request's body. FastAPI reads and
+    parses the body (a multipart upload of up to ``--max-upload-mb``, spooled to a temporary file) before it runs any
+    dependency, so a request without a token had cost the server the whole upload before its 401."""
+
+    def get_route_handler(self) -> Callable[[Request], Awaitable]:
+        handler = super().get_route_handler()
+        checks = list(dict.fromkeys(_caller_checks(self.dependant)))
+        if not checks:
+            return handler
+
+        async def checked_first(request: Request):
+            for check in checks:
+                await check(request)
+            return await handler(request)
+
+        return checked_first
+
+
+def _caller_checks(dependant) -> Iterator[Callable]:
+    """The :func:`caller_check` dependencies of a route (or of its dependencies), in the order FastAPI runs them."""
+    for d in dependant.dependencies:
+        if getattr(d.call, "caller_check", False):
+            yield d.call
+        else:
+            yield from _caller_checks(d)
+
+
 async def token_match(request: Request, token: str | None) -> str | None:
     """Which valid token ``token`` is (:meth:`TokenChecker.match`), or None; a ServiceError 429 for an address that
     gave too many wrong ones lately (:class:`WrongTokens`)."""
@@ -117,6 +169,7 @@ async def token_ok(request: Request, token: str | None) -> bool:
     return await token_match(request, token) is not None
 
 
+@caller_check
 async def require_token(request: Request) -> str:
     """``Authorization: Bearer <token>`` with a valid token (401 otherwise): which token it is
     (:meth:`~lookalike.service.auth.TokenChecker.match`), what the searches and verdicts it makes record."""
@@ -149,6 +202,7 @@ async def live_session(request: Request) -> Session | None:
     return s
 
 
+@caller_check
 async def require_reader(request: Request) -> None:
     """A valid bearer token or a logged-in page session (for reads and the pictures on pages)."""
     if request.headers.get("authorization") is None and (session := await live_session(request)) is not None:
