@@ -469,6 +469,34 @@ def test_vector_rows_overwritten_in_place_are_refused(tmp_path: Path, capsys: py
     assert again["files"]["vectors.npy"] != state["files"]["vectors.npy"] and again["generation"] == state["generation"]
 
 
+@pytest.mark.parametrize("row, nan", [(0, False), (123, True), (299, False)])
+def test_every_block_of_changed_vector_files_is_compared(tmp_path: Path, monkeypatch, row: int, nan: bool) -> None:
+    """Changed files are compared with the database a block of rows at a time (each block as one matrix): a row
+    overwritten in place in the first, a middle or the last block, with another face's vector or with NaN, is
+    found and its image named."""
+    monkeypatch.setattr("lookalike.gallery.gallery.CHECK_BLOCK", 7)
+    db = tmp_path / "g.sqlite"
+    with _gallery(db, index="numpy") as g:
+        image, other = int(g.image_ids_[row]), np.asarray(g.vectors_)[(row + 1) % len(g.vectors_)].copy()
+    vectors = np.load(vector_dir(db) / "vectors.npy", mmap_mode="r+")
+    vectors[row] = np.nan if nan else other
+    vectors.flush()
+    del vectors
+    with pytest.raises(VectorsMismatchError, match=f"saved vector of image {image} differs from the database's"):
+        Gallery.open(db)
+
+
+def test_differing_rows_are_those_without_an_equal_stored_vector() -> None:
+    from lookalike.gallery.gallery import _differing_rows
+
+    saved = np.arange(12, dtype=np.float32).reshape(4, 3)
+    saved[3] = np.nan
+    stored = {10: saved[0].copy(), 11: saved[1] + 1, 13: saved[3].copy(), 14: saved[0][:2].copy()}
+    # 11 differs, 12 has no stored vector, 13 is NaN (equal to nothing), 14's stored vector is of another size
+    assert _differing_rows(saved[[0, 1, 2, 3, 0]], np.array([10, 11, 12, 13, 14]), stored).tolist() == [1, 2, 3, 4]
+    assert _differing_rows(saved[:1], np.array([10]), stored).tolist() == []
+
+
 def test_vector_files_older_than_the_store_are_brought_up_to_date(tmp_path: Path) -> None:
     db = tmp_path / "g.sqlite"
     with _gallery(db) as g:

@@ -3,7 +3,12 @@ argument, before any work and before numpy turns a bad value into a result of an
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
 import numpy as np
+
+T = TypeVar("T")
 
 
 def check_int(value: object, name: str, least: int = 1) -> int:
@@ -14,11 +19,116 @@ def check_int(value: object, name: str, least: int = 1) -> int:
     return int(value)
 
 
-def check_fpir(fpir: object) -> float:
-    """A target false-positive identification rate: a number strictly between 0 and 1, else a one-line ValueError
-    (a negative or NaN FPIR would give a threshold, and a DIR, that mean nothing)."""
-    number = isinstance(fpir, int | float | np.integer | np.floating) and not isinstance(fpir, bool)
-    f = float(fpir) if number else float("nan")
-    if not 0 < f < 1:
-        raise ValueError(f"FPIR must be a number strictly between 0 and 1, got {fpir!r}")
+def check_rate(value: object, name: str, upto_one: bool = False) -> float:
+    """``value`` as a float when it is a number strictly between 0 and 1 (or 1 itself, with ``upto_one``)."""
+    number = isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
+    f = float(value) if number else float("nan")
+    if not (0 < f <= 1 if upto_one else 0 < f < 1):
+        bound = "in (0, 1]" if upto_one else "strictly between 0 and 1"
+        raise ValueError(f"{name} must be a number {bound}, got {value!r}")
     return f
+
+
+def check_fpir(fpir: object, upto_one: bool = False) -> float:
+    """A target false-positive identification rate: a number strictly between 0 and 1, else a one-line ValueError
+    (a negative or NaN FPIR would give a threshold, and a DIR, that mean nothing). ``upto_one``: FPIR 1 too (no
+    threshold at all, as the last point of an FNIR-FPIR curve)."""
+    return check_rate(fpir, "FPIR", upto_one)
+
+
+def check_fpirs(fpirs: object, upto_one: bool = False) -> tuple[float, ...]:
+    """A non-empty sequence of :func:`check_fpir` FPIRs, as floats."""
+    return check_each(fpirs, "fpirs", lambda f: check_fpir(f, upto_one))
+
+
+def check_each(items: object, name: str, check: Callable[[object], T]) -> tuple[T, ...]:
+    """A non-empty 1-D sequence ``items`` (a list, tuple or array; not a bare value, which would not iterate)
+    checked one by one with ``check``."""
+    values = np.asarray(items, dtype=object)
+    if values.ndim != 1 or not len(values):
+        raise ValueError(f"{name} must be a non-empty 1-D sequence, got {items!r}")
+    return tuple(check(v) for v in values)
+
+
+def check_paired(a: object, b: object, what: str) -> None:
+    """A one-line ValueError unless ``a`` and ``b`` hold one value per search each (same length, 1-D): numpy would
+    broadcast a length-1 array over the other and give a number about nothing."""
+    shapes = [_shape(x) for x in (a, b)]
+    if None in shapes or len(shapes[0]) != 1 or shapes[0] != shapes[1]:
+        got = " and ".join("(ragged)" if s is None else str(s) for s in shapes)
+        raise ValueError(f"{what}: expected one value per search in each, got shapes {got}")
+
+
+def _shape(x: object) -> tuple[int, ...] | None:
+    """``x``'s numpy shape; None for nested sequences of different lengths."""
+    try:
+        return np.shape(x)
+    except ValueError:
+        return None
+
+
+def _numbers(x: object, name: str, kinds: str = "biuf") -> np.ndarray:
+    """``x`` as a 1-D array of numbers (of numpy's ``kinds``: booleans, integers, floats), else a one-line ValueError
+    naming it."""
+    try:
+        a = np.asarray(x)
+    except ValueError:  # ragged nesting
+        raise ValueError(f"{name} must be a 1-D array of numbers, got nested sequences of different lengths") from None
+    if a.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D array (one value per search or probe), got shape {a.shape}")
+    if a.dtype.kind not in kinds:
+        raise ValueError(f"{name} must hold numbers, got {a.dtype} values")
+    return a
+
+
+def check_scores(x: object, name: str, finite: bool = False) -> np.ndarray:
+    """``x`` as a 1-D float64 array without NaN (nor infinities when ``finite``: a mean or difference of them is
+    not a number; a score of -inf is one that no threshold reaches)."""
+    a = _numbers(x, name).astype(np.float64)
+    if np.isnan(a).any():
+        raise ValueError(f"{name} contains NaN")
+    if finite and np.isinf(a).any():
+        raise ValueError(f"{name} contains infinite values")
+    return a
+
+
+def check_flags(x: object, name: str) -> np.ndarray:
+    """``x`` as a 1-D bool array: booleans, or numbers that are all 0 or 1 (numpy would read 0.5 or NaN as True)."""
+    a = _numbers(x, name)
+    if a.dtype.kind != "b" and not np.isin(a, (0, 1)).all():
+        raise ValueError(f"{name} must be booleans (or 0 and 1), got {a[~np.isin(a, (0, 1))][0].item()!r}")
+    return a.astype(bool)
+
+
+def check_position_lists(lists: Sequence, name: str) -> list[np.ndarray]:
+    """Each of ``lists`` as a 1-D array of 0-based ranking positions: whole numbers >= 0, strictly increasing (a
+    probe's mates, best first; an unsorted or repeated position would give a wrong first hit and precision)."""
+    return _positions([np.asarray(p) for p in lists], lambda i: f"{name}[{i}]", name)
+
+
+def check_positions(positions: object, name: str) -> np.ndarray:
+    """One probe's positions (:func:`check_position_lists`)."""
+    return _positions([np.asarray(positions)], lambda i: name, name)[0]
+
+
+def _positions(arrays: list[np.ndarray], label: Callable[[int], str], name: str) -> list[np.ndarray]:
+    """:func:`check_position_lists` of ``arrays``, checked as one concatenation; ``label(i)`` names array i."""
+    for i, a in enumerate(arrays):
+        if a.ndim != 1:
+            raise ValueError(f"{label(i)} must be a 1-D array of positions, got shape {a.shape}")
+    lengths = np.fromiter((len(a) for a in arrays), np.int64, len(arrays))
+    flat = _numbers(np.concatenate(arrays) if arrays else np.zeros(0), name, kinds="iuf")
+    good = flat >= 0
+    if flat.dtype.kind == "f":
+        good &= np.isfinite(flat) & (flat == np.floor(flat))
+    ends = np.cumsum(lengths)
+    rising = np.ones(len(flat), bool)
+    rising[1:] = flat[1:] > flat[:-1]
+    rising[(ends - lengths)[lengths > 0]] = True  # each array's first item follows nothing
+    bad = np.flatnonzero(~(good & rising))
+    if len(bad):
+        i = int(np.searchsorted(ends, bad[0], side="right"))
+        j = int(bad[0] - (ends[i] - lengths[i]))
+        raise ValueError(f"{label(i)} must be 0-based positions, whole numbers >= 0 in increasing order; its item {j} "
+                         f"is {arrays[i][j].item()!r}" + (f" (after {arrays[i][j - 1].item()!r})" if j else ""))
+    return arrays

@@ -11,7 +11,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lookalike.checks import check_fpir
+from lookalike.checks import (
+    check_each,
+    check_flags,
+    check_fpir,
+    check_fpirs,
+    check_int,
+    check_paired,
+    check_position_lists,
+    check_positions,
+    check_rate,
+    check_scores,
+)
 
 RANKS = (1, 5, 10, 20, 50)
 
@@ -37,38 +48,48 @@ class RankedLists:
         return self.indices.shape[1]
 
 
-def _paired(a: np.ndarray, b: np.ndarray, what: str) -> None:
-    """A one-line ValueError unless ``a`` and ``b`` hold one value per search each (same length, 1-D): numpy would
-    broadcast a length-1 array over the other and give a number about nothing."""
-    if np.ndim(a) != 1 or np.ndim(b) != 1 or len(a) != len(b):
-        raise ValueError(f"{what}: expected one value per search in each, got shapes {np.shape(a)} and {np.shape(b)}")
-
-
-def _no_nan(x: np.ndarray, what: str) -> np.ndarray:
-    x = np.asarray(x, np.float64)
-    if np.isnan(x).any():
-        raise ValueError(f"{what} contain NaN")
-    return x
-
-
 def mate_positions(lists: RankedLists, probe_ids: np.ndarray, gallery_ids: np.ndarray,
                    base_ranks: list[np.ndarray]) -> list[np.ndarray]:
     """Sorted 0-based positions of each probe's mates: in-list positions plus base positions beyond K."""
     probe_ids, gallery_ids = np.asarray(probe_ids), np.asarray(gallery_ids)
-    kinds = {probe_ids.dtype.kind, gallery_ids.dtype.kind}
-    if kinds & set("iuf") and kinds & set("US"):  # numbers against text: never equal
-        raise ValueError(f"probe ids ({probe_ids.dtype}) and gallery ids ({gallery_ids.dtype}) are of different "
-                         "kinds: no probe would ever match")
-    if lists.indices.size and lists.indices.min() < 0:
-        raise ValueError("the lists hold a negative gallery row (a padding id), which would name the last row")
+    _check_ids(lists, probe_ids, gallery_ids)
+    if len(base_ranks) != len(probe_ids):
+        raise ValueError(f"base_ranks: expected one array per probe ({len(probe_ids)}), got {len(base_ranks)}")
+    base_ranks = check_position_lists(base_ranks, "base_ranks")
     k = lists.depth
     hits = gallery_ids[lists.indices] == probe_ids[:, None]
     return [np.concatenate([np.flatnonzero(h), r[r >= k]]) for h, r in zip(hits, base_ranks, strict=True)]
 
 
+def _check_ids(lists: RankedLists, probe_ids: np.ndarray, gallery_ids: np.ndarray) -> None:
+    """A one-line ValueError unless ``lists`` hold rows of ``gallery_ids``, one list per probe id, of ids that can
+    be equal."""
+    if not isinstance(lists, RankedLists):
+        raise ValueError(f"lists must be RankedLists, got {type(lists).__name__}")
+    if probe_ids.shape != (len(lists.indices),) or gallery_ids.ndim != 1:
+        raise ValueError(f"expected one probe id per list ({len(lists.indices)}) and a 1-D array of gallery ids, got "
+                         f"shapes {probe_ids.shape} and {gallery_ids.shape}")
+    kinds = {probe_ids.dtype.kind, gallery_ids.dtype.kind}
+    if kinds & set("iuf") and kinds & set("US"):  # numbers against text: never equal
+        raise ValueError(f"probe ids ({probe_ids.dtype}) and gallery ids ({gallery_ids.dtype}) are of different "
+                         "kinds: no probe would ever match")
+    if lists.indices.dtype.kind not in "iu":
+        raise ValueError(f"the lists must hold integer gallery rows, got {lists.indices.dtype}")
+    if lists.indices.size and lists.indices.min() < 0:
+        raise ValueError("the lists hold a negative gallery row (a padding id), which would name the last row")
+    if lists.indices.size and lists.indices.max() >= len(gallery_ids):
+        raise ValueError(f"the lists name gallery row {lists.indices.max()}, but there are {len(gallery_ids)} gallery "
+                         "ids")
+
+
 def average_precision(positions: np.ndarray) -> float:
     """TinyFace/Market-1501 AP from the sorted 0-based positions of all mates (0 when there are none)."""
-    p = np.asarray(positions, np.float64)
+    return _average_precision(check_positions(positions, "positions"))
+
+
+def _average_precision(positions: np.ndarray) -> float:
+    """:func:`average_precision` of positions already checked."""
+    p = positions.astype(np.float64)
     m = len(p)
     if m == 0:
         return 0.0
@@ -81,14 +102,15 @@ def average_precision(positions: np.ndarray) -> float:
 
 def first_hits(positions: list[np.ndarray]) -> np.ndarray:
     """Position of the first mate per probe (inf when it has none)."""
-    return np.asarray([p[0] if len(p) else np.inf for p in positions], np.float64)
+    return np.asarray([p[0] if len(p) else np.inf for p in check_position_lists(positions, "positions")], np.float64)
 
 
 def bootstrap_ci(values: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> list[float]:
     """Percentile bootstrap interval of the mean of per-probe values (resampling probes); NaNs when there are no
     values or ``n_boot`` is 0 (no interval asked for)."""
-    values = np.asarray(values, np.float64)
-    if len(values) == 0 or n_boot <= 0:
+    values = check_scores(values, "values", finite=True)
+    n_boot, seed, level = _check_bootstrap(n_boot, seed, level)
+    if len(values) == 0 or n_boot == 0:
         return [float("nan"), float("nan")]
     rng = np.random.default_rng(seed)
     means = np.empty(n_boot)
@@ -98,14 +120,21 @@ def bootstrap_ci(values: np.ndarray, n_boot: int = 1000, seed: int = 0, level: f
     return [float(lo), float(hi)]
 
 
+def _check_bootstrap(n_boot: int, seed: int, level: float) -> tuple[int, int, float]:
+    """The bootstrap's settings: resamples (0: none), the generator's seed, the interval's level."""
+    return check_int(n_boot, "n_boot", least=0), check_int(seed, "seed", least=0), check_rate(level, "level")
+
+
 def evaluate(positions: list[np.ndarray], ranks: tuple[int, ...] = RANKS, n_boot: int = 1000,
              seed: int = 0) -> dict:
     """rank-k hit rates (fractions), mAP, and bootstrap 95% CIs on rank-1 and mAP over the probes given, each of
     which has a mate in the gallery (a probe whose mate is not in its list counts as a miss; the benchmark sets
     probes without an enrolled mate aside before this)."""
+    positions = check_position_lists(positions, "positions")
     first = first_hits(positions)
+    ranks = check_each(ranks, "ranks", lambda k: check_int(k, "each of ranks"))
     out = {f"rank{k}": float(np.mean(first < k)) if len(first) else float("nan") for k in ranks}
-    aps = [average_precision(p) for p in positions]
+    aps = [_average_precision(p) for p in positions]
     out["mAP"] = float(np.mean(aps)) if positions else float("nan")
     out["rank1_ci95"] = bootstrap_ci(first < 1, n_boot, seed)
     out["mAP_ci95"] = bootstrap_ci(np.asarray(aps), n_boot, seed)
@@ -113,8 +142,11 @@ def evaluate(positions: list[np.ndarray], ranks: tuple[int, ...] = RANKS, n_boot
 
 
 def cmc_curve(positions: list[np.ndarray], max_rank: int = 50) -> np.ndarray:
-    """Hit rate at ranks 1..max_rank."""
+    """Hit rate at ranks 1..max_rank (NaN without probes, as :func:`evaluate`)."""
     first = first_hits(positions)
+    max_rank = check_int(max_rank, "max_rank")
+    if not len(first):
+        return np.full(max_rank, np.nan)
     return np.asarray([np.mean(first < k) for k in range(1, max_rank + 1)])
 
 
@@ -122,8 +154,8 @@ def mcnemar(base_hits: np.ndarray, new_hits: np.ndarray) -> dict:
     """Exact McNemar test of paired rank-1 outcomes: p-value, probes fixed (0->1) and broken (1->0)."""
     from scipy.stats import binomtest
 
-    _paired(base_hits, new_hits, "mcnemar")
-    base_hits, new_hits = np.asarray(base_hits, bool), np.asarray(new_hits, bool)
+    check_paired(base_hits, new_hits, "mcnemar: base_hits and new_hits")
+    base_hits, new_hits = check_flags(base_hits, "base_hits"), check_flags(new_hits, "new_hits")
     fixed = int((~base_hits & new_hits).sum())
     broken = int((base_hits & ~new_hits).sum())
     p = 1.0 if fixed + broken == 0 else float(binomtest(fixed, fixed + broken, 0.5).pvalue)
@@ -134,20 +166,28 @@ def threshold_at_fpir(nonmated_top: np.ndarray, fpir: float) -> float:
     """The smallest score threshold that at most ``fpir`` of the non-mated searches reach with their top
     candidate (just above the (n_allowed + 1)-th highest non-mated top score); -inf with no searches."""
     fpir = check_fpir(fpir)
-    nonmated = np.sort(np.asarray(nonmated_top, np.float64))[::-1]
-    if np.isnan(nonmated).any():
-        raise ValueError("non-mated scores contain NaN")
+    nonmated = np.sort(check_scores(nonmated_top, "nonmated_top"))[::-1]
     n_allowed = int(np.floor(fpir * len(nonmated)))
     return float(np.nextafter(nonmated[n_allowed], np.inf)) if n_allowed < len(nonmated) else float("-inf")
 
 
 def calibrated_threshold(thresholds: dict[float, float], fpir: float) -> float:
     """The threshold calibrated at ``fpir`` among ``thresholds`` (FPIR -> threshold), or a clear ValueError."""
+    fpir = check_fpir(fpir)
     for f, t in thresholds.items():
         if np.isclose(f, fpir):
             return t
     raise ValueError(f"no threshold calibrated at FPIR {fpir:g}; calibrated: "
                      f"{', '.join(f'{f:g}' for f in thresholds) or 'none'}")
+
+
+def _check_open_set(mated_top: np.ndarray, mated_hit: np.ndarray, nonmated_top: np.ndarray,
+                    what: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Open-set outcomes as float64 scores without NaN (-inf: a search no threshold accepts) and bool hits, one
+    score and hit per mated search."""
+    check_paired(mated_top, mated_hit, f"{what}: mated_top and mated_hit")
+    return (check_scores(mated_top, "mated_top"), check_flags(mated_hit, "mated_hit"),
+            check_scores(nonmated_top, "nonmated_top"))
 
 
 def fnir_at_fpir(mated_top: np.ndarray, mated_hit: np.ndarray, nonmated_top: np.ndarray,
@@ -159,13 +199,13 @@ def fnir_at_fpir(mated_top: np.ndarray, mated_hit: np.ndarray, nonmated_top: np.
     threshold, and DIR (detection and identification rate) is 1 - FNIR.
     """
     out: dict[str, float] = {}
-    _paired(mated_top, mated_hit, "fnir_at_fpir: mated scores and hits")
-    mated_top = _no_nan(mated_top, "mated scores")
+    fpirs = check_fpirs(fpirs)
+    mated_top, mated_hit, nonmated_top = _check_open_set(mated_top, mated_hit, nonmated_top, "fnir_at_fpir")
     if len(nonmated_top) == 0 or len(mated_top) == 0:
         return out
     for f in fpirs:
         t = threshold_at_fpir(nonmated_top, f)
-        fnir = float(1 - np.mean(np.asarray(mated_hit, bool) & (np.asarray(mated_top) >= t)))
+        fnir = float(1 - np.mean(mated_hit & (mated_top >= t)))
         out[f"fnir@fpir={f:g}"] = fnir
         out[f"dir@fpir={f:g}"] = 1 - fnir
         out[f"threshold@fpir={f:g}"] = t
@@ -182,22 +222,33 @@ class OpenSetScores:
     nonmated_top: np.ndarray
 
     def __post_init__(self) -> None:
-        _paired(self.mated_top, self.mated_hit, "OpenSetScores: mated scores and hits")
-        _no_nan(self.mated_top, "mated scores")
-        _no_nan(self.nonmated_top, "non-mated scores")
+        _check_open_set(self.mated_top, self.mated_hit, self.nonmated_top, "OpenSetScores")
 
     def rates(self, fpirs: tuple[float, ...] = (0.01, 0.1)) -> dict[str, float]:
         """:func:`fnir_at_fpir` of these searches."""
         return fnir_at_fpir(self.mated_top, self.mated_hit, self.nonmated_top, fpirs)
 
     def fnir_curve(self, fpirs: np.ndarray) -> np.ndarray:
-        """FNIR at each of ``fpirs`` (thresholds as :func:`threshold_at_fpir` sets them), for an FNIR-FPIR plot."""
+        """FNIR at each of ``fpirs`` (thresholds as :func:`threshold_at_fpir` sets them; FPIR 1: no threshold), for
+        an FNIR-FPIR plot."""
+        fpirs = np.asarray(check_fpirs(fpirs, upto_one=True))
+        if not len(self.mated_top) or not len(self.nonmated_top):
+            raise ValueError(f"fnir_curve needs mated and non-mated searches, got {len(self.mated_top)} and "
+                             f"{len(self.nonmated_top)}")
         nonmated = np.sort(np.asarray(self.nonmated_top, np.float64))[::-1]
-        allowed = np.floor(np.asarray(fpirs) * len(nonmated)).astype(int)
+        allowed = np.floor(fpirs * len(nonmated)).astype(int)
         t = np.where(allowed < len(nonmated), np.nextafter(nonmated[np.minimum(allowed, len(nonmated) - 1)], np.inf),
                      -np.inf)
         hit = np.asarray(self.mated_hit, bool)[None] & (np.asarray(self.mated_top)[None] >= t[:, None])
         return 1 - hit.mean(1)
+
+
+def _check_outcomes(outcomes: list[OpenSetScores]) -> list[OpenSetScores]:
+    """A one-line ValueError unless ``outcomes`` is a non-empty list of :class:`OpenSetScores`."""
+    outcomes = list(outcomes)
+    if not outcomes or not all(isinstance(o, OpenSetScores) for o in outcomes):
+        raise ValueError(f"expected one or more OpenSetScores, got {[type(o).__name__ for o in outcomes]}")
+    return outcomes
 
 
 def dir_replicates(outcomes: list[OpenSetScores], fpir: float, n_boot: int, seed: int = 0,
@@ -206,10 +257,15 @@ def dir_replicates(outcomes: list[OpenSetScores], fpir: float, n_boot: int, seed
     non-mated searches are resampled independently, each resample sets its own threshold (so the interval holds
     the threshold's uncertainty too), and every method gets the same resamples (so differences are paired: the
     methods must hold the same searches in the same order)."""
+    fpir, chunk = check_fpir(fpir), check_int(chunk, "chunk")
+    n_boot, seed = check_int(n_boot, "n_boot", least=0), check_int(seed, "seed", least=0)
+    outcomes = _check_outcomes(outcomes)
     first = outcomes[0]
     m, n = len(first.mated_top), len(first.nonmated_top)
     if any(len(o.mated_top) != m or len(o.nonmated_top) != n for o in outcomes):
         raise ValueError("paired open-set outcomes must hold the same searches")
+    if not m or not n:
+        raise ValueError(f"resampling the open set needs mated and non-mated searches, got {m} and {n}")
     rng = np.random.default_rng(seed)
     allowed = int(np.floor(fpir * n))
     out = np.empty((n_boot, len(outcomes)))
@@ -225,6 +281,13 @@ def dir_replicates(outcomes: list[OpenSetScores], fpir: float, n_boot: int, seed
     return out
 
 
+def _check_pairs(pairs: tuple[tuple[str, str], ...], outcomes: dict) -> None:
+    """A one-line ValueError unless each of ``pairs`` is a (new, old) tuple of methods among ``outcomes``."""
+    for p in pairs:
+        if not (isinstance(p, tuple) and len(p) == 2 and all(m in outcomes for m in p)):
+            raise ValueError(f"pairs must be (new, old) tuples of methods among {list(outcomes)}, got {p!r}")
+
+
 def open_set_statistics(outcomes: dict[str, OpenSetScores], pairs: tuple[tuple[str, str], ...] = (),
                         fpirs: tuple[float, ...] = (0.01, 0.1), n_boot: int = 1000, seed: int = 0,
                         level: float = 0.95) -> tuple[dict[str, dict], dict[tuple[str, str], dict]]:
@@ -233,9 +296,11 @@ def open_set_statistics(outcomes: dict[str, OpenSetScores], pairs: tuple[tuple[s
     FPIR, each thresholding its own scores: the difference, its paired interval and :func:`bootstrap_p`}). Empty
     dicts without resamples or when the first method has no searches of a kind; a ValueError when the methods do
     not hold the same searches (FNIR's interval is one minus DIR's)."""
+    fpirs, (n_boot, seed, level) = check_fpirs(fpirs), _check_bootstrap(n_boot, seed, level)
+    _check_pairs(pairs, outcomes)
     cis: dict[str, dict] = {n: {} for n in outcomes}
     paired: dict[tuple[str, str], dict] = {pair: {} for pair in pairs}
-    first = next(iter(outcomes.values()), None)
+    first = _check_outcomes(outcomes.values())[0] if outcomes else None
     if n_boot <= 0 or first is None or not len(first.mated_top) or not len(first.nonmated_top):
         return cis, paired
     q = [(1 - level) / 2, (1 + level) / 2]
@@ -267,6 +332,9 @@ def paired_dir(new: OpenSetScores, old: OpenSetScores, fpirs: tuple[float, ...] 
 def bootstrap_p(delta: np.ndarray) -> float:
     """Two-sided bootstrap p-value of a difference from its resampled values ``delta``: twice the share of them on
     the far side of zero, the observed difference counted with them (so never below 2 / (len(delta) + 1))."""
+    delta = check_scores(delta, "delta", finite=True)
+    if not len(delta):
+        raise ValueError("bootstrap_p needs resampled differences, got none")
     far = min(int((delta <= 0).sum()), int((delta >= 0).sum()))
     return min(1.0, 2 * (far + 1) / (len(delta) + 1))
 
@@ -275,9 +343,10 @@ def paired_mean(new: np.ndarray, old: np.ndarray, n_boot: int = 1000, seed: int 
                 level: float = 0.95) -> dict[str, float | list[float]]:
     """The mean of ``new`` minus ``old``, per-probe values on the same probes (e.g. average precision): the
     difference, its paired bootstrap interval (probes resampled) and :func:`bootstrap_p`; {} without probes."""
-    _paired(new, old, "paired_mean")
-    d = _no_nan(new, "values") - _no_nan(old, "values")
-    if len(d) == 0 or n_boot <= 0:
+    check_paired(new, old, "paired_mean: new and old")
+    d = check_scores(new, "new", finite=True) - check_scores(old, "old", finite=True)
+    n_boot, seed, level = _check_bootstrap(n_boot, seed, level)
+    if len(d) == 0 or n_boot == 0:
         return {}
     means = d[np.random.default_rng(seed).integers(0, len(d), (n_boot, len(d)))].mean(1)
     return {"diff": float(d.mean()), "diff_ci95": [float(x) for x in np.quantile(means, [(1 - level) / 2,
@@ -288,4 +357,5 @@ def paired_mean(new: np.ndarray, old: np.ndarray, n_boot: int = 1000, seed: int 
 def unmeasurable_fpirs(n_nonmated: int, fpirs: tuple[float, ...] = (0.01, 0.1)) -> list[float]:
     """The FPIRs that ``n_nonmated`` non-mated searches cannot measure (fewer than 1 / FPIR of them): the threshold
     then sits above the highest non-mated score, an FPIR of 0 on them, and the DIR is not the named FPIR's."""
-    return [f for f in fpirs if n_nonmated * f < 1]
+    n_nonmated = check_int(n_nonmated, "n_nonmated", least=0)
+    return [f for f in check_fpirs(fpirs) if n_nonmated * f < 1]

@@ -153,6 +153,14 @@ def _check_unit(x: np.ndarray, what: str) -> None:
                          "(lookalike.matchers.base.l2_normalize)")
 
 
+def _differing_rows(saved: np.ndarray, ids: np.ndarray, stored: dict[int, np.ndarray]) -> np.ndarray:
+    """The rows of ``saved`` (one vector per image of ``ids``, at least one) that differ from their image's
+    ``stored`` vector, or whose image has none of their size: compared as one matrix, not row by row."""
+    none = np.full(saved.shape[1], np.nan, np.float32)  # equal to nothing
+    theirs = np.stack([v if (v := stored.get(i)) is not None and v.shape == none.shape else none for i in ids.tolist()])
+    return np.flatnonzero((theirs != saved).any(axis=1))
+
+
 def _index_spec(recorded: str | None, override: str | None, url: str) -> tuple[str, dict, bool]:
     """(kind, params) to search with and whether they are the gallery's own (``recorded``) rather than a
     session's ``override``."""
@@ -488,13 +496,13 @@ class Gallery:
                     np.unique(np.linspace(0, len(snap.image_ids) - 1, SPOT_CHECKS).astype(int)))
             for start in range(0, len(rows), CHECK_BLOCK):
                 block = rows[start:start + CHECK_BLOCK]
-                stored = self.store.get_embeddings(snap.image_ids[block].tolist(), self.matcher_name, self.preprocess)
-                for r in block:
-                    v = stored.get(int(snap.image_ids[r]))
-                    if v is None or not np.array_equal(v, saved.vectors[r]):
-                        return (f"saved vector of image {int(snap.image_ids[r])} differs from the database's"
-                                + (f" ({' and '.join(saved.changed)} changed since lookalike wrote them)"
-                                   if saved.changed else ""))
+                ids = snap.image_ids[block]
+                stored = self.store.get_embeddings(ids.tolist(), self.matcher_name, self.preprocess)
+                differ = ids[_differing_rows(saved.vectors[block], ids, stored)]
+                if len(differ):
+                    return (f"saved vector of image {int(differ[0])} differs from the database's"
+                            + (f" ({' and '.join(saved.changed)} changed since lookalike wrote them)"
+                               if saved.changed else ""))
         return ""
 
     def _save(self, append: bool = True) -> None:
