@@ -65,12 +65,44 @@ def test_load_folders_counts_and_skips_non_images(face_folders):
     (face_folders / ".Trashes" / "old").mkdir(parents=True)  # a volume's hidden folder: never a person
     (face_folders / "nobody").mkdir()
     t = load_folders(face_folders)
-    assert t.notes == {"skipped_non_image_files": 1, "hidden": 3, "nested_folder": 1, "missing": 1,
+    assert t.notes == {"skipped_non_image_files": 1, "hidden": 3, "nested_folder": 1, "broken_link": 1,
                        "outside_identity_folder": 1, "empty_folder": 1}
     assert {r[0] for r in t.dropped if r[2] == "empty_folder"} == {str(face_folders / "nobody")}
-    assert {r[2] for r in t.dropped if r[0].endswith("gone.png")} == {"missing"}
+    assert {r[2] for r in t.dropped if r[0].endswith("gone.png")} == {"broken_link"}
     assert not any(p.endswith((".txt", ".DS_Store")) for p in t.paths)
     assert t.identity_counts()["p07"] == PERSON_COUNTS["p07"] + 1  # upper-case extension is an image
+
+
+def test_a_broken_link_has_one_reason_in_enroll_and_identify(face_folders, tmp_path):
+    """The folder loader (enroll, embed, train, benchmark), a CSV manifest and identify's folder walker give a link to
+    nothing the same reason: enroll had counted it as ``missing`` (a file a rerun may find), identify "broken link"."""
+    from lookalike.cli import probe_paths
+
+    gone = face_folders / "p06" / "gone.png"
+    gone.symlink_to(face_folders / "p06" / "nowhere.png")
+    loaded = {r[0]: r[2] for r in load_folders(face_folders).dropped}
+    _, left_out = probe_paths([str(face_folders / "p06")])
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"path,identity\n{gone},p06\n{face_folders / 'p06' / '0.png'},p06\n")
+    listed = {r[0]: r[2] for r in load_manifest(manifest).dropped}
+    assert loaded[str(gone)] == dict(left_out)[str(gone)] == listed[str(gone)] == "broken_link"
+
+
+def test_both_folder_walkers_leave_out_the_same_hidden_names(face_folders):
+    """One rule (``is_hidden``: a name starting with a dot) for the folder loader and identify's walker."""
+    from lookalike.cli import probe_paths
+    from lookalike.data.table import is_hidden
+
+    person = face_folders / "p05"
+    for name in ("._0.png", ".DS_Store", ".hidden.png"):
+        (person / name).write_bytes((person / "0.png").read_bytes())
+    (person / ".git").mkdir()
+    hidden = {str(p) for p in person.iterdir() if is_hidden(p)}
+    assert {Path(p).name for p in hidden} == {"._0.png", ".DS_Store", ".hidden.png", ".git"}
+    loaded = {r[0] for r in load_folders(face_folders).dropped if r[2] == "hidden"}
+    photos, left_out = probe_paths([str(person)])
+    assert loaded == {p for p, why in left_out if why.startswith("hidden")} == hidden
+    assert not hidden & set(photos)
 
 
 def test_load_folders_errors(tmp_path):

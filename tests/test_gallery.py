@@ -120,12 +120,13 @@ def test_skips_duplicates_and_repeats_are_reported(db: str, face_folders: Path, 
         assert r.added == 2  # "a" and "b" each get the image once
         assert dict(r.skipped) == {"repeated": 1, "empty": 1, "unreadable": 1, "missing": 1}
         assert len(r.messages) == 4 and any("gone.png" in m for m in r.messages)
-        assert {(d["subject"], tuple(d["also_under"])) for d in r.duplicates} == {("a", ("b",)), ("b", ("a",))}
+        # the image under "a" and under "b" (the repeat under "a" is skipped, not a third duplicate)
+        assert [(d["subject"], d["also_under"]) for d in r.duplicates] == [("a", ["b"]), ("b", ["a"])]
         # deterministic failures are recorded and not retried; the missing file is retried
         again = g.enroll(paths, subjects, cache=cache, workers=1, progress=False)
         assert (again.added, again.already_enrolled, again.computed) == (0, 2, 0)
         assert again.skipped["empty"] == 1 and again.skipped["missing"] == 1
-        assert g.stats()["images_skipped"] == 2
+        assert g.stats()["images_unusable"] == 2
 
 
 def test_hostile_subject_names_are_stored_verbatim(db: str, face_folders: Path, tmp_path: Path,
@@ -769,9 +770,59 @@ def test_enroll_lists_what_the_loader_left_out(tmp_path: Path, face_folders: Pat
     assert main(args) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["added"] == sum(PERSON_COUNTS.values())
-    assert out["skipped"] == {"missing": 1, "nested_folder": 1, "outside_identity_folder": 1,
+    assert out["skipped"] == {"broken_link": 1, "nested_folder": 1, "outside_identity_folder": 1,
                               "skipped_non_image_files": 1}
     assert sum("stray.png" in m for m in out["messages"]) == 1
+
+
+def _enroll_args(face_folders: Path, db: str, cache: str, *more: str) -> list[str]:
+    return ["enroll", "--gallery", str(face_folders), "--db", db, "--matcher", FAST_MATCHER, "--cache", cache,
+            "--workers", "1", "--no-progress", *more]
+
+
+def test_enroll_counts_the_duplicates_it_lists_on_every_run(tmp_path: Path, face_folders: Path, capsys) -> None:
+    """A duplicate is an image in the gallery whose bytes another subject has too: a repeat skipped under the same
+    subject, or a photo with no face under two names (in neither's gallery), is not one. The count is the lines
+    listed, on the first run and on a rerun; ``gallery stats`` names what it counts (``images_unusable``: the images
+    recorded as failing, not every skip of an enrolment)."""
+    from PIL import Image
+
+    same = face_folders / "p05" / "0.png"
+    (face_folders / "p05" / "again.png").write_bytes(same.read_bytes())  # a repeat under p05: skipped
+    (face_folders / "p06" / "copy.png").write_bytes(same.read_bytes())  # under p06 too: a duplicate, both listed
+    for person in ("p07", "p08"):  # no face, under two names
+        Image.new("RGB", (64, 64), (128, 128, 128)).save(face_folders / person / "blank.png")
+    (face_folders / "p09" / "notes.txt").write_text("not a photo")
+    db = str(tmp_path / "g.sqlite")
+    for _ in range(2):
+        assert main(_enroll_args(face_folders, db, str(tmp_path / "c.sqlite"))) == 0
+        out, err = capsys.readouterr()
+        listed = sorted(line.split(" (")[0] for line in err.splitlines() if line.startswith("duplicate: "))
+        assert listed == [f"duplicate: {same}", f"duplicate: {face_folders / 'p06' / 'copy.png'}"]
+        assert "duplicates 2 (same image under another subject)" in out
+        assert "skipped 4 (no_face 2, repeated 1, skipped_non_image_files 1)" in out
+    assert main(["gallery", "stats", "--db", db, "--format", "json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert "images_skipped" not in stats and stats["images_unusable"] == 2  # the two recorded no_face photos
+
+
+def test_enroll_reports_its_elapsed_time_when_every_image_comes_from_the_cache(tmp_path: Path, face_folders: Path,
+                                                                             capsys) -> None:
+    """Every face from the embedding cache: the time reported is the enrolment's (folder listed, gallery opened,
+    faces stored), not 0.0 s."""
+    cache = str(tmp_path / "c.sqlite")
+    assert main(_enroll_args(face_folders, str(tmp_path / "first.sqlite"), cache)) == 0
+    capsys.readouterr()
+    start = time.perf_counter()
+    assert main(_enroll_args(face_folders, str(tmp_path / "second.sqlite"), cache, "--format", "json")) == 0
+    wall = time.perf_counter() - start
+    report = json.loads(capsys.readouterr().out)
+    assert (report["added"], report["computed"]) == (N_IMAGES, 0)
+    assert 0.7 * wall <= report["seconds"] <= wall, (report["seconds"], wall)
+    from lookalike.gallery.gallery import format_seconds  # the table's figure
+
+    assert (format_seconds(0.0321), format_seconds(0.004), format_seconds(0.5), format_seconds(12.34)) == (
+        "0.032", "0.004", "0.5", "12.3")
 
 
 def test_a_line_break_in_a_file_name_does_not_split_console_lines(tmp_path: Path, face_folders: Path, capsys) -> None:

@@ -772,9 +772,8 @@ def test_identify_reports_every_input_and_its_decision(system, orl_dir, tmp_path
     doc = json.loads(out)
     assert [(r["photo"], r["status"]) for r in doc["results"]] == [(str(folder / "a.pgm"), "ok"), (str(missing),
                                                                                                   "missing")]
-    assert sorted(x["reason"] for x in doc["left_out"]) == ["broken link", "not an image file (by its extension)"]
-    assert "2 photos, 1 face searched; 1 photo without a usable face (missing); 2 entries in the folders left " \
-           "out" in err
+    assert sorted(x["reason"] for x in doc["left_out"]) == ["broken_link", "not an image file (by its extension)"]
+    assert "2 photos, 1 face searched; 1 photo without a usable face (missing); 2 entries left out" in err
     decision = doc["results"][0]["faces"][0]["decision"]
 
     assert main(["identify", str(folder), *args]) == 0  # the table
@@ -823,7 +822,7 @@ def test_identify_walks_linked_folders_once_and_lists_what_it_leaves_out(system,
         ("a.pgm", "ok"), ("linked/b.pgm", "ok"), ("pipe.pgm", "not_a_regular_file")]
     left = {Path(x["path"]).relative_to(case).as_posix(): x["reason"] for x in doc["left_out"]}
     assert set(left) == {".hidden.pgm", "sub/loop"} and "already searched" in left["sub/loop"]
-    assert "2 entries in the folders left out (1 a folder already searched" in err
+    assert "2 entries left out (1 a folder already searched" in err
     for fmt in ("table", "csv", "html"):
         assert main(["identify", str(case), *args, "--format", fmt]) == 0
         text = capsys.readouterr().out
@@ -835,3 +834,59 @@ def test_identify_walks_linked_folders_once_and_lists_what_it_leaves_out(system,
     enrolled.write_bytes(b"not to be overwritten")
     assert main(["identify", str(case / "a.pgm"), *args, "--format", "csv", "--out", str(enrolled)]) == 2
     assert "names an image file" in capsys.readouterr().err and enrolled.read_bytes() == b"not to be overwritten"
+
+
+def test_each_photo_file_is_searched_once_however_often_it_is_given(tmp_path):
+    """A folder and a file in it, a file named twice (two spellings), a link to a file also given, a CSV row naming
+    it again: searched once, each repeat left out with its reason; two files with the same bytes are both searched."""
+    from lookalike import cli
+
+    case = tmp_path / "case"
+    case.mkdir()
+    a, b = write_synthetic(case / "a.png", 1), case / "b.png"
+    b.write_bytes(a.read_bytes())  # another file, the same bytes: a second piece of evidence
+    (case / "link.png").symlink_to(a)
+    (tmp_path / "alias.png").symlink_to(a)
+    (tmp_path / "list.csv").write_text("path\ncase/a.png\n")
+    given = [case, a, case / ".." / "case" / "a.png", tmp_path / "alias.png", tmp_path / "list.csv"]
+    paths, left_out = cli.probe_paths([str(x) for x in given])
+    assert paths == [str(a), str(b)]
+    repeats = ("case/link.png", "case/a.png", "case/../case/a.png", "alias.png", "case/a.png")
+    assert [(Path(p).relative_to(tmp_path).as_posix(), why) for p, why in left_out] == [
+        (x, cli.PHOTO_REPEATED) for x in repeats]
+
+
+def test_identify_lists_a_photo_given_twice_as_left_out_in_every_format(orl_folders, orl_dir, tmp_path, capsys):
+    """identify given one photo twice (a folder and a file in it, a link to it) searches it once and lists each repeat
+    as left out: JSON, table, CSV (``photo_status`` left_out), HTML and the summary's count."""
+    import shutil
+
+    from lookalike import cli
+
+    db = str(tmp_path / "g.sqlite")
+    assert main(["enroll", "--gallery", str(orl_folders), "--db", db, "--matcher", FAST_MATCHER, "--cache",
+                 str(tmp_path / "c.sqlite"), "--workers", "1", "--no-progress"]) == 0
+    case = tmp_path / "case"
+    case.mkdir()
+    shutil.copy(orl_dir / "s1" / "5.pgm", case / "a.pgm")
+    shutil.copy(orl_dir / "s1" / "5.pgm", case / "b.pgm")  # the same bytes in another file: searched too
+    (tmp_path / "alias.pgm").symlink_to(case / "a.pgm")
+    given = [str(case), str(case / "a.pgm"), str(tmp_path / "alias.pgm"), "--db", db, "--top", "3"]
+    capsys.readouterr()
+    assert main(["identify", *given, "--format", "json"]) == 0
+    out, err = capsys.readouterr()
+    doc = json.loads(out)
+    assert [r["photo"] for r in doc["results"]] == [str(case / "a.pgm"), str(case / "b.pgm")]
+    repeated = cli.PHOTO_REPEATED
+    assert doc["left_out"] == [{"path": str(case / "a.pgm"), "reason": repeated},
+                               {"path": str(tmp_path / "alias.pgm"), "reason": repeated}]
+    assert f"2 photos, 2 faces searched; 0 photos without a usable face; 2 entries left out (2 {repeated})" in err
+    assert main(["identify", *given, "--format", "csv"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [(r["photo"], r["message"]) for r in rows if r["photo_status"] == "left_out"] == [
+        (str(case / "a.pgm"), repeated), (str(tmp_path / "alias.pgm"), repeated)]
+    assert len({r["photo"] for r in rows if r["photo_status"] == "ok"}) == 2
+    for fmt in ("table", "html"):
+        assert main(["identify", *given, "--format", fmt]) == 0
+        text = capsys.readouterr().out
+        assert text.count(f"{tmp_path / 'alias.pgm'}: {repeated}") == 1, fmt

@@ -331,11 +331,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+PHOTO_REPEATED = "a photo already searched (named again, or a link to it)"
+
+
 def probe_paths(items: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
     """Photo files from files, folders (every image file below, sorted; linked folders followed, each folder once)
-    and CSV files (their 'path' column): (the paths, each searched or reported by its status, a missing one as
-    ``missing``; (path, reason) of what the folders hold that is not searched: files that are not image files,
-    broken links, hidden files and folders, a folder reached a second time through a link)."""
+    and CSV files (their 'path' column): (the paths, each distinct file once, searched or reported by its status, a
+    missing one as ``missing``; (path, reason) of what is not searched: what the folders hold that is not a photo
+    (files that are not image files, broken links, hidden files and folders, a folder reached a second time through a
+    link) and every repeat of a photo already given)."""
     from lookalike.data.manifest import read_csv
 
     out: list[str] = []
@@ -356,7 +360,24 @@ def probe_paths(items: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
                 out.append(str(path if Path(path).is_absolute() else p.parent / path))
         else:  # a file, or one that is missing: searched, or reported with its status as the others are
             out.append(str(p))
-    return out, left_out
+    return _each_file_once(out, left_out), left_out
+
+
+def _each_file_once(paths: list[str], left_out: list[tuple[str, str]]) -> list[str]:
+    """``paths`` with each file (by its resolved path: links and other spellings followed) once, in the order first
+    given; every repeat is added to ``left_out``. Two files with the same bytes are two files: both stay."""
+    import os
+
+    first: set[str] = set()
+    out = []
+    for path in paths:
+        real = os.path.realpath(path)
+        if real in first:
+            left_out.append((path, PHOTO_REPEATED))
+        else:
+            first.add(real)
+            out.append(path)
+    return out
 
 
 def _folder_photos(folder: Path, out: list[str], left_out: list[tuple[str, str]], seen: set[str]) -> None:
@@ -364,7 +385,7 @@ def _folder_photos(folder: Path, out: list[str], left_out: list[tuple[str, str]]
     their extension, regular or not: a named pipe is reported by its status) or ``left_out``."""
     import os
 
-    from lookalike.data.table import is_image_file
+    from lookalike.data.table import BROKEN_LINK, is_broken_link, is_hidden, is_image_file
 
     real = os.path.realpath(folder)
     if real in seen:
@@ -378,12 +399,12 @@ def _folder_photos(folder: Path, out: list[str], left_out: list[tuple[str, str]]
         return
     for entry in entries:
         f = Path(entry.path)
-        if entry.name.startswith("."):
+        if is_hidden(f):
             left_out.append((str(f), "hidden (its name starts with a dot)"))
         elif f.is_dir():
             _folder_photos(f, out, left_out, seen)
-        elif f.is_symlink() and not f.exists():
-            left_out.append((str(f), "broken link"))
+        elif is_broken_link(f):
+            left_out.append((str(f), BROKEN_LINK))
         elif is_image_file(f):
             out.append(str(f))
         else:
@@ -442,7 +463,7 @@ def cmd_identify(args: argparse.Namespace) -> int:
 
     paths, left_out = probe_paths(args.photos)
     if not paths:
-        raise ValueError("no probe photos given" + (f" ({len(left_out)} entries in the folders left out: "
+        raise ValueError("no probe photos given" + (f" ({len(left_out)} entries left out: "
                                                     f"{left_out[0][0]}: {left_out[0][1]}, ...)" if left_out else ""))
     if args.out:
         from lookalike.data.table import is_image_file

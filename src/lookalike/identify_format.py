@@ -72,12 +72,12 @@ def summary(result: dict) -> str:
     left_out = Counter(x["reason"] for x in result.get("left_out", []))
     return (f"{_count(len(rows), 'photo')}, {searched} searched; {_count(len(bad), 'photo')} without a usable face"
             + (f" ({', '.join(sorted({r['status'] for r in bad}))})" if bad else "")
-            + (f"; {left_out.total()} {'entry' if left_out.total() == 1 else 'entries'} in the folders left out ("
+            + (f"; {left_out.total()} {'entry' if left_out.total() == 1 else 'entries'} left out ("
                + ", ".join(f"{n} {why}" for why, n in sorted(left_out.items())) + ")" if left_out else ""))
 
 
 def left_out_lines(result: dict) -> list[str]:
-    """``path: reason`` for each file the folders given hold that was not searched (``left_out``)."""
+    """``path: reason`` for each entry given, or held by the folders given, that was not searched (``left_out``)."""
     return [f"{x['path']}: {x['reason']}" for x in result.get("left_out", [])]
 
 
@@ -136,7 +136,7 @@ def format_table(result: dict) -> str:
                              f"{c['base_score']:>8.4f}  {c['base_rank']:>4} → {c['rank']:<3}  {dist}{g!s:>5}  "
                              f"{one_line(c['image'])}")
     if left_out_lines(result):
-        lines += ["", "left out of the folders given:", *map(one_line, left_out_lines(result))]
+        lines += ["", "left out (not searched):", *map(one_line, left_out_lines(result))]
     return "\n".join(lines) + "\n"
 
 
@@ -230,7 +230,7 @@ def format_html(result: dict, faces: dict) -> str:
                                    "card g" if group else "card"))
             out.append("<div class='row'>" + "".join(cards) + "</div>")
     if left_out_lines(result):
-        out.append("<h2>Left out of the folders given</h2><ul>"
+        out.append("<h2>Left out (not searched)</h2><ul>"
                    + "".join(f"<li>{e(line)}</li>" for line in left_out_lines(result)) + "</ul>")
     return "\n".join(out) + "\n</body></html>\n"
 

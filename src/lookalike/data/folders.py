@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from lookalike.data.table import FaceTable, is_image_file, non_image_reason
+from lookalike.data.table import FaceTable, is_hidden, is_image_file, non_image_reason
 
 # Written into every folder lookalike writes results to, so that a later run never enrols its figures as faces.
 OUTPUT_MARKER = ".lookalike-output"
@@ -30,7 +30,7 @@ def load_folders(root: str | Path, exclude: list[str | Path] = ()) -> FaceTable:
         raise ValueError(f"cannot list the dataset folder {root} ({e.strerror})") from e
     people = []
     for p in entries:
-        if p.name.startswith(".") and p.name != OUTPUT_MARKER:  # .Trashes, .git, macOS's ._ copies: never a person
+        if is_hidden(p) and p.name != OUTPUT_MARKER:  # .Trashes, .git, macOS's ._ copies: never a person
             table.drop(p, "", "hidden", f"{p}: hidden (its name starts with a dot); not loaded")
         elif p.is_dir():
             people.append(p)
@@ -50,7 +50,7 @@ def load_folders(root: str | Path, exclude: list[str | Path] = ()) -> FaceTable:
         if not files:
             table.drop(person, person.name, "empty_folder", f"{person}: an empty identity folder; no one enrolled")
         for f in files:
-            if f.name.startswith("."):
+            if is_hidden(f):
                 table.drop(f, person.name, "hidden", f"{f}: hidden (its name starts with a dot); not loaded")
             elif f.is_file() and is_image_file(f):
                 paths.append(str(f))

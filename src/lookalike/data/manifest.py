@@ -10,7 +10,7 @@ import os
 import stat
 from pathlib import Path
 
-from lookalike.data.table import FaceTable
+from lookalike.data.table import BROKEN_LINK, FaceTable, is_broken_link
 
 
 def read_csv(csv_path: str | Path) -> tuple[set[str], list[dict[str, str | None]]]:
@@ -42,7 +42,10 @@ def load_manifest(csv_path: str | Path) -> FaceTable:
         try:
             st = p.stat()
         except OSError:
-            table.drop(p, identity, "missing_files", f"{csv_path}:{i}: {p} does not exist")
+            if is_broken_link(p):
+                table.drop(p, identity, BROKEN_LINK, f"{csv_path}:{i}: {p} is a broken symbolic link")
+            else:
+                table.drop(p, identity, "missing_files", f"{csv_path}:{i}: {p} does not exist")
             continue
         if not stat.S_ISREG(st.st_mode):  # a folder, a named pipe (would block), a device: never opened
             table.drop(p, identity, "not_a_regular_file", f"{csv_path}:{i}: {p} is not a regular file")

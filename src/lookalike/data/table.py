@@ -14,6 +14,8 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".pgm", ".ppm", ".bmp", ".tif", ".t
                     ".avif")
 # image formats Pillow cannot read without plug-ins: reported with their own reason and a remedy
 UNSUPPORTED_EXTENSIONS = (".heic", ".heif", ".avif", ".jxl", ".raw", ".cr2", ".nef", ".dng")
+# the reason every loader and identify give a symbolic link to nothing (not "missing": a rerun will not find it)
+BROKEN_LINK = "broken_link"
 
 
 @dataclass
@@ -90,11 +92,22 @@ def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS
 
 
+def is_hidden(path: Path) -> bool:
+    """Whether a folder walker leaves ``path`` out as hidden: its name starts with a dot (``.Trashes``, ``.git``,
+    macOS's ``._photo.jpg`` copies), never a person or a photo."""
+    return path.name.startswith(".")
+
+
+def is_broken_link(path: Path) -> bool:
+    """Whether ``path`` is a symbolic link to nothing (reported as :data:`BROKEN_LINK`)."""
+    return path.is_symlink() and not path.exists()
+
+
 def non_image_reason(path: Path) -> tuple[str, str]:
     """(reason, message) for an entry a loader leaves out: not a regular file (a folder, a broken link, a pipe), or a
     file whose extension is not an image's."""
-    if path.is_symlink() and not path.exists():
-        return "missing", f"{path}: a broken symbolic link"
+    if is_broken_link(path):
+        return BROKEN_LINK, f"{path}: a broken symbolic link"
     if path.is_dir():
         return "nested_folder", f"{path}: a folder inside an identity folder; images are read one level deep"
     if path.exists() and not path.is_file():

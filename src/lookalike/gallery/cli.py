@@ -10,6 +10,7 @@ import argparse
 import json
 import sqlite3
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
@@ -145,6 +146,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     from lookalike.outputs import check_not_an_input
     from lookalike.summary import print_fallback_hint
 
+    started = time.perf_counter()  # the enrolment's time counts the folder's listing and the gallery's opening too
     if args.chunk_size is None:
         args.chunk_size = 2048 if args.engine == "ray" else 256
     if args.workers < 1 or args.chunk_size < 1:
@@ -155,7 +157,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     with _open_or_create(args) as gallery:
         report = gallery.enroll(table.paths, table.identities, cache=cache, workers=args.workers,
                                 progress=not args.no_progress, chunk_size=args.chunk_size, engine=args.engine,
-                                ray_address=args.ray_address)
+                                ray_address=args.ray_address, started=started)
         for _, _, reason, message in table.dropped:  # what the folder or CSV loader left out: counted, listed
             report.skip(reason, message)
         total, aligner = gallery.stats(), gallery.aligner
@@ -208,10 +210,10 @@ def cmd_gallery(args: argparse.Namespace) -> int:
         else:
             subjects = gallery.store.list_subjects()
             if args.format == "json":
-                print(json.dumps([{"subject": s.name, "images": s.n_images, "skipped": s.n_skipped,
+                print(json.dumps([{"subject": s.name, "images": s.n_images, "unusable": s.n_skipped,
                                    "created": s.created} for s in subjects], indent=2))
             else:
-                print("| subject | images | skipped |\n|---|---:|---:|")
+                print("| subject | images | unusable |\n|---|---:|---:|")
                 for s in subjects:
                     print(f"| {_cell(s.name)} | {s.n_images} | {s.n_skipped} |")
     return 0

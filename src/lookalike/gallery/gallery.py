@@ -90,9 +90,9 @@ class EnrollReport:
     already_enrolled: int = 0  # same subject and content already in the gallery: no work done
     skipped: Counter = field(default_factory=Counter)  # reason -> images
     messages: list[str] = field(default_factory=list)  # one per skipped image
-    duplicates: list[dict] = field(default_factory=list)  # same bytes also under another subject
+    duplicates: list[dict] = field(default_factory=list)  # images in the gallery whose bytes another subject has too
     computed: int = 0  # images embedded in this call (the rest came from the embedding cache)
-    seconds: float = 0.0
+    seconds: float = 0.0  # elapsed (wall-clock) time of the enrolment
     faces: Counter = field(default_factory=Counter)  # detection method ("detected", "cnn", "central") -> images added
 
     def skip(self, reason: str, message: str) -> None:
@@ -102,14 +102,19 @@ class EnrollReport:
     def summary(self) -> dict:
         return {"added": self.added, "already_enrolled": self.already_enrolled,
                 "skipped": dict(sorted(self.skipped.items())), "duplicates": len(self.duplicates),
-                "computed": self.computed, "faces": dict(sorted(self.faces.items())), "seconds": round(self.seconds, 2)}
+                "computed": self.computed, "faces": dict(sorted(self.faces.items())), "seconds": round(self.seconds, 3)}
 
     def format(self) -> str:
         """A short summary for people."""
         skipped = ", ".join(f"{r} {n}" for r, n in sorted(self.skipped.items())) or "none"
         return (f"added {self.added}, already enrolled {self.already_enrolled}, "
                 f"skipped {sum(self.skipped.values())} ({skipped}), duplicates {len(self.duplicates)} "
-                f"(same image under another subject), {self.seconds:.1f} s")
+                f"(same image under another subject), {format_seconds(self.seconds)} s")
+
+
+def format_seconds(seconds: float) -> str:
+    """An elapsed time for people: one decimal from a second up, two significant digits below (0.032, not 0.0)."""
+    return f"{seconds:.1f}" if seconds >= 1 else f"{seconds:.2g}"
 
 
 @dataclass
@@ -341,11 +346,15 @@ class Gallery:
         return self.store.list_images(subject)
 
     def stats(self) -> dict:
+        """Counts and settings. ``images_unusable``: images recorded as failing in a way a rerun would repeat (no
+        face, truncated, not decodable), kept so that a rerun does not read them again; what an enrolment left out
+        without recording it (files that are not images, broken links, repeats, missing files) is counted in that
+        enrolment's report only."""
         n = self.store.count_subjects()
         self.refresh()
         return {"store": self.store.url, "schema_version": self.store.schema_version(),
                 "generation": self.generation_, "subjects": n["subjects"], "subjects_searchable": n["searchable"],
-                "subjects_removed": n["removed"], "images": n["images"], "images_skipped": n["skipped"],
+                "subjects_removed": n["removed"], "images": n["images"], "images_unusable": n["skipped"],
                 "vectors": len(self.image_ids_),
                 "vectors_source": self.vectors_source_, "index": self.index, "index_source": self.index_source_,
                 "matcher": self.matcher, "matcher_name": self.matcher_name, "aligner": self.aligner.name,
@@ -607,15 +616,18 @@ class Gallery:
     # --- writing ---------------------------------------------------------------------------------------
     def enroll(self, paths: list[str] | np.ndarray, subjects: list[str] | np.ndarray,
                cache: EmbeddingCache | None = None, workers: int = 2, progress: bool = True,
-               chunk_size: int = 256, engine: str = "local", ray_address: str | None = None) -> EnrollReport:
+               chunk_size: int = 256, engine: str = "local", ray_address: str | None = None,
+               started: float | None = None) -> EnrollReport:
         """Enrol ``paths[i]`` as ``subjects[i]``; each chunk of images is embedded then stored in one transaction.
 
         An image already enrolled under the same subject (same content) is not processed again, so an
         interrupted enrolment resumes. Images whose bytes are also enrolled under another subject are
         enrolled and listed in ``duplicates`` (a likely labelling error worth checking). ``engine="ray"`` runs
         detection, alignment and embedding on Ray (``ray_address``: an existing cluster) through the same cache.
+        ``started``: the :func:`time.perf_counter` time the enrolment began, when that was before this call (a
+        command that listed the folder and opened the gallery first); the report's ``seconds`` count from it.
         """
-        t0 = time.perf_counter()
+        t0 = time.perf_counter() if started is None else started
         paths = [os.path.abspath(p) for p in paths]  # stored paths stay valid from any working directory
         subjects = [s if isinstance(s, str) else str(s) for s in subjects]
         if len(paths) != len(subjects):
@@ -632,25 +644,31 @@ class Gallery:
         cache = cache if cache is not None else EmbeddingCache(None)
         report = EnrollReport()
         keys = [content_key(p) for p in tqdm(paths, desc="enroll: hash", disable=not progress, leave=False)]
-        todo = self._plan(paths, subjects, keys, report)
+        todo, enrolled, others = self._plan(paths, subjects, keys, report)
         bar = tqdm(total=len(todo), desc="enroll", unit="img", disable=not progress or not todo)
         # one pool of embedding processes for every chunk (each loads the models once)
         shared = engine == "local" and workers > 1 and len(todo) > chunk_size and spawnable()
         with worker_pool(self.matcher, self.aligner, self.lowres, workers) if shared else nullcontext() as pool:
             for s in range(0, len(todo), chunk_size):
                 chunk = todo[s:s + chunk_size]
-                self._enroll_chunk([paths[i] for i in chunk], [subjects[i] for i in chunk],
-                                   [keys[i] for i in chunk], cache, workers, report, engine, ray_address, pool)
+                stored = self._enroll_chunk([paths[i] for i in chunk], [subjects[i] for i in chunk],
+                                            [keys[i] for i in chunk], cache, workers, report, engine, ray_address,
+                                            pool)
+                enrolled.extend(chunk[j] for j in stored)
                 bar.update(len(chunk))
         bar.close()
         if todo:
             self._flush()
             self._save()
+        report.duplicates = [{"path": paths[i], "subject": subjects[i], "also_under": others[i]}
+                             for i in sorted(enrolled) if i in others]
         report.seconds = time.perf_counter() - t0
         return report
 
-    def _plan(self, paths: list[str], subjects: list[str], keys: list[str], report: EnrollReport) -> list[int]:
-        """Indices of the images to process; counts the rest (already enrolled, unreadable, repeated)."""
+    def _plan(self, paths: list[str], subjects: list[str], keys: list[str],
+              report: EnrollReport) -> tuple[list[int], list[int], dict[int, list[str]]]:
+        """(indices of the images to process, indices already enrolled, the other subjects whose images have the
+        same bytes, by index); counts the rest (unreadable, repeated, recorded as unusable)."""
         stored: dict[tuple[str, str], str] = {}
         owners: dict[str, set[str]] = {}
         for sha1, subject, _id, status in self.store.find_content([k for k in keys if not k.startswith("missing:")]):
@@ -658,14 +676,13 @@ class Gallery:
             owners.setdefault(sha1, set()).add(subject)
         for k, s in zip(keys, subjects, strict=True):
             owners.setdefault(k, set()).add(s)
-        todo, first = [], {}
+        todo, enrolled, first, others = [], [], {}, {}
         for i, (p, s, k) in enumerate(zip(paths, subjects, keys, strict=True)):
             if k.startswith("missing:"):
                 report.skip("missing", f"{p}: cannot read the file")
                 continue
-            others = sorted(owners[k] - {s})
-            if others:
-                report.duplicates.append({"path": p, "subject": s, "also_under": others})
+            if owners[k] - {s}:
+                others[i] = sorted(owners[k] - {s})
             if (s, k) in first:
                 report.skip("repeated", f"{p}: same image as {paths[first[(s, k)]]} for subject {s!r}")
                 continue
@@ -674,13 +691,16 @@ class Gallery:
                 todo.append(i)
             elif stored[(s, k)] == "ok":
                 report.already_enrolled += 1
+                enrolled.append(i)
             else:
                 report.skip(stored[(s, k)], f"{p}: {stored[(s, k)]} (recorded when first enrolled)")
-        return todo
+        return todo, enrolled, others
 
     def _enroll_chunk(self, paths: list[str], subjects: list[str], keys: list[str], cache: EmbeddingCache,
                       workers: int, report: EnrollReport, engine: str = "local",
-                      ray_address: str | None = None, pool=None) -> None:
+                      ray_address: str | None = None, pool=None) -> list[int]:
+        """Embed and store one chunk; returns the positions in it of the images now in the gallery (added, or
+        enrolled meanwhile by another process)."""
         emb = embed_paths(paths, self.matcher, self.aligner, self.lowres, cache, workers, progress=False,
                           engine=engine, ray_address=ray_address, pool=pool)
         report.computed += emb.computed
@@ -694,28 +714,31 @@ class Gallery:
                 self.dim = dim
             elif dim != self.dim:
                 raise ValueError(f"matcher produced {dim}-d embeddings, the gallery holds {self.dim}-d ones")
-        records = []
+        records, positions = [], []
         for j, (p, s, k) in enumerate(zip(paths, subjects, keys, strict=True)):
             status, msg = str(emb.status[j]), emb.messages.get(j, f"{p}: {emb.status[j]}")
             if status in TRANSIENT:
                 report.skip(status, msg)
                 continue
+            positions.append(j)
             al = aligned.get(k, ("", "", None))[2] if status == "ok" else None
             records.append(NewImage(s, p, k, status, "" if status == "ok" else msg, str(emb.method[j]),
                                     int(emb.n_faces[j]), al.box if al else None, al.landmarks if al else None,
                                     emb.vectors[j] if status == "ok" else None))
         if not records:
-            return
+            return []
         before = self.generation_
         result = self.store.add_images(records, self.matcher_name, self.preprocess)
-        new = []
-        for rec, image_id in zip(records, result.image_ids, strict=True):
+        new, in_gallery = [], []
+        for j, rec, image_id in zip(positions, records, result.image_ids, strict=True):
             if image_id is None:  # enrolled meanwhile by another process
                 report.already_enrolled += 1
+                in_gallery.append(j)
             elif rec.status == "ok":
                 report.added += 1
                 report.faces[rec.method] += 1
                 new.append((image_id, rec))
+                in_gallery.append(j)
             else:
                 report.skip(rec.status, rec.message)
         if before >= 0 and result.generation == before + 1:
@@ -727,6 +750,7 @@ class Gallery:
                                       np.stack([r.embedding for _, r in new]).astype(np.float32)))
         else:  # someone else wrote too: this chunk's rows come with theirs on the next refresh (by id, or a reload)
             self._flush()
+        return in_gallery
 
     def add_embeddings(self, subjects: list[str] | np.ndarray, vectors: np.ndarray, source: str = "embedding") -> int:
         """Add faces already embedded with this gallery's matcher and preprocessing (``vectors`` (N, D), one row per
