@@ -104,6 +104,7 @@ def test_enrol_identify_review_round_trip(served, orl_dir: Path):
         assert c.get("/api/subjects", params=bad, headers=AUTH).status_code == 422
     got = c.get(f"/api/subjects/{name}", headers=AUTH).json()
     assert [i["id"] for i in got["images"]] == image_ids and got["images"][0]["detection"] == "detected"
+    assert got["images_unusable"] == got["images_skipped"] == 0  # the figure's name, and its earlier one
 
     r = c.post("/api/identify", files=upload(orl_bytes(orl_dir, 5, 7)), data={"top": "3"}, headers=AUTH)
     assert r.status_code == 200, r.text

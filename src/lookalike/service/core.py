@@ -620,7 +620,10 @@ def ranked_by(result: dict, face: dict) -> str:
 
 
 def _subject_dict(s) -> dict:
-    return {"name": s.name, "created": s.created, "images": s.n_images, "images_skipped": s.n_skipped}
+    """A subject as the API shows it; ``images_unusable`` (photos recorded as unusable: no face, unreadable) is also
+    given under its earlier name, ``images_skipped``, for clients written before it was renamed."""
+    return {"name": s.name, "created": s.created, "images": s.n_images, "images_unusable": s.n_skipped,
+            "images_skipped": s.n_skipped}
 
 
 def _image_dict(i) -> dict:
