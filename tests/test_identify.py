@@ -381,6 +381,74 @@ def test_identify_cli_html_shows_the_faces_to_compare(system, orl_dir, tmp_path,
     assert [faces[("image", int(i))] is None for i in g.image_ids_] == [False, True]
 
 
+def twin_gallery(orl_dir: Path, cache_path: Path, db: Path, twin_first: bool) -> Path:
+    """ORL s1..s4 (images 1 and 2) with s1's first photo enrolled again as ``a-twin``: the same face under two names,
+    the twin enrolled before or after s1 (so the gallery's order differs from the names' order either way)."""
+    people = [(str(orl_dir / f"s{k}" / f"{n}.pgm"), f"s{k}") for k in (1, 2, 3, 4) for n in (1, 2)]
+    twin = [(str(orl_dir / "s1" / "1.pgm"), "a-twin")]
+    rows = twin + people if twin_first else people + twin
+    with Gallery.create(db, matcher=FAST_MATCHER) as g:
+        g.enroll([p for p, _ in rows], [s for _, s in rows], cache=EmbeddingCache(cache_path), workers=1,
+                 progress=False)
+    return db
+
+
+def test_a_face_enrolled_under_two_names_is_marked_tied_in_every_output(system, orl_dir, cache_path, tmp_path,
+                                                                         capsys):
+    """The same photo enrolled as s1 and as a-twin: probed with that photo or another of s1, the two tie (in the
+    matcher's order, a model's, a batch's and a template's); they are listed by name whichever was enrolled first,
+    each with the rank it ties with, and every output marks them; a tie with the candidate past ``--top`` is said."""
+    from lookalike.rerank.batch import BatchReranker, BatchSetting
+
+    probes = [str(orl_dir / "s1" / "1.pgm"), str(orl_dir / "s1" / "8.pgm")]
+    dbs = [twin_gallery(orl_dir, cache_path, tmp_path / f"g{i}.sqlite", twin_first) for i, twin_first in
+           enumerate((False, True))]
+
+    def lists(doc: dict) -> list[list[tuple[str, list[int]]]]:
+        return [[(c["subject"], c["tied_with"]) for c in f["candidates"]] for r in doc["results"] for f in r["faces"]]
+
+    docs = []
+    for db in dbs:
+        capsys.readouterr()
+        assert main(["identify", *probes, "--db", str(db), "--format", "json", "--top", "3"]) == 0
+        docs.append(json.loads(capsys.readouterr().out))
+    assert lists(docs[0]) == lists(docs[1])  # the gallery's order does not decide a tie
+    for face in lists(docs[0]):
+        assert face[:2] == [("a-twin", [2]), ("s1", [1])] and face[2][1] == []
+    assert [f["decision"]["subject"] for r in docs[0]["results"] for f in r["faces"]] == ["a-twin", None]
+
+    capsys.readouterr()
+    assert main(["identify", probes[0], "--db", str(dbs[0]), "--format", "table", "--top", "3"]) == 0
+    table = capsys.readouterr().out
+    assert "TIED: #1 a-twin is tied with #2 s1: which of them is first is arbitrary" in table
+    assert "tie: #1 a-twin tied with #2 s1: the order between them is arbitrary" in table
+    assert "group  tied     image" in table and "tied: the scores the list is ranked by are equal" in table
+    assert main(["identify", probes[0], "--db", str(dbs[0]), "--format", "table", "--top", "1"]) == 0
+    assert "tied with #2 (below the list's end)" in capsys.readouterr().out
+    dest = tmp_path / "o.csv"
+    assert main(["identify", probes[0], "--db", str(dbs[0]), "--format", "csv", "--top", "3", "--out", str(dest)]) == 0
+    assert [r["tied_with"] for r in csv.DictReader(io.StringIO(dest.read_text()))] == ["2", "1", ""]
+    dest = tmp_path / "o.html"
+    assert main(["identify", probes[0], "--db", str(dbs[0]), "--format", "html", "--top", "3", "--out", str(dest)]) == 0
+    page = dest.read_text()
+    assert "<p class='tie'>Tied: #1 a-twin is tied with #2 s1: which of them is first is arbitrary.</p>" in page
+    assert "<span class='tie'>tied with #2 s1: the order between them is arbitrary</span>" in page
+    assert "<span class='tie'>tied with #1 a-twin: the order between them is arbitrary</span>" in page
+
+    model_path, _, _ = system  # the model's fused scores, a batch's distances, a template's scores
+    model = LookalikeModel.load(model_path)
+    model.batch_ = BatchReranker(model.disambiguator_)
+    model.batch_.setting_, model.batch_.min_batch_ = BatchSetting(10, 3, 0.3), 1
+    photos = [*probes, str(orl_dir / "s2" / "5.pgm"), str(orl_dir / "s3" / "5.pgm")]
+    with Gallery.open(dbs[1]) as g:
+        per_photo = identify(probes, g, model, top=5)
+        batch = identify(photos, g, model, top=5, batch=True)
+        template = identify(probes, g, model, top=5, same_person=True)
+    assert batch["batch"]["reranked_together"] is True
+    for doc, faces in ((per_photo, 2), (batch, 2), (template, 1)):
+        assert [f[:2] for f in lists(doc)[:faces]] == [[("a-twin", [2]), ("s1", [1])]] * faces
+
+
 def two_faces(orl_dir: Path, path: Path) -> None:
     """A photo of two ORL people (s4 and s5) side by side."""
     a, b = Image.open(orl_dir / "s4" / "8.pgm"), Image.open(orl_dir / "s5" / "8.pgm")

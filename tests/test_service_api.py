@@ -19,6 +19,7 @@ from service_support import (
     new_pg_schema,
     no_face_png,
     orl_bytes,
+    png_copy,
     state,
 )
 
@@ -146,6 +147,28 @@ def test_enrol_identify_review_round_trip(served, orl_dir: Path):
     assert c.delete(f"/api/subjects/{name}", headers=AUTH).json()["removed_images"] == 1
     doc = c.post("/api/identify", files=upload(orl_bytes(orl_dir, 5, 7)), headers=AUTH).json()
     assert name not in [x["subject"] for x in doc["results"][0]["faces"][0]["candidates"]]
+
+
+def test_tied_candidates_are_marked_in_the_apis_document(orl_dir: Path, tmp_path: Path):
+    """The same photo under two names (s1, then a-twin as a PNG of the same pixels): /api/identify and the stored
+    search list a-twin first, each with the rank it ties with; the others tie with none."""
+    served = make_served(str(tmp_path / "g.sqlite"), tmp_path, orl_dir)
+    try:
+        c = served.client
+        assert c.post("/api/subjects", json={"name": "a-twin"}, headers=AUTH).status_code == 201
+        r = c.post("/api/subjects/a-twin/images", files=upload(png_copy(orl_dir, 1, 1), "1.png", "files"),
+                   headers=AUTH)
+        assert r.status_code == 201, r.text
+        r = c.post("/api/identify", files=upload(orl_bytes(orl_dir, 1, 1)), data={"top": "3"}, headers=AUTH)
+        assert r.status_code == 200, r.text
+        face = r.json()["results"][0]["faces"][0]
+        assert [(x["subject"], x["tied_with"]) for x in face["candidates"]][:2] == [("a-twin", [2]), ("s1", [1])]
+        assert face["candidates"][2]["tied_with"] == [] and face["decision"]["subject"] == "a-twin"
+        stored = c.get(f"/api/searches/{face['search_id']}", headers=AUTH).json()
+        assert stored["result"]["results"][0]["faces"][0]["candidates"] == face["candidates"]
+    finally:
+        served.client.close()
+        served.service.close()
 
 
 def test_many_faces_are_each_searched(served, orl_dir: Path):

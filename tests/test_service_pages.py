@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import FAST_MATCHER
-from service_support import TOKEN, many_faces_png, orl_bytes
+from service_support import TOKEN, many_faces_png, orl_bytes, png_copy
 
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
@@ -190,6 +190,37 @@ def test_review_page_notes_a_small_face(site, orl_dir: Path):
     page = client.get(f"/review/{face['search_id']}").text
     assert 'class="resolution-note"' in page and f"{face['face_px']} px face searched as" in page
     assert face["resolution_note"] in client.get(f"/review/{face['search_id']}/report.html").text
+
+
+def test_tied_candidates_are_marked_on_the_review_page_and_in_the_case_report(orl_dir: Path, tmp_path: Path):
+    """s1's photo enrolled again as a-twin (after s1; the same pixels as a PNG, since the service refuses the same
+    file twice): a search of it lists a-twin first (ties go by name), and the review page and the case report mark
+    both as tied, the lead's tie beside the decision."""
+    Gallery.create(tmp_path / "g.sqlite", matcher=FAST_MATCHER).close()
+    service = Service(str(tmp_path / "g.sqlite"), data_dir=tmp_path / "images", engines=1)
+    try:
+        for name, person in (("s1", 1), ("s2", 2), ("s3", 3)):
+            service.add_images(name, [Upload("1.pgm", orl_bytes(orl_dir, person, 1))], create=True)
+        service.add_images("a-twin", [Upload("1.png", png_copy(orl_dir, 1, 1))], create=True)
+        face = service.identify(Upload("probe.pgm", orl_bytes(orl_dir, 1, 1)), top=3)["results"][0]["faces"][0]
+        assert [(c["subject"], c["tied_with"]) for c in face["candidates"]][:2] == [("a-twin", [2]), ("s1", [1])]
+        client = TestClient(create_app(service, TokenChecker(TOKEN)), follow_redirects=False)
+        login(client)
+        page = client.get(f"/review/{face['search_id']}").text
+        report = client.get(f"/review/{face['search_id']}/report.html").text
+    finally:
+        service.close()
+    lead = "#1 a-twin is tied with #2 s1: which of them is first is arbitrary."
+    assert '<strong>Tied candidates</strong> (tied: the scores the list is ranked by are equal' in page
+    assert f"<strong>Tied:</strong> {lead}" in page and page.count('<span class="badge tie">tied</span>') == 2
+    for card, note in (("a-twin", "tied with #2 s1: the order between them is arbitrary"),
+                       ("s1", "tied with #1 a-twin: the order between them is arbitrary")):
+        html = page[page.index(f'data-subject="{card}"'):]
+        assert f'<p class="tie">{note}</p>' in html[:html.index("</article>")]
+    assert "<strong>Tied candidates</strong> (tied: the scores" in report and lead in report
+    assert '<div class="tie">tied with #2 s1: the order between them is arbitrary</div>' in report
+    assert '<div class="tie">tied with #1 a-twin: the order between them is arbitrary</div>' in report
+    assert "at FPIR 0.01; #1 a-twin is tied with #2 s1" in report
 
 
 def other_page(service: Service, search_id: int) -> str:

@@ -2,7 +2,8 @@
 
 For each face (each with its box; a photo where no face is detected is taken as a pre-cropped face and
 flagged so) the result is a candidate list per subject — subject, matched image, base score, final (fused)
-score, base rank -> final rank, lookalike groups among the top candidates — and a decision at a chosen FPIR:
+score, base rank -> final rank, lookalike groups among the top candidates, the ranks it ties with
+(:mod:`lookalike.ties`) — and a decision at a chosen FPIR:
 the top subject, or "not enrolled". The JSON form (:data:`SCHEMA_VERSION`) is documented in the README.
 """
 
@@ -37,6 +38,7 @@ from lookalike.matchers.align import Alignment
 from lookalike.matchers.base import l2_normalize
 from lookalike.metrics import RankedLists, calibrated_threshold
 from lookalike.model import LookalikeModel, fits_face_size
+from lookalike.ties import settle_ties
 
 SCHEMA_VERSION = 1
 TEMPLATE_NOTE = ("not decided for a template: the thresholds are calibrated on single photos, and templates of many "
@@ -369,8 +371,10 @@ class Identifier:
         else:
             final = base
         self._tick("rerank_s", t)
-        return self._face_result(face, lists, 0, final.indices[0, :top], final.scores[0, :top], final.scores[0, 0],
-                                 calibration, fpir)
+        order = final.indices[0]
+        settled, tied = settle_ties(final.scores[0], lists.scores[0, order], lists.subjects[0, order])
+        return self._face_result(face, lists, 0, order[settled][:top], final.scores[0, settled][:top], tied[:top],
+                                 final.scores[0, 0], calibration, fpir)
 
     def batch_note(self, n_faces: int) -> str | None:
         """Why :meth:`search_batch` would search ``n_faces`` faces one by one (None when it re-ranks them together)."""
@@ -404,9 +408,11 @@ class Identifier:
         self._tick("rerank_s", t)
         out = []
         for i, face in enumerate(faces):
-            order = _positions(lists.image_ids[i], batch.indices[i])[:top]
-            out.append(self._face_result(face, lists, i, order, fused[i, order], per_photo.scores[i, 0], calibration,
-                                         fpir, -batch.scores[i, :top]))
+            order = _positions(lists.image_ids[i], batch.indices[i])
+            settled, tied = settle_ties(batch.scores[i], lists.scores[i, order], lists.subjects[i, order])
+            order = order[settled][:top]
+            out.append(self._face_result(face, lists, i, order, fused[i, order], tied[:top], per_photo.scores[i, 0],
+                                         calibration, fpir, -batch.scores[i, settled][:top]))
         return out
 
     def search_template(self, faces: list[ProbeFace], photos: list[str], top: int = 20, fpir: float = 0.01) -> dict:
@@ -424,15 +430,16 @@ class Identifier:
         return result
 
     def _face_result(self, face: ProbeFace | TemplateFace, lists, row: int, order: np.ndarray, scores: np.ndarray,
-                     top_score: float, calibration: dict, fpir: float,
+                     tied: list[list[int]], top_score: float, calibration: dict, fpir: float,
                      batch_distances: np.ndarray | None = None) -> dict:
         """One face's ``faces[]`` item: candidates ``order`` (positions in row ``row`` of ``lists``) with their final
-        ``scores``, the decision from ``top_score``; with ``batch_distances``, each candidate's batch distance."""
+        ``scores`` and the ranks each ties with (``tied``: :func:`~lookalike.ties.settle_ties`), the decision from
+        ``top_score``; with ``batch_distances``, each candidate's batch distance."""
         groups = self._lookalike_groups(lists.vectors[row, order], calibration["lookalike"])
         cands = [{"rank": r + 1, "subject": str(lists.subjects[row, j]), "image_id": int(lists.image_ids[row, j]),
                   "image": str(lists.paths[row, j]), "base_score": round(float(lists.scores[row, j]), 6),
                   "base_rank": int(j) + 1, "final_score": round(float(scores[r]), 6),
-                  "lookalike_group": groups[r]} for r, j in enumerate(order)]
+                  "lookalike_group": groups[r], "tied_with": tied[r]} for r, j in enumerate(order)]
         if batch_distances is not None:
             for c, d in zip(cands, batch_distances, strict=True):
                 c["batch_distance"] = round(float(d), 6)
@@ -556,8 +563,8 @@ def template_vector(vectors: np.ndarray) -> np.ndarray:
 def list_depth(model: LookalikeModel | None, top: int) -> int:
     """How many candidates to fetch for a list of ``top``: the model moves only its first ``reach`` candidates and
     fuses scores candidate by candidate, so a list cut to max(top, reach) gives the same first ``top`` candidates
-    as the full depth, for less work."""
-    return top if model is None else max(top, model.reach)
+    as the full depth, for less work; one more than ``top`` shows whether the last one listed ties with the next."""
+    return top + 1 if model is None else max(top + 1, model.reach)
 
 
 def prepare_gallery(model: LookalikeModel | None, vectors: np.ndarray, block: int = 4096,

@@ -10,10 +10,11 @@ import io
 from collections import Counter
 
 from lookalike.summary import one_line
+from lookalike.ties import TIE_EXPLANATION, lead_tie, tie_note
 
 CSV_FIELDS = ("photo", "photo_status", "face", "box", "face_px", "detection", "rank", "subject", "image", "base_score",
               "base_rank", "final_score", "lookalike_group", "ambiguous", "decision_subject", "enrolled",
-              "batch_distance", "fpir", "threshold", "calibrated_on", "message")
+              "batch_distance", "fpir", "threshold", "calibrated_on", "message", "tied_with")
 
 
 def batch_line(result: dict) -> str:
@@ -108,6 +109,20 @@ def face_size_lines(result: dict) -> list[str]:
     return lines
 
 
+def tied_ranks(c: dict) -> str:
+    """A candidate's ``tied_with`` ranks as ``#2,#3`` (empty when it ties with none, or a result from before ties were
+    marked)."""
+    return ",".join(f"#{r}" for r in c.get("tied_with") or ())
+
+
+def tie_lines(candidates: list[dict]) -> list[str]:
+    """``tie: #1 s1 tied with #2 twin: the order between them is arbitrary`` for each tie (on its first candidate),
+    then what a tie is; none when no candidate ties."""
+    lines = [one_line(f"tie: #{c['rank']} {c['subject']} {tie_note(c, candidates)}") for c in candidates
+             if c.get("tied_with") and c["rank"] < min(c["tied_with"])]
+    return [*lines, TIE_EXPLANATION] if lines else []
+
+
 def format_table(result: dict) -> str:
     lines = []
     model = result.get("model")
@@ -122,19 +137,25 @@ def format_table(result: dict) -> str:
             lines += ["", one_line(f"{r['photo']}: {unusable(r)}")]
             continue
         for f in r["faces"]:
+            lead = lead_tie(f["candidates"])
             lines += ["", f"{where(one_line(r['photo']), f)}: {verdict(f['decision'], bool(model))}"
-                      + ("; AMBIGUOUS: the top candidates are lookalikes of each other" if f["ambiguous"] else "")]
+                      + ("; AMBIGUOUS: the top candidates are lookalikes of each other" if f["ambiguous"] else "")
+                      + (f"; TIED: {one_line(lead)}" if lead else "")]
             if f.get("resolution_note"):
                 lines.append(f"note: {f['resolution_note']}")
             batch = any("batch_distance" in c for c in f["candidates"])
+            tied = any(c.get("tied_with") for c in f["candidates"])
             lines.append(f"{'rank':>4}  {'subject':<28} {'final':>8} {'base':>8}  {'base→final':>10}  "
-                         + (f"{'batch':>7}  " if batch else "") + f"{'group':>5}  image")
+                         + (f"{'batch':>7}  " if batch else "") + f"{'group':>5}  " + (f"{'tied':<7}  " if tied else "")
+                         + "image")
             for c in f["candidates"]:
                 g = c["lookalike_group"] or ""
                 dist = f"{c['batch_distance']:>7.4f}  " if batch else ""
+                ties = f"{tied_ranks(c):<7}  " if tied else ""
                 lines.append(f"{c['rank']:>4}  {one_line(c['subject'])[:28]:<28} {c['final_score']:>8.4f} "
-                             f"{c['base_score']:>8.4f}  {c['base_rank']:>4} → {c['rank']:<3}  {dist}{g!s:>5}  "
+                             f"{c['base_score']:>8.4f}  {c['base_rank']:>4} → {c['rank']:<3}  {dist}{g!s:>5}  {ties}"
                              f"{one_line(c['image'])}")
+            lines += tie_lines(f["candidates"])
     if left_out_lines(result):
         lines += ["", "left out (not searched):", *map(one_line, left_out_lines(result))]
     return "\n".join(lines) + "\n"
@@ -171,7 +192,8 @@ def format_csv(result: dict) -> str:
                             "lookalike_group": c["lookalike_group"] or "", "ambiguous": f["ambiguous"],
                             "decision_subject": _cell(f["decision"]["subject"] or ""),
                             "enrolled": "" if enrolled is None else enrolled,
-                            "batch_distance": c.get("batch_distance", "")})
+                            "batch_distance": c.get("batch_distance", ""),
+                            "tied_with": " ".join(map(str, c.get("tied_with") or ()))})
     for x in result.get("left_out", []):
         w.writerow({"photo": _cell(x["path"]), "photo_status": "left_out", "message": _cell(x["reason"])})
     return buf.getvalue()
@@ -183,7 +205,7 @@ HTML_STYLE = """body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#111}
 .probe{border:2px solid #333}.card img{width:150px;height:150px;image-rendering:pixelated;display:block}
 .g{outline:3px solid #d80}.muted{color:#666;font-size:.9em}.gone{width:150px;height:150px;background:#eee}
 @media (max-width:600px){body{margin:.5em}.card{width:calc(50% - .3em);box-sizing:border-box}
-.card img,.gone{width:100%;height:auto}}"""
+.card img,.gone{width:100%;height:auto}}.tie{color:#a40;font-weight:bold}"""
 
 
 def format_html(result: dict, faces: dict) -> str:
@@ -214,6 +236,10 @@ def format_html(result: dict, faces: dict) -> str:
             out.append(f"<h2>{e(where(r['photo'], f, ' · '))}: {e(verdict(f['decision'], bool(model)))}</h2>")
             if f["ambiguous"]:
                 out.append("<p class='ambiguous'>Ambiguous: the top candidates are lookalikes of each other.</p>")
+            if lead_tie(f["candidates"]):
+                out.append(f"<p class='tie'>Tied: {e(lead_tie(f['candidates']))}.</p>")
+            if any(c.get("tied_with") for c in f["candidates"]):
+                out.append(f"<p class='muted'>{e(TIE_EXPLANATION[0].upper() + TIE_EXPLANATION[1:])}.</p>")
             if f.get("resolution_note"):
                 out.append(f"<p class='muted'>Note: {e(f['resolution_note'])}</p>")
             if f["detection"] == "template":  # the faces the template averages, each with its photo's name
@@ -224,8 +250,10 @@ def format_html(result: dict, faces: dict) -> str:
             for c in f["candidates"]:
                 group = f"lookalike group {c['lookalike_group']}" if c["lookalike_group"] else ""
                 batch = f"<br>batch distance {c['batch_distance']:.4f}" if "batch_distance" in c else ""
+                tie = tie_note(c, f["candidates"])
+                tie = f"<br><span class='tie'>{e(tie)}</span>" if tie else ""
                 text = (f"#{c['rank']} <b>{e(c['subject'])}</b><br>final {c['final_score']:.4f} · base "
-                        f"{c['base_score']:.4f}<br>base rank {c['base_rank']} → {c['rank']}{batch}<br>{group}")
+                        f"{c['base_score']:.4f}<br>base rank {c['base_rank']} → {c['rank']}{batch}<br>{group}{tie}")
                 cards.append(_card(faces.get(("image", c["image_id"])), f"face of {c['subject']}", text,
                                    "card g" if group else "card"))
             out.append("<div class='row'>" + "".join(cards) + "</div>")

@@ -39,10 +39,12 @@ from lookalike.service.security import (
     set_session_cookie,
     token_match,
 )
+from lookalike.ties import TIE_EXPLANATION, lead_tie, tie_note
 
 router = APIRouter(include_in_schema=False, route_class=CallerFirst)
 SearchId = Annotated[int, Field(ge=1, le=2**62)]  # a search's id in a path (the database's 64-bit integers)
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+templates.env.globals.update(tie_note=tie_note, lead_tie=lead_tie, tie_explanation=TIE_EXPLANATION)
 
 
 def service(request: Request) -> Service:
