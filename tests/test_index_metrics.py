@@ -30,8 +30,12 @@ def _unit(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
 
 
 def _int_vectors(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
-    """Small integer vectors: dot products are exact in float32, so ties are real ties."""
-    return rng.integers(-2, 3, (n, d)).astype(np.float32)
+    """Unit vectors of four entries +-0.5 (the rest 0): dot products are exact multiples of 0.25 in float32, so ties
+    are real ties (indexes take unit vectors only)."""
+    x = np.zeros((n, d), np.float32)
+    cols = np.argsort(rng.random((n, d)), axis=1)[:, :4]
+    np.put_along_axis(x, cols, rng.choice(np.float32([-0.5, 0.5]), (n, 4)), axis=1)
+    return x
 
 
 def _stable_topk(q: np.ndarray, g: np.ndarray, k: int) -> np.ndarray:

@@ -184,7 +184,7 @@ def test_ann_parameters_and_checks():
     with pytest.raises(ValueError, match="storage must be one of Flat, SQ8"):
         make_index("hnsw", 8, storage="PQ4")
     ix = make_index("ivf", 8)
-    assert len(ix) == 0 and ix.search(np.ones((2, 8), np.float32), 5)[1].shape == (2, 0)
+    assert len(ix) == 0 and ix.search(np.full((2, 8), 8 ** -0.5, np.float32), 5)[1].shape == (2, 0)  # unit queries
     ix.add(_unit(np.random.default_rng(0).standard_normal((390, 8))))
     assert ix.nlist_ == 10  # 4 * sqrt(390) capped at 390 / 39 lists
     with pytest.raises(ValueError, match="shape"):

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from lookalike.checks import check_paths
 from lookalike.data.images import (
     ImageError,
     check_degrade,
@@ -219,7 +220,7 @@ def embed_paths(paths: list[str] | np.ndarray, matcher: str | Matcher | None = N
     matcher = matcher or DEFAULT_MATCHER
     aligner = aligner or FaceAligner()
     cache = cache or EmbeddingCache(None)
-    paths = [str(p) for p in paths]
+    paths = check_paths(paths)  # one path string had been embedded a character at a time
     keys = [content_key(p) for p in tqdm(paths, desc=f"{desc}: hash", disable=not progress, leave=False)]
     prep = preprocess_key(lowres, degrade)
     name = matcher.name if isinstance(matcher, Matcher) else matcher_name(matcher)

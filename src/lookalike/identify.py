@@ -9,6 +9,7 @@ the top subject, or "not enrolled". The JSON form (:data:`SCHEMA_VERSION`) is do
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -29,7 +30,7 @@ from lookalike.calibration import (
     model_summary,
     summary,
 )
-from lookalike.checks import check_fpir, check_int
+from lookalike.checks import check_fpir, check_int, check_paths
 from lookalike.data.images import ImageError, degrade, encode_png, load_image
 from lookalike.embed import face_chip, preprocess_key
 from lookalike.gallery import Gallery
@@ -37,7 +38,7 @@ from lookalike.matchers import get_matcher
 from lookalike.matchers.align import Alignment
 from lookalike.matchers.base import l2_normalize
 from lookalike.metrics import RankedLists, calibrated_threshold
-from lookalike.model import LookalikeModel, fits_face_size
+from lookalike.model import LookalikeModel, fits_face_size, load_model
 from lookalike.ties import settle_ties
 
 SCHEMA_VERSION = 1
@@ -155,6 +156,10 @@ class Identifier:
 
     def __init__(self, gallery: Gallery, model: LookalikeModel | None = None,
                  small_faces: LookalikeModel | None = None, sharp_faces: LookalikeModel | None = None) -> None:
+        for name, m in (("model", model), ("small_faces", small_faces), ("sharp_faces", sharp_faces)):
+            if m is not None and not isinstance(m, LookalikeModel):
+                raise TypeError(f"{name} must be a LookalikeModel or None, got {type(m).__name__} {m!r:.80} "
+                                "(lookalike.load_model reads a model file)")
         if model is not None:
             model.check_compatible(gallery.matcher_name, gallery.aligner, gallery.preprocess,
                                    what=f"the gallery {gallery.store.url}")
@@ -204,8 +209,13 @@ class Identifier:
         return self._matcher
 
     def faces(self, image: np.ndarray, by_size: bool = True) -> list[ProbeFace]:
-        """Every face of an (H, W, 3) uint8 image, left to right, aligned, degraded like the model's probes,
-        embedded; with ``by_size``, a face another identifier takes (:meth:`route`) as that one's probes are."""
+        """The faces of an (H, W, 3) uint8 image (a ValueError for any other array) in reading order (by the left edge
+        of the box, then its top): those :meth:`~lookalike.matchers.align.FaceAligner.align_all` finds (at the first
+        upsampling that finds any, at every one with :attr:`every_scale`; where none is detected, the CNN fallback's
+        or the centred square's face when the gallery's aligner has that fallback; none otherwise), each aligned,
+        degraded as the model's probes are (without a model, as the gallery's faces were) and embedded; with
+        ``by_size``, a face another identifier takes (:meth:`route`) is degraded and embedded as that one's probes
+        are."""
         t = time.perf_counter()
         # in reading order, left to right (then top down): face 1 of a group photo is its leftmost
         alignments = sorted(self.aligner.align_all(image, self.every_scale), key=lambda a: (a.box[0], a.box[1]))
@@ -592,19 +602,24 @@ def check_search(top: object, fpir: object) -> None:
     check_fpir(fpir)
 
 
-def identify(photos: list[str | Path], gallery: Gallery, model: LookalikeModel | None = None, top: int = 20,
-             fpir: float = 0.01, batch: bool = False, same_person: bool = False,
+def identify(photos: list[str | Path], gallery: Gallery, model: LookalikeModel | str | Path | None = None,
+             top: int = 20, fpir: float = 0.01, batch: bool = False, same_person: bool = False,
              small_faces: LookalikeModel | None = None, sharp_faces: LookalikeModel | None = None,
              every_scale: bool = False) -> dict:
     """Identify every face of every photo (``batch``: all of them re-ranked together, see
     :meth:`Identifier.search_batch`; ``same_person``: the photos show one person, searched as one template, see
     :meth:`Identifier.identify_same_person`; ``small_faces``, ``sharp_faces``: models for faces of other sizes,
     see :class:`Identifier`; ``every_scale``: look for small faces beside large ones, see
-    :meth:`~lookalike.matchers.align.FaceAligner.align_all`);
+    :meth:`~lookalike.matchers.align.FaceAligner.align_all`); ``photos``: a list of paths (one path string is
+    refused); ``model``: a model, a model file's path or ``default`` (:func:`~lookalike.model.load_model` for
+    ``gallery``), or None;
     the whole result as the documented JSON document."""
     if batch and same_person:
         raise ValueError("--batch and --same-person are two ways to search many photos: choose one")
     check_search(top, fpir)
+    photos = check_paths(photos, "photos")  # one path string had been searched a character at a time
+    if isinstance(model, str | os.PathLike):  # a model file, or "default", as --model takes it
+        model = load_model(model, gallery)
     ident = Identifier(gallery, model, small_faces, sharp_faces)
     ident.every_scale = every_scale
     if model is not None and len(photos) * max(top, model.reach) >= len(gallery.vectors_):

@@ -40,6 +40,7 @@ class RankedLists:
     scores: np.ndarray
 
     def __post_init__(self) -> None:
+        self.indices, self.scores = np.asarray(self.indices), np.asarray(self.scores)  # lists too; no copy of arrays
         if self.indices.shape != self.scores.shape or self.indices.ndim != 2:
             raise ValueError(f"indices {self.indices.shape} and scores {self.scores.shape} must be equal (Q, K)")
 

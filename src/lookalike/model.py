@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lookalike.checks import check_fpir, check_int
-from lookalike.data.images import DEGRADE_KINDS, check_degrade
+from lookalike.checks import check_fpir, check_int, check_range
+from lookalike.data.images import DEGRADE_KINDS, check_degrade, check_lowres
 from lookalike.data.protocol import side_lowres
 from lookalike.disambiguators.base import Disambiguator
 from lookalike.faces import FaceSet
@@ -29,7 +29,7 @@ from lookalike.matchers.align import FaceAligner
 from lookalike.metrics import RankedLists, calibrated_threshold, threshold_at_fpir
 from lookalike.rerank import NORMS, all_selections, default_disambiguators
 from lookalike.rerank.batch import BATCH_SIZES, BatchReranker, BatchSetting
-from lookalike.rerank.fusion import WeightedFusion
+from lookalike.rerank.fusion import WeightedFusion, make_normaliser
 from lookalike.rerank.lookalike import DEFAULT_WEIGHTS, DisambiguatorPool, LookalikeReranker, rerank_faces
 from lookalike.rerank.selection import Selection, selection_from_dict
 from lookalike.rerank.tuning import LabelledLists, nonmated_lists
@@ -100,10 +100,7 @@ class LookalikeModel:
         ``val_gallery_as_probes``, when only one side is degraded)."""
         from lookalike.matchers import matcher_name
 
-        for f in self.fpirs:  # before any work, not after it
-            check_fpir(f)
-        check_int(self.depth, "depth")
-
+        self._check_params()
         t0 = time.perf_counter()
         val = LabelledLists.search(val_probes, val_gallery, self.depth)
         self.reranker_ = LookalikeReranker(self.disambiguators, self.selections, self.normalisers, self.weights,
@@ -119,6 +116,30 @@ class LookalikeModel:
                           "val_rank1": self.reranker_.stats["val_rank1"], "seed": self.seed,
                           "fit_s": round(time.perf_counter() - t0, 2)}
         return self
+
+    def _check_params(self) -> None:
+        """Every parameter, before any work (an unknown matcher had been refused at the end of fit, after seconds of
+        it; ``lowres=-5`` or a weight of 2.0 had fitted without complaint): a one-line ValueError naming it."""
+        from lookalike.matchers import MATCHERS
+
+        if self.matcher not in MATCHERS:
+            raise ValueError(f"unknown matcher {self.matcher!r}; choose one of {MATCHERS}")
+        check_lowres(self.lowres)
+        if not isinstance(self.aligner, FaceAligner):
+            raise TypeError(f"aligner must be a FaceAligner, got {type(self.aligner).__name__}")
+        if not self.fpirs:
+            raise ValueError("fpirs must hold at least one FPIR to calibrate a threshold at")
+        for f in self.fpirs:
+            check_fpir(f)
+        check_int(self.depth, "depth")
+        check_int(self.seed, "seed", least=0)
+        for name, values in (("weights", self.weights), ("normalisers", self.normalisers)):
+            if not values:
+                raise ValueError(f"{name} must hold at least one value")
+        for w in self.weights:
+            check_range(w, "weights", 0, 1)
+        for n in self.normalisers:
+            make_normaliser(n)
 
     def _fit_batch(self, train: FaceSet, val: LabelledLists) -> None:
         """Tune batch re-ranking on every val probe at once; keep it only if its val rank-1 is above the per-photo
@@ -333,7 +354,7 @@ class LookalikeModel:
         r.disambiguator_, r.selection_, r.fusion_ = disambiguator, selection, fusion
         r.stats = dict(meta.get("tuning", {}))
         model.reranker_ = r
-        model.thresholds_ = {float(f): float(t) for f, t in meta["thresholds"].items()}
+        model.thresholds_ = _thresholds(meta["thresholds"])
         model.fpirs = tuple(model.thresholds_)
         model.training_ = meta.get("training", {})
         model.batch_tuning_ = meta.get("batch_tuning", {})
@@ -343,6 +364,17 @@ class LookalikeModel:
             model.batch_.min_batch_ = int(meta["batch"].get("min_batch", 1))  # files without a guard: none
         model.meta_ = meta
         return model
+
+
+def _thresholds(saved: object) -> dict[float, float]:
+    """A model file's calibrated thresholds ({FPIR: final-score threshold}), checked: at least one, each FPIR strictly
+    between 0 and 1 and each threshold finite (a NaN threshold had decided nothing; none, every identify failed)."""
+    if not isinstance(saved, dict) or not saved:
+        raise ValueError("the model has no calibrated thresholds")
+    out = {check_fpir(float(f)): float(t) for f, t in saved.items()}
+    if not np.isfinite(list(out.values())).all():
+        raise ValueError(f"the model's thresholds must be finite numbers, got {saved}")
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------

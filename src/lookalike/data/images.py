@@ -28,6 +28,18 @@ def check_lowres(lowres: int | None) -> int | None:
     return int(lowres)
 
 
+def check_rgb8(image: object, name: str = "image") -> np.ndarray:
+    """``image`` itself when it is an (H, W, 3) uint8 RGB array (what :func:`load_image` returns for any file), else a
+    one-line ValueError naming what it is: uint16, float, bool, RGBA, gray or (3, H, W) arrays had failed in dlib, or
+    passed alignment and failed in the matcher. Convert others as a file would be: :func:`to_rgb8` of a PIL image."""
+    if not isinstance(image, np.ndarray):
+        raise ValueError(f"{name} must be an (H, W, 3) uint8 numpy array, got {type(image).__name__}")
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or 0 in image.shape:
+        raise ValueError(f"{name} must be an (H, W, 3) uint8 RGB array, got {image.dtype} {image.shape} "
+                         "(lookalike.data.images.to_rgb8 converts a PIL image of any mode)")
+    return image
+
+
 class ImageError(Exception):
     """An image that cannot be used; ``reason`` is a short code that reports count by."""
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lookalike.checks import check_vectors
 from lookalike.faces import FaceSet
 from lookalike.matchers.base import l2_normalize
 from lookalike.mining import GENUINE, LOOKALIKE, Pairs
@@ -38,7 +39,8 @@ def fingerprint(faces: FaceSet) -> str:
 
 
 def check_pairs(left: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Aligned finite float (N, D) arrays, or a clear ValueError."""
+    """Aligned float (N, D) arrays, or a clear ValueError (an embedding-level disambiguator also requires finite
+    unit rows of its own dimension: :meth:`EmbeddingDisambiguator.score_lists`)."""
     left, right = np.asarray(left, np.float32), np.asarray(right, np.float32)
     if left.ndim != 2 or left.shape != right.shape:
         raise ValueError(f"left and right must be aligned (N, D) arrays, got {left.shape} and {right.shape}")
@@ -72,6 +74,7 @@ class Disambiguator(ABC):
         return {n: getattr(self, n) for n in names}
 
     def fit(self, train: FaceSet, pairs: Pairs) -> Disambiguator:
+        self._check_fit(train)
         n = len(train)
         if len(pairs) == 0 or pairs.left.max() >= n or pairs.right.max() >= n or min(pairs.left.min(),
                                                                                      pairs.right.min()) < 0:
@@ -82,6 +85,11 @@ class Disambiguator(ABC):
         self._fit(train, pairs)
         self.fitted_on = fingerprint(train)
         return self
+
+    def _check_fit(self, train: FaceSet) -> None:
+        """Parameters and train data checked before any work (a one-line ValueError naming what is wrong); the
+        train FaceSet's own rows are checked by FaceSet."""
+        return None
 
     def is_fitted_on(self, train: FaceSet) -> bool:
         return self.fitted_on is not None and self.fitted_on == fingerprint(train)
@@ -193,6 +201,29 @@ class EmbeddingDisambiguator(Disambiguator):
     def transform(self, vectors: np.ndarray) -> np.ndarray:
         """(N, D) embeddings to (N, D') L2-normalised vectors."""
 
+    @property
+    def input_dim(self) -> int | None:
+        """The dimension D of the embeddings it scores (None: not known before it is fitted)."""
+        return None
+
+    def _check_fit(self, train: FaceSet) -> None:
+        check_vectors(train.vectors, "train vectors")
+
+    def check_vectors(self, vectors: np.ndarray, what: str) -> np.ndarray:
+        """(N, D) embeddings it can score: finite unit rows of :attr:`input_dim`
+        (:func:`lookalike.checks.check_vectors`, the gallery's and the index's check), as float32."""
+        return check_vectors(vectors, what, self.input_dim)
+
+    def score_lists(self, probes: np.ndarray, candidates: np.ndarray, ids: np.ndarray | None = None) -> np.ndarray:
+        """:meth:`Disambiguator.score_lists` of the matcher's embeddings: finite, of unit length and of the fitted
+        dimension (a NaN had given NaN scores, a long vector a score of another scale, another dimension a NumPy
+        broadcasting error)."""
+        probes, candidates = check_lists(probes, candidates)
+        if self.fitted_on is not None:
+            self.check_vectors(probes, "probe vectors")
+            self.check_vectors(candidates.reshape(-1, candidates.shape[2]), "candidate vectors")
+        return super().score_lists(probes, candidates, ids)
+
     def cohort_term(self, z: np.ndarray, block: int = 4096) -> np.ndarray:
         """(N,) ``cohort_beta / 2`` times the mean similarity of each projected face to its nearest cohort."""
         if self.cohort_ is None or self.cohort_n <= 0 or self.cohort_beta == 0:
@@ -246,10 +277,11 @@ class EmbeddingDisambiguator(Disambiguator):
             return super().score_matrix(probes, gallery)
         if self.fitted_on is None:
             raise RuntimeError(f"{type(self).__name__}: fit first")
-        p, cp = self.prepare(np.asarray(probes, np.float32))
+        p, cp = self.prepare(self.check_vectors(probes, "probe vectors"))
+        gallery = self.check_vectors(gallery, "gallery vectors")
         out = np.empty((len(p), len(gallery)))
         for s in range(0, len(gallery), block):
-            c, cc = self.prepare(np.asarray(gallery[s:s + block], np.float32))
+            c, cc = self.prepare(gallery[s:s + block])
             out[:, s:s + block] = p @ c.T - cp[:, None] - cc[None, :]
         return out
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.linalg import eigh
 
+from lookalike.checks import check_int, check_range
 from lookalike.disambiguators.base import EmbeddingDisambiguator, l2n
 from lookalike.faces import FaceSet
 from lookalike.mining import Pairs
@@ -34,6 +35,30 @@ class LookalikeLDA(EmbeddingDisambiguator):
         self.mean_: np.ndarray | None = None
         self.components_: np.ndarray | None = None
         self.cohort_: np.ndarray | None = None
+
+    @property
+    def input_dim(self) -> int | None:
+        return None if self.components_ is None else int(self.components_.shape[0])
+
+    def _check_fit(self, train: FaceSet) -> None:
+        """The parameters (``dim`` None or >= 1: -1 had dropped the last direction, 0 meant None; ``shrink`` "auto"
+        or in [0, 1]; ``holdout`` in [0, 1); ...) and the train vectors, before any work."""
+        super()._check_fit(train)
+        if self.dim is not None:
+            check_int(self.dim, "dim")
+        if not (isinstance(self.shrink, str) and self.shrink == "auto"):
+            check_range(self.shrink, "shrink ('auto' or a number)", 0, 1)
+        if not self.shrink_grid:
+            raise ValueError("shrink_grid must hold at least one value")
+        for v in self.shrink_grid:
+            check_range(v, "shrink_grid values", 0, 1)
+        check_range(self.holdout, "holdout", 0, 1, hi_open=True)
+        check_range(self.power, "power", -np.inf, np.inf)
+        check_range(self.cohort_beta, "cohort_beta", -np.inf, np.inf)
+        check_int(self.cohort_n, "cohort_n", least=0)
+        if self.cohort_size is not None:
+            check_int(self.cohort_size, "cohort_size")
+        check_int(self.seed, "seed", least=0)
 
     def _solve(self, x: np.ndarray, pairs: Pairs, shrink: float,
                rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -99,4 +124,17 @@ class LookalikeLDA(EmbeddingDisambiguator):
         return {"mean": self.mean_, "components": self.components_, **cohort}
 
     def _set_state(self, state: dict[str, np.ndarray]) -> None:
-        self.mean_, self.components_, self.cohort_ = state["mean"], state["components"], state.get("cohort")
+        """The learned arrays of a saved model, checked: finite, ``mean`` (D,), ``components`` (D, D') with D' at
+        most D, ``cohort`` (N, D') (a NaN had given NaN scores, another shape a matmul error at the first search)."""
+        mean, components, cohort = (np.asarray(state[k]) if k in state else None for k in ("mean", "components",
+                                                                                             "cohort"))
+        if mean is None or components is None:
+            raise ValueError("the lookalike LDA's mean or components are missing")
+        if components.ndim != 2 or mean.shape != components.shape[:1] or components.shape[1] > components.shape[0] \
+                or (cohort is not None and (cohort.ndim != 2 or cohort.shape[1] != components.shape[1])):
+            raise ValueError(f"the lookalike LDA's arrays do not fit together: mean {mean.shape}, components "
+                             f"{components.shape}, cohort {None if cohort is None else cohort.shape}")
+        for name, a in (("mean", mean), ("components", components), ("cohort", cohort)):
+            if a is not None and not (np.issubdtype(a.dtype, np.floating) and np.isfinite(a).all()):
+                raise ValueError(f"the lookalike LDA's {name} holds NaN, infinite or non-float values")
+        self.mean_, self.components_, self.cohort_ = mean, components, cohort

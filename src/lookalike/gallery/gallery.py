@@ -30,7 +30,7 @@ import numpy as np
 from tqdm import tqdm
 
 from lookalike import __version__
-from lookalike.checks import check_int
+from lookalike.checks import check_int, check_paths, check_strings, check_vectors
 from lookalike.data.images import ImageError, decode_image
 from lookalike.embed import embed_paths, preprocess_key, spawnable, worker_pool
 from lookalike.gallery import open_store
@@ -134,30 +134,6 @@ class SubjectLists:
         return len(self.subjects)
 
 
-def _check_queries(vectors: np.ndarray, dim: int) -> np.ndarray:
-    x = np.asarray(vectors)
-    if x.ndim != 2:
-        raise ValueError(f"probe vectors must be a 2-D (Q, {dim}) array, got shape {x.shape}")
-    if x.shape[1] != dim:
-        raise ValueError(f"probe vectors have dimension {x.shape[1]}, the gallery's embeddings have {dim}")
-    if not np.issubdtype(x.dtype, np.number):
-        raise ValueError(f"probe vectors must be numeric, got {x.dtype}")
-    x = np.ascontiguousarray(x, np.float32)
-    if not np.all(np.isfinite(x)):
-        raise ValueError("probe vectors contain NaN or infinite values")
-    _check_unit(x, "probe vectors")  # a probe 100 times too long had scored 100.0, past every threshold
-    return x
-
-
-def _check_unit(x: np.ndarray, what: str) -> None:
-    """A one-line ValueError unless every row of ``x`` has unit length (scores are cosines only for unit vectors;
-    thresholds and re-ranking assume them)."""
-    off = np.abs(np.linalg.norm(x, axis=1) - 1) > 1e-3
-    if off.any():
-        raise ValueError(f"{int(off.sum())} of {len(x)} {what} are not of unit length: L2-normalise them "
-                         "(lookalike.matchers.base.l2_normalize)")
-
-
 def _differing_rows(saved: np.ndarray, ids: np.ndarray, stored: dict[int, np.ndarray]) -> np.ndarray:
     """The rows of ``saved`` (one vector per image of ``ids``, at least one) that differ from their image's
     ``stored`` vector, or whose image has none of their size: compared as one matrix, not row by row."""
@@ -212,6 +188,8 @@ class Gallery:
         self.lowres = int(meta["lowres"]) if meta.get("lowres") else None
         self.preprocess = meta["preprocess"]
         self.dim = int(meta["dim"]) if meta.get("dim") else None
+        if own and self.dim is not None:
+            self._check_index_dim(self.dim, "open it with another index (Gallery.open(path, index='numpy'))")
         path, elsewhere = getattr(store, "path", None), getattr(store, "vectors_dir", None)
         self.vector_dir = vector_dir(path) if path is not None else Path(elsewhere) if elsewhere else None
         # an approximate index of the gallery's own spec is kept beside its vectors; exact ones need no state
@@ -628,8 +606,8 @@ class Gallery:
         command that listed the folder and opened the gallery first); the report's ``seconds`` count from it.
         """
         t0 = time.perf_counter() if started is None else started
-        paths = [os.path.abspath(p) for p in paths]  # stored paths stay valid from any working directory
-        subjects = [s if isinstance(s, str) else str(s) for s in subjects]
+        paths = [os.path.abspath(p) for p in check_paths(paths)]  # stored paths stay valid from any working directory
+        subjects = check_strings(subjects, "subjects")  # None or 11 had been enrolled as "None" or "11"
         if len(paths) != len(subjects):
             raise ValueError(f"{len(paths)} paths but {len(subjects)} subjects")
         for p, s in zip(paths, subjects, strict=True):
@@ -708,7 +686,7 @@ class Gallery:
         if emb.ok.any():
             dim = emb.vectors.shape[1]
             if self.dim is None:
-                make_index(self._kind, dim, **self._params)  # an index this dimension cannot take fails here
+                self._check_index_dim(dim)
                 gen = self.store.set_meta({"dim": str(dim)})
                 self.generation_ = gen if gen == self.generation_ + 1 else -1
                 self.dim = dim
@@ -752,21 +730,31 @@ class Gallery:
             self._flush()
         return in_gallery
 
+    def _check_index_dim(self, dim: int, remedy: str = "create the gallery with another index (e.g. numpy)") -> None:
+        """A one-line :class:`StoreError` naming ``remedy`` when the gallery's index cannot hold ``dim``-d vectors
+        (e.g. ``pq:m=3`` for 128-d ones): checked before the first faces are stored (they had been, and the gallery
+        was left unopenable), and on opening a gallery left so."""
+        try:
+            make_index(self._kind, dim, **self._params)
+        except ValueError as e:
+            raise StoreError(f"{self.store.url}: the index {self.index!r} cannot hold {dim}-d embeddings ({e}); "
+                             f"{remedy}") from None
+
     def add_embeddings(self, subjects: list[str] | np.ndarray, vectors: np.ndarray, source: str = "embedding") -> int:
         """Add faces already embedded with this gallery's matcher and preprocessing (``vectors`` (N, D), one row per
         ``subjects[i]``), without images: for measuring with vectors computed elsewhere (each is stored with the
         path ``<source>/<row>`` and a hash of its vector); they must be finite and of unit length (a one-line
         ValueError otherwise). Nothing checks that they came from the gallery's matcher. Returns the faces added: a
         vector a subject already has is not added again."""
-        vectors = np.asarray(vectors, np.float32)
+        subjects = check_strings(subjects, "subjects")
+        vectors = np.asarray(vectors)
         if vectors.ndim != 2 or len(vectors) != len(subjects):
             raise ValueError(f"expected one (D,) vector per subject, got {vectors.shape} for {len(subjects)} subjects")
-        if not np.isfinite(vectors).all():
-            raise ValueError("vectors contain NaN or infinite values")
         if self.dim is not None and vectors.shape[1] != self.dim:
             raise ValueError(f"{vectors.shape[1]}-d vectors, the gallery holds {self.dim}-d ones")
-        _check_unit(vectors, "vectors")
+        vectors = check_vectors(vectors, "vectors")
         if self.dim is None:
+            self._check_index_dim(vectors.shape[1])
             self.store.set_meta({"dim": str(vectors.shape[1])})
         start = len(self.image_ids_)
         added = self.store.add_images([NewImage(str(s), f"{source}/{start + i}", hashlib.sha1(v.tobytes()).hexdigest(),
@@ -835,7 +823,7 @@ class Gallery:
         n = len(self.image_ids_)
         if n == 0:
             raise ValueError(f"the gallery {self.store.url} has no enrolled images")
-        q = _check_queries(vectors, self.dim)
+        q = check_vectors(vectors, "probe vectors", self.dim)  # a probe 100 times too long had scored 100.0
         n_subjects = int(self.subject_codes_.max()) + 1
         kk = min(int(k), n_subjects)
         fetch = min(n, max(4 * kk, kk + 16))

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lookalike.checks import check_range
+from lookalike.data.images import check_rgb8
 from lookalike.matchers.base import CHIP_SIZE
 from lookalike.matchers.dlib_resnet import model_path
 
@@ -61,6 +63,8 @@ class FaceAligner:
 
     def __init__(self, central_fraction: float = 0.45, max_upsample: int = 3, chip_size: int = CHIP_SIZE,
                  padding: float = 0.25, cnn_fallback: bool = CNN_FALLBACK) -> None:
+        # in [0, 1] as --central-fraction takes it (0: off); 2.0 or -1.0 had cut a square outside the photo
+        check_range(central_fraction, "central_fraction", 0, 1)
         self.central_fraction = central_fraction
         self.max_upsample = max_upsample
         self.chip_size = chip_size
@@ -151,6 +155,7 @@ class FaceAligner:
         first one, e.g. distant faces in a group photo; slower), adding each face not already found."""
         import dlib
 
+        image = check_rgb8(image)
         detector, shape = self._models()
         h, w = image.shape[:2]
         # HOG's window is 80x80: start at the upsampling that makes the image's short side at least 80 px.
@@ -198,8 +203,10 @@ class FaceAligner:
         return out
 
     def chip(self, image: np.ndarray, alignment: Alignment) -> np.ndarray:
-        """The aligned (chip_size, chip_size, 3) uint8 chip."""
+        """The aligned (chip_size, chip_size, 3) uint8 chip of an (H, W, 3) uint8 image."""
         import dlib
+
+        image = check_rgb8(image)
 
         rect = dlib.rectangle(*alignment.box)
         points = dlib.points()
