@@ -50,9 +50,12 @@ def load(data: str, cache: str, lowres: int | None, seed: int, depth: int,
 
 
 def reembed(split: SearchSplit, net: FineTunedNet, depth: int) -> SearchSplit:
-    """The split searched again with the fine-tuned network's embeddings (failed images: zero vectors)."""
+    """The split searched again with the fine-tuned network's embeddings (an image the network fails on keeps its
+    base matcher's vector: an index takes only finite unit vectors, so the zero vectors these had been are refused)."""
     def faces(f: FaceSet) -> FaceSet:
-        return FaceSet(f.paths, f.identities, np.nan_to_num(net.embed_faces(f)), f.lowres)
+        v = net.embed_faces(f)
+        failed = ~np.isfinite(v).all(axis=1)
+        return FaceSet(f.paths, f.identities, np.where(failed[:, None], f.vectors, v), f.lowres)
 
     return search(split.name, faces(split.probes), faces(split.gallery), split.is_distractor, depth,
                   notes=split.notes)
