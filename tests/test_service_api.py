@@ -358,6 +358,21 @@ def _cases(face: bytes, enrolled_1: bytes, enrolled_2: bytes, many: bytes) -> di
             "subject": "s1", "verdict": "match", "reviewer": " "}}, 422, "bad_reviewer"),
         "method not allowed": ("put", "/api/subjects", {"json": {}}, 405, "method_not_allowed"),
         "unknown route": ("get", "/api/no/such/route", {}, 404, "not_found"),
+        # a trailing slash had been a 307 to an absolute URL built from the Host header (http://evil.example/...)
+        "trailing slash": ("get", "/api/subjects/", {"headers": {"Host": "evil.example"}}, 404, "not_found"),
+        # a JSON endpoint's body sent as another type had been a 422 "body: Input should be a valid dictionary"
+        "create/text body": ("post", "/api/subjects", {"content": b'{"name": "tp"}', "headers": {
+            "content-type": "text/plain"}}, 415, "unsupported_media_type"),
+        "create/form body": ("post", "/api/subjects", {"content": b"name=tp", "headers": {
+            "content-type": "application/x-www-form-urlencoded"}}, 415, "unsupported_media_type"),
+        "create/no content type": ("post", "/api/subjects", {"content": b'{"name": "tp"}'}, 415,
+                                   "unsupported_media_type"),
+        "review/text body": ("post", "/api/searches/{sid}/reviews", {"content": b'{"subject": "s1", "verdict": '
+                             b'"match", "reviewer": "a"}', "headers": {"content-type": "text/plain"}}, 415,
+                             "unsupported_media_type"),
+        "create/json array": ("post", "/api/subjects", {"json": []}, 422, "invalid_request"),
+        "create/json null": ("post", "/api/subjects", {"content": b"null", "headers": {
+            "content-type": "application/json"}}, 422, "invalid_request"),
     }
 
 
@@ -388,10 +403,177 @@ def test_bad_request_is_a_clear_4xx_and_writes_nothing(served, cases, search_id,
     before = state(served.db, served.data_dir)
     r = served.client.request(method.upper(), url.format(sid=search_id), **kwargs)
     assert r.status_code == status, r.text
-    assert r.headers["content-type"].startswith("application/json")
+    assert r.headers["content-type"].startswith("application/json") and "location" not in r.headers
+    assert_security_headers(r)  # a 413 decided from Content-Length had none
     err = r.json()["error"]
     assert err["code"] == code and err["message"] and "Traceback" not in err["message"]
     assert state(served.db, served.data_dir) == before
+
+
+def assert_security_headers(r) -> None:
+    from lookalike.service.security import HEADERS
+
+    assert {k.lower(): r.headers.get(k) for k in HEADERS} == {k.lower(): v for k, v in HEADERS.items()}, r.headers
+
+
+def test_every_answer_has_the_security_headers(served, monkeypatch):
+    """A 413 decided from Content-Length (the body limit answers it before the app) and a defect's 500 (answered
+    outside every middleware), on the API and on a page, carry the security headers like every other answer."""
+    from lookalike.service import pages
+
+    c = TestClient(create_app(served.service, TokenChecker(TOKEN), 1.0), raise_server_exceptions=False)
+    too_big = c.post("/api/identify", content=b"x" * (2 << 20),
+                     headers={**AUTH, "content-type": "multipart/form-data; boundary=z"})
+    assert too_big.status_code == 413 and too_big.json()["error"]["code"] == "too_large"
+
+    def defect(*args, **kwargs):
+        raise RuntimeError("a defect")
+
+    monkeypatch.setattr(served.service, "describe", defect)
+    monkeypatch.setattr(pages, "login_form_session", defect)
+    api, page = c.get("/api/gallery", headers=AUTH), c.get("/login")
+    assert (api.status_code, api.json()["error"]["code"]) == (500, "internal_error")
+    assert page.status_code == 500 and page.headers["content-type"].startswith("text/html")
+    for r in (too_big, api, page):
+        assert_security_headers(r)
+
+
+def test_json_bodies_say_what_is_wrong(served):
+    """Invalid JSON names the body and where parsing stopped (it had said "8: JSON decode error"); JSON that is not
+    an object says an object is needed; a body of another type is a 415 saying what to send; a JSON type with a
+    charset is JSON."""
+    c = served.client
+
+    def message(content: bytes, content_type: str | None = "application/json") -> tuple[int, str]:
+        r = c.post("/api/subjects", content=content, headers={**AUTH, **({"content-type": content_type}
+                                                                          if content_type else {})})
+        return r.status_code, r.json()["error"]["message"]
+
+    assert message(b'{"name": ') == (422, "body: not valid JSON (Expecting value at character 9)")
+    assert message(b'{"name": "x",}') == (422, "body: not valid JSON (Expecting property name enclosed in double "
+                                               "quotes at character 13)")
+    for body in (b"[]", b"null", b'"x"', b""):
+        assert message(body) == (422, "body: a JSON object ({...}) is needed"), body
+    assert message(b'{"name": "tp"}', "text/plain") == (415, "the body must be JSON, sent with Content-Type: "
+                                                             "application/json (got 'text/plain')")
+    assert message(b'{"name": "tp"}', None) == (415, "the body must be JSON, sent with Content-Type: "
+                                                     "application/json (none was given)")
+    r = c.post("/api/subjects", content=b'{"name": "json charset"}',
+               headers={**AUTH, "content-type": "application/json; charset=utf-8"})
+    assert r.status_code == 201, r.text
+
+
+def test_a_same_person_error_names_the_apis_mode(served):
+    """The API's same-person search says ``mode=same-person`` (it had named the command line's --same-person)."""
+    r = served.client.post("/api/identify/many", files=upload(b"%PDF-1.4", "a.pdf", "files"),
+                           data={"mode": "same-person"}, headers=AUTH)
+    assert r.status_code == 422 and r.json()["error"] == {
+        "code": "no_face", "message": "mode=same-person: no photo with exactly one usable face to build a template "
+                                      "from"}
+
+
+# --- what the answers say --------------------------------------------------------------------------------------
+def test_answers_name_images_and_the_gallery_without_server_paths(served, orl_dir: Path):
+    """/api/identify, /api/identify/many (both modes), a stored search and /api/gallery give each candidate's image as
+    its API address and the gallery by a name without a folder: they had given the server's paths (``.../g.sqlite``,
+    ``.../images/82/8247...pgm``). The database keeps the paths, as every search stored before holds them: a stored
+    search is answered without them all the same."""
+    c = served.client
+    root = str(served.data_dir.parent)  # the folder of the SQLite file and of the uploaded images
+    many = upload(orl_bytes(orl_dir, 3, 7), "a.pgm", "files") + upload(orl_bytes(orl_dir, 3, 8), "b.pgm", "files")
+    docs = [c.post("/api/identify", files=upload(orl_bytes(orl_dir, 2, 6)), data={"top": "3"}, headers=AUTH),
+            c.post("/api/identify/many", files=many, data={"mode": "batch", "top": "3"}, headers=AUTH),
+            c.post("/api/identify/many", files=many, data={"mode": "same-person", "top": "3"}, headers=AUTH)]
+    sid = docs[0].json()["results"][0]["faces"][0]["search_id"]
+    search, gallery = c.get(f"/api/searches/{sid}", headers=AUTH), c.get("/api/gallery", headers=AUTH)
+    for r in (*docs, search, gallery):
+        assert r.status_code == 200 and root not in r.text, r.text
+    from lookalike.service.core import gallery_name
+
+    shown = "g.sqlite" if not served.db.startswith("postgresql") else gallery_name(served.db)
+    assert gallery.json()["gallery"] == shown
+    for doc in [r.json() for r in docs] + [search.json()["result"]]:
+        assert doc["gallery"] == shown
+        candidates = [x for r in doc["results"] for f in r["faces"] for x in f["candidates"]]
+        assert candidates and all(x["image"] == f"/api/images/{x['image_id']}/file" for x in candidates)
+    assert c.get(candidates[0]["image"], headers=AUTH).status_code == 200
+    with open_store(served.db) as store:
+        assert root in json.dumps(store.get_search(sid).result)  # what the database holds: the paths
+
+
+def test_a_gallery_is_named_without_its_folder_or_password():
+    from lookalike.service.core import gallery_name
+
+    assert gallery_name("/srv/cases/G.sqlite") == "G.sqlite"
+    assert gallery_name("postgresql://ann:secret@db.example:5433/faces?schema=s1&vectors=/srv/v&sslmode=require") \
+        == "postgresql://db.example:5433/faces?schema=s1"
+    assert gallery_name("postgresql://ann:***@db.example/faces") == "postgresql://db.example/faces"
+    assert gallery_name("postgresql:///test?host=/var/run/postgresql&schema=faces") == "postgresql:///test?schema=faces"
+
+
+def test_searches_are_listed_a_page_at_a_time(served, orl_dir: Path):
+    """GET /api/searches pages by id, newest first (``before``: the last id of the previous page); a full page
+    carries a relative ``Link: <...>; rel="next"`` (it had offered no way past the newest 1,000)."""
+    c = served.client
+    for person in (1, 2, 3):
+        assert c.post("/api/identify", files=upload(orl_bytes(orl_dir, person, 10)), headers=AUTH).status_code == 200
+    everyone = [s["id"] for s in c.get("/api/searches", params={"limit": 1000}, headers=AUTH).json()]
+    assert len(everyone) >= 3 and everyone == sorted(everyone, reverse=True)
+    pages, url = [], "/api/searches?limit=2"
+    while url:
+        r = c.get(url, headers={**AUTH, "Host": "evil.example"})
+        assert r.status_code == 200, r.text
+        pages.append([s["id"] for s in r.json()])
+        url = r.links.get("next", {}).get("url")
+        assert url is None or url.startswith("/api/searches?")  # relative: no Host header a client sent
+    assert [i for p in pages for i in p] == everyone and len(pages[-1]) < 2 and max(map(len, pages)) == 2
+    after_first = c.get("/api/searches", params={"before": everyone[0], "limit": 1000}, headers=AUTH).json()
+    assert [s["id"] for s in after_first] == everyone[1:]
+    for bad in ({"before": 0}, {"before": "x"}, {"before": 2**63}):
+        assert c.get("/api/searches", params=bad, headers=AUTH).status_code == 422
+
+
+def test_created_answers_say_where_the_result_is(served, orl_dir: Path):
+    """A 201 carries a relative Location (there had been none): a created subject's address; after an enrolment, the
+    subject's (its images are listed there); after a verdict, the search's (its reviews are listed there)."""
+    c = served.client
+    r = c.post("/api/subjects", json={"name": "Lee Example (7)"}, headers=AUTH)
+    subject = "/api/subjects/Lee%20Example%20%287%29"
+    assert r.status_code == 201 and r.headers["location"] == subject
+    assert c.get(subject, headers=AUTH).json()["name"] == "Lee Example (7)"
+    r = c.post(f"{subject}/images", files=upload(orl_bytes(orl_dir, 7, 1), "1.pgm", "files"), headers=AUTH)
+    assert r.status_code == 201 and r.headers["location"] == subject
+    assert r.json()["images"][0]["image_id"] in [i["id"] for i in c.get(subject, headers=AUTH).json()["images"]]
+    sid = c.post("/api/identify", files=upload(orl_bytes(orl_dir, 7, 2)), headers=AUTH).json()["results"][0][
+        "faces"][0]["search_id"]
+    r = c.post(f"/api/searches/{sid}/reviews", json={"subject": "Lee Example (7)", "verdict": "match",
+                                                     "reviewer": "J. Doe"}, headers=AUTH)
+    assert r.status_code == 201 and r.headers["location"] == f"/api/searches/{sid}"
+    assert r.json()["id"] in [x["id"] for x in c.get(f"/api/searches/{sid}", headers=AUTH).json()["reviews"]]
+
+
+def test_a_subject_created_again_says_when(served, orl_dir: Path):
+    """A subject removed and created again says when it was created again (it had kept its first ``created``); the
+    search and the verdict naming it still name it."""
+    import time
+
+    c = served.client
+    first = c.post("/api/subjects", json={"name": "again"}, headers=AUTH).json()["created"]
+    assert c.post("/api/subjects/again/images", files=upload(orl_bytes(orl_dir, 8, 1), "1.pgm", "files"),
+                  headers=AUTH).status_code == 201
+    (face,) = c.post("/api/identify", files=upload(orl_bytes(orl_dir, 8, 2)), headers=AUTH).json()["results"][0][
+        "faces"]
+    assert face["candidates"][0]["subject"] == "again"
+    review = {"subject": "again", "verdict": "match", "reviewer": "J. Doe"}
+    assert c.post(f"/api/searches/{face['search_id']}/reviews", json=review, headers=AUTH).status_code == 201
+    assert c.delete("/api/subjects/again", headers=AUTH).status_code == 200
+    time.sleep(0.01)
+    r = c.post("/api/subjects", json={"name": "again"}, headers=AUTH)
+    assert r.status_code == 201 and r.json()["created"] > first and r.json()["images"] == []
+    assert c.get("/api/subjects/again", headers=AUTH).json()["created"] == r.json()["created"]
+    search = c.get(f"/api/searches/{face['search_id']}", headers=AUTH).json()
+    assert search["result"]["results"][0]["faces"][0]["candidates"][0]["subject"] == "again"
+    assert [x["subject"] for x in search["reviews"]] == ["again"]
 
 
 # --- tokens and schema versions ---------------------------------------------------------------------------------

@@ -355,6 +355,30 @@ def test_the_case_report_is_one_self_contained_file(site, orl_dir: Path):
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "unknown_search"
 
 
+def test_the_review_page_and_the_case_report_show_no_server_path(site):
+    """The case report names the gallery by its file's name (it had shown the server's path to the SQLite file), and
+    neither it nor the review page shows a folder of the server."""
+    client, service, sid = site
+    client.cookies.clear()
+    login(client)
+    root = str(Path(service.db).parent)  # the folder of the gallery and of its images
+    review, report = client.get(f"/review/{sid}"), client.get(f"/review/{sid}/report.html")
+    assert review.status_code == report.status_code == 200
+    assert root not in review.text and root not in report.text
+    assert "<tr><th>Gallery</th><td>g.sqlite</td></tr>" in report.text
+
+
+def test_a_page_address_with_a_trailing_slash_is_not_redirected(site):
+    """/review/1/ and /identify/ are a 404 page: they had been a 307 to an absolute URL built from the request's
+    Host header (http://evil.example/identify)."""
+    client, _, sid = site
+    login(client)
+    for url in (f"/review/{sid}/", "/identify/", "/enrol/"):
+        r = client.get(url, headers={"Host": "evil.example"})
+        assert r.status_code == 404 and "location" not in r.headers, url
+        assert r.headers["content-type"].startswith("text/html") and "no such page" in r.text, url
+
+
 def test_a_login_outlives_a_restart_and_holds_across_processes(site, tmp_path: Path):
     """Page sessions live in the gallery's database (under a hash of the cookie): a restarted service, or another
     service process on the same gallery, knows the examiner; logging out on one ends the session on every one."""

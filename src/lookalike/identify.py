@@ -425,15 +425,17 @@ class Identifier:
                                          calibration, fpir, -batch.scores[i, settled][:top]))
         return out
 
-    def search_template(self, faces: list[ProbeFace], photos: list[str], top: int = 20, fpir: float = 0.01) -> dict:
+    def search_template(self, faces: list[ProbeFace], photos: list[str], top: int = 20, fpir: float = 0.01,
+                        option: str = "--same-person") -> dict:
         """``faces`` (one a photo, in ``photos``) known to show one person, searched as one template: the L2-normalised
         mean of their embeddings, re-ranked by the per-photo model. No enrolled / not-enrolled decision is made: the
         thresholds are calibrated on single photos, and templates cross them far more often than 1 in 100 non-mated
-        searches (``benchmarks/same_person.py``); the result says so."""
+        searches (``benchmarks/same_person.py``); the result says so. ``option``: what the caller's user asked for a
+        same-person search with, as its errors name it (the API's ``mode=same-person``)."""
         if not faces:
-            raise ValueError("--same-person: no photo with exactly one usable face to build a template from")
+            raise ValueError(f"{option}: no photo with exactly one usable face to build a template from")
         if self.model is not None and self.model.disambiguator_.input == "image":
-            raise ValueError("--same-person needs a model whose disambiguator reads embeddings (this one reads images)")
+            raise ValueError(f"{option} needs a model whose disambiguator reads embeddings (this one reads images)")
         result = self.search_face(TemplateFace(template_vector(np.stack([f.vector for f in faces])), photos), top, fpir)
         result["decision"] = {"fpir": fpir, "threshold": None, "calibrated_on": None, "enrolled": None,
                               "subject": None, "note": TEMPLATE_NOTE}
@@ -521,10 +523,11 @@ class Identifier:
         return self.same_person_results([self._photo_faces(p, by_size=False) for p in paths], top, fpir)
 
     def same_person_results(self, photos: list[tuple[dict, list[ProbeFace]]], top: int = 20,
-                            fpir: float = 0.01) -> list[dict]:
+                            fpir: float = 0.01, option: str = "--same-person") -> list[dict]:
         """Photos known to show one person, each (its result header, its faces): each photo with exactly one face adds
-        it to one template (:meth:`search_template`), whose result comes last, as a result of its own; a photo with
-        several faces is left out (status ``many_faces``: which face would be the person is not known)."""
+        it to one template (:meth:`search_template`, which names ``option`` in its errors), whose result comes last,
+        as a result of its own; a photo with several faces is left out (status ``many_faces``: which face would be
+        the person is not known)."""
         results, faces = [], []
         for result, found in photos:
             if len(found) > 1:
@@ -535,7 +538,7 @@ class Identifier:
                 result = {**result, "in_template": True}
             results.append({**result, "faces": []})
         names = [r["photo"] for r in results if r.get("in_template")]
-        template = self.search_template(faces, names, top, fpir)
+        template = self.search_template(faces, names, top, fpir, option)
         return [*results, {"photo": f"template of {len(names)} photos", "status": "ok", "faces": [template]}]
 
     def identify_batch(self, paths: list[str | Path], top: int = 20, fpir: float = 0.01) -> list[dict]:

@@ -238,16 +238,16 @@ class SQLStore(GalleryStore):
 
     # --- subjects --------------------------------------------------------------------------------------
     def _subject_id(self, name: str, new: bool = False) -> int:
-        """The subject's id, inserted (or restored) if needed; one statement inserts, so two writers naming the
-        same new subject at once get the same row (the second waits for the first's commit), never a duplicate-key
-        error. ``new``: :class:`SubjectExistsError` if it existed and was not removed."""
+        """The subject's id, inserted (or restored, created again now) if needed; one statement inserts, so two
+        writers naming the same new subject at once get the same row (the second waits for the first's commit), never
+        a duplicate-key error. ``new``: :class:`SubjectExistsError` if it existed and was not removed."""
         inserted = self._exec("INSERT INTO subjects (name, created) VALUES (?, ?) ON CONFLICT (name) DO NOTHING "
                               "RETURNING id", (name, now())).fetchone()
         if inserted is not None:
             return int(inserted[0])
         sid, removed = self._exec("SELECT id, removed FROM subjects WHERE name = ?", (name,)).fetchone()
-        if removed is not None:
-            self._exec("UPDATE subjects SET removed = NULL WHERE id = ?", (sid,))
+        if removed is not None:  # created again: from now (the row, and so the name the audit trail gives, stays)
+            self._exec("UPDATE subjects SET removed = NULL, created = ? WHERE id = ?", (now(), sid))
         elif new:
             raise SubjectExistsError(f"subject {name!r} already exists")
         return int(sid)
@@ -432,10 +432,11 @@ class SQLStore(GalleryStore):
         probe = bytes(probe) if probe is not None else None
         return SearchRecord(int(row[0]), row[1], row[2], json.loads(row[3]), probe, row[4])
 
-    def list_searches(self, limit: int = 100) -> list[SearchRecord]:
+    def list_searches(self, limit: int = 100, before: int | None = None) -> list[SearchRecord]:
+        where, params = ("WHERE id < ? ", [int(before)]) if before is not None else ("", [])
         with self._transaction():
-            rows = self._exec("SELECT id, created, probe_sha1, result, recorded_by FROM searches ORDER BY id DESC "
-                              "LIMIT ?", (int(limit),)).fetchall()
+            rows = self._exec("SELECT id, created, probe_sha1, result, recorded_by FROM searches " + where
+                              + "ORDER BY id DESC LIMIT ?", (*params, int(limit))).fetchall()
         return [SearchRecord(int(r[0]), r[1], r[2], json.loads(r[3]), None, r[4]) for r in rows]
 
     def add_review(self, search_id: int, subject: str, verdict: str, reviewer: str, note: str = "",

@@ -280,8 +280,8 @@ class GalleryStore(ABC):
     def get_search(self, search_id: int, with_probe: bool = False) -> SearchRecord | None: ...
 
     @abstractmethod
-    def list_searches(self, limit: int = 100) -> list[SearchRecord]:
-        """The latest searches first (without probe bytes)."""
+    def list_searches(self, limit: int = 100, before: int | None = None) -> list[SearchRecord]:
+        """The latest searches first (without probe bytes); ``before``: only those with a smaller id."""
 
     @abstractmethod
     def add_review(self, search_id: int, subject: str, verdict: str, reviewer: str, note: str = "",

@@ -7,6 +7,7 @@ Errors are ``{"error": {"code": ..., "message": ...}}`` with a 4xx status.
 from __future__ import annotations
 
 from typing import Annotated, Literal
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
@@ -42,6 +43,14 @@ async def _uploads(files: list[UploadFile]) -> list[Upload]:
     return [Upload(f.filename or "upload", await f.read()) for f in files]
 
 
+def _link_next(request: Request, response: Response, **cursor: object) -> None:
+    """A ``Link: <...>; rel="next"`` header: this request's address with ``cursor`` (where the next page starts) in
+    its query; relative (path and query), never the Host header a client sent, which a proxy or an attacker may
+    set."""
+    nxt = request.url.include_query_params(**cursor)
+    response.headers["Link"] = f'<{nxt.path}?{nxt.query}>; rel="next"'
+
+
 @router.get("/health", summary="whether the service answers, and its version (no token needed; HEAD too)")
 def health(request: Request) -> dict:
     return {"status": "ok", "version": __version__}
@@ -53,8 +62,10 @@ def gallery(request: Request) -> dict:
 
 
 @router.post("/subjects", status_code=201, dependencies=[Depends(require_token)], summary="create a subject")
-def create_subject(body: SubjectIn, request: Request) -> dict:
-    return service(request).create_subject(body.name)
+def create_subject(body: SubjectIn, request: Request, response: Response) -> dict:
+    created = service(request).create_subject(body.name)
+    response.headers["Location"] = f"/api/subjects/{quote(created['name'], safe='')}"
+    return created
 
 
 @router.get("/subjects", dependencies=[Depends(require_reader)],
@@ -65,9 +76,7 @@ def list_subjects(request: Request, response: Response, prefix: Annotated[str, Q
                   limit: Annotated[int, Query(ge=1, le=100_000)] = SUBJECTS_PAGE) -> list[dict]:
     page = service(request).list_subjects(prefix, after, limit)
     if len(page) == limit:  # there may be more: say where the next page starts
-        nxt = request.url.include_query_params(after=page[-1]["name"], limit=limit)
-        # relative (path and query): never the Host header a client sent, which a proxy or an attacker may set
-        response.headers["Link"] = f'<{nxt.path}?{nxt.query}>; rel="next"'
+        _link_next(request, response, after=page[-1]["name"], limit=limit)
     return page
 
 
@@ -84,10 +93,12 @@ def delete_subject(name: str, request: Request) -> dict:
 
 @router.post("/subjects/{name}/images", status_code=201, dependencies=[Depends(require_token)],
              summary="enrol face photos of a subject (multipart field 'files', one face each)")
-async def add_images(name: str, request: Request, files: Annotated[list[UploadFile], File()],
+async def add_images(name: str, request: Request, response: Response, files: Annotated[list[UploadFile], File()],
                      precropped: Annotated[bool, Form()] = False) -> dict:
     uploads = await _uploads(files)
-    return await run_in_threadpool(service(request).add_images, name, uploads, precropped)
+    added = await run_in_threadpool(service(request).add_images, name, uploads, precropped)
+    response.headers["Location"] = f"/api/subjects/{quote(name, safe='')}"  # the subject, with its images
+    return added
 
 
 @router.get("/images/{image_id}", dependencies=[Depends(require_reader)], summary="an enrolled image's record")
@@ -146,8 +157,12 @@ async def identify_many(request: Request, caller: Caller, files: Annotated[list[
 
 
 @router.get("/searches", dependencies=[Depends(require_token)], summary="the latest searches")
-def list_searches(request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict]:
-    return service(request).list_searches(limit)
+def list_searches(request: Request, response: Response, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+                  before: Annotated[int | None, Query(ge=1, le=2**62)] = None) -> list[dict]:
+    page = service(request).list_searches(limit, before)
+    if len(page) == limit:  # there may be older ones: the next page starts before this one's last (oldest) id
+        _link_next(request, response, before=page[-1]["id"], limit=limit)
+    return page
 
 
 @router.get("/searches/{search_id}", dependencies=[Depends(require_token)],
@@ -184,5 +199,7 @@ def search_report(search_id: SearchId, request: Request) -> HTMLResponse:
 
 @router.post("/searches/{search_id}/reviews", status_code=201,
              summary="append a verdict on a candidate to the audit table (with the API token that recorded it)")
-def add_review(search_id: SearchId, body: ReviewIn, request: Request, caller: Caller) -> dict:
-    return service(request).add_review(search_id, body.subject, body.verdict, body.reviewer, body.note, caller)
+def add_review(search_id: SearchId, body: ReviewIn, request: Request, response: Response, caller: Caller) -> dict:
+    review = service(request).add_review(search_id, body.subject, body.verdict, body.reviewer, body.note, caller)
+    response.headers["Location"] = f"/api/searches/{search_id}"  # the search, with its reviews
+    return review

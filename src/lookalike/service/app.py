@@ -18,7 +18,7 @@ from lookalike.service.access import AccessLog, Record
 from lookalike.service.auth import Sessions, TokenChecker
 from lookalike.service.core import Service, ServiceError
 from lookalike.service.limits import DEFAULT_MAX_UPLOAD_MB, BodyLimit
-from lookalike.service.security import HeadAsGet, SecurityHeaders, WrongTokens
+from lookalike.service.security import HEADERS, HeadAsGet, SecurityHeaders, WrongTokens
 
 CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
          409: "conflict", 413: "too_large", 415: "unsupported_media_type", 422: "invalid_request",
@@ -37,18 +37,26 @@ def error(status: int, code: str, message: str, headers: dict | None = None) -> 
 
 
 def _validation_message(exc: RequestValidationError) -> str:
-    parts = []
-    for e in exc.errors()[:5]:
-        where = ".".join(str(x) for x in e.get("loc", ()) if x != "body") or "body"
-        parts.append(f"{where}: {e.get('msg', 'invalid')}")
-    return "; ".join(parts) or "invalid request"
+    return "; ".join(_problem(e) for e in exc.errors()[:5]) or "invalid request"
+
+
+def _problem(e: dict) -> str:
+    """One validation error as a client reads it: where (a field, or the body) and what is wrong."""
+    loc = e.get("loc", ())
+    if e.get("type") == "json_invalid":  # loc: ("body", the character where parsing stopped)
+        return f"body: not valid JSON ({e.get('ctx', {}).get('error', 'invalid')} at character {loc[-1]})"
+    if tuple(loc) == ("body",) and e.get("type") in ("model_attributes_type", "model_type", "dict_type", "missing"):
+        return "body: a JSON object ({...}) is needed"  # [], null, "x", or no body at all
+    where = ".".join(str(x) for x in loc if x != "body") or "body"
+    return f"{where}: {e.get('msg', 'invalid')}"
 
 
 def create_app(service: Service, tokens: TokenChecker, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
                access_log: Callable[[Record], None] | None = None) -> FastAPI:
     """The app over ``service``; ``tokens`` checks API tokens; request bodies are limited to ``max_upload_mb``;
     ``access_log`` gets a record of each request (:mod:`lookalike.service.access`)."""
-    app = FastAPI(title="lookalike", version=__version__, docs_url=None, redoc_url=None,
+    # redirect_slashes off: /api/subjects/ had been a 307 to an absolute URL built from the client's Host header
+    app = FastAPI(title="lookalike", version=__version__, docs_url=None, redoc_url=None, redirect_slashes=False,
                   description="1:N face search with a candidate-list review page. Results are investigative "
                               "leads, not identifications.")
     app.state.service = service
@@ -92,17 +100,20 @@ def create_app(service: Service, tokens: TokenChecker, max_upload_mb: float = DE
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception):  # a defect: logged by the server, answered in one line
+        # answered outside every middleware (Starlette's ServerErrorMiddleware): the security headers are added here
         if pages.is_page(request):
-            return pages.render(request, "error.html", None, 500, message="Something went wrong on the server (it "
+            page = pages.render(request, "error.html", None, 500, message="Something went wrong on the server (it "
                                                                           "is logged). Try again.")
-        return error(500, "internal_error", "an unexpected error on the server (logged); try again")
+            page.headers.update(HEADERS)
+            return page
+        return error(500, "internal_error", "an unexpected error on the server (logged); try again", HEADERS)
 
     app.include_router(api.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=str(Path(__file__).parent / "static")), name="static")
-    app.add_middleware(SecurityHeaders)
     app.add_middleware(HeadAsGet)
     app.add_middleware(BodyLimit, max_bytes=int(max_upload_mb * 2**20))
+    app.add_middleware(SecurityHeaders)  # outside the body limit: its 413 (and 400) get the headers too
     if access_log is not None:
         app.add_middleware(AccessLog, sink=access_log)  # outermost: every answer, a refused body's 413 too
     return app

@@ -21,8 +21,9 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -267,8 +268,8 @@ class Service:
     def describe(self) -> dict:
         with self.engine() as e:
             st = e.gallery.stats()
-        return {"gallery": st["store"], "schema_version": st["schema_version"], "subjects": st["subjects"],
-                "images": st["images"], "matcher": st["matcher"],
+        return {"gallery": gallery_name(st["store"]), "schema_version": st["schema_version"],
+                "subjects": st["subjects"], "images": st["images"], "matcher": st["matcher"],
                 "model": None if self.model is None else self.model.describe_short()}
 
     # --- subjects --------------------------------------------------------------------------------------
@@ -447,7 +448,7 @@ class Service:
             results = [ident.search_face(f, top, fpir) for f in faces]
             doc = result_document(ident, [{**result, "faces": results}], top, fpir)
             self._store_searches(e, doc, [upload], recorded_by)
-        return doc
+        return public_document(doc)
 
     def identify_many(self, uploads: list[Upload], mode: str, top: int = 20, fpir: float = 0.01,
                       precropped: bool = False, recorded_by: str = "") -> dict:
@@ -473,13 +474,13 @@ class Service:
                     photos.append(({"photo": label(upload.name), "status": err.code, "message": err.message}, []))
             try:
                 results = (ident.batch_results(photos, top, fpir) if mode == "batch" else
-                           ident.same_person_results(photos, top, fpir))
+                           ident.same_person_results(photos, top, fpir, option="mode=same-person"))
             except ValueError as err:  # no usable face for a template
                 raise ServiceError(422, "no_face", str(err)) from None
             doc = result_document(ident, results, top, fpir, batch=mode == "batch")
             if mode == "batch":
                 self._store_searches(e, doc, uploads, recorded_by)
-        return doc
+        return public_document(doc)
 
     @staticmethod
     def _identifier(e: Engine) -> Identifier:
@@ -499,9 +500,11 @@ class Service:
                 face["search_id"] = e.gallery.store.add_search(upload.data, sha1, one, recorded_by)
 
     # --- searches and reviews --------------------------------------------------------------------------
-    def list_searches(self, limit: int = 100) -> list[dict]:
+    def list_searches(self, limit: int = 100, before: int | None = None) -> list[dict]:
+        """Summaries of the latest ``limit`` searches, newest first; ``before``: only those with a smaller id (the
+        next page starts before the last id of the previous one)."""
         with self.engine() as e:
-            records = e.gallery.store.list_searches(limit)
+            records = e.gallery.store.list_searches(limit, before)
             counts = {r.id: len(e.gallery.store.list_reviews(r.id)) for r in records}
         return [_search_summary(r, counts[r.id]) for r in records]
 
@@ -511,8 +514,9 @@ class Service:
             if rec is None:
                 raise ServiceError(404, "unknown_search", f"no search {search_id}")
             reviews = e.gallery.store.list_reviews(search_id)
-        return {"id": rec.id, "created": rec.created, "probe_sha1": rec.probe_sha1, "result": rec.result,
-                "recorded_by": rec.recorded_by, "reviews": [r.__dict__ for r in reviews]}
+        return {"id": rec.id, "created": rec.created, "probe_sha1": rec.probe_sha1,
+                "result": public_document(rec.result), "recorded_by": rec.recorded_by,
+                "reviews": [r.__dict__ for r in reviews]}
 
     def probe(self, search_id: int) -> tuple[bytes, str]:
         with self.engine() as e:
@@ -590,6 +594,39 @@ def boxed(image: np.ndarray, box) -> np.ndarray:
     width = max(2, round(max(img.size) / 150))
     ImageDraw.Draw(img).rectangle([round(float(v)) for v in box], outline=(255, 212, 0), width=width)
     return np.asarray(img)
+
+
+def gallery_name(db: str) -> str:
+    """A gallery as the API and the pages name it, revealing no folder of the server: a SQLite gallery by its file's
+    name; a PostgreSQL one by its host, port, database and schema (no user, password or other parameter, such as a
+    ``vectors`` folder)."""
+    if not is_postgres_url(db):
+        return PurePath(db).name
+    url = urlsplit(db)
+    schema = dict(parse_qsl(url.query)).get("schema")
+    return (f"{url.scheme}://{url.netloc.rpartition('@')[2]}{url.path}"
+            + (f"?{urlencode({'schema': schema})}" if schema else ""))
+
+
+def image_address(image_id: int) -> str:
+    """The API's address of an enrolled image's file."""
+    return f"/api/images/{image_id}/file"
+
+
+def public_document(doc: dict) -> dict:
+    """An identify document (a new one, or a search stored with server paths) as the API and the pages give it: the
+    gallery by :func:`gallery_name` and each candidate's ``image`` by its API address, never a path on the server
+    (``doc`` itself is left as it is)."""
+    results = [{**r, "faces": [_public_face(f) for f in r.get("faces", [])]} for r in doc.get("results", [])]
+    return {**doc, "results": results, **({"gallery": gallery_name(doc["gallery"])} if "gallery" in doc else {})}
+
+
+def _public_face(face: dict) -> dict:
+    """A searched face with each candidate's ``image`` given by :func:`image_address`."""
+    if "candidates" not in face:
+        return face
+    return {**face, "candidates": [{**c, "image": image_address(c["image_id"])} if "image_id" in c else c
+                                   for c in face["candidates"]]}
 
 
 def search_face(result: dict) -> dict:

@@ -10,7 +10,7 @@ from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
 
-from fastapi import Request
+from fastapi import Request, params
 from fastapi.concurrency import run_in_threadpool
 from fastapi.routing import APIRoute
 
@@ -30,8 +30,8 @@ HEADERS = {
 
 
 class SecurityHeaders:
-    """ASGI middleware adding :data:`HEADERS` to every response (pure ASGI, so the body limit's exception
-    passes through it unchanged)."""
+    """ASGI middleware adding :data:`HEADERS` to every response (placed outside the body limit, so that a 413 decided
+    from ``Content-Length`` has them too)."""
 
     def __init__(self, app) -> None:
         self.app = app
@@ -124,11 +124,14 @@ def caller_check(check: Callable[[Request], Awaitable[T]]) -> Callable[[Request]
 class CallerFirst(APIRoute):
     """A route that runs its :func:`caller_check` dependencies before it reads the request's body. FastAPI reads and
     parses the body (a multipart upload of up to ``--max-upload-mb``, spooled to a temporary file) before it runs any
-    dependency, so a request without a token had cost the server the whole upload before its 401."""
+    dependency, so a request without a token had cost the server the whole upload before its 401. A route taking a
+    JSON body then checks the request's content type (:func:`require_json`)."""
 
     def get_route_handler(self) -> Callable[[Request], Awaitable]:
         handler = super().get_route_handler()
         checks = list(dict.fromkeys(_caller_checks(self.dependant)))
+        if self.body_field is not None and not isinstance(self.body_field.field_info, params.Form):
+            checks.append(require_json)
         if not checks:
             return handler
 
@@ -138,6 +141,22 @@ class CallerFirst(APIRoute):
             return await handler(request)
 
         return checked_first
+
+
+def is_json(content_type: str | None) -> bool:
+    """Whether a ``Content-Type`` header says JSON (``application/json``, or ``application/<name>+json``)."""
+    media = (content_type or "").split(";")[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
+async def require_json(request: Request) -> None:
+    """A ServiceError 415 unless the request says its body is JSON (FastAPI had validated a text/plain, form or
+    untyped body as bytes: 422 "Input should be a valid dictionary")."""
+    content_type = request.headers.get("content-type")
+    if not is_json(content_type):
+        got = f"got {content_type.split(';')[0].strip()[:100]!r}" if content_type else "none was given"
+        raise ServiceError(415, "unsupported_media_type", f"the body must be JSON, sent with Content-Type: "
+                                                          f"application/json ({got})")
 
 
 def _caller_checks(dependant) -> Iterator[Callable]:
