@@ -1004,3 +1004,126 @@ def test_a_pruned_search_is_gone_from_a_running_service(served, orl_dir: Path, c
         with pytest.raises(ServiceError) as e:
             served.service.add_review(ids[0], subject, "match", "J. Doe")
         assert (e.value.status, e.value.code) == (404, "unknown_search")
+
+
+# --- the OpenAPI document: a contract a client can be generated from ----------------------------------------------
+def _template(doc: dict, url: str) -> str | None:
+    """The document's path that ``url`` is an instance of, or None."""
+    from urllib.parse import unquote, urlsplit
+
+    parts = unquote(urlsplit(url).path).split("/")
+    for template in doc["paths"]:
+        t = template.split("/")
+        if len(t) == len(parts) and all(a == b or (a.startswith("{") and b) for a, b in zip(t, parts, strict=True)):
+            return template
+    return None
+
+
+def _operation(doc: dict, method: str, url: str) -> dict | None:
+    """The document's operation that ``method url`` is (None when it is none: an unknown route or method)."""
+    template = _template(doc, url)
+    return None if template is None else doc["paths"][template].get(method.lower())
+
+
+def _documented(doc: dict, method: str, url: str, r) -> dict:
+    """The document's response for answer ``r`` of ``method url``, checked: its status listed, its content type too,
+    and a JSON body valid against the schema given for it."""
+    jsonschema = pytest.importorskip("jsonschema")
+    op = _operation(doc, method, url)
+    assert op is not None, f"{method} {url}: not in the document"
+    response = op["responses"].get(str(r.status_code))
+    assert response is not None, f"{method} {url} answered {r.status_code}, not listed: {sorted(op['responses'])}"
+    media = r.headers["content-type"].split(";")[0]
+    assert media in response.get("content", {}), f"{method} {url} -> {r.status_code}: {media} not listed"
+    if media == "application/json":
+        schema = {**response["content"][media]["schema"], "components": doc["components"]}
+        jsonschema.Draft202012Validator(schema).validate(r.json())
+    return response
+
+
+def test_every_answer_matches_the_openapi_document(served, orl_dir: Path):
+    """A real answer of every operation (JSON, pictures, the HTML report) has its status and content type listed for
+    its operation and validates against the schema the document gives (the answers themselves are unchanged: every
+    other test here checks them)."""
+    c, doc = served.client, served.client.get("/openapi.json").json()
+    who = "Openapi Check"
+    calls = [("GET", "/api/health", {}), ("GET", "/api/gallery", {}),
+             ("POST", "/api/subjects", {"json": {"name": who}}),
+             ("POST", f"/api/subjects/{who}/images", {"files": upload(orl_bytes(orl_dir, 11, 1), "a.pgm", "files")}),
+             ("GET", "/api/subjects", {}), ("GET", f"/api/subjects/{who}", {})]
+    answers = {(m, url): c.request(m, url, headers=AUTH, **kw) for m, url, kw in calls}
+    image_id = answers["POST", f"/api/subjects/{who}/images"].json()["images"][0]["image_id"]
+    r = c.post("/api/identify", files=upload(orl_bytes(orl_dir, 11, 3)), data={"top": "3"}, headers=AUTH)
+    answers["POST", "/api/identify"] = r
+    sid = r.json()["results"][0]["faces"][0]["search_id"]
+    for mode in ("batch", "same-person"):
+        answers["POST", f"/api/identify/many?{mode}"] = c.post(
+            "/api/identify/many", files=upload(orl_bytes(orl_dir, 11, 4), "a.pgm", "files")
+            + upload(b"%PDF-1.4", "b.pdf", "files"), data={"mode": mode, "top": "2"}, headers=AUTH)
+    answers["POST", f"/api/searches/{sid}/reviews"] = c.post(f"/api/searches/{sid}/reviews", json={
+        "subject": who, "verdict": "match", "reviewer": "ann"}, headers=AUTH)
+    for url in ("/api/searches", f"/api/searches/{sid}", f"/api/searches/{sid}/probe", f"/api/searches/{sid}/photo.png",
+                f"/api/searches/{sid}/face.png", f"/api/searches/{sid}/report.html", f"/api/images/{image_id}",
+                f"/api/images/{image_id}/file", f"/api/images/{image_id}/photo.png",
+                f"/api/images/{image_id}/face.png"):
+        answers["GET", url] = c.get(url, headers=AUTH)
+    for url in (f"/api/images/{image_id}", f"/api/subjects/{who}"):
+        answers["DELETE", url] = c.delete(url, headers=AUTH)
+    assert {(m.lower(), _template(doc, url)) for m, url in answers} == {
+        (m, t) for t, operations in doc["paths"].items() for m in operations}  # every operation is answered above
+    for (method, url), r in answers.items():
+        assert r.status_code in (200, 201), (method, url, r.text)
+        schema = _documented(doc, method, url.split("?")[0], r)["content"].get("application/json", {}).get("schema")
+        assert schema is None or "$ref" in schema.get("items", schema), (method, url, schema)  # not a free-form object
+    face = answers["POST", "/api/identify"].json()["results"][0]["faces"][0]
+    assert "tied_with" in doc["components"]["schemas"]["Candidate"]["properties"] and "tied_with" in \
+        face["candidates"][0]
+
+
+def test_every_error_is_documented_on_its_operation(served, orl_dir: Path, search_id: int):
+    """Each bad request of ``_cases`` (every error the tests provoke) answers a status its operation lists, an
+    ``Error`` body, and a code the status's description names; FastAPI's ``HTTPValidationError``, which the service
+    never sends, is nowhere."""
+    c, doc = served.client, served.client.get("/openapi.json").json()
+    assert "HTTPValidationError" not in json.dumps(doc)
+    cases = _cases(orl_bytes(orl_dir, 1, 3), orl_bytes(orl_dir, 1, 1), orl_bytes(orl_dir, 1, 2),
+                   many_faces_png(orl_dir))
+    checked = 0
+    for name, (method, url, kwargs, status, code) in cases.items():
+        url = url.format(sid=search_id)
+        if _operation(doc, method, url) is None:  # no such route or method: not an operation's answer
+            assert status in (404, 405), name
+            continue
+        headers = kwargs.get("headers", {}) if status == 401 else {**AUTH, **kwargs.get("headers", {})}
+        r = c.request(method.upper(), url, **{**kwargs, "headers": headers})
+        assert r.status_code == status, (name, r.text)
+        response = _documented(doc, method, url, r)
+        assert response["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}, name
+        assert f"`{code}`" in response["description"], (name, response["description"])
+        checked += 1
+    assert checked >= 60
+
+
+def test_the_openapi_document_says_the_token_and_the_rules(served):
+    """The bearer scheme is required on every operation but /api/health, each of which lists 401 and 429; fpir is
+    documented as the calibrated rates (and a value a hair off one is still searched: the HEAD test); a subject's
+    name has its length; pictures have their content types."""
+    doc = served.client.get("/openapi.json").json()
+    bearer = doc["components"]["securitySchemes"]["bearer"]
+    assert (bearer["type"], bearer["scheme"]) == ("http", "bearer")
+    for path, operations in doc["paths"].items():
+        for op in operations.values():
+            if path == "/api/health":
+                assert "security" not in op and set(op["responses"]) == {"200"}
+            else:
+                assert op["security"] == [{"bearer": []}] and {"401", "429", "503"} <= set(op["responses"]), path
+    schemas = doc["components"]["schemas"]
+    for body in ("Body_identify_api_identify_post", "Body_identify_many_api_identify_many_post"):
+        assert schemas[body]["properties"]["fpir"]["enum"] == [0.001, 0.01, 0.1]
+    assert schemas["SubjectIn"]["properties"]["name"]["maxLength"] == 100
+    pictures = {p: set(doc["paths"][p]["get"]["responses"]["200"]["content"]) for p in doc["paths"]
+                if p.endswith((".png", "/file", "/probe"))}
+    assert len(pictures) == 6
+    for path, media in pictures.items():
+        assert media == {"image/png"} if path.endswith(".png") else {"image/jpeg", "image/heic", "image/png",
+                                                                     "application/octet-stream"} <= media

@@ -15,8 +15,38 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
 from lookalike import __version__
-from lookalike.service.core import MAX_TOP, Service, ServiceError, Upload
+from lookalike.service.core import FPIRS, MAX_NAME, MAX_NOTE, MAX_TOP, Service, ServiceError, Upload
 from lookalike.service.pages import SearchId, report_response
+from lookalike.service.schemas import (
+    GUARDED,
+    IMAGE_FILE,
+    INVALID,
+    JSON_BODY,
+    MULTIPART,
+    NO_FACE,
+    PHOTO,
+    PNG,
+    SEARCH,
+    STORED,
+    UNKNOWN_IMAGE,
+    UNKNOWN_SEARCH,
+    UNKNOWN_SUBJECT,
+    Enrolment,
+    Gallery,
+    Health,
+    IdentifyDocument,
+    Image,
+    ImageRemoved,
+    Review,
+    Search,
+    SearchSummary,
+    Subject,
+    SubjectRemoved,
+    SubjectSummary,
+    answers,
+    error_responses,
+    picture,
+)
 from lookalike.service.security import CallerFirst, require_reader, require_token
 
 router = APIRouter(prefix="/api", route_class=CallerFirst)  # the caller is checked before a body is read
@@ -29,14 +59,24 @@ def service(request: Request) -> Service:
 
 
 class SubjectIn(BaseModel):
-    name: str = Field(description="1-100 characters: letters, digits, spaces and . ' - _ , ( )")
+    name: str = Field(description=f"1-{MAX_NAME} characters: letters, digits, spaces and . ' - _ , ( ); not "
+                                  "starting with a dot or a space nor ending with a space; in its plain Unicode form "
+                                  "(NFKC); not mixing Latin, Cyrillic and Greek letters (422 bad_name otherwise)",
+                      json_schema_extra={"minLength": 1, "maxLength": MAX_NAME})  # checked by check_subject_name
 
 
 class ReviewIn(BaseModel):
     subject: str = Field(description="a candidate subject of the search")
     verdict: Literal["match", "non-match", "inconclusive"]
-    reviewer: str = Field(description="who decided")
-    note: str = ""
+    reviewer: str = Field(description=f"who decided (1-{MAX_NAME} printable characters)",
+                          json_schema_extra={"minLength": 1, "maxLength": MAX_NAME})  # checked by Service.add_review
+    note: str = Field("", description=f"at most {MAX_NOTE} characters", json_schema_extra={"maxLength": MAX_NOTE})
+
+
+# fpir: one of the calibrated rates (a value a hair off one, as 0.0100000001, is taken as it: check_settings)
+Fpir = Annotated[float, Form(description=f"the false-positive identification rate the decision is made at: one of "
+                                         f"{', '.join(map(str, FPIRS))}",
+                             json_schema_extra={"enum": list(FPIRS)})]
 
 
 async def _uploads(files: list[UploadFile]) -> list[Upload]:
@@ -51,17 +91,21 @@ def _link_next(request: Request, response: Response, **cursor: object) -> None:
     response.headers["Link"] = f'<{nxt.path}?{nxt.query}>; rel="next"'
 
 
-@router.get("/health", summary="whether the service answers, and its version (no token needed; HEAD too)")
+@router.get("/health", summary="whether the service answers, and its version (no token needed; HEAD too)",
+            **answers(Health))
 def health(request: Request) -> dict:
     return {"status": "ok", "version": __version__}
 
 
-@router.get("/gallery", dependencies=[Depends(require_reader)], summary="the gallery behind the service")
+@router.get("/gallery", dependencies=[Depends(require_reader)], summary="the gallery behind the service",
+            **answers(Gallery, GUARDED))
 def gallery(request: Request) -> dict:
     return service(request).describe()
 
 
-@router.post("/subjects", status_code=201, dependencies=[Depends(require_token)], summary="create a subject")
+@router.post("/subjects", status_code=201, dependencies=[Depends(require_token)], summary="create a subject",
+             **answers(Subject, GUARDED, JSON_BODY, INVALID, {409: ("subject_exists",), 422: ("bad_name",)},
+                       status=201))
 def create_subject(body: SubjectIn, request: Request, response: Response) -> dict:
     created = service(request).create_subject(body.name)
     response.headers["Location"] = f"/api/subjects/{quote(created['name'], safe='')}"
@@ -70,7 +114,8 @@ def create_subject(body: SubjectIn, request: Request, response: Response) -> dic
 
 @router.get("/subjects", dependencies=[Depends(require_reader)],
             summary=f"list the subjects by name, a page at a time (?limit=, default {SUBJECTS_PAGE}; a full page "
-                    "carries a Link: <...>; rel=\"next\" header for the next one)")
+                    "carries a Link: <...>; rel=\"next\" header for the next one)",
+            **answers(list[SubjectSummary], GUARDED, INVALID))
 def list_subjects(request: Request, response: Response, prefix: Annotated[str, Query(max_length=100)] = "",
                   after: Annotated[str | None, Query(max_length=100)] = None,
                   limit: Annotated[int, Query(ge=1, le=100_000)] = SUBJECTS_PAGE) -> list[dict]:
@@ -80,19 +125,23 @@ def list_subjects(request: Request, response: Response, prefix: Annotated[str, Q
     return page
 
 
-@router.get("/subjects/{name}", dependencies=[Depends(require_reader)], summary="a subject and its images")
+@router.get("/subjects/{name}", dependencies=[Depends(require_reader)], summary="a subject and its images",
+            **answers(Subject, GUARDED, UNKNOWN_SUBJECT))
 def get_subject(name: str, request: Request) -> dict:
     return service(request).get_subject(name)
 
 
 @router.delete("/subjects/{name}", dependencies=[Depends(require_token)],
-               summary="remove a subject (its images and embeddings are deleted)")
+               summary="remove a subject (its images and embeddings are deleted)",
+               **answers(SubjectRemoved, GUARDED, UNKNOWN_SUBJECT))
 def delete_subject(name: str, request: Request) -> dict:
     return service(request).delete_subject(name)
 
 
 @router.post("/subjects/{name}/images", status_code=201, dependencies=[Depends(require_token)],
-             summary="enrol face photos of a subject (multipart field 'files', one face each)")
+             summary="enrol face photos of a subject (multipart field 'files', one face each)",
+             **answers(Enrolment, GUARDED, INVALID, MULTIPART, PHOTO, UNKNOWN_SUBJECT,
+                       {409: ("duplicate_image",), 413: ("too_many_files",)}, status=201))
 async def add_images(name: str, request: Request, response: Response, files: Annotated[list[UploadFile], File()],
                      precropped: Annotated[bool, Form()] = False) -> dict:
     uploads = await _uploads(files)
@@ -101,31 +150,35 @@ async def add_images(name: str, request: Request, response: Response, files: Ann
     return added
 
 
-@router.get("/images/{image_id}", dependencies=[Depends(require_reader)], summary="an enrolled image's record")
+@router.get("/images/{image_id}", dependencies=[Depends(require_reader)], summary="an enrolled image's record",
+            **answers(Image, GUARDED, INVALID, UNKNOWN_IMAGE))
 def image_info(image_id: ImageId, request: Request) -> dict:
     return service(request).image_info(image_id)
 
 
-@router.delete("/images/{image_id}", dependencies=[Depends(require_token)], summary="remove an enrolled image")
+@router.delete("/images/{image_id}", dependencies=[Depends(require_token)], summary="remove an enrolled image",
+               **answers(ImageRemoved, GUARDED, INVALID, UNKNOWN_IMAGE))
 def remove_image(image_id: ImageId, request: Request) -> dict:
     return service(request).remove_image(image_id)
 
 
 @router.get("/images/{image_id}/file", dependencies=[Depends(require_reader)], summary="the image as uploaded",
-            response_class=Response)
+            response_class=Response, **picture(STORED, GUARDED, INVALID, UNKNOWN_IMAGE, IMAGE_FILE))
 def image_file(image_id: ImageId, request: Request) -> Response:
     data, media = service(request).image_bytes(image_id)
     return Response(data, media_type=media)
 
 
 @router.get("/images/{image_id}/photo.png", dependencies=[Depends(require_reader)],
-            summary="the image as a PNG (at most 800 px)", response_class=Response)
+            summary="the image as a PNG (at most 800 px)", response_class=Response,
+            **picture(PNG, GUARDED, INVALID, UNKNOWN_IMAGE, IMAGE_FILE))
 def image_photo(image_id: ImageId, request: Request) -> Response:
     return Response(service(request).image_png(image_id, face=False), media_type="image/png")
 
 
 @router.get("/images/{image_id}/face.png", dependencies=[Depends(require_reader)],
-            summary="the image's aligned face chip as a PNG", response_class=Response)
+            summary="the image's aligned face chip as a PNG", response_class=Response,
+            **picture(PNG, GUARDED, INVALID, UNKNOWN_IMAGE, IMAGE_FILE, NO_FACE))
 def image_face(image_id: ImageId, request: Request) -> Response:
     return Response(service(request).image_png(image_id, face=True), media_type="image/png")
 
@@ -134,9 +187,10 @@ Caller = Annotated[str, Depends(require_token)]  # which API token: recorded wit
 
 
 @router.post("/identify", summary="search every face of a photo; the identify JSON document, each face with its "
-                                  "search_id")
+                                  "search_id",
+             **answers(IdentifyDocument, GUARDED, INVALID, MULTIPART, PHOTO, SEARCH, {422: ("many_files",)}))
 async def identify(request: Request, caller: Caller, file: Annotated[UploadFile, File()],
-                   top: Annotated[int, Form(ge=1, le=MAX_TOP)] = 20, fpir: Annotated[float, Form()] = 0.01,
+                   top: Annotated[int, Form(ge=1, le=MAX_TOP)] = 20, fpir: Fpir = 0.01,
                    precropped: Annotated[bool, Form()] = False) -> dict:
     if len((await request.form()).getlist("file")) > 1:  # FastAPI would take the last one and say nothing
         raise ServiceError(422, "many_files", "one photo a search in the field 'file'; send several to "
@@ -147,16 +201,20 @@ async def identify(request: Request, caller: Caller, file: Annotated[UploadFile,
 
 @router.post("/identify/many",
              summary="search several photos together (multipart field 'files'; mode 'batch': every face re-ranked "
-                     "together, each with its search_id; 'same-person': one template of the photos' faces)")
+                     "together, each with its search_id; 'same-person': one template of the photos' faces; a "
+                     "photo that cannot be used is reported in place)",
+             **answers(IdentifyDocument, GUARDED, INVALID, MULTIPART, SEARCH, {413: ("too_many_files",),
+                                                                              422: ("no_face",)}))
 async def identify_many(request: Request, caller: Caller, files: Annotated[list[UploadFile], File()],
                         mode: Annotated[Literal["batch", "same-person"], Form()],
-                        top: Annotated[int, Form(ge=1, le=MAX_TOP)] = 20, fpir: Annotated[float, Form()] = 0.01,
+                        top: Annotated[int, Form(ge=1, le=MAX_TOP)] = 20, fpir: Fpir = 0.01,
                         precropped: Annotated[bool, Form()] = False) -> dict:
     uploads = await _uploads(files)
     return await run_in_threadpool(service(request).identify_many, uploads, mode, top, fpir, precropped, caller)
 
 
-@router.get("/searches", dependencies=[Depends(require_token)], summary="the latest searches")
+@router.get("/searches", dependencies=[Depends(require_token)], summary="the latest searches, newest first",
+            **answers(list[SearchSummary], GUARDED, INVALID))
 def list_searches(request: Request, response: Response, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                   before: Annotated[int | None, Query(ge=1, le=2**62)] = None) -> list[dict]:
     page = service(request).list_searches(limit, before)
@@ -166,39 +224,44 @@ def list_searches(request: Request, response: Response, limit: Annotated[int, Qu
 
 
 @router.get("/searches/{search_id}", dependencies=[Depends(require_token)],
-            summary="a search: its candidate list and its reviews")
+            summary="a search: its candidate list and its reviews", **answers(Search, GUARDED, INVALID, UNKNOWN_SEARCH))
 def get_search(search_id: SearchId, request: Request) -> dict:
     return service(request).get_search(search_id)
 
 
 @router.get("/searches/{search_id}/probe", dependencies=[Depends(require_reader)],
-            summary="the probe photo as uploaded", response_class=Response)
+            summary="the probe photo as uploaded", response_class=Response,
+            **picture(STORED, GUARDED, INVALID, UNKNOWN_SEARCH))
 def probe_file(search_id: SearchId, request: Request) -> Response:
     data, media = service(request).probe(search_id)
     return Response(data, media_type=media)
 
 
 @router.get("/searches/{search_id}/photo.png", dependencies=[Depends(require_reader)],
-            summary="the probe photo as a PNG", response_class=Response)
+            summary="the probe photo as a PNG", response_class=Response,
+            **picture(PNG, GUARDED, INVALID, UNKNOWN_SEARCH))
 def probe_photo(search_id: SearchId, request: Request) -> Response:
     return Response(service(request).probe_png(search_id, face=False), media_type="image/png")
 
 
 @router.get("/searches/{search_id}/face.png", dependencies=[Depends(require_reader)],
-            summary="the searched face, aligned, as a PNG", response_class=Response)
+            summary="the searched face, aligned, as a PNG", response_class=Response,
+            **picture(PNG, GUARDED, INVALID, UNKNOWN_SEARCH, NO_FACE))
 def probe_face(search_id: SearchId, request: Request) -> Response:
     return Response(service(request).probe_png(search_id, face=True), media_type="image/png")
 
 
 @router.get("/searches/{search_id}/report.html", dependencies=[Depends(require_reader)],
             summary="the search as a self-contained HTML case report (faces inline, verdicts, audit trail)",
-            response_class=HTMLResponse)
+            response_class=HTMLResponse, responses=error_responses(GUARDED, INVALID, UNKNOWN_SEARCH))
 def search_report(search_id: SearchId, request: Request) -> HTMLResponse:
     return report_response(service(request), search_id)
 
 
 @router.post("/searches/{search_id}/reviews", status_code=201,
-             summary="append a verdict on a candidate to the audit table (with the API token that recorded it)")
+             summary="append a verdict on a candidate to the audit table (with the API token that recorded it)",
+             **answers(Review, GUARDED, JSON_BODY, INVALID, UNKNOWN_SEARCH,
+                       {422: ("bad_reviewer", "bad_note", "not_a_candidate")}, status=201))
 def add_review(search_id: SearchId, body: ReviewIn, request: Request, response: Response, caller: Caller) -> dict:
     review = service(request).add_review(search_id, body.subject, body.verdict, body.reviewer, body.note, caller)
     response.headers["Location"] = f"/api/searches/{search_id}"  # the search, with its reviews

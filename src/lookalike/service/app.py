@@ -18,6 +18,7 @@ from lookalike.service.access import AccessLog, Record
 from lookalike.service.auth import Sessions, TokenChecker
 from lookalike.service.core import Service, ServiceError
 from lookalike.service.limits import DEFAULT_MAX_UPLOAD_MB, BodyLimit
+from lookalike.service.schemas import openapi_document
 from lookalike.service.security import HEADERS, HeadAsGet, SecurityHeaders, WrongTokens
 
 CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
@@ -109,6 +110,7 @@ def create_app(service: Service, tokens: TokenChecker, max_upload_mb: float = DE
         return error(500, "internal_error", "an unexpected error on the server (logged); try again", HEADERS)
 
     app.include_router(api.router)
+    app.openapi = openapi_document(app, api.router)  # errors, answers and the bearer token (service.schemas)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=str(Path(__file__).parent / "static")), name="static")
     app.add_middleware(HeadAsGet)
