@@ -288,7 +288,12 @@ def _cases(face: bytes, enrolled_1: bytes, enrolled_2: bytes, many: bytes) -> di
         "identify many/missing token": ("post", "/api/identify/many", {
             "files": upload(face, "a.pgm", "files"), "data": {"mode": "batch"}}, 401, "missing_token"),
         "identify many/bad mode": ("post", "/api/identify/many", {
-            "files": upload(face, "a.pgm", "files"), "data": {"mode": "together"}}, 422, "invalid_request"),
+            "files": upload(face, "a.pgm", "files"), "data": {"mode": "together"}}, 422, "bad_mode"),
+        "identify many/no mode": ("post", "/api/identify/many", {"files": upload(face, "a.pgm", "files")}, 422,
+                                  "bad_mode"),
+        "identify many/no files": ("post", "/api/identify/many", {"data": {"mode": "batch"}}, 422, "no_files"),
+        "identify many/top over 100": ("post", "/api/identify/many", {
+            "files": upload(face, "a.pgm", "files"), "data": {"mode": "batch", "top": "101"}}, 422, "bad_top"),
         "identify many/too many files": ("post", "/api/identify/many", {
             "files": upload(face, "a.pgm", "files") * 21, "data": {"mode": "batch"}}, 413, "too_many_files"),
         "identify many/no usable face": ("post", "/api/identify/many", {
@@ -312,12 +317,17 @@ def _cases(face: bytes, enrolled_1: bytes, enrolled_2: bytes, many: bytes) -> di
                                   "duplicate_image"),
         "enrol/duplicate under another subject": ("post", "/api/subjects/s2/images", {
             "files": upload(enrolled_2, field="files")}, 409, "duplicate_image"),
-        "enrol/no files": ("post", "/api/subjects/s1/images", {"data": {"precropped": "false"}}, 422,
-                           "invalid_request"),
+        "enrol/no files": ("post", "/api/subjects/s1/images", {"data": {"precropped": "false"}}, 422, "no_files"),
+        "enrol/file in the field 'file'": ("post", "/api/subjects/s1/images", {"files": upload(face)}, 422,
+                                           "no_files"),
         "create/exists": ("post", "/api/subjects", {"json": {"name": "s1"}}, 409, "subject_exists"),
         "create/malformed json": ("post", "/api/subjects", {"content": b'{"name": ', "headers": {
             "content-type": "application/json"}}, 422, "invalid_request"),
-        "create/name not a string": ("post", "/api/subjects", {"json": {"name": ["a"]}}, 422, "invalid_request"),
+        # a field has one code whichever layer refuses it (FastAPI's type checks had answered invalid_request)
+        "create/name not a string": ("post", "/api/subjects", {"json": {"name": ["a"]}}, 422, "bad_name"),
+        "create/name a number": ("post", "/api/subjects", {"json": {"name": 123}}, 422, "bad_name"),
+        "create/no name": ("post", "/api/subjects", {"json": {}}, 422, "bad_name"),
+        "create/name empty": ("post", "/api/subjects", {"json": {"name": ""}}, 422, "bad_name"),
         "create/sql in name": ("post", "/api/subjects", {"json": {"name": "x'); DROP TABLE subjects;--"}}, 422,
                                "bad_name"),
         "create/sql or in name": ("post", "/api/subjects", {"json": {"name": "a' OR '1'='1"}}, 422, "bad_name"),
@@ -336,7 +346,15 @@ def _cases(face: bytes, enrolled_1: bytes, enrolled_2: bytes, many: bytes) -> di
         "delete image/unknown": ("delete", "/api/images/999999", {}, 404, "unknown_image"),
         "search/unknown": ("get", "/api/searches/999999", {}, 404, "unknown_search"),
         "identify/bad top": ("post", "/api/identify", {"files": upload(face), "data": {"top": "0"}}, 422,
-                             "invalid_request"),
+                             "bad_top"),
+        "identify/top over 100": ("post", "/api/identify", {"files": upload(face), "data": {"top": "101"}}, 422,
+                                  "bad_top"),
+        "identify/top not a number": ("post", "/api/identify", {"files": upload(face), "data": {"top": "x"}}, 422,
+                                      "bad_top"),
+        "identify/fpir not a number": ("post", "/api/identify", {"files": upload(face), "data": {"fpir": "x"}}, 422,
+                                       "bad_fpir"),
+        "identify/precropped not a yes or no": ("post", "/api/identify", {"files": upload(face), "data": {
+            "precropped": "maybe"}}, 422, "invalid_request"),
         "identify/bad fpir": ("post", "/api/identify", {"files": upload(face), "data": {"fpir": "0.5"}}, 422,
                               "bad_fpir"),
         "identify/no file": ("post", "/api/identify", {"data": {"top": "3"}}, 422, "invalid_request"),
@@ -347,13 +365,35 @@ def _cases(face: bytes, enrolled_1: bytes, enrolled_2: bytes, many: bytes) -> di
         "review/malformed json": ("post", "/api/searches/1/reviews", {"content": b"{]", "headers": {
             "content-type": "application/json"}}, 422, "invalid_request"),
         "review/bad verdict": ("post", "/api/searches/{sid}/reviews", {"json": {
-            "subject": "s1", "verdict": "yes", "reviewer": "a"}}, 422, "invalid_request"),
+            "subject": "s1", "verdict": "yes", "reviewer": "a"}}, 422, "bad_verdict"),
+        "review/no verdict": ("post", "/api/searches/{sid}/reviews", {"json": {"subject": "s1", "reviewer": "a"}},
+                              422, "bad_verdict"),
+        "review/reviewer not a string": ("post", "/api/searches/{sid}/reviews", {"json": {
+            "subject": "s1", "verdict": "match", "reviewer": 5}}, 422, "bad_reviewer"),
+        "review/no reviewer given": ("post", "/api/searches/{sid}/reviews", {"json": {
+            "subject": "s1", "verdict": "match"}}, 422, "bad_reviewer"),
+        "review/note not a string": ("post", "/api/searches/{sid}/reviews", {"json": {
+            "subject": "s1", "verdict": "match", "reviewer": "a", "note": 5}}, 422, "bad_note"),
+        "review/note too long": ("post", "/api/searches/{sid}/reviews", {"json": {
+            "subject": "s1", "verdict": "match", "reviewer": "a", "note": "n" * 2001}}, 422, "bad_note"),
+        "review/no subject": ("post", "/api/searches/{sid}/reviews", {"json": {
+            "verdict": "match", "reviewer": "a"}}, 422, "not_a_candidate"),
         "review/not a candidate": ("post", "/api/searches/{sid}/reviews", {"json": {
             "subject": "x'; DROP TABLE reviews;--", "verdict": "match", "reviewer": "a"}}, 422, "not_a_candidate"),
         "review/note not UTF-8": ("post", "/api/searches/{sid}/reviews", {"content": b'{"subject": "s1", "verdict": '
                                   b'"match", "reviewer": "a", "note": "\\ud800"}', "headers": {
                                       "content-type": "application/json"}}, 422, "bad_note"),
         "search/id beyond 64 bits": ("get", "/api/searches/99999999999999999999", {}, 422, "invalid_request"),
+        # ids are digits: /api/images/1.0 had answered as image 1
+        "image/id with a decimal point": ("get", "/api/images/1.0", {}, 422, "invalid_request"),
+        "image file/id with a decimal point": ("get", "/api/images/1.0/file", {}, 422, "invalid_request"),
+        "delete image/id with a decimal point": ("delete", "/api/images/1.0", {}, 422, "invalid_request"),
+        "image/id with a plus sign": ("get", "/api/images/+1", {}, 422, "invalid_request"),
+        "search/id with a decimal point": ("get", "/api/searches/{sid}.0", {}, 422, "invalid_request"),
+        "search photo/id with a decimal point": ("get", "/api/searches/{sid}.0/photo.png", {}, 422,
+                                                 "invalid_request"),
+        "review/id with a decimal point": ("post", "/api/searches/{sid}.0/reviews", {"json": {
+            "subject": "s1", "verdict": "match", "reviewer": "a"}}, 422, "invalid_request"),
         "review/no reviewer": ("post", "/api/searches/{sid}/reviews", {"json": {
             "subject": "s1", "verdict": "match", "reviewer": " "}}, 422, "bad_reviewer"),
         "method not allowed": ("put", "/api/subjects", {"json": {}}, 405, "method_not_allowed"),
@@ -470,6 +510,76 @@ def test_a_same_person_error_names_the_apis_mode(served):
     assert r.status_code == 422 and r.json()["error"] == {
         "code": "no_face", "message": "mode=same-person: no photo with exactly one usable face to build a template "
                                       "from"}
+
+
+def test_a_same_person_search_the_model_cannot_make_is_its_own_error(served, monkeypatch):
+    """mode=same-person against a model whose disambiguator reads images is a 409 ``mode_unavailable`` (documented),
+    refused before any photo is read; it had been a 422 ``no_face``, as if the photos had no face."""
+    from lookalike.service import core
+
+    reads_images = SimpleNamespace(disambiguator_=SimpleNamespace(input="image"))
+    monkeypatch.setattr(served.service, "model", reads_images)
+    monkeypatch.setattr(core, "check_image", lambda *a, **k: pytest.fail("a photo was read"))
+    r = served.client.post("/api/identify/many", files=upload(b"%PDF-1.4", "a.pdf", "files"),
+                           data={"mode": "same-person"}, headers=AUTH)
+    assert r.status_code == 409, r.text
+    assert r.json()["error"]["code"] == "mode_unavailable" and "reads embeddings" in r.json()["error"]["message"]
+    response = _documented(served.client.get("/openapi.json").json(), "post", "/api/identify/many", r)
+    assert "`mode_unavailable`" in response["description"]
+
+
+def test_a_review_note_may_be_null(served, search_id: int):
+    """``note: null`` is a verdict without a note (the core takes None as ""); it had been a 422."""
+    r = served.client.post(f"/api/searches/{search_id}/reviews", json={"subject": "s1", "verdict": "inconclusive",
+                                                                     "reviewer": "ann", "note": None}, headers=AUTH)
+    assert r.status_code == 201, r.text
+    assert r.json()["note"] == ""
+
+
+def test_a_subject_name_in_a_path_is_found_in_its_nfkc_form(served, orl_dir: Path):
+    """A name sent decomposed (NFD: "e" and a combining diaeresis) finds the subject stored in its NFKC form, for
+    reading, enrolling (the answer and Location name it as stored) and removing; it had been a 404 whose message looked
+    like the stored name. A non-ASCII name that matches nothing says which code points it holds and where to look."""
+    import unicodedata
+    from urllib.parse import quote
+
+    c, name = served.client, "Zoë Ünal"
+    decomposed = unicodedata.normalize("NFD", name)
+    assert decomposed != name
+    assert c.post("/api/subjects", json={"name": name}, headers=AUTH).status_code == 201
+    r = c.get(f"/api/subjects/{quote(decomposed, safe='')}", headers=AUTH)
+    assert r.status_code == 200 and r.json()["name"] == name, r.text
+    r = c.post(f"/api/subjects/{quote(decomposed, safe='')}/images",
+               files=upload(orl_bytes(orl_dir, 12, 1), "a.pgm", "files"), headers=AUTH)
+    assert r.status_code == 201 and r.json()["subject"] == name, r.text
+    assert r.headers["location"] == f"/api/subjects/{quote(name, safe='')}"
+    assert c.get(r.headers["location"], headers=AUTH).json()["image_count"] == 1
+    lookalike = "Zо\u0451"  # a Cyrillic o and yo: "Zoё" looks like the start of the name
+    r = c.get(f"/api/subjects/{quote(lookalike, safe='')}", headers=AUTH)
+    assert r.status_code == 404 and r.json()["error"]["code"] == "unknown_subject"
+    message = r.json()["error"]["message"]
+    assert "U+043E CYRILLIC SMALL LETTER O" in message and "U+0451" in message, message
+    assert "encoded differently may be enrolled: see GET /api/subjects?prefix=Z)" in message, message
+    assert "encoded" not in c.get("/api/subjects/nobody", headers=AUTH).json()["error"]["message"]
+    r = c.delete(f"/api/subjects/{quote(decomposed, safe='')}", headers=AUTH)
+    assert r.status_code == 200 and r.json() == {"subject": name, "removed_images": 1}, r.text
+    assert c.get(f"/api/subjects/{quote(name, safe='')}", headers=AUTH).status_code == 404
+
+
+def test_every_subject_answer_counts_its_images_as_image_count(served, orl_dir: Path):
+    """``image_count`` is in the listing, a subject's answer and a created subject's (``images`` is a count in the
+    first and a list in the others, kept as it was), and the document says so."""
+    c, name = served.client, "Count Check"
+    created = c.post("/api/subjects", json={"name": name}, headers=AUTH).json()
+    assert (created["image_count"], created["images"]) == (0, [])
+    c.post(f"/api/subjects/{name}/images", files=upload(orl_bytes(orl_dir, 13, 1), "a.pgm", "files")
+           + upload(orl_bytes(orl_dir, 13, 2), "b.pgm", "files"), headers=AUTH)
+    one = c.get(f"/api/subjects/{name}", headers=AUTH).json()
+    (listed,) = c.get("/api/subjects", params={"prefix": name}, headers=AUTH).json()
+    assert one["image_count"] == listed["image_count"] == listed["images"] == len(one["images"]) == 2
+    schemas = c.get("/openapi.json").json()["components"]["schemas"]
+    assert {"image_count"} <= set(schemas["Subject"]["required"]) & set(schemas["SubjectSummary"]["required"])
+    c.delete(f"/api/subjects/{name}", headers=AUTH)
 
 
 # --- what the answers say --------------------------------------------------------------------------------------

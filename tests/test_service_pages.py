@@ -466,6 +466,32 @@ def test_the_enrol_page_lists_a_bounded_number_of_subjects(site, monkeypatch):
     assert f"Subjects ({service.count_subjects()})" in html and service.count_subjects() > 2
 
 
+def test_the_search_list_pages_back_to_the_oldest_search(site, orl_dir: Path, monkeypatch):
+    """The search list shows SEARCH_LIST_PAGE searches, newest first, and a full page links to the older ones with
+    the API's ``before=`` cursor (it had shown the newest 200 with no way to older ones); an older page links back
+    to the newest; a cursor that is not an id is the error page."""
+    from lookalike.service import pages
+
+    client, service, _ = site
+    service.identify(Upload("probe.pgm", orl_bytes(orl_dir, 3, 6)), top=2)
+    everyone = [s["id"] for s in service.list_searches(1000)]
+    assert len(everyone) >= 2
+    client.cookies.clear()
+    login(client)
+    monkeypatch.setattr(pages, "SEARCH_LIST_PAGE", 1)
+    seen, url = [], "/"
+    while url:
+        html = client.get(url).text
+        seen += [int(i) for i in re.findall(r'<td><a href="/review/(\d+)">#', html)]
+        assert ('<a href="/">Newest searches</a>' in html) == (url != "/")
+        older = re.search(r'<a href="(/\?before=\d+)" rel="next">Older searches</a>', html)
+        url = older.group(1) if older else None
+    assert seen == everyone
+    assert f"No searches older than #{everyone[-1]}" in client.get(f"/?before={everyone[-1]}").text
+    for bad in ("abc", "1.0", "0"):
+        assert client.get(f"/?before={bad}").status_code == 404, bad
+
+
 def test_service_with_a_trained_model(orl_dir: Path, tmp_path: Path):
     """A model trained on ORL (dlib matcher) re-ranks the service's candidate lists."""
     from lookalike.train import train_model

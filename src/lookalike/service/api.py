@@ -16,13 +16,15 @@ from pydantic import BaseModel, Field
 
 from lookalike import __version__
 from lookalike.service.core import FPIRS, MAX_NAME, MAX_NOTE, MAX_TOP, Service, ServiceError, Upload
-from lookalike.service.pages import SearchId, report_response
+from lookalike.service.pages import PathId, SearchId, report_response
 from lookalike.service.schemas import (
+    FILES,
     GUARDED,
     IMAGE_FILE,
     INVALID,
     JSON_BODY,
     MULTIPART,
+    NAME,
     NO_FACE,
     PHOTO,
     PNG,
@@ -50,7 +52,7 @@ from lookalike.service.schemas import (
 from lookalike.service.security import CallerFirst, require_reader, require_token
 
 router = APIRouter(prefix="/api", route_class=CallerFirst)  # the caller is checked before a body is read
-ImageId = Annotated[int, Field(ge=1, le=2**62)]
+ImageId = PathId
 SUBJECTS_PAGE = 1000  # subjects a listing returns unless asked for another page size
 
 
@@ -70,7 +72,8 @@ class ReviewIn(BaseModel):
     verdict: Literal["match", "non-match", "inconclusive"]
     reviewer: str = Field(description=f"who decided (1-{MAX_NAME} printable characters)",
                           json_schema_extra={"minLength": 1, "maxLength": MAX_NAME})  # checked by Service.add_review
-    note: str = Field("", description=f"at most {MAX_NOTE} characters", json_schema_extra={"maxLength": MAX_NOTE})
+    note: str | None = Field("", description=f"at most {MAX_NOTE} characters (null: none)",
+                             json_schema_extra={"maxLength": MAX_NOTE})  # checked by Service.add_review
 
 
 # fpir: one of the calibrated rates (a value a hair off one, as 0.0100000001, is taken as it: check_settings)
@@ -104,8 +107,7 @@ def gallery(request: Request) -> dict:
 
 
 @router.post("/subjects", status_code=201, dependencies=[Depends(require_token)], summary="create a subject",
-             **answers(Subject, GUARDED, JSON_BODY, INVALID, {409: ("subject_exists",), 422: ("bad_name",)},
-                       status=201))
+             **answers(Subject, GUARDED, JSON_BODY, INVALID, NAME, status=201))
 def create_subject(body: SubjectIn, request: Request, response: Response) -> dict:
     created = service(request).create_subject(body.name)
     response.headers["Location"] = f"/api/subjects/{quote(created['name'], safe='')}"
@@ -140,13 +142,13 @@ def delete_subject(name: str, request: Request) -> dict:
 
 @router.post("/subjects/{name}/images", status_code=201, dependencies=[Depends(require_token)],
              summary="enrol face photos of a subject (multipart field 'files', one face each)",
-             **answers(Enrolment, GUARDED, INVALID, MULTIPART, PHOTO, UNKNOWN_SUBJECT,
-                       {409: ("duplicate_image",), 413: ("too_many_files",)}, status=201))
+             **answers(Enrolment, GUARDED, INVALID, MULTIPART, PHOTO, UNKNOWN_SUBJECT, FILES,
+                       {409: ("duplicate_image",)}, status=201))
 async def add_images(name: str, request: Request, response: Response, files: Annotated[list[UploadFile], File()],
                      precropped: Annotated[bool, Form()] = False) -> dict:
     uploads = await _uploads(files)
     added = await run_in_threadpool(service(request).add_images, name, uploads, precropped)
-    response.headers["Location"] = f"/api/subjects/{quote(name, safe='')}"  # the subject, with its images
+    response.headers["Location"] = f"/api/subjects/{quote(added['subject'], safe='')}"  # the subject, its images
     return added
 
 
@@ -203,10 +205,11 @@ async def identify(request: Request, caller: Caller, file: Annotated[UploadFile,
              summary="search several photos together (multipart field 'files'; mode 'batch': every face re-ranked "
                      "together, each with its search_id; 'same-person': one template of the photos' faces; a "
                      "photo that cannot be used is reported in place)",
-             **answers(IdentifyDocument, GUARDED, INVALID, MULTIPART, SEARCH, {413: ("too_many_files",),
-                                                                              422: ("no_face",)}))
-async def identify_many(request: Request, caller: Caller, files: Annotated[list[UploadFile], File()],
-                        mode: Annotated[Literal["batch", "same-person"], Form()],
+             **answers(IdentifyDocument, GUARDED, INVALID, MULTIPART, SEARCH, FILES,
+                       {409: ("mode_unavailable",), 422: ("bad_mode", "no_face")}))
+async def identify_many(request: Request, caller: Caller,
+                        mode: Annotated[Literal["batch", "same-person"], Form()],  # refused before files, as the core
+                        files: Annotated[list[UploadFile], File()],
                         top: Annotated[int, Form(ge=1, le=MAX_TOP)] = 20, fpir: Fpir = 0.01,
                         precropped: Annotated[bool, Form()] = False) -> dict:
     uploads = await _uploads(files)
@@ -261,7 +264,7 @@ def search_report(search_id: SearchId, request: Request) -> HTMLResponse:
 @router.post("/searches/{search_id}/reviews", status_code=201,
              summary="append a verdict on a candidate to the audit table (with the API token that recorded it)",
              **answers(Review, GUARDED, JSON_BODY, INVALID, UNKNOWN_SEARCH,
-                       {422: ("bad_reviewer", "bad_note", "not_a_candidate")}, status=201))
+                       {422: ("bad_verdict", "bad_reviewer", "bad_note", "not_a_candidate")}, status=201))
 def add_review(search_id: SearchId, body: ReviewIn, request: Request, response: Response, caller: Caller) -> dict:
     review = service(request).add_review(search_id, body.subject, body.verdict, body.reviewer, body.note, caller)
     response.headers["Location"] = f"/api/searches/{search_id}"  # the search, with its reviews

@@ -32,6 +32,12 @@ PAGE_MESSAGES = {400: "The form could not be read (a field far too long, or not 
                  405: "That page cannot be used that way: go back and use its form or links."}
 NO_PHOTO = "No photo was chosen: choose a photo file and send the form again."
 
+# error.code of a body or form field FastAPI refuses (missing, wrong type, out of range): the code the service gives
+# when it refuses that field itself, so a field has one code whichever layer checked it (others: invalid_request)
+FIELD_CODES = {"name": "bad_name", "verdict": "bad_verdict", "reviewer": "bad_reviewer", "note": "bad_note",
+               "subject": "not_a_candidate", "top": "bad_top", "fpir": "bad_fpir", "mode": "bad_mode",
+               "files": "no_files"}
+
 
 def error(status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
@@ -39,6 +45,14 @@ def error(status: int, code: str, message: str, headers: dict | None = None) -> 
 
 def _validation_message(exc: RequestValidationError) -> str:
     return "; ".join(_problem(e) for e in exc.errors()[:5]) or "invalid request"
+
+
+def _validation_code(exc: RequestValidationError) -> str:
+    """The error code of a refused request: that of its first problem's body field (:data:`FIELD_CODES`), else
+    ``invalid_request`` (a parameter, a path's id, a body that is not a JSON object)."""
+    loc = tuple(exc.errors()[0].get("loc", ())) if exc.errors() else ()
+    field = loc[1] if len(loc) > 1 and loc[0] == "body" else None
+    return FIELD_CODES.get(field, "invalid_request") if isinstance(field, str) else "invalid_request"
 
 
 def _problem(e: dict) -> str:
@@ -89,7 +103,7 @@ def create_app(service: Service, tokens: TokenChecker, max_upload_mb: float = DE
                 return await pages.error_page(request, 422, NO_PHOTO)  # a browser's empty file input
             return await pages.error_page(request, 422, "The form was not complete or not valid "
                                                         f"({_validation_message(exc)}): go back and try again.")
-        return error(422, "invalid_request", _validation_message(exc))
+        return error(422, _validation_code(exc), _validation_message(exc))
 
     @app.exception_handler(pages.PageResponse)
     async def page_response(request: Request, exc: pages.PageResponse):

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -293,23 +293,26 @@ class Service:
             return e.gallery.store.count_subjects()["subjects"]
 
     def _live_subject(self, e: Engine, name: str):
-        s = e.gallery.store.get_subject(name)
+        """The live subject ``name`` names (:func:`find_subject`: as sent, else in its NFKC form), or a 404 saying
+        why (removed, or, for a name with other than ASCII characters, which ones: a name can look like an enrolled
+        one and be written with other code points)."""
+        s = find_subject(e.gallery.store, name)
         if s is None or s.removed is not None:
             raise ServiceError(404, "unknown_subject", f"no subject {name!r}"
-                               + ("" if s is None else f" (removed at {s.removed})"))
+                               + (unmatched_name_hint(name) if s is None else f" (removed at {s.removed})"))
         return s
 
     def get_subject(self, name: str) -> dict:
         with self.engine() as e:
             s = self._live_subject(e, name)
-            images = e.gallery.store.list_images(name)
+            images = e.gallery.store.list_images(s.name)
         return {**_subject_dict(s), "images": [_image_dict(i) for i in images]}
 
     def delete_subject(self, name: str) -> dict:
         # under the enrolment lock: an enrolment of the subject under way (seconds of embedding after its check that
         # the subject is live) would otherwise restore it after this had answered 200
         with self._enrol_lock, self.engine() as e:
-            self._live_subject(e, name)
+            name = self._live_subject(e, name).name
             try:
                 n = e.gallery.remove(name)
             except ValueError as err:
@@ -333,7 +336,7 @@ class Service:
             raise ServiceError(409, "duplicate_image", "the same image is uploaded twice in this request")
         with self._enrol_lock, self.engine() as e:
             if not create:
-                self._live_subject(e, name)
+                name = self._live_subject(e, name).name  # as stored (a path's name may be sent in another form)
             known = e.gallery.store.find_content(sha1s)
             if known:
                 sha1, subject, image_id, _ = known[0]
@@ -458,8 +461,7 @@ class Service:
         searched on its own list (batch) is stored as a search and gets its ``search_id``; a template is not stored
         (it has no one probe photo to review against)."""
         fpir = check_settings(top, fpir)
-        if mode not in MANY_MODES:
-            raise ServiceError(422, "bad_mode", f"mode must be one of {', '.join(MANY_MODES)}")
+        self._check_mode(mode)
         if not 1 <= len(uploads) <= MAX_FILES:
             raise ServiceError(413 if uploads else 422, "too_many_files" if uploads else "no_files",
                                f"send 1 to {MAX_FILES} photos")
@@ -481,6 +483,16 @@ class Service:
             if mode == "batch":
                 self._store_searches(e, doc, uploads, recorded_by)
         return public_document(doc)
+
+    def _check_mode(self, mode: str) -> None:
+        """``mode`` of :meth:`identify_many` is one of :data:`MANY_MODES` (422 ``bad_mode``) and this service can
+        search that way: a same-person template is an embedding, which a disambiguator reading images cannot
+        re-rank (409 ``mode_unavailable``: the request is right, the service's model cannot)."""
+        if mode not in MANY_MODES:
+            raise ServiceError(422, "bad_mode", f"mode must be one of {', '.join(MANY_MODES)}")
+        if mode == "same-person" and self.model is not None and self.model.disambiguator_.input == "image":
+            raise ServiceError(409, "mode_unavailable", "mode=same-person needs a model whose disambiguator reads "
+                                                        "embeddings (this service's reads images); use mode=batch")
 
     @staticmethod
     def _identifier(e: Engine) -> Identifier:
@@ -659,8 +671,31 @@ def ranked_by(result: dict, face: dict) -> str:
 def _subject_dict(s) -> dict:
     """A subject as the API shows it; ``images_unusable`` (photos recorded as unusable: no face, unreadable) is also
     given under its earlier name, ``images_skipped``, for clients written before it was renamed."""
-    return {"name": s.name, "created": s.created, "images": s.n_images, "images_unusable": s.n_skipped,
-            "images_skipped": s.n_skipped}
+    return {"name": s.name, "created": s.created, "images": s.n_images, "image_count": s.n_images,
+            "images_unusable": s.n_skipped, "images_skipped": s.n_skipped}
+
+
+def find_subject(store: GalleryStore, name: str):
+    """The subject record (removed ones too) named ``name`` byte for byte, else named its NFKC form (the form the
+    service's own names are in: a client may send "Zoë" decomposed, e and a combining diaeresis); None."""
+    for form in dict.fromkeys((name, unicodedata.normalize("NFKC", name))):
+        s = store.get_subject(form)
+        if s is not None:
+            return s
+    return None
+
+
+def unmatched_name_hint(name: str) -> str:
+    """What a 404 for a subject ``name`` adds when it holds other than ASCII characters: their code points, and
+    where to look for a name that looks the same ("" for an ASCII name)."""
+    odd = list(dict.fromkeys(c for c in name if not c.isascii()))
+    if not odd:
+        return ""
+    points = ", ".join(f"U+{ord(c):04X} {unicodedata.name(c, 'unnamed')}" for c in odd[:6])
+    start = name[:next(i for i, c in enumerate(name) if not c.isascii())]
+    look = f"GET /api/subjects?prefix={quote(start, safe='')}" if start else "GET /api/subjects"
+    return (f"; its characters beyond ASCII are {points}{', ...' if len(odd) > 6 else ''} (a name that looks the "
+            f"same but is encoded differently may be enrolled: see {look})")
 
 
 def _image_dict(i) -> dict:

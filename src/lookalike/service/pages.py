@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Annotated
 from urllib.parse import quote, urlencode
 
-from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
-from pydantic import Field
+from pydantic import BeforeValidator, Field
+from pydantic_core import PydanticCustomError
 
 from lookalike import __version__
 from lookalike.service.access import note_caller
@@ -42,7 +43,18 @@ from lookalike.service.security import (
 from lookalike.ties import TIE_EXPLANATION, lead_tie, tie_note
 
 router = APIRouter(include_in_schema=False, route_class=CallerFirst)
-SearchId = Annotated[int, Field(ge=1, le=2**62)]  # a search's id in a path (the database's 64-bit integers)
+
+
+def whole_number(value: object) -> object:
+    """An id as written in a path: digits only (pydantic alone had read ``1.0`` as 1, so ``/api/images/1.0`` had
+    answered as image 1)."""
+    if isinstance(value, str) and not (value.isascii() and value.isdigit()):
+        raise PydanticCustomError("id_digits", "an id is a whole number written in digits")
+    return value
+
+
+PathId = Annotated[int, BeforeValidator(whole_number), Field(ge=1, le=2**62)]  # an id in a path (64-bit integers)
+SearchId = PathId  # a search's id
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 templates.env.globals.update(tie_note=tie_note, lead_tie=lead_tie, tie_explanation=TIE_EXPLANATION)
 
@@ -172,9 +184,16 @@ def logout(request: Request, csrf: Annotated[str, Form()] = ""):
 
 
 # --- searches and review --------------------------------------------------------------------------------
+SEARCH_LIST_PAGE = 200  # searches the search list shows at a time, newest first
+
+
 @router.get("/", response_class=HTMLResponse)
-def search_list(request: Request, session: LoggedIn):
-    return render(request, "searches.html", session, searches=service(request).list_searches(200))
+def search_list(request: Request, session: LoggedIn, before: Annotated[PathId | None, Query()] = None):
+    """The searches, newest first, a page at a time; ``before``: those older than that search id (the API's
+    cursor: a full page links to the next, from its oldest search's id)."""
+    searches = service(request).list_searches(SEARCH_LIST_PAGE, before)
+    older = searches[-1]["id"] if len(searches) == SEARCH_LIST_PAGE else None
+    return render(request, "searches.html", session, searches=searches, before=before, older=older)
 
 
 @router.get("/review/{search_id}", response_class=HTMLResponse)

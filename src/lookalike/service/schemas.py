@@ -20,7 +20,7 @@ from typing_extensions import TypedDict  # pydantic reads typing's only from Pyt
 
 from lookalike.data.images import MIN_SIDE
 from lookalike.gallery.store import VERDICTS
-from lookalike.service.core import FPIRS, MAX_FILES, MAX_NAME, MAX_NOTE, MEDIA_TYPES
+from lookalike.service.core import FPIRS, MANY_MODES, MAX_FILES, MAX_NAME, MAX_NOTE, MAX_TOP, MEDIA_TYPES
 from lookalike.service.security import _caller_checks
 
 ERROR_REF = "#/components/schemas/Error"
@@ -57,9 +57,14 @@ CODES = {
     "many_faces": "more faces than the operation takes",
     "many_files": "several photos in the field 'file' (use /api/identify/many)",
     "too_many_files": f"more than {MAX_FILES} photos",
+    "no_files": "no photo in the multipart field 'files' (or a field 'files' that is not a file)",
     "bad_fpir": f"fpir is not one of {', '.join(map(str, FPIRS))}",
+    "bad_top": f"top is not a whole number from 1 to {MAX_TOP}",
+    "bad_mode": f"mode is missing or not one of {', '.join(MANY_MODES)}",
+    "mode_unavailable": "mode=same-person needs a model whose disambiguator reads embeddings; the service's reads "
+                        "images",
     "empty_gallery": "the gallery has no enrolled images yet",
-    "bad_name": "a subject name that breaks the naming rule (see SubjectIn.name)",
+    "bad_name": "a subject name missing, not a string, or breaking the naming rule (see SubjectIn.name)",
     "subject_exists": "a subject of that name exists",
     "unknown_subject": "no such subject (or removed)",
     "duplicate_image": "the photo is already enrolled, or sent twice",
@@ -67,21 +72,24 @@ CODES = {
     "image_file_missing": "the enrolled image's file is missing or unreadable on the server",
     "image_file_changed": "the enrolled image's file has changed since it was enrolled",
     "unknown_search": "no such search",
+    "bad_verdict": f"verdict is missing or not one of {', '.join(VERDICTS)}",
     "bad_reviewer": f"a reviewer name of 1-{MAX_NAME} printable characters is needed",
-    "bad_note": f"a note is text of at most {MAX_NOTE} characters (UTF-8, no NUL)",
-    "not_a_candidate": "the subject is not a candidate of the search",
+    "bad_note": f"a note is text (or null) of at most {MAX_NOTE} characters (UTF-8, no NUL)",
+    "not_a_candidate": "the subject is missing, not a string, or not a candidate of the search",
 }
 ErrorTable = dict[int, tuple[str, ...]]  # status: the error codes given with it
 
 # What operations can answer, by what they do (an operation's errors are the union of those that apply to it)
 GUARDED: ErrorTable = {401: ("missing_token", "bad_token"), 429: ("too_many_wrong_tokens",),
                        503: ("store_unavailable",)}  # every operation behind a token
-INVALID: ErrorTable = {422: ("invalid_request",)}  # FastAPI's checks of parameters and body fields
+INVALID: ErrorTable = {422: ("invalid_request",)}  # FastAPI's checks of parameters, ids and bodies (not FIELD_CODES')
 JSON_BODY: ErrorTable = {413: ("too_large",), 415: ("unsupported_media_type",)}
 MULTIPART: ErrorTable = {400: ("bad_request",), 413: ("too_large",)}
 PHOTO: ErrorTable = {400: ("empty",), 413: ("too_large",), 415: ("not_an_image",),
                      422: ("too_small", "truncated", "unreadable", "no_face", "many_faces")}  # an uploaded photo
-SEARCH: ErrorTable = {409: ("empty_gallery",), 422: ("bad_fpir",)}
+SEARCH: ErrorTable = {409: ("empty_gallery",), 422: ("bad_top", "bad_fpir")}
+NAME: ErrorTable = {409: ("subject_exists",), 422: ("bad_name",)}  # a subject created
+FILES: ErrorTable = {413: ("too_many_files",), 422: ("no_files",)}  # photos in the multipart field 'files'
 UNKNOWN_SUBJECT: ErrorTable = {404: ("unknown_subject",)}
 UNKNOWN_IMAGE: ErrorTable = {404: ("unknown_image",)}
 UNKNOWN_SEARCH: ErrorTable = {404: ("unknown_search",)}
@@ -228,7 +236,9 @@ class SubjectSummary(TypedDict):
 
     name: str
     created: Annotated[str, about("when it was created (ISO 8601, UTC)")]
-    images: Annotated[int, about("its enrolled images with a face")]
+    images: Annotated[int, about("its enrolled images with a face (the same as image_count; in a subject's own "
+                                 "answer, `images` is the list of its image records)")]
+    image_count: Annotated[int, about("its enrolled images with a face (in every subject answer)")]
     images_unusable: Annotated[int, about("its photos recorded as unusable (no face, unreadable)")]
     images_skipped: Annotated[int, about("images_unusable under its earlier name")]
 
@@ -253,7 +263,9 @@ class Subject(TypedDict):
 
     name: str
     created: Annotated[str, about("when it was created (ISO 8601, UTC)")]
-    images: list[Image]
+    images: Annotated[list[Image], about("its image records, unusable photos' too (in a listing, `images` is a count: "
+                                         "use image_count in both)")]
+    image_count: Annotated[int, about("its enrolled images with a face (as in the listing)")]
     images_unusable: Annotated[int, about("its photos recorded as unusable (no face, unreadable)")]
     images_skipped: Annotated[int, about("images_unusable under its earlier name")]
 
