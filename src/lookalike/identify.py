@@ -434,7 +434,7 @@ class Identifier:
         same-person search with, as its errors name it (the API's ``mode=same-person``)."""
         if not faces:
             raise ValueError(f"{option}: no photo with exactly one usable face to build a template from")
-        if self.model is not None and self.model.disambiguator_.input == "image":
+        if not searches_templates(self.model):
             raise ValueError(f"{option} needs a model whose disambiguator reads embeddings (this one reads images)")
         result = self.search_face(TemplateFace(template_vector(np.stack([f.vector for f in faces])), photos), top, fpir)
         result["decision"] = {"fpir": fpir, "threshold": None, "calibrated_on": None, "enrolled": None,
@@ -566,6 +566,12 @@ class Identifier:
         if not faces:
             return {"photo": name, "status": "no_face", "message": NO_FACE}, faces
         return {"photo": name, "status": "ok"}, faces
+
+
+def searches_templates(model: LookalikeModel | None) -> bool:
+    """Whether ``model`` (None: the matcher alone) can re-rank a same-person template: an embedding, which a
+    disambiguator reading images cannot score."""
+    return model is None or model.disambiguator_.input != "image"
 
 
 def template_vector(vectors: np.ndarray) -> np.ndarray:

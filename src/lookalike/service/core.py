@@ -33,7 +33,7 @@ from lookalike.data.images import MAX_PIXELS, ImageError, decode_image, degrade,
 from lookalike.data.screen import is_utf8
 from lookalike.gallery import Gallery, display_db, is_postgres_url, open_store
 from lookalike.gallery.store import VERDICTS, GalleryStore, NoGalleryError, StoreError, SubjectExistsError
-from lookalike.identify import Identifier, prepare_gallery, result_document
+from lookalike.identify import Identifier, prepare_gallery, result_document, searches_templates
 from lookalike.matchers.cache import EmbeddingCache
 from lookalike.model import LookalikeModel
 from lookalike.service.files import ImageFiles
@@ -490,7 +490,7 @@ class Service:
         re-rank (409 ``mode_unavailable``: the request is right, the service's model cannot)."""
         if mode not in MANY_MODES:
             raise ServiceError(422, "bad_mode", f"mode must be one of {', '.join(MANY_MODES)}")
-        if mode == "same-person" and self.model is not None and self.model.disambiguator_.input == "image":
+        if mode == "same-person" and not searches_templates(self.model):
             raise ServiceError(409, "mode_unavailable", "mode=same-person needs a model whose disambiguator reads "
                                                         "embeddings (this service's reads images); use mode=batch")
 
