@@ -491,3 +491,19 @@ def test_a_damaged_tinyface_protocol_file_is_one_line_naming_it(tmp_path):
         with pytest.raises(ValueError, match=message) as e:
             read_protocol_mat(tmp_path / bad, "names", "ids")
         assert str(e.value).startswith(str(tmp_path / bad))
+
+
+def test_a_file_listed_twice_is_reported_as_listed_twice(tmp_path: Path):
+    """A CSV row repeated (the same file, once under two names too) is reported as the same file listed twice, not
+    as having "the same bytes as" itself; a copy with the same bytes is still reported as such."""
+    from lookalike.data.screen import screen_table
+
+    a, b = write_synthetic(tmp_path / "a.png", 1), write_synthetic(tmp_path / "b.png", 2)
+    copy = tmp_path / "copy.png"
+    shutil.copy(a, copy)
+    s = screen_table(FaceTable([str(a), str(b), str(a), str(b), str(copy)], ["ann", "bob", "ann", "eve", "ann"]),
+                     progress=False)
+    messages = {(Path(p).name, who, reason): msg for p, who, reason, msg in s.skipped}
+    assert messages[("a.png", "ann", "duplicate")] == f"{a}: the same file listed twice"
+    assert messages[("b.png", "eve", "label_conflict")] == f"{b}: the same file listed twice (as 'bob' and as 'eve')"
+    assert messages[("copy.png", "ann", "duplicate")] == f"{copy}: same bytes as {a}"

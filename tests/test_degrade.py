@@ -156,7 +156,8 @@ def test_cli_accepts_and_rejects_degrade(command, tmp_path, capsys):
 
 
 def test_finetuned_with_realistic_is_a_clear_error(tmp_path, capsys):
-    code = main(["train", "--data", str(tmp_path), "--model", str(tmp_path / "m.lkm"), "--lowres", "20",
+    (tmp_path / "data").mkdir()
+    code = main(["train", "--data", str(tmp_path / "data"), "--model", str(tmp_path / "m.lkm"), "--lowres", "20",
                  "--degrade", "realistic", "--disambiguator", "finetuned", "--cache", "none"])
     assert code == 2
     assert "supports --degrade bicubic only" in capsys.readouterr().err

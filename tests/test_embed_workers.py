@@ -124,3 +124,28 @@ def test_workers_exit_when_the_command_is_killed_or_terminated(tmp_path: Path):
     err = proc.communicate(timeout=60)[1]
     assert proc.returncode == 143 and err.strip().startswith("lookalike: interrupted") and "Traceback" not in err
     assert _gone(workers)
+
+
+def test_ctrl_c_closes_the_progress_bar_and_says_what_a_rerun_does(tmp_path: Path, capsys, monkeypatch):
+    """Ctrl-C while embedding: the bar is closed (its line ended), so the interrupted message starts on a line of its
+    own; train's message says what is kept (the cache's embeddings) and that fitting starts again."""
+    import numpy as np
+    import pytest
+
+    import lookalike.embed as embed
+    from lookalike.cli import build_parser, interrupted_message
+    from lookalike.matchers.align import FaceAligner
+
+    def interrupted(batch):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(embed, "_init_worker", lambda *a, **k: None)
+    monkeypatch.setattr(embed, "_process", interrupted)
+    paths = [str(write_synthetic(tmp_path / f"{i}.png", i)) for i in range(3)]
+    with pytest.raises(KeyboardInterrupt) as caught:  # held, as the command's handler holds it while it prints
+        embed.embed_paths(np.array(paths), "dlib", FaceAligner(), workers=1, progress=True)
+    assert capsys.readouterr().err.endswith("\n") and caught.value is not None
+    args = build_parser().parse_args(["train", "--data", "d", "--model", "m.lkm", "--cache", "c.sqlite"])
+    message = interrupted_message(args)
+    assert "rerun to resume" not in message and "embeddings of finished batches in the cache c.sqlite" in message
+    assert "fits the model again (no model was written)" in message

@@ -681,23 +681,91 @@ def test_train_reports_the_images_it_skipped(system, small_face_model, orl_dir, 
     (data / "s21" / "empty.jpg").write_bytes(b"")
     shutil.copy(data / "s21" / "1.pgm", data / "s22" / "copy.pgm")
     shutil.copy(data / "s21" / "2.pgm", data / "top.pgm")
+    (data / "s23" / "more").mkdir()  # a folder of photos: counted as one entry, not as images
+    for n in (1, 2):
+        shutil.copy(data / "s23" / f"{n}.pgm", data / "s23" / "more" / f"{n}.pgm")
     model = tmp_path / "m.lkm"
     capsys.readouterr()
     assert main(["train", "--data", str(data), "--model", str(model), "--depth", "20", "--lowres", "16",
                  "--lowres-apply", "probes", "--matcher", FAST_MATCHER, "--cache", str(cache_path), "--workers", "1",
                  "--no-progress"]) == 0
     err = capsys.readouterr().err
-    assert "skipped 4 images (empty 1, label_conflict 2, outside_identity_folder 1)" in err
+    assert "skipped 5 entries (empty 1, label_conflict 2, nested_folder 1, outside_identity_folder 1)" in err
     with open(tmp_path / "m.skipped.csv", newline="") as f:
         listed = {(Path(r["path"]).relative_to(data).as_posix(), r["reason"]) for r in csv.DictReader(f)}
     assert listed == {("s21/empty.jpg", "empty"), ("s21/1.pgm", "label_conflict"), ("s22/copy.pgm", "label_conflict"),
-                      ("top.pgm", "outside_identity_folder")}
+                      ("top.pgm", "outside_identity_folder"), ("s23/more", "nested_folder")}
     n = LookalikeModel.load(model).training_["n_nonmated_searches"]  # 20 people: a few dozen searches
     assert n < 100 and f"the thresholds come from {n} non-mated validation searches; at FPIR 0.001, 0.01, 0.1" in err
     embedding = LookalikeModel.load(model).training_["embedding"]
-    assert embedding["skipped"] == {"empty": 1, "label_conflict": 2, "outside_identity_folder": 1}
+    assert embedding["skipped"] == {"empty": 1, "label_conflict": 2, "nested_folder": 1, "outside_identity_folder": 1}
     assert embedding["duplicates"] == 2 and embedding["cached"] >= 0 and embedding["extra_embeddings"] > 0
     assert embedding["computed"] + embedding["cached"] == embedding["images"] + embedding["extra_embeddings"]
+    for extra in (data / "s21" / "empty.jpg", data / "s22" / "copy.pgm", data / "top.pgm"):  # clean data, same --model
+        extra.unlink()
+    shutil.rmtree(data / "s23" / "more")
+    assert main(["train", "--data", str(data), "--model", str(model), "--depth", "20", "--matcher", FAST_MATCHER,
+                 "--cache", str(cache_path), "--workers", "1", "--no-progress"]) == 0
+    assert "skipped" not in capsys.readouterr().err
+    assert (tmp_path / "m.skipped.csv").read_text().splitlines() == ["path,identity,reason,message"]  # not stale
+
+
+def test_train_warns_that_a_small_validation_split_cannot_judge_the_model(system, capsys):
+    """20 ORL people: 6 validation people, a few dozen probes. The warning is printed by train, kept in the model and
+    shown by identify with the model."""
+    model_path, db, root = system
+    model = LookalikeModel.load(model_path)
+    warning = model.training_["validation_warning"]
+    assert "6 people" in warning and "cannot tell a gain from chance" in warning
+    assert model.describe_short()["validation_warning"] == warning
+    capsys.readouterr()
+    assert main(["identify", str(root.parent / "none.jpg"), "--db", str(db), "--model", str(model_path)]) == 1
+    assert f"model warning: {warning}" in capsys.readouterr().out.splitlines()[:3]
+
+
+def test_validation_warning_thresholds():
+    """Fewer than 10 people, fewer than 100 probes, or one person holding more than half the probes (the audit's
+    skew: 199 of 201 probes one person's, a 3-face gallery); none for a split above all three."""
+    from lookalike.faces import FaceSet
+    from lookalike.train import validation_warning
+
+    def faces(ids: list[str]) -> FaceSet:
+        return FaceSet(np.array([f"{i}.jpg" for i in range(len(ids))]), np.array(ids), np.zeros((len(ids), 4)))
+
+    skew = validation_warning(faces(["a"] * 199 + ["b", "c"]), faces(["a", "b", "c"]))
+    assert "3 people" in skew and "199 of its 201 probes one person's" in skew and "probes;" not in skew
+    people = [f"p{k}" for k in range(12)]
+    assert validation_warning(faces(people * 10), faces(people)) is None
+    assert validation_warning(faces(people[:9] * 12), faces(people[:9])).startswith(
+        "the validation split is too small to judge the model (9 people; wanted")
+    assert "(96 probes; wanted" in validation_warning(faces(people * 8), faces(people))
+
+
+def test_train_refuses_a_model_path_that_would_overwrite_a_file(orl_dir, tmp_path, capsys):
+    """--model naming a photo (inside the data or not), a path inside the data folder, or an existing file that is not
+    a model (by content: a text, an .npz of other arrays named .lkm) is refused in one line before any work; the
+    file is left as it was."""
+    import shutil
+
+    data = tmp_path / "people"
+    for k in range(1, 6):
+        shutil.copytree(orl_dir / f"s{k}", data / f"s{k}")
+    (tmp_path / "notes.txt").write_text("case notes")
+    with open(tmp_path / "arrays.lkm", "wb") as f:
+        np.savez(f, x=np.zeros(3))
+    photo = (data / "s1" / "1.pgm").read_bytes()
+    for model, message in ((data / "s1" / "1.pgm", "names an image file"), (tmp_path / "evidence.jpg",
+                                                                            "names an image file"),
+                           (data / "s1" / "m.lkm", "inside the training data folder"),
+                           (data / "m.lkm", "inside the training data folder"),
+                           (tmp_path / "notes.txt", "exists and is not a lookalike model file"),
+                           (tmp_path / "arrays.lkm", "exists and is not a lookalike model file")):
+        code = main(["train", "--data", str(data), "--model", str(model), "--cache", "none", "--no-progress"])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert (data / "s1" / "1.pgm").read_bytes() == photo and (tmp_path / "notes.txt").read_text() == "case notes"
+    assert not (tmp_path / "evidence.jpg").exists() and not (data / "m.lkm").exists()
+    assert np.load(tmp_path / "arrays.lkm").files == ["x"]
 
 
 def test_train_refuses_too_few_people_before_any_work(orl_dir, tmp_path, capsys):
@@ -705,6 +773,7 @@ def test_train_refuses_too_few_people_before_any_work(orl_dir, tmp_path, capsys)
                  "--cache", "none", "--no-progress"])
     err = capsys.readouterr().err
     assert code == 2 and "too few people to train a model" in err and "Traceback" not in err
+    assert "train needs at least 5 people with 2+ usable photos each (3 to train on, 2 to validate" in err
     assert not (tmp_path / "m.lkm").exists()
     code = main(["train", "--data", str(orl_dir), "--model", str(tmp_path), "--cache", "none"])
     assert code == 2 and "is a folder" in capsys.readouterr().err
@@ -745,7 +814,52 @@ def test_benchmark_evaluates_a_fixed_model(system, orl_dir, cache_path, tmp_path
     assert base["methods"]["baseline"] == m["methods"]["baseline"]  # the same people split, gallery and probes
 
 
-@pytest.mark.parametrize("extra, message", [(["--lowres", "16"], "probes 'lowres16-chip17' (model: 'full')"),
+def test_train_says_how_many_photos_were_usable(tmp_path, capsys):
+    """Photos where no face is found, with --central-fraction 0: the error says how many were usable, and why not."""
+    data = tmp_path / "people"
+    for k in range(5):
+        (data / f"p{k}").mkdir(parents=True)
+        for n in range(2):
+            write_synthetic(data / f"p{k}" / f"{n}.png", 10 * k + n, (60, 60))
+    code = main(["train", "--data", str(data), "--model", str(tmp_path / "m.lkm"), "--central-fraction", "0",
+                 "--matcher", FAST_MATCHER, "--cache", "none", "--workers", "1", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "0 of 10 photos had a usable face (no_face 10); --central-fraction 0 skips every photo" in err
+
+
+def test_smallest_trainable_dataset_follows_the_split_rule():
+    from lookalike.train import smallest_trainable
+
+    assert smallest_trainable(0.3) == 5 and smallest_trainable(0.5) == 5 and smallest_trainable(0.1) == 15
+
+
+def test_enroll_and_serve_refuse_a_model_for_another_gallery_as_identify_does(system, orl_dir, tmp_path, capsys):
+    """A gallery of 16 px faces and a full-resolution model: enroll --model (which had enrolled into it) and the
+    service refuse it with identify's message and remedy, the settings named as the options that set them."""
+    from lookalike.service.core import Service
+
+    model_path, _, _ = system
+    db = tmp_path / "g16.sqlite"
+    photos = [str(orl_dir / "s1" / "1.pgm")]
+    common = ["--matcher", FAST_MATCHER, "--cache", "none", "--workers", "1", "--no-progress"]
+    gallery = tmp_path / "g.csv"
+    gallery.write_text(f"path,identity\n{photos[0]},s1\n")
+    assert main(["enroll", "--gallery", str(gallery), "--db", str(db), "--lowres", "16", *common]) == 0
+    capsys.readouterr()
+    want = (f"the gallery {db} was built with another preprocessing --lowres 16 (model: full resolution): re-enrol it "
+            "with the model's settings or train a model for it")
+    assert main(["enroll", "--gallery", str(gallery), "--db", str(db), "--model", str(model_path),
+                 "--cache", "none", "--workers", "1", "--no-progress"]) == 2
+    assert capsys.readouterr().err.strip() == f"lookalike: error: {want}"
+    assert main(["identify", *photos, "--db", str(db), "--model", str(model_path)]) == 2
+    assert capsys.readouterr().err.strip() == f"lookalike: error: {want}"
+    with pytest.raises(ValueError) as e:
+        Service(str(db), LookalikeModel.load(model_path))
+    assert str(e.value) == want
+
+
+@pytest.mark.parametrize("extra, message", [(["--lowres", "16"], "probes --lowres 16 (model: full resolution)"),
                                             (["--no-rerank"], "drop --no-rerank"),
                                             (["--depth", "1"], "--depth")])
 def test_benchmark_refuses_a_model_for_other_faces(system, orl_dir, tmp_path, capsys, extra, message):
@@ -958,3 +1072,14 @@ def test_identify_lists_a_photo_given_twice_as_left_out_in_every_format(orl_fold
         assert main(["identify", *given, "--format", fmt]) == 0
         text = capsys.readouterr().out
         assert text.count(f"{tmp_path / 'alias.pgm'}: {repeated}") == 1, fmt
+
+
+def test_train_help_states_the_smallest_dataset_and_the_validation_warning(capsys):
+    """``train --help`` gives the smallest dataset (computed by the split rule) and the warning's thresholds."""
+    from lookalike.train import MIN_VAL_PEOPLE, MIN_VAL_PROBES, smallest_trainable
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"(--val-fraction 0.3): {smallest_trainable(0.3)} people with 2+ usable photos each" in text
+    assert f"fewer than {MIN_VAL_PEOPLE} people or {MIN_VAL_PROBES} probes" in text and "MODEL.skipped.csv" in text

@@ -133,10 +133,11 @@ def test_run_settings_must_match(fitted):
     model, _ = fitted
     name, aligner = model.matcher_name_, FaceAligner(central_fraction=0.9)
     model.check_run(name, aligner, 20, "both", "bicubic")
-    for lowres, apply, degrade, what in ((None, "both", "bicubic", "probes 'full'"),
-                                         (20, "probes", "bicubic", "gallery 'full'"),
-                                         (20, "gallery", "bicubic", "probes 'full'"),
-                                         (20, "both", "realistic", "realistic"), (16, "both", "bicubic", "lowres16")):
+    for lowres, apply, degrade, what in ((None, "both", "bicubic", "probes full resolution"),
+                                         (20, "probes", "bicubic", "gallery full resolution"),
+                                         (20, "gallery", "bicubic", "probes full resolution"),
+                                         (20, "both", "realistic", "--lowres 20 --degrade realistic"),
+                                         (16, "both", "bicubic", "--lowres 16")):
         with pytest.raises(ValueError, match=what):
             model.check_run(name, aligner, lowres, apply, degrade)
 

@@ -141,11 +141,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", formatter_class=fmt,
                        help="train a lookalike model on a labelled dataset and save it (.lkm)",
-                       description="The people are split by a seeded rule: the disambiguator is fitted on 70% of them, "
-                                   "and a validation split of the other 30% (--val-fraction) tunes the re-ranker and "
-                                   "calibrates its open-set thresholds. Writes one model file.")
+                       description="The people are split by a seeded rule: the disambiguator is fitted on 70% of\n"
+                                   "them, and a validation split of the other 30% (--val-fraction) tunes the\n"
+                                   "re-ranker and calibrates its open-set thresholds. Writes the model file and,\n"
+                                   "beside it, MODEL.skipped.csv (what was left out, and why).\n"
+                                   "The smallest dataset accepted (--val-fraction 0.3): 5 people with 2+ usable\n"
+                                   "photos each (3 to fit on, 2 to validate). A validation split of fewer than 10\n"
+                                   "people or 100 probes, or one where one person holds most probes, cannot tell a\n"
+                                   "gain from chance: train warns, and such a model may do worse than no model.")
     _common(t)
-    t.add_argument("--model", required=True, help="output model file (.lkm)")
+    t.add_argument("--model", required=True,
+                   help="output model file (.lkm): not an image file's name, not inside --data, and not an existing "
+                        "file other than a lookalike model")
     t.add_argument("--lowres-apply", choices=LOWRES_APPLY, default="both",
                    help="the model's faces: probes and gallery degraded to --lowres (as TinyFace), probes only or "
                         "gallery only")
@@ -291,15 +298,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     from lookalike.io import atomic_write
     from lookalike.outputs import check_output_file
     from lookalike.summary import print_fallback_hint
-    from lookalike.train import train_model
+    from lookalike.train import check_model_path, train_model
 
     check_output_file(args.model, (("embedding cache (--cache)", args.cache), ("dataset (--data)", args.data)),
                       option="--model", example="model.lkm")
+    check_model_path(args.model, args.data)
 
     model, summary = train_model(args.data, args.matcher, args.lowres, args.lowres_apply, args.disambiguator,
                                  args.seed, args.val_fraction, args.depth, None if args.cache == "none" else args.cache,
                                  args.central_fraction, args.workers, args.max_people, not args.no_progress,
                                  args.degrade or "bicubic", args.cnn_fallback)
+    listed = Path(args.model).with_name(Path(args.model).stem + ".skipped.csv")
+    with atomic_write(listed, "w", newline="") as f:  # every run, before the model: never an earlier run's list
+        w = csv.writer(f)
+        w.writerow(["path", "identity", "reason", "message"])
+        w.writerows(summary["left_out"])
     model.save(args.model)
     st = model.reranker_.stats
     print(f"trained on {summary['n_train_people']} people ({summary['n_train_images']} images); the settings chosen "
@@ -317,14 +330,14 @@ def cmd_train(args: argparse.Namespace) -> int:
               f"{', '.join(f'{f:g}' for f in weak)} that is fewer than the {MIN_SEARCHES} / FPIR that can hold it, so "
               "identify prefers a gallery's own calibration there, or the stricter of the two (README, 'Where the "
               "decision's threshold comes from'); train on more people for thresholds of its own", file=sys.stderr)
+    if model.training_["validation_warning"]:
+        print(f"lookalike: warning: {model.training_['validation_warning']} (recorded in the model: "
+              "training.validation_warning)", file=sys.stderr)
     skipped = model.training_["embedding"]["skipped"]
     if skipped:
-        listed = Path(args.model).with_name(Path(args.model).stem + ".skipped.csv")
-        with atomic_write(listed, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["path", "identity", "reason", "message"])
-            w.writerows(summary["left_out"])
-        print(f"skipped {sum(skipped.values())} images ({', '.join(f'{k} {v}' for k, v in sorted(skipped.items()))}); "
+        n = sum(skipped.values())
+        print(f"skipped {n} {'entry' if n == 1 else 'entries'} "
+              f"({', '.join(f'{k} {v}' for k, v in sorted(skipped.items()))}); "
               f"listed in {listed}, counted in the model file (training.embedding)", file=sys.stderr)
     print_fallback_hint(model.training_["embedding"]["face"], model.aligner)
     print(f"wrote {args.model}")
@@ -466,15 +479,12 @@ def cmd_identify(args: argparse.Namespace) -> int:
         raise ValueError("no probe photos given" + (f" ({len(left_out)} entries left out: "
                                                     f"{left_out[0][0]}: {left_out[0][1]}, ...)" if left_out else ""))
     if args.out:
-        from lookalike.data.table import is_image_file
-        from lookalike.outputs import check_output_file
+        from lookalike.outputs import check_not_an_image_name, check_output_file
 
         example = f"identify.{'txt' if args.format == 'table' else args.format}"
         check_output_file(args.out, (("gallery database (--db)", args.db), ("model (--model)", args.model),
                                      *(("probe photo", p) for p in paths)), example=example)
-        if is_image_file(Path(args.out)):  # e.g. a slip that would overwrite an enrolled photo with the CSV
-            raise ValueError(f"--out {args.out}: names an image file; identify writes its {args.format} output there: "
-                             f"give a name such as {example}")
+        check_not_an_image_name(args.out, "--out", f"identify writes its {args.format} output", example)
     with Gallery.open(args.db) as gallery, blas_threads(args.blas_threads):
         model = load_model(args.model, gallery) if args.model else None
         small, sharp = (load_face_size_model(kind, getattr(args, f"{kind}_face_model"), gallery, args.model)
@@ -505,17 +515,26 @@ def cmd_identify(args: argparse.Namespace) -> int:
     return 0 if searched else NOTHING_SEARCHED
 
 
+# What a rerun of an interrupted command does with the embeddings its cache kept (enroll resumes where it stopped).
+RERUN = {"embed": "a rerun reuses them and embeds only the rest",
+         "train": "a rerun reuses them, embeds only the rest and fits the model again (no model was written)",
+         "benchmark": "a rerun reuses them, embeds only the rest and runs the protocol again (--out keeps an earlier "
+                      "run's results as they were)",
+         "enroll": "a rerun resumes where it stopped"}
+
+
 def interrupted_message(args: argparse.Namespace) -> str:
-    """What an interrupted command kept: the cache's finished batches, the gallery's enrolled images, or nothing."""
+    """What an interrupted command kept (the cache's finished batches, the gallery's enrolled images, or nothing) and
+    what a rerun does with it."""
     cache = getattr(args, "cache", "none")
-    if args.command not in ("embed", "train", "benchmark", "enroll"):
+    if args.command not in RERUN:
         return "lookalike: interrupted; nothing was written"
-    kept = [] if cache in (None, "none") else [f"finished batches in the cache {cache}"]
+    kept = [] if cache in (None, "none") else [f"the embeddings of finished batches in the cache {cache}"]
     if args.command == "enroll":
         kept.insert(0, "the images enrolled so far in the gallery")
     if not kept:
         return "lookalike: interrupted; nothing was kept (--cache none): a rerun starts again"
-    return f"lookalike: interrupted; {' and '.join(kept)} are kept: rerun to resume"
+    return f"lookalike: interrupted; {' and '.join(kept)} are kept: {RERUN[args.command]}"
 
 
 class Terminated(KeyboardInterrupt):

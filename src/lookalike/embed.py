@@ -259,29 +259,31 @@ def embed_paths(paths: list[str] | np.ndarray, matcher: str | Matcher | None = N
 
     batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
     bar = tqdm(total=len(todo), desc=desc, disable=not progress or not todo, unit="img")
-    if not batches:
-        pass  # everything came from the cache: load no model
-    elif engine == "ray":
-        from lookalike.embed_ray import run_ray
+    try:  # closed on Ctrl-C too, so that the interrupted message starts on a line of its own
+        if not batches:
+            pass  # everything came from the cache: load no model
+        elif engine == "ray":
+            from lookalike.embed_ray import run_ray
 
-        for results in run_ray(batches, matcher, aligner, lowres, workers, ray_address, degrade):
-            record(results)
-            bar.update(len(results))
-    elif pool is not None:
-        for results in _pooled(pool, batches):
-            record(results)
-            bar.update(len(results))
-    elif workers <= 1 or len(batches) <= 1 or not spawnable():
-        _init_worker(matcher, aligner, lowres, threads=None, degrade=degrade)
-        for b in batches:
-            record(_process(b))
-            bar.update(len(b))
-    else:
-        with worker_pool(matcher, aligner, lowres, workers, degrade) as own:
-            for results in _pooled(own, batches):
+            for results in run_ray(batches, matcher, aligner, lowres, workers, ray_address, degrade):
                 record(results)
                 bar.update(len(results))
-    bar.close()
+        elif pool is not None:
+            for results in _pooled(pool, batches):
+                record(results)
+                bar.update(len(results))
+        elif workers <= 1 or len(batches) <= 1 or not spawnable():
+            _init_worker(matcher, aligner, lowres, threads=None, degrade=degrade)
+            for b in batches:
+                record(_process(b))
+                bar.update(len(b))
+        else:
+            with worker_pool(matcher, aligner, lowres, workers, degrade) as own:
+                for results in _pooled(own, batches):
+                    record(results)
+                    bar.update(len(results))
+    finally:
+        bar.close()
     dim = next((len(v) for v in vectors if v is not None), 0)
     out = np.zeros((n, dim), np.float32)
     for i, v in enumerate(vectors):

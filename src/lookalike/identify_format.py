@@ -129,6 +129,8 @@ def format_table(result: dict) -> str:
     how = (f"model: {model['disambiguator']} ({model['selection']}, weight {model['weight']})" if model
            else "no model: base matcher")
     lines.append(f"gallery {result['gallery']}; {how}; decisions at FPIR {result['fpir']:g}")
+    if model and model.get("validation_warning"):
+        lines.append(f"model warning: {model['validation_warning']}")
     lines += face_size_lines(result)
     if batch_line(result):
         lines.append(batch_line(result))

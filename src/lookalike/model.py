@@ -9,6 +9,7 @@ without pickle (``.lkm``: a NumPy ``.npz`` holding a JSON description and the le
 from __future__ import annotations
 
 import json
+import re
 import time
 import zipfile
 import zlib
@@ -53,8 +54,28 @@ def preprocessing(matcher: str, aligner: FaceAligner, lowres: int | None, lowres
 
 
 def _differences(theirs: dict[str, str], mine: dict[str, str]) -> str:
-    """``key 'theirs' (model: 'mine')`` for every key of ``theirs`` that differs; empty when none does."""
-    return ", ".join(f"{k} {theirs[k]!r} (model: {mine[k]!r})" for k in theirs if theirs[k] != mine[k])
+    """``key theirs (model: mine)`` for every key of ``theirs`` that differs (:func:`as_option`); empty when none
+    does."""
+    return ", ".join(f"{k} {as_option(k, theirs[k])} (model: {as_option(k, mine[k])})" for k in theirs
+                     if theirs[k] != mine[k])
+
+
+def as_option(key: str, value: str) -> str:
+    """A setting of :func:`preprocessing` as the command line gives it: a matcher's cache name as ``--matcher NAME``,
+    a preprocessing key as ``--lowres PX`` (with ``--degrade KIND``) or ``full resolution``; the aligner's chip
+    geometry, which no option sets, as it is."""
+    from lookalike.matchers import MATCHERS, matcher_name
+
+    if key == "matcher":
+        short = [m for m in MATCHERS if matcher_name(m) == value]  # dlib and its torch port share their vectors
+        return f"--matcher {' or '.join(short)}" if short else repr(value)
+    if key in ("preprocessing", "probes", "gallery"):
+        if value == "full":
+            return "full resolution"
+        lowres = re.fullmatch(r"lowres(\d+)-chip\d+(?:-(\w+))?", value)
+        if lowres:
+            return f"--lowres {lowres[1]}" + (f" --degrade {lowres[2]}" if lowres[2] else "")
+    return repr(value)
 
 
 class LookalikeModel:
@@ -296,7 +317,8 @@ class LookalikeModel:
         return {"matcher": self.matcher_name_, "lowres": self.lowres, "lowres_apply": self.lowres_apply,
                 "degrade": self.degrade,
                 "disambiguator": type(self.disambiguator_).__name__, "selection": repr(r.selection_),
-                "normaliser": r.fusion_.normaliser, "weight": r.fusion_.weight}
+                "normaliser": r.fusion_.normaliser, "weight": r.fusion_.weight,
+                "validation_warning": self.training_.get("validation_warning")}
 
     def save(self, path: str | Path) -> None:
         """Write the model as one ``.lkm`` file (atomically; no pickle)."""
@@ -312,16 +334,7 @@ class LookalikeModel:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"model file not found: {path}")
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                if "__model__" not in z.files:
-                    raise ValueError(f"{path}: not a lookalike model file")
-                meta = json.loads(str(z["__model__"]))
-                arrays = {k.split(".", 1)[1]: z[k] for k in z.files if k.startswith("disambiguator.")}
-        except (OSError, EOFError, ValueError, json.JSONDecodeError, zipfile.BadZipFile, zlib.error) as e:
-            if isinstance(e, ValueError) and str(e).startswith(str(path)):
-                raise
-            raise ValueError(f"{path}: not a lookalike model file, or a damaged one ({type(e).__name__})") from e
+        meta, arrays = read_model_file(path)
         try:
             return cls._from_file_contents(path, meta, arrays)
         except (KeyError, TypeError, AttributeError, IndexError, ValueError) as e:
@@ -333,8 +346,6 @@ class LookalikeModel:
     @classmethod
     def _from_file_contents(cls, path: Path, meta: dict, arrays: dict[str, np.ndarray]) -> LookalikeModel:
         """The model a file's JSON description and disambiguator arrays hold (:meth:`load`)."""
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            raise ValueError(f"{path}: not a lookalike model file")
         if int(meta.get("format_version", 0)) > FORMAT_VERSION:
             raise ValueError(f"{path}: model format {meta['format_version']} is newer than this lookalike reads "
                              f"({FORMAT_VERSION}); upgrade lookalike")
@@ -364,6 +375,28 @@ class LookalikeModel:
             model.batch_.min_batch_ = int(meta["batch"].get("min_batch", 1))  # files without a guard: none
         model.meta_ = meta
         return model
+
+
+def read_model_file(path: str | Path, arrays: bool = True) -> tuple[dict, dict[str, np.ndarray]]:
+    """A ``.lkm`` file's JSON description and (with ``arrays``) its disambiguator arrays, after the format check: a
+    one-line ValueError for a file that is not a lookalike model (any other file: a photo, a text) or a damaged one."""
+    path = Path(path)
+    try:
+        z = np.load(path, allow_pickle=False)
+        if not isinstance(z, np.lib.npyio.NpzFile):  # a plain .npy array
+            raise ValueError(f"{path}: not a lookalike model file")
+        with z:
+            if "__model__" not in z.files:
+                raise ValueError(f"{path}: not a lookalike model file")
+            meta = json.loads(str(z["__model__"]))
+            loaded = {k.split(".", 1)[1]: z[k] for k in z.files if arrays and k.startswith("disambiguator.")}
+    except (OSError, EOFError, ValueError, json.JSONDecodeError, zipfile.BadZipFile, zlib.error) as e:
+        if isinstance(e, ValueError) and str(e).startswith(str(path)):
+            raise
+        raise ValueError(f"{path}: not a lookalike model file, or a damaged one ({type(e).__name__})") from e
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a lookalike model file")
+    return meta, loaded
 
 
 def _thresholds(saved: object) -> dict[float, float]:
@@ -505,6 +538,16 @@ def load_model(spec: str | Path, gallery=None, lowres: int | None = None) -> Loo
     if gallery is None:
         return default_model(lowres=lowres)
     return default_model(gallery.matcher_name, gallery.aligner, gallery.preprocess)
+
+
+def check_model_fits_db(model: LookalikeModel, db: str) -> None:
+    """identify's refusal (:meth:`LookalikeModel.check_compatible`, with its remedy) of a model for the existing
+    gallery ``db`` when the gallery's faces are not the model's; nothing for a new gallery. For the commands that open
+    a gallery with a model (enroll, serve)."""
+    with _existing_gallery(db) as gallery:
+        if gallery is not None:
+            model.check_compatible(gallery.matcher_name, gallery.aligner, gallery.preprocess,
+                                   what=f"the gallery {gallery.store.url}")
 
 
 def load_model_for_db(spec: str | Path, db: str, lowres: int | None = None) -> LookalikeModel:

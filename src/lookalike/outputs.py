@@ -108,6 +108,14 @@ def check_not_an_input(path: str | Path, option: str, inputs: tuple[tuple[str, s
                              "another file")
 
 
+def check_not_an_image_name(path: str | Path, option: str, writes: str, example: str) -> None:
+    """A one-line ValueError when the file ``path`` (given as ``option``) that a command ``writes`` (what it writes,
+    for the message) has an image file's extension: a slip that would overwrite a photo (one enrolled or trained on)
+    with the output."""
+    if is_image_file(Path(path)):
+        raise ValueError(f"{option} {path}: names an image file; {writes} there: give a name such as {example}")
+
+
 def check_output_file(path: str | Path, inputs: tuple[tuple[str, str | Path | None], ...] = (), option: str = "--out",
                       example: str = "embeddings.npz") -> Path:
     """Check that ``path`` (given as ``option``) can be written (not a folder, ``example`` naming a file to give

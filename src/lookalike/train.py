@@ -8,17 +8,28 @@ distractors) tunes the re-ranker and calibrates its open-set thresholds.
 from __future__ import annotations
 
 import hashlib
+import os
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
-from lookalike.data.protocol import make_protocol
+from lookalike.data.protocol import make_protocol, rerank_problem
+from lookalike.data.table import FaceTable
 from lookalike.experiment import embed_protocol
+from lookalike.faces import FaceSet
 from lookalike.matchers import DEFAULT_MATCHER
 from lookalike.matchers.align import CNN_FALLBACK, FaceAligner
 from lookalike.matchers.cache import EmbeddingCache
-from lookalike.model import LookalikeModel
+from lookalike.model import LookalikeModel, read_model_file
+from lookalike.outputs import check_not_an_image_name
+
+# A validation split below these sizes gives rank-1 figures that cannot tell a gain from chance: train warns, and
+# records the warning in the model (training.validation_warning). README, "The user's path".
+MIN_VAL_PEOPLE = 10
+MIN_VAL_PROBES = 100
+MAX_PROBE_SHARE = 0.5  # of the validation probes, held by one person
 
 
 def check_degrade_support(disambiguator: str, lowres: int | None, degrade: str) -> None:
@@ -45,13 +56,70 @@ def make_disambiguators(kind: str, seed: int = 0, cache: str | None = None, cent
     raise ValueError(f"unknown disambiguator {kind!r}; choose lda or finetuned")
 
 
-def check_trainable(identities, roles) -> None:
-    """A one-line error when the people are too few to train and tune a model (see ``rerank_problem``)."""
-    from lookalike.data.protocol import rerank_problem
+def check_model_path(model: str | Path, data: str | Path) -> None:
+    """Refuse, before any work, a ``--model`` path whose writing would destroy or pollute something: an image file's
+    name, a path inside the ``--data`` folder, or an existing file that is not a lookalike model (by its content, the
+    model loader's format check; an existing model may be overwritten)."""
+    example = "model.lkm"
+    check_not_an_image_name(model, "--model", "train writes its model", example)
+    model, data = Path(model), Path(data)
+    if data.is_dir() and Path(os.path.realpath(model)).is_relative_to(os.path.realpath(data)):
+        raise ValueError(f"--model {model}: is inside the training data folder {data} (the next load would take the "
+                         f"model for data); give a path outside it, such as {example}")
+    if model.is_file():
+        try:
+            read_model_file(model, arrays=False)
+        except ValueError:
+            raise ValueError(f"--model {model}: exists and is not a lookalike model file; train overwrites only a "
+                             f"model: give another name, such as {example}") from None
 
+
+def smallest_trainable(val_fraction: float, limit: int = 1000) -> int | None:
+    """The fewest people, each with 2+ usable photos, whose seeded split ``rerank_problem`` accepts at ``val_fraction``
+    (the split and the rule themselves, applied to made-up names); None above ``limit``."""
+    for n in range(2, limit + 1):
+        names = [f"p{i}" for i in range(n) for _ in range(2)]
+        protocol = make_protocol(FaceTable(names, names), test_fraction=0.0, val_fraction=val_fraction, name="min",
+                                 require_test=False)
+        if rerank_problem(protocol.table.identities, protocol.table.roles) is None:
+            return n
+    return None
+
+
+def check_trainable(identities, roles, val_fraction: float = 0.3, usable: str = "") -> None:
+    """A one-line error when the people are too few to train and tune a model (see ``rerank_problem``), saying the
+    smallest dataset that trains; ``usable``: how many photos were usable, and why the others were not."""
     problem = rerank_problem(identities, roles)
     if problem:
-        raise ValueError(f"too few people to train a model: {problem}")
+        n = smallest_trainable(val_fraction)
+        val = round(n * val_fraction) if n else 0
+        need = (f"train needs at least {n} people with 2+ usable photos each ({n - val} to train on, {val} to "
+                f"validate at --val-fraction {val_fraction:g})" if n else "")
+        raise ValueError("; ".join(x for x in (f"too few people to train a model: {problem}", usable, need) if x))
+
+
+def usable_photos(status: np.ndarray) -> str:
+    """``K of N photos had a usable face (reason count, ...)``: what embedding kept."""
+    bad = Counter(s for s in np.asarray(status).astype(str).tolist() if s != "ok")
+    reasons = f" ({', '.join(f'{k} {v}' for k, v in sorted(bad.items()))})" if bad else ""
+    return f"{len(status) - sum(bad.values())} of {len(status)} photos had a usable face{reasons}"
+
+
+def validation_warning(val_probes: FaceSet, val_gallery: FaceSet) -> str | None:
+    """Why the validation split is too small for its rank-1 figures to mean anything (:data:`MIN_VAL_PEOPLE`,
+    :data:`MIN_VAL_PROBES`, :data:`MAX_PROBE_SHARE`), or None."""
+    people = len(set(np.asarray(val_probes.identities).tolist()) | set(np.asarray(val_gallery.identities).tolist()))
+    n = len(val_probes)
+    top = max(Counter(np.asarray(val_probes.identities).tolist()).values(), default=0)
+    small = [f"{people} people" if people < MIN_VAL_PEOPLE else "", f"{n} probes" if n < MIN_VAL_PROBES else "",
+             f"{top} of its {n} probes one person's" if n and top > MAX_PROBE_SHARE * n else ""]
+    small = [x for x in small if x]
+    if not small:
+        return None
+    return (f"the validation split is too small to judge the model ({', '.join(small)}; wanted: {MIN_VAL_PEOPLE}+ "
+            f"people, {MIN_VAL_PROBES}+ probes, none holding more than {MAX_PROBE_SHARE:.0%} of them): its rank-1 "
+            "figures cannot tell a gain from chance, and the re-ranking was chosen on them, so the model may do worse "
+            "than no model on new people; train on more people")
 
 
 def data_fingerprint(data: str | Path, identities: np.ndarray) -> dict:
@@ -99,12 +167,16 @@ def train_model(data: str | Path, matcher: str | None = None, lowres: int | None
     aligner = FaceAligner(central_fraction, cnn_fallback=cnn_fallback)
     matcher = matcher or DEFAULT_MATCHER
     try:
-        check_trainable(protocol.table.identities, protocol.table.roles)
+        check_trainable(protocol.table.identities, protocol.table.roles, val_fraction)
         features = embed_protocol(protocol, matcher, store, aligner, workers, progress)
     finally:
         store.close()
     ok = features.embeddings.ok
-    check_trainable(protocol.table.identities[ok], protocol.table.roles[ok])
+    status = features.embeddings.status
+    skips = ("; --central-fraction 0 skips every photo where no face is detected" if central_fraction == 0
+             and "no_face" in status.tolist() else "")
+    check_trainable(protocol.table.identities[ok], protocol.table.roles[ok], val_fraction,
+                    usable_photos(status) + skips)
     train = features.faces("train")
     val_probes, val_gallery = features.faces("val_probe"), features.faces("val_gallery", "val_distractor")
     val_as_probes = features.faces_as_probes("val_gallery", "val_distractor")
@@ -117,7 +189,8 @@ def train_model(data: str | Path, matcher: str | None = None, lowres: int | None
     model.training_.update({"data": str(data), "data_fingerprint": data_fingerprint(data, table.identities),
                             "counts": counts, "embedding": {**embedding, "skipped": skipped,
                                                             "duplicates": len(screened.duplicates)},
-                            "total_s": round(time.perf_counter() - t0, 1)})
+                            "total_s": round(time.perf_counter() - t0, 1),
+                            "validation_warning": validation_warning(val_probes, val_gallery)})
     t, e = protocol.table, features.embeddings
     left_out = screened.left_out() + [(str(t.paths[i]), str(t.identities[i]), str(e.status[i]),
                                        e.messages.get(i, "")) for i in np.flatnonzero(~e.ok)]

@@ -49,6 +49,15 @@ class Screened:
         return [tuple(printable(str(x)) for x in r) for r in (*self.table.dropped, *self.skipped)]
 
 
+def _repeat(path: str, identity: str, same_as: str, same_as_identity: str) -> str:
+    """How a duplicate repeats another row: the same file listed twice (under which names, when they differ), or
+    another file with the same bytes."""
+    if os.path.realpath(path) != os.path.realpath(same_as):
+        return f"same bytes as {same_as}"
+    names = f" (as {same_as_identity!r} and as {identity!r})" if identity != same_as_identity else ""
+    return f"the same file listed twice{names}"
+
+
 def printable(path: str) -> str:
     """A file name as text that any UTF-8 file, console or database takes (undecodable bytes as \\xNN)."""
     return os.fsencode(path).decode("utf-8", "backslashreplace")
@@ -131,8 +140,8 @@ def screen_table(table: FaceTable, known_ok: set[str] | None = None, progress: b
             action = "dropped: label conflict" if conflict else "dropped: duplicate of a kept image"
             duplicates.append((str(table.paths[i]), str(table.identities[i]), str(table.paths[j]),
                                str(table.identities[j]), action))
-    for path, identity, same_as, _, action in duplicates:
+    for path, identity, same_as, same_as_identity, action in duplicates:
         reason = "label_conflict" if "conflict" in action else "duplicate"
-        skipped.append((path, identity, reason, f"{path}: same bytes as {same_as}"))
+        skipped.append((path, identity, reason, f"{path}: {_repeat(path, identity, same_as, same_as_identity)}"))
     kept = table.select(keep)
     return Screened(kept, skipped, duplicates, keys[keep])

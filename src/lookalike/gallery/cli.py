@@ -121,7 +121,7 @@ def _open_or_create(args: argparse.Namespace):
 
     geometry = None  # a model's aligner: the gallery's chips must be shaped as the model's were
     if args.model:
-        from lookalike.model import DEFAULT, load_model_for_db
+        from lookalike.model import DEFAULT, check_model_fits_db, load_model_for_db
 
         if args.matcher or (args.lowres is not None and args.model != DEFAULT):
             raise ValueError("--model sets the matcher, resolution and aligner: drop --matcher and --lowres")
@@ -130,6 +130,7 @@ def _open_or_create(args: argparse.Namespace):
             faces = "full-resolution" if model.gallery_lowres is None else f"{model.gallery_lowres} px"
             raise ValueError(f"{display_db(args.db)} holds {faces} faces, not {args.lowres} px ones: drop --lowres "
                              "(the gallery's faces choose the default model)")
+        check_model_fits_db(model, args.db)
         if model.gallery_lowres is not None and model.degrade != "bicubic":
             raise ValueError(f"{args.model}: galleries support the bicubic degradation only; this model degrades "
                              f"its gallery faces the {model.degrade!r} way (train it with --degrade bicubic, or with "

@@ -626,15 +626,14 @@ class Gallery:
         bar = tqdm(total=len(todo), desc="enroll", unit="img", disable=not progress or not todo)
         # one pool of embedding processes for every chunk (each loads the models once)
         shared = engine == "local" and workers > 1 and len(todo) > chunk_size and spawnable()
-        with worker_pool(self.matcher, self.aligner, self.lowres, workers) if shared else nullcontext() as pool:
-            for s in range(0, len(todo), chunk_size):
+        with bar, worker_pool(self.matcher, self.aligner, self.lowres, workers) if shared else nullcontext() as pool:
+            for s in range(0, len(todo), chunk_size):  # the bar closed on Ctrl-C too: a message after it has its line
                 chunk = todo[s:s + chunk_size]
                 stored = self._enroll_chunk([paths[i] for i in chunk], [subjects[i] for i in chunk],
                                             [keys[i] for i in chunk], cache, workers, report, engine, ray_address,
                                             pool)
                 enrolled.extend(chunk[j] for j in stored)
                 bar.update(len(chunk))
-        bar.close()
         if todo:
             self._flush()
             self._save()

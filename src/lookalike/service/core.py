@@ -35,7 +35,7 @@ from lookalike.gallery import Gallery, display_db, is_postgres_url, open_store
 from lookalike.gallery.store import VERDICTS, GalleryStore, NoGalleryError, StoreError, SubjectExistsError
 from lookalike.identify import Identifier, prepare_gallery, result_document, searches_templates
 from lookalike.matchers.cache import EmbeddingCache
-from lookalike.model import LookalikeModel
+from lookalike.model import LookalikeModel, check_model_fits_db
 from lookalike.service.files import ImageFiles
 from lookalike.service.limits import DEFAULT_MAX_MEGAPIXELS
 
@@ -217,6 +217,8 @@ class Service:
         # an existing gallery keeps its own settings (a contradicting one is a ValueError); a new one gets the
         # model's matcher, chip geometry and resolution, if there is a model (Gallery.open migrates an older schema,
         # refuses a newer one)
+        if model is not None:  # an existing gallery of other faces: refused as identify refuses it
+            check_model_fits_db(model, self.db)
         Gallery.open_or_create(self.db, model.matcher if model is not None else matcher,
                                model.gallery_lowres if model is not None else None,
                                model.aligner if model is not None else None, central_fraction, cnn_fallback).close()

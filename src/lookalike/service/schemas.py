@@ -206,6 +206,8 @@ class ModelInfo(TypedDict):
     selection: str
     normaliser: str
     weight: Annotated[float, about("the fusion weight")]
+    validation_warning: NotRequired[Annotated[str | None, about(
+        "why the model's validation split was too small for its figures to mean anything; null: it was not")]]
 
 
 class SmallFaceModel(ModelInfo):
