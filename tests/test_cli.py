@@ -107,3 +107,29 @@ def test_benchmark_on_orl(tmp_path: Path, orl_dir: Path) -> None:
     m2 = json.loads((out / "metrics.json").read_text())
     assert m2["embedding"]["computed"] == 0
     assert m2["methods"]["baseline"] == base
+
+
+def test_train_warns_about_subject_names_that_look_alike(tmp_path: Path, orl_dir: Path, capsys) -> None:
+    """A CSV of 20 ORL people, two labelled "Ann" and "Аnn" (Cyrillic А) and one "Ｃａｒｌ" (fullwidth): trained on as
+    given, the names warned about in one counted, listed block."""
+    import csv
+
+    from conftest import FAST_MATCHER
+
+    cyrillic, fullwidth = "\u0410nn", "\uff23\uff41\uff52\uff4c"
+    names = {21: "Ann", 22: cyrillic, 23: fullwidth}
+    with open(tmp_path / "train.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "identity"])
+        w.writerows([str(orl_dir / f"s{k}" / f"{n}.pgm"), names.get(k, f"s{k}")] for k in range(21, 41)
+                    for n in range(1, 4))
+    assert main(["train", "--data", str(tmp_path / "train.csv"), "--model", str(tmp_path / "m.lkm"), "--depth", "20",
+                 "--matcher", FAST_MATCHER, "--cache", str(tmp_path / "c.sqlite"), "--workers", "1",
+                 "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    listed = [line for line in err.splitlines() if line.startswith("name: ")]
+    assert len(listed) == 3 and "names: 3 warnings (" in err
+    assert listed[0].startswith(f"name: {cyrillic!r} (U+0410 CYRILLIC CAPITAL LETTER A) mixes cyrillic and latin")
+    assert listed[1].startswith(f"name: {fullwidth!r} (U+FF23 FULLWIDTH LATIN CAPITAL LETTER C,")
+    assert listed[2].startswith(f"name: 'Ann', {cyrillic!r} (U+0410") and "Carl" not in listed[2]
+    assert (tmp_path / "m.lkm").exists()

@@ -856,3 +856,47 @@ def test_a_line_break_in_a_file_name_does_not_split_console_lines(tmp_path: Path
     assert main(["identify", str(odd), "--db", db]) == 0
     table = capsys.readouterr().out
     assert "new\\nline.png" in table and "new\nline" not in table
+
+
+def _lookalike_folders(root: Path, orl_dir: Path, names: dict[str, str]) -> Path:
+    """``root/<name>/<n>.pgm``: three photos of the ORL person ``names[name]`` under each folder name."""
+    import shutil
+
+    for name, person in names.items():
+        (root / name).mkdir(parents=True)
+        for n in (1, 2, 3):
+            shutil.copy(orl_dir / person / f"{n}.pgm", root / name / f"{n}.pgm")
+    return root
+
+
+def test_enroll_warns_about_subject_names_that_look_alike(tmp_path: Path, orl_dir: Path, capsys,
+                                                          cache: EmbeddingCache) -> None:
+    """"Ann", "Аnn" (Cyrillic А) and "Ａｎｎ" (fullwidth) are enrolled as given, as three subjects, and warned about in
+    one counted, listed block naming their code points beyond ASCII; a later "ann" collides with the gallery's names."""
+    cyrillic, fullwidth = "\u0410nn", "\uff21\uff4e\uff4e"
+    first = _lookalike_folders(tmp_path / "first", orl_dir, {"Ann": "s1", cyrillic: "s2", fullwidth: "s3", "Bob": "s4"})
+    db, cache_arg = str(tmp_path / "g.sqlite"), str(cache.path)
+    assert main(_enroll_args(first, db, cache_arg, "--format", "json")) == 0
+    out, err = capsys.readouterr()
+    report = json.loads(out)
+    assert report["added"] == 12 and report["name_warnings"] == 3 == len(report["names"])
+    listed = [line for line in err.splitlines() if line.startswith("name: ")]
+    assert listed == [f"name: {w}" for w in report["names"]]
+    mixed, plain, group = report["names"]
+    assert mixed.startswith(f"{cyrillic!r} (U+0410 CYRILLIC CAPITAL LETTER A) mixes cyrillic and latin letters")
+    assert plain.startswith(f"{fullwidth!r} (U+FF21 FULLWIDTH LATIN CAPITAL LETTER A, U+FF4E FULLWIDTH LATIN SMALL "
+                            "LETTER N) is not in its plain Unicode form (NFKC: 'Ann')")
+    assert group.startswith(f"'Ann', {cyrillic!r} (U+0410") and fullwidth in group and "Bob" not in group
+    assert "in the gallery already" not in group
+    assert main(["gallery", "list", "--db", db, "--format", "json"]) == 0
+    assert sorted(x["subject"] for x in json.loads(capsys.readouterr().out)) == sorted(["Ann", cyrillic, fullwidth,
+                                                                                      "Bob"])
+    second = _lookalike_folders(tmp_path / "second", orl_dir, {"ann": "s5", "Carl": "s6"})
+    assert main(_enroll_args(second, db, cache_arg)) == 0
+    out, err = capsys.readouterr()
+    assert "added 6," in out and "names: 1 warning (" in out
+    listed = [line for line in err.splitlines() if line.startswith("name: ")]
+    assert len(listed) == 1 and listed[0].startswith(f"name: 'Ann', 'ann', {cyrillic!r} (U+0410")
+    assert listed[0].endswith(f"in the gallery already: 'Ann', {cyrillic!r}, {fullwidth!r}")
+    assert main(_enroll_args(second, str(tmp_path / "other.sqlite"), cache_arg, "--format", "json")) == 0
+    assert json.loads(capsys.readouterr().out)["name_warnings"] == 0  # "ann" and "Carl" alone: nothing to warn of

@@ -297,7 +297,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from lookalike.calibration import MIN_SEARCHES
     from lookalike.io import atomic_write
     from lookalike.outputs import check_output_file
-    from lookalike.summary import print_fallback_hint
+    from lookalike.summary import names_line, one_line, print_fallback_hint
     from lookalike.train import check_model_path, train_model
 
     check_output_file(args.model, (("embedding cache (--cache)", args.cache), ("dataset (--data)", args.data)),
@@ -339,6 +339,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"skipped {n} {'entry' if n == 1 else 'entries'} "
               f"({', '.join(f'{k} {v}' for k, v in sorted(skipped.items()))}); "
               f"listed in {listed}, counted in the model file (training.embedding)", file=sys.stderr)
+    for w in summary["names"]:
+        print(f"name: {one_line(w)}", file=sys.stderr)
+    if summary["names"]:
+        print(names_line(len(summary["names"]), "trained on"), file=sys.stderr)
     print_fallback_hint(model.training_["embedding"]["face"], model.aligner)
     print(f"wrote {args.model}")
     return 0

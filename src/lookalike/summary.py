@@ -49,3 +49,11 @@ def print_fallback_hint(faces: dict[str, int], aligner, where: str = "", stream:
     hint = fallback_hint(faces, aligner, where)
     if hint:
         print(hint, file=stream or sys.stderr)
+
+
+def names_line(n: int, done: str) -> str:
+    """The count of :func:`~lookalike.data.names.name_warnings` listed above as ``name:`` lines; the names were
+    ``done`` (enrolled, trained on) as given."""
+    return (f"names: {n} {'warning' if n == 1 else 'warnings'} (subject names that look alike or are not in plain "
+            f"Unicode form, listed as name:; {done} as given: rename the folders or CSV labels to merge or tell them "
+            "apart)")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lookalike.data.names import name_warnings
 from lookalike.data.protocol import make_protocol, rerank_problem
 from lookalike.data.table import FaceTable
 from lookalike.experiment import embed_protocol
@@ -140,7 +141,8 @@ def train_model(data: str | Path, matcher: str | None = None, lowres: int | None
                 max_people: int | None = None, progress: bool = True,
                 degrade: str = "bicubic", cnn_fallback: bool = CNN_FALLBACK) -> tuple[LookalikeModel, dict]:
     """Embed the dataset, fit and tune a model on it; returns (model, a summary of the data and the run: the
-    model's ``training_`` and ``left_out``, the (path, identity, reason, message) of every image not trained on).
+    model's ``training_``; ``left_out``, the (path, identity, reason, message) of every image not trained on; ``names``,
+    the :func:`~lookalike.data.names.name_warnings` of the people's names).
 
     Images are screened as ``benchmark`` screens them (:func:`~lookalike.data.screen.screen_table`): a file that
     does not decode is left out, and the same photo under two people's names (either label may be wrong) is left
@@ -194,4 +196,4 @@ def train_model(data: str | Path, matcher: str | None = None, lowres: int | None
     t, e = protocol.table, features.embeddings
     left_out = screened.left_out() + [(str(t.paths[i]), str(t.identities[i]), str(e.status[i]),
                                        e.messages.get(i, "")) for i in np.flatnonzero(~e.ok)]
-    return model, {**model.training_, "left_out": left_out}
+    return model, {**model.training_, "left_out": left_out, "names": name_warnings(table.identities.tolist())}

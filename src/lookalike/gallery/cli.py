@@ -143,9 +143,10 @@ def _open_or_create(args: argparse.Namespace):
 @_errors
 def cmd_enroll(args: argparse.Namespace) -> int:
     from lookalike.benchmark import load_dataset
+    from lookalike.data.names import name_warnings
     from lookalike.matchers.cache import EmbeddingCache
     from lookalike.outputs import check_not_an_input
-    from lookalike.summary import print_fallback_hint
+    from lookalike.summary import names_line, print_fallback_hint
 
     started = time.perf_counter()  # the enrolment's time counts the folder's listing and the gallery's opening too
     if args.chunk_size is None:
@@ -156,6 +157,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     table = load_dataset(args.gallery)
     cache = EmbeddingCache(None if args.cache == "none" else args.cache)
     with _open_or_create(args) as gallery:
+        names = name_warnings(table.identities.tolist(), gallery.subjects())  # before they are enrolled
         report = gallery.enroll(table.paths, table.identities, cache=cache, workers=args.workers,
                                 progress=not args.no_progress, chunk_size=args.chunk_size, engine=args.engine,
                                 ray_address=args.ray_address, started=started)
@@ -170,14 +172,18 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     for d in report.duplicates[:MAX_LISTED]:
         print(f"duplicate: {one_line(d['path'])} ({d['subject']!r}) has the same bytes as images of "
               f"{', '.join(map(repr, d['also_under']))}", file=sys.stderr)
-    more = max(0, len(report.messages) - MAX_LISTED) + max(0, len(report.duplicates) - MAX_LISTED)
+    for w in names[:MAX_LISTED]:
+        print(f"name: {one_line(w)}", file=sys.stderr)
+    more = sum(max(0, len(x) - MAX_LISTED) for x in (report.messages, report.duplicates, names))
     if more:
         print(f"... and {more} more (see --format json)", file=sys.stderr)
     if args.format == "json":
-        print(json.dumps({**report.summary(), "messages": report.messages, "duplicates": report.duplicates,
-                          "gallery": total}, indent=2))
+        print(json.dumps({**report.summary(), "name_warnings": len(names), "messages": report.messages,
+                          "duplicates": report.duplicates, "names": names, "gallery": total}, indent=2))
     else:
         print(report.format())
+        if names:
+            print(names_line(len(names), "enrolled"))
         print(f"gallery {total['store']}: {total['subjects']} subjects, {total['images']} images")
     print_fallback_hint(report.faces, aligner, " in a new gallery (a gallery keeps its own)")
     return 0

@@ -16,7 +16,6 @@ import os
 import queue
 import re
 import threading
-import unicodedata
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -30,6 +29,7 @@ from PIL import Image, ImageDraw
 
 from lookalike.checks import check_int
 from lookalike.data.images import MAX_PIXELS, ImageError, decode_image, degrade, encode_png, sniff_image_type
+from lookalike.data.names import code_points, mixed_scripts, plain_form
 from lookalike.data.screen import is_utf8
 from lookalike.gallery import Gallery, display_db, is_postgres_url, open_store
 from lookalike.gallery.store import VERDICTS, GalleryStore, NoGalleryError, StoreError, SubjectExistsError
@@ -73,9 +73,6 @@ class Upload:
     data: bytes
 
 
-LOOKALIKE_SCRIPTS = {"LATIN", "CYRILLIC", "GREEK"}  # scripts whose letters look alike (A, А, Α)
-
-
 def check_subject_name(name: object) -> str:
     """A new subject's name: 1-100 characters, letters, digits, spaces and . ' - _ , ( ) only, not starting with
     a dot (so no path, markup or SQL fragment can be a name); in its plain Unicode form (NFKC) and not mixing Latin,
@@ -92,12 +89,12 @@ def check_subject_name(name: object) -> str:
                                             f"only; got {''.join(bad)!r}")
     if name.startswith("."):
         raise ServiceError(422, "bad_name", "a subject name cannot start with a dot")
-    if unicodedata.normalize("NFKC", name) != name:  # fullwidth letters, ligatures, superscripts: a second "Ann"
+    if plain_form(name) != name:  # fullwidth letters, ligatures, superscripts: a second "Ann"
         raise ServiceError(422, "bad_name", f"a subject name must be in its plain form (Unicode NFKC): "
-                                            f"{unicodedata.normalize('NFKC', name)!r}, not {name!r}")
-    scripts = {unicodedata.name(c, "").split(" ")[0] for c in name if c.isalpha()} & LOOKALIKE_SCRIPTS
-    if len(scripts) > 1:  # "Аnn" with a Cyrillic А shows as "Ann" on every page
-        raise ServiceError(422, "bad_name", f"a subject name mixes {' and '.join(sorted(scripts)).lower()} letters "
+                                            f"{plain_form(name)!r}, not {name!r}")
+    scripts = mixed_scripts(name)
+    if scripts:  # "Аnn" with a Cyrillic А shows as "Ann" on every page
+        raise ServiceError(422, "bad_name", f"a subject name mixes {' and '.join(scripts).lower()} letters "
                                             "that look alike; write it in one script")
     return name
 
@@ -680,7 +677,7 @@ def _subject_dict(s) -> dict:
 def find_subject(store: GalleryStore, name: str):
     """The subject record (removed ones too) named ``name`` byte for byte, else named its NFKC form (the form the
     service's own names are in: a client may send "Zoë" decomposed, e and a combining diaeresis); None."""
-    for form in dict.fromkeys((name, unicodedata.normalize("NFKC", name))):
+    for form in dict.fromkeys((name, plain_form(name))):
         s = store.get_subject(form)
         if s is not None:
             return s
@@ -690,13 +687,12 @@ def find_subject(store: GalleryStore, name: str):
 def unmatched_name_hint(name: str) -> str:
     """What a 404 for a subject ``name`` adds when it holds other than ASCII characters: their code points, and
     where to look for a name that looks the same ("" for an ASCII name)."""
-    odd = list(dict.fromkeys(c for c in name if not c.isascii()))
-    if not odd:
+    points = code_points(name)
+    if not points:
         return ""
-    points = ", ".join(f"U+{ord(c):04X} {unicodedata.name(c, 'unnamed')}" for c in odd[:6])
     start = name[:next(i for i, c in enumerate(name) if not c.isascii())]
     look = f"GET /api/subjects?prefix={quote(start, safe='')}" if start else "GET /api/subjects"
-    return (f"; its characters beyond ASCII are {points}{', ...' if len(odd) > 6 else ''} (a name that looks the "
+    return (f"; its characters beyond ASCII are {points} (a name that looks the "
             f"same but is encoded differently may be enrolled: see {look})")
 
 

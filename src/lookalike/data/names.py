@@ -1,0 +1,88 @@
+"""Subject names an examiner cannot tell apart: the rules the service refuses new names by, and the warnings the
+command line gives for names it stores verbatim ("Ann", "Аnn" with a Cyrillic А, "Ａｎｎ" in fullwidth letters).
+
+Look-alike letters are mapped by :data:`CONFUSABLES`, a small explicit map of the Cyrillic and Greek letters that look
+like Latin ones (lowercase, as case folding leaves them), not Unicode's full confusables table.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections import defaultdict
+from collections.abc import Iterable
+
+LOOKALIKE_SCRIPTS = {"LATIN", "CYRILLIC", "GREEK"}  # scripts whose letters look alike (A, А, Α)
+
+# Cyrillic and Greek letters (after case folding) -> the Latin letter they look like, in lower or upper case.
+CONFUSABLES = str.maketrans({
+    "а": "a", "в": "b", "е": "e", "і": "i", "ј": "j", "к": "k", "м": "m", "н": "h", "о": "o", "р": "p",
+    "с": "c", "т": "t", "у": "y", "х": "x", "ѕ": "s", "һ": "h", "ԁ": "d", "ԛ": "q", "ԝ": "w", "ӏ": "l",
+    "α": "a", "β": "b", "ε": "e", "ζ": "z", "η": "h", "ι": "i", "κ": "k", "μ": "m", "ν": "n", "ο": "o", "ρ": "p",
+    "τ": "t", "υ": "y", "χ": "x",
+})
+MAX_POINTS = 6  # code points named per name
+
+
+def plain_form(name: str) -> str:
+    """``name`` in its plain Unicode form (NFKC): fullwidth letters, ligatures and superscripts replaced."""
+    return unicodedata.normalize("NFKC", name)
+
+
+def mixed_scripts(name: str) -> list[str]:
+    """The look-alike scripts (:data:`LOOKALIKE_SCRIPTS`) whose letters ``name`` mixes, sorted; [] for one or none."""
+    scripts = {unicodedata.name(c, "").split(" ")[0] for c in name if c.isalpha()} & LOOKALIKE_SCRIPTS
+    return sorted(scripts) if len(scripts) > 1 else []
+
+
+def lookalike_key(name: str) -> str:
+    """What ``name`` looks like: its NFKC form, case-folded, with :data:`CONFUSABLES` mapped to Latin letters.
+    Names with the same key are shown alike on a candidate list."""
+    return plain_form(name).casefold().translate(CONFUSABLES)
+
+
+def code_points(name: str) -> str:
+    """``U+0410 CYRILLIC CAPITAL LETTER A, ...``: the distinct characters of ``name`` beyond ASCII (at most
+    :data:`MAX_POINTS`), "" for an ASCII name."""
+    odd = list(dict.fromkeys(c for c in name if not c.isascii()))
+    points = ", ".join(f"U+{ord(c):04X} {unicodedata.name(c, 'unnamed')}" for c in odd[:MAX_POINTS])
+    return points + (", ..." if len(odd) > MAX_POINTS else "")
+
+
+def shown(name: str) -> str:
+    """``name`` quoted, with its code points beyond ASCII in brackets."""
+    points = code_points(name)
+    return f"{name!r} ({points})" if points else repr(name)
+
+
+def form_warnings(name: str) -> list[str]:
+    """Why ``name`` may look like another: not in its NFKC form, or mixing Latin, Cyrillic and Greek letters."""
+    out = []
+    if plain_form(name) != name:
+        out.append(f"{shown(name)} is not in its plain Unicode form (NFKC: {plain_form(name)!r})")
+    scripts = mixed_scripts(name)
+    if scripts:
+        out.append(f"{shown(name)} mixes {' and '.join(scripts).lower()} letters that look alike")
+    return out
+
+
+def lookalike_groups(names: Iterable[str], existing: Iterable[str] = ()) -> list[list[str]]:
+    """Groups (sorted; two or more distinct names each) of ``names`` and ``existing`` names with one
+    :func:`lookalike_key`, each holding at least one of ``names``."""
+    new = set(names)
+    groups: dict[str, set[str]] = defaultdict(set)
+    for name in new | set(existing):
+        groups[lookalike_key(name)].add(name)
+    return sorted(sorted(g) for g in groups.values() if len(g) > 1 and g & new)
+
+
+def name_warnings(names: Iterable[str], existing: Iterable[str] = ()) -> list[str]:
+    """One line per problem among the subject ``names`` about to be stored (:func:`form_warnings`, then each
+    :func:`lookalike_groups` group, naming which of its names the gallery held already: ``existing``)."""
+    names, existing = sorted(set(names)), set(existing)
+    out = [w for name in names for w in form_warnings(name)]
+    for group in lookalike_groups(names, existing):
+        held = [repr(n) for n in group if n in existing]
+        out.append(f"{', '.join(map(shown, group))} look alike (the same after NFKC, case folding and mapping "
+                   "Cyrillic and Greek letters that look Latin)"
+                   + (f"; in the gallery already: {', '.join(held)}" if held else ""))
+    return out
