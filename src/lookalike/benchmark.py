@@ -29,7 +29,7 @@ from lookalike.matchers.cache import DEFAULT_CACHE, EmbeddingCache
 from lookalike.metrics import (
     OpenSetScores,
     RankedLists,
-    average_precision,
+    average_precisions,
     cmc_curve,
     evaluate,
     first_hits,
@@ -133,7 +133,7 @@ def paired_closed_set(test: SearchSplit, rankings: dict[str, RankedLists], ranks
     if name not in positions:
         return {}
     hits = {n: first_hits(p) < 1 for n, p in positions.items()}
-    ap = {n: np.array([average_precision(x) for x in p]) for n, p in positions.items()}
+    ap = {n: average_precisions(p) for n, p in positions.items()}
     out = {}
     for o in others:
         if o in hits:

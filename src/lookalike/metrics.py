@@ -101,9 +101,22 @@ def _average_precision(positions: np.ndarray) -> float:
     return float(np.sum((before + precision) / 2) / m)
 
 
+def average_precisions(positions: list[np.ndarray]) -> np.ndarray:
+    """:func:`average_precision` of each probe's positions, checked once for all (not once a probe)."""
+    return _average_precisions(check_position_lists(positions, "positions"))
+
+
+def _average_precisions(positions: list[np.ndarray]) -> np.ndarray:
+    return np.asarray([_average_precision(p) for p in positions], np.float64)
+
+
 def first_hits(positions: list[np.ndarray]) -> np.ndarray:
     """Position of the first mate per probe (inf when it has none)."""
-    return np.asarray([p[0] if len(p) else np.inf for p in check_position_lists(positions, "positions")], np.float64)
+    return _first_hits(check_position_lists(positions, "positions"))
+
+
+def _first_hits(positions: list[np.ndarray]) -> np.ndarray:
+    return np.asarray([p[0] if len(p) else np.inf for p in positions], np.float64)
 
 
 def bootstrap_ci(values: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> list[float]:
@@ -132,13 +145,13 @@ def evaluate(positions: list[np.ndarray], ranks: tuple[int, ...] = RANKS, n_boot
     which has a mate in the gallery (a probe whose mate is not in its list counts as a miss; the benchmark sets
     probes without an enrolled mate aside before this)."""
     positions = check_position_lists(positions, "positions")
-    first = first_hits(positions)
+    first = _first_hits(positions)
     ranks = check_each(ranks, "ranks", lambda k: check_int(k, "each of ranks"))
     out = {f"rank{k}": float(np.mean(first < k)) if len(first) else float("nan") for k in ranks}
-    aps = [_average_precision(p) for p in positions]
+    aps = _average_precisions(positions)
     out["mAP"] = float(np.mean(aps)) if positions else float("nan")
     out["rank1_ci95"] = bootstrap_ci(first < 1, n_boot, seed)
-    out["mAP_ci95"] = bootstrap_ci(np.asarray(aps), n_boot, seed)
+    out["mAP_ci95"] = bootstrap_ci(aps, n_boot, seed)
     return out
 
 
