@@ -3,6 +3,7 @@ argument, before any work and before numpy turns a bad value into a result of an
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Sequence
 from typing import TypeVar
@@ -20,11 +21,22 @@ def check_int(value: object, name: str, least: int = 1) -> int:
     return int(value)
 
 
+def within(f: float, lo: float, hi: float, lo_open: bool = False, hi_open: bool = False) -> bool:
+    """Whether ``f`` is a finite number within [lo, hi] (open where asked): the one range rule of the checks here and
+    of the command line's number options (NaN is within no range)."""
+    return math.isfinite(f) and (f > lo if lo_open else f >= lo) and (f < hi if hi_open else f <= hi)
+
+
+def _real(value: object) -> float:
+    """``value`` as a float when it is a real number (not a bool), else NaN (which :func:`within` refuses)."""
+    number = isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
+    return float(value) if number else float("nan")
+
+
 def check_rate(value: object, name: str, upto_one: bool = False) -> float:
     """``value`` as a float when it is a number strictly between 0 and 1 (or 1 itself, with ``upto_one``)."""
-    number = isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
-    f = float(value) if number else float("nan")
-    if not (0 < f <= 1 if upto_one else 0 < f < 1):
+    f = _real(value)
+    if not within(f, 0, 1, lo_open=True, hi_open=not upto_one):
         bound = "in (0, 1]" if upto_one else "strictly between 0 and 1"
         raise ValueError(f"{name} must be a number {bound}, got {value!r}")
     return f
@@ -138,9 +150,8 @@ def _positions(arrays: list[np.ndarray], label: Callable[[int], str], name: str)
 def check_range(value: object, name: str, lo: float, hi: float, lo_open: bool = False, hi_open: bool = False) -> float:
     """``value`` as a float when it is a finite real number (not a bool) within [lo, hi] (open where asked): the
     bounds the command line's number options take (``lookalike.cli._number``)."""
-    number = isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
-    f = float(value) if number else float("nan")
-    if not (np.isfinite(f) and (f > lo if lo_open else f >= lo) and (f < hi if hi_open else f <= hi)):
+    f = _real(value)
+    if not within(f, lo, hi, lo_open, hi_open):
         bounds = f"a number in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
         raise ValueError(f"{name} must be {'a finite number' if np.isinf([lo, hi]).all() else bounds}, got {value!r}")
     return f

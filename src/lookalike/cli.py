@@ -35,10 +35,11 @@ def _number(kind: type, lo: float | None = None, hi: float | None = None, lo_ope
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {what or kind.__name__}, got {text!r}") from None
-        if not math.isfinite(value):  # NaN passes every range comparison below
+        if not math.isfinite(value):  # NaN or an infinity: said so, whatever the range
             raise argparse.ArgumentTypeError(f"expected {what or 'a finite number'}, got {text}")
-        if (lo is not None and (value <= lo if lo_open else value < lo)) or \
-                (hi is not None and (value >= hi if hi_open else value > hi)):
+        from lookalike.checks import within  # numpy-importing: not at the command line's start-up
+
+        if not within(value, -math.inf if lo is None else lo, math.inf if hi is None else hi, lo_open, hi_open):
             raise argparse.ArgumentTypeError(f"expected {what}, got {text}")
         return value
 
@@ -297,7 +298,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from lookalike.calibration import MIN_SEARCHES
     from lookalike.io import atomic_write
     from lookalike.outputs import check_output_file
-    from lookalike.summary import names_line, one_line, print_fallback_hint
+    from lookalike.summary import counted, names_line, one_line, print_fallback_hint
     from lookalike.train import check_model_path, train_model
 
     check_output_file(args.model, (("embedding cache (--cache)", args.cache), ("dataset (--data)", args.data)),
@@ -336,7 +337,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     skipped = model.training_["embedding"]["skipped"]
     if skipped:
         n = sum(skipped.values())
-        print(f"skipped {n} {'entry' if n == 1 else 'entries'} "
+        print(f"skipped {counted(n, 'entry', 'entries')} "
               f"({', '.join(f'{k} {v}' for k, v in sorted(skipped.items()))}); "
               f"listed in {listed}, counted in the model file (training.embedding)", file=sys.stderr)
     for w in summary["names"]:

@@ -9,7 +9,7 @@ import html
 import io
 from collections import Counter
 
-from lookalike.summary import one_line
+from lookalike.summary import counted, one_line
 from lookalike.ties import TIE_EXPLANATION, lead_tie, tie_note
 
 CSV_FIELDS = ("photo", "photo_status", "face", "box", "face_px", "detection", "rank", "subject", "image", "base_score",
@@ -68,22 +68,18 @@ def summary(result: dict) -> str:
     template = [r for r in result["results"] if any(f.get("detection") == "template" for f in r["faces"])]
     rows = [r for r in result["results"] if not template or r is not template[0]]
     bad = [r for r in rows if r["status"] != "ok"]
-    searched = (f"one template of {_count(sum(bool(r.get('in_template')) for r in rows), 'face')}" if template
-                else _count(sum(len(r["faces"]) for r in rows), "face"))
+    searched = (f"one template of {counted(sum(bool(r.get('in_template')) for r in rows), 'face')}" if template
+                else counted(sum(len(r["faces"]) for r in rows), "face"))
     left_out = Counter(x["reason"] for x in result.get("left_out", []))
-    return (f"{_count(len(rows), 'photo')}, {searched} searched; {_count(len(bad), 'photo')} without a usable face"
+    return (f"{counted(len(rows), 'photo')}, {searched} searched; {counted(len(bad), 'photo')} without a usable face"
             + (f" ({', '.join(sorted({r['status'] for r in bad}))})" if bad else "")
-            + (f"; {left_out.total()} {'entry' if left_out.total() == 1 else 'entries'} left out ("
+            + (f"; {counted(left_out.total(), 'entry', 'entries')} left out ("
                + ", ".join(f"{n} {why}" for why, n in sorted(left_out.items())) + ")" if left_out else ""))
 
 
 def left_out_lines(result: dict) -> list[str]:
     """``path: reason`` for each entry given, or held by the folders given, that was not searched (``left_out``)."""
     return [f"{x['path']}: {x['reason']}" for x in result.get("left_out", [])]
-
-
-def _count(n: int, word: str) -> str:
-    return f"{n} {word}" + ("" if n == 1 else "s")
 
 
 def where(photo: str, face: dict, sep: str = " ") -> str:

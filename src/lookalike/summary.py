@@ -13,6 +13,11 @@ def one_line(text: str) -> str:
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
+def counted(n: int, word: str, plural: str | None = None) -> str:
+    """``1 photo``, ``2 photos``: ``n`` and ``word``, in its plural (``plural``, else with an s) unless ``n`` is 1."""
+    return f"{n} {word if n == 1 else plural or word + 's'}"
+
+
 def format_summary(counts: dict, files: dict[str, str] | None = None, title: str = "summary") -> str:
     """Lines for ``counts``: ``{label: int}`` or ``{label: {reason: int}}`` (a group counted by reason).
 
@@ -54,6 +59,6 @@ def print_fallback_hint(faces: dict[str, int], aligner, where: str = "", stream:
 def names_line(n: int, done: str) -> str:
     """The count of :func:`~lookalike.data.names.name_warnings` listed above as ``name:`` lines; the names were
     ``done`` (enrolled, trained on) as given."""
-    return (f"names: {n} {'warning' if n == 1 else 'warnings'} (subject names that look alike or are not in plain "
+    return (f"names: {counted(n, 'warning')} (subject names that look alike or are not in plain "
             f"Unicode form, listed as name:; {done} as given: rename the folders or CSV labels to merge or tell them "
             "apart)")

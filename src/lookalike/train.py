@@ -109,9 +109,10 @@ def usable_photos(status: np.ndarray) -> str:
 def validation_warning(val_probes: FaceSet, val_gallery: FaceSet) -> str | None:
     """Why the validation split is too small for its rank-1 figures to mean anything (:data:`MIN_VAL_PEOPLE`,
     :data:`MIN_VAL_PROBES`, :data:`MAX_PROBE_SHARE`), or None."""
-    people = len(set(np.asarray(val_probes.identities).tolist()) | set(np.asarray(val_gallery.identities).tolist()))
+    probes = Counter(val_probes.identities.tolist())  # FaceSet holds its identities as an array
+    people = len(probes.keys() | set(val_gallery.identities.tolist()))
     n = len(val_probes)
-    top = max(Counter(np.asarray(val_probes.identities).tolist()).values(), default=0)
+    top = max(probes.values(), default=0)
     small = [f"{people} people" if people < MIN_VAL_PEOPLE else "", f"{n} probes" if n < MIN_VAL_PROBES else "",
              f"{top} of its {n} probes one person's" if n and top > MAX_PROBE_SHARE * n else ""]
     small = [x for x in small if x]
