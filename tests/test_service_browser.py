@@ -81,3 +81,68 @@ def test_review_page_in_a_browser(orl_dir: Path, tmp_path: Path):
     assert [(r.subject, r.verdict, r.reviewer, r.note) for r in reviews] == [
         (top, "match", "Examiner B", "clicked in the browser")]
     assert shot.stat().st_size > 10_000
+
+
+def test_a_verdict_with_the_keyboard_alone(orl_dir: Path, tmp_path: Path):
+    """An examiner without a mouse: the first Tab reaches the skip link, which moves focus into the page; Tab
+    through the cards to candidate #3's verdict radios, choose with Space, type the reviewer's name and submit with
+    Enter; the page comes back on candidate #3 (its card focused and in view, the confirmation on it), and the next
+    Tab stays in that card. Gallery: ORL s30-s35 (other tests use s1-s9)."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    from lookalike.gallery import Gallery, open_store
+    from lookalike.service.core import Service, Upload
+
+    db = str(tmp_path / "g.sqlite")
+    Gallery.create(db, matcher=FAST_MATCHER).close()
+    service = Service(db, data_dir=tmp_path / "images", engines=1)
+    try:
+        for p in range(30, 36):
+            service.add_images(f"s{p}", [Upload(f"{i}.pgm", orl_bytes(orl_dir, p, i)) for i in (1, 2)],
+                               precropped=True, create=True)
+        doc = service.identify(Upload("probe.pgm", orl_bytes(orl_dir, 31, 6)), top=6, precropped=True)
+    finally:
+        service.close()
+    sid = doc["results"][0]["faces"][0]["search_id"]
+    third = doc["results"][0]["faces"][0]["candidates"][2]["subject"]
+    active = "(() => { const e = document.activeElement; const c = e.closest('article');" \
+             " return [e.tagName, e.id, e.name || '', c ? c.id : '']; })()"
+
+    port = free_port()
+    proc = start_server(db, tmp_path / "images", port, log=tmp_path / "server.log")
+    try:
+        with sync_api.sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.goto(f"http://127.0.0.1:{port}/login?next=/review/{sid}")
+            page.keyboard.type(TOKEN)  # the token field has the focus
+            with page.expect_navigation():
+                page.keyboard.press("Enter")
+            assert page.url.endswith(f"/review/{sid}")
+            page.keyboard.press("Tab")
+            assert page.evaluate("document.activeElement.textContent") == "Skip to the content"
+            page.keyboard.press("Enter")
+            assert page.evaluate(active) == ["MAIN", "main", "", ""]
+            for _ in range(40):  # the radios of #3: past the toggle, the report link and two cards' controls
+                page.keyboard.press("Tab")
+                if page.evaluate(active)[2:] == ["verdict", "c3"]:
+                    break
+            assert page.evaluate(active)[2:] == ["verdict", "c3"]
+            page.keyboard.press("Space")
+            page.keyboard.press("Tab")
+            page.keyboard.type("Examiner T")
+            with page.expect_navigation():
+                page.keyboard.press("Enter")
+            page.wait_for_load_state("load")
+            assert page.url.endswith(f"/review/{sid}#c3")
+            assert page.evaluate(active) == ["ARTICLE", "c3", "", "c3"]
+            top = page.evaluate("document.getElementById('c3').getBoundingClientRect().top")
+            assert 0 <= top + 1 < 800, top  # in view, not thrown to the top of the page
+            assert page.locator("#c3 [role=status]").inner_text().startswith(f"Recorded: {third}")
+            page.keyboard.press("Tab")
+            assert page.evaluate(active)[3] == "c3"
+            browser.close()
+    finally:
+        stop_server(proc)
+    with open_store(db, create=False) as store:
+        assert [(r.subject, r.verdict, r.reviewer) for r in store.list_reviews(sid)] == [
+            (third, "match", "Examiner T")]

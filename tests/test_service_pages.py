@@ -365,7 +365,7 @@ def test_the_review_page_and_the_case_report_show_no_server_path(site):
     review, report = client.get(f"/review/{sid}"), client.get(f"/review/{sid}/report.html")
     assert review.status_code == report.status_code == 200
     assert root not in review.text and root not in report.text
-    assert "<tr><th>Gallery</th><td>g.sqlite</td></tr>" in report.text
+    assert '<tr><th scope="row">Gallery</th><td>g.sqlite</td></tr>' in report.text
 
 
 def test_a_page_address_with_a_trailing_slash_is_not_redirected(site):
@@ -482,7 +482,7 @@ def test_the_search_list_pages_back_to_the_oldest_search(site, orl_dir: Path, mo
     seen, url = [], "/"
     while url:
         html = client.get(url).text
-        seen += [int(i) for i in re.findall(r'<td><a href="/review/(\d+)">#', html)]
+        seen += [int(i) for i in re.findall(r'<td><a href="/review/(\d+)"[^>]*>#', html)]
         assert ('<a href="/">Newest searches</a>' in html) == (url != "/")
         older = re.search(r'<a href="(/\?before=\d+)" rel="next">Older searches</a>', html)
         url = older.group(1) if older else None
@@ -517,3 +517,177 @@ def test_service_with_a_trained_model(orl_dir: Path, tmp_path: Path):
     assert sorted(c["base_rank"] for c in face["candidates"]) == [1, 2, 3, 4, 5]
     assert face["decision"]["calibrated_on"] in ("model", "gallery-sample")
     assert face["decision"]["threshold"] >= model.threshold(0.01) - 1e-9  # never more lenient than the model's
+
+
+# --- what a keyboard or screen-reader user relies on (structure of the rendered HTML; the browser test drives it) ---
+class Node:
+    """An element of a parsed page: tag, attributes, children and its text."""
+
+    def __init__(self, tag: str, attrs: dict, parent: Node | None) -> None:
+        self.tag, self.attrs, self.parent, self.children, self.texts = tag, attrs, parent, [], []
+
+    def iter(self):
+        yield self
+        for c in self.children:
+            yield from c.iter()
+
+    def find_all(self, *tags: str) -> list[Node]:
+        return [n for n in self.iter() if n.tag in tags]
+
+    def text(self) -> str:
+        return " ".join(" ".join(self.texts + [c.text() for c in self.children]).split())
+
+    def ancestors(self):
+        node = self.parent
+        while node is not None:
+            yield node
+            node = node.parent
+
+
+def parse_html(html: str) -> Node:
+    """A page as a tree of :class:`Node` (the standard library's parser; void elements have no children)."""
+    from html.parser import HTMLParser
+
+    void = {"meta", "link", "input", "img", "br", "hr", "source", "col", "area", "base", "wbr", "option"}
+    root = Node("#document", {}, None)
+
+    class Builder(HTMLParser):
+        node = root
+
+        def handle_starttag(self, tag, attrs):
+            child = Node(tag, {k: v or "" for k, v in attrs}, self.node)
+            self.node.children.append(child)
+            if tag not in void:
+                self.node = child
+
+        def handle_endtag(self, tag):
+            for n in [self.node, *self.node.ancestors()]:
+                if n.tag == tag:
+                    self.node = n.parent
+                    return
+
+        def handle_data(self, data):
+            self.node.texts.append(data)
+
+    Builder().feed(html)
+    return root
+
+
+def accessibility_problems(html: str) -> list[str]:
+    """What a keyboard or screen-reader user would miss on a page: ``lang``, a title, one h1 and no skipped heading
+    level, a ``main`` landmark and a skip link to it, every form control labelled, radios in a fieldset with a
+    legend, data tables named with scoped header cells, images with alt text, ``aria-labelledby`` pointing at an
+    element, an ``aria-label`` that contains the visible text, flash messages announced."""
+    doc = parse_html(html)
+    problems = []
+    ids = {n.attrs["id"] for n in doc.iter() if "id" in n.attrs}
+    if not any(n.attrs.get("lang") for n in doc.find_all("html")):
+        problems.append("no lang on <html>")
+    if not [t for t in doc.find_all("title") if t.text()]:
+        problems.append("no <title>")
+    levels = [int(h.tag[1]) for h in doc.iter() if re.fullmatch(r"h[1-6]", h.tag)]
+    if levels.count(1) != 1 or levels[0] != 1:
+        problems.append(f"headings {levels}: not one h1 first")
+    problems += [f"heading level skipped: h{a} then h{b}" for a, b in zip(levels, levels[1:], strict=False)
+                 if b > a + 1]
+    main = doc.find_all("main")
+    if len(main) != 1:
+        problems.append(f"{len(main)} <main> landmarks")
+    links = doc.find_all("a")
+    if doc.find_all("header") and not (links and links[0].attrs.get("href") == "#main" and "main" in ids):
+        problems.append("no skip link to #main before the menu")
+    for label_id in (i for n in doc.iter() for i in n.attrs.get("aria-labelledby", "").split()):
+        if label_id not in ids:
+            problems.append(f"aria-labelledby={label_id!r} names no element")
+    labelled_for = {n.attrs.get("for") for n in doc.find_all("label")}
+    for n in doc.find_all("input", "select", "textarea"):
+        if n.attrs.get("type") == "hidden":
+            continue
+        if not (n.attrs.get("aria-label") or n.attrs.get("aria-labelledby") or n.attrs.get("id") in labelled_for
+                or any(a.tag == "label" for a in n.ancestors())):
+            problems.append(f"unlabelled <{n.tag} name={n.attrs.get('name')!r}>")
+        if n.attrs.get("type") == "radio" and not any(
+                a.tag == "fieldset" and a.find_all("legend") for a in n.ancestors()):
+            problems.append(f"radio {n.attrs.get('name')!r} outside a fieldset with a legend")
+    for n in doc.find_all("button", "a"):
+        shown, name = n.text().lower(), n.attrs.get("aria-label", "").lower()
+        if name and shown and shown not in name:
+            problems.append(f"aria-label {name!r} lacks the visible text {shown!r}")
+    for t in doc.find_all("table"):
+        if not (t.find_all("caption") or t.attrs.get("aria-label") or t.attrs.get("aria-labelledby")):
+            problems.append("a table without a caption or name")
+        problems += [f"<th>{th.text()}</th> without scope" for th in t.find_all("th") if "scope" not in th.attrs]
+    problems += [f"<img src={i.attrs.get('src', '')[:40]!r}> without alt" for i in doc.find_all("img")
+                 if not i.attrs.get("alt")]
+    problems += [f"flash {n.text()!r} not announced" for n in doc.iter()
+                 if "flash" in n.attrs.get("class", "").split() and n.attrs.get("role") != "status"]
+    return problems
+
+
+def test_every_page_is_usable_with_a_keyboard_and_a_screen_reader(site):
+    """Each page (login, search list, review with a verdict's confirmation, identify, enrol with a subject's photos,
+    an error, the case report) passes :func:`accessibility_problems`; the review page's title names the search and
+    its photo, its candidates are headed under "Candidates", each card is a focus target named by its subject."""
+    client, service, sid = site
+    client.cookies.clear()
+    pages = {"login": client.get("/login").text}
+    csrf = login(client)
+    top = service.get_search(sid)["result"]["results"][0]["faces"][0]["candidates"][0]["subject"]
+    form = {"subject": top, "verdict": "inconclusive", "reviewer": "Examiner K", "note": "", "csrf": csrf}
+    assert client.post(f"/review/{sid}", data=form).status_code == 303
+    for url in (f"/review/{sid}", "/", "/identify", "/enrol?subject=s1", "/review/999999"):  # the confirmation first
+        pages[url] = client.get(url).text
+    pages["report"] = client.get(f"/review/{sid}/report.html").text
+    assert {name: accessibility_problems(html) for name, html in pages.items()} == {name: [] for name in pages}
+    review = parse_html(pages[f"/review/{sid}"])
+    assert any("Recorded:" in n.text() and n.attrs.get("role") == "status" for n in review.iter())
+    assert f"search #{sid}: probe.pgm" in review.find_all("title")[0].text()
+    headings = [(h.tag, h.text()) for h in review.iter() if re.fullmatch(r"h[1-6]", h.tag)]
+    assert ("h2", "Candidates") in headings and headings[-1] == ("h2", "Audit trail (append-only)")
+    cards = [n for n in review.find_all("article") if "cand" in n.attrs.get("class", "")]
+    assert len(cards) == 3
+    for card in cards:
+        name = [h for h in card.find_all("h3") if h.attrs.get("id") == card.attrs["aria-labelledby"]]
+        assert card.attrs["tabindex"] == "-1" and name and name[0].text() == card.attrs["data-subject"]
+    nav = parse_html(pages["/"]).find_all("nav")[0]
+    assert [a.text() for a in nav.find_all("a") if a.attrs.get("aria-current") == "page"] == ["Searches"]
+
+
+def contrast(fg: str, bg: str) -> float:
+    """WCAG contrast ratio of two ``#rgb``/``#rrggbb`` colours."""
+    def luminance(colour: str) -> float:
+        h = colour.lstrip("#")
+        h = "".join(c * 2 for c in h) if len(h) == 3 else h
+        rgb = [int(h[i:i + 2], 16) / 255 for i in (0, 2, 4)]
+        r, g, b = (v / 12.92 if v <= 0.03928 else ((v + 0.055) / 1.055) ** 2.4 for v in rgb)
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+    hi, lo = sorted((luminance(fg), luminance(bg)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+def test_text_colours_meet_wcag_aa_contrast():
+    """Every text colour of the pages' style sheet and the case report's on the backgrounds it is shown on is at
+    least 4.5:1 (WCAG AA, normal text): a rule's own colour on its own background (a badge: white on its background);
+    other text colours on every light background the sheet uses; the dark menu bar's on the bar."""
+    service_dir = Path(lookalike.__file__).parent / "service"
+    sheets = [(service_dir / "static" / "style.css").read_text(),
+              re.search(r"<style>(.*?)</style>", (service_dir / "templates" / "report.html").read_text(), re.S)[1]]
+    low = []
+    for css in sheets:
+        declared = r"(?<![\w-])(color|background(?:-color)?)\s*:\s*(#[0-9a-fA-F]{3,6})\b"  # not border-left-color
+        rules = [(sel.strip(), dict(re.findall(declared, body)))
+                 for sel, body in re.findall(r"([^{}]+)\{([^{}]*)\}", re.sub(r"/\*.*?\*/", "", css, flags=re.S))]
+        light = {c for _, d in rules for k, c in d.items() if k != "color" and contrast(c, "#000") > 10} | {"#fff"}
+        for sel, d in rules:
+            bg = d.get("background", d.get("background-color"))
+            if "color" in d and bg:
+                pairs = [(d["color"], bg)]
+            elif bg and ".badge" in sel:
+                pairs = [("#fff", bg)]
+            elif "color" in d:
+                pairs = [(d["color"], "#20252b")] if sel.startswith("header.top") else [(d["color"], b) for b in light]
+            else:
+                pairs = []
+            low += [f"{sel}: {fg} on {b} {contrast(fg, b):.2f}" for fg, b in pairs if contrast(fg, b) < 4.5]
+    assert low == []
