@@ -305,10 +305,16 @@ def cmd_train(args: argparse.Namespace) -> int:
                       option="--model", example="model.lkm")
     check_model_path(args.model, args.data)
 
+    def print_names(names: list[str]) -> None:  # before training: shown whether training then succeeds or not
+        for w in names:
+            print(f"name: {one_line(w)}", file=sys.stderr)
+        if names:
+            print(names_line(len(names), "taken"), file=sys.stderr)
+
     model, summary = train_model(args.data, args.matcher, args.lowres, args.lowres_apply, args.disambiguator,
                                  args.seed, args.val_fraction, args.depth, None if args.cache == "none" else args.cache,
                                  args.central_fraction, args.workers, args.max_people, not args.no_progress,
-                                 args.degrade or "bicubic", args.cnn_fallback)
+                                 args.degrade or "bicubic", args.cnn_fallback, print_names)
     listed = Path(args.model).with_name(Path(args.model).stem + ".skipped.csv")
     with atomic_write(listed, "w", newline="") as f:  # every run, before the model: never an earlier run's list
         w = csv.writer(f)
@@ -340,10 +346,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"skipped {counted(n, 'entry', 'entries')} "
               f"({', '.join(f'{k} {v}' for k, v in sorted(skipped.items()))}); "
               f"listed in {listed}, counted in the model file (training.embedding)", file=sys.stderr)
-    for w in summary["names"]:
-        print(f"name: {one_line(w)}", file=sys.stderr)
-    if summary["names"]:
-        print(names_line(len(summary["names"]), "trained on"), file=sys.stderr)
     print_fallback_hint(model.training_["embedding"]["face"], model.aligner)
     print(f"wrote {args.model}")
     return 0

@@ -58,7 +58,7 @@ def print_fallback_hint(faces: dict[str, int], aligner, where: str = "", stream:
 
 def names_line(n: int, done: str) -> str:
     """The count of :func:`~lookalike.data.names.name_warnings` listed above as ``name:`` lines; the names were
-    ``done`` (enrolled, trained on) as given."""
+    ``done`` (enrolled; taken, to train on) as given."""
     return (f"names: {counted(n, 'warning')} (subject names that look alike or are not in plain "
             f"Unicode form, listed as name:; {done} as given: rename the folders or CSV labels to merge or tell them "
             "apart)")

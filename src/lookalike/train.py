@@ -11,6 +11,7 @@ import hashlib
 import os
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -140,10 +141,12 @@ def train_model(data: str | Path, matcher: str | None = None, lowres: int | None
                 disambiguator: str = "lda", seed: int = 0, val_fraction: float = 0.3, depth: int = 100,
                 cache: str | None = None, central_fraction: float = 0.45, workers: int = 2,
                 max_people: int | None = None, progress: bool = True,
-                degrade: str = "bicubic", cnn_fallback: bool = CNN_FALLBACK) -> tuple[LookalikeModel, dict]:
+                degrade: str = "bicubic", cnn_fallback: bool = CNN_FALLBACK,
+                on_names: Callable[[list[str]], None] | None = None) -> tuple[LookalikeModel, dict]:
     """Embed the dataset, fit and tune a model on it; returns (model, a summary of the data and the run: the
     model's ``training_``; ``left_out``, the (path, identity, reason, message) of every image not trained on; ``names``,
-    the :func:`~lookalike.data.names.name_warnings` of the people's names).
+    the :func:`~lookalike.data.names.name_warnings` of the people's names). ``on_names``: called with those warnings
+    as soon as the data is read, before any training (which may then fail: too few usable photos).
 
     Images are screened as ``benchmark`` screens them (:func:`~lookalike.data.screen.screen_table`): a file that
     does not decode is left out, and the same photo under two people's names (either label may be wrong) is left
@@ -158,6 +161,9 @@ def train_model(data: str | Path, matcher: str | None = None, lowres: int | None
     table = load_dataset(data)
     if max_people:
         table = sample_people(table, max_people, seed)
+    names = name_warnings(table.identities.tolist())
+    if on_names is not None:
+        on_names(names)
     store = EmbeddingCache(cache)
     try:
         screened = screen_table(table, store.ok_keys(), progress)
@@ -197,4 +203,4 @@ def train_model(data: str | Path, matcher: str | None = None, lowres: int | None
     t, e = protocol.table, features.embeddings
     left_out = screened.left_out() + [(str(t.paths[i]), str(t.identities[i]), str(e.status[i]),
                                        e.messages.get(i, "")) for i in np.flatnonzero(~e.ok)]
-    return model, {**model.training_, "left_out": left_out, "names": name_warnings(table.identities.tolist())}
+    return model, {**model.training_, "left_out": left_out, "names": names}

@@ -21,6 +21,7 @@ CONFUSABLES = str.maketrans({
     "τ": "t", "υ": "y", "χ": "x",
 })
 MAX_POINTS = 6  # code points named per name
+ALIKE = "the same after NFKC, case folding and mapping Cyrillic and Greek letters that look Latin"  # lookalike_key
 
 
 def plain_form(name: str) -> str:
@@ -79,6 +80,11 @@ def lookalike_groups(names: Iterable[str], existing: Iterable[str] = ()) -> list
     return sorted(sorted(g) for g in groups.values() if len(g) > 1)
 
 
+def lookalikes(name: str, existing: Iterable[str]) -> list[str]:
+    """The ``existing`` names other than ``name`` itself with its :func:`lookalike_key`, sorted."""
+    return [n for group in lookalike_groups([name], existing) for n in group if n != name]
+
+
 def name_warnings(names: Iterable[str], existing: Iterable[str] = ()) -> list[str]:
     """One line per problem among the subject ``names`` about to be stored (:func:`form_warnings`, then each
     :func:`lookalike_groups` group, naming which of its names the gallery held already: ``existing``)."""
@@ -86,7 +92,6 @@ def name_warnings(names: Iterable[str], existing: Iterable[str] = ()) -> list[st
     out = [w for name in names for w in form_warnings(name)]
     for group in lookalike_groups(names, existing):
         held = [repr(n) for n in group if n in existing]
-        out.append(f"{', '.join(map(shown, group))} look alike (the same after NFKC, case folding and mapping "
-                   "Cyrillic and Greek letters that look Latin)"
+        out.append(f"{', '.join(map(shown, group))} look alike ({ALIKE})"
                    + (f"; in the gallery already: {', '.join(held)}" if held else ""))
     return out

@@ -143,7 +143,6 @@ def _open_or_create(args: argparse.Namespace):
 @_errors
 def cmd_enroll(args: argparse.Namespace) -> int:
     from lookalike.benchmark import load_dataset
-    from lookalike.data.names import name_warnings
     from lookalike.matchers.cache import EmbeddingCache
     from lookalike.outputs import check_not_an_input
     from lookalike.summary import names_line, print_fallback_hint
@@ -157,13 +156,13 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     table = load_dataset(args.gallery)
     cache = EmbeddingCache(None if args.cache == "none" else args.cache)
     with _open_or_create(args) as gallery:
-        names = name_warnings(table.identities.tolist(), gallery.subjects())  # before they are enrolled
         report = gallery.enroll(table.paths, table.identities, cache=cache, workers=args.workers,
                                 progress=not args.no_progress, chunk_size=args.chunk_size, engine=args.engine,
                                 ray_address=args.ray_address, started=started)
         for _, _, reason, message in table.dropped:  # what the folder or CSV loader left out: counted, listed
             report.skip(reason, message)
         total, aligner = gallery.stats(), gallery.aligner
+    names = report.name_warnings
     cache.close()
     from lookalike.summary import one_line
 
@@ -230,6 +229,7 @@ def prune_searches(args: argparse.Namespace) -> int:
     """``gallery prune-searches``: the store's :meth:`~lookalike.gallery.store.GalleryStore.prune_searches` from
     ``--older-than`` days ago, reported as a table or JSON."""
     from lookalike.gallery import open_store
+    from lookalike.summary import counted
 
     before = (datetime.now(UTC) - timedelta(days=args.older_than)).isoformat(timespec="milliseconds")
     with open_store(args.db, create=False) as store:  # the database only: no vectors are read
@@ -238,11 +238,12 @@ def prune_searches(args: argparse.Namespace) -> int:
         print(json.dumps({"gallery": display_db(args.db), **asdict(report)}, indent=2))
         return 0
     verb = "would delete" if report.dry_run else "deleted"
-    print(f"{display_db(args.db)}: {verb} {report.searches_deleted} searches made before {report.before} that no "
-          f"examiner reviewed, and {report.photos_deleted} probe photos no search shows any more "
-          f"({report.photo_bytes_deleted:,} bytes)")
-    print(f"kept {report.reviewed_kept} reviewed searches made before then (their reviews are the audit trail) and "
-          f"{report.newer_kept} newer ones; {report.photos_moved} photos still shown by a kept search "
+    print(f"{display_db(args.db)}: {verb} {counted(report.searches_deleted, 'search', 'searches')} made before "
+          f"{report.before} that no examiner reviewed, and {counted(report.photos_deleted, 'probe photo')} no search "
+          f"shows any more ({report.photo_bytes_deleted:,} bytes)")
+    print(f"kept {counted(report.reviewed_kept, 'reviewed search', 'reviewed searches')} made before then (their "
+          f"reviews are the audit trail) and {counted(report.newer_kept, 'newer one')}; "
+          f"{counted(report.photos_moved, 'photo')} still shown by a kept search "
           f"{'would move' if report.dry_run else 'moved'} to it from a deleted one")
     return 0
 

@@ -288,6 +288,11 @@ class SQLStore(GalleryStore):
                               + "GROUP BY s.id, s.name, s.created, s.removed ORDER BY s.name", params).fetchall()
         return [Subject(*r[:4], int(r[4]), int(r[5])) for r in rows]
 
+    def subject_names(self) -> list[str]:
+        with self._transaction():
+            rows = self._exec("SELECT name FROM subjects WHERE removed IS NULL ORDER BY name").fetchall()
+        return [r[0] for r in rows]
+
     def count_subjects(self) -> dict[str, int]:
         with self._transaction():
             removed, live = (int(x) for x in self._exec(

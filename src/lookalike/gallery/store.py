@@ -223,6 +223,10 @@ class GalleryStore(ABC):
         ``after`` (to page through), at most ``limit``."""
 
     @abstractmethod
+    def subject_names(self) -> list[str]:
+        """The names of the subjects not removed, sorted as :meth:`list_subjects` sorts them (no image counts)."""
+
+    @abstractmethod
     def count_subjects(self) -> dict[str, int]:
         """``subjects`` (not removed), ``searchable`` (of those, with an image), ``removed``, ``images`` and
         ``skipped`` (of the subjects not removed), counted in the database (no listing)."""

@@ -15,6 +15,7 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
 from lookalike import __version__
+from lookalike.data.names import ALIKE
 from lookalike.service.core import FPIRS, MAX_NAME, MAX_NOTE, MAX_TOP, Service, ServiceError, Upload
 from lookalike.service.pages import PathId, SearchId, report_response
 from lookalike.service.schemas import (
@@ -65,6 +66,9 @@ class SubjectIn(BaseModel):
                                   "starting with a dot or a space nor ending with a space; in its plain Unicode form "
                                   "(NFKC); not mixing Latin, Cyrillic and Greek letters (422 bad_name otherwise)",
                       json_schema_extra={"minLength": 1, "maxLength": MAX_NAME})  # checked by check_subject_name
+    similar_name_ok: bool = Field(False, description=f"create the subject even though its name looks like a live "
+                                                     f"subject's ({ALIKE}): it is another person (409 "
+                                                     "name_looks_alike otherwise, naming the subjects it looks like)")
 
 
 class ReviewIn(BaseModel):
@@ -109,7 +113,7 @@ def gallery(request: Request) -> dict:
 @router.post("/subjects", status_code=201, dependencies=[Depends(require_token)], summary="create a subject",
              **answers(Subject, GUARDED, JSON_BODY, INVALID, NAME, status=201))
 def create_subject(body: SubjectIn, request: Request, response: Response) -> dict:
-    created = service(request).create_subject(body.name)
+    created = service(request).create_subject(body.name, body.similar_name_ok)
     response.headers["Location"] = f"/api/subjects/{quote(created['name'], safe='')}"
     return created
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,11 +17,12 @@ from lookalike.gallery.store import StoreError
 from lookalike.service import api, pages
 from lookalike.service.access import AccessLog, Record
 from lookalike.service.auth import Sessions, TokenChecker
-from lookalike.service.core import Service, ServiceError
+from lookalike.service.core import Service, ServiceError, gallery_name
 from lookalike.service.limits import DEFAULT_MAX_UPLOAD_MB, BodyLimit
 from lookalike.service.schemas import openapi_document
 from lookalike.service.security import HEADERS, HeadAsGet, SecurityHeaders, WrongTokens
 
+log = logging.getLogger(__name__)
 CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
          409: "conflict", 413: "too_large", 415: "unsupported_media_type", 422: "invalid_request",
          429: "too_many_requests"}
@@ -37,6 +39,13 @@ NO_PHOTO = "No photo was chosen: choose a photo file and send the form again."
 FIELD_CODES = {"name": "bad_name", "verdict": "bad_verdict", "reviewer": "bad_reviewer", "note": "bad_note",
                "subject": "not_a_candidate", "top": "bad_top", "fpir": "bad_fpir", "mode": "bad_mode",
                "files": "no_files"}
+
+
+def unavailable_message(db: str) -> str:
+    """What a 503 says of a gallery that cannot be used: the gallery by its public name
+    (:func:`~lookalike.service.core.gallery_name`), never a path or the error's own text (which names files on the
+    server: the server's log gets it)."""
+    return f"the gallery {gallery_name(db)} cannot be used now (the server's log says why); try again later"
 
 
 def error(status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
@@ -110,8 +119,9 @@ def create_app(service: Service, tokens: TokenChecker, max_upload_mb: float = DE
         return exc.response
 
     @app.exception_handler(StoreError)
-    async def store_error(request: Request, exc: StoreError):
-        return error(503, "store_unavailable", str(exc))
+    async def store_error(request: Request, exc: StoreError):  # its message names server paths: the log's only
+        log.error("gallery unavailable: %s", exc)
+        return error(503, "store_unavailable", unavailable_message(service.db))
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception):  # a defect: logged by the server, answered in one line

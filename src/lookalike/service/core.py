@@ -29,7 +29,7 @@ from PIL import Image, ImageDraw
 
 from lookalike.checks import check_int
 from lookalike.data.images import MAX_PIXELS, ImageError, decode_image, degrade, encode_png, sniff_image_type
-from lookalike.data.names import code_points, mixed_scripts, plain_form
+from lookalike.data.names import ALIKE, code_points, lookalikes, mixed_scripts, plain_form, shown
 from lookalike.data.screen import is_utf8
 from lookalike.gallery import Gallery, display_db, is_postgres_url, open_store
 from lookalike.gallery.store import VERDICTS, GalleryStore, NoGalleryError, StoreError, SubjectExistsError
@@ -38,6 +38,7 @@ from lookalike.matchers.cache import EmbeddingCache
 from lookalike.model import LookalikeModel, check_model_fits_db
 from lookalike.service.files import ImageFiles
 from lookalike.service.limits import DEFAULT_MAX_MEGAPIXELS
+from lookalike.summary import counted
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -97,6 +98,19 @@ def check_subject_name(name: object) -> str:
         raise ServiceError(422, "bad_name", f"a subject name mixes {' and '.join(scripts).lower()} letters "
                                             "that look alike; write it in one script")
     return name
+
+
+SIMILAR_NAME_OK = "similar_name_ok"  # the field that confirms a new name that looks like a subject's
+
+
+def lookalike_refusal(name: str, alike: list[str]) -> ServiceError:
+    """The 409 ``name_looks_alike`` for a new subject ``name`` that looks like the live subjects ``alike``: which,
+    and how to go on (enrol under the existing name, or confirm with :data:`SIMILAR_NAME_OK`)."""
+    existing = f"{counted(len(alike), 'existing subject')}: {', '.join(map(shown, alike))}"
+    return ServiceError(409, "name_looks_alike", f"a new subject {shown(name)} looks like {existing} ({ALIKE}), so "
+                                                 "candidate lists would show them alike; if it is the same person, "
+                                                 "enrol the photos under the existing name; if it is another person, "
+                                                 f"confirm with {SIMILAR_NAME_OK}=true to create {name!r} anyway")
 
 
 def label(name: str | None) -> str:
@@ -272,14 +286,31 @@ class Service:
                 "model": None if self.model is None else self.model.describe_short()}
 
     # --- subjects --------------------------------------------------------------------------------------
-    def create_subject(self, name: object) -> dict:
+    def create_subject(self, name: object, similar_name_ok: bool = False) -> dict:
+        """Create subject ``name`` (:func:`check_subject_name`); 409 ``subject_exists`` when it exists, 409
+        ``name_looks_alike`` when it looks like another (:meth:`_check_lookalike`) unless ``similar_name_ok``."""
         name = check_subject_name(name)
-        with self.engine() as e:
+        with self._enrol_lock, self.engine() as e:  # the enrolment lock: no look-alike created between check and insert
+            self._check_lookalike(e, name, similar_name_ok)
             try:  # decided in the insert's transaction: two requests naming one new subject get a 201 and a 409
                 e.gallery.store.add_subject(name, new=True)
             except SubjectExistsError:
                 raise ServiceError(409, "subject_exists", f"subject {name!r} already exists") from None
         return self.get_subject(name)
+
+    @staticmethod
+    def _check_lookalike(e: Engine, name: str, similar_name_ok: bool = False) -> None:
+        """Refuse (:func:`lookalike_refusal`) a subject ``name`` that is not live yet (new, or removed: re-created)
+        whose :func:`~lookalike.data.names.lookalike_key` a live subject's name has, unless ``similar_name_ok``.
+        Removed subjects' names block nothing (their candidates are gone from every new list)."""
+        if similar_name_ok:
+            return
+        s = e.gallery.store.get_subject(name)
+        if s is not None and s.removed is None:  # photos added to it, or 409 subject_exists: not a new name
+            return
+        alike = lookalikes(name, e.gallery.subjects())
+        if alike:
+            raise lookalike_refusal(name, alike)
 
     def list_subjects(self, prefix: str = "", after: str | None = None, limit: int | None = None) -> list[dict]:
         """Subjects by name: those starting with ``prefix``, after the name ``after`` (page by the last name
@@ -319,10 +350,12 @@ class Service:
         return {"subject": name, "removed_images": n}
 
     # --- images ----------------------------------------------------------------------------------------
-    def add_images(self, name: str, uploads: list[Upload], precropped: bool = False, create: bool = False) -> dict:
+    def add_images(self, name: str, uploads: list[Upload], precropped: bool = False, create: bool = False,
+                   similar_name_ok: bool = False) -> dict:
         """Enrol uploaded photos of one subject, each with exactly one face (or a pre-cropped face when
         ``precropped``). All are checked before anything is written; then stored and enrolled in one
-        transaction (which creates the subject too when ``create`` and it does not exist)."""
+        transaction (which creates the subject too when ``create`` and it does not exist: a new name that looks like
+        a subject's is refused as :meth:`create_subject` refuses it, unless ``similar_name_ok``)."""
         if create:
             check_subject_name(name)
         if not uploads:
@@ -336,6 +369,8 @@ class Service:
         with self._enrol_lock, self.engine() as e:
             if not create:
                 name = self._live_subject(e, name).name  # as stored (a path's name may be sent in another form)
+            else:
+                self._check_lookalike(e, name, similar_name_ok)
             known = e.gallery.store.find_content(sha1s)
             if known:
                 sha1, subject, image_id, _ = known[0]

@@ -334,14 +334,17 @@ def enrol_form(request: Request, session: LoggedIn, prefix: str = "", subject: s
 
 @router.post("/enrol", response_class=HTMLResponse)
 async def enrol(request: Request, files: Annotated[list[UploadFile], File()], session: FormPost,
-                name: Annotated[str, Form()] = "", precropped: Annotated[bool, Form()] = False):
+                name: Annotated[str, Form()] = "", precropped: Annotated[bool, Form()] = False,
+                similar_name_ok: Annotated[bool, Form()] = False):
     svc = service(request)
     uploads = [Upload(f.filename or "upload", await f.read()) for f in files if f.filename or f.size]
     try:
-        report = await run_in_threadpool(svc.add_images, name, uploads, precropped, True)
-    except ServiceError as e:
+        report = await run_in_threadpool(svc.add_images, name, uploads, precropped, True, similar_name_ok)
+    except ServiceError as e:  # a name that looks like a subject's: the form offers to confirm it (photos again)
         context = await run_in_threadpool(subjects_context, svc)
-        return render(request, "enrol.html", session, e.status, error=e.message, name=name, **context)
+        return render(request, "enrol.html", session, e.status, error=e.message, name=name, precropped=precropped,
+                      confirm_similar=e.code == "name_looks_alike" or similar_name_ok,
+                      similar_name_ok=similar_name_ok, **context)
     added = [f"{i['file']} (image #{i['image_id']})" for i in report["images"] if i.get("image_id")]
     session.flash.append(f"Enrolled {report['added']} photo(s) of {report['subject']}: " + ", ".join(added) + ".")
     return RedirectResponse(f"/enrol?subject={quote(report['subject'], safe='')}", status_code=303)

@@ -19,6 +19,7 @@ from pydantic import Field, WithJsonSchema
 from typing_extensions import TypedDict  # pydantic reads typing's only from Python 3.12
 
 from lookalike.data.images import MIN_SIDE
+from lookalike.data.names import ALIKE
 from lookalike.gallery.store import VERDICTS
 from lookalike.service.core import FPIRS, MANY_MODES, MAX_FILES, MAX_NAME, MAX_NOTE, MAX_TOP, MEDIA_TYPES
 from lookalike.service.security import _caller_checks
@@ -66,6 +67,8 @@ CODES = {
     "empty_gallery": "the gallery has no enrolled images yet",
     "bad_name": "a subject name missing, not a string, or breaking the naming rule (see SubjectIn.name)",
     "subject_exists": "a subject of that name exists",
+    "name_looks_alike": f"a new subject's name looks like a live subject's ({ALIKE}); the message names them: enrol "
+                        "under the existing name, or send similar_name_ok=true",
     "unknown_subject": "no such subject (or removed)",
     "duplicate_image": "the photo is already enrolled, or sent twice",
     "unknown_image": "no such image",
@@ -88,7 +91,7 @@ MULTIPART: ErrorTable = {400: ("bad_request",), 413: ("too_large",)}
 PHOTO: ErrorTable = {400: ("empty",), 413: ("too_large",), 415: ("not_an_image",),
                      422: ("too_small", "truncated", "unreadable", "no_face", "many_faces")}  # an uploaded photo
 SEARCH: ErrorTable = {409: ("empty_gallery",), 422: ("bad_top", "bad_fpir")}
-NAME: ErrorTable = {409: ("subject_exists",), 422: ("bad_name",)}  # a subject created
+NAME: ErrorTable = {409: ("subject_exists", "name_looks_alike"), 422: ("bad_name",)}  # a subject created
 FILES: ErrorTable = {413: ("too_many_files",), 422: ("no_files",)}  # photos in the multipart field 'files'
 UNKNOWN_SUBJECT: ErrorTable = {404: ("unknown_subject",)}
 UNKNOWN_IMAGE: ErrorTable = {404: ("unknown_image",)}
