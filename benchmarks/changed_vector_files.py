@@ -6,8 +6,10 @@ synthetic 128-d unit vectors, one subject each: timing only), each open runs in 
 ``vectors.npy``'s modification time was changed (the rows stay the database's, so the open passes and stamps the
 files again), ``--repeats`` times with this checkout's code and with ``--reference``'s (another checkout's ``src``,
 e.g. the version that compared the rows one by one in a Python loop). Also timed: an open of unchanged files (four
-rows checked) and, alone, the database read that the full check does (``get_embeddings`` of every row, in
-``CHECK_BLOCK`` blocks). Prints a Markdown table of median seconds and the opening processes' peak memory.
+rows checked), alone, the database read that the full check does (``get_embeddings`` of every row, in
+``CHECK_BLOCK`` blocks), and ``lookalike gallery verify`` without ``--photos`` (:meth:`Gallery.verify` of a gallery
+opened for it, in a fresh process: every row compared, the stored embeddings checked; this checkout only). Prints a
+Markdown table of median seconds and the opening processes' peak memory.
 
     OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/changed_vector_files.py --reference ../main/src \\
         --sizes 100000 1000000
@@ -57,6 +59,26 @@ def synthetic_gallery(db: Path, n: int, seed: int = 0, chunk: int = 50_000) -> N
             g.add_embeddings([f"synthetic-{s + i:07d}" for i in range(len(v))], v, source="synthetic")
 
 
+VERIFY = """
+import json, sys, time
+from lookalike.gallery import Gallery
+
+t = time.perf_counter()
+with Gallery.open_for_verify(sys.argv[1]) as g:
+    report = g.verify()
+print(json.dumps({"seconds": time.perf_counter() - t, "ok": report.ok, "faces": report.faces}))
+"""
+
+
+def timed_verify(db: Path) -> float:
+    """Seconds of one verify of ``db`` (opening included) in a fresh process running this checkout's code."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    out = subprocess.run([sys.executable, "-c", VERIFY, str(db)], capture_output=True, text=True, check=True, env=env)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["ok"], result
+    return result["seconds"]
+
+
 def touch(db: Path) -> None:
     """Give ``vectors.npy`` another modification time, as a copy restored by another program has."""
     path = vector_dir(db) / "vectors.npy"
@@ -99,7 +121,7 @@ def run(n: int, reference: Path, repeats: int, workdir: str | None) -> dict:
         row = {name: float(np.median([o["seconds"] for o in runs])) for name, runs in opens.items()}
         peak = max(o["peak_mb"] for runs in opens.values() for o in runs)
         return {"n": n, "built": built, **row, "read": float(np.median([database_read(db) for _ in range(repeats)])),
-                "peak": peak}
+                "verify": float(np.median([timed_verify(db) for _ in range(repeats)])), "peak": peak}
 
 
 def main() -> None:
@@ -111,12 +133,13 @@ def main() -> None:
     ap.add_argument("--workdir", default=None, help="folder for the temporary galleries")
     args = ap.parse_args()
     rows = ["| gallery | open, files unchanged (s) | open after an outside change: reference (s) | this version (s) "
-            "| of which the database read (s) | peak memory of an open (MB) | gallery built in (s) |",
-            "|---|---|---|---|---|---|---|"]
+            "| of which the database read (s) | gallery verify (s) | peak memory of an open (MB) "
+            "| gallery built in (s) |",
+            "|---|---|---|---|---|---|---|---|"]
     for n in args.sizes:
         r = run(n, args.reference.resolve(), args.repeats, args.workdir)
         rows.append(f"| {n:,} | {r['unchanged']:.2f} | {r['old']:.2f} | {r['new']:.2f} | {r['read']:.2f} "
-                    f"| {r['peak']:,} | {r['built']:.0f} |")
+                    f"| {r['verify']:.2f} | {r['peak']:,} | {r['built']:.0f} |")
         print(rows[-1], file=sys.stderr, flush=True)
     print("\n".join(rows))
 

@@ -203,13 +203,21 @@ def check_vectors(vectors: object, what: str = "vectors", dim: int | None = None
     return x
 
 
-def check_unit(x: np.ndarray, what: str) -> None:
-    """A one-line ValueError unless every row of the float (N, D) ``x`` is finite and of unit length (one pass:
-    a NaN or infinite value makes its row's squared norm non-finite)."""
+def non_unit_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Boolean masks of the rows of the float (N, D) ``x`` that hold a NaN or infinite value, and of the finite rows
+    not of unit length (|norm - 1| > 1e-3). One pass: a NaN or infinite value makes its row's squared norm
+    non-finite, so the values are looked at only then."""
     sq = np.einsum("ij,ij->i", x, x)
-    if not np.isfinite(sq).all() and not np.isfinite(x).all():
+    finite = np.isfinite(sq)
+    not_finite = np.zeros(len(x), bool) if finite.all() else ~np.isfinite(x).all(axis=1)
+    return not_finite, ~not_finite & ~(np.abs(sq - 1) <= 2e-3)
+
+
+def check_unit(x: np.ndarray, what: str) -> None:
+    """A one-line ValueError unless every row of the float (N, D) ``x`` is finite and of unit length."""
+    not_finite, off = non_unit_rows(x)
+    if not_finite.any():
         raise ValueError(f"{what} contain NaN or infinite values")
-    off = ~(np.abs(sq - 1) <= 2e-3)  # |norm - 1| <= 1e-3
     if off.any():
         raise ValueError(f"{int(off.sum())} of {len(x)} {what} are not of unit length: L2-normalise them "
                          "(lookalike.matchers.base.l2_normalize)")

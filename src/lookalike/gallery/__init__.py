@@ -42,7 +42,7 @@ def open_store(url_or_path: str, create: bool | None = None, meta: dict[str, str
 
 
 __all__ = ["EnrollReport", "Gallery", "GalleryStore", "NoGalleryError", "SchemaError", "StoreError", "display_db",
-           "SubjectLists", "VectorsMismatchError", "open_store"]
+           "SubjectLists", "VectorsMismatchError", "VerifyReport", "open_store"]
 
 
 def __getattr__(name: str):
@@ -51,4 +51,8 @@ def __getattr__(name: str):
         from lookalike.gallery import gallery
 
         return getattr(gallery, name)
+    if name == "VerifyReport":
+        from lookalike.gallery.verify import VerifyReport
+
+        return VerifyReport
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

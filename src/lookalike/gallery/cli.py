@@ -1,5 +1,5 @@
 """The gallery commands of the ``lookalike`` CLI: ``enroll`` and ``gallery stats|list|remove|rebuild-vectors|
-prune-searches``.
+prune-searches|verify``.
 
 :func:`add_parsers` adds them to the main parser; :data:`COMMANDS` maps their names to their functions.
 """
@@ -19,6 +19,7 @@ from lookalike.gallery import display_db
 
 MAX_LISTED = 20
 MAX_DAYS = 100_000  # prune-searches --older-than: about 270 years
+PROBLEMS_FOUND = 1  # gallery verify's exit status when the gallery is not intact (2: an error, as everywhere)
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -64,7 +65,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     g = sub.add_parser("gallery", help="inspect or edit a gallery: stats, list, remove, rebuild-vectors, "
-                                       "prune-searches", description="Inspect or edit a persistent gallery.")
+                                       "prune-searches, verify", description="Inspect or edit a persistent gallery.")
     gsub = g.add_subparsers(dest="gallery_command", required=True)
     for name, help_ in (("stats", "counts and settings"), ("list", "subjects with image counts"),
                         ("remove", "remove a subject and delete its images"),
@@ -72,7 +73,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                                             "from its database"),
                         ("prune-searches", "delete the service's searches older than --older-than days that no "
                                            "examiner reviewed, and the probe photos no search shows any more, in "
-                                           "one transaction; reviewed searches are kept (the audit trail)")):
+                                           "one transaction; reviewed searches are kept (the audit trail)"),
+                        ("verify", "check, writing nothing, that every vector the gallery searches is the database's "
+                                   "embedding, each embedding is finite and of unit length, a saved index matches "
+                                   "the vectors and, with --photos, every enrolled photo is still the file enrolled; "
+                                   "exit status 0: intact, 1: problems found (each listed with its remedy), "
+                                   "2: an error")):
         p = gsub.add_parser(name, help=help_, description=help_[0].upper() + help_[1:] + ".")
         if name == "remove":
             p.add_argument("subject", help="subject name, exactly as enrolled")
@@ -82,7 +88,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                            type=_number(float, 0, MAX_DAYS, what=f"a number of days from 0 to {MAX_DAYS}"),
                            help="delete unreviewed searches made more than DAYS days ago (fractions allowed)")
             p.add_argument("--dry-run", action="store_true", help="count what would be deleted; delete nothing")
-        if name in ("stats", "list", "prune-searches"):
+        if name == "verify":
+            p.add_argument("--photos", action="store_true",
+                           help="also re-read every enrolled face's photo and compare its SHA-1 with the one enrolled")
+            p.add_argument("--no-progress", action="store_true", help="no progress bars")
+        if name in ("stats", "list", "prune-searches", "verify"):
             p.add_argument("--format", choices=("table", "json"), default="table",
                            help="a table for people (default) or JSON")
 
@@ -194,6 +204,8 @@ def cmd_gallery(args: argparse.Namespace) -> int:
 
     if args.gallery_command == "prune-searches":
         return prune_searches(args)
+    if args.gallery_command == "verify":
+        return verify(args)
     rebuild = args.gallery_command == "rebuild-vectors"
     with (Gallery.rebuild_vectors if rebuild else Gallery.open)(args.db) as gallery:
         if rebuild:
@@ -246,6 +258,27 @@ def prune_searches(args: argparse.Namespace) -> int:
           f"{counted(report.photos_moved, 'photo')} still shown by a kept search "
           f"{'would move' if report.dry_run else 'moved'} to it from a deleted one")
     return 0
+
+
+def verify(args: argparse.Namespace) -> int:
+    """``gallery verify``: :meth:`~lookalike.gallery.Gallery.verify` of a gallery opened for it (nothing written),
+    as lines (each problem, each remedy, a summary) or JSON; :data:`PROBLEMS_FOUND` when it is not intact."""
+    from lookalike.gallery import Gallery
+    from lookalike.summary import one_line
+
+    with Gallery.open_for_verify(args.db) as gallery:
+        report = gallery.verify(photos=args.photos, progress=not args.no_progress)
+    if args.format == "json":
+        print(json.dumps(report.summary(), indent=2))
+    else:
+        for p in report.problems[:MAX_LISTED]:
+            print(f"problem: {p['kind']}: {one_line(p['message'])}")
+        if len(report.problems) > MAX_LISTED:
+            print(f"... and {len(report.problems) - MAX_LISTED} more (see --format json)")
+        for kind, remedy in report.remedies.items():
+            print(f"remedy ({kind}): {remedy}")
+        print("\n".join(report.format()))
+    return 0 if report.ok else PROBLEMS_FOUND
 
 
 def _cell(text: str) -> str:

@@ -21,7 +21,7 @@ import stat
 import time
 import warnings
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,11 +30,11 @@ import numpy as np
 from tqdm import tqdm
 
 from lookalike import __version__
-from lookalike.checks import check_int, check_paths, check_strings, check_vectors
+from lookalike.checks import check_int, check_paths, check_strings, check_vectors, non_unit_rows
 from lookalike.data.images import ImageError, decode_image
 from lookalike.data.names import name_warnings
 from lookalike.embed import embed_paths, preprocess_key, spawnable, worker_pool
-from lookalike.gallery import open_store
+from lookalike.gallery import display_db, open_store
 from lookalike.gallery.store import (
     GalleryExistsError,
     GalleryStore,
@@ -56,6 +56,7 @@ from lookalike.gallery.vectors import (
     write_index,
     write_vectors,
 )
+from lookalike.gallery.verify import VerifyReport, verify_photos
 from lookalike.index import (
     INDEXES,
     ApproximateIndex,
@@ -175,7 +176,8 @@ class Gallery:
     ``built``: built in this process) say where they came from.
     """
 
-    def __init__(self, store: GalleryStore, index: str | None = None, rebuild_vectors: bool = False) -> None:
+    def __init__(self, store: GalleryStore, index: str | None = None, rebuild_vectors: bool = False,
+                 load: bool = True) -> None:
         meta = store.get_meta()
         if meta.get("format") != FORMAT:
             raise StoreError(f"{store.url} holds no lookalike gallery settings (was it created by Gallery.create?)")
@@ -202,7 +204,13 @@ class Gallery:
         self.index_: Index | None = None
         self._pending: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
         self._vectors_buf: np.ndarray | None = None  # the growable storage behind vectors_ (see _append_vectors)
-        self._load(read_files=not rebuild_vectors)
+        if load:
+            self._load(read_files=not rebuild_vectors)
+        else:  # nothing loaded (generation -1): the first search or refresh loads the vectors as open does
+            self.image_ids_ = np.zeros(0, np.int64)
+            self.subjects_ = self.paths_ = np.zeros(0, object)
+            self.vectors_ = np.zeros((0, self.dim or 0), np.float32)
+            self._code_subjects(self.image_ids_)
 
     # --- lifecycle -------------------------------------------------------------------------------------
     @classmethod
@@ -283,10 +291,18 @@ class Gallery:
         return cls._on(open_store(str(path_or_url), create=False), index, rebuild_vectors=True)
 
     @classmethod
-    def _on(cls, store: GalleryStore, index: str | None = None, rebuild_vectors: bool = False) -> Gallery:
+    def open_for_verify(cls, path_or_url: str | Path) -> Gallery:
+        """An existing gallery opened for :meth:`verify` beside any running process: its settings read, its vectors
+        not loaded, so that nothing is checked, refused, stamped or rewritten on opening (a later search loads them
+        as :meth:`open` does)."""
+        return cls._on(open_store(str(path_or_url), create=False), load=False)
+
+    @classmethod
+    def _on(cls, store: GalleryStore, index: str | None = None, rebuild_vectors: bool = False,
+            load: bool = True) -> Gallery:
         """A gallery over an open store, which is closed if that fails."""
         try:
-            return cls(store, index, rebuild_vectors)
+            return cls(store, index, rebuild_vectors, load)
         except BaseException:
             store.close()
             raise
@@ -340,6 +356,109 @@ class Gallery:
                 "vectors_source": self.vectors_source_, "index": self.index, "index_source": self.index_source_,
                 "matcher": self.matcher, "matcher_name": self.matcher_name, "aligner": self.aligner.name,
                 "preprocess": self.preprocess, "dim": self.dim}
+
+    # --- checking -------------------------------------------------------------------------------------
+    def verify(self, photos: bool = False, progress: bool = False) -> VerifyReport:
+        """Audit the gallery, writing nothing: every row of the vectors it searches (the vector files, or the matrix
+        in memory when it keeps none) compared with the database's embeddings, each of those finite and of unit
+        length, and a saved approximate index matched with the vectors (hashed again, the files' stamps not
+        trusted); with ``photos``, every enrolled face's photo re-read and its SHA-1 compared with the one recorded
+        at enrolment. Runs beside other processes using the gallery (``changed``: one changed it meanwhile)."""
+        t0 = time.perf_counter()
+        report = VerifyReport(display_db(self.store.url))
+        rewrite = ("rewrite the vector files and saved index from the database: `lookalike gallery rebuild-vectors "
+                   f"--db {report.gallery}`")
+        if self.vector_dir is None:
+            rewrite = "open the gallery again (its vectors are read from the database)"
+        snap, vectors = self._vectors_to_verify(report, rewrite)
+        bar = tqdm(total=len(snap.image_ids), desc="verify: vectors", unit="face", disable=not progress, leave=False)
+        start = 0
+        with bar:
+            for ids, stored, differ in self._compared_blocks(snap.image_ids, vectors, np.arange(len(snap.image_ids))):
+                self._verify_embeddings(report, ids, stored)
+                for row in (start + differ).tolist():
+                    image_id = int(snap.image_ids[row])
+                    what = "differs from its embedding in" if image_id in stored else "has no embedding in"
+                    report.problem("vector_row", f"image {image_id} ({snap.subjects[row]!r}): its searched vector "
+                                   f"{what} the database", rewrite, image_id=image_id, subject=str(snap.subjects[row]),
+                                   path=str(snap.paths[row]))
+                start += len(ids)
+                bar.update(len(ids))
+        report.faces = len(snap.image_ids) if vectors is not None else 0
+        report.index = self._verify_index(report, vectors, rewrite)
+        if photos:
+            verify_photos(self.store, report, progress)
+        report.changed = self.store.generation() != report.generation
+        report.seconds = time.perf_counter() - t0
+        return report
+
+    def _vectors_to_verify(self, report: VerifyReport, rewrite: str) -> tuple[Snapshot, np.ndarray | None]:
+        """(the store's rows without their vectors, the matrix searched for them: None when the vector files are
+        unusable, a problem then in ``report``), read without writing anything."""
+        if self.vector_dir is None:
+            report.vectors = "memory (read from the database)"
+            if self.generation_ < 0:  # opened for verify: read what an opening would load, without an index
+                snap = self.store.snapshot(self.matcher_name, self.preprocess)
+                report.generation = snap.generation
+                return snap, snap.vectors
+            self.refresh()
+            report.generation = self.generation_
+            return Snapshot(self.generation_, self.image_ids_, self.subjects_, self.paths_, np.zeros((0, 0)),
+                            self.subject_codes_), np.asarray(self.vectors_)
+        report.vectors = str(self.vector_dir)
+        for _ in range(3):  # files and database read at different generations while another process wrote
+            snap = self.store.snapshot(self.matcher_name, self.preprocess, with_vectors=False)
+            report.generation = snap.generation
+            try:
+                saved, problem = read_vectors(self.vector_dir), ""
+            except VectorFilesError as e:
+                saved, problem = None, str(e)
+            if saved is not None:
+                gen = saved.state["generation"]
+                if gen != snap.generation and self.store.generation() != snap.generation:
+                    continue
+                problem = (f"saved at generation {gen}, the database is at {snap.generation} (an enrolment stopped "
+                           "before writing them: an opening rewrites them)" if gen < snap.generation
+                           else self._files_disagreement(saved, snap))
+                if not problem:
+                    return snap, saved.vectors
+            break
+        report.problem("vector_files", f"{self.vector_dir}: " + (problem or "no vector files saved"), rewrite)
+        return snap, None
+
+    def _verify_embeddings(self, report: VerifyReport, ids: np.ndarray, stored: dict[int, np.ndarray]) -> None:
+        """Problems with the database's embeddings of ``ids`` (``stored``): of another dimension, not finite, not
+        of unit length."""
+        remedy = (f"remove the subject (`lookalike gallery remove SUBJECT --db {report.gallery}`) and enrol its "
+                  "photos again")
+        dim = self.dim or next((len(v) for v in stored.values()), 0)
+        good = [i for i in ids.tolist() if i in stored and stored[i].shape == (dim,)]
+        bad = {i: f"its stored embedding has {stored[i].size} values, the gallery's have {dim}"
+               for i in ids.tolist() if i in stored and stored[i].shape != (dim,)}
+        if good:
+            not_finite, off = non_unit_rows(np.stack([stored[i] for i in good]).astype(np.float32))
+            bad.update({i: "its stored embedding holds NaN or infinite values" for i in np.asarray(good)[not_finite]})
+            bad.update({i: "its stored embedding is not of unit length" for i in np.asarray(good)[off]})
+        for image_id, message in sorted(bad.items()):
+            report.problem("embedding", f"image {image_id}: {message}", remedy, image_id=int(image_id))
+
+    def _verify_index(self, report: VerifyReport, vectors: np.ndarray | None, rewrite: str) -> str:
+        """What the saved approximate index is ("matches", or why there is none to check); a problem in ``report``
+        when it does not match the vectors or its spec."""
+        if not self._saves_index:
+            exact = not issubclass(INDEXES[self._kind], ApproximateIndex)
+            return "none (exact search)" if exact else "none saved (built in memory by each process)"
+        if vectors is None or not len(vectors):
+            return "not checked (no vectors)"
+        try:
+            self._saved_index(vectors, trust_stamp=False)
+        except FileNotFoundError:
+            return "none saved (built and saved when the gallery is next opened)"
+        except (OSError, ValueError) as e:
+            folder, message = str(self.vector_dir / "index"), " ".join(str(e).split())
+            report.problem("index", message if folder in message else f"{folder}: {message}", rewrite)
+            return "does not match"
+        return "matches"
 
     # --- values computed from the vectors, kept for later processes ----------------------------------
     def derived(self, name: str, key: dict) -> dict | None:
@@ -470,6 +589,35 @@ class Gallery:
 
     def _disagreement(self, saved: VectorFiles, snap: Snapshot) -> str:
         """How readable saved vector files disagree with the store snapshot ("" when they agree)."""
+        problem = self._files_disagreement(saved, snap)
+        if problem or not len(snap.image_ids):
+            return problem
+        # a few rows, or every row when the files were written by something else since (state.json's stamps):
+        # a row overwritten in place had been searched unchecked
+        rows = (np.arange(len(snap.image_ids)) if saved.changed else
+                np.unique(np.linspace(0, len(snap.image_ids) - 1, SPOT_CHECKS).astype(int)))
+        for ids, _, differ in self._compared_blocks(snap.image_ids, saved.vectors, rows):
+            if len(differ):
+                return (f"saved vector of image {int(ids[differ[0]])} differs from the database's"
+                        + (f" ({' and '.join(saved.changed)} changed since lookalike wrote them)"
+                           if saved.changed else ""))
+        return ""
+
+    def _compared_blocks(self, image_ids: np.ndarray, vectors: np.ndarray | None,
+                         rows: np.ndarray) -> Iterator[tuple[np.ndarray, dict[int, np.ndarray], np.ndarray]]:
+        """The ``rows`` of ``vectors`` (one per image of ``image_ids``) compared with the store's embeddings,
+        ``CHECK_BLOCK`` rows at a time: (the block's image ids, their stored embeddings, the positions in the block
+        of the rows that differ; none compared without ``vectors``)."""
+        for start in range(0, len(rows), CHECK_BLOCK):
+            block = rows[start:start + CHECK_BLOCK]
+            ids = image_ids[block]
+            stored = self.store.get_embeddings(ids.tolist(), self.matcher_name, self.preprocess)
+            yield ids, stored, (np.zeros(0, np.int64) if vectors is None else
+                                _differing_rows(np.asarray(vectors[block]), ids, stored))
+
+    def _files_disagreement(self, saved: VectorFiles, snap: Snapshot) -> str:
+        """How readable saved vector files' state and image ids disagree with the store snapshot ("" when they
+        agree; their values are not compared)."""
         st = saved.state
         for key, ours in (("generation", snap.generation), ("matcher", self.matcher_name),
                           ("preprocess", self.preprocess), ("count", len(snap.image_ids))):
@@ -479,20 +627,6 @@ class Gallery:
             return f"saved dim {st['dim']}, the database's {self.dim}"
         if not np.array_equal(saved.ids, snap.image_ids):
             return "saved image ids differ from the database's"
-        if len(snap.image_ids):
-            # a few rows, or every row when the files were written by something else since (state.json's stamps):
-            # a row overwritten in place had been searched unchecked
-            rows = (np.arange(len(snap.image_ids)) if saved.changed else
-                    np.unique(np.linspace(0, len(snap.image_ids) - 1, SPOT_CHECKS).astype(int)))
-            for start in range(0, len(rows), CHECK_BLOCK):
-                block = rows[start:start + CHECK_BLOCK]
-                ids = snap.image_ids[block]
-                stored = self.store.get_embeddings(ids.tolist(), self.matcher_name, self.preprocess)
-                differ = ids[_differing_rows(saved.vectors[block], ids, stored)]
-                if len(differ):
-                    return (f"saved vector of image {int(differ[0])} differs from the database's"
-                            + (f" ({' and '.join(saved.changed)} changed since lookalike wrote them)"
-                               if saved.changed else ""))
         return ""
 
     def _save(self, append: bool = True) -> None:
@@ -530,8 +664,9 @@ class Gallery:
                 pass
         self._build_index()
 
-    def _saved_index(self) -> Index:
-        index = read_index(self.vector_dir, self.vectors_)
+    def _saved_index(self, vectors: np.ndarray | None = None, trust_stamp: bool = True) -> Index:
+        """The index saved for ``vectors`` (default: ``vectors_``) with the gallery's spec (see :func:`read_index`)."""
+        index = read_index(self.vector_dir, self.vectors_ if vectors is None else vectors, trust_stamp)
         want = make_index(self._kind, index.dim, **self._params)
         if (index.kind, index.params()) != (want.kind, want.params()):
             raise IndexMismatchError(f"saved index is {index.kind} {index.params()}, the gallery's {self.index}")

@@ -229,12 +229,13 @@ def _grown_header(path: Path, rows: int) -> tuple[int, bytes] | None:
     return (offset, out.getvalue()) if out.tell() == offset else None
 
 
-def read_index(folder: Path, vectors: np.ndarray) -> Index:
+def read_index(folder: Path, vectors: np.ndarray, trust_stamp: bool = True) -> Index:
     """The index saved in ``folder/index`` for exactly ``vectors`` (:func:`lookalike.index.load_index`: OSError
     when there is none, ValueError when it is unreadable or was built for other vectors).
 
     ``vectors`` are the rows of ``vectors.npy``: while that file is the one the index was saved beside (the size,
-    modification time and inode recorded then), the fingerprint recorded with them stands for theirs (no hashing)."""
+    modification time and inode recorded then), the fingerprint recorded with them stands for theirs (no hashing),
+    unless ``trust_stamp`` is False (an audit: a row overwritten in place keeps the stamp)."""
     with _locked(folder, exclusive=False):
         stamp = _json_object(folder / INDEX / STAMP)
         known = stamp.pop("vectors", None)
@@ -246,7 +247,7 @@ def read_index(folder: Path, vectors: np.ndarray) -> Index:
                 same = False
             if not same or set(files) != set(_index_files(folder)):
                 raise ValueError(f"{folder / INDEX}: its files changed since they were saved")
-        if stamp != _stamp(folder) or not isinstance(known, dict):
+        if not trust_stamp or stamp != _stamp(folder) or not isinstance(known, dict):
             known = None  # another file, or no stamp: the vectors are hashed
         return load_index(folder / INDEX, vectors, known=known)
 
