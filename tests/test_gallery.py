@@ -454,10 +454,12 @@ def test_a_schema_2_gallery_gets_its_sessions_changes_and_derived_tables(db: str
         s._exec("ALTER TABLE searches DROP COLUMN recorded_by")
         s._exec("ALTER TABLE reviews DROP COLUMN recorded_by")
         s._exec("DROP INDEX searches_probe")
+        s._exec("DROP INDEX searches_ambiguous")
+        s._exec("ALTER TABLE searches DROP COLUMN ambiguous")
         s._exec("UPDATE state SET schema_version = 2")
         gen = s.generation()
     with open_store(db) as s:  # migrated on opening
-        assert s.schema_version() == gallery_store.SCHEMA_VERSION == 7
+        assert s.schema_version() == gallery_store.SCHEMA_VERSION == 8
         sid = s.add_search(None, "x" * 40, {"results": []}, recorded_by="3")
         s.add_review(sid, "ann", "match", "Examiner A", recorded_by="env:abc")
         assert s.get_search(sid).recorded_by == "3" and s.list_reviews(sid)[0].recorded_by == "env:abc"
@@ -486,6 +488,67 @@ def test_not_a_gallery_is_refused(tmp_path: Path) -> None:
 
 
 # --- the service log -------------------------------------------------------------------------------------------
+def _one_face(ambiguous: bool) -> dict:
+    """A stored search's result of one face (the identify document's shape), ``ambiguous`` or not."""
+    return {"results": [{"photo": "p.jpg", "faces": [{"candidates": [{"subject": "x"}], "ambiguous": ambiguous}]}]}
+
+
+def test_searches_are_filtered_by_review_and_ambiguity_and_neighbours_found(db: str) -> None:
+    """The review queue in the store: ``list_searches`` by ``reviewed`` and ``ambiguous`` (the result's flag, kept in
+    a column) with the ``before`` cursor, newest first; ``adjacent_search`` gives the nearest older or newer search,
+    or the nearest older one awaiting review."""
+    _create(db).close()
+    with open_store(db) as s:
+        flags = [False, True, False, True, False, False]  # ambiguous, by search
+        ids = [s.add_search(None, f"{i:040d}", _one_face(a)) for i, a in enumerate(flags)]
+        for i in (1, 2, 5):  # reviewed (twice for one)
+            s.add_review(ids[i], "x", "match", "ann")
+        s.add_review(ids[2], "x", "non-match", "bob")
+        listed = lambda **kw: [r.id for r in s.list_searches(**kw)]  # noqa: E731
+        newest_first = ids[::-1]
+        assert listed() == newest_first
+        assert listed(reviewed=True) == [ids[5], ids[2], ids[1]]
+        assert listed(reviewed=False) == [ids[4], ids[3], ids[0]]
+        assert listed(ambiguous=True) == [ids[3], ids[1]]
+        assert listed(ambiguous=False) == [ids[5], ids[4], ids[2], ids[0]]
+        assert listed(reviewed=False, ambiguous=True) == [ids[3]]
+        assert listed(reviewed=False, before=ids[3]) == [ids[0]] and listed(reviewed=False, limit=1) == [ids[4]]
+        assert [r.ambiguous for r in s.list_searches()] == flags[::-1] and s.get_search(ids[3]).ambiguous
+        assert s.adjacent_search(ids[3]) == ids[2] and s.adjacent_search(ids[3], newer=True) == ids[4]
+        assert s.adjacent_search(ids[3], reviewed=False) == ids[0] and s.adjacent_search(ids[0], reviewed=False) is None
+        assert s.adjacent_search(ids[0]) is None and s.adjacent_search(ids[5], newer=True) is None
+
+
+def test_the_ambiguous_filter_reads_an_index_not_every_result(tmp_path: Path) -> None:
+    """"Ambiguous only", newest first, is a range of the index on (ambiguous, id): SQLite's plan searches the index
+    instead of scanning the searches (each row holding its result's JSON)."""
+    db = str(tmp_path / "g.sqlite")
+    _create(db).close()
+    with open_store(db) as s:
+        where, params = gallery_sql._search_filter(before=10, ambiguous=True)
+        plan = " ".join(str(r[-1]) for r in s._exec("EXPLAIN QUERY PLAN SELECT id FROM searches" + where
+                                                     + " ORDER BY id DESC LIMIT 200", params).fetchall())
+    assert "USING COVERING INDEX searches_ambiguous" in plan and "SCAN" not in plan, plan
+
+
+def test_a_schema_7_gallery_gets_its_searches_marked_ambiguous(db: str) -> None:
+    """Opening a gallery of schema 7 (no ``ambiguous`` column) adds the column and its index and sets it from each
+    stored search's result."""
+    _create(db).close()
+    with open_store(db) as s:
+        flags = [True, False, True] * 400  # more than one chunk of the migration's
+        ids = [s.add_search(None, f"{i:040d}", _one_face(a)) for i, a in enumerate(flags)]
+        s._exec("DROP INDEX searches_ambiguous")
+        s._exec("ALTER TABLE searches DROP COLUMN ambiguous")
+        s._exec("UPDATE state SET schema_version = 7")
+        gen = s.generation()
+    with open_store(db) as s:
+        assert s.schema_version() == gallery_store.SCHEMA_VERSION == 8 and s.generation() == gen
+        marked = [i for i, a in zip(ids, flags, strict=True) if a][::-1]
+        assert [r.id for r in s.list_searches(limit=2000, ambiguous=True)] == marked
+        assert s.get_search(ids[0]).ambiguous and not s.get_search(ids[1]).ambiguous
+
+
 def test_searches_and_reviews_are_an_append_only_log(db: str) -> None:
     with open_store(db) as s:
         gen = s.generation()

@@ -384,6 +384,12 @@ def _cases(face: bytes, enrolled_1: bytes, enrolled_2: bytes, many: bytes) -> di
                                   b'"match", "reviewer": "a", "note": "\\ud800"}', "headers": {
                                       "content-type": "application/json"}}, 422, "bad_note"),
         "search/id beyond 64 bits": ("get", "/api/searches/99999999999999999999", {}, 422, "invalid_request"),
+        # the review queue's filters: true or false (or left out), one code each
+        "searches/reviewed not a yes or no": ("get", "/api/searches?reviewed=maybe", {}, 422, "bad_reviewed"),
+        "searches/reviewed blank": ("get", "/api/searches?reviewed=", {}, 422, "bad_reviewed"),
+        "searches/ambiguous not a yes or no": ("get", "/api/searches?ambiguous=2", {}, 422, "bad_ambiguous"),
+        "searches/ambiguous with a bad cursor": ("get", "/api/searches?ambiguous=true&before=x", {}, 422,
+                                                 "invalid_request"),
         # ids are digits: /api/images/1.0 had answered as image 1
         "image/id with a decimal point": ("get", "/api/images/1.0", {}, 422, "invalid_request"),
         "image file/id with a decimal point": ("get", "/api/images/1.0/file", {}, 422, "invalid_request"),
@@ -643,6 +649,57 @@ def test_searches_are_listed_a_page_at_a_time(served, orl_dir: Path):
         assert c.get("/api/searches", params=bad, headers=AUTH).status_code == 422
 
 
+def test_searches_are_filtered_for_the_review_queue(served, orl_dir: Path):
+    """GET /api/searches?reviewed=&ambiguous= lists only the searches with (true) or without (false) a verdict and
+    only the ambiguous (or unambiguous) ones, with the ``before`` cursor, newest first; each full page's Link keeps the
+    filters; the parameters are documented (the filters had been ignored: every search listed)."""
+    c, store = served.client, served.service.store
+    ids = [c.post("/api/identify", files=upload(orl_bytes(orl_dir, p, 9)), data={"top": "2"}, headers=AUTH)
+           .json()["results"][0]["faces"][0]["search_id"] for p in (1, 2, 3, 4)]
+    first = store.get_search(ids[0], with_probe=True)  # the same search stored again, ambiguous this time
+    result = json.loads(json.dumps(first.result))
+    result["results"][0]["faces"][0]["ambiguous"] = True
+    ids.append(store.add_search(first.probe, first.probe_sha1, result))
+    for sid in (ids[1], ids[4]):
+        subject = c.get(f"/api/searches/{sid}", headers=AUTH).json()["result"]["results"][0]["faces"][0][
+            "candidates"][0]["subject"]
+        assert c.post(f"/api/searches/{sid}/reviews", json={"subject": subject, "verdict": "inconclusive",
+                                                            "reviewer": "ann"}, headers=AUTH).status_code == 201
+    everyone = c.get("/api/searches", params={"limit": 1000}, headers=AUTH).json()
+    for s in everyone:  # the summary's flag is the stored result's
+        stored = c.get(f"/api/searches/{s['id']}", headers=AUTH).json()["result"]["results"][0]["faces"][0]
+        assert s["ambiguous"] == stored["ambiguous"], s["id"]
+
+    def listed(**filters) -> list[int]:
+        r = c.get("/api/searches", params={"limit": 1000, **filters}, headers=AUTH)
+        assert r.status_code == 200, r.text
+        return [s["id"] for s in r.json()]
+
+    awaiting = [s["id"] for s in everyone if s["reviews"] == 0]
+    assert listed(reviewed="false") == awaiting and ids[1] not in awaiting and ids[2] in awaiting
+    assert listed(reviewed="true") == [s["id"] for s in everyone if s["reviews"]] and ids[4] in listed(reviewed=True)
+    assert listed(ambiguous="true") == [s["id"] for s in everyone if s["ambiguous"]] and ids[4] in listed(
+        ambiguous="true")
+    assert listed(ambiguous="false") == [s["id"] for s in everyone if not s["ambiguous"]]
+    assert listed(reviewed="true", ambiguous="true") == [s["id"] for s in everyone if s["reviews"] and s["ambiguous"]]
+    assert listed(reviewed="false", before=ids[3]) == [i for i in awaiting if i < ids[3]]
+    pages, url = [], "/api/searches?reviewed=false&limit=1"  # each page's Link keeps the filter
+    while url:
+        r = c.get(url, headers=AUTH)
+        pages.append([s["id"] for s in r.json()])
+        url = r.links.get("next", {}).get("url")
+        assert url is None or ("reviewed=false" in url and url.startswith("/api/searches?"))
+    assert [i for p in pages for i in p] == awaiting
+    for name in ("reviewed", "ambiguous"):  # the service checks them too, with the same codes
+        with pytest.raises(ServiceError) as refused:
+            served.service.list_searches(**{name: "false"})
+        assert (refused.value.status, refused.value.code) == (422, f"bad_{name}")
+    parameters = {p["name"]: p for p in c.get("/openapi.json").json()["paths"]["/api/searches"]["get"]["parameters"]}
+    for name in ("reviewed", "ambiguous"):
+        assert parameters[name]["in"] == "query" and not parameters[name].get("required")
+        assert {"type": "boolean"} in parameters[name]["schema"]["anyOf"] and parameters[name]["description"]
+
+
 def test_created_answers_say_where_the_result_is(served, orl_dir: Path):
     """A 201 carries a relative Location (there had been none): a created subject's address; after an enrolment, the
     subject's (its images are listed there); after a verdict, the search's (its reviews are listed there)."""
@@ -758,18 +815,21 @@ def test_serve_refuses_to_start_without_a_token(tmp_path: Path, capsys, monkeypa
 
 OLD_PROVENANCE = "ALTER TABLE searches DROP COLUMN recorded_by; ALTER TABLE reviews DROP COLUMN recorded_by;"
 OLD_PROBES = "DROP INDEX searches_probe;"
+OLD_SEARCHES = "DROP INDEX searches_ambiguous; ALTER TABLE searches DROP COLUMN ambiguous;"
 
 
 @pytest.mark.parametrize("version,drop", [(1, "DROP TABLE tokens; DROP TABLE sessions; DROP TABLE changes;"),
                                           (2, "DROP TABLE sessions; DROP TABLE changes;"), (3, "DROP TABLE changes;"),
-                                          (4, ""), (5, ""), (6, "")])
+                                          (4, ""), (5, ""), (6, ""), (7, "")])
 def test_old_schema_is_migrated_and_newer_refused(tmp_path: Path, version: int, drop: str):
     db = tmp_path / "g.sqlite"
     Gallery.create(db, matcher=FAST_MATCHER).close()
     con = sqlite3.connect(db)
     derived = "DROP TABLE derived;" if version < 5 else ""
     provenance = OLD_PROVENANCE if version < 6 else ""
-    con.executescript(f"{drop} {derived} {provenance} {OLD_PROBES} UPDATE state SET schema_version = {version};")
+    probes = OLD_PROBES if version < 7 else ""
+    con.executescript(f"{drop} {derived} {provenance} {probes} {OLD_SEARCHES} "
+                      f"UPDATE state SET schema_version = {version};")
     con.close()
     service = Service(str(db), data_dir=tmp_path / "images", engines=1)  # migrates to the current version
     try:

@@ -691,3 +691,87 @@ def test_text_colours_meet_wcag_aa_contrast():
                 pairs = []
             low += [f"{sel}: {fg} on {b} {contrast(fg, b):.2f}" for fg, b in pairs if contrast(fg, b) < 4.5]
     assert low == []
+
+
+# --- the review queue ------------------------------------------------------------------------------------------
+def queue_links(html: str) -> dict[str, str]:
+    """The review page's queue navigation: its landmark's links by their text (and its plain text under "text")."""
+    navs = [n for n in parse_html(html).find_all("nav") if n.attrs.get("aria-label") == "Searches to review"]
+    assert len(navs) == 1
+    return {**{a.text(): a.attrs["href"] for a in navs[0].find_all("a")}, "text": navs[0].text()}
+
+
+def test_the_review_queue_on_the_pages(orl_dir: Path, tmp_path: Path, db: str, monkeypatch):
+    """The search list filters by "Awaiting review" / "With a verdict" and "Ambiguous only" and keeps the filters in
+    its pager's links; each review page has Previous (older), Next (newer) and "Next awaiting review" (the nearest
+    older search without a verdict, or "none left") in a labelled nav landmark; after a verdict that link moves on."""
+    from lookalike.service import pages
+
+    Gallery.create(db, matcher=FAST_MATCHER).close()
+    service = Service(db, data_dir=tmp_path / "images", engines=1)
+    try:
+        for p in (1, 2, 3):
+            service.add_images(f"s{p}", [Upload("1.pgm", orl_bytes(orl_dir, p, 1))], create=True)
+        a, b, c, d = (service.identify(Upload(f"{p}.pgm", orl_bytes(orl_dir, p, 6)), top=2)["results"][0]["faces"][0]
+                      ["search_id"] for p in (1, 2, 3, 1))
+        first = service.store.get_search(a, with_probe=True)  # search a stored again, ambiguous: e
+        result = {**first.result, "results": [{**first.result["results"][0], "faces": [
+            {**first.result["results"][0]["faces"][0], "ambiguous": True}]}]}
+        e = service.store.add_search(first.probe, first.probe_sha1, result)
+        client = TestClient(create_app(service, TokenChecker(TOKEN)), follow_redirects=False)
+        csrf = login(client)
+
+        def verdict(sid: int) -> None:
+            top = service.get_search(sid)["result"]["results"][0]["faces"][0]["candidates"][0]["subject"]
+            r = client.post(f"/review/{sid}", data={"subject": top, "verdict": "non-match", "reviewer": "Examiner Q",
+                                                    "csrf": csrf})
+            assert r.status_code == 303 and r.headers["location"] == f"/review/{sid}"
+
+        r = client.get("/?reviewed=true")
+        assert "No searches with a verdict. " in r.text and '<a href="/">All searches</a>' in r.text
+        verdict(c)
+        links = queue_links(client.get(f"/review/{b}").text)
+        assert links[f"Previous: #{a} (older)"] == f"/review/{a}" and links[f"Next: #{c} (newer)"] == f"/review/{c}"
+        assert links[f"Next awaiting review: #{a}"] == f"/review/{a}"
+        assert queue_links(client.get(f"/review/{d}").text)[f"Next awaiting review: #{b}"] == f"/review/{b}"  # not c
+        oldest = queue_links(client.get(f"/review/{a}").text)
+        assert "Previous: none" in oldest["text"] and oldest[f"Next: #{b} (newer)"] == f"/review/{b}"
+        assert "Next awaiting review: none left" in oldest["text"] and "all searches awaiting review" in oldest
+        assert oldest["all searches awaiting review"] == "/?reviewed=false"
+        newest = queue_links(client.get(f"/review/{e}").text)
+        assert "Next: none" in newest["text"] and newest[f"Next awaiting review: #{d}"] == f"/review/{d}"
+        verdict(b)  # after a verdict: the confirmation, and the link on to the next search awaiting review
+        page = client.get(f"/review/{b}").text
+        assert "Recorded:" in page and queue_links(page)[f"Next awaiting review: #{a}"] == f"/review/{a}"
+        assert accessibility_problems(page) == []
+
+        def listed(url: str) -> list[int]:
+            r = client.get(url)
+            assert r.status_code == 200, url
+            return [int(i) for i in re.findall(r'<td><a href="/review/(\d+)"[^>]*>#', r.text)]
+
+        assert listed("/") == listed("/?reviewed=") == [e, d, c, b, a]
+        assert listed("/?reviewed=false") == [e, d, a] and listed("/?reviewed=true") == [c, b]
+        ambiguous = [s["id"] for s in service.list_searches() if s["ambiguous"]]  # e, and any ORL's own
+        assert e in ambiguous and listed("/?ambiguous=true") == ambiguous
+        assert listed("/?reviewed=false&ambiguous=true") == [i for i in ambiguous if i in (e, d, a)]
+        assert f"No searches with a verdict older than #{b}." in client.get(f"/?reviewed=true&before={b}").text
+        html = client.get("/?reviewed=false&ambiguous=true").text
+        assert 'value="false" checked> Awaiting review' in html and 'value="true" checked> Ambiguous only' in html
+        assert accessibility_problems(html) == []
+        monkeypatch.setattr(pages, "SEARCH_LIST_PAGE", 1)  # the pager keeps the filter, both ways
+        seen, url = [], "/?reviewed=false"
+        while url:
+            html = client.get(url).text
+            seen += listed(url)
+            older = re.search(r'<a href="([^"]+)" rel="next">Older searches awaiting review</a>', html)
+            url = older.group(1).replace("&amp;", "&") if older else None
+            assert url is None or "reviewed=false" in url
+            if seen[-1] != e:
+                assert '<a href="/?reviewed=false">Newest searches awaiting review</a>' in html
+        assert seen == [e, d, a]
+        assert "No searches awaiting review older than" in client.get(f"/?reviewed=false&before={a}").text
+        for bad in ("maybe", "2"):
+            assert client.get(f"/?reviewed={bad}").status_code == 404
+    finally:
+        service.close()

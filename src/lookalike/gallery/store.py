@@ -20,9 +20,22 @@ import numpy as np
 # 5: ``derived`` (values computed from the vectors and kept for later processes: identify's calibrations).
 # 6: ``recorded_by`` on searches and reviews (which API token ran or recorded them).
 # 7: an index of searches by probe photo (its bytes kept once).
-SCHEMA_VERSION = 7
+# 8: ``ambiguous`` on searches, indexed (the review queue lists the ambiguous ones without reading every result).
+SCHEMA_VERSION = 8
 
 VERDICTS = ("match", "non-match", "inconclusive")
+
+
+def search_face(result: dict) -> dict:
+    """The searched face of a stored search's result (an identify document of one face; {} when it has none)."""
+    faces = [f for r in result.get("results", []) for f in r.get("faces", [])]
+    return faces[0] if faces else {}
+
+
+def is_ambiguous(result: dict) -> bool:
+    """Whether a stored search's face is ambiguous: its top candidate has a lookalike among its candidates (the
+    identify document's ``ambiguous``)."""
+    return bool(search_face(result).get("ambiguous", False))
 
 
 class StoreError(ValueError):
@@ -115,6 +128,7 @@ class SearchRecord:
     result: dict
     probe: bytes | None = None
     recorded_by: str = ""  # the API token that ran it ("3", or "env:..." for LOOKALIKE_TOKEN); "" before schema 6
+    ambiguous: bool = False  # :func:`is_ambiguous` of its result, stored with it (schema 8)
 
 
 @dataclass
@@ -284,8 +298,16 @@ class GalleryStore(ABC):
     def get_search(self, search_id: int, with_probe: bool = False) -> SearchRecord | None: ...
 
     @abstractmethod
-    def list_searches(self, limit: int = 100, before: int | None = None) -> list[SearchRecord]:
-        """The latest searches first (without probe bytes); ``before``: only those with a smaller id."""
+    def list_searches(self, limit: int = 100, before: int | None = None, reviewed: bool | None = None,
+                      ambiguous: bool | None = None) -> list[SearchRecord]:
+        """The latest searches first (without probe bytes); ``before``: only those with a smaller id; ``reviewed``:
+        only those with (True) or without (False) a review; ``ambiguous``: only those whose :func:`is_ambiguous` is
+        that (None: either)."""
+
+    @abstractmethod
+    def adjacent_search(self, search_id: int, newer: bool = False, reviewed: bool | None = None) -> int | None:
+        """The id of the nearest search older than ``search_id`` (``newer``: newer), only those with (``reviewed``
+        True) or without (False) a review; None when there is none."""
 
     @abstractmethod
     def add_review(self, search_id: int, subject: str, verdict: str, reviewer: str, note: str = "",

@@ -29,6 +29,7 @@ from lookalike.service.schemas import (
     NO_FACE,
     PHOTO,
     PNG,
+    QUEUE,
     SEARCH,
     STORED,
     UNKNOWN_IMAGE,
@@ -220,13 +221,23 @@ async def identify_many(request: Request, caller: Caller,
     return await run_in_threadpool(service(request).identify_many, uploads, mode, top, fpir, precropped, caller)
 
 
-@router.get("/searches", dependencies=[Depends(require_token)], summary="the latest searches, newest first",
-            **answers(list[SearchSummary], GUARDED, INVALID))
+@router.get("/searches", dependencies=[Depends(require_token)],
+            summary="the latest searches, newest first, a page at a time (?limit=, default 100; ?before=: ids below "
+                    "it; ?reviewed=, ?ambiguous=: only those; a full page carries a Link: <...>; rel=\"next\" "
+                    "header for the next one, with the same filters)",
+            **answers(list[SearchSummary], GUARDED, INVALID, QUEUE))
 def list_searches(request: Request, response: Response, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-                  before: Annotated[int | None, Query(ge=1, le=2**62)] = None) -> list[dict]:
-    page = service(request).list_searches(limit, before)
+                  before: Annotated[int | None, Query(ge=1, le=2**62)] = None,
+                  reviewed: Annotated[bool | None, Query(description=(
+                      "true: only searches with a verdict recorded (any verdict on any candidate); false: only those "
+                      "awaiting review (no verdict); left out: both (422 bad_reviewed otherwise)"))] = None,
+                  ambiguous: Annotated[bool | None, Query(description=(
+                      "true: only searches whose top candidate has a lookalike among the candidates (the summary's "
+                      "`ambiguous`); false: only those without; left out: both (422 bad_ambiguous otherwise)"))] = None,
+                  ) -> list[dict]:
+    page = service(request).list_searches(limit, before, reviewed, ambiguous)
     if len(page) == limit:  # there may be older ones: the next page starts before this one's last (oldest) id
-        _link_next(request, response, before=page[-1]["id"], limit=limit)
+        _link_next(request, response, before=page[-1]["id"], limit=limit)  # the filters kept, as the client sent them
     return page
 
 

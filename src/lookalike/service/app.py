@@ -34,11 +34,12 @@ PAGE_MESSAGES = {400: "The form could not be read (a field far too long, or not 
                  405: "That page cannot be used that way: go back and use its form or links."}
 NO_PHOTO = "No photo was chosen: choose a photo file and send the form again."
 
-# error.code of a body or form field FastAPI refuses (missing, wrong type, out of range): the code the service gives
-# when it refuses that field itself, so a field has one code whichever layer checked it (others: invalid_request)
+# error.code of a body or form field, or a query parameter, FastAPI refuses (missing, wrong type, out of range): the
+# code the service gives when it refuses that field itself, so a field has one code whichever layer checked it
+# (others: invalid_request)
 FIELD_CODES = {"name": "bad_name", "verdict": "bad_verdict", "reviewer": "bad_reviewer", "note": "bad_note",
                "subject": "not_a_candidate", "top": "bad_top", "fpir": "bad_fpir", "mode": "bad_mode",
-               "files": "no_files"}
+               "files": "no_files", "reviewed": "bad_reviewed", "ambiguous": "bad_ambiguous"}
 
 
 def unavailable_message(db: str) -> str:
@@ -57,10 +58,11 @@ def _validation_message(exc: RequestValidationError) -> str:
 
 
 def _validation_code(exc: RequestValidationError) -> str:
-    """The error code of a refused request: that of its first problem's body field (:data:`FIELD_CODES`), else
-    ``invalid_request`` (a parameter, a path's id, a body that is not a JSON object)."""
+    """The error code of a refused request: that of its first problem's body field or query parameter
+    (:data:`FIELD_CODES`), else ``invalid_request`` (another parameter, a path's id, a body that is not a JSON
+    object)."""
     loc = tuple(exc.errors()[0].get("loc", ())) if exc.errors() else ()
-    field = loc[1] if len(loc) > 1 and loc[0] == "body" else None
+    field = loc[1] if len(loc) > 1 and loc[0] in ("body", "query") else None
     return FIELD_CODES.get(field, "invalid_request") if isinstance(field, str) else "invalid_request"
 
 

@@ -32,7 +32,14 @@ from lookalike.data.images import MAX_PIXELS, ImageError, decode_image, degrade,
 from lookalike.data.names import ALIKE, code_points, lookalikes, mixed_scripts, plain_form, shown
 from lookalike.data.screen import is_utf8
 from lookalike.gallery import Gallery, display_db, is_postgres_url, open_store
-from lookalike.gallery.store import VERDICTS, GalleryStore, NoGalleryError, StoreError, SubjectExistsError
+from lookalike.gallery.store import (
+    VERDICTS,
+    GalleryStore,
+    NoGalleryError,
+    StoreError,
+    SubjectExistsError,
+    search_face,
+)
 from lookalike.identify import Identifier, prepare_gallery, result_document, searches_templates
 from lookalike.matchers.cache import EmbeddingCache
 from lookalike.model import LookalikeModel, check_model_fits_db
@@ -546,13 +553,27 @@ class Service:
                 face["search_id"] = e.gallery.store.add_search(upload.data, sha1, one, recorded_by)
 
     # --- searches and reviews --------------------------------------------------------------------------
-    def list_searches(self, limit: int = 100, before: int | None = None) -> list[dict]:
+    def list_searches(self, limit: int = 100, before: int | None = None, reviewed: bool | None = None,
+                      ambiguous: bool | None = None) -> list[dict]:
         """Summaries of the latest ``limit`` searches, newest first; ``before``: only those with a smaller id (the
-        next page starts before the last id of the previous one)."""
+        next page starts before the last id of the previous one); ``reviewed``: only those with (True) or without
+        (False) a verdict; ``ambiguous``: only those whose summary's ``ambiguous`` is that (None: either; anything
+        but a bool: a 422 ``bad_reviewed`` or ``bad_ambiguous``)."""
+        for name, value in (("reviewed", reviewed), ("ambiguous", ambiguous)):
+            if value is not None and not isinstance(value, bool):
+                raise ServiceError(422, f"bad_{name}", f"{name} must be true or false (or left out: either)")
         with self.engine() as e:
-            records = e.gallery.store.list_searches(limit, before)
+            records = e.gallery.store.list_searches(limit, before, reviewed, ambiguous)
             counts = {r.id: len(e.gallery.store.list_reviews(r.id)) for r in records}
         return [_search_summary(r, counts[r.id]) for r in records]
+
+    def search_neighbours(self, search_id: int) -> dict[str, int | None]:
+        """The ids of the searches next to ``search_id`` (None where there is none): ``older`` and ``newer``, and
+        ``awaiting``: the nearest older one without a verdict (the review queue's next)."""
+        with self.engine() as e:
+            adjacent = e.gallery.store.adjacent_search
+            return {"older": adjacent(search_id), "newer": adjacent(search_id, newer=True),
+                    "awaiting": adjacent(search_id, reviewed=False)}
 
     def get_search(self, search_id: int) -> dict:
         with self.engine() as e:
@@ -675,18 +696,12 @@ def _public_face(face: dict) -> dict:
                                    for c in face["candidates"]]}
 
 
-def search_face(result: dict) -> dict:
-    """The searched face of a stored search's result ({} when it has none)."""
-    faces = [f for r in result.get("results", []) for f in r.get("faces", [])]
-    return faces[0] if faces else {}
-
-
 def _search_summary(rec, n_reviews: int) -> dict:
     face = search_face(rec.result)
     photo = (rec.result.get("results") or [{}])[0].get("photo", "")
     cands = face.get("candidates", [])
     return {"id": rec.id, "created": rec.created, "photo": photo, "face": face.get("index"),
-            "top_subject": cands[0]["subject"] if cands else None, "ambiguous": face.get("ambiguous", False),
+            "top_subject": cands[0]["subject"] if cands else None, "ambiguous": rec.ambiguous,
             "decision": face.get("decision"), "candidates": len(cands), "reviews": n_reviews,
             "ranked_by": ranked_by(rec.result, face)}
 

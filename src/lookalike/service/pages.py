@@ -187,13 +187,41 @@ def logout(request: Request, csrf: Annotated[str, Form()] = ""):
 SEARCH_LIST_PAGE = 200  # searches the search list shows at a time, newest first
 
 
+def either_if_blank(value: object) -> object:
+    """A filter of the search list as its form sends it: blank (the "All" choice) is no filter."""
+    return None if value == "" else value
+
+
+# a filter of the search list: true, false (as the API reads them), or blank or left out: either
+Filter = Annotated[bool | None, BeforeValidator(either_if_blank), Query()]
+
+
+def search_list_address(before: int | None = None, reviewed: bool | None = None,
+                        ambiguous: bool | None = None) -> str:
+    """The search list's address with its filters and ``before`` cursor (those given)."""
+    query = {k: str(v).lower() if isinstance(v, bool) else v
+             for k, v in (("reviewed", reviewed), ("ambiguous", ambiguous), ("before", before)) if v is not None}
+    return f"/?{urlencode(query)}" if query else "/"
+
+
+def shown_searches(reviewed: bool | None, ambiguous: bool | None) -> str:
+    """What the search list shows, in words: ``searches``, ``ambiguous searches awaiting review``, ..."""
+    kind = {True: "ambiguous ", False: "unambiguous ", None: ""}[ambiguous]
+    return f"{kind}searches" + {True: " with a verdict", False: " awaiting review", None: ""}[reviewed]
+
+
 @router.get("/", response_class=HTMLResponse)
-def search_list(request: Request, session: LoggedIn, before: Annotated[PathId | None, Query()] = None):
+def search_list(request: Request, session: LoggedIn, before: Annotated[PathId | None, Query()] = None,
+                reviewed: Filter = None, ambiguous: Filter = None):
     """The searches, newest first, a page at a time; ``before``: those older than that search id (the API's
-    cursor: a full page links to the next, from its oldest search's id)."""
-    searches = service(request).list_searches(SEARCH_LIST_PAGE, before)
+    cursor: a full page links to the next, from its oldest search's id); ``reviewed``, ``ambiguous``: only those
+    (the API's filters), kept in the page's links."""
+    searches = service(request).list_searches(SEARCH_LIST_PAGE, before, reviewed, ambiguous)
     older = searches[-1]["id"] if len(searches) == SEARCH_LIST_PAGE else None
-    return render(request, "searches.html", session, searches=searches, before=before, older=older)
+    return render(request, "searches.html", session, searches=searches, before=before, reviewed=reviewed,
+                  ambiguous=ambiguous, filtered=reviewed is not None or ambiguous is not None,
+                  shown=shown_searches(reviewed, ambiguous), newest=search_list_address(None, reviewed, ambiguous),
+                  older=older and search_list_address(older, reviewed, ambiguous))
 
 
 @router.get("/review/{search_id}", response_class=HTMLResponse)
@@ -209,10 +237,12 @@ def review_page(request: Request, session: Session, search_id: int, status: int 
     except ServiceError as e:
         return render(request, "error.html", session, e.status, message=e.message)
     view = search_view(search)
+    queue = service(request).search_neighbours(search_id)
     refused = refused or {}
     on_a_card = any(c["subject"] == refused.get("subject") for c in view["face"]["candidates"])
     return render(request, "review.html", session, status, verdicts=VERDICTS, refused=refused,
-                  error="" if on_a_card else refused.get("error", ""), **view)
+                  error="" if on_a_card else refused.get("error", ""), queue=queue,
+                  awaiting_list=search_list_address(reviewed=False), **view)
 
 
 def token_label(which: str) -> str:

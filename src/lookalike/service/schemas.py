@@ -75,6 +75,8 @@ CODES = {
     "image_file_missing": "the enrolled image's file is missing or unreadable on the server",
     "image_file_changed": "the enrolled image's file has changed since it was enrolled",
     "unknown_search": "no such search",
+    "bad_reviewed": "reviewed is not true or false",
+    "bad_ambiguous": "ambiguous is not true or false",
     "bad_verdict": f"verdict is missing or not one of {', '.join(VERDICTS)}",
     "bad_reviewer": f"a reviewer name of 1-{MAX_NAME} printable characters is needed",
     "bad_note": f"a note is text (or null) of at most {MAX_NOTE} characters (UTF-8, no NUL)",
@@ -96,6 +98,7 @@ FILES: ErrorTable = {413: ("too_many_files",), 422: ("no_files",)}  # photos in 
 UNKNOWN_SUBJECT: ErrorTable = {404: ("unknown_subject",)}
 UNKNOWN_IMAGE: ErrorTable = {404: ("unknown_image",)}
 UNKNOWN_SEARCH: ErrorTable = {404: ("unknown_search",)}
+QUEUE: ErrorTable = {422: ("bad_reviewed", "bad_ambiguous")}  # the search list's filters
 IMAGE_FILE: ErrorTable = {404: ("image_file_missing",), 409: ("image_file_changed",)}  # an enrolled file shown
 NO_FACE: ErrorTable = {404: ("no_face",)}  # an aligned face drawn
 
