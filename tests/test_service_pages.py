@@ -703,7 +703,7 @@ def queue_links(html: str) -> dict[str, str]:
 
 def test_the_review_queue_on_the_pages(orl_dir: Path, tmp_path: Path, db: str, monkeypatch):
     """The search list filters by "Awaiting review" / "With a verdict" and "Ambiguous only" and keeps the filters in
-    its pager's links; each review page has Previous (older), Next (newer) and "Next awaiting review" (the nearest
+    its pager's links; each review page has Newer, Older (in the list's order) and "Next awaiting review" (the nearest
     older search without a verdict, or "none left") in a labelled nav landmark; after a verdict that link moves on."""
     from lookalike.service import pages
 
@@ -731,18 +731,19 @@ def test_the_review_queue_on_the_pages(orl_dir: Path, tmp_path: Path, db: str, m
         assert "No searches with a verdict. " in r.text and '<a href="/">All searches</a>' in r.text
         verdict(c)
         links = queue_links(client.get(f"/review/{b}").text)
-        assert links[f"Previous: #{a} (older)"] == f"/review/{a}" and links[f"Next: #{c} (newer)"] == f"/review/{c}"
-        assert links[f"Next awaiting review: #{a}"] == f"/review/{a}"
-        assert queue_links(client.get(f"/review/{d}").text)[f"Next awaiting review: #{b}"] == f"/review/{b}"  # not c
+        assert links[f"Older: #{a}"] == f"/review/{a}" and links[f"Newer: #{c}"] == f"/review/{c}"
+        assert links[f"Next awaiting review (older): #{a}"] == f"/review/{a}"
+        after_d = queue_links(client.get(f"/review/{d}").text)
+        assert after_d[f"Next awaiting review (older): #{b}"] == f"/review/{b}"  # not c
         oldest = queue_links(client.get(f"/review/{a}").text)
-        assert "Previous: none" in oldest["text"] and oldest[f"Next: #{b} (newer)"] == f"/review/{b}"
+        assert "Older: none" in oldest["text"] and oldest[f"Newer: #{b}"] == f"/review/{b}"
         assert "Next awaiting review: none left" in oldest["text"] and "all searches awaiting review" in oldest
         assert oldest["all searches awaiting review"] == "/?reviewed=false"
         newest = queue_links(client.get(f"/review/{e}").text)
-        assert "Next: none" in newest["text"] and newest[f"Next awaiting review: #{d}"] == f"/review/{d}"
+        assert "Newer: none" in newest["text"] and newest[f"Next awaiting review (older): #{d}"] == f"/review/{d}"
         verdict(b)  # after a verdict: the confirmation, and the link on to the next search awaiting review
         page = client.get(f"/review/{b}").text
-        assert "Recorded:" in page and queue_links(page)[f"Next awaiting review: #{a}"] == f"/review/{a}"
+        assert "Recorded:" in page and queue_links(page)[f"Next awaiting review (older): #{a}"] == f"/review/{a}"
         assert accessibility_problems(page) == []
 
         def listed(url: str) -> list[int]:
