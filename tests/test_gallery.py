@@ -454,10 +454,13 @@ def test_a_schema_2_gallery_gets_its_sessions_changes_and_derived_tables(db: str
         s._exec("ALTER TABLE searches DROP COLUMN recorded_by")
         s._exec("ALTER TABLE reviews DROP COLUMN recorded_by")
         s._exec("DROP INDEX searches_probe")
+        s._exec("DROP INDEX subjects_lookalike_key")
+        s._exec("ALTER TABLE subjects DROP COLUMN lookalike_key")
+        s._exec("ALTER TABLE state DROP COLUMN key_version")
         s._exec("UPDATE state SET schema_version = 2")
         gen = s.generation()
     with open_store(db) as s:  # migrated on opening
-        assert s.schema_version() == gallery_store.SCHEMA_VERSION == 7
+        assert s.schema_version() == gallery_store.SCHEMA_VERSION == 8
         sid = s.add_search(None, "x" * 40, {"results": []}, recorded_by="3")
         s.add_review(sid, "ann", "match", "Examiner A", recorded_by="env:abc")
         assert s.get_search(sid).recorded_by == "3" and s.list_reviews(sid)[0].recorded_by == "env:abc"

@@ -758,18 +758,21 @@ def test_serve_refuses_to_start_without_a_token(tmp_path: Path, capsys, monkeypa
 
 OLD_PROVENANCE = "ALTER TABLE searches DROP COLUMN recorded_by; ALTER TABLE reviews DROP COLUMN recorded_by;"
 OLD_PROBES = "DROP INDEX searches_probe;"
+OLD_KEYS = ("DROP INDEX subjects_lookalike_key; ALTER TABLE subjects DROP COLUMN lookalike_key; "
+            "ALTER TABLE state DROP COLUMN key_version;")
 
 
 @pytest.mark.parametrize("version,drop", [(1, "DROP TABLE tokens; DROP TABLE sessions; DROP TABLE changes;"),
                                           (2, "DROP TABLE sessions; DROP TABLE changes;"), (3, "DROP TABLE changes;"),
-                                          (4, ""), (5, ""), (6, "")])
+                                          (4, ""), (5, ""), (6, ""), (7, "")])
 def test_old_schema_is_migrated_and_newer_refused(tmp_path: Path, version: int, drop: str):
     db = tmp_path / "g.sqlite"
     Gallery.create(db, matcher=FAST_MATCHER).close()
     con = sqlite3.connect(db)
     derived = "DROP TABLE derived;" if version < 5 else ""
     provenance = OLD_PROVENANCE if version < 6 else ""
-    con.executescript(f"{drop} {derived} {provenance} {OLD_PROBES} UPDATE state SET schema_version = {version};")
+    probes = OLD_PROBES if version < 7 else ""
+    con.executescript(f"{drop} {derived} {provenance} {probes} {OLD_KEYS} UPDATE state SET schema_version = {version};")
     con.close()
     service = Service(str(db), data_dir=tmp_path / "images", engines=1)  # migrates to the current version
     try:

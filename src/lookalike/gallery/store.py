@@ -9,6 +9,7 @@ change to the gallery and leaves ``generation`` alone (otherwise every search wo
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,7 +21,9 @@ import numpy as np
 # 5: ``derived`` (values computed from the vectors and kept for later processes: identify's calibrations).
 # 6: ``recorded_by`` on searches and reviews (which API token ran or recorded them).
 # 7: an index of searches by probe photo (its bytes kept once).
-SCHEMA_VERSION = 7
+# 8: each subject's ``lookalike_key``, indexed, and the key's version (``state.key_version``; the keys recomputed on
+#    open when :data:`lookalike.data.names.KEY_VERSION` differs).
+SCHEMA_VERSION = 8
 
 VERDICTS = ("match", "non-match", "inconclusive")
 
@@ -225,6 +228,11 @@ class GalleryStore(ABC):
     @abstractmethod
     def subject_names(self) -> list[str]:
         """The names of the subjects not removed, sorted as :meth:`list_subjects` sorts them (no image counts)."""
+
+    @abstractmethod
+    def subject_names_by_key(self, keys: Iterable[str]) -> list[str]:
+        """The names of the subjects not removed whose :func:`~lookalike.data.names.lookalike_key` is one of
+        ``keys``, sorted (by the stored keys' index: no listing)."""
 
     @abstractmethod
     def count_subjects(self) -> dict[str, int]:
