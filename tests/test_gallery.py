@@ -456,10 +456,13 @@ def test_a_schema_2_gallery_gets_its_sessions_changes_and_derived_tables(db: str
         s._exec("DROP INDEX searches_probe")
         s._exec("DROP INDEX searches_ambiguous")
         s._exec("ALTER TABLE searches DROP COLUMN ambiguous")
+        s._exec("DROP INDEX subjects_lookalike_key")
+        s._exec("ALTER TABLE subjects DROP COLUMN lookalike_key")
+        s._exec("ALTER TABLE state DROP COLUMN key_version")
         s._exec("UPDATE state SET schema_version = 2")
         gen = s.generation()
     with open_store(db) as s:  # migrated on opening
-        assert s.schema_version() == gallery_store.SCHEMA_VERSION == 8
+        assert s.schema_version() == gallery_store.SCHEMA_VERSION == 9
         sid = s.add_search(None, "x" * 40, {"results": []}, recorded_by="3")
         s.add_review(sid, "ann", "match", "Examiner A", recorded_by="env:abc")
         assert s.get_search(sid).recorded_by == "3" and s.list_reviews(sid)[0].recorded_by == "env:abc"
@@ -540,10 +543,13 @@ def test_a_schema_7_gallery_gets_its_searches_marked_ambiguous(db: str) -> None:
         ids = [s.add_search(None, f"{i:040d}", _one_face(a)) for i, a in enumerate(flags)]
         s._exec("DROP INDEX searches_ambiguous")
         s._exec("ALTER TABLE searches DROP COLUMN ambiguous")
+        s._exec("DROP INDEX subjects_lookalike_key")
+        s._exec("ALTER TABLE subjects DROP COLUMN lookalike_key")
+        s._exec("ALTER TABLE state DROP COLUMN key_version")
         s._exec("UPDATE state SET schema_version = 7")
         gen = s.generation()
     with open_store(db) as s:
-        assert s.schema_version() == gallery_store.SCHEMA_VERSION == 8 and s.generation() == gen
+        assert s.schema_version() == gallery_store.SCHEMA_VERSION == 9 and s.generation() == gen
         marked = [i for i, a in zip(ids, flags, strict=True) if a][::-1]
         assert [r.id for r in s.list_searches(limit=2000, ambiguous=True)] == marked
         assert s.get_search(ids[0]).ambiguous and not s.get_search(ids[1]).ambiguous

@@ -816,6 +816,8 @@ def test_serve_refuses_to_start_without_a_token(tmp_path: Path, capsys, monkeypa
 OLD_PROVENANCE = "ALTER TABLE searches DROP COLUMN recorded_by; ALTER TABLE reviews DROP COLUMN recorded_by;"
 OLD_PROBES = "DROP INDEX searches_probe;"
 OLD_SEARCHES = "DROP INDEX searches_ambiguous; ALTER TABLE searches DROP COLUMN ambiguous;"
+OLD_KEYS = ("DROP INDEX subjects_lookalike_key; ALTER TABLE subjects DROP COLUMN lookalike_key; "
+            "ALTER TABLE state DROP COLUMN key_version;")
 
 
 @pytest.mark.parametrize("version,drop", [(1, "DROP TABLE tokens; DROP TABLE sessions; DROP TABLE changes;"),
@@ -828,7 +830,7 @@ def test_old_schema_is_migrated_and_newer_refused(tmp_path: Path, version: int, 
     derived = "DROP TABLE derived;" if version < 5 else ""
     provenance = OLD_PROVENANCE if version < 6 else ""
     probes = OLD_PROBES if version < 7 else ""
-    con.executescript(f"{drop} {derived} {provenance} {probes} {OLD_SEARCHES} "
+    con.executescript(f"{drop} {derived} {provenance} {probes} {OLD_SEARCHES} {OLD_KEYS} "
                       f"UPDATE state SET schema_version = {version};")
     con.close()
     service = Service(str(db), data_dir=tmp_path / "images", engines=1)  # migrates to the current version

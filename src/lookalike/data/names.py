@@ -21,6 +21,10 @@ CONFUSABLES = str.maketrans({
     "τ": "t", "υ": "y", "χ": "x",
 })
 MAX_POINTS = 6  # code points named per name
+# The version of what :func:`lookalike_key` returns: galleries store each subject's key (indexed, to find a new name's
+# look-alikes without reading every name) with this number, and recompute the keys on open when it differs. Bump it
+# with any change to the key (the function, :data:`CONFUSABLES`).
+KEY_VERSION = 1
 ALIKE = "the same after NFKC, case folding and mapping Cyrillic and Greek letters that look Latin"  # lookalike_key
 
 

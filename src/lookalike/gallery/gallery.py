@@ -21,7 +21,7 @@ import stat
 import time
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +32,7 @@ from tqdm import tqdm
 from lookalike import __version__
 from lookalike.checks import check_int, check_paths, check_strings, check_vectors, non_unit_rows
 from lookalike.data.images import ImageError, decode_image
-from lookalike.data.names import name_warnings
+from lookalike.data.names import lookalike_key, name_warnings
 from lookalike.embed import embed_paths, preprocess_key, spawnable, worker_pool
 from lookalike.gallery import display_db, open_store
 from lookalike.gallery.store import (
@@ -333,6 +333,12 @@ class Gallery:
     def subjects(self) -> list[str]:
         """Names of the enrolled (not removed) subjects, sorted."""
         return self.store.subject_names()  # names only: 100,000 subjects in 0.2-0.3 s, where listing them took 0.6 s
+
+    def subjects_alike(self, names: Iterable[str]) -> list[str]:
+        """Names of the enrolled (not removed) subjects whose :func:`~lookalike.data.names.lookalike_key` one of
+        ``names`` has (the names themselves too, if enrolled), sorted: by the database's index of the keys, without
+        reading every name."""
+        return self.store.subject_names_by_key({lookalike_key(n) for n in names})
 
     def images(self, subject: str) -> list[ImageRecord]:
         """The stored images of one subject (skipped ones too, with their reason)."""
@@ -760,7 +766,7 @@ class Gallery:
             raise ValueError(f"the gallery was enrolled with {self.matcher_name!r} but matcher {self.matcher!r} "
                              f"is now {current!r}: create a new gallery")
         cache = cache if cache is not None else EmbeddingCache(None)
-        report = EnrollReport(name_warnings=name_warnings(subjects, self.subjects()))  # before they are enrolled
+        report = EnrollReport(name_warnings=name_warnings(subjects, self.subjects_alike(subjects)))  # before enrolling
         keys = [content_key(p) for p in tqdm(paths, desc="enroll: hash", disable=not progress, leave=False)]
         todo, enrolled, others = self._plan(paths, subjects, keys, report)
         bar = tqdm(total=len(todo), desc="enroll", unit="img", disable=not progress or not todo)

@@ -17,6 +17,7 @@ from lookalike.gallery.sql import SQLStore, _Rows
 from lookalike.gallery.store import StoreError
 
 OURS = ("schema", "vectors")  # the URL's lookalike parameters
+KEYS_A_STATEMENT = 50_000  # subjects' look-alike keys written by one statement (SQLStore._update_keys)
 
 
 def split_url(url: str) -> tuple[str, str | None, str | None]:
@@ -136,6 +137,12 @@ CREATE TRIGGER reviews_no_change BEFORE UPDATE OR DELETE ON reviews
             cur = run()  # a read on its own: asked again on a new connection
         rows = cur.fetchall() if cur.description is not None else []
         return _Rows(rows, cur.rowcount)
+
+    def _write_keys(self, keys: list[tuple[int, str]]) -> None:
+        for s in range(0, len(keys), KEYS_A_STATEMENT):  # arrays of pairs: one statement updates many rows
+            chunk = keys[s:s + KEYS_A_STATEMENT]
+            self._exec("UPDATE subjects SET lookalike_key = k.key FROM unnest(?::bigint[], ?::text[]) AS k(id, key) "
+                       "WHERE subjects.id = k.id", ([i for i, _ in chunk], [k for _, k in chunk]))
 
     @contextmanager
     def _outer_transaction(self, write: bool) -> Iterator[None]:

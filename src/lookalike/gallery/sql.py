@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 from abc import abstractmethod
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import numpy as np
 
+from lookalike.data.names import KEY_VERSION, lookalike_key
 from lookalike.gallery import store as _store
 from lookalike.gallery.store import (
     AddResult,
@@ -97,6 +98,16 @@ AMBIGUOUS = """ALTER TABLE searches ADD COLUMN ambiguous INTEGER NOT NULL DEFAUL
 CREATE INDEX searches_ambiguous ON searches (ambiguous, id);
 """
 
+# Each subject's lookalike_key (removed subjects' too), indexed: a new name's look-alikes are one indexed query, where
+# every live name had been read and keyed (2.3 s at 1,000,000 subjects: benchmarks/lookalike_check.py).
+# ``state.key_version`` is the KEY_VERSION the keys were computed by (0: not yet, a gallery migrated from schema 8);
+# opening recomputes them (SQLStore._update_keys, which also builds KEY_INDEX) when it differs.
+LOOKALIKE_KEYS = """ALTER TABLE subjects ADD COLUMN lookalike_key TEXT;
+ALTER TABLE state ADD COLUMN key_version INTEGER NOT NULL DEFAULT 0;
+"""
+KEY_INDEX = """CREATE INDEX subjects_lookalike_key ON subjects (lookalike_key);
+"""
+
 _CHUNK = 500
 
 
@@ -116,7 +127,7 @@ def _mark_ambiguous(store: SQLStore) -> None:
 # files beside a gallery) alone.
 MIGRATIONS: dict[int, list[str | Callable[[SQLStore], None]]] = {
     1: [TOKENS], 2: [SESSIONS], 3: [CHANGES], 4: [DERIVED], 5: [PROVENANCE], 6: [PROBE_INDEX],
-    7: [AMBIGUOUS, _mark_ambiguous]}
+    7: [AMBIGUOUS, _mark_ambiguous], 8: [LOOKALIKE_KEYS]}
 
 # A search with a verdict on it (in a query of ``searches``)
 _REVIEWED = "EXISTS (SELECT 1 FROM reviews r WHERE r.search_id = searches.id)"
@@ -157,12 +168,13 @@ class SQLStore(GalleryStore):
                                       f"PostgreSQL, name a schema of the gallery's own with ?schema=NAME)")
                 if create is False:
                     raise NoGalleryError(f"no gallery in {self.url} (create one with `lookalike enroll`)")
-                later = TOKENS + SESSIONS + CHANGES + DERIVED + PROVENANCE + PROBE_INDEX + AMBIGUOUS
+                later = (TOKENS + SESSIONS + CHANGES + DERIVED + PROVENANCE + PROBE_INDEX + AMBIGUOUS + LOOKALIKE_KEYS
+                         + KEY_INDEX)
                 schema = SCHEMA.replace("{TOKENS}", later).format(ID=self.ID, BLOB=self.BLOB)
                 for s in _statements(schema) + _statements(self.APPEND_ONLY):
                     self._exec(s)
-                self._exec("INSERT INTO state (id, schema_version, generation) VALUES (1, ?, 0)",
-                           (_store.SCHEMA_VERSION,))
+                self._exec("INSERT INTO state (id, schema_version, generation, key_version) VALUES (1, ?, 0, ?)",
+                           (_store.SCHEMA_VERSION, KEY_VERSION))
                 for k, v in (meta or {}).items():
                     self._exec("INSERT INTO meta (key, value) VALUES (?, ?)", (str(k), str(v)))
                 return
@@ -180,12 +192,31 @@ class SQLStore(GalleryStore):
                     for statement in _statements(s.format(ID=self.ID, BLOB=self.BLOB)):
                         self._exec(statement)
                 self._exec("UPDATE state SET schema_version = ? WHERE id = 1", (v + 1,))
+            self._update_keys()
+
+    def _update_keys(self) -> None:
+        """Recompute every subject's ``lookalike_key`` (:data:`LOOKALIKE_KEYS`) when they were computed by another
+        :data:`~lookalike.data.names.KEY_VERSION` (or not yet), in the opening transaction: the names read in one
+        query, the keys that differ written in one batch, then :data:`KEY_INDEX` built (a migration of 1,000,000
+        subjects on SQLite took 5.0 s so, 7.8 s with the index kept up to date). Nothing a search reads changes: the
+        generation stays."""
+        if self._exec("SELECT key_version FROM state WHERE id = 1").fetchone()[0] == KEY_VERSION:
+            return
+        rows = self._exec("SELECT id, name, lookalike_key FROM subjects").fetchall()
+        self._exec("DROP INDEX IF EXISTS subjects_lookalike_key")
+        self._write_keys([(sid, key) for sid, name, old in rows if (key := lookalike_key(name)) != old])
+        self._exec(KEY_INDEX.strip())
+        self._exec("UPDATE state SET key_version = ? WHERE id = 1", (KEY_VERSION,))
 
     _depth = 0  # open nested transactions (0: none)
 
     # --- dialect ---------------------------------------------------------------------------------------
     @abstractmethod
     def _exec(self, sql: str, params: tuple | list = ()): ...
+
+    @abstractmethod
+    def _write_keys(self, keys: list[tuple[int, str]]) -> None:
+        """Set the ``lookalike_key`` of subjects by id: (id, key) pairs, written as one batch."""
 
     @contextmanager
     def _transaction(self, write: bool = False) -> Iterator[None]:
@@ -269,8 +300,9 @@ class SQLStore(GalleryStore):
         """The subject's id, inserted (or restored, created again now) if needed; one statement inserts, so two
         writers naming the same new subject at once get the same row (the second waits for the first's commit), never
         a duplicate-key error. ``new``: :class:`SubjectExistsError` if it existed and was not removed."""
-        inserted = self._exec("INSERT INTO subjects (name, created) VALUES (?, ?) ON CONFLICT (name) DO NOTHING "
-                              "RETURNING id", (name, now())).fetchone()
+        inserted = self._exec("INSERT INTO subjects (name, created, lookalike_key) VALUES (?, ?, ?) "
+                              "ON CONFLICT (name) DO NOTHING RETURNING id",
+                              (name, now(), lookalike_key(name))).fetchone()
         if inserted is not None:
             return int(inserted[0])
         sid, removed = self._exec("SELECT id, removed FROM subjects WHERE name = ?", (name,)).fetchone()
@@ -320,6 +352,14 @@ class SQLStore(GalleryStore):
         with self._transaction():
             rows = self._exec("SELECT name FROM subjects WHERE removed IS NULL ORDER BY name").fetchall()
         return [r[0] for r in rows]
+
+    def subject_names_by_key(self, keys: Iterable[str]) -> list[str]:
+        names: list[str] = []
+        with self._transaction():
+            for chunk in _chunks(sorted(set(keys))):  # by the key's index, _CHUNK keys a query
+                names += [r[0] for r in self._exec("SELECT name FROM subjects WHERE removed IS NULL AND lookalike_key "
+                                                   f"IN ({','.join('?' * len(chunk))})", chunk).fetchall()]
+        return sorted(names)
 
     def count_subjects(self) -> dict[str, int]:
         with self._transaction():

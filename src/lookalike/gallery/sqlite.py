@@ -58,6 +58,9 @@ CREATE TRIGGER reviews_no_delete BEFORE DELETE ON reviews BEGIN SELECT RAISE(ABO
         rows = cur.fetchall() if cur.description is not None else []
         return _Rows(rows, cur.rowcount)
 
+    def _write_keys(self, keys: list[tuple[int, str]]) -> None:
+        self._db.executemany("UPDATE subjects SET lookalike_key = ? WHERE id = ?", [(k, i) for i, k in keys])
+
     @contextmanager
     def _outer_transaction(self, write: bool) -> Iterator[None]:
         self._db.execute("BEGIN IMMEDIATE" if write else "BEGIN")

@@ -9,6 +9,7 @@ change to the gallery and leaves ``generation`` alone (otherwise every search wo
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,7 +22,9 @@ import numpy as np
 # 6: ``recorded_by`` on searches and reviews (which API token ran or recorded them).
 # 7: an index of searches by probe photo (its bytes kept once).
 # 8: ``ambiguous`` on searches, indexed (the review queue lists the ambiguous ones without reading every result).
-SCHEMA_VERSION = 8
+# 9: each subject's ``lookalike_key``, indexed, and the key's version (``state.key_version``; the keys recomputed on
+#    open when :data:`lookalike.data.names.KEY_VERSION` differs).
+SCHEMA_VERSION = 9
 
 VERDICTS = ("match", "non-match", "inconclusive")
 
@@ -239,6 +242,11 @@ class GalleryStore(ABC):
     @abstractmethod
     def subject_names(self) -> list[str]:
         """The names of the subjects not removed, sorted as :meth:`list_subjects` sorts them (no image counts)."""
+
+    @abstractmethod
+    def subject_names_by_key(self, keys: Iterable[str]) -> list[str]:
+        """The names of the subjects not removed whose :func:`~lookalike.data.names.lookalike_key` is one of
+        ``keys``, sorted (by the stored keys' index: no listing)."""
 
     @abstractmethod
     def count_subjects(self) -> dict[str, int]:

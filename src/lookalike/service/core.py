@@ -315,7 +315,7 @@ class Service:
         s = e.gallery.store.get_subject(name)
         if s is not None and s.removed is None:  # photos added to it, or 409 subject_exists: not a new name
             return
-        alike = lookalikes(name, e.gallery.subjects())
+        alike = lookalikes(name, e.gallery.subjects_alike([name]))  # by the stored keys' index, not every name
         if alike:
             raise lookalike_refusal(name, alike)
 
