@@ -142,3 +142,17 @@ def test_enroll_gives_the_same_name_warnings_without_reading_every_name(db: str,
     with Gallery.open(db) as g:  # missing photos: skipped, so nothing is embedded
         report = g.enroll([f"/nonexistent/{i}.pgm" for i in range(len(new))], new, workers=1, progress=False)
     assert report.name_warnings == expected
+
+
+def test_names_that_differ_only_in_white_space_look_alike(db: str) -> None:
+    """A page shows "Ann  Smith" as "Ann Smith" (HTML collapses white space): their keys are one (KEY_VERSION 2);
+    a gallery whose keys were stored by version 1 gets them again on open, so the stored key finds the look-alike."""
+    assert lookalike_key("Ann  Smith") == lookalike_key(" ann\tsmith ") == lookalike_key("ANN SMITH") == "ann smith"
+    assert lookalike_key("Ann-Smith") != lookalike_key("Ann Smith")
+    Gallery.create(db, matcher=FAST_MATCHER).close()
+    with open_store(db) as s:
+        s.add_subject("Ann  Smith")
+        s._exec("UPDATE subjects SET lookalike_key = 'ann  smith'")  # as version 1 stored it
+        s._exec("UPDATE state SET key_version = 1")
+    with open_store(db) as s:
+        assert s.subject_names_by_key([lookalike_key("Ann Smith")]) == ["Ann  Smith"]

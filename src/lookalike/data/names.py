@@ -24,8 +24,9 @@ MAX_POINTS = 6  # code points named per name
 # The version of what :func:`lookalike_key` returns: galleries store each subject's key (indexed, to find a new name's
 # look-alikes without reading every name) with this number, and recompute the keys on open when it differs. Bump it
 # with any change to the key (the function, :data:`CONFUSABLES`).
-KEY_VERSION = 1
-ALIKE = "the same after NFKC, case folding and mapping Cyrillic and Greek letters that look Latin"  # lookalike_key
+KEY_VERSION = 2  # 2: runs of white space count as one space (a page shows "Ann  Smith" as "Ann Smith")
+ALIKE = ("the same after NFKC, case folding, white space runs taken as one space and mapping Cyrillic and Greek "
+         "letters that look Latin")  # lookalike_key
 
 
 def plain_form(name: str) -> str:
@@ -40,11 +41,14 @@ def mixed_scripts(name: str) -> list[str]:
 
 
 def lookalike_key(name: str) -> str:
-    """What ``name`` looks like: its NFKC form, case-folded, with :data:`CONFUSABLES` mapped to Latin letters.
-    Names with the same key are shown alike on a candidate list."""
+    """What ``name`` looks like: its NFKC form, case-folded, with :data:`CONFUSABLES` mapped to Latin letters and each
+    run of white space taken as one space (as a page shows it). Names with the same key are shown alike on a candidate
+    list."""
     if name.isascii():  # most names: NFKC leaves ASCII as it is and nothing is mapped (a gallery's million, fast)
-        return name.lower()
-    return plain_form(name).casefold().translate(CONFUSABLES)
+        key = name.lower()
+    else:
+        key = plain_form(name).casefold().translate(CONFUSABLES)
+    return " ".join(key.split())
 
 
 def code_points(name: str) -> str:
