@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
-from lookalike.gallery.store import GalleryStore, NoGalleryError, SchemaError, StoreError, VectorsMismatchError
+from lookalike.gallery.store import (
+    GalleryStore,
+    NoGalleryError,
+    SchemaError,
+    StoreBusyError,
+    StoreError,
+    VectorsMismatchError,
+)
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+BUSY_TIMEOUT = 60.0  # seconds a SQLite statement waits for another connection's write lock (sqlite3's busy timeout)
 
 
 def is_postgres_url(url_or_path: str) -> bool:
@@ -21,28 +29,33 @@ def display_db(url_or_path: str | object) -> str:
     return text
 
 
-def open_store(url_or_path: str, create: bool | None = None, meta: dict[str, str] | None = None) -> GalleryStore:
+def open_store(url_or_path: str, create: bool | None = None, meta: dict[str, str] | None = None,
+               busy_timeout: float | None = None) -> GalleryStore:
     """A store by URL scheme: ``postgresql://...`` for PostgreSQL, anything else is a SQLite file path.
 
     ``create`` True: the gallery must be new; False: it must exist; None: either. A new gallery gets ``meta``
-    in the transaction that creates it.
+    in the transaction that creates it. ``busy_timeout``: seconds a statement waits for a lock another connection
+    holds before it fails with :class:`StoreBusyError` (None: the backend's default, SQLite's
+    :data:`BUSY_TIMEOUT`, PostgreSQL's server setting, by default no limit).
     """
     url_or_path = str(url_or_path)
     if is_postgres_url(url_or_path):
         from lookalike.gallery.postgres import PostgresStore
 
-        return PostgresStore(url_or_path, create=create, meta=meta)
+        return PostgresStore(url_or_path, create=create, meta=meta, busy_timeout=busy_timeout)
     if "://" in url_or_path:
         from lookalike.gallery.postgres import redact
 
         raise StoreError(f"unsupported gallery URL {redact(url_or_path)!r}: use a SQLite file path or postgresql://...")
     from lookalike.gallery.sqlite import SQLiteStore
 
-    return SQLiteStore(url_or_path, create=create, meta=meta)
+    if busy_timeout is None:
+        return SQLiteStore(url_or_path, create=create, meta=meta)
+    return SQLiteStore(url_or_path, create=create, meta=meta, timeout=busy_timeout)
 
 
-__all__ = ["EnrollReport", "Gallery", "GalleryStore", "NoGalleryError", "SchemaError", "StoreError", "display_db",
-           "SubjectLists", "VectorsMismatchError", "VerifyReport", "open_store"]
+__all__ = ["EnrollReport", "Gallery", "GalleryStore", "NoGalleryError", "SchemaError", "StoreBusyError", "StoreError",
+           "display_db", "SubjectLists", "VectorsMismatchError", "VerifyReport", "open_store"]
 
 
 def __getattr__(name: str):

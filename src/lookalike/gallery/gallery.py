@@ -234,14 +234,15 @@ class Gallery:
         return cls._on(open_store(str(path_or_url), create=True, meta=meta))
 
     @classmethod
-    def open(cls, path_or_url: str | Path, index: str | None = None) -> Gallery:
+    def open(cls, path_or_url: str | Path, index: str | None = None, busy_timeout: float | None = None) -> Gallery:
         """An existing gallery, searched with its own index; ``index`` (a spec) overrides it for this object only:
-        built in memory, never saved, the gallery's record unchanged.
+        built in memory, never saved, the gallery's record unchanged. ``busy_timeout``: see
+        :func:`~lookalike.gallery.open_store`.
 
         Raises :class:`VectorsMismatchError` when the vector files beside a SQLite gallery disagree with its
         database at the same generation (see :meth:`rebuild_vectors`).
         """
-        return cls._on(open_store(str(path_or_url), create=False), index)
+        return cls._on(open_store(str(path_or_url), create=False, busy_timeout=busy_timeout), index)
 
     @classmethod
     def open_or_create(cls, path_or_url: str | Path, matcher: str | None = None, lowres: int | None = None,

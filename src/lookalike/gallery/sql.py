@@ -543,6 +543,16 @@ class SQLStore(GalleryStore):
                               (int(search_id),) if search_id is not None else ()).fetchall()
         return [ReviewRecord(int(r[0]), int(r[1]), *r[2:]) for r in rows]
 
+    def count_reviews(self, search_ids: list[int]) -> dict[int, int]:
+        ids = [int(i) for i in dict.fromkeys(search_ids)]
+        counts = dict.fromkeys(ids, 0)
+        with self._transaction():
+            for chunk in _chunks(ids, 1000):  # one query for a page of searches (the API's at most 1,000)
+                counts.update((int(i), int(n)) for i, n in self._exec(
+                    f"SELECT search_id, COUNT(*) FROM reviews WHERE search_id IN ({','.join('?' * len(chunk))}) "
+                    "GROUP BY search_id", chunk))
+        return counts
+
 
     _UNREVIEWED_BEFORE = f"created < ? AND NOT {_REVIEWED}"
 

@@ -8,24 +8,30 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from lookalike.gallery import BUSY_TIMEOUT
 from lookalike.gallery.sql import SQLStore, _Rows
-from lookalike.gallery.store import NoGalleryError, StoreError
+from lookalike.gallery.store import NoGalleryError, StoreBusyError, StoreError
+
+_BUSY = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)  # primary result codes of a lock not granted in time
 
 
 class SQLiteStore(SQLStore):
-    """A gallery in the SQLite file ``path``; ``create`` True: must be new, False: must exist, None: either."""
+    """A gallery in the SQLite file ``path``; ``create`` True: must be new, False: must exist, None: either;
+    ``timeout``: seconds a statement waits for another connection's write lock (e.g. ``lookalike enroll`` writing
+    beside a service) before it fails with :class:`~lookalike.gallery.store.StoreBusyError`."""
 
     ID = "INTEGER PRIMARY KEY AUTOINCREMENT"
     BLOB = "BLOB"
-    WRITE_ERRORS = (sqlite3.Error,)
+    WRITE_ERRORS = (sqlite3.Error, StoreBusyError)
     APPEND_ONLY = """
 CREATE TRIGGER reviews_no_update BEFORE UPDATE ON reviews BEGIN SELECT RAISE(ABORT, 'reviews are append-only'); END;
 CREATE TRIGGER reviews_no_delete BEFORE DELETE ON reviews BEGIN SELECT RAISE(ABORT, 'reviews are append-only'); END;
 """
 
     def __init__(self, path: str | Path, create: bool | None = None, meta: dict[str, str] | None = None,
-                 timeout: float = 60.0) -> None:
+                 timeout: float = BUSY_TIMEOUT) -> None:
         self.path = Path(path)
+        self.timeout = float(timeout)
         self.url = str(self.path)
         if create is False and not self.path.is_file():
             raise NoGalleryError(f"no gallery at {self.path} (create one with `lookalike enroll`)")
@@ -53,23 +59,40 @@ CREATE TRIGGER reviews_no_delete BEFORE DELETE ON reviews BEGIN SELECT RAISE(ABO
     def close(self) -> None:
         self._db.close()
 
+    @contextmanager
+    def _busy(self) -> Iterator[None]:
+        """A lock another connection held past the busy timeout as a :class:`StoreBusyError` (the driver's
+        OperationalError "database is locked" otherwise)."""
+        try:
+            yield
+        except sqlite3.OperationalError as e:
+            if getattr(e, "sqlite_errorcode", 0) & 0xFF not in _BUSY:
+                raise
+            raise StoreBusyError(f"{self.path}: the database is locked by another connection (a write under way "
+                                 f"in another process; waited {self.timeout:g} s); try again later") from e
+
     def _exec(self, sql: str, params: tuple | list = ()) -> _Rows:
-        cur = self._db.execute(sql, params)
-        rows = cur.fetchall() if cur.description is not None else []
+        with self._busy():
+            cur = self._db.execute(sql, params)
+            rows = cur.fetchall() if cur.description is not None else []
         return _Rows(rows, cur.rowcount)
 
     def _write_keys(self, keys: list[tuple[int, str]]) -> None:
-        self._db.executemany("UPDATE subjects SET lookalike_key = ? WHERE id = ?", [(k, i) for i, k in keys])
+        with self._busy():
+            self._db.executemany("UPDATE subjects SET lookalike_key = ? WHERE id = ?", [(k, i) for i, k in keys])
 
     @contextmanager
     def _outer_transaction(self, write: bool) -> Iterator[None]:
-        self._db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        with self._busy():
+            self._db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
         try:
             yield
+            with self._busy():
+                self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            if self._db.in_transaction:  # a COMMIT refused as busy leaves it open
+                self._db.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
 
     def _has_table(self, name: str) -> bool:
         row = self._exec("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone()

@@ -45,6 +45,12 @@ class StoreError(ValueError):
     """A gallery database that cannot be used as asked (a one-line message for the user)."""
 
 
+class StoreBusyError(StoreError):
+    """The database stayed locked by another connection past the store's busy timeout (SQLite: another process's
+    write transaction; PostgreSQL: a lock timeout, a serialization failure or a deadlock): nothing was written, and
+    the same request may succeed later."""
+
+
 class NoGalleryError(StoreError):
     """There is no gallery where one was expected."""
 
@@ -324,6 +330,10 @@ class GalleryStore(ABC):
     @abstractmethod
     def list_reviews(self, search_id: int | None = None) -> list[ReviewRecord]:
         """Reviews in the order they were made (of one search, or all)."""
+
+    @abstractmethod
+    def count_reviews(self, search_ids: list[int]) -> dict[int, int]:
+        """How many reviews each of ``search_ids`` has (0 for one without, or unknown), in one query."""
 
     @abstractmethod
     def prune_searches(self, before: str, dry_run: bool = False) -> PruneReport:

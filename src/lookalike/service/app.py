@@ -13,12 +13,12 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
 from lookalike import __version__
-from lookalike.gallery.store import StoreError
+from lookalike.gallery.store import StoreBusyError, StoreError
 from lookalike.service import api, pages
 from lookalike.service.access import AccessLog, Record
 from lookalike.service.auth import Sessions, TokenChecker
 from lookalike.service.core import Service, ServiceError, gallery_name
-from lookalike.service.limits import DEFAULT_MAX_UPLOAD_MB, BodyLimit
+from lookalike.service.limits import BUSY_RETRY_AFTER, DEFAULT_MAX_UPLOAD_MB, BodyLimit
 from lookalike.service.schemas import openapi_document
 from lookalike.service.security import HEADERS, HeadAsGet, SecurityHeaders, WrongTokens
 
@@ -47,6 +47,13 @@ def unavailable_message(db: str) -> str:
     (:func:`~lookalike.service.core.gallery_name`), never a path or the error's own text (which names files on the
     server: the server's log gets it)."""
     return f"the gallery {gallery_name(db)} cannot be used now (the server's log says why); try again later"
+
+
+def busy_message(db: str) -> str:
+    """What a 503 ``store_busy`` says: the gallery by its public name, and when to try again (the lock's holder, a
+    path, goes to the server's log only)."""
+    return (f"the gallery {gallery_name(db)} is busy (another process is writing to it); try again in "
+            f"{BUSY_RETRY_AFTER} s")
 
 
 def error(status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
@@ -120,10 +127,24 @@ def create_app(service: Service, tokens: TokenChecker, max_upload_mb: float = DE
     async def page_response(request: Request, exc: pages.PageResponse):
         return exc.response
 
+    def store_answer(request: Request, code: str, message: str, headers: dict | None = None):
+        """A 503 of the gallery's database: the error page for a page (no session looked up: the database is what
+        failed), else JSON."""
+        if pages.is_page(request):
+            page = pages.render(request, "error.html", None, 503, message=f"{message[0].upper()}{message[1:]}.")
+            page.headers.update(headers or {})
+            return page
+        return error(503, code, message, headers)
+
     @app.exception_handler(StoreError)
     async def store_error(request: Request, exc: StoreError):  # its message names server paths: the log's only
         log.error("gallery unavailable: %s", exc)
-        return error(503, "store_unavailable", unavailable_message(service.db))
+        return store_answer(request, "store_unavailable", unavailable_message(service.db))
+
+    @app.exception_handler(StoreBusyError)
+    async def store_busy(request: Request, exc: StoreBusyError):  # locked past the busy timeout: nothing written
+        log.warning("gallery busy: %s", exc)
+        return store_answer(request, "store_busy", busy_message(service.db), {"Retry-After": str(BUSY_RETRY_AFTER)})
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception):  # a defect: logged by the server, answered in one line

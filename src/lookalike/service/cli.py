@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from lookalike.service.limits import DEFAULT_MAX_MEGAPIXELS, DEFAULT_MAX_UPLOAD_MB
+from lookalike.service.limits import DEFAULT_BUSY_TIMEOUT, DEFAULT_MAX_MEGAPIXELS, DEFAULT_MAX_UPLOAD_MB
 
 
 def add_parser(sub) -> None:
@@ -38,6 +38,11 @@ def add_parser(sub) -> None:
                                 what=f"megapixels above 0 and at most {MAX_PIXELS / 1e6:g}"),
                    help=f"largest photo, decoded, in megapixels: a larger one is answered 413 (default: "
                         f"{DEFAULT_MAX_MEGAPIXELS}; at most 64; a search's time and memory grow with its pixels)")
+    s.add_argument("--busy-timeout", default=DEFAULT_BUSY_TIMEOUT, metavar="S",
+                   type=_number(float, 0, lo_open=True, what="a positive number of seconds"),
+                   help=f"seconds a request waits for the gallery database while another process writes to it "
+                        f"(lookalike enroll, gallery prune-searches) before it is answered 503 store_busy (default: "
+                        f"{DEFAULT_BUSY_TIMEOUT:g})")
     from lookalike.matchers import MATCHERS
 
     s.add_argument("--matcher", choices=MATCHERS, default=None,
@@ -116,7 +121,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"lookalike: warning: {tokens.warning}", file=sys.stderr)
     service = Service(args.db, model, args.data_dir, engines=args.engines, matcher=args.matcher, small_faces=small,
                       sharp_faces=sharp, every_scale=args.every_scale, cnn_fallback=args.cnn_fallback,
-                      central_fraction=args.central_fraction, max_pixels=max_pixels)
+                      central_fraction=args.central_fraction, max_pixels=max_pixels, busy_timeout=args.busy_timeout)
     try:
         if not tokens.has_tokens(service.store):
             raise ValueError("no API token: set LOOKALIKE_TOKEN or run `lookalike serve --db ... --create-token`")

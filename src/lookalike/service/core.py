@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import queue
 import re
@@ -27,7 +28,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 import numpy as np
 from PIL import Image, ImageDraw
 
-from lookalike.checks import check_int
+from lookalike.checks import check_int, check_range
 from lookalike.data.images import MAX_PIXELS, ImageError, decode_image, degrade, encode_png, sniff_image_type
 from lookalike.data.names import ALIKE, code_points, lookalikes, mixed_scripts, plain_form, shown
 from lookalike.data.screen import is_utf8
@@ -44,7 +45,7 @@ from lookalike.identify import Identifier, prepare_gallery, result_document, sea
 from lookalike.matchers.cache import EmbeddingCache
 from lookalike.model import LookalikeModel, check_model_fits_db
 from lookalike.service.files import ImageFiles
-from lookalike.service.limits import DEFAULT_MAX_MEGAPIXELS
+from lookalike.service.limits import DEFAULT_BUSY_TIMEOUT, DEFAULT_MAX_MEGAPIXELS
 from lookalike.summary import counted
 
 T = TypeVar("T")
@@ -197,8 +198,8 @@ class Engine:
     """One worker's gallery connection, vector index and identifier (used by one thread at a time)."""
 
     def __init__(self, db: str, model: LookalikeModel | None, small_faces: LookalikeModel | None = None,
-                 sharp_faces: LookalikeModel | None = None) -> None:
-        self.gallery = Gallery.open(db)
+                 sharp_faces: LookalikeModel | None = None, busy_timeout: float | None = None) -> None:
+        self.gallery = Gallery.open(db, busy_timeout=busy_timeout)
         try:
             self.identifier = Identifier(self.gallery, model, small_faces, sharp_faces)
         except BaseException:
@@ -221,15 +222,19 @@ class Service:
     :meth:`~lookalike.gallery.Gallery.open_or_create`); ``small_faces``,
     ``sharp_faces``: models for probe faces of other sizes (:class:`~lookalike.identify.Identifier`);
     ``every_scale``: look for small faces beside large ones in probe photos
-    (:meth:`~lookalike.matchers.align.FaceAligner.align_all`).
+    (:meth:`~lookalike.matchers.align.FaceAligner.align_all`); ``busy_timeout``: seconds a request's statement waits
+    for a lock another process holds (``lookalike enroll`` or ``gallery prune-searches`` writing) before the request
+    fails with :class:`~lookalike.gallery.store.StoreBusyError` (answered 503 ``store_busy``), on SQLite and
+    PostgreSQL alike.
     """
 
     def __init__(self, db: str, model: LookalikeModel | None = None, data_dir: str | Path | None = None,
                  engines: int = 2, matcher: str | None = None, small_faces: LookalikeModel | None = None,
                  sharp_faces: LookalikeModel | None = None, every_scale: bool = False,
                  cnn_fallback: bool | None = None, central_fraction: float | None = None,
-                 max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+                 max_pixels: int = DEFAULT_MAX_PIXELS, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> None:
         self.db = str(db)
+        self.busy_timeout = check_range(busy_timeout, "the busy timeout (seconds)", 0, math.inf, lo_open=True)
         self.max_pixels = check_max_pixels(max_pixels)
         self.model = model
         # an existing gallery keeps its own settings (a contradicting one is a ValueError); a new one gets the
@@ -244,15 +249,16 @@ class Service:
         self._engines: queue.Queue[Engine] = queue.Queue()
         self._all: list[Engine] = []
         for _ in range(max(1, engines)):
-            e = Engine(self.db, model, small_faces, sharp_faces)
+            e = Engine(self.db, model, small_faces, sharp_faces, self.busy_timeout)
             e.identifier.every_scale = every_scale
             self._all.append(e)
             self._engines.put(e)
         self.store = self._all[0].gallery.store  # for describing; requests use engines
-        self.sessions_store = open_store(self.db, create=False)  # the page sessions' own connection (auth.Sessions)
+        # the page sessions' own connection (auth.Sessions)
+        self.sessions_store = open_store(self.db, create=False, busy_timeout=self.busy_timeout)
         # token checks' own connection: they had waited for an engine, so two long searches held up every login,
         # page and API call for minutes
-        self._tokens_store = open_store(self.db, create=False)
+        self._tokens_store = open_store(self.db, create=False, busy_timeout=self.busy_timeout)
         self._tokens_lock = threading.Lock()
         self._stop = threading.Event()
         if model is not None:  # the gallery's faces prepared for re-ranking in the background (requests meanwhile
@@ -564,7 +570,7 @@ class Service:
                 raise ServiceError(422, f"bad_{name}", f"{name} must be true or false (or left out: either)")
         with self.engine() as e:
             records = e.gallery.store.list_searches(limit, before, reviewed, ambiguous)
-            counts = {r.id: len(e.gallery.store.list_reviews(r.id)) for r in records}
+            counts = e.gallery.store.count_reviews([r.id for r in records])  # one query, not one a search
         return [_search_summary(r, counts[r.id]) for r in records]
 
     def search_neighbours(self, search_id: int) -> dict[str, int | None]:

@@ -1,5 +1,5 @@
 """The service's limits: the request-size limit, enforced while the body streams in (before any of it is parsed
-or spooled), and the pixel limit of an uploaded photo."""
+or spooled), the pixel limit of an uploaded photo, and how long a request waits for a busy database."""
 
 from __future__ import annotations
 
@@ -11,6 +11,11 @@ DEFAULT_MAX_UPLOAD_MB = 20
 # A photo's pixels, decoded: a 60 KB PNG can hold 62 MP, whose search took 9 s and 1.1 GB here. 40 MP holds a
 # 36 MP camera's photo; ``serve --max-megapixels`` raises it up to the loader's own limit (images.MAX_PIXELS).
 DEFAULT_MAX_MEGAPIXELS = 40
+# Seconds a request's statement waits for the gallery's database while another process writes to it (``lookalike
+# enroll``, ``gallery prune-searches``), as SQLite's own default (lookalike.gallery.BUSY_TIMEOUT); then it is answered
+# 503 ``store_busy`` with ``Retry-After: BUSY_RETRY_AFTER`` (``serve --busy-timeout``).
+DEFAULT_BUSY_TIMEOUT = 60.0
+BUSY_RETRY_AFTER = 5
 
 
 class BodyTooLarge(HTTPException):

@@ -45,6 +45,8 @@ CODES = {
     "bad_token": "the token is not valid (or revoked)",
     "too_many_wrong_tokens": "too many wrong tokens from this address lately; wait Retry-After seconds",
     "store_unavailable": "the gallery's database cannot be reached",
+    "store_busy": "the gallery's database stayed locked by another process (lookalike enroll, gallery "
+                  "prune-searches) past the busy timeout; nothing was written: wait Retry-After seconds and try again",
     "invalid_request": "a parameter or body field missing or invalid (the message names it)",
     "bad_request": "a body that cannot be read as multipart form data",
     "unsupported_media_type": "a JSON body sent without the content type application/json",
@@ -86,7 +88,7 @@ ErrorTable = dict[int, tuple[str, ...]]  # status: the error codes given with it
 
 # What operations can answer, by what they do (an operation's errors are the union of those that apply to it)
 GUARDED: ErrorTable = {401: ("missing_token", "bad_token"), 429: ("too_many_wrong_tokens",),
-                       503: ("store_unavailable",)}  # every operation behind a token
+                       503: ("store_unavailable", "store_busy")}  # every operation behind a token
 INVALID: ErrorTable = {422: ("invalid_request",)}  # FastAPI's checks of parameters, ids and bodies (not FIELD_CODES')
 JSON_BODY: ErrorTable = {413: ("too_large",), 415: ("unsupported_media_type",)}
 MULTIPART: ErrorTable = {400: ("bad_request",), 413: ("too_large",)}
@@ -131,6 +133,9 @@ def error_responses(*tables: ErrorTable) -> dict[int, dict]:
                     "content": {"application/json": {"schema": {"$ref": ERROR_REF}}}}
         if status == 429:
             response["headers"] = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}}
+        if status == 503 and "store_busy" in merged[status]:
+            response["headers"] = {"Retry-After": {"description": "seconds to wait (store_busy)",
+                                                   "schema": {"type": "integer"}}}
         responses[status] = response
     return responses
 
