@@ -1,5 +1,5 @@
 """The gallery commands of the ``lookalike`` CLI: ``enroll`` and ``gallery stats|list|remove|rebuild-vectors|
-prune-searches|verify``.
+prune-searches|verify|backup``.
 
 :func:`add_parsers` adds them to the main parser; :data:`COMMANDS` maps their names to their functions.
 """
@@ -65,7 +65,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     g = sub.add_parser("gallery", help="inspect or edit a gallery: stats, list, remove, rebuild-vectors, "
-                                       "prune-searches, verify", description="Inspect or edit a persistent gallery.")
+                                       "prune-searches, verify, backup",
+                       description="Inspect or edit a persistent gallery.")
     gsub = g.add_subparsers(dest="gallery_command", required=True)
     for name, help_ in (("stats", "counts and settings"), ("list", "subjects with image counts"),
                         ("remove", "remove a subject and delete its images"),
@@ -78,7 +79,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                                    "embedding, each embedding is finite and of unit length, a saved index matches "
                                    "the vectors and, with --photos, every enrolled photo is still the file enrolled; "
                                    "exit status 0: intact, 1: problems found (each listed with its remedy), "
-                                   "2: an error")):
+                                   "2: an error"),
+                        ("backup", "copy a SQLite gallery (database, vector files, saved index; not the photos) to "
+                                   "--out while other processes use it, then check the copy as verify does; exit "
+                                   "status 0: the copy is intact, 1: problems found, 2: an error")):
         p = gsub.add_parser(name, help=help_, description=help_[0].upper() + help_[1:] + ".")
         if name == "remove":
             p.add_argument("subject", help="subject name, exactly as enrolled")
@@ -91,8 +95,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         if name == "verify":
             p.add_argument("--photos", action="store_true",
                            help="also re-read every enrolled face's photo and compare its SHA-1 with the one enrolled")
+        if name == "backup":
+            p.add_argument("--out", required=True, metavar="BACKUP.sqlite",
+                           help="the copy's database (its vector files go beside it); must not exist")
+        if name in ("verify", "backup"):
             p.add_argument("--no-progress", action="store_true", help="no progress bars")
-        if name in ("stats", "list", "prune-searches", "verify"):
+        if name in ("stats", "list", "prune-searches", "verify", "backup"):
             p.add_argument("--format", choices=("table", "json"), default="table",
                            help="a table for people (default) or JSON")
 
@@ -206,6 +214,8 @@ def cmd_gallery(args: argparse.Namespace) -> int:
         return prune_searches(args)
     if args.gallery_command == "verify":
         return verify(args)
+    if args.gallery_command == "backup":
+        return backup(args)
     rebuild = args.gallery_command == "rebuild-vectors"
     with (Gallery.rebuild_vectors if rebuild else Gallery.open)(args.db) as gallery:
         if rebuild:
@@ -264,21 +274,42 @@ def verify(args: argparse.Namespace) -> int:
     """``gallery verify``: :meth:`~lookalike.gallery.Gallery.verify` of a gallery opened for it (nothing written),
     as lines (each problem, each remedy, a summary) or JSON; :data:`PROBLEMS_FOUND` when it is not intact."""
     from lookalike.gallery import Gallery
-    from lookalike.summary import one_line
 
     with Gallery.open_for_verify(args.db) as gallery:
         report = gallery.verify(photos=args.photos, progress=not args.no_progress)
     if args.format == "json":
         print(json.dumps(report.summary(), indent=2))
     else:
-        for p in report.problems[:MAX_LISTED]:
-            print(f"problem: {p['kind']}: {one_line(p['message'])}")
-        if len(report.problems) > MAX_LISTED:
-            print(f"... and {len(report.problems) - MAX_LISTED} more (see --format json)")
-        for kind, remedy in report.remedies.items():
-            print(f"remedy ({kind}): {remedy}")
+        _problem_lines(report)
         print("\n".join(report.format()))
     return 0 if report.ok else PROBLEMS_FOUND
+
+
+def backup(args: argparse.Namespace) -> int:
+    """``gallery backup``: :func:`~lookalike.gallery.backup.backup` of ``--db`` to ``--out``, reported as lines (the
+    copy's problems and remedies as verify lists them, then a summary) or JSON; :data:`PROBLEMS_FOUND` when the copy
+    is not intact."""
+    from lookalike.gallery.backup import backup as backup_gallery
+
+    report = backup_gallery(args.db, args.out, progress=not args.no_progress)
+    if args.format == "json":
+        print(json.dumps(report.summary(), indent=2))
+    else:
+        _problem_lines(report.verify)
+        print("\n".join(report.format()))
+    return 0 if report.ok else PROBLEMS_FOUND
+
+
+def _problem_lines(report) -> None:
+    """A verify report's problems (the first :data:`MAX_LISTED`) and one remedy per kind, as lines."""
+    from lookalike.summary import one_line
+
+    for p in report.problems[:MAX_LISTED]:
+        print(f"problem: {p['kind']}: {one_line(p['message'])}")
+    if len(report.problems) > MAX_LISTED:
+        print(f"... and {len(report.problems) - MAX_LISTED} more (see --format json)")
+    for kind, remedy in report.remedies.items():
+        print(f"remedy ({kind}): {remedy}")
 
 
 def _cell(text: str) -> str:

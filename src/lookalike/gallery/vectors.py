@@ -14,6 +14,7 @@ import fcntl
 import io
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -129,6 +130,55 @@ def restamp(folder: Path, state: dict) -> bool:
     except OSError:
         return False
     return True
+
+
+def copy_vectors(folder: Path, to: Path) -> int | None:
+    """Copy the vector files and saved index in ``folder`` into the new folder ``to`` under ``folder``'s shared lock
+    (a consistent set: no writer is part-way through them), ``state.json`` last; the generation they were saved at,
+    or None when none are saved (nothing copied: the copy's gallery rebuilds them from its database).
+
+    The copies are stamped as lookalike's wherever the originals still had the stamps recorded for them, so the copy
+    is trusted as the original was, and a file changed outside lookalike stays marked as changed (every row of it
+    compared with the database on the copy's first opening)."""
+    to.mkdir(parents=True)
+    written = []
+    with _locked(folder, exclusive=False):
+        state = _json_object(folder / STATE)
+        if not state:
+            return None
+        index_stamp = _json_object(folder / INDEX / STAMP)
+        names = [VECTORS, IDS, *(f"{INDEX}/{n}" for n in (_index_files(folder) if (folder / INDEX).is_dir() else ()))]
+        for name in (n for n in names if (folder / n).is_file()):
+            (to / name).parent.mkdir(exist_ok=True)
+            shutil.copyfile(folder / name, to / name)
+            written.append(to / name)
+        if isinstance(state.get("files"), dict):
+            state["files"] = _restamped(folder, to, state["files"])
+        if index_stamp:
+            index_files = index_stamp.pop("index_files", None)
+            vectors = index_stamp.pop("vectors", None)
+            index_stamp = _restamped(folder, to, {VECTORS: index_stamp})[VECTORS]
+            if isinstance(index_files, dict):
+                index_stamp["index_files"] = _restamped(folder / INDEX, to / INDEX, index_files)
+            write_json(to / INDEX / STAMP, {**index_stamp, "vectors": vectors})
+        write_json(to / STATE, state)
+    for path in written:  # to disk, with the writers no longer kept waiting
+        with open(path, "rb+") as f:
+            os.fsync(f.fileno())
+    return state["generation"] if isinstance(state.get("generation"), int) else None
+
+
+def _restamped(folder: Path, to: Path, stamps: dict) -> dict:
+    """``stamps`` (file name -> the stamp recorded for ``folder``'s file) for the copies in ``to``: each copy's own
+    stamp where the original's still matched the one recorded, else the recorded one (the copy is then checked)."""
+    out = {}
+    for name, stamp in stamps.items():
+        try:
+            same = _stamp(folder, name) == stamp and (to / name).is_file()
+            out[name] = _stamp(to, name) if same else stamp
+        except OSError:
+            out[name] = stamp
+    return out
 
 
 def _load_array(path: Path, generation: int, **kwargs) -> np.ndarray:
