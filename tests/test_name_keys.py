@@ -87,9 +87,21 @@ def test_the_keys_are_recomputed_when_the_key_version_changes(db: str, monkeypat
         assert _keys(s)["Ann"] == "ANN" and s._exec("SELECT key_version FROM state").fetchone()[0] == KEY_VERSION + 1
         assert s.subject_names_by_key(["ANN"]) == ["Ann"]
     monkeypatch.undo()
-    with open_store(db) as s:  # and back
-        assert _keys(s) == {n: lookalike_key(n) for n in [*LIVE, "Zed"]} and s.generation() == gen
-        assert s._exec("SELECT key_version FROM state").fetchone()[0] == KEY_VERSION
+    with open_store(db) as s:  # an older lookalike leaves a newer one's keys (no rewriting back and forth)
+        assert _keys(s)["Ann"] == "ANN" and s.generation() == gen
+        assert s._exec("SELECT key_version FROM state").fetchone()[0] == KEY_VERSION + 1
+
+
+def test_subjects_added_without_a_key_get_one_on_open(db: str) -> None:
+    """An older lookalike still running after the migration adds subjects without a key (it knows no such column):
+    the next open gives them theirs, so the look-alike check sees them."""
+    _gallery(db)
+    with open_store(db) as s:
+        s.add_subject("ann  smith")
+        s._exec("UPDATE subjects SET lookalike_key = NULL WHERE name = 'ann  smith'")  # as the older process left it
+        assert s.subject_names_by_key([lookalike_key("Ann Smith")]) == []
+    with open_store(db) as s:
+        assert s.subject_names_by_key([lookalike_key("Ann Smith")]) == ["ann  smith"]
 
 
 def test_many_keys_are_looked_up_in_chunks(db: str) -> None:

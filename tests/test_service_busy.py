@@ -97,11 +97,13 @@ def test_a_write_to_a_busy_database_is_a_503_with_retry_after(busy_site):
     with held(busy_site.db):
         assert_busy_json(c.post("/api/subjects", json={"name": "Busy Person"}, headers=AUTH), busy_site)
         assert_busy_json(c.post(f"/api/searches/{sid}/reviews", json=review, headers=AUTH), busy_site)
+        assert_busy_json(c.delete("/api/subjects/s3", headers=AUTH), busy_site)  # had been 404 unknown_subject
         assert c.get("/api/searches", headers=AUTH).status_code == 200
         assert c.get("/api/subjects/Busy Person", headers=AUTH).status_code == 404
     assert len(c.get(f"/api/searches/{sid}", headers=AUTH).json()["reviews"]) == before
     assert c.post("/api/subjects", json={"name": "Busy Person"}, headers=AUTH).status_code == 201
     assert c.post(f"/api/searches/{sid}/reviews", json=review, headers=AUTH).status_code == 201
+    assert c.get("/api/subjects/s3", headers=AUTH).status_code == 200  # not removed while busy
 
 
 def test_a_busy_database_is_an_error_page_on_the_pages(busy_site):

@@ -199,8 +199,12 @@ class SQLStore(GalleryStore):
         :data:`~lookalike.data.names.KEY_VERSION` (or not yet), in the opening transaction: the names read in one
         query, the keys that differ written in one batch, then :data:`KEY_INDEX` built (a migration of 1,000,000
         subjects on SQLite took 5.0 s so, 7.8 s with the index kept up to date). Nothing a search reads changes: the
-        generation stays."""
-        if self._exec("SELECT key_version FROM state WHERE id = 1").fetchone()[0] == KEY_VERSION:
+        generation stays. With the keys of this version or a newer one (a newer lookalike's: left as they are), only
+        the subjects without a key get one: those an older lookalike still running after the migration added."""
+        if self._exec("SELECT key_version FROM state WHERE id = 1").fetchone()[0] >= KEY_VERSION:
+            rows = self._exec("SELECT id, name FROM subjects WHERE lookalike_key IS NULL").fetchall()
+            if rows:
+                self._write_keys([(sid, lookalike_key(name)) for sid, name in rows])
             return
         rows = self._exec("SELECT id, name, lookalike_key FROM subjects").fetchall()
         self._exec("DROP INDEX IF EXISTS subjects_lookalike_key")

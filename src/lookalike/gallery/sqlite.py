@@ -66,15 +66,27 @@ CREATE TRIGGER reviews_no_delete BEFORE DELETE ON reviews BEGIN SELECT RAISE(ABO
         try:
             yield
         except sqlite3.OperationalError as e:
-            if getattr(e, "sqlite_errorcode", 0) & 0xFF not in _BUSY:
+            busy = self._busy_error(e)
+            if busy is None:
                 raise
-            raise StoreBusyError(f"{self.path}: the database is locked by another connection (a write under way "
-                                 f"in another process; waited {self.timeout:g} s); try again later") from e
+            raise busy from e
+
+    def _busy_error(self, e: sqlite3.OperationalError) -> StoreBusyError | None:
+        """``e`` as a :class:`StoreBusyError` when it is a lock not granted in time, else None."""
+        if getattr(e, "sqlite_errorcode", 0) & 0xFF not in _BUSY:
+            return None
+        return StoreBusyError(f"{self.path}: the database is locked by another connection (a write under way in "
+                              f"another process; waited {self.timeout:g} s); try again later")
 
     def _exec(self, sql: str, params: tuple | list = ()) -> _Rows:
-        with self._busy():
+        try:  # not :meth:`_busy`: a context manager cost about 1 us a statement (the most frequent call here)
             cur = self._db.execute(sql, params)
             rows = cur.fetchall() if cur.description is not None else []
+        except sqlite3.OperationalError as e:
+            busy = self._busy_error(e)
+            if busy is None:
+                raise
+            raise busy from e
         return _Rows(rows, cur.rowcount)
 
     def _write_keys(self, keys: list[tuple[int, str]]) -> None:

@@ -358,6 +358,8 @@ class Service:
             name = self._live_subject(e, name).name
             try:
                 n = e.gallery.remove(name)
+            except StoreError:
+                raise  # busy or unusable: its own answer (503), never "unknown subject"
             except ValueError as err:
                 raise ServiceError(404, "unknown_subject", str(err)) from None
         return {"subject": name, "removed_images": n}
