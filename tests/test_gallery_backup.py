@@ -189,6 +189,15 @@ def test_an_existing_out_is_refused(original: str, tmp_path: Path, capsys: pytes
     assert code == 2 and "b.sqlite.vectors exists" in err and _left_beside(out) == ["b.sqlite.vectors"]
 
 
+def test_an_out_that_names_no_file_or_lies_in_the_vector_folder_is_refused(original: str,
+                                                                           capsys: pytest.CaptureFixture) -> None:
+    for out, says in (("", "names no file"), (".", "names no file"),
+                      (str(vector_dir(Path(original)) / "b.sqlite"), "inside the gallery's own vector folder")):
+        code, text, err = _backup(capsys, original, out)
+        assert code == 2 and text == "" and err.count("\n") == 1 and says in err, (out, err)
+    assert not (vector_dir(Path(original)) / "b.sqlite").exists()
+
+
 def test_a_postgresql_url_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     code, text, err = _backup(capsys, "postgresql://ann:secret@db.example/gallery", str(tmp_path / "b.sqlite"))
     assert code == 2 and text == "" and err.count("\n") == 1

@@ -73,6 +73,11 @@ def backup(db: str | Path, out: str | Path, progress: bool = False) -> BackupRep
     db, out = Path(db), Path(out)
     if not db.is_file():
         raise NoGalleryError(f"no gallery at {db} (create one with `lookalike enroll`)")
+    if not out.name or out.name in (".", ".."):
+        raise ValueError(f"--out {str(out)!r} names no file: give the copy's database file, e.g. backup/G.sqlite")
+    if out.resolve().is_relative_to(vector_dir(db).resolve()):
+        raise ValueError(f"--out {out} is inside the gallery's own vector folder {vector_dir(db)}: put the copy "
+                         "elsewhere")
     _check_new(out)
     t0 = time.perf_counter()
     out.parent.mkdir(parents=True, exist_ok=True)
