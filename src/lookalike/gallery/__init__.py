@@ -49,9 +49,8 @@ def open_store(url_or_path: str, create: bool | None = None, meta: dict[str, str
         raise StoreError(f"unsupported gallery URL {redact(url_or_path)!r}: use a SQLite file path or postgresql://...")
     from lookalike.gallery.sqlite import SQLiteStore
 
-    if busy_timeout is None:
-        return SQLiteStore(url_or_path, create=create, meta=meta)
-    return SQLiteStore(url_or_path, create=create, meta=meta, timeout=busy_timeout)
+    return SQLiteStore(url_or_path, create=create, meta=meta,
+                       timeout=BUSY_TIMEOUT if busy_timeout is None else busy_timeout)
 
 
 __all__ = ["EnrollReport", "Gallery", "GalleryStore", "NoGalleryError", "SchemaError", "StoreBusyError", "StoreError",

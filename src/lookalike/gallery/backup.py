@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from lookalike.gallery import display_db, is_postgres_url
+from lookalike.gallery import BUSY_TIMEOUT, display_db, is_postgres_url
 from lookalike.gallery.store import NoGalleryError, StoreError, VectorsMismatchError
 from lookalike.gallery.vectors import LOCK, copy_vectors, vector_dir
 from lookalike.gallery.verify import VerifyReport
@@ -138,7 +138,7 @@ def _copy_database(db: Path, to: Path, progress: bool) -> int:
     """SQLite's online backup of ``db`` into the new file ``to``, within one read transaction on ``db``: one
     consistent state (a write committed meanwhile would otherwise restart the copy), writers not blocked in WAL
     mode (a gallery's journal mode); the generation copied."""
-    source = sqlite3.connect(str(db), timeout=60.0, isolation_level=None)
+    source = sqlite3.connect(str(db), timeout=BUSY_TIMEOUT, isolation_level=None)
     try:
         try:
             source.execute("BEGIN")

@@ -101,7 +101,7 @@ CREATE INDEX searches_ambiguous ON searches (ambiguous, id);
 # Each subject's lookalike_key (removed subjects' too), indexed: a new name's look-alikes are one indexed query, where
 # every live name had been read and keyed (2.3 s at 1,000,000 subjects: benchmarks/lookalike_check.py).
 # ``state.key_version`` is the KEY_VERSION the keys were computed by (0: not yet, a gallery migrated from schema 8);
-# opening recomputes them (SQLStore._update_keys, which also builds KEY_INDEX) when it differs.
+# opening recomputes them (SQLStore._update_keys, which also builds KEY_INDEX) when it is older than KEY_VERSION.
 LOOKALIKE_KEYS = """ALTER TABLE subjects ADD COLUMN lookalike_key TEXT;
 ALTER TABLE state ADD COLUMN key_version INTEGER NOT NULL DEFAULT 0;
 """
@@ -195,7 +195,7 @@ class SQLStore(GalleryStore):
             self._update_keys()
 
     def _update_keys(self) -> None:
-        """Recompute every subject's ``lookalike_key`` (:data:`LOOKALIKE_KEYS`) when they were computed by another
+        """Recompute every subject's ``lookalike_key`` (:data:`LOOKALIKE_KEYS`) when they were computed by an older
         :data:`~lookalike.data.names.KEY_VERSION` (or not yet), in the opening transaction: the names read in one
         query, the keys that differ written in one batch, then :data:`KEY_INDEX` built (a migration of 1,000,000
         subjects on SQLite took 5.0 s so, 7.8 s with the index kept up to date). Nothing a search reads changes: the

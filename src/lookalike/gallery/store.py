@@ -23,7 +23,7 @@ import numpy as np
 # 7: an index of searches by probe photo (its bytes kept once).
 # 8: ``ambiguous`` on searches, indexed (the review queue lists the ambiguous ones without reading every result).
 # 9: each subject's ``lookalike_key``, indexed, and the key's version (``state.key_version``; the keys recomputed on
-#    open when :data:`lookalike.data.names.KEY_VERSION` differs).
+#    open by a lookalike whose :data:`lookalike.data.names.KEY_VERSION` is newer).
 SCHEMA_VERSION = 9
 
 VERDICTS = ("match", "non-match", "inconclusive")
